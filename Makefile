@@ -1,0 +1,32 @@
+# Two entry points for a fresh clone: `make demo` and `make test`.
+# torch==2.13.0 is installed before anything that depends on it: an unpinned
+# torch on a CPU-only machine resolves to a CUDA build of several GB.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip --disable-pip-version-check -q
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test venv clinic bench clean
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PIP) install torch==2.13.0
+	$(PIP) install -e ".[torch,dev]"
+	touch $(STAMP)
+
+venv: $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/gradwatch demo --out gradwatch-demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clinic: $(STAMP)
+	$(PY) -m benchmarks.clinic
+
+bench: $(STAMP)
+	$(PY) -m benchmarks.overhead
+
+clean:
+	rm -rf $(VENV) gradwatch-demo build *.egg-info

@@ -1,0 +1,74 @@
+"""What every detector shares: the interface, threshold checks and state."""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+from ..facts import ModelFacts
+from ..report import Finding, Severity
+from ..stats import StepStats
+
+
+class Detector(ABC):
+    """Watches one symptom over the stream of sampled steps.
+
+    ``observe`` returns a ``Finding`` (without remedies) while the symptom is
+    present and ``None`` otherwise; the monitor keeps the first step and merges.
+    Subclasses list their mutable attributes in ``state`` for checkpointing.
+    """
+
+    symptom: ClassVar[str]
+    state: ClassVar[tuple[str, ...]] = ()
+
+    @abstractmethod
+    def observe(self, sample: StepStats, facts: ModelFacts) -> Finding | None: ...
+
+    def state_dict(self) -> dict[str, Any]:
+        return {name: _copy(getattr(self, name)) for name in self.state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        for name in self.state:
+            if name in state:
+                setattr(self, name, _copy(state[name]))
+
+    def finding(self, sample: StepStats, severity: Severity, layers: list[str], message: str, **evidence: Any) -> Finding:
+        return Finding(self.symptom, severity, sample.step, tuple(layers), message, evidence, last_step=sample.step)
+
+
+def check_positive(name: str, value: float) -> float:
+    """Validate a threshold that must be a finite number above zero."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
+    return float(value)
+
+
+def check_fraction(name: str, value: float) -> float:
+    """Validate a threshold that is a share strictly between 0 and 1."""
+    check_positive(name, value)
+    if value >= 1:
+        raise ValueError(f"{name} must be a share between 0 and 1 (exclusive), got {value!r}")
+    return float(value)
+
+
+def check_count(name: str, value: int) -> int:
+    """Validate a count of samples or steps (an int >= 1)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
+    return value
+
+
+def fmt(value: float | None) -> str:
+    """A number in three significant digits for messages ("3e-09", "0.0215")."""
+    if value is None:
+        return "n/a"
+    return f"{value:.3g}"
+
+
+def _copy(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _copy(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_copy(v) for v in value]
+    return value

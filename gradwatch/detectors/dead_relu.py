@@ -1,0 +1,63 @@
+"""``dead_relu``: most units of a ReLU layer output zero for every input."""
+
+from __future__ import annotations
+
+from ..facts import ModelFacts
+from ..report import Finding
+from ..stats import StepStats, finite
+from .base import Detector, check_count, check_fraction, fmt
+
+DEAD_KINDS = frozenset({"ReLU", "ReLU6"})
+
+
+class DeadReLU(Detector):
+    """Flags ReLU layers where more than ``max_dead_share`` of the units are dead.
+
+    Evidence per unit comes from the activation (never positive on the sampled
+    batch) where a ReLU module is hooked, otherwise from the layer feeding it
+    (its gradient row is exactly zero: also covers ``F.relu``). Gradient rows
+    are used only for layers with no known activation module, and never for the
+    output layer. The share must stay above the limit on ``min_consecutive``
+    samples in a row; above ``critical_share`` it is critical. Defaults after
+    SageMaker Debugger and TheDeepChecker (a layer with over 50% dead units).
+    """
+
+    symptom = "dead_relu"
+    state = ("streaks",)
+
+    def __init__(self, *, max_dead_share: float = 0.5, critical_share: float = 0.9, min_consecutive: int = 3) -> None:
+        self.max_dead_share = check_fraction("max_dead_share", max_dead_share)
+        self.critical_share = check_fraction("critical_share", critical_share)
+        self.min_consecutive = check_count("min_consecutive", min_consecutive)
+        self.streaks: dict[str, int] = {}
+
+    def observe(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
+        shares = _dead_shares(sample, facts)
+        self.streaks = {name: self.streaks.get(name, 0) + 1 for name, s in shares.items() if s > self.max_dead_share}
+        dead = {name: shares[name] for name, n in self.streaks.items() if n >= self.min_consecutive}
+        if not dead:
+            return None
+        worst = max(dead, key=dead.__getitem__)
+        return self.finding(
+            sample,
+            "critical" if dead[worst] > self.critical_share else "warning",
+            list(dead),
+            f"{len(dead)} layer(s) with over {fmt(100 * self.max_dead_share)}% dead units; "
+            f"{worst}: {fmt(100 * dead[worst])}% never active on the batch",
+            dead_share=shares,
+            source={name: ("gradient rows" if name in _row_layers(sample, facts) else "activations") for name in dead},
+        )
+
+
+def _row_layers(sample: StepStats, facts: ModelFacts) -> set[str]:
+    """Layers judged by zero gradient rows: no known activation module, not the output layer."""
+    names = [s.name for s in sample.layers]
+    known = {layer.name for layer in facts.layers if layer.activation is not None}
+    return {name for name in names[:-1] if name not in known}
+
+
+def _dead_shares(sample: StepStats, facts: ModelFacts) -> dict[str, float]:
+    shares = {a.name: a.dead_share for a in sample.activations if a.kind in DEAD_KINDS and finite(a.dead_share)}
+    rows = _row_layers(sample, facts)
+    shares.update({s.name: s.zero_grad_rows for s in sample.layers if s.name in rows and finite(s.zero_grad_rows)})
+    return shares  # type: ignore[return-value]

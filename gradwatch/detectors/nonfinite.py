@@ -1,0 +1,62 @@
+"""``nonfinite``: NaN or infinity in the loss, the gradients or the weights."""
+
+from __future__ import annotations
+
+import math
+
+from ..facts import ModelFacts
+from ..report import Finding
+from ..stats import StepStats
+from .base import Detector
+
+
+class NonFinite(Detector):
+    """Flags the first sampled step where a loss, gradient or weight norm is NaN/Inf.
+
+    Always critical. The evidence names the window of steps in which it
+    appeared (after the previous sample) and the layers affected, in forward
+    order, split by gradients and weights.
+    """
+
+    symptom = "nonfinite"
+    state = ("previous_step",)
+
+    def __init__(self) -> None:
+        self.previous_step: int | None = None
+
+    def observe(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
+        since = self.previous_step
+        self.previous_step = sample.step
+        bad_grads = [s.name for s in sample.layers if _bad(s.grad_norm)]
+        bad_weights = [s.name for s in sample.layers if _bad(s.weight_norm) or _bad(s.update_norm)]
+        bad_loss = _bad(sample.loss)
+        if not (bad_grads or bad_weights or bad_loss):
+            return None
+        where = []
+        if bad_loss:
+            where.append(f"loss {sample.loss}")
+        if bad_grads:
+            where.append(f"gradients of {_names(bad_grads)}")
+        if bad_weights:
+            where.append(f"weights of {_names(bad_weights)}")
+        window = f"between step {since + 1} and {sample.step}" if since is not None else f"by step {sample.step}"
+        layers = list(dict.fromkeys(bad_grads + bad_weights))
+        return self.finding(
+            sample,
+            "critical",
+            layers,
+            f"non-finite values appeared {window}: " + ", ".join(where),
+            after_step=since,
+            loss=sample.loss,
+            first_layer=layers[0] if layers else None,
+            grad_layers=bad_grads,
+            weight_layers=bad_weights,
+        )
+
+
+def _bad(value: float | None) -> bool:
+    return value is not None and not math.isfinite(value)
+
+
+def _names(names: list[str]) -> str:
+    return ", ".join(names) if len(names) <= 3 else f"{names[0]} … {names[-1]} ({len(names)} layers)"

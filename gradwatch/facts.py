@@ -1,0 +1,79 @@
+"""What an adapter learned about the model's architecture and optimizer.
+
+Remedies are ranked from these facts, so "use ReLU" is only said to a model
+that does not already use it. ``None`` always means "could not be determined".
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import Any
+
+RELU_FAMILY = frozenset({"ReLU", "ReLU6", "LeakyReLU", "PReLU", "RReLU", "ELU", "SELU", "CELU", "GELU", "SiLU", "Mish"})
+SATURATING = frozenset({"Sigmoid", "Tanh", "Hardsigmoid", "Hardtanh", "Softsign", "LogSigmoid"})
+RECURRENT = frozenset({"RNN", "LSTM", "GRU", "SimpleRNN"})
+GATED_RECURRENT = frozenset({"LSTM", "GRU"})
+
+
+@dataclass(frozen=True)
+class LayerFacts:
+    """One parameterised layer, in forward (registration) order.
+
+    ``activation`` is the activation module that follows it, if any.
+    ``init_gain`` is ``std(W) * sqrt(fan_in)`` measured when watching began:
+    about 0.58 for PyTorch's default, 1.0 for LeCun, 1.41 for He.
+    """
+
+    name: str
+    kind: str
+    trainable: bool = True
+    activation: str | None = None
+    init_gain: float | None = None
+    fan_in: int | None = None
+
+
+@dataclass(frozen=True)
+class ModelFacts:
+    """Architecture and optimisation facts of the watched model."""
+
+    layers: tuple[LayerFacts, ...] = ()
+    normalization: tuple[str, ...] = ()
+    residual: bool | None = None
+    recurrent: tuple[str, ...] = ()
+    optimizer: str | None = None
+    lr: float | None = None
+    weight_decay: float | None = None
+    grad_clipping: bool | None = None
+
+    @property
+    def trainable_layers(self) -> tuple[LayerFacts, ...]:
+        return tuple(layer for layer in self.layers if layer.trainable)
+
+    @property
+    def depth(self) -> int:
+        """Number of parameterised layers (trainable or not)."""
+        return len(self.layers)
+
+    def activation_counts(self) -> Counter[str]:
+        """How many layers are followed by each activation kind."""
+        return Counter(layer.activation for layer in self.layers if layer.activation)
+
+    def layers_with(self, kinds: frozenset[str]) -> tuple[LayerFacts, ...]:
+        """Layers whose following activation is one of ``kinds``."""
+        return tuple(layer for layer in self.layers if layer.activation in kinds)
+
+    def layer(self, name: str) -> LayerFacts | None:
+        return next((layer for layer in self.layers if layer.name == name), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ModelFacts:
+        layers = tuple(LayerFacts(**layer) for layer in data.get("layers", ()))
+        rest = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k != "layers"}
+        return cls(layers=layers, **rest)
+
+
+__all__ = ["GATED_RECURRENT", "RECURRENT", "RELU_FAMILY", "SATURATING", "LayerFacts", "ModelFacts"]

@@ -1,0 +1,84 @@
+"""A bounded, downsampled per-layer history of the sampled statistics.
+
+Memory is O(series × capacity) whatever the run length: when the buffer is
+full every other point is dropped and the sampling stride doubles.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .stats import StepStats
+
+LAYER_METRICS = ("grad_norm", "weight_norm", "update_norm", "zero_grad_rows")
+ACTIVATION_METRICS = ("dead_share", "saturated_share")
+
+
+class History:
+    """Keeps at most ``capacity`` evenly spaced samples of every layer series."""
+
+    def __init__(self, capacity: int = 128) -> None:
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 2:
+            raise ValueError(f"history capacity must be an integer >= 2, got {capacity!r}")
+        self.capacity = capacity
+        self.stride = 1
+        self.seen = 0
+        self.steps: list[int] = []
+        self.kinds: dict[str, str] = {}
+        self.series: dict[str, dict[str, list[float | None]]] = {}
+
+    def add(self, sample: StepStats, kinds: dict[str, str]) -> None:
+        """Record ``sample`` if it falls on the current stride."""
+        self.seen += 1
+        if (self.seen - 1) % self.stride:
+            return
+        if len(self.steps) == self.capacity:
+            self._halve()
+        row = {layer.name: {m: getattr(layer, m) for m in LAYER_METRICS} for layer in sample.layers}
+        row.update({a.name: {m: getattr(a, m) for m in ACTIVATION_METRICS} for a in sample.activations})
+        for name, values in row.items():
+            self.kinds.setdefault(name, kinds.get(name, "?"))
+            series = self.series.setdefault(name, {m: [None] * len(self.steps) for m in values})
+            for metric, value in values.items():
+                series[metric].append(value)
+        for name, series in self.series.items():
+            if name not in row:
+                for values in series.values():
+                    values.append(None)
+        self.steps.append(sample.step)
+
+    def _halve(self) -> None:
+        self.steps = self.steps[::2]
+        for series in self.series.values():
+            for metric in series:
+                series[metric] = series[metric][::2]
+        self.stride *= 2
+
+    def to_layers(self) -> list[dict[str, Any]]:
+        """The ``layers`` list of the JSON summary."""
+        return [
+            {
+                "name": name,
+                "kind": self.kinds.get(name, "?"),
+                "history": {"step": list(self.steps), **{m: list(v) for m, v in series.items() if any(x is not None for x in v)}},
+            }
+            for name, series in self.series.items()
+        ]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "capacity": self.capacity,
+            "stride": self.stride,
+            "seen": self.seen,
+            "steps": list(self.steps),
+            "kinds": dict(self.kinds),
+            "series": {n: {m: list(v) for m, v in s.items()} for n, s in self.series.items()},
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.capacity = int(state["capacity"])
+        self.stride = int(state["stride"])
+        self.seen = int(state["seen"])
+        self.steps = list(state["steps"])
+        self.kinds = dict(state["kinds"])
+        self.series = {n: {m: list(v) for m, v in s.items()} for n, s in state["series"].items()}

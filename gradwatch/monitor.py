@@ -1,0 +1,130 @@
+"""The framework-free heart of gradwatch: schedule, detectors, findings, history."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from . import remedies
+from .detectors import Detector, default_detectors
+from .detectors.base import check_count
+from .facts import ModelFacts
+from .history import History
+from .report import SEVERITY_RANK, Finding, Report
+from .safety import FaultGuard, warn
+from .stats import StepStats
+
+
+class Monitor:
+    """Feeds sampled steps to one detector per symptom and keeps what they find.
+
+    Adapters call ``should_sample(step)`` to decide whether to measure, then
+    ``observe(stats)``. A new finding (or one that got more severe) is raised
+    once as a ``GradWatchWarning`` and logged on the ``gradwatch`` logger.
+
+    Sampling: every step that is a power of two below ``every_n_steps`` (so
+    trouble at initialisation is seen early), then every ``every_n_steps``-th.
+    """
+
+    def __init__(
+        self,
+        facts: ModelFacts | None = None,
+        *,
+        framework: str = "unknown",
+        every_n_steps: int = 20,
+        detectors: Sequence[Detector] | None = None,
+        history_size: int = 128,
+        warn_on: str | None = "warning",
+        guard: FaultGuard | None = None,
+    ) -> None:
+        self.every_n_steps = check_count("every_n_steps", every_n_steps)
+        if warn_on is not None and warn_on not in SEVERITY_RANK:
+            raise ValueError(f"warn_on must be one of {sorted(SEVERITY_RANK)} or None, got {warn_on!r}")
+        self.facts = facts or ModelFacts()
+        self.framework = framework
+        self.detectors = list(detectors) if detectors is not None else default_detectors()
+        self.history = History(history_size)
+        self.warn_on = warn_on
+        self.guard = guard or FaultGuard()
+        self.findings: dict[str, Finding] = {}
+        self.steps = 0
+        self.notes: list[str] = []
+
+    def should_sample(self, step: int) -> bool:
+        """Whether the adapter should measure optimizer step ``step`` (0-based)."""
+        n = self.every_n_steps
+        return step % n == 0 or (step < n and step & (step - 1) == 0)
+
+    def observe(self, sample: StepStats) -> list[Finding]:
+        """Run every detector on ``sample``; return findings that are new or got worse."""
+        self.steps = max(self.steps, sample.step + 1)
+        kinds = {layer.name: layer.kind for layer in self.facts.layers}
+        kinds.update({a.name: a.kind for a in sample.activations})
+        self.guard.run("history", self.history.add, sample, kinds)
+        raised = []
+        for detector in self.detectors:
+            found = self.guard.run(f"detector {detector.symptom}", detector.observe, sample, self.facts)
+            if found is not None and self._merge(found):
+                raised.append(self.findings[found.symptom])
+        for finding in raised:
+            if self.warn_on is not None and finding.at_least(self.warn_on):
+                warn(format_warning(finding))
+        return raised
+
+    def _merge(self, found: Finding) -> bool:
+        """Keep the first step of a symptom, the latest evidence and the worst severity."""
+        known = self.findings.get(found.symptom)
+        found.remedies = remedies.rank(found.symptom, self.facts)
+        if known is None:
+            self.findings[found.symptom] = found
+            return True
+        worse = SEVERITY_RANK[found.severity] > SEVERITY_RANK[known.severity]
+        found.first_step = known.first_step
+        if not worse:
+            found.severity = known.severity
+        found.layers = tuple(dict.fromkeys(known.layers + found.layers))
+        self.findings[found.symptom] = found
+        return worse
+
+    def report(self, steps: int | None = None) -> Report:
+        """The findings so far, most severe first, with the downsampled history."""
+        findings = sorted(self.findings.values(), key=lambda f: (-SEVERITY_RANK[f.severity], f.first_step))
+        notes = list(self.notes) + [f"part disabled after an internal error: {p} ({e})" for p, e in self.guard.failed.items()]
+        return Report(
+            framework=self.framework,
+            steps=self.steps if steps is None else steps,
+            findings=findings,
+            layers=self.history.to_layers(),
+            facts=self.facts,
+            every_n_steps=self.every_n_steps,
+            notes=notes,
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "steps": self.steps,
+            "findings": [f.to_dict() for f in self.findings.values()],
+            "detectors": {d.symptom: d.state_dict() for d in self.detectors},
+            "history": self.history.state_dict(),
+            "notes": list(self.notes),
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.steps = int(state["steps"])
+        self.findings = {f["symptom"]: Finding.from_dict(f) for f in state["findings"]}
+        for detector in self.detectors:
+            detector.load_state_dict(state["detectors"].get(detector.symptom, {}))
+        self.history.load_state_dict(state["history"])
+        self.notes = list(state.get("notes", []))
+
+
+def format_warning(finding: Finding) -> str:
+    """One line for a live warning: symptom, where, since when, the numbers, the top remedies."""
+    where = f" in {_layers(finding.layers)}" if finding.layers else ""
+    tips = "; ".join(r.title for r in finding.remedies[:2])
+    tail = f" — try: {tips}" if tips else ""
+    return f"gradwatch: {finding.symptom} ({finding.severity}) from step {finding.first_step}{where}: {finding.message}{tail}"
+
+
+def _layers(names: Sequence[str]) -> str:
+    return ", ".join(names) if len(names) <= 4 else f"{names[0]} … {names[-1]} ({len(names)} layers)"

@@ -1,0 +1,166 @@
+"""Symptom × model facts → remedies ranked by how well they fit *this* model.
+
+Each rule looks at the facts and either declines (the model already has it,
+or it does not apply) or returns a score in [0, 1] and a reason that quotes
+the model. Scores order remedies; they are not probabilities.
+"""
+
+from __future__ import annotations
+
+from typing import Callable
+
+from .facts import GATED_RECURRENT, SATURATING, LayerFacts, ModelFacts
+from .report import Remedy
+
+Rule = Callable[[ModelFacts], "tuple[float, str] | None"]
+
+HE_GAIN = 2**0.5
+# std(W)·sqrt(fan_in) that suits each activation: He for ReLU, LeCun for SELU, Xavier-like ≈ 1 otherwise.
+MATCHED_GAIN = {"ReLU": HE_GAIN, "ReLU6": HE_GAIN, "LeakyReLU": HE_GAIN, "PReLU": HE_GAIN, "SELU": 1.0}
+
+
+def _share(layers: tuple[LayerFacts, ...], of: tuple[LayerFacts, ...]) -> str:
+    return f"{len(layers)} of your {len(of)} layers"
+
+
+def relu_family(facts: ModelFacts) -> tuple[float, str] | None:
+    saturating = facts.layers_with(SATURATING)
+    if not saturating:
+        return None
+    kinds = "/".join(sorted({layer.activation for layer in saturating if layer.activation}))
+    return 0.9, (
+        f"{_share(saturating, facts.layers)} are followed by {kinds}, whose slope is at most "
+        f"{'0.25' if kinds == 'Sigmoid' else '1 and near 0 once saturated'}; ReLU, LeakyReLU, ELU or GELU pass "
+        "gradient with slope about 1 for active units"
+    )
+
+
+def leaky_relu(facts: ModelFacts) -> tuple[float, str] | None:
+    plain = facts.layers_with(frozenset({"ReLU", "ReLU6"}))
+    if plain:
+        return 0.9, (
+            f"{_share(plain, facts.layers)} use plain ReLU, which has zero gradient for negative inputs; "
+            "LeakyReLU, PReLU or ELU keep a small gradient so units can recover"
+        )
+    return 0.6, "no ReLU module was found (F.relu is likely): LeakyReLU, PReLU or ELU keep a gradient for negative inputs"
+
+
+def skip_connections(facts: ModelFacts) -> tuple[float, str] | None:
+    if facts.residual or facts.depth < 4:
+        return None
+    found = "gradwatch found no residual connections" if facts.residual is False else "if it has no skip connections yet"
+    return 0.8, (
+        f"your model is {facts.depth} parameterised layers deep and {found}; a residual path y = x + f(x) "
+        "carries gradient to the bottom layers unattenuated"
+    )
+
+
+def normalization(facts: ModelFacts) -> tuple[float, str] | None:
+    if facts.normalization:
+        return None
+    return 0.6, (
+        f"none of your {facts.depth} layers is followed by BatchNorm or LayerNorm; normalisation keeps "
+        "pre-activations in the range where gradients flow"
+    )
+
+
+def matched_init(facts: ModelFacts) -> tuple[float, str] | None:
+    off = []
+    for layer in facts.trainable_layers:
+        if layer.init_gain is None or layer.activation is None:
+            continue
+        want = MATCHED_GAIN.get(layer.activation, 1.0)
+        if not 0.7 * want <= layer.init_gain <= 1.4 * want:
+            off.append((layer, want))
+    if not off:
+        return None
+    layer, want = off[0]
+    scheme = "He (Kaiming)" if want == HE_GAIN else "LeCun" if layer.activation == "SELU" else "Xavier/Glorot"
+    return 0.5, (
+        f"{len(off)} layer(s) start with std·√fan_in far from what their activation wants, e.g. {layer.name} "
+        f"({layer.activation}) at {layer.init_gain:.2f} vs {want:.2f} for {scheme} init"
+    )
+
+
+def gated_rnn(facts: ModelFacts) -> tuple[float, str] | None:
+    vanilla = [kind for kind in facts.recurrent if kind not in GATED_RECURRENT]
+    if not vanilla:
+        return None
+    return 0.95, (
+        f"your model uses a vanilla {vanilla[0]}: its gradient through time shrinks geometrically; "
+        "LSTM or GRU gates keep an additive path across time steps"
+    )
+
+
+def gradient_clipping(facts: ModelFacts) -> tuple[float, str] | None:
+    if facts.grad_clipping:
+        return None
+    return 0.85, "clip the global gradient norm (e.g. torch.nn.utils.clip_grad_norm_(params, 1.0)) so one bad batch cannot blow up the weights"
+
+
+def lower_lr(facts: ModelFacts) -> tuple[float, str] | None:
+    lr = f"your learning rate is {facts.lr:.3g}" if facts.lr is not None else "the learning rate is unknown"
+    return 0.8, f"{lr}; try 3–10× lower, or a warmup, so one step cannot overshoot"
+
+
+def raise_lr(facts: ModelFacts) -> tuple[float, str] | None:
+    if facts.lr is None:
+        return 0.6, "steps are tiny relative to the weights; try a larger learning rate"
+    return 0.9, f"your learning rate {facts.lr:.3g} moves the weights by a tiny fraction per step; try 10–100× larger"
+
+
+def reduce_weight_decay(facts: ModelFacts) -> tuple[float, str] | None:
+    if facts.weight_decay is None or facts.weight_decay == 0:
+        return 0.5, "no optimizer weight decay was found; look for an L2/L1 penalty in the loss or regularizers pulling weights to zero"
+    shrink = f", which multiplies the weights by {1 - facts.lr * facts.weight_decay:.3g} every step" if facts.lr else ""
+    return 0.95, f"your weight decay is {facts.weight_decay:.3g}{shrink}; typical values are 1e-4 to 1e-2"
+
+
+def pretraining(facts: ModelFacts) -> tuple[float, str] | None:
+    return 0.1, "last resort: train the layers greedily one at a time (layer-wise pretraining), then fine-tune the whole network"
+
+
+REMEDIES: dict[str, tuple[str, Rule]] = {
+    "gated_rnn": ("Use LSTM or GRU instead of a vanilla RNN", gated_rnn),
+    "relu_family": ("Use ReLU-family activations (ReLU, LeakyReLU, ELU, GELU)", relu_family),
+    "leaky_relu": ("Use LeakyReLU, PReLU or ELU instead of ReLU", leaky_relu),
+    "skip_connections": ("Add residual (skip) connections", skip_connections),
+    "normalization": ("Add batch or layer normalisation", normalization),
+    "matched_init": ("Initialise to match the activation (He, Xavier, LeCun)", matched_init),
+    "gradient_clipping": ("Clip gradients by global norm", gradient_clipping),
+    "lower_lr": ("Lower the learning rate", lower_lr),
+    "raise_lr": ("Raise the learning rate", raise_lr),
+    "reduce_weight_decay": ("Reduce weight decay / L2 regularisation", reduce_weight_decay),
+    "layerwise_pretraining": ("Layer-wise pretraining", pretraining),
+}
+
+# Which remedies each symptom considers, with a weight for how directly they address it.
+CANDIDATES: dict[str, dict[str, float]] = {
+    "vanishing_gradients": {
+        "gated_rnn": 1.0, "relu_family": 1.0, "skip_connections": 0.9, "normalization": 0.8,
+        "matched_init": 0.8, "layerwise_pretraining": 1.0,
+    },
+    "exploding_gradients": {
+        "gradient_clipping": 1.0, "lower_lr": 0.9, "matched_init": 0.8, "normalization": 0.7, "gated_rnn": 0.6,
+    },
+    "nonfinite": {"lower_lr": 1.0, "gradient_clipping": 0.9, "normalization": 0.5, "matched_init": 0.5},
+    "dead_relu": {"leaky_relu": 1.0, "lower_lr": 0.7, "matched_init": 0.8, "normalization": 0.7},
+    "weight_collapse": {"reduce_weight_decay": 1.0, "lower_lr": 0.4},
+    "early_stagnation": {"raise_lr": 1.0, "normalization": 0.6, "matched_init": 0.6, "relu_family": 0.6},
+}
+
+
+def rank(symptom: str, facts: ModelFacts) -> tuple[Remedy, ...]:
+    """Remedies for ``symptom`` that fit ``facts``, best first."""
+    scored = []
+    for remedy_id, weight in CANDIDATES.get(symptom, {}).items():
+        title, rule = REMEDIES[remedy_id]
+        verdict = rule(facts)
+        if verdict is not None:
+            score, why = verdict
+            scored.append((score * weight, Remedy(remedy_id, title, why)))
+    scored.sort(key=lambda pair: -pair[0])
+    return tuple(remedy for _, remedy in scored)
+
+
+__all__ = ["CANDIDATES", "REMEDIES", "rank"]

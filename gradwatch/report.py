@@ -1,0 +1,201 @@
+"""Findings, the end-of-run report, and its JSON summary (schema ``gradwatch.summary/1``)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+from .facts import ModelFacts
+
+SCHEMA = "gradwatch.summary/1"
+SYMPTOMS = (
+    "nonfinite",
+    "exploding_gradients",
+    "vanishing_gradients",
+    "dead_relu",
+    "weight_collapse",
+    "early_stagnation",
+)
+Severity = Literal["info", "warning", "critical"]
+SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
+MAX_SUMMARY_BYTES = 64 * 1024 * 1024
+
+
+class SummaryError(ValueError):
+    """A summary file that cannot be read; the message is one line for the user."""
+
+
+@dataclass(frozen=True)
+class Remedy:
+    """One thing to try, with the reason it fits this model."""
+
+    id: str
+    title: str
+    why: str
+
+
+@dataclass
+class Finding:
+    """One diagnosed symptom: where, since when, how bad, the numbers, what to try."""
+
+    symptom: str
+    severity: Severity
+    first_step: int
+    layers: tuple[str, ...]
+    message: str
+    evidence: dict[str, Any] = field(default_factory=dict)
+    remedies: tuple[Remedy, ...] = ()
+    last_step: int | None = None
+
+    def at_least(self, severity: str) -> bool:
+        """True when this finding is at least as severe as ``severity``."""
+        return SEVERITY_RANK[self.severity] >= SEVERITY_RANK[severity]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "symptom": self.symptom,
+            "severity": self.severity,
+            "first_step": self.first_step,
+            "last_step": self.first_step if self.last_step is None else self.last_step,
+            "layers": list(self.layers),
+            "message": self.message,
+            "evidence": _json_safe(self.evidence),
+            "remedies": [{"id": r.id, "title": r.title, "why": r.why} for r in self.remedies],
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Finding:
+        return cls(
+            symptom=data["symptom"],
+            severity=data["severity"],
+            first_step=int(data["first_step"]),
+            last_step=data.get("last_step"),
+            layers=tuple(data.get("layers", ())),
+            message=data.get("message", ""),
+            evidence=dict(data.get("evidence", {})),
+            remedies=tuple(Remedy(r["id"], r["title"], r["why"]) for r in data.get("remedies", ())),
+        )
+
+
+@dataclass
+class Report:
+    """What a run looked like: findings plus a bounded per-layer history."""
+
+    framework: str
+    steps: int
+    findings: list[Finding] = field(default_factory=list)
+    layers: list[dict[str, Any]] = field(default_factory=list)
+    facts: ModelFacts = field(default_factory=ModelFacts)
+    every_n_steps: int | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def healthy(self) -> bool:
+        """True when nothing at warning level or above was found."""
+        return not any(f.at_least("warning") for f in self.findings)
+
+    def worst(self) -> Severity | None:
+        if not self.findings:
+            return None
+        return max((f.severity for f in self.findings), key=SEVERITY_RANK.__getitem__)
+
+    def finding(self, symptom: str) -> Finding | None:
+        return next((f for f in self.findings if f.symptom == symptom), None)
+
+    def to_summary(self) -> dict[str, Any]:
+        """The JSON summary as plain data (NaN and infinities become null)."""
+        return {
+            "schema": SCHEMA,
+            "framework": self.framework,
+            "steps": self.steps,
+            "every_n_steps": self.every_n_steps,
+            "findings": [f.to_dict() for f in self.findings],
+            "layers": _json_safe(self.layers),
+            "facts": _json_safe(self.facts.to_dict()),
+            "notes": list(self.notes),
+        }
+
+    def write_json(self, path: str | os.PathLike[str]) -> Path:
+        """Write the summary atomically: a reader never sees a half-written file."""
+        return write_atomic(Path(path), json.dumps(self.to_summary(), indent=1, allow_nan=False))
+
+    @classmethod
+    def from_summary(cls, data: Any) -> Report:
+        if not isinstance(data, dict):
+            raise SummaryError("not a gradwatch summary: the top level is not a JSON object")
+        schema = data.get("schema")
+        if schema != SCHEMA:
+            raise SummaryError(f"unsupported summary schema {schema!r}: this gradwatch reads {SCHEMA!r}")
+        try:
+            return cls(
+                framework=str(data["framework"]),
+                steps=int(data["steps"]),
+                findings=[Finding.from_dict(f) for f in data["findings"]],
+                layers=list(data.get("layers", [])),
+                facts=ModelFacts.from_dict(data.get("facts") or {}),
+                every_n_steps=data.get("every_n_steps"),
+                notes=list(data.get("notes", [])),
+            )
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SummaryError(f"malformed gradwatch summary: {type(exc).__name__}: {exc}") from None
+
+
+def load_summary(path: str | os.PathLike[str]) -> Report:
+    """Read a summary file; every failure is a ``SummaryError`` with a one-line message."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        if size > MAX_SUMMARY_BYTES:
+            raise SummaryError(f"{path}: {size} bytes is larger than the {MAX_SUMMARY_BYTES}-byte limit for a summary")
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise SummaryError(f"{path}: no such file") from None
+    except IsADirectoryError:
+        raise SummaryError(f"{path}: is a directory, expected a JSON summary file") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SummaryError(f"{path}: cannot read: {exc}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise SummaryError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+    try:
+        return Report.from_summary(data)
+    except SummaryError as exc:
+        raise SummaryError(f"{path}: {exc}") from None
+
+
+def schema_path() -> Path:
+    """The JSON Schema of the summary, shipped inside the package."""
+    return Path(__file__).with_name("schema") / "summary-1.json"
+
+
+def write_atomic(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as handle:
+            handle.write(text)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _json_safe(value: Any) -> Any:
+    """Replace non-finite floats by None and tuples by lists, recursively."""
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value

@@ -1,0 +1,86 @@
+"""Plain records of floats that adapters hand to the core, one per sampled step.
+
+``None`` means "not measured"; a measured NaN or infinity is real evidence
+(of the ``nonfinite`` symptom), never a placeholder.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    """Statistics of one trainable layer (all the parameters it owns directly).
+
+    Norms are L2 over the layer's trainable parameters. ``zero_grad_rows`` is
+    the share of output units whose whole gradient row is exactly zero, a
+    dead-unit signal that needs no activation hook (it also covers ``F.relu``).
+    """
+
+    name: str
+    grad_norm: float | None = None
+    weight_norm: float | None = None
+    update_norm: float | None = None
+    zero_grad_rows: float | None = None
+
+    @property
+    def relative_grad(self) -> float | None:
+        """``|g| / |W|``: the gradient on the scale of the weights it moves."""
+        return ratio(self.grad_norm, self.weight_norm)
+
+    @property
+    def relative_update(self) -> float | None:
+        """``|ΔW| / |W|`` across the optimizer step (healthy is about 1e-3)."""
+        return ratio(self.update_norm, self.weight_norm)
+
+    @property
+    def finite(self) -> bool:
+        """False when a measured gradient, weight or update norm is NaN or infinite."""
+        return all(
+            v is None or math.isfinite(v) for v in (self.grad_norm, self.weight_norm, self.update_norm)
+        )
+
+
+@dataclass(frozen=True)
+class ActivationStats:
+    """Output statistics of one activation module on one training batch.
+
+    ``dead_share``: share of units (features or channels) never positive on the
+    batch, for ReLU units. ``saturated_share``: share of outputs in the flat
+    tails of a sigmoid or tanh, where the local derivative is below about 0.01.
+    """
+
+    name: str
+    kind: str
+    dead_share: float | None = None
+    saturated_share: float | None = None
+
+
+@dataclass(frozen=True)
+class StepStats:
+    """Everything measured at one sampled optimizer step (0-based ``step``).
+
+    ``loss`` is the mean loss the user reported since the previous sample.
+    """
+
+    step: int
+    layers: tuple[LayerStats, ...] = ()
+    activations: tuple[ActivationStats, ...] = ()
+    loss: float | None = None
+    lr: float | None = None
+
+
+def ratio(numerator: float | None, denominator: float | None) -> float | None:
+    """``numerator / denominator`` when both are finite and the denominator positive."""
+    if numerator is None or denominator is None:
+        return None
+    if not (math.isfinite(numerator) and math.isfinite(denominator)) or denominator <= 0.0:
+        return None
+    return numerator / denominator
+
+
+def finite(value: float | None) -> bool:
+    """True for a measured, finite number: a value that can serve as evidence."""
+    return value is not None and math.isfinite(value)
