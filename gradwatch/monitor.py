@@ -10,7 +10,7 @@ from .detectors import Detector, default_detectors
 from .detectors.base import check_count
 from .facts import ModelFacts
 from .history import History
-from .report import SEVERITY_RANK, Finding, Report
+from .report import SEVERITY_RANK, Finding, Report, layer_list
 from .safety import FaultGuard, warn
 from .stats import StepStats
 
@@ -120,11 +120,8 @@ class Monitor:
 
 def format_warning(finding: Finding) -> str:
     """One line for a live warning: symptom, where, since when, the numbers, the top remedies."""
-    where = f" in {_layers(finding.layers)}" if finding.layers else ""
+    where = f" in {layer_list(finding.layers)}" if finding.layers else ""
     tips = "; ".join(r.title for r in finding.remedies[:2])
     tail = f" — try: {tips}" if tips else ""
     return f"gradwatch: {finding.symptom} ({finding.severity}) from step {finding.first_step}{where}: {finding.message}{tail}"
 
-
-def _layers(names: Sequence[str]) -> str:
-    return ", ".join(names) if len(names) <= 4 else f"{names[0]} … {names[-1]} ({len(names)} layers)"

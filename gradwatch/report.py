@@ -190,6 +190,11 @@ def write_atomic(path: Path, text: str) -> Path:
     return path
 
 
+def layer_list(names: tuple[str, ...] | list[str]) -> str:
+    """Layer names for a sentence: all of them, or first … last (count) when many."""
+    return ", ".join(names) if len(names) <= 4 else f"{names[0]} … {names[-1]} ({len(names)} layers)"
+
+
 def _json_safe(value: Any) -> Any:
     """Replace non-finite floats by None and tuples by lists, recursively."""
     if isinstance(value, float):

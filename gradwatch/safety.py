@@ -3,21 +3,33 @@
 from __future__ import annotations
 
 import logging
+import sys
 import warnings
 from typing import Callable, TypeVar
 
 logger = logging.getLogger("gradwatch")
+logger.addHandler(logging.NullHandler())  # a library logs only where the user configured logging
 T = TypeVar("T")
+# Frames of these packages are skipped so a warning points at the user's own line.
+_INTERNAL = ("gradwatch", "torch", "lightning", "pytorch_lightning", "keras", "tensorflow", "jax", "contextlib")
 
 
 class GradWatchWarning(UserWarning):
     """Category of every warning gradwatch raises (findings and its own faults)."""
 
 
-def warn(message: str, *, stacklevel: int = 3) -> None:
-    """Emit ``message`` as a ``GradWatchWarning`` and on the ``gradwatch`` logger."""
+def warn(message: str) -> None:
+    """Emit ``message`` as a ``GradWatchWarning`` pointing at user code, and on the ``gradwatch`` logger."""
     logger.warning(message)
-    warnings.warn(message, GradWatchWarning, stacklevel=stacklevel)
+    warnings.warn(message, GradWatchWarning, stacklevel=_user_stacklevel())
+
+
+def _user_stacklevel() -> int:
+    """How many frames up the first caller outside gradwatch and the frameworks sits."""
+    frame, level = sys._getframe(2), 2
+    while frame is not None and str(frame.f_globals.get("__name__", "")).split(".")[0] in _INTERNAL:
+        frame, level = frame.f_back, level + 1
+    return level
 
 
 class FaultGuard:

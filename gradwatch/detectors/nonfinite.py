@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 
 from ..facts import ModelFacts
-from ..report import Finding
+from ..report import Finding, layer_list
 from ..stats import StepStats
 from .base import Detector
 
@@ -36,9 +36,9 @@ class NonFinite(Detector):
         if bad_loss:
             where.append(f"loss {sample.loss}")
         if bad_grads:
-            where.append(f"gradients of {_names(bad_grads)}")
+            where.append(f"gradients of {layer_list(bad_grads)}")
         if bad_weights:
-            where.append(f"weights of {_names(bad_weights)}")
+            where.append(f"weights of {layer_list(bad_weights)}")
         window = f"between step {since + 1} and {sample.step}" if since is not None else f"by step {sample.step}"
         layers = list(dict.fromkeys(bad_grads + bad_weights))
         return self.finding(
@@ -57,6 +57,3 @@ class NonFinite(Detector):
 def _bad(value: float | None) -> bool:
     return value is not None and not math.isfinite(value)
 
-
-def _names(names: list[str]) -> str:
-    return ", ".join(names) if len(names) <= 3 else f"{names[0]} … {names[-1]} ({len(names)} layers)"

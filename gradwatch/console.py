@@ -1,0 +1,107 @@
+"""The rich console report: renders a ``Report``, never computes a diagnosis."""
+
+from __future__ import annotations
+
+import io
+import math
+from typing import Any
+
+from rich.console import Console, Group
+from rich.panel import Panel
+from rich.table import Table
+from rich.text import Text
+
+from .report import Finding, Report, layer_list
+
+STYLE = {"critical": "bold red", "warning": "bold yellow", "info": "cyan"}
+BAR_WIDTH = 24
+BLOCKS = " ▏▎▍▌▋▊▉█"
+
+
+def render(report: Report, *, width: int = 100, color: bool = False) -> str:
+    """The report as text at a fixed width (for tests, files and logs)."""
+    buffer = io.StringIO()
+    console = Console(file=buffer, width=width, color_system="truecolor" if color else None, force_terminal=color)
+    console.print(build(report))
+    return buffer.getvalue()
+
+
+def print_report(report: Report, console: Console | None = None) -> None:
+    """Print the report to the terminal (stderr, so it never mixes with piped output)."""
+    (console or Console(stderr=True)).print(build(report))
+
+
+def build(report: Report) -> Panel:
+    """The renderable: a verdict line, one block per finding, the gradient flow."""
+    parts: list[Any] = [_verdict(report)]
+    for finding in report.findings:
+        parts.append(_finding(finding))
+    flow = _flow(report)
+    if flow is not None:
+        parts.append(flow)
+    parts.extend(Text(f"note: {note}", style="dim") for note in report.notes)
+    title = f"gradwatch · {report.framework} · {report.steps} steps"
+    return Panel(Group(*parts), title=title, title_align="left", border_style=STYLE.get(report.worst() or "", "green"))
+
+
+def _verdict(report: Report) -> Text:
+    if not report.findings:
+        return Text("✓ no problems found", style="bold green")
+    counts = ", ".join(f"{f.symptom} ({f.severity})" for f in report.findings)
+    return Text(f"found: {counts}", style=STYLE[report.worst() or "info"])
+
+
+def _finding(finding: Finding) -> Group:
+    head = Text()
+    head.append(f"\n{finding.severity.upper():<8} ", style=STYLE[finding.severity])
+    head.append(finding.symptom, style="bold")
+    head.append(f"  from step {finding.first_step}")
+    if finding.layers:
+        head.append(f"  in {layer_list(finding.layers)}")
+    body = Text(f"  {finding.message}")
+    lines: list[Any] = [head, body]
+    if finding.remedies:
+        table = Table(show_header=False, box=None, padding=(0, 1), pad_edge=False)
+        table.add_column(justify="right", no_wrap=True)
+        table.add_column(ratio=1)
+        for rank, remedy in enumerate(finding.remedies, 1):
+            table.add_row(f"  {rank}.", Text.assemble((remedy.title, "bold"), f" — {remedy.why}"))
+        lines.append(Text("  what to try, best fit first:"))
+        lines.append(table)
+    return Group(*lines)
+
+
+def _flow(report: Report) -> Group | None:
+    """Latest |g|/|W| per layer as a log-scale bar: where the gradient stops flowing."""
+    rows = []
+    for layer in report.layers:
+        history = layer.get("history", {})
+        value = _last_ratio(history.get("grad_norm", []), history.get("weight_norm", []))
+        if value is not None:
+            rows.append((layer["name"], value))
+    if len(rows) < 2:
+        return None
+    logs = [math.log10(v) for _, v in rows if v > 0]
+    low, high = (min(logs), max(logs)) if logs else (0.0, 0.0)
+    table = Table(show_header=False, box=None, padding=(0, 1), pad_edge=False)
+    table.add_column(no_wrap=True)
+    table.add_column(no_wrap=True)
+    table.add_column(justify="right", no_wrap=True)
+    for name, value in rows:
+        share = 0.0 if value <= 0 else 1.0 if high == low else (math.log10(value) - low) / (high - low)
+        table.add_row(f"  {name}", _bar(share), f"{value:.2g}")
+    return Group(Text("\ngradient flow |g|/|W| per layer (latest sample, log scale):"), table)
+
+
+def _bar(share: float) -> str:
+    eighths = round(share * BAR_WIDTH * 8)
+    full, rest = divmod(max(eighths, 1), 8)
+    return ("█" * full + (BLOCKS[rest] if rest else "")).ljust(BAR_WIDTH)
+
+
+def _last_ratio(grads: list[float | None], weights: list[float | None]) -> float | None:
+    for grad, weight in zip(reversed(grads), reversed(weights)):
+        if grad is not None and weight and math.isfinite(grad) and math.isfinite(weight):
+            return grad / weight
+    return None
+

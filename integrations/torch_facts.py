@@ -1,0 +1,128 @@
+"""Architecture facts of a ``torch.nn.Module`` and its optimizer, for ranking remedies."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable
+
+from gradwatch.facts import RECURRENT, RELU_FAMILY, SATURATING, LayerFacts, ModelFacts
+
+from ._torch import torch
+
+ACTIVATIONS = RELU_FAMILY | SATURATING | {"Softplus"}
+RESIDUAL_NAME = re.compile(r"residual|resblock|basicblock|bottleneck|skip", re.IGNORECASE)
+
+
+def parameterised_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """Modules that own parameters directly, in registration (usually forward) order."""
+    return [
+        (name or type(model).__name__, module)
+        for name, module in model.named_modules()
+        if next(module.parameters(recurse=False), None) is not None
+    ]
+
+
+def activation_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    return [(name, m) for name, m in model.named_modules() if type(m).__name__ in ACTIVATIONS]
+
+
+def model_facts(
+    model: torch.nn.Module, trainable: Iterable[str] | None = None, optimizer: torch.optim.Optimizer | None = None
+) -> ModelFacts:
+    """Read what remedies need to know: activations per layer, norms, recurrence, residuals, optimizer."""
+    trainable_names = set(trainable) if trainable is not None else None
+    layers: list[LayerFacts] = []
+    pending: list[int] = []  # layers still waiting for the activation that follows them
+    normalization: list[str] = []
+    recurrent: list[str] = []
+    residual = None
+    custom_containers = False
+    for name, module in model.named_modules():
+        kind = type(module).__name__
+        if RESIDUAL_NAME.search(kind):
+            residual = True
+        if kind in ACTIVATIONS:
+            for index in pending:
+                layers[index] = _with_activation(layers[index], kind)
+            pending = []
+            continue
+        if "Norm" in kind:
+            normalization.append(name)
+        if kind in RECURRENT:
+            recurrent.append(kind)
+        elif next(module.children(), None) is not None and not isinstance(
+            module, (torch.nn.Sequential, torch.nn.ModuleList, torch.nn.ModuleDict)
+        ) and module is not model:
+            custom_containers = True
+        if next(module.parameters(recurse=False), None) is None:
+            continue
+        layer_name = name or kind
+        activation = _rnn_activation(module) if kind in RECURRENT else None
+        layers.append(
+            LayerFacts(
+                name=layer_name,
+                kind=kind,
+                trainable=layer_name in trainable_names if trainable_names is not None else _requires_grad(module),
+                activation=activation,
+                init_gain=_init_gain(module),
+                fan_in=_fan_in(module),
+            )
+        )
+        if "Norm" in kind:
+            pending.append(len(layers) - 1)
+        else:
+            pending = [len(layers) - 1] if activation is None else []
+    if residual is None and not custom_containers and type(model).forward is torch.nn.Sequential.forward:
+        residual = False  # a plain Sequential cannot add a skip path
+    group = optimizer.param_groups[0] if optimizer is not None and optimizer.param_groups else {}
+    return ModelFacts(
+        layers=tuple(layers),
+        normalization=tuple(normalization),
+        residual=residual,
+        recurrent=tuple(recurrent),
+        optimizer=type(optimizer).__name__ if optimizer is not None else None,
+        lr=_float(group.get("lr")),
+        weight_decay=_float(group.get("weight_decay")),
+    )
+
+
+def _with_activation(layer: LayerFacts, activation: str) -> LayerFacts:
+    return LayerFacts(layer.name, layer.kind, layer.trainable, activation, layer.init_gain, layer.fan_in)
+
+
+def _requires_grad(module: torch.nn.Module) -> bool:
+    return any(p.requires_grad for p in module.parameters(recurse=False))
+
+
+def _rnn_activation(module: torch.nn.Module) -> str:
+    return "ReLU" if getattr(module, "nonlinearity", "tanh") == "relu" else "Tanh"
+
+
+def _weight(module: torch.nn.Module) -> torch.Tensor | None:
+    weight = getattr(module, "weight", None)
+    if weight is None:
+        weight = getattr(module, "weight_hh_l0", None)
+    return weight if isinstance(weight, torch.Tensor) and weight.dim() >= 2 and weight.numel() > 0 else None
+
+
+def _fan_in(module: torch.nn.Module) -> int | None:
+    weight = _weight(module)
+    return int(weight[0].numel()) if weight is not None else None
+
+
+def _init_gain(module: torch.nn.Module) -> float | None:
+    """``std(W)·sqrt(fan_in)``: 0.58 for PyTorch's default Linear init, 1.41 for He."""
+    weight = _weight(module)
+    if weight is None or not weight.dtype.is_floating_point:
+        return None
+    with torch.no_grad():
+        std = float(weight.detach().float().std()) if weight.numel() > 1 else 0.0
+    return std * math.sqrt(weight[0].numel()) if math.isfinite(std) else None
+
+
+def _float(value: object) -> float | None:
+    try:
+        return float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        return None

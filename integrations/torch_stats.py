@@ -1,0 +1,220 @@
+"""Per-layer statistics of a ``torch.nn.Module``, measured on the device.
+
+Nothing here touches the host on unsampled steps: gradients and weights are
+reduced with grouped ``torch._foreach_*`` kernels on sampled steps only, and
+everything a sample needs leaves the device in a single transfer in ``flush``.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from typing import Any
+
+from gradwatch.safety import FaultGuard
+from gradwatch.stats import ActivationStats, LayerStats, StepStats
+
+from ._torch import torch
+from .torch_facts import activation_modules, parameterised_modules
+
+DEAD_KINDS = ("ReLU", "ReLU6")
+SATURATION_KINDS = ("Sigmoid", "Tanh")
+ROW_KINDS = ("Linear", "Conv1d", "Conv2d", "Conv3d")
+
+
+@dataclass
+class _Sample:
+    """Device tensors gathered for one sampled step, waiting for ``flush``."""
+
+    grad_layers: list[int] = field(default_factory=list)
+    grad_norms: Any = None
+    row_layers: list[int] = field(default_factory=list)
+    zero_rows: list[Any] = field(default_factory=list)
+    before: list[Any] | None = None
+    weight_norms: Any = None
+    update_norms: Any = None
+    activations: dict[str, tuple[str, str, Any]] = field(default_factory=dict)
+
+
+class TorchCollector:
+    """Reads gradient, weight, update and activation statistics of one model.
+
+    ``trainable`` restricts the layers to parameters an optimizer updates
+    (frozen or un-optimised parameters are never evidence). Call
+    ``capture_gradients`` after backward and before the optimizer step,
+    ``capture_updates`` right after it, and ``flush`` to get a ``StepStats``.
+    """
+
+    def __init__(self, model: torch.nn.Module, *, guard: FaultGuard | None = None) -> None:
+        self.guard = guard or FaultGuard()
+        self.model = model
+        self.sampling = True
+        self._handles: list[Any] = []
+        self._sample = _Sample()
+        self._loss_tensor: torch.Tensor | None = None
+        self._loss_float = 0.0
+        self._loss_count = 0
+        self.set_trainable(None)
+
+    def set_trainable(self, params: Collection[torch.nn.Parameter] | None) -> None:
+        """Watch only ``params`` (by identity) among the model's parameters; ``None``: all with requires_grad."""
+        ids = {id(p) for p in params} if params is not None else None
+        self.layer_names: list[str] = []
+        self.params: list[torch.nn.Parameter] = []
+        owners: list[int] = []
+        self.row_weights: list[tuple[int, torch.nn.Parameter]] = []
+        for name, module in parameterised_modules(self.model):
+            own = [p for p in module.parameters(recurse=False) if p.requires_grad and (ids is None or id(p) in ids)]
+            own = [p for p in own if p.numel() > 0 and p.dtype.is_floating_point]
+            if not own:
+                continue
+            index = len(self.layer_names)
+            self.layer_names.append(name)
+            self.params.extend(own)
+            owners.extend([index] * len(own))
+            weight = getattr(module, "weight", None)
+            if type(module).__name__ in ROW_KINDS and any(weight is p for p in own):
+                self.row_weights.append((index, weight))
+        device = self.params[0].device if self.params else torch.device("cpu")
+        self._owner_list = owners
+        self._owners = torch.tensor(owners, dtype=torch.long, device=device)
+
+    def attach(self) -> None:
+        """Install forward hooks on ReLU, Sigmoid and Tanh modules (idempotent)."""
+        if self._handles:
+            return
+        conv_before: dict[str, bool] = {}
+        last_conv = False
+        for name, module in self.model.named_modules():
+            kind = type(module).__name__
+            if next(module.parameters(recurse=False), None) is not None:
+                last_conv = kind.startswith("Conv")
+            conv_before[name] = last_conv
+        for name, module in activation_modules(self.model):
+            kind = type(module).__name__
+            if kind in DEAD_KINDS or kind in SATURATION_KINDS:
+                hook = self._activation_hook(name, kind, 1 if conv_before[name] else -1)
+                self._handles.append(module.register_forward_hook(hook))
+
+    def detach(self) -> None:
+        """Remove every hook this collector installed."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _activation_hook(self, name: str, kind: str, unit_dim: int) -> Any:
+        def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
+            if self.sampling and name not in self._sample.activations and module.training and torch.is_grad_enabled():
+                self.guard.run("activation hook", self._record_activation, name, kind, unit_dim, output)
+
+        return hook
+
+    @torch.no_grad()
+    def _record_activation(self, name: str, kind: str, unit_dim: int, output: Any) -> None:
+        if not isinstance(output, torch.Tensor) or output.numel() == 0 or not output.is_floating_point():
+            return
+        if kind in DEAD_KINDS:
+            units = output.movedim(unit_dim, -1).reshape(-1, output.shape[unit_dim]) if output.dim() > 1 else output[None]
+            value = 1.0 - (units > 0).any(0).float().mean()
+            self._sample.activations[name] = (kind, "dead", value)
+        else:
+            tail = (output < 0.01) | (output > 0.99) if kind == "Sigmoid" else output.abs() > 0.99
+            self._sample.activations[name] = (kind, "saturated", tail.float().mean())
+
+    @torch.no_grad()
+    def capture_gradients(self, *, scale: float | None = None) -> None:
+        """Gradient norms per layer and zero-gradient rows; snapshot weights for the update size.
+
+        ``scale``: divide gradients by it (a loss scale an AMP scaler left in place).
+        """
+        sample = self._sample
+        with_grad = [i for i, p in enumerate(self.params) if p.grad is not None and not p.grad.is_sparse]
+        if with_grad:
+            norms = torch._foreach_norm([self.params[i].grad for i in with_grad], 2, dtype=torch.float32)
+            owners = [self._owner_list[i] for i in with_grad]
+            per_layer = self._per_layer(norms, owners if len(with_grad) < len(self.params) else None)
+            sample.grad_norms = per_layer / scale if scale else per_layer
+            sample.grad_layers = sorted(set(owners))
+        for index, weight in self.row_weights:
+            grad = weight.grad
+            if grad is not None and not grad.is_sparse and grad.dim() >= 2:
+                sample.row_layers.append(index)
+                sample.zero_rows.append(1.0 - (grad.flatten(1) != 0).any(1).float().mean())
+        sample.before = torch._foreach_mul(self.params, 1.0) if self.params else None
+
+    @torch.no_grad()
+    def capture_updates(self) -> None:
+        """Weight norms after the optimizer step and the size of the step ``|ΔW|``."""
+        sample = self._sample
+        if not self.params:
+            return
+        sample.weight_norms = self._per_layer(torch._foreach_norm(self.params, 2, dtype=torch.float32))
+        if sample.before is not None:
+            torch._foreach_sub_(sample.before, self.params)
+            sample.update_norms = self._per_layer(torch._foreach_norm(sample.before, 2, dtype=torch.float32))
+            sample.before = None
+
+    def add_loss(self, loss: torch.Tensor | float) -> None:
+        """Accumulate the step's loss without a host sync (a tensor stays on its device)."""
+        if isinstance(loss, torch.Tensor):
+            value = loss.detach().float().mean()
+            self._loss_tensor = value if self._loss_tensor is None else self._loss_tensor + value
+        else:
+            self._loss_float += float(loss)
+        self._loss_count += 1
+
+    def flush(self, step: int, lr: float | None = None) -> StepStats:
+        """Bring the pending sample to the host in one transfer and reset it."""
+        sample, self._sample = self._sample, _Sample()
+        if sample.weight_norms is None and self.params:
+            sample.before = None
+            sample.weight_norms = self._per_layer(torch._foreach_norm(self.params, 2, dtype=torch.float32))
+        n = len(self.layer_names)
+        acts = list(sample.activations.items())
+        parts = [
+            sample.grad_norms if sample.grad_norms is not None else None,
+            sample.weight_norms,
+            sample.update_norms,
+            torch.stack(sample.zero_rows) if sample.zero_rows else None,
+            torch.stack([v for _, (_, _, v) in acts]) if acts else None,
+            self._loss_tensor.reshape(1) if self._loss_tensor is not None else None,
+        ]
+        present = [p for p in parts if p is not None]
+        device = present[0].device if present else torch.device("cpu")
+        values = torch.cat([p.float().reshape(-1).to(device) for p in present]).tolist() if present else []
+        cursor = iter(values)
+        grad = _take(cursor, n) if parts[0] is not None else [None] * n
+        weight = _take(cursor, n) if parts[1] is not None else [None] * n
+        update = _take(cursor, n) if parts[2] is not None else [None] * n
+        rows = dict(zip(sample.row_layers, _take(cursor, len(sample.row_layers))))
+        act_values = _take(cursor, len(acts))
+        loss_sum = self._loss_float + (next(cursor) if parts[5] is not None else 0.0)
+        loss = loss_sum / self._loss_count if self._loss_count else None
+        self._loss_tensor, self._loss_float, self._loss_count = None, 0.0, 0
+        has_grad = set(sample.grad_layers)
+        layers = tuple(
+            LayerStats(
+                name,
+                grad_norm=grad[i] if i in has_grad else None,
+                weight_norm=weight[i],
+                update_norm=update[i],
+                zero_grad_rows=rows.get(i),
+            )
+            for i, name in enumerate(self.layer_names)
+        )
+        activations = tuple(
+            ActivationStats(name, kind, **{f"{metric}_share": value})
+            for (name, (kind, metric, _)), value in zip(acts, act_values)
+        )
+        return StepStats(step=step, layers=layers, activations=activations, loss=loss, lr=lr)
+
+    def _per_layer(self, norms: list[torch.Tensor], owners: list[int] | None = None) -> torch.Tensor:
+        """Combine per-parameter norms into per-layer norms (sqrt of summed squares), on the device."""
+        squares = torch.stack(norms).square()
+        index = self._owners if owners is None else torch.tensor(owners, dtype=torch.long)
+        out = torch.zeros(len(self.layer_names), device=squares.device)
+        return out.index_add_(0, index.to(squares.device), squares).sqrt()
+
+
+def _take(cursor: Any, count: int) -> list[float]:
+    return [next(cursor) for _ in range(count)]
