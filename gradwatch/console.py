@@ -15,6 +15,7 @@ from .report import Finding, Report, layer_list
 
 STYLE = {"critical": "bold red", "warning": "bold yellow", "info": "cyan"}
 BAR_WIDTH = 24
+FLOW_DECADES = (-10, 1)  # log10 range of the gradient-flow bars
 BLOCKS = " ▏▎▍▌▋▊▉█"
 
 
@@ -72,25 +73,24 @@ def _finding(finding: Finding) -> Group:
 
 
 def _flow(report: Report) -> Group | None:
-    """Latest |g|/|W| per layer as a log-scale bar: where the gradient stops flowing."""
+    """Latest |g|/|W| per layer as a bar on a fixed log scale: where the gradient stops flowing."""
     rows = []
     for layer in report.layers:
         history = layer.get("history", {})
         value = _last_ratio(history.get("grad_norm", []), history.get("weight_norm", []))
         if value is not None:
-            rows.append((layer["name"], value))
+            rows.append((layer["name"], layer.get("kind", ""), value))
     if len(rows) < 2:
         return None
-    logs = [math.log10(v) for _, v in rows if v > 0]
-    low, high = (min(logs), max(logs)) if logs else (0.0, 0.0)
     table = Table(show_header=False, box=None, padding=(0, 1), pad_edge=False)
-    table.add_column(no_wrap=True)
-    table.add_column(no_wrap=True)
-    table.add_column(justify="right", no_wrap=True)
-    for name, value in rows:
-        share = 0.0 if value <= 0 else 1.0 if high == low else (math.log10(value) - low) / (high - low)
-        table.add_row(f"  {name}", _bar(share), f"{value:.2g}")
-    return Group(Text("\ngradient flow |g|/|W| per layer (latest sample, log scale):"), table)
+    for justify in ("left", "left", "left", "right"):
+        table.add_column(justify=justify, no_wrap=True)  # type: ignore[arg-type]
+    for name, kind, value in rows:
+        decades = math.log10(value) - FLOW_DECADES[0] if value > 0 else 0.0
+        share = min(max(decades / (FLOW_DECADES[1] - FLOW_DECADES[0]), 0.0), 1.0)
+        table.add_row(f"  {name}", kind, _bar(share), f"{value:.2g}")
+    low, high = FLOW_DECADES
+    return Group(Text(f"\ngradient flow |g|/|W| per layer (latest sample; bars on a log scale, 1e{low}..1e{high}):"), table)
 
 
 def _bar(share: float) -> str:

@@ -1,0 +1,189 @@
+"""Each detector against hand-computed references on synthetic streams."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from gradwatch import ActivationStats, LayerFacts, ModelFacts
+from gradwatch.detectors import (
+    DeadReLU,
+    EarlyStagnation,
+    ExplodingGradients,
+    NonFinite,
+    VanishingGradients,
+    WeightCollapse,
+)
+
+from .streams import feed, sample
+
+# -- vanishing ---------------------------------------------------------------------------------
+
+
+def test_vanishing_needs_three_samples_in_a_row_then_reports_the_ratio():
+    grads = [1e-6, 1e-4, 1e-2, 1e-1]
+    results = feed(VanishingGradients(), [sample(s, grads, relative_updates=[g * 0.1 for g in grads]) for s in range(4)])
+    assert results[:2] == [None, None]
+    finding = results[2]
+    assert finding.severity == "warning"
+    assert finding.evidence["grad_ratio"] == pytest.approx(1e-5)
+    assert finding.evidence["gain_per_layer"] == pytest.approx(1e-5 ** (1 / 3))
+    assert finding.layers == ("l0",)  # l1 is exactly 1e-3 of the top, not below it
+    assert finding.first_step == 2
+
+
+def test_vanishing_below_ratio_squared_is_critical():
+    grads = [1e-8, 1e-5, 1e-3, 1e-1]
+    finding = feed(VanishingGradients(), [sample(s, grads) for s in range(3)])[-1]
+    assert finding.severity == "critical"
+    assert finding.layers == ("l0", "l1")
+
+
+def test_vanishing_compensated_by_the_optimizer_is_only_info():
+    grads = [1e-6, 1e-4, 1e-2, 1e-1]
+    finding = feed(VanishingGradients(), [sample(s, grads, relative_updates=[1e-3] * 4) for s in range(3)])[-1]
+    assert finding.severity == "info"
+    assert finding.evidence["update_ratio"] == pytest.approx(1.0)
+
+
+def test_vanishing_streak_resets_and_healthy_or_shallow_models_stay_silent():
+    sick, healthy = [1e-7, 1e-3, 1e-1], [0.02, 0.01, 0.05]
+    detector = VanishingGradients()
+    assert feed(detector, [sample(0, sick), sample(1, sick), sample(2, healthy), sample(3, sick)]) == [None] * 4
+    assert feed(VanishingGradients(), [sample(s, [1e-9, 1e-1]) for s in range(5)]) == [None] * 5
+
+
+def test_vanishing_skips_layers_with_exactly_zero_gradient():
+    results = feed(VanishingGradients(), [sample(s, [0.0, 0.02, 0.01, 0.03]) for s in range(4)])
+    assert results == [None] * 4
+
+
+# -- exploding ---------------------------------------------------------------------------------
+
+
+def test_exploding_on_updates_as_large_as_the_weights():
+    updates = [0.001, 3.0, 0.001]
+    results = feed(ExplodingGradients(), [sample(s, relative_updates=updates) for s in range(2)])
+    assert results[0] is None
+    assert results[1].severity == "warning" and results[1].layers == ("l1",)
+    critical = feed(ExplodingGradients(), [sample(s, relative_updates=[20.0, 0.1, 0.1]) for s in range(2)])[-1]
+    assert critical.severity == "critical"
+
+
+def test_exploding_on_growth_over_the_early_median():
+    norms = [1.0, 2.0, 3.0, 150.0, 400.0]  # baseline median 2 → growth 75 then 200
+    results = feed(ExplodingGradients(), [sample(s, [n, 0.0, 0.0]) for s, n in enumerate(norms)])
+    assert results[:4] == [None] * 4
+    assert results[4] is None  # first sample above 100×: streak 1 of 2
+    more = feed(ExplodingGradients(), [sample(s, [n, 0.0, 0.0]) for s, n in enumerate([1, 2, 3, 250, 300])])
+    assert more[-1].evidence["growth"] == pytest.approx(150.0)
+
+
+def test_exploding_leaves_nonfinite_samples_alone():
+    results = feed(ExplodingGradients(), [sample(s, [math.inf, 1.0, 1.0], relative_updates=[5, 5, 5]) for s in range(3)])
+    assert results == [None] * 3
+
+
+# -- nonfinite ---------------------------------------------------------------------------------
+
+
+def test_nonfinite_names_window_and_layers():
+    detector = NonFinite()
+    assert detector.observe(sample(0, loss=1.0), ModelFacts()) is None
+    finding = detector.observe(sample(20, [0.1, math.nan, math.inf], loss=math.nan), ModelFacts())
+    assert finding.severity == "critical"
+    assert finding.layers == ("l1", "l2")
+    assert "between step 1 and 20" in finding.message and "loss nan" in finding.message
+    assert finding.evidence["first_layer"] == "l1"
+
+
+# -- weight collapse -----------------------------------------------------------------------------
+
+
+def test_collapse_when_weights_fall_under_a_tenth_of_their_start():
+    norms = [[10.0, 4.0], [5.0, 3.9], [0.9, 3.8], [0.5, 3.7]]
+    results = feed(WeightCollapse(), [sample(s, [0.01, 0.01], weights=w) for s, w in enumerate(norms)])
+    assert results[:3] == [None, None, None]  # 0.09 is the first of two samples needed
+    assert results[3].layers == ("l0",)
+    assert results[3].evidence["fraction_of_initial"]["l0"] == pytest.approx(0.05)
+    assert results[3].severity == "warning"
+
+
+def test_collapse_critical_and_ordinary_decay_silent():
+    deep = feed(WeightCollapse(), [sample(s, [0.01], weights=[w]) for s, w in enumerate([1.0, 0.005, 0.004])])
+    assert deep[-1].severity == "critical"
+    decay = [1.0 * 0.999**s for s in range(0, 2000, 20)]
+    assert all(r is None for r in feed(WeightCollapse(), [sample(s, [0.01], weights=[w]) for s, w in enumerate(decay)]))
+
+
+# -- early stagnation --------------------------------------------------------------------------
+
+
+def _flat(steps, lr=lambda s: 1e-7, update=1e-7, loss=lambda s: 2.3):
+    return [sample(s, relative_updates=[update] * 3, loss=loss(s), lr=lr(s)) for s in steps]
+
+
+def test_stagnation_flat_loss_and_tiny_updates():
+    results = feed(EarlyStagnation(), _flat([0, 20, 40, 60, 80]))
+    assert results[:3] == [None] * 3
+    assert results[3].severity == "warning" and results[3].first_step == 60
+    assert results[3].evidence["median_relative_update"] == pytest.approx(1e-7)
+
+
+def test_stagnation_waits_for_min_steps():
+    assert feed(EarlyStagnation(), _flat([0, 1, 2, 4, 8, 16, 20]))[-1] is None
+    assert feed(EarlyStagnation(), _flat([0, 1, 2, 4, 8, 16, 20, 40]))[-1] is not None
+
+
+def test_stagnation_traps_warmup_learning_and_late_plateau():
+    warmup = _flat(range(0, 200, 20), lr=lambda s: 1e-6 * (s + 1))
+    assert all(r is None for r in feed(EarlyStagnation(), warmup))
+    learning = _flat(range(0, 200, 20), loss=lambda s: 2.3 - s / 100)
+    assert all(r is None for r in feed(EarlyStagnation(), learning))
+    late = _flat(range(0, 400, 20), loss=lambda s: max(0.3, 2.3 - s / 50))  # converges, then flat
+    assert all(r is None for r in feed(EarlyStagnation(), late))
+    moving = _flat(range(0, 200, 20), update=1e-3)
+    assert all(r is None for r in feed(EarlyStagnation(), moving))
+
+
+# -- dead ReLU ---------------------------------------------------------------------------------
+
+
+def _acts(share):
+    return [ActivationStats("act0", "ReLU", dead_share=share), ActivationStats("sig", "Sigmoid", saturated_share=0.9)]
+
+
+def test_dead_relu_from_activations():
+    results = feed(DeadReLU(), [sample(s, activations=_acts(0.8)) for s in range(3)])
+    assert results[:2] == [None, None]
+    assert results[2].layers == ("act0",) and results[2].severity == "warning"
+    critical = feed(DeadReLU(), [sample(s, activations=_acts(0.95)) for s in range(3)])[-1]
+    assert critical.severity == "critical"
+    assert all(r is None for r in feed(DeadReLU(), [sample(s, activations=_acts(0.3)) for s in range(5)]))
+
+
+def test_dead_relu_from_zero_gradient_rows_only_where_no_activation_is_known():
+    facts = ModelFacts(layers=(LayerFacts("l0", "Linear"), LayerFacts("l1", "Linear", activation="Sigmoid"), LayerFacts("l2", "Linear")))
+    rows = [0.7, 0.9, 0.9]  # l1 has a known sigmoid, l2 is the output layer
+    finding = feed(DeadReLU(), [sample(s, zero_rows=rows) for s in range(3)], facts)[-1]
+    assert finding.layers == ("l0",)
+    assert finding.evidence["source"] == {"l0": "gradient rows"}
+
+
+# -- thresholds --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (lambda: VanishingGradients(max_ratio=2), "max_ratio must be a share between 0 and 1"),
+        (lambda: ExplodingGradients(max_growth=-1), "max_growth must be a finite number > 0, got -1"),
+        (lambda: DeadReLU(min_consecutive=0), "min_consecutive must be an integer >= 1, got 0"),
+        (lambda: EarlyStagnation(patience=2.5), "patience must be an integer >= 1, got 2.5"),
+        (lambda: WeightCollapse(min_fraction=math.nan), "min_fraction must be a finite number > 0"),
+    ],
+)
+def test_thresholds_are_validated_with_clear_messages(make, message):
+    with pytest.raises(ValueError, match=message.replace("(", r"\(")):
+        make()
