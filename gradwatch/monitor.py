@@ -62,7 +62,10 @@ class Monitor:
         kinds.update({a.name: a.kind for a in sample.activations})
         self.guard.run("history", self.history.add, sample, kinds)
         raised = []
+        finite = sample.finite
         for detector in self.detectors:
+            if not (finite or detector.sees_nonfinite):
+                continue
             found = self.guard.run(f"detector {detector.symptom}", detector.observe, sample, self.facts)
             if found is not None and self._merge(found):
                 raised.append(self.findings[found.symptom])

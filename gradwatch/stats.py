@@ -71,6 +71,11 @@ class StepStats:
     loss: float | None = None
     lr: float | None = None
 
+    @property
+    def finite(self) -> bool:
+        """False when the loss or any layer's norms hold NaN or infinity."""
+        return (self.loss is None or math.isfinite(self.loss)) and all(layer.finite for layer in self.layers)
+
 
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
     """``numerator / denominator`` when both are finite and the denominator positive."""

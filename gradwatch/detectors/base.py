@@ -17,10 +17,13 @@ class Detector(ABC):
     ``observe`` returns a ``Finding`` (without remedies) while the symptom is
     present and ``None`` otherwise; the monitor keeps the first step and merges.
     Subclasses list their mutable attributes in ``state`` for checkpointing.
+    Only detectors with ``sees_nonfinite`` get samples holding NaN or infinity:
+    for the others such a sample is noise that would poison their state.
     """
 
     symptom: ClassVar[str]
     state: ClassVar[tuple[str, ...]] = ()
+    sees_nonfinite: ClassVar[bool] = False
 
     @abstractmethod
     def observe(self, sample: StepStats, facts: ModelFacts) -> Finding | None: ...

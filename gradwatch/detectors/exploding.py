@@ -19,7 +19,6 @@ class ExplodingGradients(Detector):
     (an update as large as the weights themselves; healthy is about 1e-3), or
     the total gradient norm exceeds ``max_growth`` times its median over the
     first ``baseline_samples`` samples. Ten times either limit is critical.
-    Non-finite values are left to the ``nonfinite`` detector.
     """
 
     symptom = "exploding_gradients"
@@ -41,8 +40,6 @@ class ExplodingGradients(Detector):
         self.baseline: list[float] = []
 
     def observe(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
-        if not all(s.finite for s in sample.layers):
-            return None  # the nonfinite detector owns this sample
         grads = [s.grad_norm for s in sample.layers if finite(s.grad_norm)]
         if not grads:
             return None

@@ -20,6 +20,7 @@ class NonFinite(Detector):
 
     symptom = "nonfinite"
     state = ("previous_step",)
+    sees_nonfinite = True
 
     def __init__(self) -> None:
         self.previous_step: int | None = None

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from gradwatch import ActivationStats, LayerFacts, ModelFacts
+from gradwatch import ActivationStats, LayerFacts, ModelFacts, Monitor
 from gradwatch.detectors import (
     DeadReLU,
     EarlyStagnation,
@@ -80,9 +80,13 @@ def test_exploding_on_growth_over_the_early_median():
     assert more[-1].evidence["growth"] == pytest.approx(150.0)
 
 
-def test_exploding_leaves_nonfinite_samples_alone():
-    results = feed(ExplodingGradients(), [sample(s, [math.inf, 1.0, 1.0], relative_updates=[5, 5, 5]) for s in range(3)])
-    assert results == [None] * 3
+def test_nonfinite_samples_reach_only_the_nonfinite_detector():
+    monitor = Monitor(warn_on=None)
+    for step in range(3):
+        monitor.observe(sample(step, [math.inf, 1.0, 1.0], relative_updates=[5, 5, 5], loss=math.nan))
+    assert [f.symptom for f in monitor.report().findings] == ["nonfinite"]
+    exploding = next(d for d in monitor.detectors if d.symptom == "exploding_gradients")
+    assert exploding.streak == 0 and exploding.baseline == []
 
 
 # -- nonfinite ---------------------------------------------------------------------------------
