@@ -1,0 +1,192 @@
+"""The plain PyTorch adapter on real tiny models."""
+
+from __future__ import annotations
+
+import gc
+import json
+import warnings
+import weakref
+
+import jsonschema
+import pytest
+import torch
+from torch import nn
+
+from benchmarks.clinic import torch_cases as cases
+from gradwatch import GradWatchWarning
+from gradwatch.integrations.demo import teacher_data
+from gradwatch.integrations.pytorch import watch
+from gradwatch.integrations.torch_stats import TorchCollector
+from gradwatch.report import schema_path
+
+
+def loop(model, optimizer, watcher, steps=60, *, call_step=True):
+    x, y = teacher_data(512)
+    for i in range(steps):
+        batch = slice((i * 32) % 480, (i * 32) % 480 + 32)
+        loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        if call_step:
+            watcher.step(loss)
+
+
+def test_deep_sigmoid_warns_live_and_writes_a_valid_summary(tmp_path):
+    model = cases.deep_mlp(nn.Sigmoid, remedied=False)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with watch(model, optimizer, summary_path=tmp_path / "gw.json", print_report=False) as watcher:
+            loop(model, optimizer, watcher)
+    live = [w for w in caught if issubclass(w.category, GradWatchWarning)]
+    assert any("vanishing_gradients" in str(w.message) for w in live)
+    assert all(w.filename == __file__ for w in live), "warnings point at the user's training loop"
+    summary = json.loads((tmp_path / "gw.json").read_text())
+    jsonschema.validate(summary, json.loads(schema_path().read_text()))
+    assert summary["framework"] == "pytorch" and summary["steps"] == 60
+    vanishing = next(f for f in summary["findings"] if f["symptom"] == "vanishing_gradients")
+    assert vanishing["severity"] in ("warning", "critical") and vanishing["layers"][0] == "0"
+    assert vanishing["remedies"][0]["id"] == "relu_family"
+    assert "10 of your 11 layers are followed by Sigmoid" in vanishing["remedies"][0]["why"]
+    assert vanishing["evidence"]["saturated_share"], "sigmoid saturation is measured as mechanism evidence"
+
+
+def test_statistics_match_a_direct_computation():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    collector = TorchCollector(model)
+    collector.attach()
+    x = torch.randn(16, 4)
+    out = model(x)
+    hidden = torch.relu(model[0](x))
+    loss = out.square().mean()
+    loss.backward()
+    before = [p.detach().clone() for p in model.parameters()]
+    collector.capture_gradients()
+    with torch.no_grad():
+        for p in model.parameters():
+            p -= 0.1 * p.grad
+    collector.capture_updates()
+    collector.add_loss(loss)
+    stats = collector.flush(step=0, lr=0.1)
+    first = stats.layers[0]
+    grad = torch.cat([model[0].weight.grad.flatten(), model[0].bias.grad.flatten()]).norm()
+    assert first.grad_norm == pytest.approx(float(grad), rel=1e-5)
+    assert first.update_norm == pytest.approx(0.1 * float(grad), rel=1e-4)
+    weight = torch.cat([model[0].weight.detach().flatten(), model[0].bias.detach().flatten()]).norm()
+    assert first.weight_norm == pytest.approx(float(weight), rel=1e-5)
+    delta = torch.cat([(p.detach() - b).flatten() for p, b in zip(list(model.parameters())[:2], before)]).norm()
+    assert first.update_norm == pytest.approx(float(delta), rel=1e-4)
+    dead = float(((hidden > 0).sum(0) == 0).float().mean())
+    assert stats.activations[0].dead_share == pytest.approx(dead)
+    rows = float((model[0].weight.grad.abs().sum(1) == 0).float().mean())
+    assert first.zero_grad_rows == pytest.approx(rows)
+    assert stats.loss == pytest.approx(float(loss))
+
+
+def test_only_sampled_steps_reach_the_host(monkeypatch):
+    flushes = []
+    original = TorchCollector.flush
+    monkeypatch.setattr(TorchCollector, "flush", lambda self, step, lr=None: flushes.append(step) or original(self, step, lr))
+    model = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    with watch(model, optimizer, every_n_steps=10, print_report=False) as watcher:
+        loop(model, optimizer, watcher, steps=35)
+    assert flushes == [0, 1, 2, 4, 8, 10, 20, 30]
+
+
+def test_frozen_layers_are_never_evidence():
+    model = cases.deep_mlp(nn.Sigmoid, remedied=False)
+    for layer in list(model)[:-4]:
+        layer.requires_grad_(False)
+    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.05)
+    with watch(model, optimizer, print_report=False, warn_on=None) as watcher:
+        loop(model, optimizer, watcher)
+    report = watcher.close()
+    assert [layer["name"] for layer in report.layers if "grad_norm" in layer["history"]] == ["18", "20"]
+    assert report.finding("vanishing_gradients") is None
+    assert [layer.trainable for layer in report.facts.layers].count(True) == 2
+
+
+def test_optimizer_created_after_watch_and_no_step_calls():
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 3))
+    with watch(model, print_report=False) as watcher:
+        optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+        other = torch.optim.SGD([nn.Parameter(torch.zeros(3))], lr=0.1)  # not this model's: ignored
+        other.step()
+        loop(model, optimizer, watcher, steps=30, call_step=False)
+    report = watcher.close()
+    assert watcher.optimizer is optimizer
+    assert report.steps == 30 and report.facts.optimizer == "Adam"
+    assert report.layers[0]["history"]["step"] == [0, 1, 2, 4, 8, 16, 20]
+
+
+def test_injected_collector_fault_warns_once_and_training_continues(monkeypatch):
+    def boom(self, **kwargs):
+        raise RuntimeError("injected")
+
+    monkeypatch.setattr(TorchCollector, "capture_gradients", boom)
+    model = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        with watch(model, optimizer, print_report=False) as watcher:
+            loop(model, optimizer, watcher, steps=30)
+    faults = [w for w in caught if "failed and is now disabled" in str(w.message)]
+    assert len(faults) == 1 and "RuntimeError: injected" in str(faults[0].message)
+    assert watcher.close().steps == 30
+    with pytest.raises(RuntimeError, match="injected"):
+        with watch(model, optimizer, print_report=False, strict=True) as watcher:
+            loop(model, optimizer, watcher, steps=2)
+
+
+def test_close_removes_every_hook_and_releases_the_model():
+    model = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    watcher = watch(model, optimizer, print_report=False)
+    loop(model, optimizer, watcher, steps=5)
+    watcher.close()
+    assert not model[1]._forward_hooks and not optimizer._optimizer_step_pre_hooks and not optimizer._optimizer_step_post_hooks
+    ref = weakref.ref(model)
+    del model, optimizer, watcher
+    gc.collect()
+    assert ref() is None
+
+
+def test_summary_is_written_when_training_raises(tmp_path):
+    model = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    with pytest.raises(KeyboardInterrupt):
+        with watch(model, optimizer, summary_path=tmp_path / "gw.json", print_report=False) as watcher:
+            loop(model, optimizer, watcher, steps=10)
+            raise KeyboardInterrupt
+    assert json.loads((tmp_path / "gw.json").read_text())["steps"] == 10
+
+
+def test_watcher_state_dict_round_trip_continues_the_diagnosis():
+    def run(split):
+        model = cases.deep_mlp(nn.Sigmoid, remedied=False)
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+        watcher = watch(model, optimizer, print_report=False, warn_on=None)
+        loop(model, optimizer, watcher, steps=split)
+        if split < 60:
+            state = json.loads(json.dumps(watcher.state_dict()))  # survives a JSON checkpoint
+            watcher.close()
+            watcher = watch(model, optimizer, print_report=False, warn_on=None)
+            watcher.load_state_dict(state)
+            loop(model, optimizer, watcher, steps=60 - split)
+        return watcher.close().to_summary()
+
+    resumed, straight = run(25), run(60)
+    assert resumed["steps"] == straight["steps"] == 60
+    assert [(f["symptom"], f["first_step"]) for f in resumed["findings"]] == [
+        (f["symptom"], f["first_step"]) for f in straight["findings"]
+    ]
+
+
+def test_bad_arguments_fail_with_one_line_errors():
+    with pytest.raises(TypeError, match="watch\\(\\) needs a torch.nn.Module, got str"):
+        watch("model")
+    with pytest.raises(ValueError, match="every_n_steps must be an integer >= 1, got 0"):
+        watch(nn.Linear(2, 2), every_n_steps=0)
