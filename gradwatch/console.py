@@ -7,6 +7,7 @@ import math
 from typing import Any
 
 from rich.console import Console, Group
+from rich.padding import Padding
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
@@ -59,7 +60,7 @@ def _finding(finding: Finding) -> Group:
     head.append(f"  from step {finding.first_step}")
     if finding.layers:
         head.append(f"  in {layer_list(finding.layers)}")
-    body = Text(f"  {finding.message}")
+    body = Padding(Text(finding.message), (0, 0, 0, 2))
     lines: list[Any] = [head, body]
     if finding.remedies:
         table = Table(show_header=False, box=None, padding=(0, 1), pad_edge=False)
@@ -90,7 +91,7 @@ def _flow(report: Report) -> Group | None:
         share = min(max(decades / (FLOW_DECADES[1] - FLOW_DECADES[0]), 0.0), 1.0)
         table.add_row(f"  {name}", kind, _bar(share), f"{value:.2g}")
     low, high = FLOW_DECADES
-    return Group(Text(f"\ngradient flow |g|/|W| per layer (latest sample; bars on a log scale, 1e{low}..1e{high}):"), table)
+    return Group(Text(f"\ngradient flow |g|/|W| per layer, latest sample (log bars, 1e{low}..1e{high}):"), table)
 
 
 def _bar(share: float) -> str:
