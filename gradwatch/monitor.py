@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from . import remedies
@@ -24,6 +26,8 @@ class Monitor:
 
     Sampling: every step that is a power of two below ``every_n_steps`` (so
     trouble at initialisation is seen early), then every ``every_n_steps``-th.
+    With a ``summary_path`` the JSON summary is rewritten atomically at least
+    every ``autosave_every_n_steps`` steps, so a killed run leaves its last one.
     """
 
     def __init__(
@@ -36,8 +40,15 @@ class Monitor:
         history_size: int = 128,
         warn_on: str | None = "warning",
         guard: FaultGuard | None = None,
+        summary_path: str | os.PathLike[str] | None = None,
+        autosave_every_n_steps: int | None = 500,
     ) -> None:
         self.every_n_steps = check_count("every_n_steps", every_n_steps)
+        if autosave_every_n_steps is not None:
+            check_count("autosave_every_n_steps", autosave_every_n_steps)
+        self.summary_path = Path(summary_path) if summary_path is not None else None
+        self.autosave_every_n_steps = autosave_every_n_steps
+        self._saved_at: int | None = None
         if warn_on is not None and warn_on not in SEVERITY_RANK:
             raise ValueError(f"warn_on must be one of {sorted(SEVERITY_RANK)} or None, got {warn_on!r}")
         self.facts = facts or ModelFacts()
@@ -72,7 +83,18 @@ class Monitor:
         for finding in raised:
             if self.warn_on is not None and finding.at_least(self.warn_on):
                 warn(format_warning(finding))
+        every = self.autosave_every_n_steps
+        if every is not None and (self._saved_at is None or sample.step - self._saved_at >= every):
+            self._saved_at = sample.step
+            self.save()
         return raised
+
+    def save(self, steps: int | None = None) -> Report:
+        """Write the summary to ``summary_path`` (if any) atomically; returns the report."""
+        report = self.report(steps)
+        if self.summary_path is not None:
+            self.guard.run("JSON writer", report.write_json, self.summary_path)
+        return report
 
     def _merge(self, found: Finding) -> bool:
         """Keep the first step of a symptom, the latest evidence and the worst severity."""

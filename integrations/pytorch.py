@@ -34,7 +34,8 @@ class Watcher:
 
     ``optimizer``: the optimizer to hook; ``None`` binds to the first optimizer
     that steps this model's parameters (it may be created after ``watch``).
-    ``summary_path``: where ``close()`` writes the JSON summary (None: nowhere).
+    ``summary_path``: where the JSON summary is written on ``close()`` and, during
+    the run, every ``autosave_every_n_steps`` steps (None: never).
     ``every_n_steps``: measure every n-th optimizer step, plus steps 1, 2, 4, …
     below n. ``warn_on``: lowest severity raised as a live ``GradWatchWarning``
     (None: none). ``print_report``: print the console report on ``close()``.
@@ -52,6 +53,7 @@ class Watcher:
         history_size: int = 128,
         warn_on: str | None = "warning",
         print_report: bool = True,
+        autosave_every_n_steps: int | None = 500,
         strict: bool = False,
     ) -> None:
         if not isinstance(model, torch.nn.Module):
@@ -60,7 +62,6 @@ class Watcher:
             raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
         self.guard = FaultGuard(strict=strict)
         self.model = model
-        self.summary_path = summary_path
         self.print_report = print_report
         self.collector = TorchCollector(model, guard=self.guard)
         self.monitor = Monitor(
@@ -71,6 +72,8 @@ class Watcher:
             history_size=history_size,
             warn_on=warn_on,
             guard=self.guard,
+            summary_path=summary_path,
+            autosave_every_n_steps=autosave_every_n_steps,
         )
         self.optimizer: torch.optim.Optimizer | None = None
         self.global_step = 0
@@ -145,9 +148,7 @@ class Watcher:
             handle.remove()
         self._handles.clear()
         self.collector.detach()
-        report = self.report()
-        if self.summary_path is not None:
-            self.guard.run("JSON writer", report.write_json, self.summary_path)
+        report = self.monitor.save(self.global_step)
         if self.print_report:
             from gradwatch.console import print_report
 
