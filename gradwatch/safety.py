@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
-from typing import Callable, TypeVar
+from typing import Any, Callable, TypeVar
 
 logger = logging.getLogger("gradwatch")
 logger.addHandler(logging.NullHandler())  # a library logs only where the user configured logging
@@ -47,15 +47,15 @@ class FaultGuard:
     def enabled(self, part: str) -> bool:
         return part not in self.failed
 
-    def run(self, part: str, fn: Callable[..., T], *args: object, default: T | None = None) -> T | None:
-        """Call ``fn(*args)`` unless ``part`` has failed before; swallow and report its errors."""
+    def run(self, part: str, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T | None:
+        """Call ``fn(*args, **kwargs)`` unless ``part`` failed before; report and swallow its errors."""
         if part in self.failed:
-            return default
+            return None
         try:
-            return fn(*args)
+            return fn(*args, **kwargs)
         except Exception as exc:
             if self.strict:
                 raise
             self.failed[part] = f"{type(exc).__name__}: {exc}"
             warn(f"gradwatch: {part} failed and is now disabled ({self.failed[part]}); training continues")
-            return default
+            return None

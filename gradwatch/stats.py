@@ -76,6 +76,24 @@ class StepStats:
         """False when the loss or any layer's norms hold NaN or infinity."""
         return (self.loss is None or math.isfinite(self.loss)) and all(layer.finite for layer in self.layers)
 
+    def scalars(self, *, per_layer: bool = False) -> dict[str, float]:
+        """A few numbers for experiment loggers, keyed ``gradwatch/...`` (measured values only)."""
+        grads = [layer.grad_norm for layer in self.layers if layer.grad_norm is not None]
+        updates = [u for u in (layer.relative_update for layer in self.layers) if u is not None]
+        flowing = [layer.relative_grad for layer in self.layers if finite(layer.relative_grad)]
+        dead = [a.dead_share for a in self.activations if finite(a.dead_share)]
+        out = {
+            "gradwatch/grad_norm": math.sqrt(sum(g * g for g in grads)) if grads else None,
+            "gradwatch/max_relative_update": max(updates, default=None),
+            "gradwatch/flow_bottom_over_top": ratio(flowing[0], flowing[-1]) if len(flowing) > 1 else None,
+            "gradwatch/max_dead_share": max(dead, default=None),
+        }
+        if per_layer:
+            for layer in self.layers:
+                out[f"gradwatch/grad_norm/{layer.name}"] = layer.grad_norm
+                out[f"gradwatch/relative_update/{layer.name}"] = layer.relative_update
+        return {k: v for k, v in out.items() if v is not None}  # type: ignore[misc]
+
 
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
     """``numerator / denominator`` when both are finite and the denominator positive."""

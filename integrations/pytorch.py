@@ -20,13 +20,11 @@ from typing import Any
 import torch.optim.optimizer as optim_hooks
 
 from gradwatch.detectors import Detector
-from gradwatch.monitor import Monitor
 from gradwatch.report import Report
 from gradwatch.safety import FaultGuard
 
 from ._torch import torch
-from .torch_facts import model_facts
-from .torch_stats import TorchCollector
+from .torch_session import COLLECTOR, TorchSession
 
 
 class Watcher:
@@ -63,76 +61,61 @@ class Watcher:
         self.guard = FaultGuard(strict=strict)
         self.model = model
         self.print_report = print_report
-        self.collector = TorchCollector(model, guard=self.guard)
-        self.monitor = Monitor(
-            model_facts(model),
+        self.session = TorchSession(
+            model,
             framework="pytorch",
+            guard=self.guard,
             every_n_steps=every_n_steps,
             detectors=detectors,
             history_size=history_size,
             warn_on=warn_on,
-            guard=self.guard,
             summary_path=summary_path,
             autosave_every_n_steps=autosave_every_n_steps,
         )
+        self.monitor = self.session.monitor
         self.optimizer: torch.optim.Optimizer | None = None
         self.global_step = 0
-        self._pending = False
-        self._sampled = False
+        self._pending = False  # an optimizer step ran and step() has not been called since
         self._handles: list[Any] = []
         self._report: Report | None = None
-        self.collector.attach()
         if optimizer is not None:
             self._bind(optimizer)
         else:  # bind to the first optimizer that steps this model's parameters
-            self._handles.append(optim_hooks.register_optimizer_step_pre_hook(self._global_pre_hook))
+            self._handles.append(optim_hooks.register_optimizer_step_pre_hook(self._bind_first))
 
-    # -- optimizer hooks -------------------------------------------------------------------
     def _bind(self, optimizer: torch.optim.Optimizer) -> None:
         self.optimizer = optimizer
-        params = [p for group in optimizer.param_groups for p in group["params"]]
-        self.collector.set_trainable(params)
-        trainable = set(self.collector.layer_names)
-        self.monitor.facts = model_facts(self.model, trainable, optimizer)
+        self.session.bind([optimizer])
         self._handles.append(optimizer.register_step_pre_hook(self._pre_hook))
         self._handles.append(optimizer.register_step_post_hook(self._post_hook))
 
-    def _global_pre_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        if self.optimizer is None and self.guard.enabled("pytorch collector"):
+    def _bind_first(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        if self.optimizer is None and self.guard.enabled(COLLECTOR):
             own = {id(p) for p in self.model.parameters()}
             if any(id(p) in own for group in optimizer.param_groups for p in group["params"]):
-                self.guard.run("pytorch collector", self._bind, optimizer)
+                self.guard.run(COLLECTOR, self._bind, optimizer)
                 self._pre_hook(optimizer, args, kwargs)
 
     def _pre_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        if self._pending:  # the user did not call step(): flush without a loss
-            self._flush()
-        self._sampled = self.monitor.should_sample(self.global_step)
-        if self._sampled:
-            self.guard.run("pytorch collector", self.collector.capture_gradients)
+        if self._pending:  # the user does not call step(): finish the previous step here
+            self._finish()
+        self.session.before_step(self.global_step)
 
     def _post_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        if self._sampled:
-            self.guard.run("pytorch collector", self.collector.capture_updates)
-            self._pending = True
         self.global_step += 1
-        self.collector.sampling = self.monitor.should_sample(self.global_step)
+        self._pending = True
 
-    # -- public API ------------------------------------------------------------------------
+    def _finish(self) -> None:
+        self._pending = False
+        self.session.end_step(self.global_step - 1)
+        self.session.begin_step(self.global_step)
+
     def step(self, loss: torch.Tensor | float | None = None) -> None:
         """Mark the end of a training step, with its loss (a tensor is never synced here)."""
         if loss is not None:
-            self.guard.run("loss", self.collector.add_loss, loss)
+            self.session.add_loss(loss)
         if self._pending:
-            self._flush()
-
-    def _flush(self) -> None:
-        self._pending = False
-        step = self.global_step - 1
-        lr = _lr(self.optimizer)
-        stats = self.guard.run("pytorch collector", self.collector.flush, step, lr)
-        if stats is not None:
-            self.monitor.observe(stats)
+            self._finish()
 
     def report(self) -> Report:
         """The diagnosis so far, without closing."""
@@ -140,21 +123,14 @@ class Watcher:
 
     def close(self) -> Report:
         """Remove every hook, print the console report, write the JSON summary; returns the report."""
-        if self._report is not None:
-            return self._report
-        if self._pending:
-            self._flush()
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-        self.collector.detach()
-        report = self.monitor.save(self.global_step)
-        if self.print_report:
-            from gradwatch.console import print_report
-
-            self.guard.run("console report", print_report, report)
-        self._report = report
-        return report
+        if self._report is None:
+            if self._pending:
+                self._finish()
+            for handle in self._handles:
+                handle.remove()
+            self._handles.clear()
+            self._report = self.session.close(self.global_step, print_report=self.print_report)
+        return self._report
 
     def state_dict(self) -> dict[str, Any]:
         return {"global_step": self.global_step, "monitor": self.monitor.state_dict()}
@@ -162,7 +138,7 @@ class Watcher:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.global_step = int(state["global_step"])
         self.monitor.load_state_dict(state["monitor"])
-        self.collector.sampling = self.monitor.should_sample(self.global_step)
+        self.session.begin_step(self.global_step)
 
     def __enter__(self) -> Watcher:
         return self
@@ -174,15 +150,6 @@ class Watcher:
 def watch(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, **options: Any) -> Watcher:
     """Start diagnosing ``model``'s training; ``options`` are ``Watcher``'s keyword arguments."""
     return Watcher(model, optimizer, **options)
-
-
-def _lr(optimizer: torch.optim.Optimizer | None) -> float | None:
-    if optimizer is None or not optimizer.param_groups:
-        return None
-    try:
-        return float(optimizer.param_groups[0]["lr"])
-    except (KeyError, TypeError, ValueError):
-        return None
 
 
 __all__ = ["Watcher", "watch"]

@@ -7,7 +7,7 @@ everything a sample needs leaves the device in a single transfer in ``flush``.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -163,8 +163,18 @@ class TorchCollector:
             self._loss_float += float(loss)
         self._loss_count += 1
 
-    def flush(self, step: int, lr: float | None = None) -> StepStats:
-        """Bring the pending sample to the host in one transfer and reset it."""
+    def discard(self) -> None:
+        """Drop the pending sample (its optimizer step was skipped); losses are kept."""
+        self._sample = _Sample()
+
+    def flush(
+        self, step: int, lr: float | None = None, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
+    ) -> StepStats:
+        """Bring the pending sample to the host in one transfer and reset it.
+
+        ``reduce`` combines the packed statistics across processes (e.g. an
+        all-reduce mean under DDP) before the transfer; every rank must call it.
+        """
         sample, self._sample = self._sample, _Sample()
         if sample.weight_norms is None and self.params:
             sample.before = None
@@ -181,7 +191,8 @@ class TorchCollector:
         ]
         present = [p for p in parts if p is not None]
         device = present[0].device if present else torch.device("cpu")
-        values = torch.cat([p.float().reshape(-1).to(device) for p in present]).tolist() if present else []
+        packed = torch.cat([p.float().reshape(-1).to(device) for p in present]) if present else torch.zeros(0)
+        values = (reduce(packed) if reduce is not None else packed).tolist()
         cursor = iter(values)
         grad = _take(cursor, n) if parts[0] is not None else [None] * n
         weight = _take(cursor, n) if parts[1] is not None else [None] * n

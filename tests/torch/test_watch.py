@@ -88,7 +88,7 @@ def test_statistics_match_a_direct_computation():
 def test_only_sampled_steps_reach_the_host(monkeypatch):
     flushes = []
     original = TorchCollector.flush
-    monkeypatch.setattr(TorchCollector, "flush", lambda self, step, lr=None: flushes.append(step) or original(self, step, lr))
+    monkeypatch.setattr(TorchCollector, "flush", lambda self, step, *rest: flushes.append(step) or original(self, step, *rest))
     model = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     with watch(model, optimizer, every_n_steps=10, print_report=False) as watcher:
