@@ -117,7 +117,6 @@ ODD = {
 }
 
 
-@pytest.mark.filterwarnings("ignore:Initializing zero-element tensors")
 @pytest.mark.parametrize("case", ODD)
 def test_odd_models_train_and_report_without_internal_errors(case):
     model, make_input = ODD[case]()

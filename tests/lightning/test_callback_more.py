@@ -1,0 +1,126 @@
+"""Lightning callback: DDP, stop_on, loggers, manual optimization, the pytorch_lightning flavour."""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import lightning.pytorch as L
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torch.utils.data import DataLoader, TensorDataset
+
+from gradwatch import GradWatchWarning
+from gradwatch.integrations.lightning import GradWatchCallback
+
+from .models import Classifier, healthy, loader, trainer
+
+
+class SplitReLU(L.LightningModule):
+    """Identity layer then ReLU on positive data; rank 0 negates its inputs, so all its units are dead."""
+
+    def __init__(self, out_dir: str) -> None:
+        super().__init__()
+        self.out_dir = out_dir
+        self.layer, self.act, self.head = nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2)
+        with torch.no_grad():
+            self.layer.weight.copy_(torch.eye(4))
+            self.layer.bias.zero_()
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        x = -x if self.global_rank == 0 else x  # rank 0: every pre-activation negative
+        return F.cross_entropy(self.head(self.act(self.layer(x))), y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    def on_fit_end(self) -> None:
+        callback = next(c for c in self.trainer.callbacks if isinstance(c, GradWatchCallback))
+        path = callback.session.monitor.summary_path
+        Path(self.out_dir, f"rank{self.global_rank}.json").write_text(json.dumps(None if path is None else str(path)))
+
+
+def test_ddp_spawn_combines_activation_statistics_and_writes_one_summary(tmp_path):
+    data = DataLoader(TensorDataset(torch.ones(64, 4), torch.zeros(64, dtype=torch.long)), batch_size=8)
+    model = SplitReLU(str(tmp_path))
+    callback = GradWatchCallback(summary_path=tmp_path / "gw.json", print_report=False, every_n_steps=1)
+    run = trainer(callbacks=[callback], strategy="ddp_spawn", devices=2, max_steps=3, use_distributed_sampler=True)
+    run.fit(model, data)
+    summary = json.loads((tmp_path / "gw.json").read_text())
+    dead = next(layer for layer in summary["layers"] if layer["name"] == "act")["history"]["dead_share"]
+    assert dead == [0.5, 0.5, 0.5], "rank 0 sees 100% dead units, rank 1 none: the combined share is the mean"
+    writers = {json.loads(p.read_text()) for p in tmp_path.glob("rank*.json")}
+    assert writers == {str(tmp_path / "gw.json"), None}, "only rank 0 owns the summary"
+    assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".json") == ["gw.json", "rank0.json", "rank1.json"]
+
+
+def test_stop_on_critical_stops_the_fit():
+    model = Classifier(nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 3)), lr=1e6)
+    with pytest.warns(GradWatchWarning, match="stopping training"):
+        run = trainer(callbacks=[GradWatchCallback(stop_on="critical", print_report=False)], max_steps=200)
+        run.fit(model, loader())
+    assert run.global_step < 200
+    with pytest.raises(ValueError, match="stop_on must be one of"):
+        GradWatchCallback(stop_on="fatal")
+
+
+def test_scalars_reach_every_logger(tmp_path):
+    logger = L.loggers.CSVLogger(tmp_path, name="run")
+    trainer(callbacks=[GradWatchCallback(print_report=False, log_layers=True)], logger=logger, max_steps=45).fit(healthy(), loader())
+    rows = list(csv.DictReader(open(Path(logger.log_dir) / "metrics.csv")))
+    logged = [r for r in rows if r.get("gradwatch/grad_norm")]
+    assert [int(r["step"]) for r in logged] == [1, 2, 3, 5, 9, 17, 21, 41]
+    assert float(logged[0]["gradwatch/grad_norm"]) > 0 and "gradwatch/grad_norm/net.0" in rows[0]
+
+
+class TwoOptimizers(L.LightningModule):
+    """Manual optimization with one optimizer per sub-network (the GAN pattern)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.a, self.b = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 3)), nn.Linear(16, 3)
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        for optimizer, net in zip(self.optimizers(), (self.a, self.b)):
+            loss = F.cross_entropy(net(x), y)
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            optimizer.step()
+        return loss
+
+    def configure_optimizers(self) -> list[torch.optim.Optimizer]:
+        return [torch.optim.Adam(self.a.parameters(), 1e-3), torch.optim.SGD(self.b.parameters(), 0.1)]
+
+
+def test_manual_optimization_with_two_optimizers():
+    callback = GradWatchCallback(print_report=False, strict=True)
+    trainer(callbacks=[callback], max_steps=60).fit(TwoOptimizers(), loader())
+    names = {layer["name"] for layer in callback.report.layers}
+    assert {"a.0", "a.2", "b"} <= names and callback.report.healthy
+
+
+def test_pytorch_lightning_trainer_accepts_the_same_callback():
+    pl = pytest.importorskip("pytorch_lightning")
+
+    class Module(pl.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 3))
+
+        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+            return F.cross_entropy(self.net(batch[0]), batch[1])
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.05)
+
+    callback = GradWatchCallback(print_report=False)
+    options = dict(accelerator="cpu", devices=1, max_steps=30, logger=False, enable_checkpointing=False)
+    pl.Trainer(callbacks=[callback], enable_progress_bar=False, enable_model_summary=False, **options).fit(Module(), loader())
+    assert callback.report.steps == 30 and callback.report.framework == "lightning"
