@@ -9,9 +9,17 @@ from .case import Case, Outcome, evaluate
 
 
 def all_cases() -> list[Case]:
-    from .torch_cases import CASES
+    """Every case whose framework is installed."""
+    from . import torch_cases
 
-    return list(CASES)
+    cases = list(torch_cases.CASES)
+    try:
+        from . import lightning_cases
+    except ImportError:
+        print("lightning is not installed: skipping its cases")
+    else:
+        cases += lightning_cases.CASES
+    return cases
 
 
 def table(outcomes: list[Outcome]) -> str:

@@ -52,6 +52,18 @@ class Outcome:
         return finding.first_step / self.report.steps
 
 
+    @property
+    def problem(self) -> str | None:
+        """Why this outcome misses the clinic's bar (right verdict, detected in the first 20%), or None."""
+        found = [(f.symptom, f.severity, f.first_step) for f in self.report.findings]
+        if not self.correct:
+            return f"{self.case.name}: expected {self.case.expected or 'healthy'}, got {found}"
+        share = self.detection_share
+        if share is not None and share > 0.2:
+            return f"{self.case.name}: first detected at {share:.0%} of the run"
+        return None
+
+
 def evaluate(case: Case) -> Outcome:
     start = time.perf_counter()
     report = case.run()

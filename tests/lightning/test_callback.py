@@ -16,7 +16,7 @@ from gradwatch import GradWatchWarning, load_summary
 from gradwatch.integrations.lightning import GradWatchCallback
 from gradwatch.report import schema_path
 
-from .models import Classifier, healthy, loader, sick, trainer
+from benchmarks.clinic.lightning_cases import Classifier, healthy, loader, sick, trainer
 
 
 def fit(model, callback, **trainer_options):

@@ -17,7 +17,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from gradwatch import GradWatchWarning
 from gradwatch.integrations.lightning import GradWatchCallback
 
-from .models import Classifier, healthy, loader, trainer
+from benchmarks.clinic.lightning_cases import Classifier, healthy, loader, trainer
 
 
 class SplitReLU(L.LightningModule):

@@ -1,4 +1,4 @@
-"""Tiny LightningModules and loaders shared by the Lightning tests and clinic cases."""
+"""Lightning clinic cases: tiny LightningModules under ``GradWatchCallback``."""
 
 from __future__ import annotations
 
@@ -10,7 +10,11 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+from gradwatch import Report
 from gradwatch.integrations.demo import deep_mlp, teacher_data
+from gradwatch.integrations.lightning import GradWatchCallback
+
+from .case import Case
 
 
 class Classifier(L.LightningModule):
@@ -55,3 +59,26 @@ def trainer(**overrides: Any) -> L.Trainer:
     )
     options.update(overrides)
     return L.Trainer(**options)
+
+
+def run(model: L.LightningModule, **trainer_options: Any) -> Report:
+    callback = GradWatchCallback(print_report=False, warn_on=None)
+    trainer(callbacks=[callback], max_steps=300, **trainer_options).fit(model, loader())
+    return callback.report
+
+
+def dead_after_norm() -> Classifier:
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 3))
+    nn.init.constant_(net[2].bias, -6.0)
+    return Classifier(net)
+
+
+CASES = [
+    Case("lightning_deep_sigmoid", "lightning", "vanishing_gradients", lambda: run(sick()), "10 Sigmoid layers"),
+    Case("lightning_dead_relu", "lightning", "dead_relu", lambda: run(dead_after_norm()), "hidden bias -6"),
+    Case("lightning_huge_lr", "lightning", "nonfinite", lambda: run(Classifier(deep_mlp(nn.ReLU, remedied=False), lr=1e4)), "SGD lr 1e4"),
+    Case("lightning_relu_bn", "lightning", None, lambda: run(healthy()), "10 layers ReLU+BN+He"),
+    Case("lightning_bf16", "lightning", None, lambda: run(healthy(), precision="bf16-mixed"), "trap: bf16-mixed"),
+    Case("lightning_accumulate", "lightning", None, lambda: run(healthy(), accumulate_grad_batches=4), "trap: accumulate 4"),
+]
