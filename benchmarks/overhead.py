@@ -9,6 +9,7 @@ steps 1, 2, 4, 8, 16), so the ratio is the steady-state cost.
 from __future__ import annotations
 
 import argparse
+import logging
 import statistics
 import time
 from collections.abc import Callable
@@ -66,23 +67,82 @@ def run(make: Model, *, watched: bool, steps: int, warmup: int) -> float:
     return elapsed / steps
 
 
+def run_lightning(make: Model, *, variant: str, steps: int, warmup: int) -> float:
+    """Seconds per step of ``Trainer.fit`` with no diagnostics, gradwatch, or grad_norm logged every step."""
+    import lightning.pytorch as L
+    from lightning.pytorch.utilities import grad_norm
+
+    from gradwatch.integrations.lightning import GradWatchCallback
+
+    torch.manual_seed(0)
+    net, x, y = make()
+
+    class Module(L.LightningModule):
+        def __init__(self) -> None:
+            super().__init__()
+            self.net = net
+
+        def training_step(self, batch: object, batch_idx: int) -> torch.Tensor:
+            return nn.functional.cross_entropy(self.net(x), y)
+
+        def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+            if variant == "grad_norm":
+                self.log_dict(grad_norm(self, norm_type=2))
+
+        def configure_optimizers(self) -> torch.optim.Optimizer:
+            return torch.optim.SGD(self.parameters(), lr=0.01, momentum=0.9)
+
+    class Clock(L.Callback):
+        def on_train_batch_start(self, trainer: L.Trainer, *args: object) -> None:
+            if trainer.global_step == warmup:
+                self.start = time.perf_counter()
+
+        def on_train_end(self, trainer: L.Trainer, *args: object) -> None:
+            self.seconds = time.perf_counter() - self.start
+
+    clock = Clock()
+    callbacks: list[L.Callback] = [clock]
+    if variant == "gradwatch":
+        callbacks.append(GradWatchCallback(print_report=False, warn_on=None, every_n_steps=20))
+    trainer = L.Trainer(
+        accelerator="cpu", devices=1, max_steps=warmup + steps, logger=False, enable_checkpointing=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
+    )  # fmt: skip
+    trainer.fit(Module(), [0] * (warmup + steps))
+    return clock.seconds / steps
+
+
+def table_row(name: str, base: list[float], other: list[float]) -> str:
+    b, o = statistics.median(base), statistics.median(other)
+    return f"{name:<28} {1e3 * b:>14.2f} {1e3 * o:>16.2f} {o / b:>7.3f}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--models", nargs="*", default=["mlp", "cnn"], choices=["mlp", "cnn"])
+    parser.add_argument("--frameworks", nargs="*", default=["pytorch", "lightning"], choices=["pytorch", "lightning"])
     args = parser.parse_args()
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {args.repeats} runs × {args.steps} steps")
-    print(f"{'model':<6} {'plain ms/step':>14} {'watched ms/step':>16} {'ratio':>7}")
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats} runs × {args.steps} steps")
+    print(f"{'configuration':<28} {'base ms/step':>14} {'with ms/step':>16} {'ratio':>7}")
     for name in args.models:
         make = {"mlp": mlp, "cnn": cnn}[name]
-        plain, watched = [], []
-        for _ in range(args.repeats):  # interleaved, so drift hits both sides alike
-            plain.append(run(make, watched=False, steps=args.steps, warmup=args.warmup))
-            watched.append(run(make, watched=True, steps=args.steps, warmup=args.warmup))
-        p, w = statistics.median(plain), statistics.median(watched)
-        print(f"{name:<6} {1e3 * p:>14.2f} {1e3 * w:>16.2f} {w / p:>7.3f}")
+        if "pytorch" in args.frameworks:
+            plain, watched = [], []
+            for _ in range(args.repeats):  # interleaved, so drift hits both sides alike
+                plain.append(run(make, watched=False, steps=args.steps, warmup=args.warmup))
+                watched.append(run(make, watched=True, steps=args.steps, warmup=args.warmup))
+            print(table_row(f"{name} pytorch: watch()", plain, watched), flush=True)
+        if "lightning" in args.frameworks:
+            times: dict[str, list[float]] = {"none": [], "gradwatch": [], "grad_norm": []}
+            for _ in range(args.repeats):
+                for variant, samples in times.items():
+                    samples.append(run_lightning(make, variant=variant, steps=args.steps, warmup=args.warmup))
+            print(table_row(f"{name} lightning: callback", times["none"], times["gradwatch"]), flush=True)
+            print(table_row(f"{name} lightning: grad_norm/step", times["none"], times["grad_norm"]), flush=True)
 
 
 if __name__ == "__main__":
