@@ -35,7 +35,11 @@ class LayerFacts:
 
 @dataclass(frozen=True)
 class ModelFacts:
-    """Architecture and optimisation facts of the watched model."""
+    """Architecture and optimisation facts of the watched model.
+
+    ``regularized``: layers with a kernel or bias regularizer (an L1/L2 penalty
+    in the loss, which shrinks weights like weight decay does).
+    """
 
     layers: tuple[LayerFacts, ...] = ()
     normalization: tuple[str, ...] = ()
@@ -45,6 +49,7 @@ class ModelFacts:
     lr: float | None = None
     weight_decay: float | None = None
     grad_clipping: bool | None = None
+    regularized: tuple[str, ...] = ()
 
     @property
     def trainable_layers(self) -> tuple[LayerFacts, ...]:

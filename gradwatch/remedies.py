@@ -110,6 +110,9 @@ def raise_lr(facts: ModelFacts) -> tuple[float, str] | None:
 
 
 def reduce_weight_decay(facts: ModelFacts) -> tuple[float, str] | None:
+    if facts.regularized:
+        names = ", ".join(facts.regularized[:3]) + (" …" if len(facts.regularized) > 3 else "")
+        return 0.95, f"{len(facts.regularized)} layer(s) carry a weight regularizer ({names}); lower its factor or remove it"
     if facts.weight_decay is None or facts.weight_decay == 0:
         return 0.5, "no optimizer weight decay was found; look for an L2/L1 penalty in the loss or regularizers pulling weights to zero"
     shrink = f", which multiplies the weights by {1 - facts.lr * facts.weight_decay:.3g} every step" if facts.lr else ""

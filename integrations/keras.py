@@ -1,0 +1,133 @@
+"""Keras 3: ``model.fit(..., callbacks=[GradWatchCallback(summary_path="gw.json")])``.
+
+Works under ``fit`` compiled with ``tf.function`` (and ``jit_compile``) on
+TensorFlow and eagerly on torch; see ``keras_stats`` for how gradients are
+read. The callback translates Keras events into core calls: no thresholds and
+no diagnosis here.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from typing import Any
+
+from gradwatch.detectors import Detector
+from gradwatch.monitor import Monitor, format_warning
+from gradwatch.report import SEVERITY_RANK, Report
+from gradwatch.safety import FaultGuard, warn
+
+from ._keras import keras
+from .keras_facts import learning_rate, model_facts
+from .keras_stats import KerasCollector
+
+COLLECTOR = "keras collector"
+
+
+class GradWatchCallback(keras.callbacks.Callback):
+    """Diagnoses ``model.fit``: live warnings, a console report at the end, a JSON summary.
+
+    ``every_n_steps``: measure every n-th training batch, plus batches 1, 2, 4,
+    … below n. ``stop_on``: ``"critical"`` (or ``"warning"``) sets
+    ``model.stop_training`` once such a finding appears. At each epoch end a
+    few ``gradwatch/...`` values are added to ``logs`` (so CSVLogger and
+    TensorBoard record them). One callback can serve several ``fit`` calls;
+    the diagnosis continues across them.
+    """
+
+    def __init__(
+        self,
+        *,
+        summary_path: str | os.PathLike[str] | None = None,
+        every_n_steps: int = 20,
+        stop_on: str | None = None,
+        detectors: Sequence[Detector] | None = None,
+        history_size: int = 128,
+        warn_on: str | None = "warning",
+        print_report: bool = True,
+        autosave_every_n_steps: int | None = 500,
+        strict: bool = False,
+    ) -> None:
+        super().__init__()
+        if stop_on is not None and stop_on not in SEVERITY_RANK:
+            raise ValueError(f"stop_on must be one of {sorted(SEVERITY_RANK)} or None, got {stop_on!r}")
+        self.guard = FaultGuard(strict=strict)
+        self.monitor = Monitor(
+            framework=f"keras/{keras.backend.backend()}",
+            every_n_steps=every_n_steps,
+            detectors=detectors,
+            history_size=history_size,
+            warn_on=warn_on,
+            guard=self.guard,
+            summary_path=summary_path,
+            autosave_every_n_steps=autosave_every_n_steps,
+        )
+        self.stop_on = stop_on
+        self.print_report = print_report
+        self.collector: KerasCollector | None = None
+        self.report: Report | None = None
+        self.step = 0
+        self._sampled = False
+        self._latest: dict[str, float] = {}
+
+    def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self.guard.run(COLLECTOR, self._begin)
+
+    def _begin(self) -> None:
+        optimizer = self.model.optimizer
+        if self.collector is None:
+            self.collector = KerasCollector(self.model, guard=self.guard)
+        self.monitor.facts = model_facts(self.model, optimizer)
+        self.collector.install(optimizer)
+        self.model.make_train_function(force=True)  # retrace so the wrapped optimizer is in the graph
+
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self._sampled = self.collector is not None and self.monitor.should_sample(self.step)
+        if self._sampled:
+            self.collector.armed = True
+            self.guard.run(COLLECTOR, self.collector.snapshot)
+
+    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if self._sampled and self.collector is not None:
+            self.collector.armed = False
+            loss = (logs or {}).get("loss")
+            lr = learning_rate(self.model.optimizer)
+            stats = self.guard.run(COLLECTOR, self.collector.read, self.step, loss=loss, lr=lr)
+            if stats is not None:
+                self.monitor.observe(stats)
+                self._latest = stats.scalars()
+                self._maybe_stop()
+        self.step += 1
+
+    def _maybe_stop(self) -> None:
+        if self.stop_on is None or self.model.stop_training:
+            return
+        serious = [f for f in self.monitor.findings.values() if f.at_least(self.stop_on)]
+        if serious:
+            self.model.stop_training = True
+            warn(f"gradwatch: stopping training (stop_on={self.stop_on!r}): {format_warning(serious[0])}")
+
+    def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if logs is not None:
+            logs.update(self._latest)
+            logs["gradwatch/findings"] = float(sum(f.at_least("warning") for f in self.monitor.findings.values()))
+
+    def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        if self.collector is not None:
+            self.collector.uninstall()
+            self.guard.run(COLLECTOR, self.model.make_train_function, True)  # back to the unwrapped step
+        self.report = self.monitor.save(self.step)
+        if self.print_report:
+            from gradwatch.console import print_report
+
+            self.guard.run("console report", print_report, self.report)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"step": self.step, "monitor": self.monitor.state_dict()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.step = int(state["step"])
+        self.monitor.load_state_dict(state["monitor"])
+
+
+__all__ = ["GradWatchCallback"]

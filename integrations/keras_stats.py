@@ -1,0 +1,136 @@
+"""Per-layer statistics of a Keras 3 model.
+
+Gradients: the optimizer's ``apply`` is wrapped for the duration of ``fit``;
+the wrapper adds graph ops that write each trainable variable's squared
+gradient norm (and the share of all-zero kernel columns, i.e. dead units)
+into two gradwatch variables, which the callback reads on sampled steps only.
+These are the exact gradients of the step. Weights and update sizes are read
+on the host around sampled steps. On the JAX backend the optimizer runs
+stateless, so gradients are not read there (weights, updates and loss are).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from gradwatch.safety import FaultGuard
+from gradwatch.stats import LayerStats, StepStats
+
+from ._keras import keras, ops
+from .keras_facts import trainable_layers
+
+UNIT_KINDS = ("Dense", "Conv1D", "Conv2D", "Conv3D", "EinsumDense")
+
+
+class KerasCollector:
+    """Reads gradient, weight and update statistics of one Keras model."""
+
+    def __init__(self, model: Any, *, guard: FaultGuard) -> None:
+        self.guard = guard
+        layers = trainable_layers(model)
+        self.layer_names = [layer.name for layer in layers]
+        self.variables: list[Any] = []
+        owners: list[int] = []
+        self.unit_kernels: list[tuple[int, int]] = []  # (variable index, layer index) of Dense/Conv kernels
+        seen: set[int] = set()
+        for index, layer in enumerate(layers):
+            for variable in layer.trainable_weights:
+                if id(variable) in seen:
+                    continue  # shared weights count for the first layer that owns them
+                seen.add(id(variable))
+                if type(layer).__name__ in UNIT_KINDS and variable is getattr(layer, "kernel", None):
+                    self.unit_kernels.append((len(self.variables), index))
+                self.variables.append(variable)
+                owners.append(index)
+        self.owners = np.asarray(owners, dtype=np.int64)
+        self.reads_gradients = keras.backend.backend() != "jax"
+        self._position = {id(v): i for i, v in enumerate(self.variables)}
+        self._with_grad: set[int] = set()
+        self._grad_sq = keras.Variable(np.zeros(max(len(self.variables), 1), "float32"), trainable=False, name="gradwatch_grad_sq")
+        self._zero_units = keras.Variable(np.zeros(max(len(self.unit_kernels), 1), "float32"), trainable=False, name="gradwatch_zero_units")
+        self._optimizer: Any = None
+        self._before: list[np.ndarray] | None = None
+        self.armed = False  # eager backends measure only on sampled steps
+
+    # -- gradients, inside the train step -----------------------------------------------------
+    def install(self, optimizer: Any) -> None:
+        """Wrap ``optimizer.apply`` so each step's gradient norms land in gradwatch's variables."""
+        if not self.reads_gradients or self._optimizer is not None:
+            return
+        original = optimizer.apply
+        eager = keras.backend.backend() == "torch"
+
+        def apply(grads: Any, trainable_variables: Any = None) -> Any:
+            if not eager or self.armed:
+                variables = trainable_variables if trainable_variables is not None else optimizer._trainable_variables
+                scale = getattr(optimizer, "loss_scale_factor", None)
+                self.guard.run("keras gradient recorder", self._record, list(grads), list(variables), scale)
+            return original(grads, trainable_variables)
+
+        optimizer.apply = apply
+        self._optimizer = optimizer
+
+    def uninstall(self) -> None:
+        if self._optimizer is not None:
+            del self._optimizer.apply  # the instance attribute shadowed the class method
+            self._optimizer = None
+
+    def _record(self, grads: list[Any], variables: list[Any], scale: float | None) -> None:
+        by_position = {}
+        for grad, variable in zip(grads, variables):
+            position = self._position.get(id(variable))
+            if grad is not None and position is not None:
+                grad = ops.cast(grad, "float32")
+                by_position[position] = grad / scale if scale else grad
+        self._with_grad.update(by_position)
+        zero = ops.zeros((), "float32")
+        squares = [ops.sum(ops.square(by_position[i])) if i in by_position else zero for i in range(len(self.variables))]
+        self._grad_sq.assign(ops.stack(squares))
+        if self.unit_kernels:
+            dead = [_zero_column_share(by_position[i]) if i in by_position else zero for i, _ in self.unit_kernels]
+            self._zero_units.assign(ops.stack(dead))
+
+    # -- weights and updates, around the step on the host -------------------------------------
+    def snapshot(self) -> None:
+        """Copy the weights before a sampled step (to measure the step's update)."""
+        self._before = [np.asarray(ops.convert_to_numpy(v), dtype=np.float32) for v in self.variables]
+
+    def read(self, step: int, *, loss: float | None, lr: float | None) -> StepStats:
+        """Statistics of the step that just ended (one host read of each gradwatch variable)."""
+        after = [np.asarray(ops.convert_to_numpy(v), dtype=np.float32) for v in self.variables]
+        n = len(self.layer_names)
+        weight = np.sqrt(np.bincount(self.owners, [float(np.sum(np.square(w, dtype=np.float64))) for w in after], n))
+        update: np.ndarray | None = None
+        if self._before is not None:
+            deltas = [float(np.sum(np.square(a - b, dtype=np.float64))) for a, b in zip(after, self._before)]
+            update = np.sqrt(np.bincount(self.owners, deltas, n))
+        self._before = None
+        grad: np.ndarray | None = None
+        with_grad_layers: set[int] = set()
+        if self.reads_gradients and self._with_grad:
+            squares = np.asarray(ops.convert_to_numpy(self._grad_sq), dtype=np.float64)[: len(self.variables)]
+            grad = np.sqrt(np.bincount(self.owners, squares, n))
+            with_grad_layers = {int(self.owners[i]) for i in self._with_grad}
+        zero_units: dict[int, float] = {}
+        if self.reads_gradients and self.unit_kernels and self._with_grad:
+            shares = np.asarray(ops.convert_to_numpy(self._zero_units), dtype=np.float64)
+            zero_units = {layer: float(shares[k]) for k, (position, layer) in enumerate(self.unit_kernels) if position in self._with_grad}
+        layers = tuple(
+            LayerStats(
+                name,
+                grad_norm=float(grad[i]) if grad is not None and i in with_grad_layers else None,
+                weight_norm=float(weight[i]),
+                update_norm=float(update[i]) if update is not None else None,
+                zero_grad_rows=zero_units.get(i),
+            )
+            for i, name in enumerate(self.layer_names)
+        )
+        return StepStats(step=step, layers=layers, loss=None if loss is None else float(loss), lr=lr)
+
+
+def _zero_column_share(grad: Any) -> Any:
+    """Share of output units (last axis of a kernel) whose incoming gradient is all zero."""
+    columns = ops.reshape(grad, (-1, grad.shape[-1]))
+    return ops.mean(ops.cast(ops.all(ops.equal(columns, 0.0), axis=0), "float32"))
