@@ -20,7 +20,9 @@ GATED_RECURRENT = frozenset({"LSTM", "GRU"})
 class LayerFacts:
     """One parameterised layer, in forward (registration) order.
 
-    ``activation`` is the activation module that follows it, if any.
+    ``activation`` is the activation applied to its output, if known, and
+    ``activation_module`` the name of the separate module applying it (PyTorch's
+    ``nn.ReLU``; None where the layer applies it itself, as Keras' ``Dense`` does).
     ``init_gain`` is ``std(W) * sqrt(fan_in)`` measured when watching began:
     about 0.58 for PyTorch's default, 1.0 for LeCun, 1.41 for He.
     """
@@ -31,6 +33,7 @@ class LayerFacts:
     activation: str | None = None
     init_gain: float | None = None
     fan_in: int | None = None
+    activation_module: str | None = None
 
 
 @dataclass(frozen=True)

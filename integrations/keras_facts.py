@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
@@ -58,7 +59,7 @@ def model_facts(model: Any, optimizer: Any | None) -> ModelFacts:
         if not layer.weights or kind in ACTIVATION_LAYERS and kind != "PReLU":
             if activation is not None:
                 for index in pending:
-                    layers[index] = _with_activation(layers[index], activation)
+                    layers[index] = replace(layers[index], activation=activation)
                 pending = []
             continue
         kernel = _kernel(layer)
@@ -115,10 +116,6 @@ def _gain(kernel: Any | None) -> float | None:
     fan_in = int(np.prod(values.shape[:-1]))
     std = float(values.std())
     return std * math.sqrt(fan_in) if math.isfinite(std) else None
-
-
-def _with_activation(layer: LayerFacts, activation: str) -> LayerFacts:
-    return LayerFacts(layer.name, layer.kind, layer.trainable, activation, layer.init_gain, layer.fan_in)
 
 
 def _float(value: Any) -> float | None:

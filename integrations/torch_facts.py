@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from dataclasses import replace
 from collections.abc import Iterable
 
 from gradwatch.facts import RECURRENT, RELU_FAMILY, SATURATING, LayerFacts, ModelFacts
@@ -44,7 +45,7 @@ def model_facts(
             residual = True
         if kind in ACTIVATIONS:
             for index in pending:
-                layers[index] = _with_activation(layers[index], kind)
+                layers[index] = replace(layers[index], activation=kind, activation_module=name)
             pending = []
             continue
         if "Norm" in kind:
@@ -85,10 +86,6 @@ def model_facts(
         lr=_float(group.get("lr")),
         weight_decay=_float(group.get("weight_decay")),
     )
-
-
-def _with_activation(layer: LayerFacts, activation: str) -> LayerFacts:
-    return LayerFacts(layer.name, layer.kind, layer.trainable, activation, layer.init_gain, layer.fan_in)
 
 
 def _requires_grad(module: torch.nn.Module) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 from collections import defaultdict
 
 from .case import Case, Outcome, evaluate
@@ -13,12 +14,11 @@ def all_cases() -> list[Case]:
     from . import torch_cases
 
     cases = list(torch_cases.CASES)
-    try:
-        from . import lightning_cases
-    except ImportError:
-        print("lightning is not installed: skipping its cases")
-    else:
-        cases += lightning_cases.CASES
+    for module in ("lightning_cases", "keras_cases"):
+        try:
+            cases += importlib.import_module(f".{module}", __package__).CASES
+        except ImportError as exc:
+            print(f"skipping {module}: {exc}")
     return cases
 
 

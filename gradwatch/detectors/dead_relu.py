@@ -15,9 +15,9 @@ class DeadReLU(Detector):
 
     Evidence per unit comes from the activation (never positive on the sampled
     batch) where a ReLU module is hooked, otherwise from the layer feeding it
-    (its gradient row is exactly zero: also covers ``F.relu``). Gradient rows
-    are used only for layers with no known activation module, and never for the
-    output layer. The share must stay above the limit on ``min_consecutive``
+    (its gradient row is exactly zero: covers ``F.relu`` and Keras'
+    ``Dense(activation="relu")``). Gradient rows are never used for the output
+    layer or for layers followed by a non-ReLU activation. The share must stay above the limit on ``min_consecutive``
     samples in a row; above ``critical_share`` it is critical. Defaults after
     SageMaker Debugger and TheDeepChecker (a layer with over 50% dead units).
     """
@@ -50,10 +50,16 @@ class DeadReLU(Detector):
 
 
 def _row_layers(sample: StepStats, facts: ModelFacts) -> set[str]:
-    """Layers judged by zero gradient rows: no known activation module, not the output layer."""
-    names = [s.name for s in sample.layers]
-    known = {layer.name for layer in facts.layers if layer.activation is not None}
-    return {name for name in names[:-1] if name not in known}
+    """Layers judged by zero gradient rows: ReLU or unknown activation, not measured at an
+    activation module, not the output layer."""
+    measured = {a.name for a in sample.activations if finite(a.dead_share)}
+    known = {layer.name: layer for layer in facts.layers}
+    rows = set()
+    for stats in sample.layers[:-1]:
+        layer = known.get(stats.name)
+        if layer is None or (layer.activation in (None, *DEAD_KINDS) and layer.activation_module not in measured):
+            rows.add(stats.name)
+    return rows
 
 
 def _dead_shares(sample: StepStats, facts: ModelFacts) -> dict[str, float]:
