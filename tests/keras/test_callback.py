@@ -1,0 +1,108 @@
+"""The Keras callback on real tiny fits (TensorFlow backend; torch backend in a subprocess)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+import textwrap
+import warnings
+
+import jsonschema
+import keras
+import pytest
+
+import gradwatch.console
+from benchmarks.clinic.keras_cases import data, dense_stack, fit, sgd
+from gradwatch import GradWatchWarning
+from gradwatch.detectors import VanishingGradients
+from gradwatch.integrations.keras import GradWatchCallback
+from gradwatch.integrations.keras_stats import KerasCollector
+from gradwatch.report import Report, schema_path
+
+
+def test_deep_sigmoid_stack_summary_and_remedies(tmp_path):
+    callback = GradWatchCallback(summary_path=tmp_path / "gw.json", print_report=False)
+    with pytest.warns(GradWatchWarning, match="vanishing_gradients"):
+        report = fit(dense_stack("sigmoid", 10), sgd(0.05), callback)
+    summary = json.loads((tmp_path / "gw.json").read_text())
+    jsonschema.validate(summary, json.loads(schema_path().read_text()))
+    assert summary["framework"] == "keras/tensorflow" and summary["steps"] == 320
+    vanishing = report.finding("vanishing_gradients")
+    assert vanishing.layers[0] == "dense" and vanishing.remedies[0].id == "relu_family"
+    assert vanishing.remedies[0].why.startswith("10 of your 11 layers are followed by Sigmoid")
+
+
+def test_epoch_logs_reach_csv_logger_and_the_optimizer_is_restored(tmp_path):
+    model = dense_stack("relu", 3, kernel_initializer="he_normal")
+    model.compile(optimizer=sgd(0.05), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = data()
+    callback = GradWatchCallback(print_report=False)
+    log = tmp_path / "log.csv"
+    model.fit(x, y, batch_size=64, epochs=2, verbose=0, callbacks=[callback, keras.callbacks.CSVLogger(str(log))])
+    rows = list(csv.DictReader(open(log)))
+    assert len(rows) == 2 and float(rows[1]["gradwatch/grad_norm"]) > 0 and rows[1]["gradwatch/findings"] == "0.0"
+    assert "apply" not in vars(model.optimizer), "the wrapper is removed after fit"
+    model.fit(x, y, batch_size=64, epochs=1, verbose=0, callbacks=[callback])  # reusable across fits
+    assert callback.report.steps == 96 and callback.report.layers[0]["history"]["step"][-1] == 80
+
+
+def test_stop_on_critical_stops_training():
+    callback = GradWatchCallback(print_report=False, stop_on="critical")
+    with pytest.warns(GradWatchWarning, match="stopping training"):
+        report = fit(dense_stack("relu", 3), keras.optimizers.SGD(1e4), callback)
+    assert report.finding("nonfinite") is not None and report.steps < 320
+
+
+def test_state_dict_round_trip_continues_the_diagnosis():
+    first = GradWatchCallback(print_report=False, warn_on=None)
+    model = dense_stack("sigmoid", 10)
+    fit(model, sgd(0.05), first)
+    second = GradWatchCallback(print_report=False, warn_on=None)
+    second.load_state_dict(json.loads(json.dumps(first.state_dict())))
+    model.fit(*data(), batch_size=64, epochs=1, verbose=0, callbacks=[second])
+    assert second.report.steps == 352
+    assert second.report.finding("vanishing_gradients").first_step == first.report.finding("vanishing_gradients").first_step
+
+
+def _raise(*args, **kwargs):
+    raise RuntimeError("injected fault")
+
+
+FAULTS = {
+    "keras collector": (KerasCollector, "read"),
+    "keras gradient recorder": (KerasCollector, "_record"),
+    "detector vanishing_gradients": (VanishingGradients, "observe"),
+    "JSON writer": (Report, "write_json"),
+    "console report": (gradwatch.console, "build"),
+}
+
+
+@pytest.mark.parametrize("part", FAULTS)
+def test_fault_in_each_part_warns_once_and_training_finishes(monkeypatch, tmp_path, part):
+    monkeypatch.setattr(*FAULTS[part], _raise)
+    callback = GradWatchCallback(summary_path=tmp_path / "gw.json")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        fit(dense_stack("relu", 2), sgd(0.01), callback)
+    faults = [str(w.message) for w in caught if "failed and is now disabled" in str(w.message)]
+    assert faults == [f"gradwatch: {part} failed and is now disabled (RuntimeError: injected fault); training continues"]
+    assert callback.report.steps == 320
+
+
+def test_torch_backend_reports_vanishing_gradients():
+    script = textwrap.dedent(
+        """
+        from benchmarks.clinic.keras_cases import dense_stack, fit, sgd
+        report = fit(dense_stack("sigmoid", 10), sgd(0.05))
+        finding = report.finding("vanishing_gradients")
+        print(report.framework, finding.severity if finding else None)
+        """
+    )
+    env = {**os.environ, "KERAS_BACKEND": "torch"}
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    framework, severity = out.stdout.split()[-2:]
+    assert framework == "keras/torch" and severity in ("warning", "critical")
