@@ -10,7 +10,7 @@ from .facts import LayerFacts, ModelFacts
 from .monitor import Monitor
 from .report import SCHEMA, SYMPTOMS, Finding, Remedy, Report, SummaryError, load_summary
 from .safety import GradWatchWarning
-from .stats import ActivationStats, LayerStats, StepStats
+from .stats import ActivationStats, LayerStats, SequenceStats, StepStats
 
 __version__ = "0.1.0"
 
@@ -26,6 +26,7 @@ __all__ = [
     "Monitor",
     "Remedy",
     "Report",
+    "SequenceStats",
     "StepStats",
     "SummaryError",
     "__version__",

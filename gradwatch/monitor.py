@@ -99,7 +99,7 @@ class Monitor:
     def _merge(self, found: Finding) -> bool:
         """Keep the first step of a symptom, the latest evidence and the worst severity."""
         known = self.findings.get(found.symptom)
-        found.remedies = remedies.rank(found.symptom, self.facts)
+        found.remedies = remedies.for_finding(found, self.facts)
         if known is None:
             self.findings[found.symptom] = found
             return True

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Callable
 
 from .facts import GATED_RECURRENT, SATURATING, LayerFacts, ModelFacts
-from .report import Remedy
+from .report import Finding, Remedy
 
 Rule = Callable[[ModelFacts], "tuple[float, str] | None"]
 
@@ -119,6 +119,22 @@ def reduce_weight_decay(facts: ModelFacts) -> tuple[float, str] | None:
     return 0.95, f"your weight decay is {facts.weight_decay:.3g}{shrink}; typical values are 1e-4 to 1e-2"
 
 
+def truncated_bptt(facts: ModelFacts) -> tuple[float, str] | None:
+    return 0.7, (
+        "the gradient dies out before it reaches the start of the sequence; train on shorter truncated-BPTT "
+        "windows, or add skip connections in time (dilated or attention shortcuts) so early steps get gradient"
+    )
+
+
+def recurrent_init(facts: ModelFacts) -> tuple[float, str] | None:
+    kinds = ", ".join(sorted(set(facts.recurrent))) or "recurrent"
+    lstm = "; for an LSTM, a forget-gate bias of 1 keeps the cell path open" if "LSTM" in facts.recurrent else ""
+    return 0.6, (
+        f"initialise the {kinds} hidden-to-hidden weights orthogonally (or as the identity with a ReLU cell, IRNN) "
+        f"so repeated multiplication neither shrinks nor grows the gradient at the start{lstm}"
+    )
+
+
 def pretraining(facts: ModelFacts) -> tuple[float, str] | None:
     return 0.1, "last resort: train the layers greedily one at a time (layer-wise pretraining), then fine-tune the whole network"
 
@@ -135,6 +151,8 @@ REMEDIES: dict[str, tuple[str, Rule]] = {
     "raise_lr": ("Raise the learning rate", raise_lr),
     "reduce_weight_decay": ("Reduce weight decay / L2 regularisation", reduce_weight_decay),
     "layerwise_pretraining": ("Layer-wise pretraining", pretraining),
+    "truncated_bptt": ("Shorter BPTT windows or skip connections in time", truncated_bptt),
+    "recurrent_init": ("Orthogonal or identity recurrent initialisation", recurrent_init),
 }
 
 # Which remedies each symptom considers, with a weight for how directly they address it.
@@ -142,6 +160,9 @@ CANDIDATES: dict[str, dict[str, float]] = {
     "vanishing_gradients": {
         "gated_rnn": 1.0, "relu_family": 1.0, "skip_connections": 0.9, "normalization": 0.8,
         "matched_init": 0.8, "layerwise_pretraining": 1.0,
+    },
+    "vanishing_gradients:time": {
+        "gated_rnn": 1.0, "truncated_bptt": 1.0, "recurrent_init": 1.0, "gradient_clipping": 0.3,
     },
     "exploding_gradients": {
         "gradient_clipping": 1.0, "lower_lr": 0.9, "matched_init": 0.8, "normalization": 0.7, "gated_rnn": 0.6,
@@ -153,8 +174,14 @@ CANDIDATES: dict[str, dict[str, float]] = {
 }
 
 
+def for_finding(finding: Finding, facts: ModelFacts) -> tuple[Remedy, ...]:
+    """Remedies for a finding: vanishing through time has remedies of its own."""
+    through_time = finding.symptom == "vanishing_gradients" and finding.evidence.get("axis") == "time"
+    return rank(f"{finding.symptom}:time" if through_time else finding.symptom, facts)
+
+
 def rank(symptom: str, facts: ModelFacts) -> tuple[Remedy, ...]:
-    """Remedies for ``symptom`` that fit ``facts``, best first."""
+    """Remedies for ``symptom`` (a symptom id, or ``vanishing_gradients:time``) that fit ``facts``, best first."""
     scored = []
     for remedy_id, weight in CANDIDATES.get(symptom, {}).items():
         title, rule = REMEDIES[remedy_id]
@@ -166,4 +193,4 @@ def rank(symptom: str, facts: ModelFacts) -> tuple[Remedy, ...]:
     return tuple(remedy for _, remedy in scored)
 
 
-__all__ = ["CANDIDATES", "REMEDIES", "rank"]
+__all__ = ["CANDIDATES", "REMEDIES", "for_finding", "rank"]

@@ -59,6 +59,18 @@ class ActivationStats:
 
 
 @dataclass(frozen=True)
+class SequenceStats:
+    """How much gradient reaches each time step of a recurrent layer's input.
+
+    ``grad_by_step[t]`` is the norm of the loss gradient with respect to the
+    layer's input at time step ``t`` (over batch and features), first to last.
+    """
+
+    name: str
+    grad_by_step: tuple[float, ...]
+
+
+@dataclass(frozen=True)
 class StepStats:
     """Everything measured at one sampled optimizer step (0-based ``step``).
 
@@ -70,6 +82,7 @@ class StepStats:
     activations: tuple[ActivationStats, ...] = ()
     loss: float | None = None
     lr: float | None = None
+    sequences: tuple[SequenceStats, ...] = ()
 
     @property
     def finite(self) -> bool:

@@ -4,8 +4,10 @@ Gradients: the optimizer's ``apply`` is wrapped for the duration of ``fit``;
 the wrapper adds graph ops that write each trainable variable's squared
 gradient norm (and the share of all-zero kernel columns, i.e. dead units)
 into two gradwatch variables, which the callback reads on sampled steps only.
-These are the exact gradients of the step. Weights and update sizes are read
-on the host around sampled steps. On the JAX backend the optimizer runs
+These are the exact gradients of the step. Recurrent layers' ``call`` passes
+its input through an identity whose custom gradient records the gradient
+norm reaching each time step. Weights and update sizes are read on the host
+around sampled steps. On the JAX backend the optimizer runs
 stateless, so gradients are not read there (weights, updates and loss are).
 """
 
@@ -16,12 +18,13 @@ from typing import Any
 import numpy as np
 
 from gradwatch.safety import FaultGuard
-from gradwatch.stats import LayerStats, StepStats
+from gradwatch.stats import LayerStats, SequenceStats, StepStats
 
 from ._keras import keras, ops
 from .keras_facts import trainable_layers
 
 UNIT_KINDS = ("Dense", "Conv1D", "Conv2D", "Conv3D", "EinsumDense")
+RECURRENT_KINDS = ("SimpleRNN", "LSTM", "GRU")
 
 
 class KerasCollector:
@@ -51,6 +54,11 @@ class KerasCollector:
         self._grad_sq = keras.Variable(np.zeros(max(len(self.variables), 1), "float32"), trainable=False, name="gradwatch_grad_sq")
         self._zero_units = keras.Variable(np.zeros(max(len(self.unit_kernels), 1), "float32"), trainable=False, name="gradwatch_zero_units")
         self._optimizer: Any = None
+        self._probes: dict[str, tuple[Any, Any]] = {}  # recurrent layer name -> (layer, per-time-step gradient norms)
+        for layer in layers:
+            steps = _time_steps(layer)
+            if type(layer).__name__ in RECURRENT_KINDS and steps:
+                self._probes[layer.name] = (layer, keras.Variable(np.zeros(steps, "float32"), trainable=False, name="gradwatch_time"))
         self._before: list[np.ndarray] | None = None
         self.armed = False  # eager backends measure only on sampled steps
 
@@ -71,11 +79,16 @@ class KerasCollector:
 
         optimizer.apply = apply
         self._optimizer = optimizer
+        for layer, profile in self._probes.values():
+            layer.call = _probed_call(layer, profile)
 
     def uninstall(self) -> None:
+        """Remove the wrappers: the instance attributes shadowed the class methods."""
         if self._optimizer is not None:
-            del self._optimizer.apply  # the instance attribute shadowed the class method
+            del self._optimizer.apply
             self._optimizer = None
+            for layer, _ in self._probes.values():
+                del layer.call
 
     def _record(self, grads: list[Any], variables: list[Any], scale: float | None) -> None:
         by_position = {}
@@ -127,7 +140,46 @@ class KerasCollector:
             )
             for i, name in enumerate(self.layer_names)
         )
-        return StepStats(step=step, layers=layers, loss=None if loss is None else float(loss), lr=lr)
+        sequences = tuple(
+            SequenceStats(name, tuple(float(v) for v in ops.convert_to_numpy(profile)))
+            for name, (_, profile) in self._probes.items()
+            if self._with_grad
+        )
+        return StepStats(step=step, layers=layers, loss=None if loss is None else float(loss), lr=lr, sequences=sequences)
+
+
+def _time_steps(layer: Any) -> int | None:
+    """Sequence length of a recurrent layer with a fixed-length input, else None."""
+    try:
+        shape = layer.input.shape
+    except (AttributeError, ValueError):
+        return None
+    return int(shape[1]) if len(shape) == 3 and shape[1] else None
+
+
+def _probed_call(layer: Any, profile: Any) -> Any:
+    """``layer.call`` with its input passed through an identity whose gradient records per-time-step norms.
+
+    The identity also takes one of the layer's weights (and gives it a zero
+    gradient): a raw data input needs no gradient, and without a trainable
+    input the framework would never run the probe's backward.
+    """
+    call = layer.call
+    anchor = layer.trainable_weights[0]
+
+    @ops.custom_gradient
+    def probe(sequence: Any, weight: Any) -> Any:
+        def grad(*args: Any, upstream: Any = None) -> Any:
+            upstream = args[0] if upstream is None else upstream
+            profile.assign(ops.sqrt(ops.sum(ops.square(ops.cast(upstream, "float32")), axis=(0, 2))))
+            return upstream, ops.zeros_like(weight)
+
+        return ops.add(sequence, ops.zeros_like(sequence)), grad
+
+    def probed(sequences: Any, *args: Any, **kwargs: Any) -> Any:
+        return call(probe(sequences, ops.convert_to_tensor(anchor)), *args, **kwargs)
+
+    return probed
 
 
 def _zero_column_share(grad: Any) -> Any:

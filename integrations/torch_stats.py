@@ -12,12 +12,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gradwatch.safety import FaultGuard
-from gradwatch.stats import ActivationStats, LayerStats, StepStats
+from gradwatch.stats import ActivationStats, LayerStats, SequenceStats, StepStats
 
 from ._torch import torch
 from .torch_facts import activation_modules, parameterised_modules
 
 DEAD_KINDS = ("ReLU", "ReLU6")
+RECURRENT_TYPES = (torch.nn.RNN, torch.nn.LSTM, torch.nn.GRU)
 SATURATION_KINDS = ("Sigmoid", "Tanh")
 ROW_KINDS = ("Linear", "Conv1d", "Conv2d", "Conv3d")
 
@@ -34,6 +35,7 @@ class _Sample:
     weight_norms: Any = None
     update_norms: Any = None
     activations: dict[str, tuple[str, str, Any]] = field(default_factory=dict)
+    sequences: dict[str, Any] = field(default_factory=dict)  # recurrent layer -> per-time-step input-gradient norms
 
 
 class TorchCollector:
@@ -95,6 +97,9 @@ class TorchCollector:
             if kind in DEAD_KINDS or kind in SATURATION_KINDS:
                 hook = self._activation_hook(name, kind, 1 if conv_before[name] else -1)
                 self._handles.append(module.register_forward_hook(hook))
+        for name, module in self.model.named_modules():
+            if isinstance(module, RECURRENT_TYPES):
+                self._handles.append(module.register_forward_pre_hook(self._sequence_hook(name, module.batch_first)))
 
     def detach(self) -> None:
         """Remove every hook this collector installed."""
@@ -108,6 +113,38 @@ class TorchCollector:
                 self.guard.run("activation hook", self._record_activation, name, kind, unit_dim, output)
 
         return hook
+
+    def _sequence_hook(self, name: str, batch_first: bool) -> Any:
+        def hook(module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+            if self.sampling and name not in self._sample.sequences and module.training and torch.is_grad_enabled():
+                return self.guard.run("recurrent hook", self._watch_sequence, name, batch_first, args)
+            return None
+
+        return hook
+
+    def _watch_sequence(self, name: str, batch_first: bool, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        """Have backward report the gradient reaching each time step of the layer's input.
+
+        An input that needs no gradient (raw data) is swapped for a detached copy
+        that does; nothing below it needed a gradient, so training is unchanged.
+        """
+        inputs = args[0] if args else None
+        if not isinstance(inputs, torch.Tensor) or not inputs.is_floating_point() or inputs.dim() < 2:
+            return None
+        time_dim = 1 if batch_first and inputs.dim() == 3 else 0
+        replaced = None
+        if not inputs.requires_grad:
+            inputs = inputs.detach().requires_grad_(True)
+            replaced = (inputs, *args[1:])
+        other = [d for d in range(inputs.dim()) if d != time_dim]
+        sequences = self._sample.sequences
+        sequences[name] = None  # armed once per sampled step
+
+        def record(grad: torch.Tensor) -> None:
+            sequences[name] = grad.detach().float().square().sum(other).sqrt()
+
+        inputs.register_hook(lambda grad: self.guard.run("recurrent hook", record, grad))
+        return replaced
 
     @torch.no_grad()
     def _record_activation(self, name: str, kind: str, unit_dim: int, output: Any) -> None:
@@ -181,6 +218,7 @@ class TorchCollector:
             sample.weight_norms = self._per_layer(torch._foreach_norm(self.params, 2, dtype=torch.float32))
         n = len(self.layer_names)
         acts = list(sample.activations.items())
+        sequences = [(name, profile) for name, profile in sample.sequences.items() if profile is not None]
         parts = [
             sample.grad_norms if sample.grad_norms is not None else None,
             sample.weight_norms,
@@ -188,6 +226,7 @@ class TorchCollector:
             torch.stack(sample.zero_rows) if sample.zero_rows else None,
             torch.stack([v for _, (_, _, v) in acts]) if acts else None,
             self._loss_tensor.reshape(1) if self._loss_tensor is not None else None,
+            torch.cat([profile for _, profile in sequences]) if sequences else None,
         ]
         present = [p for p in parts if p is not None]
         device = present[0].device if present else torch.device("cpu")
@@ -200,6 +239,7 @@ class TorchCollector:
         rows = dict(zip(sample.row_layers, _take(cursor, len(sample.row_layers))))
         act_values = _take(cursor, len(acts))
         loss_sum = self._loss_float + (next(cursor) if parts[5] is not None else 0.0)
+        profiles = tuple(SequenceStats(name, tuple(_take(cursor, profile.shape[0]))) for name, profile in sequences)
         loss = loss_sum / self._loss_count if self._loss_count else None
         self._loss_tensor, self._loss_float, self._loss_count = None, 0.0, 0
         has_grad = set(sample.grad_layers)
@@ -217,7 +257,7 @@ class TorchCollector:
             ActivationStats(name, kind, **{f"{metric}_share": value})
             for (name, (kind, metric, _)), value in zip(acts, act_values)
         )
-        return StepStats(step=step, layers=layers, activations=activations, loss=loss, lr=lr)
+        return StepStats(step=step, layers=layers, activations=activations, loss=loss, lr=lr, sequences=profiles)
 
     def _per_layer(self, norms: list[torch.Tensor], owners: list[int] | None = None) -> torch.Tensor:
         """Combine per-parameter norms into per-layer norms (sqrt of summed squares), on the device."""

@@ -212,6 +212,52 @@ def few_dead_units() -> Report:
     return fit(model, sgd(model, 0.05, momentum=0.9))
 
 
+def first_step_task(steps: int, n: int = 2048) -> tuple[torch.Tensor, torch.Tensor]:
+    """Long-range task: a noise sequence whose label is the sign of its first time step."""
+    x = torch.randn(n, steps, 1, generator=torch.Generator().manual_seed(0))
+    return x, (x[:, 0, 0] > 0).long()
+
+
+class Recurrent(nn.Module):
+    def __init__(self, cell: str) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.rnn = getattr(nn, cell)(1, 32, batch_first=True)
+        self.out = nn.Linear(32, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.rnn(x)[0][:, -1])
+
+
+def recurrent(cell: str, steps: int) -> Callable[[], Report]:
+    def run() -> Report:
+        model = Recurrent(cell)
+        return fit(model, torch.optim.Adam(model.parameters(), lr=1e-3), first_step_task(steps), steps=200)
+
+    return run
+
+
+class Residual(nn.Module):
+    """Eight residual blocks x + f(x) around ReLU layers: deep, but the skip path keeps gradients alive."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.inp, self.out = nn.Linear(16, 64), nn.Linear(64, 3)
+        self.blocks = nn.ModuleList(nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 64)) for _ in range(8))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.inp(x)
+        for block in self.blocks:
+            x = x + block(x)
+        return self.out(torch.relu(x))
+
+
+def residual_mlp() -> Report:
+    model = Residual()
+    return fit(model, torch.optim.Adam(model.parameters(), lr=1e-3))
+
+
 CASES = [
     Case("deep_sigmoid_mlp", "pytorch", "vanishing_gradients", deep_sigmoid, "10 Sigmoid layers, SGD"),
     Case("deep_sigmoid_digits", "pytorch", "vanishing_gradients", deep_sigmoid_digits, "8 Sigmoid layers on digits"),
@@ -231,4 +277,8 @@ CASES = [
     Case("cosine_to_zero", "pytorch", None, cosine_to_zero, "trap: cosine LR decay to 0"),
     Case("late_plateau", "pytorch", None, late_plateau, "trap: converges, then flat for 400 steps"),
     Case("few_dead_units", "pytorch", None, few_dead_units, "trap: 19% of one layer dead"),
+    Case("rnn_first_step_T100", "pytorch", "vanishing_gradients", recurrent("RNN", 100), "vanilla RNN, label = first of 100 steps"),
+    Case("gru_first_step_T10", "pytorch", None, recurrent("GRU", 10), "GRU, label = first of 10 steps"),
+    Case("lstm_first_step_T10", "pytorch", None, recurrent("LSTM", 10), "LSTM, label = first of 10 steps"),
+    Case("residual_mlp", "pytorch", None, residual_mlp, "18 layers with skip connections, Adam"),
 ]

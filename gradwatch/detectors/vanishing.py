@@ -1,4 +1,4 @@
-"""``vanishing_gradients``: the bottom of the network gets orders of magnitude less gradient than the top."""
+"""``vanishing_gradients``: the gradient dies out going down the layers, or back through time."""
 
 from __future__ import annotations
 
@@ -6,33 +6,51 @@ import math
 
 from ..facts import SATURATING, ModelFacts
 from ..report import Finding
-from ..stats import StepStats, finite, ratio
+from ..stats import SequenceStats, StepStats, finite, ratio
 from .base import Detector, check_count, check_fraction, fmt
 
 
 class VanishingGradients(Detector):
-    """Flags a sustained collapse of the relative gradient from top to bottom.
+    """Flags a sustained collapse of the gradient across depth or across time.
 
-    Rule: ``(|g|/|W|)`` of the first trainable layer is below ``max_ratio``
+    Depth: ``(|g|/|W|)`` of the first trainable layer is below ``max_ratio``
     times that of the last one on ``min_consecutive`` sampled steps in a row,
     in a model with at least ``min_layers`` trainable layers. When update sizes
-    are known, the bottom must also barely move (``|ΔW|/|W|`` ratio below
+    are known the bottom must also barely move (``|ΔW|/|W|`` ratio below
     ``max_ratio``); if an adaptive optimizer compensates, the finding is only
     ``info``. Below ``max_ratio ** 2`` it is critical. Layers whose gradient is
-    exactly zero are dead, not vanishing (see ``dead_relu``) and are skipped.
+    exactly zero are dead, not vanishing (see ``dead_relu``).
+    Time: for a recurrent layer over at least ``min_time_steps`` steps, the
+    gradient reaching its first input step is below ``max_ratio`` times the
+    largest per-step gradient, on ``min_consecutive`` samples in a row.
     Defaults after AUTOTRAINER's first/last gradient-norm ratio of 1e-3.
     """
 
     symptom = "vanishing_gradients"
-    state = ("streak",)
+    state = ("streak", "time_streak")
 
-    def __init__(self, *, max_ratio: float = 1e-3, min_consecutive: int = 3, min_layers: int = 3) -> None:
+    def __init__(
+        self, *, max_ratio: float = 1e-3, min_consecutive: int = 3, min_layers: int = 3, min_time_steps: int = 10
+    ) -> None:
         self.max_ratio = check_fraction("max_ratio", max_ratio)
         self.min_consecutive = check_count("min_consecutive", min_consecutive)
         self.min_layers = check_count("min_layers", min_layers)
+        self.min_time_steps = check_count("min_time_steps", min_time_steps)
         self.streak = 0
+        self.time_streak = 0
 
     def observe(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
+        depth = self._depth(sample, facts)
+        time = self._time(sample)
+        if depth is None:
+            return time
+        if time is not None:  # both: one finding, time evidence added to the depth one
+            depth.layers += tuple(name for name in time.layers if name not in depth.layers)
+            depth.message += f"; through time: {time.message}"
+            depth.evidence.update(axis="depth+time", time=time.evidence)
+        return depth
+
+    def _depth(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
         layers = [s for s in sample.layers if finite(s.relative_grad) and s.grad_norm]
         if len(layers) < self.min_layers:
             return None
@@ -59,29 +77,78 @@ class VanishingGradients(Detector):
             message += f"; the optimizer still moves {bottom.name} (update ratio {fmt(update_ratio)})"
         elif update_ratio is not None:
             message += f"; {bottom.name} moves {fmt(bottom.relative_update)} per step vs {fmt(top.relative_update)}"
+        gains = {upper.name: ratio(lower.grad_norm, upper.grad_norm) for lower, upper in zip(layers, layers[1:])}
         return self.finding(
             sample,
             severity,
             affected,
             message,
+            axis="depth",
             bottom=bottom.name,
             top=top.name,
             grad_ratio=grad_ratio,
             update_ratio=update_ratio,
             gain_per_layer=gain,
+            gain_into_layer_below=gains,
             relative_grad={s.name: s.relative_grad for s in layers},
             relative_update={s.name: s.relative_update for s in layers},
-            saturated_share=_saturation(sample, facts),
+            saturated_share=_saturation(sample),
             samples_in_a_row=self.streak,
         )
 
+    def _time(self, sample: StepStats) -> Finding | None:
+        profiles = [(seq, _collapse(seq)) for seq in sample.sequences if len(seq.grad_by_step) >= self.min_time_steps]
+        profiles = [(seq, r) for seq, r in profiles if r is not None]
+        if not profiles:
+            return None
+        sick = [(seq, r) for seq, r in profiles if r < self.max_ratio]
+        if not sick:
+            self.time_streak = 0
+            return None
+        self.time_streak += 1
+        if self.time_streak < self.min_consecutive:
+            return None
+        seq, worst = min(sick, key=lambda pair: pair[1])
+        steps = len(seq.grad_by_step)
+        horizon = _horizon(seq.grad_by_step, self.max_ratio)
+        per_step = worst ** (1.0 / (steps - 1))
+        return self.finding(
+            sample,
+            "critical" if worst < self.max_ratio**2 else "warning",
+            [s.name for s, _ in sick],
+            f"the gradient reaching the first of {steps} time steps of {seq.name} is {fmt(worst)}× its peak "
+            f"(about ×{fmt(per_step)} per step back); only the last {horizon} steps get more than "
+            f"{fmt(self.max_ratio)} of it",
+            axis="time",
+            layer=seq.name,
+            time_steps=steps,
+            first_over_peak=worst,
+            decay_per_step=per_step,
+            effective_horizon=horizon,
+            grad_by_step=list(seq.grad_by_step),
+            samples_in_a_row=self.time_streak,
+        )
 
-def _saturation(sample: StepStats, facts: ModelFacts) -> dict[str, float]:
+
+def _collapse(seq: SequenceStats) -> float | None:
+    """First-step gradient over the largest per-step gradient, when measurable."""
+    values = seq.grad_by_step
+    if not all(math.isfinite(v) for v in values):
+        return None
+    return ratio(values[0], max(values))
+
+
+def _horizon(values: tuple[float, ...], share: float) -> int:
+    """How many of the last steps receive at least ``share`` of the peak gradient."""
+    floor = share * max(values)
+    steps = 0
+    for value in reversed(values):
+        if value < floor:
+            break
+        steps += 1
+    return steps
+
+
+def _saturation(sample: StepStats) -> dict[str, float]:
     """Mechanism evidence: share of saturated sigmoid/tanh outputs per activation."""
-    return {
-        a.name: a.saturated_share
-        for a in sample.activations
-        if a.kind in SATURATING and a.saturated_share is not None and math.isfinite(a.saturated_share)
-    }
-
-
+    return {a.name: a.saturated_share for a in sample.activations if a.kind in SATURATING and finite(a.saturated_share)}  # type: ignore[misc]
