@@ -63,6 +63,21 @@ def run(make: Callable[[], keras.Model], optimizer: Callable[[], keras.optimizer
     return lambda: fit(make(), optimizer(), **compile)
 
 
+def recurrent(cell: str, steps: int) -> Callable[[], Report]:
+    """Long-range task: the label is the sign of the first of ``steps`` noise inputs."""
+
+    def run() -> Report:
+        x = np.random.default_rng(0).normal(size=(2048, steps, 1)).astype("float32")
+        keras.utils.set_random_seed(0)
+        model = keras.Sequential([keras.Input((steps, 1)), getattr(keras.layers, cell)(32), keras.layers.Dense(2)])
+        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+        callback = GradWatchCallback(print_report=False, warn_on=None)
+        model.fit(x, (x[:, 0, 0] > 0).astype("int64"), batch_size=64, epochs=4, verbose=0, callbacks=[callback])
+        return callback.report
+
+    return run
+
+
 HE = {"kernel_initializer": "he_normal"}
 CASES = [
     Case("keras_deep_sigmoid", "keras", "vanishing_gradients", run(lambda: dense_stack("sigmoid", 10), lambda: sgd(0.05)), "10 sigmoid Dense"),
@@ -73,5 +88,8 @@ CASES = [
     Case("keras_huge_lr", "keras", "nonfinite", run(lambda: dense_stack("relu", 4, **HE), lambda: keras.optimizers.SGD(1e4)), "SGD lr 1e4"),
     Case("keras_relu_bn", "keras", None, run(lambda: dense_stack("relu", 10, batch_norm=True, **HE), lambda: sgd(0.05)), "10 Dense+BN+ReLU"),
     Case("keras_shallow_sigmoid", "keras", None, run(lambda: dense_stack("sigmoid", 1), lambda: sgd(0.5)), "trap: 1 sigmoid layer"),
+    Case("keras_simple_rnn_T100", "keras", "vanishing_gradients", recurrent("SimpleRNN", 100), "label = first of 100 steps"),
+    Case("keras_gru_T10", "keras", None, recurrent("GRU", 10), "GRU, label = first of 10 steps"),
+    Case("keras_lstm_T10", "keras", None, recurrent("LSTM", 10), "LSTM, label = first of 10 steps"),
     Case("keras_adamw", "keras", None, run(lambda: dense_stack("relu", 4, **HE), lambda: keras.optimizers.AdamW(1e-3, weight_decay=0.05)), "trap: AdamW wd 0.05"),
 ]

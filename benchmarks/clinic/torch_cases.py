@@ -232,7 +232,7 @@ class Recurrent(nn.Module):
 def recurrent(cell: str, steps: int) -> Callable[[], Report]:
     def run() -> Report:
         model = Recurrent(cell)
-        return fit(model, torch.optim.Adam(model.parameters(), lr=1e-3), first_step_task(steps), steps=200)
+        return fit(model, torch.optim.Adam(model.parameters(), lr=1e-3), first_step_task(steps), steps=120)
 
     return run
 

@@ -6,7 +6,7 @@ import math
 
 import pytest
 
-from gradwatch import ActivationStats, LayerFacts, ModelFacts, Monitor
+from gradwatch import ActivationStats, LayerFacts, ModelFacts, Monitor, SequenceStats, StepStats
 from gradwatch.detectors import (
     DeadReLU,
     EarlyStagnation,
@@ -191,3 +191,32 @@ def test_dead_relu_from_zero_gradient_rows_only_where_no_activation_is_known():
 def test_thresholds_are_validated_with_clear_messages(make, message):
     with pytest.raises(ValueError, match=message.replace("(", r"\(")):
         make()
+
+
+# -- vanishing through time --------------------------------------------------------------------
+
+
+def _profile(step, values):
+    return StepStats(step, sample(step).layers[:2], sequences=(SequenceStats("rnn", tuple(values)),))
+
+
+def test_vanishing_through_time_with_horizon_and_decay():
+    decaying = [0.5 ** (11 - t) for t in range(12)]  # first step gets 0.5**11 = 4.9e-4 of the last
+    results = feed(VanishingGradients(), [_profile(s, decaying) for s in range(3)])
+    assert results[:2] == [None, None]
+    finding = results[2]
+    assert finding.layers == ("rnn",) and finding.evidence["axis"] == "time"
+    assert finding.evidence["first_over_peak"] == pytest.approx(0.5**11)
+    assert finding.evidence["decay_per_step"] == pytest.approx(0.5)
+    assert finding.evidence["effective_horizon"] == 10  # 0.5**9 >= 1e-3 > 0.5**10
+    remedies = Monitor(ModelFacts(recurrent=("RNN",)), warn_on=None)
+    for s in range(3):
+        remedies.observe(_profile(s, decaying))
+    assert [r.id for r in remedies.report().findings[0].remedies][:2] == ["gated_rnn", "truncated_bptt"]
+
+
+def test_short_or_flat_sequences_are_not_vanishing():
+    short = [0.5 ** (8 - t) for t in range(9)]  # only 9 steps
+    flat = [0.2 + 0.01 * t for t in range(50)]
+    assert feed(VanishingGradients(), [_profile(s, short) for s in range(4)]) == [None] * 4
+    assert feed(VanishingGradients(), [_profile(s, flat) for s in range(4)]) == [None] * 4

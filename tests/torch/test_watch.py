@@ -190,3 +190,32 @@ def test_bad_arguments_fail_with_one_line_errors():
         watch("model")
     with pytest.raises(ValueError, match="every_n_steps must be an integer >= 1, got 0"):
         watch(nn.Linear(2, 2), every_n_steps=0)
+
+
+def test_time_profile_matches_autograd_and_leaves_training_unchanged():
+    torch.manual_seed(0)
+    rnn, head = nn.RNN(3, 8, batch_first=True), nn.Linear(8, 2)
+    model = nn.Sequential()  # container so the collector sees both layers
+    model.rnn, model.head = rnn, head
+    x = torch.randn(4, 12, 3)
+
+    def loss_of(inputs):
+        return head(rnn(inputs)[0][:, -1]).square().mean()
+
+    reference = x.clone().requires_grad_(True)
+    loss_of(reference).backward()
+    expected = reference.grad.square().sum((0, 2)).sqrt()
+    expected_param_grads = [p.grad.clone() for p in rnn.parameters()]
+    model.zero_grad()
+
+    collector = TorchCollector(model)
+    collector.attach()
+    loss_of_model = head(model.rnn(x)[0][:, -1]).square().mean()
+    loss_of_model.backward()
+    for p, g in zip(rnn.parameters(), expected_param_grads):
+        assert torch.allclose(p.grad, g)
+    collector.capture_gradients()
+    collector.capture_updates()
+    profile = collector.flush(step=0).sequences[0]
+    assert profile.name == "rnn" and len(profile.grad_by_step) == 12
+    assert profile.grad_by_step == pytest.approx(expected.tolist(), rel=1e-5)
