@@ -18,6 +18,7 @@ STYLE = {"critical": "bold red", "warning": "bold yellow", "info": "cyan"}
 BAR_WIDTH = 24
 FLOW_DECADES = (-10, 1)  # log10 range of the gradient-flow bars
 BLOCKS = " ▏▎▍▌▋▊▉█"
+SPARKS = "▁▂▃▄▅▆▇█"
 
 
 def render(report: Report, *, width: int = 100, color: bool = False) -> str:
@@ -41,6 +42,7 @@ def build(report: Report) -> Panel:
     flow = _flow(report)
     if flow is not None:
         parts.append(flow)
+    parts.extend(_time_profile(layer) for layer in report.layers if layer.get("time_profile"))
     parts.extend(Text(f"note: {note}", style="dim") for note in report.notes)
     title = f"gradwatch · {report.framework} · {report.steps} steps"
     return Panel(Group(*parts), title=title, title_align="left", border_style=STYLE.get(report.worst() or "", "green"))
@@ -92,6 +94,20 @@ def _flow(report: Report) -> Group | None:
         table.add_row(f"  {name}", kind, _bar(share), f"{value:.2g}")
     low, high = FLOW_DECADES
     return Group(Text(f"\ngradient flow |g|/|W| per layer, latest sample (log bars, 1e{low}..1e{high}):"), table)
+
+
+def _time_profile(layer: dict[str, Any]) -> Text:
+    """Gradient reaching each time step of a recurrent layer, first to last, as a log-scale sparkline."""
+    values = [v if v is not None and v > 0 else None for v in layer["time_profile"]]
+    logs = [math.log10(v) for v in values if v is not None]
+    if not logs:
+        return Text(f"\n{layer['name']}: no gradient reached its input")
+    low, high = min(logs), max(logs)
+    width = 48
+    picks = [values[round(i * (len(values) - 1) / (width - 1))] for i in range(min(width, len(values)))]
+    line = "".join(" " if v is None else SPARKS[round((math.log10(v) - low) / ((high - low) or 1) * (len(SPARKS) - 1))] for v in picks)
+    first = f"{values[0] / 10**high:.2g}" if values[0] else "0 (below float range)"
+    return Text(f"\ngradient reaching each time step of {layer['name']} (first → last, log scale), first/peak {first}:\n  {line}")
 
 
 def _bar(share: float) -> str:

@@ -26,9 +26,11 @@ class History:
         self.steps: list[int] = []
         self.kinds: dict[str, str] = {}
         self.series: dict[str, dict[str, list[float | None]]] = {}
+        self.time_profiles: dict[str, list[float]] = {}  # latest per-time-step gradient of recurrent layers
 
     def add(self, sample: StepStats, kinds: dict[str, str]) -> None:
-        """Record ``sample`` if it falls on the current stride."""
+        """Record ``sample`` if it falls on the current stride (time profiles: always the latest)."""
+        self.time_profiles.update({seq.name: list(seq.grad_by_step) for seq in sample.sequences})
         self.seen += 1
         if (self.seen - 1) % self.stride:
             return
@@ -56,14 +58,17 @@ class History:
 
     def to_layers(self) -> list[dict[str, Any]]:
         """The ``layers`` list of the JSON summary."""
-        return [
-            {
+        layers = []
+        for name, series in self.series.items():
+            entry: dict[str, Any] = {
                 "name": name,
                 "kind": self.kinds.get(name, "?"),
                 "history": {"step": list(self.steps), **{m: list(v) for m, v in series.items() if any(x is not None for x in v)}},
             }
-            for name, series in self.series.items()
-        ]
+            if name in self.time_profiles:
+                entry["time_profile"] = list(self.time_profiles[name])
+            layers.append(entry)
+        return layers
 
     def state_dict(self) -> dict[str, Any]:
         return {
@@ -73,6 +78,7 @@ class History:
             "steps": list(self.steps),
             "kinds": dict(self.kinds),
             "series": {n: {m: list(v) for m, v in s.items()} for n, s in self.series.items()},
+            "time_profiles": {n: list(v) for n, v in self.time_profiles.items()},
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -82,3 +88,4 @@ class History:
         self.steps = list(state["steps"])
         self.kinds = dict(state["kinds"])
         self.series = {n: {m: list(v) for m, v in s.items()} for n, s in state["series"].items()}
+        self.time_profiles = {n: list(v) for n, v in state.get("time_profiles", {}).items()}

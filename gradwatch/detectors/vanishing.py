@@ -109,15 +109,21 @@ class VanishingGradients(Detector):
         if self.time_streak < self.min_consecutive:
             return None
         seq, worst = min(sick, key=lambda pair: pair[1])
-        steps = len(seq.grad_by_step)
-        horizon = _horizon(seq.grad_by_step, self.max_ratio)
-        per_step = worst ** (1.0 / (steps - 1))
+        values = seq.grad_by_step
+        steps, peak_at = len(values), values.index(max(values))
+        reached = next(t for t, v in enumerate(values) if v > 0)  # earliest step with any gradient at all
+        per_step = (values[reached] / values[peak_at]) ** (1.0 / max(peak_at - reached, 1))
+        horizon = _horizon(values, self.max_ratio)
+        start = (
+            f"no gradient at all (below float range) reaches the first {reached} of {steps} time steps of {seq.name}"
+            if reached
+            else f"the gradient reaching the first of {steps} time steps of {seq.name} is {fmt(worst)}× its peak"
+        )
         return self.finding(
             sample,
             "critical" if worst < self.max_ratio**2 else "warning",
             [s.name for s, _ in sick],
-            f"the gradient reaching the first of {steps} time steps of {seq.name} is {fmt(worst)}× its peak "
-            f"(about ×{fmt(per_step)} per step back); only the last {horizon} steps get more than "
+            f"{start} (about ×{fmt(per_step)} per step back); only the last {horizon} steps get more than "
             f"{fmt(self.max_ratio)} of it",
             axis="time",
             layer=seq.name,

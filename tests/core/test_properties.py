@@ -8,7 +8,7 @@ import jsonschema
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gradwatch import SYMPTOMS, ActivationStats, LayerStats, Monitor, StepStats
+from gradwatch import SYMPTOMS, ActivationStats, LayerStats, Monitor, SequenceStats, StepStats
 from gradwatch.report import schema_path
 from gradwatch.safety import FaultGuard
 
@@ -34,7 +34,9 @@ def steps(draw: st.DrawFn) -> list[StepStats]:
             for i, kind in enumerate(draw(st.lists(st.sampled_from(["ReLU", "Sigmoid", "Tanh", "GELU"]), max_size=3)))
         )
         loss, lr = frozen[4:] if constant else (draw(numbers), draw(numbers))
-        stream.append(StepStats(step, layers, acts, loss, lr))
+        profile = draw(st.lists(st.sampled_from(SPECIAL + [0.5, 1e-30]), max_size=14))
+        sequences = (SequenceStats("l0", tuple(profile)),) if profile else ()
+        stream.append(StepStats(step, layers, acts, loss, lr, sequences))
     return stream
 
 
