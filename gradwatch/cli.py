@@ -1,10 +1,11 @@
-"""``gradwatch demo | report PATH | check PATH --fail-on LEVEL``."""
+"""``gradwatch demo | report | check | plot | html | compare``."""
 
 from __future__ import annotations
 
 import argparse
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from .report import SEVERITY_RANK, SummaryError, load_summary
 
@@ -20,7 +21,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SummaryError as exc:
         print(f"gradwatch: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except ImportError as exc:
+    except (ImportError, OSError) as exc:
         print(f"gradwatch: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
@@ -49,6 +50,37 @@ def _check(args: argparse.Namespace) -> int:
     return EXIT_FOUND if hits else 0
 
 
+def _plot(args: argparse.Namespace) -> int:
+    from .plot import plot_report
+
+    plot_report(load_summary(args.path), args.output)
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _html(args: argparse.Namespace) -> int:
+    from .html import render_html
+
+    report = load_summary(args.path)
+    try:
+        from .plot import plot_report
+
+        png: bytes | None = plot_report(report)
+    except ImportError:
+        png = None  # the page still has findings and remedies, just no picture
+    Path(args.output).write_text(render_html(report, png), encoding="utf-8")
+    print(f"wrote {args.output}")
+    return 0
+
+
+def _compare(args: argparse.Namespace) -> int:
+    from .compare import compare
+    from .console import render_comparison
+
+    print(render_comparison(compare(load_summary(args.before), load_summary(args.after))), end="")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gradwatch", description="Diagnose training runs from the inside.")
     commands = parser.add_subparsers(dest="command", required=True)
@@ -66,6 +98,21 @@ def _parser() -> argparse.ArgumentParser:
     check.add_argument("path")
     check.add_argument("--fail-on", choices=[s for s in SEVERITY_RANK if s != "info"], default="warning")
     check.set_defaults(run=_check)
+
+    plot = commands.add_parser("plot", help="gradient-flow heatmap (and time profiles) as PNG (needs matplotlib)")
+    plot.add_argument("path")
+    plot.add_argument("-o", "--output", default="gradwatch-flow.png")
+    plot.set_defaults(run=_plot)
+
+    html = commands.add_parser("html", help="one self-contained HTML report with the pictures embedded")
+    html.add_argument("path")
+    html.add_argument("-o", "--output", default="gradwatch-report.html")
+    html.set_defaults(run=_html)
+
+    compare = commands.add_parser("compare", help="what changed between two runs (before/after a remedy)")
+    compare.add_argument("before")
+    compare.add_argument("after")
+    compare.set_defaults(run=_compare)
     return parser
 
 

@@ -12,6 +12,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
+from .compare import Comparison, latest_flow
 from .report import Finding, Report, layer_list
 
 STYLE = {"critical": "bold red", "warning": "bold yellow", "info": "cyan"}
@@ -77,12 +78,8 @@ def _finding(finding: Finding) -> Group:
 
 def _flow(report: Report) -> Group | None:
     """Latest |g|/|W| per layer as a bar on a fixed log scale: where the gradient stops flowing."""
-    rows = []
-    for layer in report.layers:
-        history = layer.get("history", {})
-        value = _last_ratio(history.get("grad_norm", []), history.get("weight_norm", []))
-        if value is not None:
-            rows.append((layer["name"], layer.get("kind", ""), value))
+    kinds = {layer["name"]: layer.get("kind", "") for layer in report.layers}
+    rows = [(name, kinds[name], value) for name, value in latest_flow(report).items()]
     if len(rows) < 2:
         return None
     table = Table(show_header=False, box=None, padding=(0, 1), pad_edge=False)
@@ -116,9 +113,20 @@ def _bar(share: float) -> str:
     return ("█" * full + (BLOCKS[rest] if rest else "")).ljust(BAR_WIDTH)
 
 
-def _last_ratio(grads: list[float | None], weights: list[float | None]) -> float | None:
-    for grad, weight in zip(reversed(grads), reversed(weights)):
-        if grad is not None and weight and math.isfinite(grad) and math.isfinite(weight):
-            return grad / weight
-    return None
-
+def render_comparison(comparison: Comparison, *, width: int = 100) -> str:
+    """Before/after as text: findings gone, new or changed, and the flow per layer side by side."""
+    table = Table(title="gradient flow |g|/|W| (latest sample)", width=min(width, 80))
+    for header in ("layer", "before", "after", "change"):
+        table.add_column(header, justify="left" if header == "layer" else "right")
+    for name, before, after in comparison.flow:
+        change = f"×{after / before:.3g}" if before and after else "-"
+        table.add_row(name, f"{before:.2g}" if before is not None else "-", f"{after:.2g}" if after is not None else "-", change)
+    lines = [
+        Text(f"gone:    {', '.join(comparison.gone) or '-'}", style="green"),
+        Text(f"new:     {', '.join(comparison.new) or '-'}", style="red" if comparison.new else ""),
+        Text("changed: " + (", ".join(f"{s} {b} → {a}" for s, b, a in comparison.changed) or "-")),
+        table,
+    ]
+    buffer = io.StringIO()
+    Console(file=buffer, width=width, color_system=None).print(Group(*lines))
+    return buffer.getvalue()

@@ -69,6 +69,24 @@ def run_demo(out: str | Path = "gradwatch-demo", *, steps: int = 300) -> dict[st
         print(f"\n=== training the {name} model ({DEPTH} hidden layers, {steps} steps) ===", flush=True)
         results[name] = train(model, out / f"{name}.json", steps=steps)
         print(f"held-out accuracy of the {name} model: {results[name]:.1%}  (summary: {out / f'{name}.json'})")
+    _pictures(out, list(results))
     print(f"\nsame data, same optimizer: {results['sigmoid']:.1%} with Sigmoid, {results['remedied']:.1%} with "
           "ReLU + He init + BatchNorm, the top remedies gradwatch ranked for the sick model.")
     return results
+
+
+def _pictures(out: Path, names: list[str]) -> None:
+    """PNG and HTML next to each summary, where matplotlib is installed."""
+    from gradwatch import load_summary
+    from gradwatch.html import render_html
+    from gradwatch.plot import plot_report
+
+    for name in names:
+        report = load_summary(out / f"{name}.json")
+        try:
+            png = plot_report(report, out / f"{name}.png")
+        except ImportError as exc:
+            print(f"no pictures: {exc}")
+            return
+        (out / f"{name}.html").write_text(render_html(report, png), encoding="utf-8")
+        print(f"pictures: {out / f'{name}.png'}, {out / f'{name}.html'}")

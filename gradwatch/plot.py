@@ -1,0 +1,88 @@
+"""Gradient-flow pictures from a summary (matplotlib, an optional extra: ``gradwatch[plot]``)."""
+
+from __future__ import annotations
+
+import io
+import math
+import os
+from typing import Any
+
+from .report import Report
+
+FINDING_COLOURS = {"critical": "#d62728", "warning": "#ff7f0e", "info": "#1f77b4"}
+
+
+def _pyplot() -> Any:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise ImportError('gradwatch plot needs matplotlib: pip install "gradwatch[plot]"') from None
+    return plt
+
+
+def flow_matrix(report: Report) -> tuple[list[str], list[int], list[list[float]]]:
+    """log10(|g|/|W|) per layer (rows, bottom layer first) and sampled step (columns); NaN where unknown."""
+    names, rows, steps = [], [], []
+    for layer in report.layers:
+        history = layer.get("history", {})
+        grads, weights = history.get("grad_norm"), history.get("weight_norm")
+        if not grads or not weights:
+            continue
+        steps = history["step"]
+        row = [
+            math.log10(g / w) if g and w and math.isfinite(g) and math.isfinite(w) and g > 0 and w > 0 else math.nan
+            for g, w in zip(grads, weights)
+        ]
+        names.append(layer["name"])
+        rows.append(row)
+    return names, steps, rows
+
+
+def plot_report(report: Report, path: str | os.PathLike[str] | None = None) -> bytes:
+    """Draw the gradient-flow heatmap (and time profiles of recurrent layers); returns PNG bytes."""
+    plt = _pyplot()
+    names, steps, rows = flow_matrix(report)
+    profiles = [layer for layer in report.layers if layer.get("time_profile")]
+    panels = 1 + bool(profiles)
+    figure, axes = plt.subplots(panels, 1, figsize=(9, 2.2 + 0.28 * max(len(names), 4) + 2.6 * bool(profiles)), squeeze=False)
+    heat = axes[0][0]
+    if rows:
+        image = heat.imshow(rows, aspect="auto", cmap="viridis", interpolation="nearest", vmin=-10, vmax=1)
+        heat.set_yticks(range(len(names)), names, fontsize=8)
+        ticks = sorted(set(range(0, len(steps), max(1, len(steps) // 8))))
+        heat.set_xticks(ticks, [str(steps[i]) for i in ticks], fontsize=8)
+        figure.colorbar(image, ax=heat, label="log10 |g|/|W|")
+        for finding in report.findings:
+            column = _column(steps, finding.first_step)
+            heat.axvline(column, color=FINDING_COLOURS[finding.severity], linewidth=2)
+            heat.text(column + 0.15, len(names) - 0.6, finding.symptom, color="white", fontsize=8, rotation=90, va="bottom")
+    else:
+        heat.text(0.5, 0.5, "no gradient history in this summary", ha="center", va="center")
+    heat.set_xlabel("optimizer step (sampled)")
+    heat.set_title(f"gradient flow per layer — {report.framework}, {report.steps} steps", fontsize=10)
+    if profiles:
+        time_axis = axes[1][0]
+        for layer in profiles:
+            values = [v if v and v > 0 else math.nan for v in layer["time_profile"]]
+            time_axis.semilogy(range(len(values)), values, label=layer["name"])
+        time_axis.set_xlabel("time step (first → last)")
+        time_axis.set_ylabel("|dL/dx_t|")
+        time_axis.set_title("gradient reaching each time step (latest sample)", fontsize=10)
+        time_axis.legend(fontsize=8)
+    figure.tight_layout()
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110)
+    plt.close(figure)
+    png = buffer.getvalue()
+    if path is not None:
+        with open(path, "wb") as handle:
+            handle.write(png)
+    return png
+
+
+def _column(steps: list[int], step: int) -> float:
+    """Column of the heatmap at (or just before) ``step``."""
+    return max((i for i, s in enumerate(steps) if s <= step), default=0)
