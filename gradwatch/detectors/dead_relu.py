@@ -32,7 +32,9 @@ class DeadReLU(Detector):
         self.streaks: dict[str, int] = {}
 
     def observe(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
-        shares = _dead_shares(sample, facts)
+        rows = _row_layers(sample, facts)
+        shares = {a.name: a.dead_share for a in sample.activations if a.kind in DEAD_KINDS and finite(a.dead_share)}
+        shares.update({s.name: s.zero_grad_rows for s in sample.layers if s.name in rows and finite(s.zero_grad_rows)})
         self.streaks = {name: self.streaks.get(name, 0) + 1 for name, s in shares.items() if s > self.max_dead_share}
         dead = {name: shares[name] for name, n in self.streaks.items() if n >= self.min_consecutive}
         if not dead:
@@ -45,7 +47,7 @@ class DeadReLU(Detector):
             f"{len(dead)} layer(s) with over {fmt(100 * self.max_dead_share)}% dead units; "
             f"{worst}: {fmt(100 * dead[worst])}% never active on the batch",
             dead_share=shares,
-            source={name: ("gradient rows" if name in _row_layers(sample, facts) else "activations") for name in dead},
+            source={name: ("gradient rows" if name in rows else "activations") for name in dead},
         )
 
 
@@ -60,10 +62,3 @@ def _row_layers(sample: StepStats, facts: ModelFacts) -> set[str]:
         if layer is None or (layer.activation in (None, *DEAD_KINDS) and layer.activation_module not in measured):
             rows.add(stats.name)
     return rows
-
-
-def _dead_shares(sample: StepStats, facts: ModelFacts) -> dict[str, float]:
-    shares = {a.name: a.dead_share for a in sample.activations if a.kind in DEAD_KINDS and finite(a.dead_share)}
-    rows = _row_layers(sample, facts)
-    shares.update({s.name: s.zero_grad_rows for s in sample.layers if s.name in rows and finite(s.zero_grad_rows)})
-    return shares  # type: ignore[return-value]
