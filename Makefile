@@ -26,7 +26,9 @@ clinic: $(STAMP)
 	$(PY) -m benchmarks.clinic
 
 bench: $(STAMP)
-	$(PY) -m benchmarks.overhead
+	$(PIP) install -e ".[bench]"
+	WANDB_SILENT=true $(PY) -m benchmarks.overhead --peers
+	$(PY) -m benchmarks.scale
 
 clean:
 	rm -rf $(VENV) gradwatch-demo build *.egg-info

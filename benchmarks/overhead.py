@@ -1,7 +1,9 @@
 """``python -m benchmarks.overhead``: the cost of gradwatch on a training loop.
 
-Plain loop vs the same loop under ``watch()`` at default settings, runs
-interleaved, median of ``--repeats`` runs each. Every run first takes
+Plain loop vs the same loop under ``watch()`` at default settings (and
+peers: Lightning's ``grad_norm`` logged every step, Keras TensorBoard
+histograms, ``wandb.watch`` with ``--peers``), runs interleaved, median of
+``--repeats`` runs each. Every run first takes
 ``--warmup`` untimed steps (which also covers gradwatch's denser sampling of
 steps 1, 2, 4, 8, 16), so the ratio is the steady-state cost.
 """
@@ -41,12 +43,38 @@ def cnn() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     return model, torch.randn(64, 3, 32, 32), torch.randint(0, 10, (64,))
 
 
-def run(make: Model, *, watched: bool, steps: int, warmup: int) -> float:
-    """Seconds per step over ``steps`` timed steps."""
+class LastStep(nn.Module):
+    """Two-layer LSTM over 50 steps, classifying from the last output."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lstm = nn.LSTM(32, 256, num_layers=2, batch_first=True)
+        self.out = nn.Linear(256, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.lstm(x)[0][:, -1])
+
+
+def lstm() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """2-layer LSTM (hidden 256) on 50-step sequences, batch 64."""
+    return LastStep(), torch.randn(64, 50, 32), torch.randint(0, 10, (64,))
+
+
+MODELS: dict[str, Model] = {"mlp": mlp, "cnn": cnn, "lstm": lstm}
+
+
+def run(make: Model, *, variant: str, steps: int, warmup: int, device: str = "cpu") -> float:
+    """Seconds per step over ``steps`` timed steps: ``plain``, ``gradwatch`` or ``wandb`` (watch gradients, offline)."""
     torch.manual_seed(0)
     model, x, y = make()
+    model, x, y = model.to(device), x.to(device), y.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    watcher = watch(model, optimizer, print_report=False, warn_on=None) if watched else None
+    watcher = watch(model, optimizer, print_report=False, warn_on=None) if variant == "gradwatch" else None
+    if variant == "wandb":
+        import wandb
+
+        wandb_run = wandb.init(mode="offline", project="gradwatch-bench", reinit="finish_previous")
+        wandb.watch(model, log="gradients", log_freq=20)
 
     def step() -> None:
         loss = nn.functional.cross_entropy(model(x), y)
@@ -58,13 +86,61 @@ def run(make: Model, *, watched: bool, steps: int, warmup: int) -> float:
 
     for _ in range(warmup):
         step()
+    _sync(device)
     start = time.perf_counter()
     for _ in range(steps):
         step()
+    _sync(device)
     elapsed = time.perf_counter() - start
     if watcher is not None:
         watcher.close()
+    if variant == "wandb":
+        wandb_run.finish()
     return elapsed / steps
+
+
+def _sync(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def run_keras(variant: str, *, steps: int, warmup: int) -> float:
+    """Seconds per step of Keras ``fit`` (TensorFlow) on the 6×1024 MLP: plain, gradwatch, TensorBoard histograms."""
+    import os
+    import tempfile
+
+    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    import keras
+    import numpy as np
+
+    from gradwatch.integrations.keras import GradWatchCallback
+
+    keras.utils.set_random_seed(0)
+    layers = [keras.Input((784,))] + [keras.layers.Dense(1024, activation="relu") for _ in range(6)] + [keras.layers.Dense(10)]
+    model = keras.Sequential(layers)
+    model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x = np.random.default_rng(0).normal(size=(256 * 20, 784)).astype("float32")
+    y = np.random.default_rng(1).integers(0, 10, size=256 * 20)
+
+    class Clock(keras.callbacks.Callback):
+        seen = 0
+
+        def on_train_batch_begin(self, batch: int, logs: object = None) -> None:
+            if self.seen == warmup:
+                self.start = time.perf_counter()
+            self.seen += 1
+
+        def on_train_end(self, logs: object = None) -> None:
+            self.seconds = time.perf_counter() - self.start
+
+    clock = Clock()
+    callbacks: list[keras.callbacks.Callback] = [clock]
+    if variant == "gradwatch":
+        callbacks.append(GradWatchCallback(print_report=False, warn_on=None))
+    elif variant == "tensorboard":  # one epoch = 20 steps, so histograms come as often as gradwatch samples
+        callbacks.append(keras.callbacks.TensorBoard(tempfile.mkdtemp(), histogram_freq=1, write_graph=False))
+    model.fit(x, y, batch_size=256, epochs=(warmup + steps) // 20, verbose=0, callbacks=callbacks)
+    return clock.seconds / (clock.seen - warmup)
 
 
 def run_lightning(make: Model, *, variant: str, steps: int, warmup: int) -> float:
@@ -122,27 +198,39 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--steps", type=int, default=60)
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--models", nargs="*", default=["mlp", "cnn"], choices=["mlp", "cnn"])
-    parser.add_argument("--frameworks", nargs="*", default=["pytorch", "lightning"], choices=["pytorch", "lightning"])
+    parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--frameworks", nargs="*", default=["pytorch", "lightning", "keras"], choices=["pytorch", "lightning", "keras"])
+    parser.add_argument("--peers", action="store_true", help="add wandb.watch rows (pip install wandb)")
+    parser.add_argument("--device", default="cpu", help="torch device for the PyTorch rows, e.g. cuda")
     args = parser.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats} runs × {args.steps} steps")
     print(f"{'configuration':<28} {'base ms/step':>14} {'with ms/step':>16} {'ratio':>7}")
     for name in args.models:
-        make = {"mlp": mlp, "cnn": cnn}[name]
+        make = MODELS[name]
         if "pytorch" in args.frameworks:
-            plain, watched = [], []
-            for _ in range(args.repeats):  # interleaved, so drift hits both sides alike
-                plain.append(run(make, watched=False, steps=args.steps, warmup=args.warmup))
-                watched.append(run(make, watched=True, steps=args.steps, warmup=args.warmup))
-            print(table_row(f"{name} pytorch: watch()", plain, watched), flush=True)
-        if "lightning" in args.frameworks:
-            times: dict[str, list[float]] = {"none": [], "gradwatch": [], "grad_norm": []}
+            variants = ["plain", "gradwatch"] + (["wandb"] if args.peers else [])
+            times: dict[str, list[float]] = {v: [] for v in variants}
+            for _ in range(args.repeats):  # interleaved, so drift hits every variant alike
+                for variant in variants:
+                    times[variant].append(run(make, variant=variant, steps=args.steps, warmup=args.warmup, device=args.device))
+            print(table_row(f"{name} pytorch: watch()", times["plain"], times["gradwatch"]), flush=True)
+            if args.peers:
+                print(table_row(f"{name} pytorch: wandb.watch", times["plain"], times["wandb"]), flush=True)
+        if "lightning" in args.frameworks and name != "lstm":
+            runs: dict[str, list[float]] = {"none": [], "gradwatch": [], "grad_norm": []}
             for _ in range(args.repeats):
-                for variant, samples in times.items():
+                for variant, samples in runs.items():
                     samples.append(run_lightning(make, variant=variant, steps=args.steps, warmup=args.warmup))
-            print(table_row(f"{name} lightning: callback", times["none"], times["gradwatch"]), flush=True)
-            print(table_row(f"{name} lightning: grad_norm/step", times["none"], times["grad_norm"]), flush=True)
+            print(table_row(f"{name} lightning: callback", runs["none"], runs["gradwatch"]), flush=True)
+            print(table_row(f"{name} lightning: grad_norm/step", runs["none"], runs["grad_norm"]), flush=True)
+    if "keras" in args.frameworks:
+        keras_runs: dict[str, list[float]] = {"plain": [], "gradwatch": [], "tensorboard": []}
+        for _ in range(args.repeats):
+            for variant, samples in keras_runs.items():
+                samples.append(run_keras(variant, steps=args.steps, warmup=args.warmup))
+        print(table_row("mlp keras/tf: callback", keras_runs["plain"], keras_runs["gradwatch"]), flush=True)
+        print(table_row("mlp keras/tf: TensorBoard hist", keras_runs["plain"], keras_runs["tensorboard"]), flush=True)
 
 
 if __name__ == "__main__":

@@ -56,6 +56,6 @@ class FaultGuard:
         except Exception as exc:
             if self.strict:
                 raise
-            self.failed[part] = f"{type(exc).__name__}: {exc}"
+            self.failed[part] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"  # one line
             warn(f"gradwatch: {part} failed and is now disabled ({self.failed[part]}); training continues")
             return None

@@ -84,12 +84,12 @@ class GradWatchCallback(keras.callbacks.Callback):
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self._sampled = self.collector is not None and self.monitor.should_sample(self.step)
         if self._sampled:
-            self.collector.armed = True
+            self.guard.run(COLLECTOR, self.collector.arm, True)
             self.guard.run(COLLECTOR, self.collector.snapshot)
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         if self._sampled and self.collector is not None:
-            self.collector.armed = False
+            self.guard.run(COLLECTOR, self.collector.arm, False)
             loss = (logs or {}).get("loss")
             lr = learning_rate(self.model.optimizer)
             stats = self.guard.run(COLLECTOR, self.collector.read, self.step, loss=loss, lr=lr)

@@ -52,6 +52,7 @@ class KerasCollector:
         self._position = {id(v): i for i, v in enumerate(self.variables)}
         self._with_grad: set[int] = set()
         self._grad_sq = keras.Variable(np.zeros(max(len(self.variables), 1), "float32"), trainable=False, name="gradwatch_grad_sq")
+        self._flag = keras.Variable(0.0, trainable=False, name="gradwatch_sampled")
         self._zero_units = keras.Variable(np.zeros(max(len(self.unit_kernels), 1), "float32"), trainable=False, name="gradwatch_zero_units")
         self._optimizer: Any = None
         self._probes: dict[str, tuple[Any, Any]] = {}  # recurrent layer name -> (layer, per-time-step gradient norms)
@@ -60,7 +61,7 @@ class KerasCollector:
             if type(layer).__name__ in RECURRENT_KINDS and steps:
                 self._probes[layer.name] = (layer, keras.Variable(np.zeros(steps, "float32"), trainable=False, name="gradwatch_time"))
         self._before: list[np.ndarray] | None = None
-        self.armed = False  # eager backends measure only on sampled steps
+        self.armed = False  # set through arm(): gradients are measured on sampled steps only
 
     # -- gradients, inside the train step -----------------------------------------------------
     def install(self, optimizer: Any) -> None:
@@ -71,10 +72,18 @@ class KerasCollector:
         eager = keras.backend.backend() == "torch"
 
         def apply(grads: Any, trainable_variables: Any = None) -> Any:
-            if not eager or self.armed:
-                variables = trainable_variables if trainable_variables is not None else optimizer._trainable_variables
-                scale = getattr(optimizer, "loss_scale_factor", None)
-                self.guard.run("keras gradient recorder", self._record, list(grads), list(variables), scale)
+            variables = trainable_variables if trainable_variables is not None else optimizer._trainable_variables
+            scale = getattr(optimizer, "loss_scale_factor", None)
+
+            def record() -> Any:
+                done = self.guard.run("keras gradient recorder", self._record, list(grads), list(variables), scale)
+                return ops.zeros((), "float32") if done is None else done
+
+            if eager:  # a Python decision per step
+                if self.armed:
+                    record()
+            elif self.guard.enabled("keras gradient recorder"):  # a graph decision: norms on sampled steps only
+                ops.cond(self._flag > 0, record, lambda: ops.zeros((), "float32"))
             return original(grads, trainable_variables)
 
         optimizer.apply = apply
@@ -90,7 +99,13 @@ class KerasCollector:
             for layer, _ in self._probes.values():
                 del layer.call
 
-    def _record(self, grads: list[Any], variables: list[Any], scale: float | None) -> None:
+    def arm(self, on: bool) -> None:
+        """Measure gradients on the coming step(s) or not (a Python flag eagerly, a variable in graphs)."""
+        self.armed = on
+        if self.reads_gradients and keras.backend.backend() != "torch":
+            self._flag.assign(1.0 if on else 0.0)
+
+    def _record(self, grads: list[Any], variables: list[Any], scale: float | None) -> Any:
         by_position = {}
         for grad, variable in zip(grads, variables):
             position = self._position.get(id(variable))
@@ -104,21 +119,23 @@ class KerasCollector:
         if self.unit_kernels:
             dead = [_zero_column_share(by_position[i]) if i in by_position else zero for i, _ in self.unit_kernels]
             self._zero_units.assign(ops.stack(dead))
+        return zero
 
     # -- weights and updates, around the step on the host -------------------------------------
     def snapshot(self) -> None:
-        """Copy the weights before a sampled step (to measure the step's update)."""
-        self._before = [np.asarray(ops.convert_to_numpy(v), dtype=np.float32) for v in self.variables]
+        """Copy the weights on the device before a sampled step (to measure the step's update)."""
+        self._before = [ops.copy(v.value) for v in self.variables]
 
     def read(self, step: int, *, loss: float | None, lr: float | None) -> StepStats:
-        """Statistics of the step that just ended (one host read of each gradwatch variable)."""
-        after = [np.asarray(ops.convert_to_numpy(v), dtype=np.float32) for v in self.variables]
+        """Statistics of the step that just ended: norms reduced on the device, one host read."""
         n = len(self.layer_names)
-        weight = np.sqrt(np.bincount(self.owners, [float(np.sum(np.square(w, dtype=np.float64))) for w in after], n))
-        update: np.ndarray | None = None
+        weight_sq = [ops.sum(ops.square(ops.cast(v.value, "float32"))) for v in self.variables]
+        packed = [ops.stack(weight_sq)]
         if self._before is not None:
-            deltas = [float(np.sum(np.square(a - b, dtype=np.float64))) for a, b in zip(after, self._before)]
-            update = np.sqrt(np.bincount(self.owners, deltas, n))
+            packed.append(ops.stack([ops.sum(ops.square(ops.cast(v.value - b, "float32"))) for v, b in zip(self.variables, self._before)]))
+        values = np.asarray(ops.convert_to_numpy(ops.concatenate(packed)), dtype=np.float64)
+        weight = np.sqrt(np.bincount(self.owners, values[: len(self.variables)], n))
+        update = np.sqrt(np.bincount(self.owners, values[len(self.variables) :], n)) if self._before is not None else None
         self._before = None
         grad: np.ndarray | None = None
         with_grad_layers: set[int] = set()
