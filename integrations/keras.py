@@ -17,7 +17,7 @@ from gradwatch.monitor import Monitor, format_warning
 from gradwatch.report import SEVERITY_RANK, Report
 from gradwatch.safety import FaultGuard, warn
 
-from ._keras import keras
+from ._keras import keras, ops
 from .keras_facts import learning_rate, model_facts
 from .keras_stats import KerasCollector
 
@@ -81,23 +81,29 @@ class GradWatchCallback(keras.callbacks.Callback):
         self.collector.install(optimizer)
         self.model.make_train_function(force=True)  # retrace so the wrapped optimizer is in the graph
 
+    # Only on_train_batch_begin is overridden: a callback with on_train_batch_end makes Keras turn
+    # the logs into Python floats (a host sync) after every batch. The previous sampled step is
+    # read at the next batch's start instead (or at the end of fit).
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        self._read_sampled_step()
         self._sampled = self.collector is not None and self.monitor.should_sample(self.step)
         if self._sampled:
             self.guard.run(COLLECTOR, self.collector.arm, True)
             self.guard.run(COLLECTOR, self.collector.snapshot)
-
-    def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        if self._sampled and self.collector is not None:
-            self.guard.run(COLLECTOR, self.collector.arm, False)
-            loss = (logs or {}).get("loss")
-            lr = learning_rate(self.model.optimizer)
-            stats = self.guard.run(COLLECTOR, self.collector.read, self.step, loss=loss, lr=lr)
-            if stats is not None:
-                self.monitor.observe(stats)
-                self._latest = stats.scalars()
-                self._maybe_stop()
         self.step += 1
+
+    def _read_sampled_step(self) -> None:
+        if not self._sampled or self.collector is None:
+            return
+        self._sampled = False
+        self.guard.run(COLLECTOR, self.collector.arm, False)
+        loss = self.guard.run(COLLECTOR, _running_loss, self.model)
+        lr = learning_rate(self.model.optimizer)
+        stats = self.guard.run(COLLECTOR, self.collector.read, self.step - 1, loss=loss, lr=lr)
+        if stats is not None:
+            self.monitor.observe(stats)
+            self._latest = stats.scalars()
+            self._maybe_stop()
 
     def _maybe_stop(self) -> None:
         if self.stop_on is None or self.model.stop_training:
@@ -108,11 +114,13 @@ class GradWatchCallback(keras.callbacks.Callback):
             warn(f"gradwatch: stopping training (stop_on={self.stop_on!r}): {format_warning(serious[0])}")
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        self._read_sampled_step()
         if logs is not None:
             logs.update(self._latest)
             logs["gradwatch/findings"] = float(sum(f.at_least("warning") for f in self.monitor.findings.values()))
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        self._read_sampled_step()
         if self.collector is not None:
             self.collector.uninstall()
             self.guard.run(COLLECTOR, self.model.make_train_function, True)  # back to the unwrapped step
@@ -128,6 +136,12 @@ class GradWatchCallback(keras.callbacks.Callback):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
         self.monitor.load_state_dict(state["monitor"])
+
+
+def _running_loss(model: Any) -> float | None:
+    """The running mean training loss Keras shows in ``logs`` (a host read: sampled steps only)."""
+    tracker = next((m for m in model.metrics if m.name == "loss"), None)
+    return float(ops.convert_to_numpy(tracker.result())) if tracker is not None else None
 
 
 __all__ = ["GradWatchCallback"]

@@ -124,3 +124,31 @@ def test_pytorch_lightning_trainer_accepts_the_same_callback():
     options = dict(accelerator="cpu", devices=1, max_steps=30, logger=False, enable_checkpointing=False)
     pl.Trainer(callbacks=[callback], enable_progress_bar=False, enable_model_summary=False, **options).fit(Module(), loader())
     assert callback.report.steps == 30 and callback.report.framework == "lightning"
+
+
+def _raise(*args, **kwargs):
+    raise RuntimeError("injected fault")
+
+
+FAULTS = {
+    "pytorch collector": ("gradwatch.integrations.torch_stats.TorchCollector", "capture_gradients"),
+    "activation hook": ("gradwatch.integrations.torch_stats.TorchCollector", "_record_activation"),
+    "lightning logging": ("gradwatch.integrations.lightning", "_log"),
+    "detector vanishing_gradients": ("gradwatch.detectors.vanishing.VanishingGradients", "observe"),
+    "JSON writer": ("gradwatch.report.Report", "write_json"),
+    "console report": ("gradwatch.console", "build"),
+}
+
+
+@pytest.mark.parametrize("part", FAULTS)
+def test_fault_in_each_part_warns_once_and_the_fit_finishes(monkeypatch, tmp_path, part):
+    target, name = FAULTS[part]
+    monkeypatch.setattr(f"{target}.{name}", _raise)
+    logger = L.loggers.CSVLogger(tmp_path, name="run")
+    callback = GradWatchCallback(summary_path=tmp_path / "gw.json")
+    with pytest.warns(GradWatchWarning) as caught:
+        run = trainer(callbacks=[callback], logger=logger, max_steps=45)
+        run.fit(healthy(), loader())
+    faults = [str(w.message) for w in caught if "failed and is now disabled" in str(w.message)]
+    assert faults == [f"gradwatch: {part} failed and is now disabled (RuntimeError: injected fault); training continues"]
+    assert run.global_step == 45 and callback.report.steps == 45
