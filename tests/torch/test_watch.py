@@ -219,3 +219,19 @@ def test_time_profile_matches_autograd_and_leaves_training_unchanged():
     profile = collector.flush(step=0).sequences[0]
     assert profile.name == "rnn" and len(profile.grad_by_step) == 12
     assert profile.grad_by_step == pytest.approx(expected.tolist(), rel=1e-5)
+
+
+def test_update_of_a_large_parameter_is_estimated_from_a_fixed_subset():
+    torch.manual_seed(0)
+    layer = nn.Linear(2048, 1024)  # 2M weights: above the subsampling threshold
+    collector = TorchCollector(layer)
+    layer(torch.randn(8, 2048)).square().mean().backward()
+    before = [p.detach().clone() for p in layer.parameters()]
+    collector.capture_gradients()
+    assert sum(t.numel() for t in collector._sample.before) < layer.weight.numel() / 32, "no full copy is kept"
+    with torch.no_grad():
+        for p in layer.parameters():
+            p -= 0.1 * p.grad + 1e-4 * torch.randn_like(p)
+    collector.capture_updates()
+    exact = torch.cat([(p.detach() - b).flatten() for p, b in zip(layer.parameters(), before)]).norm()
+    assert collector.flush(step=0).layers[0].update_norm == pytest.approx(float(exact), rel=0.02)
