@@ -84,7 +84,8 @@ class Monitor:
             if self.warn_on is not None and finding.at_least(self.warn_on):
                 warn(format_warning(finding))
         every = self.autosave_every_n_steps
-        if every is not None and (self._saved_at is None or sample.step - self._saved_at >= every):
+        due = every is not None and (self._saved_at is None or sample.step - self._saved_at >= every)
+        if due and self.summary_path is not None:
             self._saved_at = sample.step
             self.save()
         return raised
