@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import logging
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 
@@ -73,7 +74,7 @@ def run(make: Model, *, variant: str, steps: int, warmup: int, device: str = "cp
     if variant == "wandb":
         import wandb
 
-        wandb_run = wandb.init(mode="offline", project="gradwatch-bench", reinit="finish_previous")
+        wandb_run = wandb.init(mode="offline", project="gradwatch-bench", reinit="finish_previous", dir=tempfile.mkdtemp())
         wandb.watch(model, log="gradients", log_freq=20)
 
     def step() -> None:
@@ -107,7 +108,6 @@ def _sync(device: str) -> None:
 def run_keras(variant: str, *, steps: int, warmup: int) -> float:
     """Seconds per step of Keras ``fit`` (TensorFlow) on the 6×1024 MLP: plain, gradwatch, TensorBoard histograms."""
     import os
-    import tempfile
 
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
     import keras
