@@ -21,9 +21,9 @@ DEAD_KINDS = ("ReLU", "ReLU6")
 RECURRENT_TYPES = (torch.nn.RNN, torch.nn.LSTM, torch.nn.GRU)
 SATURATION_KINDS = ("Sigmoid", "Tanh")
 ROW_KINDS = ("Linear", "Conv1d", "Conv2d", "Conv3d")
-# Parameters above this many elements have their update measured on a fixed random sample of
-# numel/UPDATE_SUBSAMPLE of their elements (an unbiased estimate of |ΔW|², error about 1% for a million-element tensor): the
-# snapshot a sampled step needs then costs a fraction of the model's memory instead of a full copy.
+# Parameters above LARGE_PARAM elements have their update measured on a fixed random sample of
+# numel/UPDATE_SUBSAMPLE elements (an unbiased estimate of |ΔW|², about 1% error at a million
+# elements), so a sampled step's snapshot costs a fraction of the model instead of a full copy.
 LARGE_PARAM, UPDATE_SUBSAMPLE = 1 << 20, 64
 
 
@@ -214,7 +214,8 @@ class TorchCollector:
     def add_loss(self, loss: torch.Tensor | float) -> None:
         """Accumulate the step's loss without a host sync (a tensor stays on its device)."""
         if isinstance(loss, torch.Tensor):
-            value = loss.detach().float().mean()
+            value = loss.detach().float()
+            value = value.mean() if value.dim() else value  # the usual 0-d loss costs one addition per step
             self._loss_tensor = value if self._loss_tensor is None else self._loss_tensor + value
         else:
             self._loss_float += float(loss)
@@ -234,13 +235,12 @@ class TorchCollector:
         """
         sample, self._sample = self._sample, _Sample()
         if sample.weight_norms is None and self.params:
-            sample.before = None
             sample.weight_norms = self._per_layer(torch._foreach_norm(self.params, 2, dtype=torch.float32))
         n = len(self.layer_names)
         acts = list(sample.activations.items())
         sequences = [(name, profile) for name, profile in sample.sequences.items() if profile is not None]
         parts = [
-            sample.grad_norms if sample.grad_norms is not None else None,
+            sample.grad_norms,
             sample.weight_norms,
             sample.update_norms,
             torch.stack(sample.zero_rows) if sample.zero_rows else None,
