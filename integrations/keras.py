@@ -78,6 +78,10 @@ class GradWatchCallback(keras.callbacks.Callback):
         if self.collector is None:
             self.collector = KerasCollector(self.model, guard=self.guard)
         self.monitor.facts = model_facts(self.model, optimizer)
+        strategy = getattr(self.model, "distribute_strategy", None)  # TensorFlow only
+        if self.monitor.facts.grad_clipping and strategy is not None and strategy.num_replicas_in_sync > 1:
+            note = "gradient norms are measured after Keras clipped each replica's gradients (tf.distribute sums them after clipping)"
+            self.monitor.notes = [*dict.fromkeys([*self.monitor.notes, note])]
         self.collector.install(optimizer)
         self.model.make_train_function(force=True)  # retrace so the wrapped optimizer is in the graph
 

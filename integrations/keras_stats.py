@@ -4,9 +4,10 @@ Gradients: the optimizer's ``apply`` is wrapped for the duration of ``fit``;
 the wrapper adds graph ops that write each trainable variable's squared
 gradient norm (and the share of all-zero kernel columns, i.e. dead units)
 into two gradwatch variables, which the callback reads on sampled steps only.
-These are the exact gradients of the step. Recurrent layers' ``call`` passes
-its input through an identity whose custom gradient records the gradient
-norm reaching each time step. Weights and update sizes are read on the host
+These are the exact gradients of the step; under ``tf.distribute`` they are
+summed over the replicas first (the gradients the optimizer applies).
+Recurrent layers' ``call`` passes its input through an identity whose custom
+gradient records the gradient norm reaching each time step. Weights and update sizes are read on the host
 around sampled steps. On the JAX backend the optimizer runs
 stateless, so gradients are not read there (weights, updates and loss are).
 """
@@ -49,44 +50,51 @@ class KerasCollector:
                 owners.append(index)
         self.owners = np.asarray(owners, dtype=np.int64)
         self.reads_gradients = keras.backend.backend() != "jax"
-        self._position = {id(v): i for i, v in enumerate(self.variables)}
+        # keyed by the Keras variable and by its backend variable (what Keras's all-reduce passes)
+        self._position = {id(x): i for i, v in enumerate(self.variables) for x in (v, v.value)}
         self._with_grad: set[int] = set()
-        self._grad_sq = keras.Variable(np.zeros(max(len(self.variables), 1), "float32"), trainable=False, name="gradwatch_grad_sq")
-        self._flag = keras.Variable(0.0, trainable=False, name="gradwatch_sampled")
-        self._zero_units = keras.Variable(np.zeros(max(len(self.unit_kernels), 1), "float32"), trainable=False, name="gradwatch_zero_units")
+        self._grad_sq = _variable(max(len(self.variables), 1), "gradwatch_grad_sq")
+        self._flag = _variable((), "gradwatch_sampled")
+        self._zero_units = _variable(max(len(self.unit_kernels), 1), "gradwatch_zero_units")
         self._optimizer: Any = None
         self._probes: dict[str, tuple[Any, Any]] = {}  # recurrent layer name -> (layer, per-time-step gradient norms)
         for layer in layers:
             steps = _time_steps(layer)
             if type(layer).__name__ in RECURRENT_KINDS and steps:
-                self._probes[layer.name] = (layer, keras.Variable(np.zeros(steps, "float32"), trainable=False, name="gradwatch_time"))
+                self._probes[layer.name] = (layer, _variable(steps, "gradwatch_time"))
         self._before: list[np.ndarray] | None = None
         self.armed = False  # set through arm(): gradients are measured on sampled steps only
 
     # -- gradients, inside the train step -----------------------------------------------------
     def install(self, optimizer: Any) -> None:
-        """Wrap ``optimizer.apply`` so each step's gradient norms land in gradwatch's variables."""
+        """Wrap ``optimizer.apply`` so each step's gradient norms land in gradwatch's variables.
+
+        Under ``tf.distribute`` with several replicas the sum over replicas is
+        what the optimizer applies, but a sync point cannot sit inside the
+        graph ``cond`` that limits the work to sampled steps: the sums Keras
+        makes itself (``_all_reduce_sum_gradients``) are recorded instead.
+        """
         if not self.reads_gradients or self._optimizer is not None:
             return
-        original = optimizer.apply
-        eager = keras.backend.backend() == "torch"
+        original_apply = optimizer.apply
 
         def apply(grads: Any, trainable_variables: Any = None) -> Any:
-            variables = trainable_variables if trainable_variables is not None else optimizer._trainable_variables
-            scale = getattr(optimizer, "loss_scale_factor", None)
-
-            def record() -> Any:
-                done = self.guard.run("keras gradient recorder", self._record, list(grads), list(variables), scale)
-                return ops.zeros((), "float32") if done is None else done
-
-            if eager:  # a Python decision per step
-                if self.armed:
-                    record()
-            elif self.guard.enabled("keras gradient recorder"):  # a graph decision: norms on sampled steps only
-                ops.cond(self._flag > 0, record, lambda: ops.zeros((), "float32"))
-            return original(grads, trainable_variables)
+            if _replicas() == 1:
+                variables = trainable_variables if trainable_variables is not None else optimizer._trainable_variables
+                self._record_when_sampled(list(grads), list(variables), getattr(optimizer, "loss_scale_factor", None))
+            return original_apply(grads, trainable_variables)
 
         optimizer.apply = apply
+        if hasattr(optimizer, "_all_reduce_sum_gradients"):  # TensorFlow
+            original_reduce = optimizer._all_reduce_sum_gradients
+
+            def all_reduce_sum_gradients(grads_and_vars: Any) -> Any:
+                summed = original_reduce(grads_and_vars)
+                if _replicas() > 1:
+                    self._record_when_sampled([g for g, _ in summed], [v for _, v in summed], None)
+                return summed
+
+            optimizer._all_reduce_sum_gradients = all_reduce_sum_gradients
         self._optimizer = optimizer
         for layer, profile in self._probes.values():
             layer.call = _probed_call(layer, profile)
@@ -94,10 +102,22 @@ class KerasCollector:
     def uninstall(self) -> None:
         """Remove the wrappers: the instance attributes shadowed the class methods."""
         if self._optimizer is not None:
-            del self._optimizer.apply
+            for name in ("apply", "_all_reduce_sum_gradients"):
+                self._optimizer.__dict__.pop(name, None)
             self._optimizer = None
             for layer, _ in self._probes.values():
                 del layer.call
+
+    def _record_when_sampled(self, grads: list[Any], variables: list[Any], scale: float | None) -> None:
+        def record() -> Any:
+            done = self.guard.run("keras gradient recorder", self._record, grads, variables, scale)
+            return ops.zeros((), "float32") if done is None else done
+
+        if keras.backend.backend() == "torch":  # eager: a Python decision per step
+            if self.armed:
+                record()
+        elif self.guard.enabled("keras gradient recorder"):  # a graph decision: norms on sampled steps only
+            ops.cond(self._flag > 0, record, lambda: ops.zeros((), "float32"))
 
     def arm(self, on: bool) -> None:
         """Measure gradients on the coming step(s) or not (a Python flag eagerly, a variable in graphs)."""
@@ -165,6 +185,35 @@ class KerasCollector:
         return StepStats(step=step, layers=layers, loss=None if loss is None else float(loss), lr=lr, sequences=sequences)
 
 
+def _variable(shape: int | tuple[()], name: str) -> Any:
+    """A float32 gradwatch variable.
+
+    Created outside any ``tf.distribute`` scope on purpose: a mirrored variable
+    cannot be assigned inside the graph ``cond`` of a replica (that needs a sync
+    point). Every replica writes the same all-reduced values into this one.
+    """
+    return keras.Variable(np.zeros(shape, "float32"), trainable=False, name=name)
+
+
+def _replicas() -> int:
+    """How many ``tf.distribute`` replicas run this step in sync (1 outside TensorFlow)."""
+    if keras.backend.backend() != "tensorflow":
+        return 1
+    import tensorflow as tf
+
+    context = tf.distribute.get_replica_context()
+    return 1 if context is None else int(context.num_replicas_in_sync)
+
+
+def _sum_over_replicas(tensors: list[Any]) -> list[Any]:
+    """The tensors summed over ``tf.distribute`` replicas (inside a replica context), else as they are."""
+    if _replicas() == 1:
+        return tensors
+    import tensorflow as tf
+
+    return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, tensors)
+
+
 def _time_steps(layer: Any) -> int | None:
     """Sequence length of a recurrent layer with a fixed-length input, else None."""
     try:
@@ -188,7 +237,8 @@ def _probed_call(layer: Any, profile: Any) -> Any:
     def probe(sequence: Any, weight: Any) -> Any:
         def grad(*args: Any, upstream: Any = None) -> Any:
             upstream = args[0] if upstream is None else upstream
-            profile.assign(ops.sqrt(ops.sum(ops.square(ops.cast(upstream, "float32")), axis=(0, 2))))
+            squares = ops.sum(ops.square(ops.cast(upstream, "float32")), axis=(0, 2))
+            profile.assign(ops.sqrt(_sum_over_replicas([squares])[0]))  # each replica holds part of the batch
             return upstream, ops.zeros_like(weight)
 
         return ops.add(sequence, ops.zeros_like(sequence)), grad

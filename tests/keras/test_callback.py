@@ -106,3 +106,47 @@ def test_torch_backend_reports_vanishing_gradients():
     assert out.returncode == 0, out.stderr[-2000:]
     framework, severity = out.stdout.split()[-2:]
     assert framework == "keras/torch" and severity in ("warning", "critical")
+
+
+MIRRORED_SCRIPT = """
+import json
+import tensorflow as tf
+
+cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
+import keras
+import numpy as np
+from gradwatch.integrations.keras import GradWatchCallback
+
+rng = np.random.default_rng(0)
+x, y = rng.normal(size=(128, 12, 4)).astype("float32"), rng.normal(size=(128, 1)).astype("float32")
+
+def run(strategy):
+    with strategy.scope():
+        keras.utils.set_random_seed(1)
+        model = keras.Sequential([keras.Input((12, 4)), keras.layers.SimpleRNN(8),
+                                  keras.layers.Dense(16, activation="relu"), keras.layers.Dense(1)])
+        model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+    callback = GradWatchCallback(every_n_steps=1, print_report=False, strict=True)
+    model.fit(x, y, batch_size=32, epochs=1, callbacks=[callback], verbose=0, shuffle=False)
+    return {"replicas": strategy.num_replicas_in_sync,
+            "grad": [g for layer in callback.report.layers for g in layer["history"]["grad_norm"]],
+            "update": [u for layer in callback.report.layers for u in layer["history"]["update_norm"]],
+            "time": [t for profile in callback.monitor.history.time_profiles.values() for t in profile]}
+
+print(json.dumps([run(tf.distribute.get_strategy()), run(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))]))
+"""
+
+
+def test_mirrored_strategy_reports_the_all_reduced_gradients():
+    """Two replicas each see half the batch; gradwatch must report the summed gradient the optimizer applies."""
+    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
+    out = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    single, mirrored = json.loads(out.stdout.splitlines()[-1])
+    assert (single["replicas"], mirrored["replicas"]) == (1, 2)
+    assert len(mirrored["grad"]) == 3 * 4  # three layers, four steps
+    assert mirrored["grad"] == pytest.approx(single["grad"], rel=1e-5)  # same data, same weights
+    lr = 0.01  # plain SGD: update = lr * applied gradient
+    assert [lr * g for g in mirrored["grad"]] == pytest.approx(mirrored["update"], rel=1e-4)
+    assert len(mirrored["time"]) == 12 and mirrored["time"] == pytest.approx(single["time"], rel=1e-5)
