@@ -36,16 +36,20 @@ class History:
             return
         if len(self.steps) == self.capacity:
             self._halve()
-        row = {layer.name: {m: getattr(layer, m) for m in LAYER_METRICS} for layer in sample.layers}
-        row.update({a.name: {m: getattr(a, m) for m in ACTIVATION_METRICS} for a in sample.activations})
+        row: dict[str, dict[str, float | None]] = {}  # a Keras layer is also its own activation
+        for layer in sample.layers:
+            row.setdefault(layer.name, {}).update({m: getattr(layer, m) for m in LAYER_METRICS})
+        for a in sample.activations:
+            row.setdefault(a.name, {}).update({m: getattr(a, m) for m in ACTIVATION_METRICS})
+        known = len(self.steps)
         for name, values in row.items():
             self.kinds.setdefault(name, kinds.get(name, "?"))
-            series = self.series.setdefault(name, {m: [None] * len(self.steps) for m in values})
+            series = self.series.setdefault(name, {})
             for metric, value in values.items():
-                series[metric].append(value)
-        for name, series in self.series.items():
-            if name not in row:
-                for values in series.values():
+                series.setdefault(metric, [None] * known).append(value)
+        for series in self.series.values():  # not in this sample
+            for values in series.values():
+                if len(values) == known:
                     values.append(None)
         self.steps.append(sample.step)
 

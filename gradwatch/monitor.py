@@ -69,8 +69,8 @@ class Monitor:
     def observe(self, sample: StepStats) -> list[Finding]:
         """Run every detector on ``sample``; return findings that are new or got worse."""
         self.steps = max(self.steps, sample.step + 1)
-        kinds = {layer.name: layer.kind for layer in self.facts.layers}
-        kinds.update({a.name: a.kind for a in sample.activations})
+        kinds = {a.name: a.kind for a in sample.activations}
+        kinds.update({layer.name: layer.kind for layer in self.facts.layers})  # a layer may apply its own activation
         self.guard.run("history", self.history.add, sample, kinds)
         raised = []
         finite = sample.finite

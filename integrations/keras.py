@@ -82,7 +82,7 @@ class GradWatchCallback(keras.callbacks.Callback):
         if self.monitor.facts.grad_clipping and strategy is not None and strategy.num_replicas_in_sync > 1:
             note = "gradient norms are measured after Keras clipped each replica's gradients (tf.distribute sums them after clipping)"
             self.monitor.notes = [*dict.fromkeys([*self.monitor.notes, note])]
-        self.collector.install(optimizer)
+        self.collector.install(optimizer, first_step=self.step, every_n_steps=self.monitor.every_n_steps)
         self.model.make_train_function(force=True)  # retrace so the wrapped optimizer is in the graph
 
     # Only on_train_batch_begin is overridden: a callback with on_train_batch_end makes Keras turn
@@ -92,6 +92,7 @@ class GradWatchCallback(keras.callbacks.Callback):
         self._read_sampled_step()
         self._sampled = self.collector is not None and self.monitor.should_sample(self.step)
         if self._sampled:
+            self.guard.run(COLLECTOR, self.collector.sync)
             self.guard.run(COLLECTOR, self.collector.arm, True)
             self.guard.run(COLLECTOR, self.collector.snapshot)
         self.step += 1
@@ -101,6 +102,7 @@ class GradWatchCallback(keras.callbacks.Callback):
             return
         self._sampled = False
         self.guard.run(COLLECTOR, self.collector.arm, False)
+        self.guard.run(COLLECTOR, self.collector.sync)
         loss = self.guard.run(COLLECTOR, _running_loss, self.model)
         lr = learning_rate(self.model.optimizer)
         stats = self.guard.run(COLLECTOR, self.collector.read, self.step - 1, loss=loss, lr=lr)
@@ -116,6 +118,9 @@ class GradWatchCallback(keras.callbacks.Callback):
         if serious:
             self.model.stop_training = True
             warn(f"gradwatch: stopping training (stop_on={self.stop_on!r}): {format_warning(serious[0])}")
+
+    def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
+        self._read_sampled_step()  # before validation batches run through the measured layers
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._read_sampled_step()

@@ -59,7 +59,7 @@ def model_facts(model: Any, optimizer: Any | None) -> ModelFacts:
         if not layer.weights or kind in ACTIVATION_LAYERS and kind != "PReLU":
             if activation is not None:
                 for index in pending:
-                    layers[index] = replace(layers[index], activation=activation)
+                    layers[index] = replace(layers[index], activation=activation, activation_module=layer.name)
                 pending = []
             continue
         kernel = _kernel(layer)
@@ -69,6 +69,7 @@ def model_facts(model: Any, optimizer: Any | None) -> ModelFacts:
                 kind=kind,
                 trainable=bool(layer.trainable_weights),
                 activation=activation,
+                activation_module=layer.name if activation is not None else None,
                 init_gain=_gain(kernel),
                 fan_in=int(np.prod(kernel.shape[:-1])) if kernel is not None else None,
             )

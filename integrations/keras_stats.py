@@ -7,9 +7,18 @@ into two gradwatch variables, which the callback reads on sampled steps only.
 These are the exact gradients of the step; under ``tf.distribute`` they are
 summed over the replicas first (the gradients the optimizer applies).
 Recurrent layers' ``call`` passes its input through an identity whose custom
-gradient records the gradient norm reaching each time step. Weights and update sizes are read on the host
-around sampled steps. On the JAX backend the optimizer runs
-stateless, so gradients are not read there (weights, updates and loss are).
+gradient records the gradient norm reaching each time step. Layers applying a
+ReLU, sigmoid or tanh get a ``call`` that also measures, on sampled steps,
+the share of dead units (never positive on the batch) or saturated outputs of
+the training batch itself: no probe batch, no second forward pass. Weights and update sizes are reduced on the device
+around sampled steps.
+
+On JAX the train step is a pure function: nothing written to a variable
+inside it escapes. There the sampled-step test runs in the graph on the
+optimizer's iteration counter (the Monitor's schedule), and the sampled
+branch hands the norms to the host with ``jax.debug.callback``; recurrent
+time profiles and activations are not measured on JAX (the forward pass
+cannot see the schedule); dead units come from gradient columns there.
 """
 
 from __future__ import annotations
@@ -19,13 +28,17 @@ from typing import Any
 import numpy as np
 
 from gradwatch.safety import FaultGuard
-from gradwatch.stats import LayerStats, SequenceStats, StepStats
+from gradwatch.stats import ActivationStats, LayerStats, SequenceStats, StepStats
 
 from ._keras import keras, ops
-from .keras_facts import trainable_layers
+from .keras_facts import activation_of, trainable_layers
 
+RECORDER = "keras gradient recorder"
+ACTIVATIONS = "keras activation probe"
 UNIT_KINDS = ("Dense", "Conv1D", "Conv2D", "Conv3D", "EinsumDense")
 RECURRENT_KINDS = ("SimpleRNN", "LSTM", "GRU")
+DEAD_KINDS = ("ReLU", "ReLU6")
+PROBED_ACTIVATIONS = (*DEAD_KINDS, "Sigmoid", "Tanh")
 
 
 class KerasCollector:
@@ -49,7 +62,8 @@ class KerasCollector:
                 self.variables.append(variable)
                 owners.append(index)
         self.owners = np.asarray(owners, dtype=np.int64)
-        self.reads_gradients = keras.backend.backend() != "jax"
+        self.backend = keras.backend.backend()
+        self._model = model
         # keyed by the Keras variable and by its backend variable (what Keras's all-reduce passes)
         self._position = {id(x): i for i, v in enumerate(self.variables) for x in (v, v.value)}
         self._with_grad: set[int] = set()
@@ -60,22 +74,31 @@ class KerasCollector:
         self._probes: dict[str, tuple[Any, Any]] = {}  # recurrent layer name -> (layer, per-time-step gradient norms)
         for layer in layers:
             steps = _time_steps(layer)
-            if type(layer).__name__ in RECURRENT_KINDS and steps:
+            if type(layer).__name__ in RECURRENT_KINDS and steps and self.backend != "jax":
                 self._probes[layer.name] = (layer, _variable(steps, "gradwatch_time"))
+        self._activations: list[tuple[Any, str, Any]] = []  # (layer, activation kind, measured share)
+        for layer in model.layers if self.backend != "jax" else ():
+            kind = activation_of(layer)
+            if kind in PROBED_ACTIVATIONS and type(layer).__name__ not in RECURRENT_KINDS:
+                self._activations.append((layer, kind, _variable((), "gradwatch_activation")))
         self._before: list[np.ndarray] | None = None
         self.armed = False  # set through arm(): gradients are measured on sampled steps only
+        self._schedule: tuple[int, int] = (0, 1)  # JAX: (optimizer iterations at step 0, every_n_steps)
+        self._received: tuple[np.ndarray, np.ndarray] | None = None  # JAX: norms sent by the sampled branch
 
     # -- gradients, inside the train step -----------------------------------------------------
-    def install(self, optimizer: Any) -> None:
-        """Wrap ``optimizer.apply`` so each step's gradient norms land in gradwatch's variables.
+    def install(self, optimizer: Any, *, first_step: int, every_n_steps: int) -> None:
+        """Wrap ``optimizer.apply`` so each sampled step's gradient norms are recorded.
 
         Under ``tf.distribute`` with several replicas the sum over replicas is
         what the optimizer applies, but a sync point cannot sit inside the
         graph ``cond`` that limits the work to sampled steps: the sums Keras
         makes itself (``_all_reduce_sum_gradients``) are recorded instead.
+        ``first_step`` is the callback's step number of the coming batch.
         """
-        if not self.reads_gradients or self._optimizer is not None:
+        if self._optimizer is not None:
             return
+        self._schedule = (int(ops.convert_to_numpy(optimizer.iterations)) - first_step, every_n_steps)
         original_apply = optimizer.apply
 
         def apply(grads: Any, trainable_variables: Any = None) -> Any:
@@ -98,6 +121,8 @@ class KerasCollector:
         self._optimizer = optimizer
         for layer, profile in self._probes.values():
             layer.call = _probed_call(layer, profile)
+        for layer, kind, share in self._activations:
+            layer.call = self._measured_call(layer, kind, share)
 
     def uninstall(self) -> None:
         """Remove the wrappers: the instance attributes shadowed the class methods."""
@@ -105,27 +130,39 @@ class KerasCollector:
             for name in ("apply", "_all_reduce_sum_gradients"):
                 self._optimizer.__dict__.pop(name, None)
             self._optimizer = None
-            for layer, _ in self._probes.values():
+            for layer in [layer for layer, _ in self._probes.values()] + [layer for layer, _, _ in self._activations]:
                 del layer.call
 
-    def _record_when_sampled(self, grads: list[Any], variables: list[Any], scale: float | None) -> None:
-        def record() -> Any:
-            done = self.guard.run("keras gradient recorder", self._record, grads, variables, scale)
-            return ops.zeros((), "float32") if done is None else done
-
-        if keras.backend.backend() == "torch":  # eager: a Python decision per step
-            if self.armed:
-                record()
-        elif self.guard.enabled("keras gradient recorder"):  # a graph decision: norms on sampled steps only
-            ops.cond(self._flag > 0, record, lambda: ops.zeros((), "float32"))
-
     def arm(self, on: bool) -> None:
-        """Measure gradients on the coming step(s) or not (a Python flag eagerly, a variable in graphs)."""
+        """Measure gradients on the coming step or not: a Python flag eagerly, a variable in TF graphs.
+
+        On JAX the graph decides from the optimizer's iteration counter instead.
+        """
         self.armed = on
-        if self.reads_gradients and keras.backend.backend() != "torch":
+        if self.backend == "tensorflow":
             self._flag.assign(1.0 if on else 0.0)
 
-    def _record(self, grads: list[Any], variables: list[Any], scale: float | None) -> Any:
+    def _record_when_sampled(self, grads: list[Any], variables: list[Any], scale: float | None) -> None:
+        if not self.guard.enabled(RECORDER):
+            return
+        none = ops.zeros((), "float32")
+
+        def record(keep: Any) -> Any:
+            measured = self.guard.run(RECORDER, self._measure, grads, variables, scale)
+            if measured is not None:
+                self.guard.run(RECORDER, keep, *measured)
+            return none
+
+        if self.backend == "torch":  # eager: a Python decision per step
+            if self.armed:
+                record(self._keep_in_variables)
+        elif self.backend == "jax":
+            ops.cond(self._sampled_in_graph(), lambda: record(self._send_to_host), lambda: none)
+        else:
+            ops.cond(self._flag > 0, lambda: record(self._keep_in_variables), lambda: none)
+
+    def _measure(self, grads: list[Any], variables: list[Any], scale: float | None) -> tuple[Any, Any]:
+        """Squared gradient norm of every variable and the share of dead units of every Dense/Conv kernel."""
         by_position = {}
         for grad, variable in zip(grads, variables):
             position = self._position.get(id(variable))
@@ -135,13 +172,53 @@ class KerasCollector:
         self._with_grad.update(by_position)
         zero = ops.zeros((), "float32")
         squares = [ops.sum(ops.square(by_position[i])) if i in by_position else zero for i in range(len(self.variables))]
-        self._grad_sq.assign(ops.stack(squares))
-        if self.unit_kernels:
-            dead = [_zero_column_share(by_position[i]) if i in by_position else zero for i, _ in self.unit_kernels]
-            self._zero_units.assign(ops.stack(dead))
-        return zero
+        dead = [_zero_column_share(by_position[i]) if i in by_position else zero for i, _ in self.unit_kernels]
+        return ops.stack(squares or [zero]), ops.stack(dead or [zero])
+
+    def _measured_call(self, layer: Any, kind: str, share: Any) -> Any:
+        """``layer.call`` that also measures its output on sampled steps (a graph ``cond`` on TensorFlow)."""
+        call = layer.call
+        unit_axis = 1 if getattr(layer, "data_format", None) == "channels_first" else -1
+
+        def measure(output: Any) -> Any:
+            self.guard.run(ACTIVATIONS, lambda: share.assign(_activation_share(output, kind, unit_axis)))
+            return ops.zeros((), "float32")
+
+        def measured(*args: Any, **kwargs: Any) -> Any:
+            output = call(*args, **kwargs)
+            if self.backend == "torch":
+                if self.armed and self.guard.enabled(ACTIVATIONS):
+                    measure(output)
+            elif self.guard.enabled(ACTIVATIONS):
+                ops.cond(self._flag > 0, lambda: measure(output), lambda: ops.zeros((), "float32"))
+            return output
+
+        return measured
+
+    def _keep_in_variables(self, squares: Any, dead: Any) -> None:
+        self._grad_sq.assign(squares)
+        self._zero_units.assign(dead)
+
+    def _send_to_host(self, squares: Any, dead: Any) -> None:
+        import jax
+
+        def receive(squares: Any, dead: Any) -> None:
+            self._received = (np.asarray(squares), np.asarray(dead))
+
+        jax.debug.callback(receive, squares, dead)
+
+    def _sampled_in_graph(self) -> Any:
+        """``Monitor.should_sample`` of this step, from the optimizer's iteration counter (a traced value)."""
+        offset, n = self._schedule
+        step = ops.cast(self._optimizer.iterations, "int32") - offset
+        return ops.logical_or(step % n == 0, ops.logical_and(step < n, ops.bitwise_and(step, step - 1) == 0))
 
     # -- weights and updates, around the step on the host -------------------------------------
+    def sync(self) -> None:
+        """JAX ``fit`` keeps weights and metrics outside the model's variables between syncs: put them back."""
+        if self.backend == "jax":
+            self._model.jax_state_sync()
+
     def snapshot(self) -> None:
         """Copy the weights on the device before a sampled step (to measure the step's update)."""
         self._before = [ops.copy(v.value) for v in self.variables]
@@ -159,13 +236,15 @@ class KerasCollector:
         self._before = None
         grad: np.ndarray | None = None
         with_grad_layers: set[int] = set()
-        if self.reads_gradients and self._with_grad:
-            squares = np.asarray(ops.convert_to_numpy(self._grad_sq), dtype=np.float64)[: len(self.variables)]
+        measured = self._received if self.backend == "jax" else (ops.convert_to_numpy(self._grad_sq), ops.convert_to_numpy(self._zero_units))
+        self._received = None
+        if measured is not None and self._with_grad:
+            squares = np.asarray(measured[0], dtype=np.float64)[: len(self.variables)]
             grad = np.sqrt(np.bincount(self.owners, squares, n))
             with_grad_layers = {int(self.owners[i]) for i in self._with_grad}
         zero_units: dict[int, float] = {}
-        if self.reads_gradients and self.unit_kernels and self._with_grad:
-            shares = np.asarray(ops.convert_to_numpy(self._zero_units), dtype=np.float64)
+        if measured is not None and self.unit_kernels and self._with_grad:
+            shares = np.asarray(measured[1], dtype=np.float64)
             zero_units = {layer: float(shares[k]) for k, (position, layer) in enumerate(self.unit_kernels) if position in self._with_grad}
         layers = tuple(
             LayerStats(
@@ -182,7 +261,12 @@ class KerasCollector:
             for name, (_, profile) in self._probes.items()
             if self._with_grad
         )
-        return StepStats(step=step, layers=layers, loss=None if loss is None else float(loss), lr=lr, sequences=sequences)
+        activations = tuple(
+            ActivationStats(layer.name, kind, **{"dead_share" if kind in DEAD_KINDS else "saturated_share": float(ops.convert_to_numpy(share))})
+            for layer, kind, share in self._activations
+            if self.guard.enabled(ACTIVATIONS)
+        )
+        return StepStats(step=step, layers=layers, loss=None if loss is None else float(loss), lr=lr, sequences=sequences, activations=activations)
 
 
 def _variable(shape: int | tuple[()], name: str) -> Any:
@@ -247,6 +331,16 @@ def _probed_call(layer: Any, profile: Any) -> Any:
         return call(probe(sequences, ops.convert_to_tensor(anchor)), *args, **kwargs)
 
     return probed
+
+
+def _activation_share(output: Any, kind: str, unit_axis: int) -> Any:
+    """ReLU: share of units never positive on the batch; sigmoid/tanh: share of outputs in the flat tails."""
+    output = ops.cast(output, "float32")
+    if kind in DEAD_KINDS:
+        units = ops.reshape(ops.moveaxis(output, unit_axis, -1), (-1, output.shape[unit_axis]))
+        return 1.0 - ops.mean(ops.cast(ops.any(units > 0, axis=0), "float32"))
+    tail = ops.logical_or(output < 0.01, output > 0.99) if kind == "Sigmoid" else ops.abs(output) > 0.99
+    return ops.mean(ops.cast(tail, "float32"))
 
 
 def _zero_column_share(grad: Any) -> Any:

@@ -53,12 +53,15 @@ class DeadReLU(Detector):
 
 def _row_layers(sample: StepStats, facts: ModelFacts) -> set[str]:
     """Layers judged by zero gradient rows: ReLU or unknown activation, not measured at an
-    activation module, not the output layer."""
+    activation module, not the output layer, and not starved: when the next layer up passes
+    no gradient at all, every row below is zero whether its units are alive or not."""
     measured = {a.name for a in sample.activations if finite(a.dead_share)}
     known = {layer.name: layer for layer in facts.layers}
     rows = set()
-    for stats in sample.layers[:-1]:
+    for stats, above in zip(sample.layers[:-1], sample.layers[1:]):
         layer = known.get(stats.name)
+        if above.grad_norm == 0:
+            continue
         if layer is None or (layer.activation in (None, *DEAD_KINDS) and layer.activation_module not in measured):
             rows.add(stats.name)
     return rows

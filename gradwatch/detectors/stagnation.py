@@ -11,19 +11,21 @@ from .base import Detector, check_count, check_fraction, check_positive, fmt
 
 
 class EarlyStagnation(Detector):
-    """Flags a run that has not improved its loss by ``min_improvement`` since its first sample.
+    """Flags a run whose loss has not improved by ``min_improvement`` since its start.
 
-    Counted samples: step ≥ ``min_steps`` is not required to count, but a
-    finding needs ``patience`` consecutive samples where the loss improvement
-    over the first loss stays under ``min_improvement`` (relative), the median
-    relative update ``|ΔW|/|W|`` is under ``max_relative_update`` (TheDeepChecker
-    calls below 1e-4 too slow) and the learning rate is not rising (a warmup
-    is not stagnation). Once the run has improved, the detector retires: a late
-    plateau after converging is not early stagnation.
+    Losses are noisy (one batch each in PyTorch; a running mean from the epoch
+    start in Keras), so neither end is a single sample: the start is the median
+    loss sampled before ``min_steps``, the present the median of the last
+    ``patience`` samples. A finding also needs ``patience`` samples in a row
+    whose median relative update ``|ΔW|/|W|`` is under ``max_relative_update``
+    (TheDeepChecker calls below 1e-4 too slow) with a learning rate that is not
+    rising (a warmup is not stagnation), and comes at step ``min_steps`` at the
+    earliest. Once the run has improved, the detector retires: a late plateau
+    after converging is not early stagnation.
     """
 
     symptom = "early_stagnation"
-    state = ("first_loss", "best_loss", "streak", "previous_lr", "retired")
+    state = ("early_losses", "recent_losses", "streak", "previous_lr", "retired")
 
     def __init__(
         self,
@@ -37,8 +39,8 @@ class EarlyStagnation(Detector):
         self.max_relative_update = check_positive("max_relative_update", max_relative_update)
         self.patience = check_count("patience", patience)
         self.min_steps = check_count("min_steps", min_steps)
-        self.first_loss: float | None = None
-        self.best_loss: float | None = None
+        self.early_losses: list[float] = []  # sampled before min_steps: at most min_steps values
+        self.recent_losses: list[float] = []  # the last `patience`
         self.previous_lr: float | None = None
         self.streak = 0
         self.retired = False
@@ -47,33 +49,34 @@ class EarlyStagnation(Detector):
         if self.retired or not finite(sample.loss):
             return None
         loss: float = sample.loss  # type: ignore[assignment]
-        if self.first_loss is None:
-            self.first_loss = self.best_loss = loss
-        self.best_loss = min(self.best_loss, loss)  # type: ignore[type-var]
-        improvement = (self.first_loss - self.best_loss) / max(abs(self.first_loss), 1e-12)
-        if improvement >= self.min_improvement or abs(self.first_loss) < 1e-8:
-            self.retired = True
-            return None
+        if sample.step < self.min_steps or not self.early_losses:
+            self.early_losses.append(loss)
+        self.recent_losses = [*self.recent_losses, loss][-self.patience :]
 
         warming_up = finite(sample.lr) and finite(self.previous_lr) and sample.lr > self.previous_lr  # type: ignore[operator]
         self.previous_lr = sample.lr
         updates = [s.relative_update for s in sample.layers if finite(s.relative_update)]
         median_update = statistics.median(updates) if updates else None
-        if warming_up or median_update is None or median_update >= self.max_relative_update:
-            self.streak = 0
+        slow = not warming_up and median_update is not None and median_update < self.max_relative_update
+        self.streak = self.streak + 1 if slow else 0
+        if sample.step < self.min_steps:
             return None
-        self.streak += 1
-        if self.streak < self.patience or sample.step < self.min_steps:
+        start, now = statistics.median(self.early_losses), statistics.median(self.recent_losses)
+        improvement = (start - now) / max(abs(start), 1e-12)
+        if improvement >= self.min_improvement or abs(start) < 1e-8:
+            self.retired = True
+            return None
+        if self.streak < self.patience:
             return None
         lr = f" at learning rate {fmt(sample.lr)}" if finite(sample.lr) else ""
         return self.finding(
             sample,
             "warning",
             [],
-            f"loss {fmt(loss)} is within {fmt(100 * improvement)}% of its first value {fmt(self.first_loss)} "
-            f"after {sample.step} steps; median relative update {fmt(median_update)} per step{lr}",
-            first_loss=self.first_loss,
-            loss=loss,
+            f"loss {fmt(now)} (median of the last {len(self.recent_losses)} samples) is within {fmt(100 * improvement)}% "
+            f"of its early median {fmt(start)} after {sample.step} steps; median relative update {fmt(median_update)} per step{lr}",
+            early_loss=start,
+            loss=now,
             improvement=improvement,
             median_relative_update=median_update,
             lr=sample.lr,

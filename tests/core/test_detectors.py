@@ -140,6 +140,16 @@ def test_stagnation_waits_for_min_steps():
     assert feed(EarlyStagnation(), _flat([0, 1, 2, 4, 8, 16, 20, 40]))[-1] is not None
 
 
+def test_stagnation_is_not_fooled_by_a_noisy_first_loss():
+    """Keras' clinic case with SGD lr 1e-7 on the torch backend: the first batch happened to be 9% worse."""
+    noise = [0.16, 0.15, 0.0, -0.01, 0.0, -0.02, 0.0, -0.02, 0.02, 0.03, -0.03, 0.0, 0.01, -0.01]
+    steps = [0, 1, 2, 4, 8, 16, 20, 40, 60, 80, 100, 120, 140, 160]
+    stagnant = feed(EarlyStagnation(), _flat(steps, loss=lambda s: 1.74 + noise[steps.index(s)]))
+    first = next(r for r in stagnant if r is not None)
+    assert first.first_step == 40 and all(r is not None for r in stagnant[7:])
+    assert first.evidence["early_loss"] == pytest.approx(1.74)
+
+
 def test_stagnation_traps_warmup_learning_and_late_plateau():
     warmup = _flat(range(0, 200, 20), lr=lambda s: 1e-6 * (s + 1))
     assert all(r is None for r in feed(EarlyStagnation(), warmup))
@@ -173,6 +183,13 @@ def test_dead_relu_from_zero_gradient_rows_only_where_no_activation_is_known():
     finding = feed(DeadReLU(), [sample(s, zero_rows=rows) for s in range(3)], facts)[-1]
     assert finding.layers == ("l0",)
     assert finding.evidence["source"] == {"l0": "gradient rows"}
+
+
+def test_dead_relu_rows_do_not_blame_layers_starved_by_a_dead_layer_above():
+    """Below a fully dead layer no gradient arrives at all: every row is zero there, but says nothing."""
+    rows = [1.0, 1.0, 1.0, 0.0]  # l2 dead; l0 and l1 get no gradient through it; l3 is the output layer
+    finding = feed(DeadReLU(), [sample(s, (0.0, 0.0, 0.0, 0.01), zero_rows=rows) for s in range(3)])[-1]
+    assert finding.layers == ("l2",)
 
 
 # -- thresholds --------------------------------------------------------------------------------

@@ -8,6 +8,7 @@ import warnings
 import pytest
 
 from gradwatch import GradWatchWarning, Monitor, StepStats
+from gradwatch.stats import ActivationStats, LayerStats
 from gradwatch.detectors import Detector, VanishingGradients
 from gradwatch.history import History
 
@@ -82,6 +83,18 @@ def test_history_stays_bounded_and_evenly_spaced():
     gaps = {b - a for a, b in zip(history.steps, history.steps[1:])}
     assert len(gaps) == 1 and history.steps[0] == 0
     assert all(len(v) == len(history.steps) for s in history.series.values() for v in s.values())
+
+
+def test_history_merges_a_layer_with_its_own_activation_and_keeps_series_aligned():
+    """Keras' Dense(activation="relu") is both a layer and the activation measured (same name)."""
+    history = History(capacity=8)
+    dense = LayerStats("dense", grad_norm=1.0, weight_norm=2.0)
+    history.add(StepStats(0, (dense,)), {"dense": "Dense"})
+    history.add(StepStats(1, (dense,), activations=(ActivationStats("dense", "ReLU", dead_share=0.25),)), {"dense": "Dense"})
+    history.add(StepStats(2, (dense,)), {"dense": "Dense"})
+    (entry,) = history.to_layers()
+    assert entry["kind"] == "Dense"
+    assert entry["history"] == {"step": [0, 1, 2], "grad_norm": [1.0, 1.0, 1.0], "weight_norm": [2.0, 2.0, 2.0], "dead_share": [None, 0.25, None]}
 
 
 def test_nan_in_one_layer_does_not_poison_other_detectors():

@@ -1,4 +1,4 @@
-"""The Keras callback on real tiny fits (TensorFlow backend; torch backend in a subprocess)."""
+"""The Keras callback on real tiny fits (TensorFlow in this process; each backend in a subprocess)."""
 
 from __future__ import annotations
 
@@ -73,7 +73,7 @@ def _raise(*args, **kwargs):
 
 FAULTS = {
     "keras collector": (KerasCollector, "read"),
-    "keras gradient recorder": (KerasCollector, "_record"),
+    "keras gradient recorder": (KerasCollector, "_measure"),
     "detector vanishing_gradients": (VanishingGradients, "observe"),
     "JSON writer": (Report, "write_json"),
     "console report": (gradwatch.console, "build"),
@@ -92,20 +92,52 @@ def test_fault_in_each_part_warns_once_and_training_finishes(monkeypatch, tmp_pa
     assert callback.report.steps == 320
 
 
-def test_torch_backend_reports_vanishing_gradients():
-    script = textwrap.dedent(
-        """
+def _run_on(backend: str, script: str) -> str:
+    """Run ``script`` in a fresh interpreter on a Keras backend (Keras reads it once, at import)."""
+    if backend != "tensorflow":
+        pytest.importorskip(backend, reason=f"the {backend} backend is not installed")
+    env = {**os.environ, "KERAS_BACKEND": backend}
+    out = subprocess.run([sys.executable, "-c", textwrap.dedent(script)], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout.splitlines()[-1]
+
+
+@pytest.mark.parametrize("backend", ["torch", "jax"])
+def test_other_backends_report_vanishing_gradients(backend):
+    script = """
         from benchmarks.clinic.keras_cases import dense_stack, fit, sgd
         report = fit(dense_stack("sigmoid", 10), sgd(0.05))
         finding = report.finding("vanishing_gradients")
         print(report.framework, finding.severity if finding else None)
-        """
-    )
-    env = {**os.environ, "KERAS_BACKEND": "torch"}
-    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    framework, severity = out.stdout.split()[-2:]
-    assert framework == "keras/torch" and severity in ("warning", "critical")
+    """
+    framework, severity = _run_on(backend, script).split()
+    assert framework == f"keras/{backend}" and severity in ("warning", "critical")
+
+
+APPLIED_GRADIENT_SCRIPT = """
+    import json
+    import keras
+    import numpy as np
+    from gradwatch.integrations.keras import GradWatchCallback
+
+    rng = np.random.default_rng(0)
+    x, y = rng.normal(size=(640, 8)).astype("float32"), rng.normal(size=(640, 1)).astype("float32")
+    keras.utils.set_random_seed(1)
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(1)])
+    model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
+    callback = GradWatchCallback(every_n_steps=4, print_report=False, strict=True)
+    for _ in range(2):  # 20 batches each: the second fit continues the schedule
+        model.fit(x, y, batch_size=32, epochs=1, callbacks=[callback], verbose=0)
+    print(json.dumps([layer["history"] for layer in callback.report.layers]))
+"""
+
+
+@pytest.mark.parametrize("backend", ["tensorflow", "torch", "jax"])
+def test_recorded_gradient_is_the_one_the_optimizer_applied(backend):
+    """Plain SGD moves the weights by lr × gradient: a gradient from the wrong step, or none, breaks the equality."""
+    for history in json.loads(_run_on(backend, APPLIED_GRADIENT_SCRIPT)):
+        assert history["step"] == [0, 1, 2, 4, 8, 12, 16, 20, 24, 28, 32, 36]
+        assert [0.1 * g for g in history["grad_norm"]] == pytest.approx(history["update_norm"], rel=1e-5)
 
 
 MIRRORED_SCRIPT = """
@@ -140,10 +172,7 @@ print(json.dumps([run(tf.distribute.get_strategy()), run(tf.distribute.MirroredS
 
 def test_mirrored_strategy_reports_the_all_reduced_gradients():
     """Two replicas each see half the batch; gradwatch must report the summed gradient the optimizer applies."""
-    env = {**os.environ, "KERAS_BACKEND": "tensorflow"}
-    out = subprocess.run([sys.executable, "-c", MIRRORED_SCRIPT], capture_output=True, text=True, env=env, timeout=300)
-    assert out.returncode == 0, out.stderr[-2000:]
-    single, mirrored = json.loads(out.stdout.splitlines()[-1])
+    single, mirrored = json.loads(_run_on("tensorflow", MIRRORED_SCRIPT))
     assert (single["replicas"], mirrored["replicas"]) == (1, 2)
     assert len(mirrored["grad"]) == 3 * 4  # three layers, four steps
     assert mirrored["grad"] == pytest.approx(single["grad"], rel=1e-5)  # same data, same weights
