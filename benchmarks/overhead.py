@@ -1,11 +1,13 @@
 """``python -m benchmarks.overhead``: the cost of gradwatch on a training loop.
 
-Plain loop vs the same loop under ``watch()`` at default settings (and
-peers: Lightning's ``grad_norm`` logged every step, Keras TensorBoard
-histograms, ``wandb.watch`` with ``--peers``), runs interleaved, median of
-``--repeats`` runs each. Every run first takes
-``--warmup`` untimed steps (which also covers gradwatch's denser sampling of
-steps 1, 2, 4, 8, 16), so the ratio is the steady-state cost.
+Plain loop vs the same loop under ``watch()`` (and peers: Lightning's
+``grad_norm`` logged, Keras TensorBoard histograms, ``wandb.watch`` with
+``--peers``), all sampling every ``--every`` steps (default 20, gradwatch's
+default; ``--every 1`` measures every step, which magnifies the per-sample
+cost twentyfold). Runs are interleaved, median of ``--repeats`` runs each.
+Every run first takes ``--warmup`` untimed steps (which also covers
+gradwatch's denser sampling of steps 1, 2, 4, 8, 16), so the ratio is the
+steady-state cost.
 """
 
 from __future__ import annotations
@@ -64,18 +66,18 @@ def lstm() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
 MODELS: dict[str, Model] = {"mlp": mlp, "cnn": cnn, "lstm": lstm}
 
 
-def run(make: Model, *, variant: str, steps: int, warmup: int, device: str = "cpu") -> float:
+def run(make: Model, *, variant: str, steps: int, warmup: int, every: int = 20, device: str = "cpu") -> float:
     """Seconds per step over ``steps`` timed steps: ``plain``, ``gradwatch`` or ``wandb`` (watch gradients, offline)."""
     torch.manual_seed(0)
     model, x, y = make()
     model, x, y = model.to(device), x.to(device), y.to(device)
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    watcher = watch(model, optimizer, print_report=False, warn_on=None) if variant == "gradwatch" else None
+    watcher = watch(model, optimizer, every_n_steps=every, print_report=False, warn_on=None) if variant == "gradwatch" else None
     if variant == "wandb":
         import wandb
 
         wandb_run = wandb.init(mode="offline", project="gradwatch-bench", reinit="finish_previous", dir=tempfile.mkdtemp())
-        wandb.watch(model, log="gradients", log_freq=20)
+        wandb.watch(model, log="gradients", log_freq=every)
 
     def step() -> None:
         loss = nn.functional.cross_entropy(model(x), y)
@@ -105,7 +107,7 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
-def run_keras(variant: str, *, steps: int, warmup: int) -> float:
+def run_keras(variant: str, *, steps: int, warmup: int, every: int = 20) -> float:
     """Seconds per step of Keras ``fit`` (TensorFlow) on the 6×1024 MLP: plain, gradwatch, TensorBoard histograms."""
     import os
 
@@ -119,8 +121,8 @@ def run_keras(variant: str, *, steps: int, warmup: int) -> float:
     layers = [keras.Input((784,))] + [keras.layers.Dense(1024, activation="relu") for _ in range(6)] + [keras.layers.Dense(10)]
     model = keras.Sequential(layers)
     model.compile(optimizer=keras.optimizers.SGD(0.01, momentum=0.9), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-    x = np.random.default_rng(0).normal(size=(256 * 20, 784)).astype("float32")
-    y = np.random.default_rng(1).integers(0, 10, size=256 * 20)
+    x = np.random.default_rng(0).normal(size=(256 * every, 784)).astype("float32")  # one epoch = `every` steps
+    y = np.random.default_rng(1).integers(0, 10, size=256 * every)
 
     class Clock(keras.callbacks.Callback):
         seen = 0
@@ -136,15 +138,15 @@ def run_keras(variant: str, *, steps: int, warmup: int) -> float:
     clock = Clock()
     callbacks: list[keras.callbacks.Callback] = [clock]
     if variant == "gradwatch":
-        callbacks.append(GradWatchCallback(print_report=False, warn_on=None))
-    elif variant == "tensorboard":  # one epoch = 20 steps, so histograms come as often as gradwatch samples
+        callbacks.append(GradWatchCallback(every_n_steps=every, print_report=False, warn_on=None))
+    elif variant == "tensorboard":  # one epoch = `every` steps, so histograms come as often as gradwatch samples
         callbacks.append(keras.callbacks.TensorBoard(tempfile.mkdtemp(), histogram_freq=1, write_graph=False))
-    model.fit(x, y, batch_size=256, epochs=(warmup + steps) // 20, verbose=0, callbacks=callbacks)
+    model.fit(x, y, batch_size=256, epochs=-(-(warmup + steps) // every), verbose=0, callbacks=callbacks)
     return clock.seconds / (clock.seen - warmup)
 
 
-def run_lightning(make: Model, *, variant: str, steps: int, warmup: int) -> float:
-    """Seconds per step of ``Trainer.fit`` with no diagnostics, gradwatch, or grad_norm logged every step."""
+def run_lightning(make: Model, *, variant: str, steps: int, warmup: int, every: int = 20) -> float:
+    """Seconds per step of ``Trainer.fit`` with no diagnostics, gradwatch, or grad_norm logged every ``every`` steps."""
     import lightning.pytorch as L
     from lightning.pytorch.utilities import grad_norm
 
@@ -162,7 +164,7 @@ def run_lightning(make: Model, *, variant: str, steps: int, warmup: int) -> floa
             return nn.functional.cross_entropy(self.net(x), y)
 
         def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-            if variant == "grad_norm":
+            if variant == "grad_norm" and self.global_step % every == 0:
                 self.log_dict(grad_norm(self, norm_type=2))
 
         def configure_optimizers(self) -> torch.optim.Optimizer:
@@ -179,7 +181,7 @@ def run_lightning(make: Model, *, variant: str, steps: int, warmup: int) -> floa
     clock = Clock()
     callbacks: list[L.Callback] = [clock]
     if variant == "gradwatch":
-        callbacks.append(GradWatchCallback(print_report=False, warn_on=None, every_n_steps=20))
+        callbacks.append(GradWatchCallback(print_report=False, warn_on=None, every_n_steps=every))
     trainer = L.Trainer(
         accelerator="cpu", devices=1, max_steps=warmup + steps, logger=False, enable_checkpointing=False,
         enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
@@ -200,11 +202,13 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--frameworks", nargs="*", default=["pytorch", "lightning", "keras"], choices=["pytorch", "lightning", "keras"])
+    parser.add_argument("--every", type=int, default=20, help="sampling period of gradwatch and of every peer (default: gradwatch's default)")
+    parser.add_argument("--grad-norm-every-step", action="store_true", help="log Lightning's grad_norm every step whatever --every is")
     parser.add_argument("--peers", action="store_true", help="add wandb.watch rows (pip install wandb)")
     parser.add_argument("--device", default="cpu", help="torch device for the PyTorch rows, e.g. cuda")
     args = parser.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats} runs × {args.steps} steps")
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats} runs × {args.steps} steps, sampling every {args.every} steps")
     print(f"{'configuration':<28} {'base ms/step':>14} {'with ms/step':>16} {'ratio':>7}")
     for name in args.models:
         make = MODELS[name]
@@ -213,7 +217,7 @@ def main() -> None:
             times: dict[str, list[float]] = {v: [] for v in variants}
             for _ in range(args.repeats):  # interleaved, so drift hits every variant alike
                 for variant in variants:
-                    times[variant].append(run(make, variant=variant, steps=args.steps, warmup=args.warmup, device=args.device))
+                    times[variant].append(run(make, variant=variant, steps=args.steps, warmup=args.warmup, every=args.every, device=args.device))
             print(table_row(f"{name} pytorch: watch()", times["plain"], times["gradwatch"]), flush=True)
             if args.peers:
                 print(table_row(f"{name} pytorch: wandb.watch", times["plain"], times["wandb"]), flush=True)
@@ -221,14 +225,15 @@ def main() -> None:
             runs: dict[str, list[float]] = {"none": [], "gradwatch": [], "grad_norm": []}
             for _ in range(args.repeats):
                 for variant, samples in runs.items():
-                    samples.append(run_lightning(make, variant=variant, steps=args.steps, warmup=args.warmup))
+                    samples.append(run_lightning(make, variant=variant, steps=args.steps, warmup=args.warmup, every=1 if args.grad_norm_every_step and variant == "grad_norm" else args.every))
             print(table_row(f"{name} lightning: callback", runs["none"], runs["gradwatch"]), flush=True)
-            print(table_row(f"{name} lightning: grad_norm/step", runs["none"], runs["grad_norm"]), flush=True)
+            grad_norm_every = 1 if args.grad_norm_every_step else args.every
+            print(table_row(f"{name} lightning: grad_norm/{grad_norm_every}", runs["none"], runs["grad_norm"]), flush=True)
     if "keras" in args.frameworks:
         keras_runs: dict[str, list[float]] = {"plain": [], "gradwatch": [], "tensorboard": []}
         for _ in range(args.repeats):
             for variant, samples in keras_runs.items():
-                samples.append(run_keras(variant, steps=args.steps, warmup=args.warmup))
+                samples.append(run_keras(variant, steps=args.steps, warmup=args.warmup, every=args.every))
         print(table_row("mlp keras/tf: callback", keras_runs["plain"], keras_runs["gradwatch"]), flush=True)
         print(table_row("mlp keras/tf: TensorBoard hist", keras_runs["plain"], keras_runs["tensorboard"]), flush=True)
 
