@@ -34,11 +34,11 @@ class _Sample:
     grad_layers: list[int] = field(default_factory=list)
     grad_norms: Any = None
     row_layers: list[int] = field(default_factory=list)
-    zero_rows: list[Any] = field(default_factory=list)
+    row_maxima: list[Any] = field(default_factory=list)  # per row of each gradient: the largest |g|
     before: list[Any] | None = None
     weight_norms: Any = None
     update_norms: Any = None
-    activations: dict[str, tuple[str, str, Any]] = field(default_factory=dict)
+    activations: dict[str, tuple[str, str, Any]] = field(default_factory=dict)  # name -> (kind, "dead", unit maxima) or (kind, "saturated", share)
     sequences: dict[str, Any] = field(default_factory=dict)  # recurrent layer -> per-time-step input-gradient norms
 
 
@@ -157,14 +157,14 @@ class TorchCollector:
         inputs.register_hook(lambda grad: self.guard.run("recurrent hook", record, grad))
         return replaced
 
-    @torch.no_grad()
     def _record_activation(self, name: str, kind: str, unit_dim: int, output: Any) -> None:
+        """One small reduction per module here; the shares are finished for all modules at once in ``flush``."""
         if not isinstance(output, torch.Tensor) or output.numel() == 0 or not output.is_floating_point():
             return
+        output = output.detach()
         if kind in DEAD_KINDS:
             units = output.movedim(unit_dim, -1).reshape(-1, output.shape[unit_dim]) if output.dim() > 1 else output[None]
-            value = 1.0 - (units > 0).any(0).float().mean()
-            self._sample.activations[name] = (kind, "dead", value)
+            self._sample.activations[name] = (kind, "dead", units.amax(0))
         else:
             tail = (output < 0.01) | (output > 0.99) if kind == "Sigmoid" else output.abs() > 0.99
             self._sample.activations[name] = (kind, "saturated", tail.float().mean())
@@ -187,7 +187,7 @@ class TorchCollector:
             grad = weight.grad
             if grad is not None and not grad.is_sparse and grad.dim() >= 2:
                 sample.row_layers.append(index)
-                sample.zero_rows.append(1.0 - (grad.flatten(1) != 0).any(1).float().mean())
+                sample.row_maxima.append(grad.flatten(1).abs().amax(1))
         sample.before = self._watched_elements() if self.params else None
 
     @torch.no_grad()
@@ -198,16 +198,16 @@ class TorchCollector:
             return
         sample.weight_norms = self._per_layer(torch._foreach_norm(self.params, 2, dtype=torch.float32))
         if sample.before is not None:
-            deltas = torch._foreach_sub(self._watched_elements(), sample.before)
-            norms = torch._foreach_norm(deltas, 2, dtype=torch.float32)
+            torch._foreach_sub_(sample.before, self._watched_elements(copy=False))  # the snapshot becomes -ΔW
+            norms = torch._foreach_norm(sample.before, 2, dtype=torch.float32)
             scale = [(p.numel() / len(i)) ** 0.5 if i is not None else 1.0 for p, i in zip(self.params, self._update_index)]
             sample.update_norms = self._per_layer(torch._foreach_mul(norms, scale))
             sample.before = None
 
-    def _watched_elements(self) -> list[torch.Tensor]:
-        """Copies of the parameters (a fixed random subset of the elements for large ones)."""
+    def _watched_elements(self, *, copy: bool = True) -> list[torch.Tensor]:
+        """The parameters (copies, or views where ``copy`` is false); a fixed random subset of the elements for large ones."""
         return [
-            p.detach().clone() if index is None else p.detach().reshape(-1)[index]
+            (p.detach().clone() if copy else p.detach()) if index is None else p.detach().reshape(-1)[index]
             for p, index in zip(self.params, self._update_index)
         ]
 
@@ -237,14 +237,17 @@ class TorchCollector:
         if sample.weight_norms is None and self.params:
             sample.weight_norms = self._per_layer(torch._foreach_norm(self.params, 2, dtype=torch.float32))
         n = len(self.layer_names)
-        acts = list(sample.activations.items())
+        acts = sorted(sample.activations.items(), key=lambda item: item[1][1])  # "dead" first, then "saturated"
+        dead = [maxima for _, (_, metric, maxima) in acts if metric == "dead"]
+        saturated = [share for _, (_, metric, share) in acts if metric == "saturated"]
         sequences = [(name, profile) for name, profile in sample.sequences.items() if profile is not None]
         parts = [
             sample.grad_norms,
             sample.weight_norms,
             sample.update_norms,
-            torch.stack(sample.zero_rows) if sample.zero_rows else None,
-            torch.stack([v for _, (_, _, v) in acts]) if acts else None,
+            _share_not_positive(sample.row_maxima) if sample.row_maxima else None,
+            _share_not_positive(dead) if dead else None,
+            torch.stack(saturated) if saturated else None,
             self._loss_tensor.reshape(1) if self._loss_tensor is not None else None,
             torch.cat([profile for _, profile in sequences]) if sequences else None,
         ]
@@ -258,7 +261,7 @@ class TorchCollector:
         update = _take(cursor, n) if parts[2] is not None else [None] * n
         rows = dict(zip(sample.row_layers, _take(cursor, len(sample.row_layers))))
         act_values = _take(cursor, len(acts))
-        loss_sum = self._loss_float + (next(cursor) if parts[5] is not None else 0.0)
+        loss_sum = self._loss_float + (next(cursor) if parts[6] is not None else 0.0)
         profiles = tuple(SequenceStats(name, tuple(_take(cursor, profile.shape[0]))) for name, profile in sequences)
         loss = loss_sum / self._loss_count if self._loss_count else None
         self._loss_tensor, self._loss_float, self._loss_count = None, 0.0, 0
@@ -285,6 +288,19 @@ class TorchCollector:
         index = self._owners if owners is None else torch.tensor(owners, dtype=torch.long)
         out = torch.zeros(len(self.layer_names), device=squares.device)
         return out.index_add_(0, index.to(squares.device), squares).sqrt()
+
+
+def _share_not_positive(maxima: list[torch.Tensor]) -> torch.Tensor:
+    """For each vector, the share of entries not above zero (a unit never active, a gradient row all zero).
+
+    One grouped computation for all layers instead of a few kernels per layer.
+    """
+    device = maxima[0].device
+    counts = [m.numel() for m in maxima]
+    sizes = torch.tensor(counts, device=device)
+    segments = torch.repeat_interleave(torch.arange(len(maxima), device=device), sizes, output_size=sum(counts))  # no host sync
+    alive = torch.zeros(len(maxima), device=device).index_add_(0, segments, (torch.cat(maxima) > 0).float())
+    return 1.0 - alive / sizes
 
 
 def _take(cursor: Any, count: int) -> list[float]:
