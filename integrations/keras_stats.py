@@ -1,24 +1,22 @@
-"""Per-layer statistics of a Keras 3 model.
+"""Per-layer statistics of a Keras 3 model, measured inside the compiled train step.
 
-Gradients: the optimizer's ``apply`` is wrapped for the duration of ``fit``;
-the wrapper adds graph ops that write each trainable variable's squared
-gradient norm (and the share of all-zero kernel columns, i.e. dead units)
-into two gradwatch variables, which the callback reads on sampled steps only.
-These are the exact gradients of the step; under ``tf.distribute`` they are
-summed over the replicas first (the gradients the optimizer applies).
-Recurrent layers' ``call`` passes its input through an identity whose custom
-gradient records the gradient norm reaching each time step. Layers applying a
-ReLU, sigmoid or tanh get a ``call`` that also measures, on sampled steps,
-the share of dead units (never positive on the batch) or saturated outputs of
-the training batch itself: no probe batch, no second forward pass. Weights and update sizes are reduced on the device
-around sampled steps.
+- Gradients: the optimizer's ``apply`` is wrapped for the duration of ``fit``.
+  On sampled steps only, it computes each variable's squared gradient norm and
+  the share of all-zero kernel columns (dead units): the exact gradients the
+  optimizer applies (under ``tf.distribute``, summed over the replicas).
+- Time: a recurrent layer's input passes through an identity whose custom
+  gradient records the gradient norm reaching each time step.
+- Activations: layers applying a ReLU, sigmoid or tanh measure their output
+  on sampled steps (dead units, saturation) on the training batch itself.
+- Weights and update sizes are reduced on the device around sampled steps.
 
-On JAX the train step is a pure function: nothing written to a variable
-inside it escapes. There the sampled-step test runs in the graph on the
-optimizer's iteration counter (the Monitor's schedule), and the sampled
-branch hands the norms to the host with ``jax.debug.callback``; recurrent
-time profiles and activations are not measured on JAX (the forward pass
-cannot see the schedule); dead units come from gradient columns there.
+How a sampled step is told apart and how numbers leave the graph depends on
+the backend: a flag variable and a graph ``cond`` writing gradwatch variables
+on TensorFlow; a Python test on torch (eager). On JAX the train step is a pure
+function, so the ``cond`` tests the optimizer's iteration counter against the
+Monitor's schedule and the sampled branch hands the norms to the host with
+``jax.debug.callback``; time profiles and activations are not measured there
+(the forward pass cannot see that counter), dead units come from gradients.
 """
 
 from __future__ import annotations
