@@ -22,9 +22,9 @@ RECURRENT_TYPES = (torch.nn.RNN, torch.nn.LSTM, torch.nn.GRU)
 SATURATION_KINDS = ("Sigmoid", "Tanh")
 ROW_KINDS = ("Linear", "Conv1d", "Conv2d", "Conv3d")
 # Parameters above LARGE_PARAM elements have their update measured on a fixed random sample of
-# numel/UPDATE_SUBSAMPLE elements (an unbiased estimate of |ΔW|², about 1% error at a million
-# elements), so a sampled step's snapshot costs a fraction of the model instead of a full copy.
-LARGE_PARAM, UPDATE_SUBSAMPLE = 1 << 20, 64
+# max(numel/UPDATE_SUBSAMPLE, MIN_SUBSET) elements (an unbiased estimate of |ΔW|², about 1% error
+# on |ΔW|), so a sampled step's snapshot costs a fraction of the model instead of a full copy.
+LARGE_PARAM, UPDATE_SUBSAMPLE, MIN_SUBSET = 1 << 16, 64, 1 << 14
 
 
 @dataclass
@@ -34,7 +34,7 @@ class _Sample:
     grad_layers: list[int] = field(default_factory=list)
     grad_norms: Any = None
     row_layers: list[int] = field(default_factory=list)
-    row_maxima: list[Any] = field(default_factory=list)  # per row of each gradient: the largest |g|
+    row_norms: list[Any] = field(default_factory=list)  # per output unit (row) of each Linear/Conv weight gradient
     before: list[Any] | None = None
     weight_norms: Any = None
     update_norms: Any = None
@@ -68,7 +68,7 @@ class TorchCollector:
         self.layer_names: list[str] = []
         self.params: list[torch.nn.Parameter] = []
         owners: list[int] = []
-        self.row_weights: list[tuple[int, torch.nn.Parameter]] = []
+        self.row_params: dict[int, int] = {}  # parameter index -> layer index, for Linear/Conv weights
         for name, module in parameterised_modules(self.model):
             own = [p for p in module.parameters(recurse=False) if p.requires_grad and (ids is None or id(p) in ids)]
             own = [p for p in own if p.numel() > 0 and p.dtype.is_floating_point]
@@ -76,20 +76,21 @@ class TorchCollector:
                 continue
             index = len(self.layer_names)
             self.layer_names.append(name)
+            weight = getattr(module, "weight", None)
+            if type(module).__name__ in ROW_KINDS and weight is not None and weight.dim() >= 2:
+                self.row_params.update({len(self.params) + k: index for k, p in enumerate(own) if p is weight})
             self.params.extend(own)
             owners.extend([index] * len(own))
-            weight = getattr(module, "weight", None)
-            if type(module).__name__ in ROW_KINDS and any(weight is p for p in own):
-                self.row_weights.append((index, weight))
         device = self.params[0].device if self.params else torch.device("cpu")
         generator = torch.Generator().manual_seed(0)
         self._update_index = [
-            torch.randint(p.numel(), (p.numel() // UPDATE_SUBSAMPLE,), generator=generator).to(p.device)
+            torch.randint(p.numel(), (max(p.numel() // UPDATE_SUBSAMPLE, MIN_SUBSET),), generator=generator).to(p.device)
             if p.numel() > LARGE_PARAM
             else None
             for p in self.params
         ]
         self._owner_list = owners
+        self._owner_orders: dict[tuple[int, ...], torch.Tensor] = {}
         self._owners = torch.tensor(owners, dtype=torch.long, device=device)
 
     def attach(self) -> None:
@@ -177,17 +178,19 @@ class TorchCollector:
         """
         sample = self._sample
         with_grad = [i for i, p in enumerate(self.params) if p.grad is not None and not p.grad.is_sparse]
+        rowed = [i for i in with_grad if i in self.row_params]
+        others = [i for i in with_grad if i not in self.row_params]
+        # One read of a Linear/Conv weight's gradient gives both its norm and its all-zero rows (dead units).
+        row_norms = [torch.linalg.vector_norm(self.params[i].grad.flatten(1), dim=1, dtype=torch.float32) for i in rowed]
+        sample.row_layers = [self.row_params[i] for i in rowed]
+        sample.row_norms = row_norms
         if with_grad:
-            norms = torch._foreach_norm([self.params[i].grad for i in with_grad], 2, dtype=torch.float32)
-            owners = [self._owner_list[i] for i in with_grad]
-            per_layer = self._per_layer(norms, owners if len(with_grad) < len(self.params) else None)
+            other_grads = [self.params[i].grad for i in others]
+            norms = [*(torch._foreach_norm(other_grads, 2, dtype=torch.float32) if others else ()), *(torch._foreach_norm(row_norms, 2) if rowed else ())]
+            owners = [self._owner_list[i] for i in others + rowed]
+            per_layer = self._per_layer(norms, owners)
             sample.grad_norms = per_layer / scale if scale else per_layer
             sample.grad_layers = sorted(set(owners))
-        for index, weight in self.row_weights:
-            grad = weight.grad
-            if grad is not None and not grad.is_sparse and grad.dim() >= 2:
-                sample.row_layers.append(index)
-                sample.row_maxima.append(grad.flatten(1).abs().amax(1))
         sample.before = self._watched_elements() if self.params else None
 
     @torch.no_grad()
@@ -245,7 +248,7 @@ class TorchCollector:
             sample.grad_norms,
             sample.weight_norms,
             sample.update_norms,
-            _share_not_positive(sample.row_maxima) if sample.row_maxima else None,
+            _share_not_positive(sample.row_norms) if sample.row_norms else None,
             _share_not_positive(dead) if dead else None,
             torch.stack(saturated) if saturated else None,
             self._loss_tensor.reshape(1) if self._loss_tensor is not None else None,
@@ -285,9 +288,15 @@ class TorchCollector:
     def _per_layer(self, norms: list[torch.Tensor], owners: list[int] | None = None) -> torch.Tensor:
         """Combine per-parameter norms into per-layer norms (sqrt of summed squares), on the device."""
         squares = torch.stack(norms).square()
-        index = self._owners if owners is None else torch.tensor(owners, dtype=torch.long)
+        if owners is None:
+            index = self._owners
+        else:  # built once per distinct order: no host-to-device copy on later sampled steps
+            key = tuple(owners)
+            index = self._owner_orders.get(key)
+            if index is None:
+                index = self._owner_orders[key] = torch.tensor(owners, dtype=torch.long, device=squares.device)
         out = torch.zeros(len(self.layer_names), device=squares.device)
-        return out.index_add_(0, index.to(squares.device), squares).sqrt()
+        return out.index_add_(0, index, squares).sqrt()
 
 
 def _share_not_positive(maxima: list[torch.Tensor]) -> torch.Tensor:

@@ -50,16 +50,32 @@ def test_epoch_logs_reach_csv_logger_and_the_optimizer_is_restored(tmp_path):
     assert callback.report.steps == 96 and callback.report.layers[0]["history"]["step"][-1] == 80
 
 
-def test_dead_units_come_from_the_training_batch_not_from_validation():
+class Subclassed(keras.Model):
+    def __init__(self, hidden: keras.layers.Layer) -> None:
+        super().__init__()
+        self.hidden, self.out = hidden, keras.layers.Dense(1)
+
+    def call(self, x):  # type: ignore[no-untyped-def]
+        return self.out(self.hidden(x))
+
+
+@pytest.mark.parametrize("kind", ["sequential", "functional", "subclassed"])
+def test_dead_units_come_from_the_training_batch_not_from_validation(kind):
     """Units dead on the training inputs but alive on the validation inputs, every step sampled."""
     keras.utils.set_random_seed(0)
     relu = keras.layers.Dense(8, activation="relu", kernel_initializer="ones", bias_initializer=keras.initializers.Constant(-6.0))
-    model = keras.Sequential([keras.Input((4,)), relu, keras.layers.Dense(1)])
+    if kind == "sequential":
+        model = keras.Sequential([keras.Input((4,)), relu, keras.layers.Dense(1)])
+    elif kind == "functional":
+        inputs = keras.Input((4,))
+        model = keras.Model(inputs, keras.layers.Dense(1)(relu(inputs)))
+    else:
+        model = Subclassed(relu)
     model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
     x, y = np.zeros((128, 4), "float32"), np.ones((128, 1), "float32")
     callback = GradWatchCallback(every_n_steps=1, print_report=False, warn_on=None)
     model.fit(x, y, batch_size=32, epochs=2, verbose=0, callbacks=[callback], validation_data=(x + 10.0, y))
-    history = callback.report.layers[0]["history"]
+    history = next(layer["history"] for layer in callback.report.layers if layer["name"] == relu.name)
     assert history["dead_share"] == [1.0] * 8  # validation alone would read 0.0 on each epoch's last step
     finding = callback.report.finding("dead_relu")
     assert finding.layers == (relu.name,) and finding.evidence["source"] == {relu.name: "activations"}
