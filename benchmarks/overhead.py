@@ -203,7 +203,6 @@ def main() -> None:
     parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
     parser.add_argument("--frameworks", nargs="*", default=["pytorch", "lightning", "keras"], choices=["pytorch", "lightning", "keras"])
     parser.add_argument("--every", type=int, default=20, help="sampling period of gradwatch and of every peer (default: gradwatch's default)")
-    parser.add_argument("--grad-norm-every-step", action="store_true", help="log Lightning's grad_norm every step whatever --every is")
     parser.add_argument("--peers", action="store_true", help="add wandb.watch rows (pip install wandb)")
     parser.add_argument("--device", default="cpu", help="torch device for the PyTorch rows, e.g. cuda")
     args = parser.parse_args()
@@ -225,10 +224,9 @@ def main() -> None:
             runs: dict[str, list[float]] = {"none": [], "gradwatch": [], "grad_norm": []}
             for _ in range(args.repeats):
                 for variant, samples in runs.items():
-                    samples.append(run_lightning(make, variant=variant, steps=args.steps, warmup=args.warmup, every=1 if args.grad_norm_every_step and variant == "grad_norm" else args.every))
+                    samples.append(run_lightning(make, variant=variant, steps=args.steps, warmup=args.warmup, every=args.every))
             print(table_row(f"{name} lightning: callback", runs["none"], runs["gradwatch"]), flush=True)
-            grad_norm_every = 1 if args.grad_norm_every_step else args.every
-            print(table_row(f"{name} lightning: grad_norm/{grad_norm_every}", runs["none"], runs["grad_norm"]), flush=True)
+            print(table_row(f"{name} lightning: grad_norm/{args.every}", runs["none"], runs["grad_norm"]), flush=True)
     if "keras" in args.frameworks:
         keras_runs: dict[str, list[float]] = {"plain": [], "gradwatch": [], "tensorboard": []}
         for _ in range(args.repeats):

@@ -81,7 +81,8 @@ class GradWatchCallback(keras.callbacks.Callback):
         strategy = getattr(self.model, "distribute_strategy", None)  # TensorFlow only
         if self.monitor.facts.grad_clipping and strategy is not None and strategy.num_replicas_in_sync > 1:
             note = "gradient norms are measured after Keras clipped each replica's gradients (tf.distribute sums them after clipping)"
-            self.monitor.notes = [*dict.fromkeys([*self.monitor.notes, note])]
+            if note not in self.monitor.notes:
+                self.monitor.notes.append(note)
         self.collector.install(optimizer, first_step=self.step, every_n_steps=self.monitor.every_n_steps)
         self.model.make_train_function(force=True)  # retrace so the wrapped optimizer is in the graph
 

@@ -21,6 +21,7 @@ Monitor's schedule and the sampled branch hands the norms to the host with
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -141,23 +142,24 @@ class KerasCollector:
             self._flag.assign(1.0 if on else 0.0)
 
     def _record_when_sampled(self, grads: list[Any], variables: list[Any], scale: float | None) -> None:
-        if not self.guard.enabled(RECORDER):
+        keep = self._send_to_host if self.backend == "jax" else self._keep_in_variables
+        self._on_sampled_steps(RECORDER, lambda: keep(*self._measure(grads, variables, scale)))
+
+    def _on_sampled_steps(self, part: str, work: Callable[[], Any]) -> None:
+        """Run ``work`` on sampled steps only: a Python test eagerly (torch), a graph ``cond`` otherwise."""
+        if not self.guard.enabled(part):
             return
-        none = ops.zeros((), "float32")
 
-        def record(keep: Any) -> Any:
-            measured = self.guard.run(RECORDER, self._measure, grads, variables, scale)
-            if measured is not None:
-                self.guard.run(RECORDER, keep, *measured)
-            return none
+        def branch() -> Any:
+            self.guard.run(part, work)
+            return ops.zeros((), "float32")
 
-        if self.backend == "torch":  # eager: a Python decision per step
+        if self.backend == "torch":
             if self.armed:
-                record(self._keep_in_variables)
-        elif self.backend == "jax":
-            ops.cond(self._sampled_in_graph(), lambda: record(self._send_to_host), lambda: none)
+                branch()
         else:
-            ops.cond(self._flag > 0, lambda: record(self._keep_in_variables), lambda: none)
+            sampled = self._sampled_in_graph() if self.backend == "jax" else self._flag > 0
+            ops.cond(sampled, branch, lambda: ops.zeros((), "float32"))
 
     def _measure(self, grads: list[Any], variables: list[Any], scale: float | None) -> tuple[Any, Any]:
         """Squared gradient norm of every variable and the share of dead units of every Dense/Conv kernel."""
@@ -174,21 +176,13 @@ class KerasCollector:
         return ops.stack(squares or [zero]), ops.stack(dead or [zero])
 
     def _measured_call(self, layer: Any, kind: str, share: Any) -> Any:
-        """``layer.call`` that also measures its output on sampled steps (a graph ``cond`` on TensorFlow)."""
+        """``layer.call`` that also measures its output on sampled steps."""
         call = layer.call
         unit_axis = 1 if getattr(layer, "data_format", None) == "channels_first" else -1
 
-        def measure(output: Any) -> Any:
-            self.guard.run(ACTIVATIONS, lambda: share.assign(_activation_share(output, kind, unit_axis)))
-            return ops.zeros((), "float32")
-
         def measured(*args: Any, **kwargs: Any) -> Any:
             output = call(*args, **kwargs)
-            if self.backend == "torch":
-                if self.armed and self.guard.enabled(ACTIVATIONS):
-                    measure(output)
-            elif self.guard.enabled(ACTIVATIONS):
-                ops.cond(self._flag > 0, lambda: measure(output), lambda: ops.zeros((), "float32"))
+            self._on_sampled_steps(ACTIVATIONS, lambda: share.assign(_activation_share(output, kind, unit_axis)))
             return output
 
         return measured
