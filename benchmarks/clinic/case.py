@@ -3,21 +3,32 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 
 from gradwatch import Report
 
 
 @dataclass(frozen=True)
 class Case:
-    """One clinic run. ``expected`` is the symptom it must show, or None for a healthy run."""
+    """One clinic run, labelled without gradwatch.
+
+    ``expected`` is the symptom the run must show (``None``: a healthy run that
+    must stay quiet at warning level and above); ``allowed`` are symptoms that
+    may also be reported without counting against the verdict. ``source`` says
+    where the program comes from and ``oracle`` holds the numbers of the
+    independent measurement behind the label (loss trajectory, gradient norms,
+    dead-unit shares, NaN step ...), as recorded when the case was labelled.
+    """
 
     name: str
     framework: str
     expected: str | None
     run: Callable[[], Report]
     about: str = ""
+    allowed: tuple[str, ...] = ()
+    source: str = ""
+    oracle: Mapping[str, object] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -32,9 +43,14 @@ class Outcome:
         return [f.symptom for f in self.report.findings if f.at_least("warning")]
 
     @property
+    def unexpected(self) -> list[str]:
+        """Symptoms reported at warning level or above that the label neither requires nor allows."""
+        return [s for s in self.reported if s != self.case.expected and s not in self.case.allowed]
+
+    @property
     def correct(self) -> bool:
         if self.case.expected is None:
-            return not self.reported
+            return not self.unexpected
         return self.case.expected in self.reported
 
     @property
@@ -50,7 +66,6 @@ class Outcome:
         if finding is None or not self.report.steps:
             return None
         return finding.first_step / self.report.steps
-
 
     @property
     def problem(self) -> str | None:
