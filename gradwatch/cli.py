@@ -9,7 +9,7 @@ from pathlib import Path
 
 from .report import SEVERITY_RANK, SummaryError, load_summary
 
-EXIT_FOUND, EXIT_USAGE = 1, 2
+EXIT_FOUND, EXIT_USAGE, EXIT_UNMEASURED = 1, 2, 3
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -45,9 +45,14 @@ def _check(args: argparse.Namespace) -> int:
     hits = [f for f in report.findings if f.at_least(args.fail_on)]
     for finding in hits:
         print(f"{args.path}: {finding.severity}: {finding.symptom} from step {finding.first_step}: {finding.message}")
-    if not hits:
-        print(f"{args.path}: ok: no finding at {args.fail_on} or above in {report.steps} steps")
-    return EXIT_FOUND if hits else 0
+    if hits:
+        return EXIT_FOUND
+    if report.too_little_measured:
+        why = f" ({'; '.join(report.notes)})" if report.notes else ""
+        print(f"{args.path}: not judged: too little measured, {report.measured_line()}{why}")
+        return EXIT_UNMEASURED
+    print(f"{args.path}: ok: no finding at {args.fail_on} or above in {report.measured_line()}")
+    return 0
 
 
 def _plot(args: argparse.Namespace) -> int:
@@ -94,7 +99,9 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("path")
     report.set_defaults(run=_report)
 
-    check = commands.add_parser("check", help="exit 1 if the summary has a finding at or above a severity (CI gate)")
+    check = commands.add_parser(
+        "check", help="exit 1 if the summary has a finding at or above a severity, 3 if too little was measured (CI gate)"
+    )
     check.add_argument("path")
     check.add_argument("--fail-on", choices=[s for s in SEVERITY_RANK if s != "info"], default="warning")
     check.set_defaults(run=_check)

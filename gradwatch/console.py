@@ -45,11 +45,17 @@ def build(report: Report) -> Panel:
         parts.append(flow)
     parts.extend(_time_profile(layer) for layer in report.layers if layer.get("time_profile"))
     parts.extend(Text(f"note: {note}", style="dim") for note in report.notes)
-    title = f"gradwatch · {report.framework} · {report.steps} steps"
-    return Panel(Group(*parts), title=title, title_align="left", border_style=STYLE.get(report.worst() or "", "green"))
+    title = f"gradwatch · {report.framework} · {report.measured_line()}"
+    border = "yellow" if report.healthy and report.too_little_measured else STYLE.get(report.worst() or "", "green")
+    return Panel(Group(*parts), title=title, title_align="left", border_style=border)
 
 
 def _verdict(report: Report) -> Text:
+    if report.healthy and report.too_little_measured:
+        return Text(
+            f"? too little measured to judge: {report.measured_line()} (a verdict needs at least 3 samples)",
+            style="bold yellow",
+        )
     if not report.findings:
         return Text("✓ no problems found", style="bold green")
     counts = ", ".join(f"{f.symptom} ({f.severity})" for f in report.findings)

@@ -25,7 +25,9 @@ def render_html(report: Report, png: bytes | None = None) -> str:
     if report.findings:
         body.append(f"<p>{len(report.findings)} finding(s), worst: <b>{escape(report.worst() or '')}</b></p>")
         body.extend(_finding(f) for f in report.findings)
-    else:
+    if report.healthy and report.too_little_measured:
+        body.append(f"<p><b>? too little measured to judge: {escape(report.measured_line())}</b></p>")
+    elif not report.findings:
         body.append('<p class="healthy">✓ no problems found</p>')
     if png:
         data = base64.b64encode(png).decode("ascii")

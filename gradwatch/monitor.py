@@ -59,6 +59,7 @@ class Monitor:
         self.guard = guard or FaultGuard()
         self.findings: dict[str, Finding] = {}
         self.steps = 0
+        self.samples = 0
         self.notes: list[str] = []
 
     def should_sample(self, step: int) -> bool:
@@ -69,6 +70,7 @@ class Monitor:
     def observe(self, sample: StepStats) -> list[Finding]:
         """Run every detector on ``sample``; return findings that are new or got worse."""
         self.steps = max(self.steps, sample.step + 1)
+        self.samples += 1
         kinds = {a.name: a.kind for a in sample.activations}
         kinds.update({layer.name: layer.kind for layer in self.facts.layers})  # a layer may apply its own activation
         self.guard.run("history", self.history.add, sample, kinds)
@@ -124,11 +126,13 @@ class Monitor:
             facts=self.facts,
             every_n_steps=self.every_n_steps,
             notes=notes,
+            sampled_steps=self.samples,
         )
 
     def state_dict(self) -> dict[str, Any]:
         return {
             "steps": self.steps,
+            "samples": self.samples,
             "findings": [f.to_dict() for f in self.findings.values()],
             "detectors": {d.symptom: d.state_dict() for d in self.detectors},
             "history": self.history.state_dict(),
@@ -137,6 +141,7 @@ class Monitor:
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.steps = int(state["steps"])
+        self.samples = int(state.get("samples", 0))
         self.findings = {f["symptom"]: Finding.from_dict(f) for f in state["findings"]}
         for detector in self.detectors:
             detector.load_state_dict(state["detectors"].get(detector.symptom, {}))

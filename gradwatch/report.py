@@ -24,6 +24,8 @@ SYMPTOMS = (
 Severity = Literal["info", "warning", "critical"]
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
 MAX_SUMMARY_BYTES = 64 * 1024 * 1024
+# Fewer sampled steps than this cannot support "no problems found": detectors need a few samples in a row.
+MIN_SAMPLES_TO_CLEAR = 3
 
 
 class SummaryError(ValueError):
@@ -93,11 +95,23 @@ class Report:
     facts: ModelFacts = field(default_factory=ModelFacts)
     every_n_steps: int | None = None
     notes: list[str] = field(default_factory=list)
+    sampled_steps: int | None = None
 
     @property
     def healthy(self) -> bool:
-        """True when nothing at warning level or above was found."""
+        """True when nothing at warning level or above was found (see ``too_little_measured``)."""
         return not any(f.at_least("warning") for f in self.findings)
+
+    @property
+    def too_little_measured(self) -> bool:
+        """True when so few steps were sampled that silence says nothing (unknown for old summaries)."""
+        return self.sampled_steps is not None and self.sampled_steps < MIN_SAMPLES_TO_CLEAR
+
+    def measured_line(self) -> str:
+        """How much of the run was measured, in words."""
+        if self.sampled_steps is None:
+            return f"{self.steps} steps"
+        return f"{self.sampled_steps} sampled of {self.steps} steps"
 
     def worst(self) -> Severity | None:
         if not self.findings:
@@ -118,6 +132,7 @@ class Report:
             "layers": _json_safe(self.layers),
             "facts": _json_safe(self.facts.to_dict()),
             "notes": list(self.notes),
+            "sampled_steps": self.sampled_steps,
         }
 
     def write_json(self, path: str | os.PathLike[str]) -> Path:
@@ -140,6 +155,7 @@ class Report:
                 facts=ModelFacts.from_dict(data.get("facts") or {}),
                 every_n_steps=data.get("every_n_steps"),
                 notes=list(data.get("notes", [])),
+                sampled_steps=None if data.get("sampled_steps") is None else int(data["sampled_steps"]),
             )
         except (KeyError, TypeError, ValueError) as exc:
             raise SummaryError(f"malformed gradwatch summary: {type(exc).__name__}: {exc}") from None

@@ -13,7 +13,7 @@ from gradwatch.console import render
 from .streams import sample
 
 EXPECTED = """\
-╭─ gradwatch · unknown · 4 steps ──────────────────────────────────────────────╮
+╭─ gradwatch · unknown · 4 sampled of 4 steps ─────────────────────────────────╮
 │ found: vanishing_gradients (warning)                                         │
 │                                                                              │
 │ WARNING  vanishing_gradients  from step 2  in l0, l1                         │
@@ -55,7 +55,22 @@ def test_console_report_exact_text():
 
 
 def test_healthy_report_says_so():
-    assert "✓ no problems found" in render(Monitor().report(), width=80)
+    monitor = Monitor()
+    for step in range(3):
+        monitor.observe(sample(step))
+    assert "✓ no problems found" in render(monitor.report(), width=80)
+
+
+def test_no_clean_bill_for_an_unmeasured_run(tmp_path, capsys):
+    monitor = Monitor()
+    monitor.notes.append("watch() saw no backward pass")
+    monitor.observe(sample(0))
+    report = monitor.report(steps=40)
+    text = render(report, width=100)
+    assert "no problems found" not in text and "too little measured to judge: 1 sampled of 40 steps" in text
+    path = report.write_json(tmp_path / "gw.json")
+    assert main(["check", str(path)]) == 3
+    assert "not judged: too little measured, 1 sampled of 40 steps (watch() saw no backward pass)" in capsys.readouterr().out
 
 
 def test_check_exit_codes_gate_ci(tmp_path, capsys):
@@ -63,7 +78,7 @@ def test_check_exit_codes_gate_ci(tmp_path, capsys):
     assert main(["check", str(path), "--fail-on", "warning"]) == 1
     assert "warning: vanishing_gradients from step 2" in capsys.readouterr().out
     assert main(["check", str(path), "--fail-on", "critical"]) == 0
-    assert "ok: no finding at critical or above in 4 steps" in capsys.readouterr().out
+    assert "ok: no finding at critical or above in 4 sampled of 4 steps" in capsys.readouterr().out
     assert main(["report", str(path)]) == 0
 
 
