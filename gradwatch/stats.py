@@ -32,7 +32,7 @@ class LayerStats:
 
     @property
     def relative_update(self) -> float | None:
-        """``|ΔW| / |W|`` across the optimizer step (healthy is about 1e-3)."""
+        """``|ΔW| / |W|`` across the optimizer step, ``|W|`` before it (healthy is about 1e-3)."""
         return ratio(self.update_norm, self.weight_norm)
 
     @property
@@ -75,6 +75,11 @@ class StepStats:
     """Everything measured at one sampled optimizer step (0-based ``step``).
 
     ``loss`` is the mean loss the user reported since the previous sample.
+    Layer weight norms are taken before the optimizer step, so ``|ΔW|/|W|``
+    compares a step with the weights it changed. ``grad_norm_unclipped`` is
+    the total gradient norm as backward produced it, before any clipping the
+    training code applies; ``input_mean_abs`` and ``input_std`` describe the
+    first layer's input (unscaled features are a cause of their own).
     """
 
     step: int
@@ -83,6 +88,9 @@ class StepStats:
     loss: float | None = None
     lr: float | None = None
     sequences: tuple[SequenceStats, ...] = ()
+    grad_norm_unclipped: float | None = None
+    input_mean_abs: float | None = None
+    input_std: float | None = None
 
     @property
     def finite(self) -> bool:

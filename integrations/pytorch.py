@@ -6,8 +6,11 @@
     report = watcher.close()     # console report + JSON summary
 
 Gradients are read by optimizer step hooks (after backward, before the step),
-update sizes across the step, activations by forward hooks. Unsampled steps
-cost a few Python calls and one on-device addition for the loss.
+update sizes across the step, activations by forward hooks; on sampled steps
+the backward pass also reports the gradient norm before any clipping. A loop
+that updates the weights by hand (no optimizer) is measured from the backward
+pass and ``watcher.step()``. Unsampled steps cost a few Python calls and one
+on-device addition for the loss.
 """
 
 from __future__ import annotations
@@ -82,6 +85,7 @@ class Watcher:
             self._bind(optimizer)
         else:  # bind to the first optimizer that steps this model's parameters
             self._handles.append(optim_hooks.register_optimizer_step_pre_hook(self._bind_first))
+        self._start_step()
 
     def _bind(self, optimizer: torch.optim.Optimizer) -> None:
         self.optimizer = optimizer
@@ -108,13 +112,26 @@ class Watcher:
     def _finish(self) -> None:
         self._pending = False
         self.session.end_step(self.global_step - 1)
+        self._start_step()
+
+    def _start_step(self) -> None:
         self.session.begin_step(self.global_step)
+        if not _distributed():  # under DDP backward sees each rank's own, not yet averaged, gradients
+            self.session.arm_backward(self.global_step, full=self.optimizer is None)
 
     def step(self, loss: torch.Tensor | float | None = None) -> None:
-        """Mark the end of a training step, with its loss (a tensor is never synced here)."""
+        """Mark the end of a training step, with its loss (a tensor is never synced here).
+
+        Without an optimizer step since the last call, the loop is taken to update
+        the weights by hand and this call ends the step.
+        """
         if loss is not None:
             self.session.add_loss(loss)
         if self._pending:
+            self._finish()
+        elif self.optimizer is None:
+            self.session.after_manual_update()
+            self.global_step += 1
             self._finish()
 
     def report(self) -> Report:
@@ -129,8 +146,25 @@ class Watcher:
             for handle in self._handles:
                 handle.remove()
             self._handles.clear()
+            self.session.disarm()
+            if not _distributed():
+                self.session.final_sample(self.global_step)
+            self._explain_missing_samples()
             self._report = self.session.close(self.global_step, print_report=self.print_report)
         return self._report
+
+    def _explain_missing_samples(self) -> None:
+        """Say why a run has too few samples to judge (the report then gives no clean bill)."""
+        samples = self.monitor.samples
+        if self.global_step == 0:
+            why = "no training step was seen: call watcher.step(loss) once per step (or step an optimizer)"
+        elif samples == 0:
+            why = "no step could be measured: no backward pass reached the model's trainable parameters"
+        elif samples < 3 and self.global_step < 3:
+            why = f"the run had only {self.global_step} step(s)"
+        else:
+            return
+        self.monitor.notes.append(why)
 
     def state_dict(self) -> dict[str, Any]:
         return {"global_step": self.global_step, "monitor": self.monitor.state_dict()}
@@ -145,6 +179,10 @@ class Watcher:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
+
+
+def _distributed() -> bool:
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 def watch(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, **options: Any) -> Watcher:

@@ -3,7 +3,10 @@
 Adapters translate their framework's events into four calls per optimizer
 step: ``begin_step`` (before forward), ``before_step`` (gradients final),
 ``add_loss`` and ``end_step`` (after the optimizer step); the session decides
-what to measure and hands samples to the core ``Monitor``.
+what to measure and hands samples to the core ``Monitor``. Loops that update
+the weights by hand have no optimizer step to hook: ``arm_backward`` has the
+backward pass itself deliver the gradients, and ``after_manual_update`` marks
+the update.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from gradwatch.monitor import Monitor
-from gradwatch.report import Report
+from gradwatch.report import MIN_SAMPLES_TO_CLEAR, Report
 from gradwatch.safety import FaultGuard
 from gradwatch.stats import StepStats
 
@@ -36,6 +39,8 @@ class TorchSession:
         self._handles: list[Any] = []
         self._sampled = False  # this optimizer step is being measured
         self._stepped = False  # ... and its optimizer.step() really ran (an AMP scaler may skip it)
+        self._backward_hook: Any = None
+        self.last_observed: int | None = None
         self.collector.attach()
 
     def bind(self, optimizers: Sequence[torch.optim.Optimizer]) -> None:
@@ -51,16 +56,46 @@ class TorchSession:
         """Before the forward pass of optimizer step ``step``: arm the activation hooks if it is sampled."""
         self.collector.sampling = self.monitor.should_sample(step)
 
-    def before_step(self, step: int, *, scale: float | None = None) -> None:
+    def before_step(self, step: int, *, scale: float | None = None, grads: list[Any] | None = None) -> None:
         """After backward, before ``optimizer.step()``: read gradients if ``step`` is sampled."""
         if self._sampled:  # several optimizers in one step: the first one's gradients are the sample
             return
         self._sampled = self.monitor.should_sample(step)
         self._stepped = False
         if self._sampled:
-            self.guard.run(COLLECTOR, self.collector.capture_gradients, scale=scale)
+            self.guard.run(COLLECTOR, self.collector.capture_gradients, scale=scale, grads=grads)
 
-    def _after_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+    def arm_backward(self, step: int, *, full: bool) -> None:
+        """If ``step`` is sampled, have its backward pass hand the gradients over as it produces them.
+
+        ``full``: take the whole sample from them (no optimizer step will be seen:
+        the loop updates the weights by hand); otherwise only the total norm
+        before any clipping the training code applies.
+        """
+        self.disarm()
+        if not self.monitor.should_sample(step) or not self.collector.params or not self.guard.enabled(COLLECTOR):
+            return
+
+        def received(grads: Any) -> None:
+            if full:
+                self.before_step(step, grads=list(grads))
+            else:
+                self.collector.capture_backward_total(list(grads))
+
+        hook = torch.autograd.graph.register_multi_grad_hook
+        self._backward_hook = hook(self.collector.params, lambda grads: self.guard.run(COLLECTOR, received, grads))
+
+    def disarm(self) -> None:
+        """Remove the backward hook of ``arm_backward``, if any."""
+        if self._backward_hook is not None:
+            self._backward_hook.remove()
+            self._backward_hook = None
+
+    def after_manual_update(self) -> None:
+        """The training code changed the weights itself: measure the update as if an optimizer had stepped."""
+        self._after_step(None, (), {})
+
+    def _after_step(self, optimizer: torch.optim.Optimizer | None, args: Any, kwargs: Any) -> None:
         if self._sampled and not self._stepped:
             self._stepped = True
             self.guard.run(COLLECTOR, self.collector.capture_updates)
@@ -77,9 +112,32 @@ class TorchSession:
             self.skipped_steps += 1
             self.collector.discard()
             return None
+        return self._observe(step, reduce)
+
+    def final_sample(self, steps: int) -> None:
+        """One last look when the run's last step was not sampled: weights, loss, gradients left in ``.grad``.
+
+        It is kept when it shows NaN/Inf (a run that stopped itself on a NaN loss)
+        or when the run is too short to judge without it; otherwise the last
+        regular sample, with its activations, stays the latest evidence.
+        """
+        last = steps - 1
+        if last < 0 or (self.last_observed is not None and self.last_observed >= last):
+            return
+        self._sampled = False
+        self.guard.run(COLLECTOR, self.collector.capture_gradients)
+        self._observe(last, None, keep=lambda stats: not stats.finite or self.monitor.samples < MIN_SAMPLES_TO_CLEAR)
+
+    def _observe(
+        self,
+        step: int,
+        reduce: Callable[[torch.Tensor], torch.Tensor] | None,
+        keep: Callable[[StepStats], bool] | None = None,
+    ) -> StepStats | None:
         lr = _lr(self.optimizers[0]) if self.optimizers else None
         stats = self.guard.run(COLLECTOR, self.collector.flush, step, lr, reduce)
-        if stats is not None:
+        if stats is not None and (keep is None or keep(stats)):
+            self.last_observed = step
             self.monitor.observe(stats)
         return stats
 
@@ -88,6 +146,7 @@ class TorchSession:
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
+        self.disarm()
         self.collector.detach()
         if self.skipped_steps:
             self.monitor.notes.append(f"{self.skipped_steps} sampled step(s) skipped by the AMP grad scaler were ignored")

@@ -25,6 +25,9 @@ ROW_KINDS = ("Linear", "Conv1d", "Conv2d", "Conv3d")
 # max(numel/UPDATE_SUBSAMPLE, MIN_SUBSET) elements (an unbiased estimate of |ΔW|², about 1% error
 # on |ΔW|), so a sampled step's snapshot costs a fraction of the model instead of a full copy.
 LARGE_PARAM, UPDATE_SUBSAMPLE, MIN_SUBSET = 1 << 16, 64, 1 << 14
+# A unit is dead only if it never fires over sampled batches of at least this many rows in all:
+# one small batch leaves many units of a naturally sparse layer silent by chance.
+MIN_DEAD_ROWS = 256
 
 
 @dataclass
@@ -33,13 +36,15 @@ class _Sample:
 
     grad_layers: list[int] = field(default_factory=list)
     grad_norms: Any = None
-    row_layers: list[int] = field(default_factory=list)
-    row_norms: list[Any] = field(default_factory=list)  # per output unit (row) of each Linear/Conv weight gradient
     before: list[Any] | None = None
-    weight_norms: Any = None
+    weight_norms: Any = None  # before the optimizer step: the scale a step is judged against
     update_norms: Any = None
-    activations: dict[str, tuple[str, str, Any]] = field(default_factory=dict)  # name -> (kind, "dead", unit maxima) or (kind, "saturated", share)
+    activations: dict[str, tuple[str, Any]] = field(default_factory=dict)  # name -> (kind, saturated share or None for ReLU)
     sequences: dict[str, Any] = field(default_factory=dict)  # recurrent layer -> per-time-step input-gradient norms
+    raw_grad_sq: Any = None  # squared total gradient norm as backward produced it (before any clipping)
+    backward_passes: int = 0
+    inputs: Any = None  # mean |x| and std of the first layer's input
+    batch_rows: int = 0  # rows of the first layer's input (for the dead-unit windows)
 
 
 class TorchCollector:
@@ -49,6 +54,8 @@ class TorchCollector:
     (frozen or un-optimised parameters are never evidence). Call
     ``capture_gradients`` after backward and before the optimizer step,
     ``capture_updates`` right after it, and ``flush`` to get a ``StepStats``.
+    Dead units are judged over windows of at least ``MIN_DEAD_ROWS`` rows:
+    per-unit maxima are kept on the device across sampled steps until then.
     """
 
     def __init__(self, model: torch.nn.Module, *, guard: FaultGuard | None = None) -> None:
@@ -60,6 +67,8 @@ class TorchCollector:
         self._loss_tensor: torch.Tensor | None = None
         self._loss_float = 0.0
         self._loss_count = 0
+        self._dead_window: dict[str, tuple[str, Any, int]] = {}  # activation -> (kind, unit maxima, rows)
+        self._row_window: dict[int, tuple[Any, int]] = {}  # layer index -> (gradient row norms maxima, rows)
         self.set_trainable(None)
 
     def set_trainable(self, params: Collection[torch.nn.Parameter] | None) -> None:
@@ -112,6 +121,9 @@ class TorchCollector:
         for name, module in self.model.named_modules():
             if isinstance(module, RECURRENT_TYPES):
                 self._handles.append(module.register_forward_pre_hook(self._sequence_hook(name, module.batch_first)))
+        first = next(iter(parameterised_modules(self.model)), None)
+        if first is not None:
+            self._handles.append(first[1].register_forward_pre_hook(self._input_hook))
 
     def detach(self) -> None:
         """Remove every hook this collector installed."""
@@ -125,6 +137,20 @@ class TorchCollector:
                 self.guard.run("activation hook", self._record_activation, name, kind, unit_dim, output)
 
         return hook
+
+    def _input_hook(self, module: torch.nn.Module, args: tuple[Any, ...]) -> None:
+        if self.sampling and self._sample.inputs is None and module.training and torch.is_grad_enabled():
+            self.guard.run("input hook", self._record_inputs, args)
+
+    def _record_inputs(self, args: tuple[Any, ...]) -> None:
+        """Rows and scale of the model's first layer input: unscaled features are a cause of their own."""
+        x = args[0] if args else None
+        if not isinstance(x, torch.Tensor) or x.dim() == 0:
+            return
+        self._sample.batch_rows = int(x.shape[0])
+        if x.is_floating_point() and x.numel() > 1:
+            x = x.detach().float()
+            self._sample.inputs = torch.stack([x.abs().mean(), x.std()])
 
     def _sequence_hook(self, name: str, batch_first: bool) -> Any:
         def hook(module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
@@ -165,41 +191,59 @@ class TorchCollector:
         output = output.detach()
         if kind in DEAD_KINDS:
             units = output.movedim(unit_dim, -1).reshape(-1, output.shape[unit_dim]) if output.dim() > 1 else output[None]
-            self._sample.activations[name] = (kind, "dead", units.amax(0))
+            _, maxima, rows = self._dead_window.get(name, (kind, None, 0))
+            unit_maxima = units.amax(0)
+            maxima = unit_maxima if maxima is None else torch.maximum(maxima, unit_maxima)
+            self._dead_window[name] = (kind, maxima, rows + units.shape[0])
+            self._sample.activations[name] = (kind, None)
         else:
             tail = (output < 0.01) | (output > 0.99) if kind == "Sigmoid" else output.abs() > 0.99
-            self._sample.activations[name] = (kind, "saturated", tail.float().mean())
+            self._sample.activations[name] = (kind, tail.float().mean())
 
     @torch.no_grad()
-    def capture_gradients(self, *, scale: float | None = None) -> None:
-        """Gradient norms per layer and zero-gradient rows; snapshot weights for the update size.
+    def capture_gradients(self, *, scale: float | None = None, grads: list[Any] | None = None) -> None:
+        """Gradient norms per layer and zero-gradient rows; weight norms and a snapshot before the step.
 
         ``scale``: divide gradients by it (a loss scale an AMP scaler left in place).
+        ``grads``: the gradients as a backward hook received them (aligned with the
+        watched parameters), for loops that update the weights by hand; default ``.grad``.
         """
         sample = self._sample
-        with_grad = [i for i, p in enumerate(self.params) if p.grad is not None and not p.grad.is_sparse]
+        grads = grads if grads is not None else [p.grad for p in self.params]
+        with_grad = [i for i, g in enumerate(grads) if g is not None and not g.is_sparse]
         rowed = [i for i in with_grad if i in self.row_params]
         others = [i for i in with_grad if i not in self.row_params]
         # One read of a Linear/Conv weight's gradient gives both its norm and its all-zero rows (dead units).
-        row_norms = [torch.linalg.vector_norm(self.params[i].grad.flatten(1), dim=1, dtype=torch.float32) for i in rowed]
-        sample.row_layers = [self.row_params[i] for i in rowed]
-        sample.row_norms = row_norms
+        row_norms = [torch.linalg.vector_norm(grads[i].flatten(1), dim=1, dtype=torch.float32) for i in rowed]
+        for i, norms in zip(rowed, row_norms):
+            layer = self.row_params[i]
+            maxima, rows = self._row_window.get(layer, (None, 0))
+            self._row_window[layer] = (norms if maxima is None else torch.maximum(maxima, norms), rows + max(sample.batch_rows, 1))
         if with_grad:
-            other_grads = [self.params[i].grad for i in others]
+            other_grads = [grads[i] for i in others]
             norms = [*(torch._foreach_norm(other_grads, 2, dtype=torch.float32) if others else ()), *(torch._foreach_norm(row_norms, 2) if rowed else ())]
             owners = [self._owner_list[i] for i in others + rowed]
             per_layer = self._per_layer(norms, owners)
             sample.grad_norms = per_layer / scale if scale else per_layer
             sample.grad_layers = sorted(set(owners))
-        sample.before = self._watched_elements() if self.params else None
+        if self.params:
+            sample.weight_norms = self._per_layer(torch._foreach_norm(self.params, 2, dtype=torch.float32))
+            sample.before = self._watched_elements()
+
+    @torch.no_grad()
+    def capture_backward_total(self, grads: list[Any]) -> None:
+        """Add one backward pass's squared total gradient norm, before any clipping the user applies."""
+        present = [g for g in grads if g is not None and not g.is_sparse]
+        if present:
+            total = torch.stack(torch._foreach_norm(present, 2, dtype=torch.float32)).square().sum()
+            sample = self._sample
+            sample.raw_grad_sq = total if sample.raw_grad_sq is None else sample.raw_grad_sq + total
+        self._sample.backward_passes += 1
 
     @torch.no_grad()
     def capture_updates(self) -> None:
-        """Weight norms after the optimizer step and the size of the step ``|ΔW|``."""
+        """The size of the optimizer step ``|ΔW|``, from the snapshot taken with the gradients."""
         sample = self._sample
-        if not self.params:
-            return
-        sample.weight_norms = self._per_layer(torch._foreach_norm(self.params, 2, dtype=torch.float32))
         if sample.before is not None:
             torch._foreach_sub_(sample.before, self._watched_elements(copy=False))  # the snapshot becomes -ΔW
             norms = torch._foreach_norm(sample.before, 2, dtype=torch.float32)
@@ -240,32 +284,26 @@ class TorchCollector:
         if sample.weight_norms is None and self.params:
             sample.weight_norms = self._per_layer(torch._foreach_norm(self.params, 2, dtype=torch.float32))
         n = len(self.layer_names)
-        acts = sorted(sample.activations.items(), key=lambda item: item[1][1])  # "dead" first, then "saturated"
-        dead = [maxima for _, (_, metric, maxima) in acts if metric == "dead"]
-        saturated = [share for _, (_, metric, share) in acts if metric == "saturated"]
+        saturated = [(name, kind, share) for name, (kind, share) in sample.activations.items() if share is not None]
+        dead = _full_windows(self._dead_window, lambda entry: entry[2])
+        rows = _full_windows(self._row_window, lambda entry: entry[1])
         sequences = [(name, profile) for name, profile in sample.sequences.items() if profile is not None]
-        parts = [
-            sample.grad_norms,
-            sample.weight_norms,
-            sample.update_norms,
-            _share_not_positive(sample.row_norms) if sample.row_norms else None,
-            _share_not_positive(dead) if dead else None,
-            torch.stack(saturated) if saturated else None,
-            self._loss_tensor.reshape(1) if self._loss_tensor is not None else None,
-            torch.cat([profile for _, profile in sequences]) if sequences else None,
-        ]
-        present = [p for p in parts if p is not None]
-        device = present[0].device if present else torch.device("cpu")
-        packed = torch.cat([p.float().reshape(-1).to(device) for p in present]) if present else torch.zeros(0)
-        values = (reduce(packed) if reduce is not None else packed).tolist()
-        cursor = iter(values)
-        grad = _take(cursor, n) if parts[0] is not None else [None] * n
-        weight = _take(cursor, n) if parts[1] is not None else [None] * n
-        update = _take(cursor, n) if parts[2] is not None else [None] * n
-        rows = dict(zip(sample.row_layers, _take(cursor, len(sample.row_layers))))
-        act_values = _take(cursor, len(acts))
-        loss_sum = self._loss_float + (next(cursor) if parts[6] is not None else 0.0)
-        profiles = tuple(SequenceStats(name, tuple(_take(cursor, profile.shape[0]))) for name, profile in sequences)
+        single_backward = sample.backward_passes == 1 and sample.raw_grad_sq is not None
+        packed = _Packed()
+        packed.add("grad", sample.grad_norms)
+        packed.add("weight", sample.weight_norms)
+        packed.add("update", sample.update_norms)
+        packed.add("rows", _share_not_positive([maxima for maxima, _ in rows.values()]) if rows else None)
+        packed.add("dead", _share_not_positive([maxima for _, maxima, _ in dead.values()]) if dead else None)
+        packed.add("saturated", torch.stack([share for _, _, share in saturated]) if saturated else None)
+        packed.add("loss", self._loss_tensor)
+        packed.add("raw_grad_sq", sample.raw_grad_sq if single_backward else None)
+        packed.add("inputs", sample.inputs)
+        packed.add("sequences", torch.cat([profile for _, profile in sequences]) if sequences else None)
+        values = packed.transfer(reduce)
+        grad, weight, update = (values.get(key, [None] * n) for key in ("grad", "weight", "update"))
+        zero_rows = dict(zip(rows, values.get("rows", ())))
+        loss_sum = self._loss_float + sum(values.get("loss", ()))
         loss = loss_sum / self._loss_count if self._loss_count else None
         self._loss_tensor, self._loss_float, self._loss_count = None, 0.0, 0
         has_grad = set(sample.grad_layers)
@@ -275,15 +313,29 @@ class TorchCollector:
                 grad_norm=grad[i] if i in has_grad else None,
                 weight_norm=weight[i],
                 update_norm=update[i],
-                zero_grad_rows=rows.get(i),
+                zero_grad_rows=zero_rows.get(i),
             )
             for i, name in enumerate(self.layer_names)
         )
         activations = tuple(
-            ActivationStats(name, kind, **{f"{metric}_share": value})
-            for (name, (kind, metric, _)), value in zip(acts, act_values)
+            [ActivationStats(name, kind, dead_share=share) for (name, (kind, _, _)), share in zip(dead.items(), values.get("dead", ()))]
+            + [ActivationStats(name, kind, saturated_share=share) for (name, kind, _), share in zip(saturated, values.get("saturated", ()))]
         )
-        return StepStats(step=step, layers=layers, activations=activations, loss=loss, lr=lr, sequences=profiles)
+        profile_values = iter(values.get("sequences", ()))
+        profiles = tuple(SequenceStats(name, tuple(_take(profile_values, profile.shape[0]))) for name, profile in sequences)
+        inputs = values.get("inputs", [None, None])
+        raw = values.get("raw_grad_sq")
+        return StepStats(
+            step=step,
+            layers=layers,
+            activations=activations,
+            loss=loss,
+            lr=lr,
+            sequences=profiles,
+            grad_norm_unclipped=raw[0] ** 0.5 if raw and raw[0] >= 0 else None,
+            input_mean_abs=inputs[0],
+            input_std=inputs[1],
+        )
 
     def _per_layer(self, norms: list[torch.Tensor], owners: list[int] | None = None) -> torch.Tensor:
         """Combine per-parameter norms into per-layer norms (sqrt of summed squares), on the device."""
@@ -314,3 +366,34 @@ def _share_not_positive(maxima: list[torch.Tensor]) -> torch.Tensor:
 
 def _take(cursor: Any, count: int) -> list[float]:
     return [next(cursor) for _ in range(count)]
+
+
+def _full_windows(windows: dict[Any, Any], rows: Callable[[Any], int]) -> dict[Any, Any]:
+    """Take out of ``windows`` the entries that have seen ``MIN_DEAD_ROWS`` rows; they start afresh."""
+    full = {key: entry for key, entry in windows.items() if rows(entry) >= MIN_DEAD_ROWS}
+    for key in full:
+        del windows[key]
+    return full
+
+
+class _Packed:
+    """Named device tensors flattened into one float32 vector: one transfer, unpacked by name."""
+
+    def __init__(self) -> None:
+        self.parts: dict[str, torch.Tensor] = {}
+
+    def add(self, name: str, tensor: torch.Tensor | None) -> None:
+        if tensor is not None:
+            self.parts[name] = tensor.float().reshape(-1)
+
+    def transfer(self, reduce: Callable[[torch.Tensor], torch.Tensor] | None) -> dict[str, list[float]]:
+        if not self.parts:
+            return {}
+        device = next(iter(self.parts.values())).device
+        packed = torch.cat([part.to(device) for part in self.parts.values()])
+        values = (reduce(packed) if reduce is not None else packed).tolist()
+        out, start = {}, 0
+        for name, part in self.parts.items():
+            out[name] = values[start : start + part.numel()]
+            start += part.numel()
+        return out

@@ -57,12 +57,13 @@ def test_statistics_match_a_direct_computation():
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
     collector = TorchCollector(model)
     collector.attach()
-    x = torch.randn(16, 4)
+    x = torch.randn(256, 4)  # a full window for dead units
     out = model(x)
     hidden = torch.relu(model[0](x))
     loss = out.square().mean()
     loss.backward()
     before = [p.detach().clone() for p in model.parameters()]
+    weight = torch.cat([b.flatten() for b in before[:2]]).norm()  # |W| before the step it is compared with
     collector.capture_gradients()
     with torch.no_grad():
         for p in model.parameters():
@@ -74,7 +75,6 @@ def test_statistics_match_a_direct_computation():
     grad = torch.cat([model[0].weight.grad.flatten(), model[0].bias.grad.flatten()]).norm()
     assert first.grad_norm == pytest.approx(float(grad), rel=1e-5)
     assert first.update_norm == pytest.approx(0.1 * float(grad), rel=1e-4)
-    weight = torch.cat([model[0].weight.detach().flatten(), model[0].bias.detach().flatten()]).norm()
     assert first.weight_norm == pytest.approx(float(weight), rel=1e-5)
     delta = torch.cat([(p.detach() - b).flatten() for p, b in zip(list(model.parameters())[:2], before)]).norm()
     assert first.update_norm == pytest.approx(float(delta), rel=1e-4)
@@ -83,7 +83,25 @@ def test_statistics_match_a_direct_computation():
     rows = float((model[0].weight.grad.abs().sum(1) == 0).float().mean())
     assert first.zero_grad_rows == pytest.approx(rows)
     assert stats.loss == pytest.approx(float(loss.detach()))
+    assert stats.input_mean_abs == pytest.approx(float(x.abs().mean())) and stats.input_std == pytest.approx(float(x.std()))
 
+
+def test_dead_units_are_judged_over_256_rows():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    collector = TorchCollector(model)
+    collector.attach()
+    shares = []
+    for _ in range(5):
+        collector.sampling = True
+        model(torch.randn(64, 4)).square().mean().backward()
+        collector.capture_gradients()
+        collector.capture_updates()
+        model.zero_grad()
+        stats = collector.flush(step=0)
+        shares.append([a.dead_share for a in stats.activations] + [stats.layers[0].zero_grad_rows])
+    assert shares[:3] == [[None]] * 3 and shares[4] == [None]
+    assert shares[3][0] is not None and shares[3][1] is not None  # 4 x 64 rows: one window
 
 def test_only_sampled_steps_reach_the_host(monkeypatch):
     flushes = []
@@ -93,7 +111,7 @@ def test_only_sampled_steps_reach_the_host(monkeypatch):
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
     with watch(model, optimizer, every_n_steps=10, print_report=False) as watcher:
         loop(model, optimizer, watcher, steps=35)
-    assert flushes == [0, 1, 2, 4, 8, 10, 20, 30]
+    assert flushes == [0, 1, 2, 4, 8, 10, 20, 30, 34]  # and one last look at close
 
 
 def test_frozen_layers_are_never_evidence():
@@ -236,3 +254,65 @@ def test_update_of_a_large_parameter_is_estimated_from_a_fixed_subset(fan_in, ke
     collector.capture_updates()
     exact = torch.cat([(p.detach() - b).flatten() for p, b in zip(layer.parameters(), before)]).norm()
     assert collector.flush(step=0).layers[0].update_norm == pytest.approx(float(exact), rel=0.02)
+
+
+def test_a_loop_that_updates_weights_by_hand_is_measured():
+    """No torch.optim optimizer: the backward pass and watcher.step() delimit the step (d2l-style SGD)."""
+    model = cases.deep_mlp(nn.Sigmoid, remedied=False)
+    x, y = teacher_data(512)
+    seen = []
+    with watch(model, print_report=False, warn_on=None) as watcher:
+        for i in range(60):
+            batch = slice((i * 32) % 480, (i * 32) % 480 + 32)
+            loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
+            loss.backward()
+            with torch.no_grad():
+                if i == 0:
+                    seen = [float(torch.cat([p.grad.flatten() for p in model[0].parameters()]).norm())]
+                for p in model.parameters():
+                    p -= 0.05 * p.grad
+                    p.grad.zero_()  # zeroed inside the update, before watcher.step
+            watcher.step(loss)
+    report = watcher.report()
+    assert report.sampled_steps == 8 and report.steps == 60  # steps 0, 1, 2, 4, 8, 16, 20, 40
+    first = report.layers[0]["history"]
+    assert first["grad_norm"][0] == pytest.approx(seen[0], rel=1e-5)
+    assert first["update_norm"][0] == pytest.approx(0.05 * seen[0], rel=1e-4)
+    assert report.finding("vanishing_gradients") is not None
+
+
+def test_watch_without_steps_gives_no_clean_bill():
+    model = nn.Sequential(nn.Linear(4, 4), nn.ReLU(), nn.Linear(4, 2))
+    with watch(model, print_report=False) as watcher:
+        model(torch.randn(8, 4)).sum()  # no backward, no step
+    report = watcher.report()
+    assert report.too_little_measured and not report.findings
+    assert any("call watcher.step(loss)" in note for note in watcher.close().notes)
+
+
+def test_gradient_norm_before_the_users_clipping_is_measured():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = teacher_data(64)
+    samples, totals = [], []
+    original = TorchCollector.flush
+
+    def spy(self, step, *rest):  # type: ignore[no-untyped-def]
+        stats = original(self, step, *rest)
+        samples.append(stats)
+        return stats
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(TorchCollector, "flush", spy)
+        with watch(model, optimizer, print_report=False) as watcher:
+            for _ in range(3):
+                optimizer.zero_grad()
+                nn.functional.cross_entropy(model(x), y).backward()
+                totals.append(float(nn.utils.clip_grad_norm_(model.parameters(), 0.01)))
+                optimizer.step()
+                watcher.step()
+    for stats, total in zip(samples, totals):
+        assert stats.grad_norm_unclipped == pytest.approx(total, rel=1e-5)
+        clipped = sum(layer.grad_norm**2 for layer in stats.layers) ** 0.5
+        assert clipped == pytest.approx(0.01, rel=1e-3)
