@@ -268,16 +268,17 @@ def test_a_loop_that_updates_weights_by_hand_is_measured():
             loss.backward()
             with torch.no_grad():
                 if i == 0:
-                    seen = [float(torch.cat([p.grad.flatten() for p in model[0].parameters()]).norm())]
+                    seen = [float(torch.cat([p.grad.flatten() for p in layer.parameters()]).norm()) for layer in (model[0], model[-1])]
                 for p in model.parameters():
                     p -= 0.05 * p.grad
                     p.grad.zero_()  # zeroed inside the update, before watcher.step
             watcher.step(loss)
     report = watcher.report()
     assert report.sampled_steps == 8 and report.steps == 60  # steps 0, 1, 2, 4, 8, 16, 20, 40
-    first = report.layers[0]["history"]
+    first, last = report.layers[0]["history"], next(layer for layer in report.layers if layer["name"] == "20")["history"]
     assert first["grad_norm"][0] == pytest.approx(seen[0], rel=1e-5)
-    assert first["update_norm"][0] == pytest.approx(0.05 * seen[0], rel=1e-4)
+    assert last["grad_norm"][0] == pytest.approx(seen[1], rel=1e-5)
+    assert last["update_norm"][0] == pytest.approx(0.05 * seen[1], rel=1e-4)
     assert report.finding("vanishing_gradients") is not None
 
 
