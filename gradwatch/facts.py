@@ -24,7 +24,8 @@ class LayerFacts:
     ``activation_module`` the name of the separate module applying it (PyTorch's
     ``nn.ReLU``; None where the layer applies it itself, as Keras' ``Dense`` does).
     ``init_gain`` is ``std(W) * sqrt(fan_in)`` measured when watching began:
-    about 0.58 for PyTorch's default, 1.0 for LeCun, 1.41 for He.
+    about 0.58 for PyTorch's default, 1.0 for LeCun, 1.41 for He. ``units``
+    is the number of outputs (features or channels) of the layer.
     """
 
     name: str
@@ -34,6 +35,7 @@ class LayerFacts:
     init_gain: float | None = None
     fan_in: int | None = None
     activation_module: str | None = None
+    units: int | None = None
 
 
 @dataclass(frozen=True)
@@ -41,7 +43,9 @@ class ModelFacts:
     """Architecture and optimisation facts of the watched model.
 
     ``regularized``: layers with a kernel or bias regularizer (an L1/L2 penalty
-    in the loss, which shrinks weights like weight decay does).
+    in the loss, which shrinks weights like weight decay does). ``loss``: the
+    loss function in snake case where the adapter can tell (``"cross_entropy"``,
+    ``"categorical_crossentropy"``, ``"mse_loss"`` ...).
     """
 
     layers: tuple[LayerFacts, ...] = ()
@@ -53,6 +57,7 @@ class ModelFacts:
     weight_decay: float | None = None
     grad_clipping: bool | None = None
     regularized: tuple[str, ...] = ()
+    loss: str | None = None
 
     @property
     def trainable_layers(self) -> tuple[LayerFacts, ...]:

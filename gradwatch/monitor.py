@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from . import remedies
+from .causes import find_causes
 from .detectors import Detector, default_detectors
 from .detectors.base import check_count
 from .facts import ModelFacts
@@ -60,6 +61,7 @@ class Monitor:
         self.findings: dict[str, Finding] = {}
         self.steps = 0
         self.samples = 0
+        self.input_scale: tuple[float, float] | None = None  # latest mean |x| and std of the model's input
         self.notes: list[str] = []
 
     def should_sample(self, step: int) -> bool:
@@ -71,6 +73,8 @@ class Monitor:
         """Run every detector on ``sample``; return findings that are new or got worse."""
         self.steps = max(self.steps, sample.step + 1)
         self.samples += 1
+        if sample.input_mean_abs is not None and sample.input_std is not None:
+            self.input_scale = (sample.input_mean_abs, sample.input_std)
         kinds = {a.name: a.kind for a in sample.activations}
         kinds.update({layer.name: layer.kind for layer in self.facts.layers})  # a layer may apply its own activation
         self.guard.run("history", self.history.add, sample, kinds)
@@ -102,7 +106,12 @@ class Monitor:
     def _merge(self, found: Finding) -> bool:
         """Keep the first step of a symptom, the latest evidence and the worst severity."""
         known = self.findings.get(found.symptom)
-        found.remedies = remedies.for_finding(found, self.facts)
+        causes = find_causes(self.facts, self.input_scale) if found.symptom != "weight_collapse" else []
+        found.remedies = remedies.for_finding(found, self.facts, framework=self.framework)
+        if causes:
+            found.message += "; likely cause: " + "; ".join(cause.text for cause in causes)
+            found.evidence["causes"] = [cause.id for cause in causes]
+            found.remedies = tuple(cause.remedy for cause in causes) + found.remedies
         if known is None:
             self.findings[found.symptom] = found
             return True
@@ -137,6 +146,7 @@ class Monitor:
             "detectors": {d.symptom: d.state_dict() for d in self.detectors},
             "history": self.history.state_dict(),
             "notes": list(self.notes),
+            "input_scale": list(self.input_scale) if self.input_scale else None,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -147,6 +157,8 @@ class Monitor:
             detector.load_state_dict(state["detectors"].get(detector.symptom, {}))
         self.history.load_state_dict(state["history"])
         self.notes = list(state.get("notes", []))
+        scale = state.get("input_scale")
+        self.input_scale = (float(scale[0]), float(scale[1])) if scale else None
 
 
 def format_warning(finding: Finding) -> str:

@@ -95,7 +95,7 @@ def gated_rnn(facts: ModelFacts) -> tuple[float, str] | None:
 def gradient_clipping(facts: ModelFacts) -> tuple[float, str] | None:
     if facts.grad_clipping:
         return None
-    return 0.85, "clip the global gradient norm (e.g. torch.nn.utils.clip_grad_norm_(params, 1.0)) so one bad batch cannot blow up the weights"
+    return 0.85, "clip the global gradient norm so one bad batch cannot blow up the weights"
 
 
 def lower_lr(facts: ModelFacts) -> tuple[float, str] | None:
@@ -174,21 +174,40 @@ CANDIDATES: dict[str, dict[str, float]] = {
 }
 
 
-def for_finding(finding: Finding, facts: ModelFacts) -> tuple[Remedy, ...]:
+# How to apply a remedy in the user's framework (keyed by the framework's name before any "/").
+HOW: dict[str, dict[str, str]] = {
+    "gradient_clipping": {
+        "pytorch": "torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0) between backward() and optimizer.step()",
+        "lightning": "Trainer(gradient_clip_val=1.0)",
+        "keras": "clipnorm=1.0 on the optimizer, e.g. keras.optimizers.Adam(1e-3, clipnorm=1.0)",
+        "huggingface": "TrainingArguments(max_grad_norm=1.0)",
+    },
+    "reduce_weight_decay": {
+        "keras": "a smaller kernel_regularizer factor, or the optimizer's weight_decay",
+        "huggingface": "TrainingArguments(weight_decay=0.01)",
+    },
+}
+
+
+def for_finding(finding: Finding, facts: ModelFacts, *, framework: str = "unknown") -> tuple[Remedy, ...]:
     """Remedies for a finding: vanishing through time has remedies of its own."""
     through_time = finding.symptom == "vanishing_gradients" and finding.evidence.get("axis") == "time"
-    return rank(f"{finding.symptom}:time" if through_time else finding.symptom, facts)
+    return rank(f"{finding.symptom}:time" if through_time else finding.symptom, facts, framework=framework)
 
 
-def rank(symptom: str, facts: ModelFacts) -> tuple[Remedy, ...]:
-    """Remedies for ``symptom`` (a symptom id, or ``vanishing_gradients:time``) that fit ``facts``, best first."""
+def rank(symptom: str, facts: ModelFacts, *, framework: str = "unknown") -> tuple[Remedy, ...]:
+    """Remedies for ``symptom`` (a symptom id, or ``vanishing_gradients:time``) that fit ``facts``, best first.
+
+    Where the framework is known, the reason says how to apply the remedy there.
+    """
     scored = []
     for remedy_id, weight in CANDIDATES.get(symptom, {}).items():
         title, rule = REMEDIES[remedy_id]
         verdict = rule(facts)
         if verdict is not None:
             score, why = verdict
-            scored.append((score * weight, Remedy(remedy_id, title, why)))
+            how = HOW.get(remedy_id, {}).get(framework.split("/")[0])
+            scored.append((score * weight, Remedy(remedy_id, title, f"{why}; in {framework.split('/')[0]}: {how}" if how else why)))
     scored.sort(key=lambda pair: -pair[0])
     return tuple(remedy for _, remedy in scored)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import replace
 from typing import Any
 
@@ -16,7 +17,7 @@ from ._keras import keras, ops
 ACTIVATION_NAMES = {
     "relu": "ReLU", "relu6": "ReLU6", "leaky_relu": "LeakyReLU", "elu": "ELU", "selu": "SELU", "gelu": "GELU",
     "silu": "SiLU", "swish": "SiLU", "mish": "Mish", "sigmoid": "Sigmoid", "tanh": "Tanh",
-    "hard_sigmoid": "Hardsigmoid", "softsign": "Softsign",
+    "hard_sigmoid": "Hardsigmoid", "softsign": "Softsign", "softmax": "Softmax",
 }  # fmt: skip
 ACTIVATION_LAYERS = {"ReLU": "ReLU", "LeakyReLU": "LeakyReLU", "PReLU": "PReLU", "ELU": "ELU"}
 NORMALIZATION = ("BatchNormalization", "LayerNormalization", "GroupNormalization", "UnitNormalization")
@@ -72,6 +73,7 @@ def model_facts(model: Any, optimizer: Any | None) -> ModelFacts:
                 activation_module=layer.name if activation is not None else None,
                 init_gain=_gain(kernel),
                 fan_in=int(np.prod(kernel.shape[:-1])) if kernel is not None else None,
+                units=int(kernel.shape[-1]) if kernel is not None else None,
             )
         )
         if kind in NORMALIZATION:
@@ -90,7 +92,22 @@ def model_facts(model: Any, optimizer: Any | None) -> ModelFacts:
         weight_decay=_float(getattr(optimizer, "weight_decay", None)),
         grad_clipping=any(getattr(optimizer, name, None) for name in ("clipnorm", "global_clipnorm", "clipvalue")) if optimizer else None,
         regularized=tuple(regularized),
+        loss=loss_name(getattr(model, "loss", None)),
     )
+
+
+def loss_name(loss: Any) -> str | None:
+    """The compiled loss in snake case (``"categorical_crossentropy"``); logits losses get ``_from_logits``."""
+    if loss is None or isinstance(loss, (list, tuple, dict)):
+        return None
+    if isinstance(loss, str):
+        name = loss
+    else:
+        name = getattr(loss, "name", None) or getattr(loss, "__name__", None) or type(loss).__name__
+        name = re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower() if name[:1].isupper() else name
+    aliases = {"mse": "mean_squared_error", "mae": "mean_absolute_error"}
+    name = aliases.get(name, name)
+    return f"{name}_from_logits" if getattr(loss, "from_logits", False) else name
 
 
 def learning_rate(optimizer: Any | None) -> float | None:

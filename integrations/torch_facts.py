@@ -11,7 +11,15 @@ from gradwatch.facts import RECURRENT, RELU_FAMILY, SATURATING, LayerFacts, Mode
 
 from ._torch import torch
 
-ACTIVATIONS = RELU_FAMILY | SATURATING | {"Softplus"}
+ACTIVATIONS = RELU_FAMILY | SATURATING | {"Softplus", "Softmax", "LogSoftmax"}
+# The loss function behind a loss tensor, from the autograd node that made it (no sync).
+LOSS_NODES = {
+    "NllLossBackward0": "cross_entropy",
+    "MseLossBackward0": "mse_loss",
+    "L1LossBackward0": "l1_loss",
+    "BinaryCrossEntropyBackward0": "binary_crossentropy",
+    "BinaryCrossEntropyWithLogitsBackward0": "binary_cross_entropy_with_logits",
+}
 RESIDUAL_NAME = re.compile(r"residual|resblock|basicblock|bottleneck|skip", re.IGNORECASE)
 
 
@@ -68,6 +76,7 @@ def model_facts(
                 activation=activation,
                 init_gain=_init_gain(module),
                 fan_in=_fan_in(module),
+                units=_units(module),
             )
         )
         if "Norm" in kind:
@@ -106,6 +115,17 @@ def _weight(module: torch.nn.Module) -> torch.Tensor | None:
 def _fan_in(module: torch.nn.Module) -> int | None:
     weight = _weight(module)
     return int(weight[0].numel()) if weight is not None else None
+
+
+def _units(module: torch.nn.Module) -> int | None:
+    weight = _weight(module)
+    return int(weight.shape[0]) if weight is not None and "Transpose" not in type(module).__name__ else None
+
+
+def loss_kind(loss: torch.Tensor) -> str | None:
+    """The loss function that produced ``loss``, where its autograd node tells."""
+    node = loss.grad_fn
+    return LOSS_NODES.get(type(node).__name__) if node is not None else None
 
 
 def _init_gain(module: torch.nn.Module) -> float | None:

@@ -12,6 +12,7 @@ the update.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from gradwatch.monitor import Monitor
@@ -20,7 +21,7 @@ from gradwatch.safety import FaultGuard
 from gradwatch.stats import StepStats
 
 from ._torch import torch
-from .torch_facts import model_facts
+from .torch_facts import loss_kind, model_facts
 from .torch_stats import TorchCollector
 
 COLLECTOR = "pytorch collector"
@@ -40,6 +41,7 @@ class TorchSession:
         self._sampled = False  # this optimizer step is being measured
         self._stepped = False  # ... and its optimizer.step() really ran (an AMP scaler may skip it)
         self._backward_hook: Any = None
+        self._loss_kind: str | None = None
         self.last_observed: int | None = None
         self.collector.attach()
 
@@ -49,7 +51,7 @@ class TorchSession:
         params = [p for optimizer in optimizers for group in optimizer.param_groups for p in group["params"]]
         self.collector.set_trainable(params)
         first = self.optimizers[0] if self.optimizers else None
-        self.monitor.facts = model_facts(self.model, set(self.collector.layer_names), first)
+        self.monitor.facts = replace(model_facts(self.model, set(self.collector.layer_names), first), loss=self._known_loss())
         self._handles += [optimizer.register_step_post_hook(self._after_step) for optimizer in self.optimizers]
 
     def begin_step(self, step: int) -> None:
@@ -100,7 +102,14 @@ class TorchSession:
             self._stepped = True
             self.guard.run(COLLECTOR, self.collector.capture_updates)
 
+    def _known_loss(self) -> str | None:
+        return self._loss_kind if self._loss_kind != "unknown" else None
+
     def add_loss(self, loss: torch.Tensor | float) -> None:
+        if self._loss_kind is None and isinstance(loss, torch.Tensor) and loss.grad_fn is not None:
+            self._loss_kind = self.guard.run("loss", loss_kind, loss) or "unknown"
+            if self._loss_kind != "unknown":
+                self.monitor.facts = replace(self.monitor.facts, loss=self._loss_kind)
         self.guard.run("loss", self.collector.add_loss, loss)
 
     def end_step(self, step: int, *, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> StepStats | None:

@@ -29,11 +29,16 @@ class Detector(ABC):
     def observe(self, sample: StepStats, facts: ModelFacts) -> Finding | None: ...
 
     def state_dict(self) -> dict[str, Any]:
-        return {name: _copy(getattr(self, name)) for name in self.state}
+        return {name: _export(getattr(self, name)) for name in self.state}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         for name in self.state:
-            if name in state:
+            if name not in state:
+                continue
+            current = getattr(self, name)
+            if hasattr(current, "load_state_dict"):
+                current.load_state_dict(state[name])
+            else:
                 setattr(self, name, _copy(state[name]))
 
     def finding(self, sample: StepStats, severity: Severity, layers: list[str], message: str, **evidence: Any) -> Finding:
@@ -67,6 +72,10 @@ def fmt(value: float | None) -> str:
     if value is None:
         return "n/a"
     return f"{value:.3g}"
+
+
+def _export(value: Any) -> Any:
+    return value.state_dict() if hasattr(value, "state_dict") else _copy(value)
 
 
 def _copy(value: Any) -> Any:

@@ -1,4 +1,4 @@
-"""``exploding_gradients``: updates as large as the weights, or gradients far above where they started."""
+"""``exploding_gradients``: steps as large as the weights, gradients far above their start or the weights, a climbing loss."""
 
 from __future__ import annotations
 
@@ -9,66 +9,103 @@ from ..facts import ModelFacts
 from ..report import Finding
 from ..stats import StepStats, finite
 from .base import Detector, check_count, check_positive, fmt
+from .loss import LossTrack
 
 
 class ExplodingGradients(Detector):
-    """Flags steps that rewrite the weights, or a gradient norm that keeps growing.
+    """Flags steps that rewrite the weights, gradients that blow up, or a loss that climbs far above its start.
 
-    Rules (either, on ``min_consecutive`` sampled steps in a row):
-    some layer's relative update ``|ΔW|/|W|`` exceeds ``max_relative_update``
-    (an update as large as the weights themselves; healthy is about 1e-3), or
-    the total gradient norm exceeds ``max_growth`` times its median over the
-    first ``baseline_samples`` samples. Ten times either limit is critical.
+    Rules (any of them, on ``min_consecutive`` sampled steps in a row):
+
+    - some layer's relative update ``|ΔW|/|W|`` (``|W|`` before the step)
+      exceeds ``max_relative_update``: the step is as large as the layer;
+    - the total gradient norm exceeds ``max_growth`` times its median over the
+      first ``baseline_samples`` samples; the norm before the training code's
+      own clipping is used where the adapter measured it, so clipping cannot
+      hide the growth;
+    - every layer's gradient exceeds ``max_relative_grad`` times its weights
+      (an adaptive optimizer bounds the step, so update sizes alone miss it);
+    - the loss (median of the two latest samples) climbs above
+      ``max_loss_growth`` times its early median.
+
+    Ten times a limit is critical. Healthy training keeps ``|ΔW|/|W|`` near
+    1e-3 and ``|g|/|W|`` well under 1.
     """
 
     symptom = "exploding_gradients"
-    state = ("streak", "baseline")
+    state = ("streak", "baseline", "losses")
 
     def __init__(
         self,
         *,
         max_relative_update: float = 1.0,
         max_growth: float = 100.0,
+        max_relative_grad: float = 10.0,
+        max_loss_growth: float = 10.0,
         baseline_samples: int = 3,
         min_consecutive: int = 2,
     ) -> None:
         self.max_relative_update = check_positive("max_relative_update", max_relative_update)
         self.max_growth = check_positive("max_growth", max_growth)
+        self.max_relative_grad = check_positive("max_relative_grad", max_relative_grad)
+        self.max_loss_growth = check_positive("max_loss_growth", max_loss_growth)
         self.baseline_samples = check_count("baseline_samples", baseline_samples)
         self.min_consecutive = check_count("min_consecutive", min_consecutive)
         self.streak = 0
         self.baseline: list[float] = []
+        self.losses = LossTrack(early=baseline_samples, recent=2)
 
     def observe(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
+        if finite(sample.loss):
+            self.losses.add(sample.loss)  # type: ignore[arg-type]
         grads = [s.grad_norm for s in sample.layers if finite(s.grad_norm)]
-        if not grads:
-            return None
-        total = math.sqrt(sum(g * g for g in grads))
-        if len(self.baseline) < self.baseline_samples:
-            self.baseline.append(total)
-            reference = None
-        else:
-            reference = statistics.median(self.baseline)
-        growth = total / reference if reference else None
+        total = math.sqrt(sum(g * g for g in grads)) if grads else None  # type: ignore[operator]
+        unclipped = sample.grad_norm_unclipped if finite(sample.grad_norm_unclipped) else total
+        growth = None
+        if unclipped is not None:
+            if len(self.baseline) < self.baseline_samples:
+                self.baseline.append(unclipped)
+            else:
+                reference = statistics.median(self.baseline)
+                growth = unclipped / reference if reference > 0 else None
 
         updates = {s.name: s.relative_update for s in sample.layers if finite(s.relative_update)}
         big_updates = {n: u for n, u in updates.items() if u > self.max_relative_update}  # type: ignore[operator]
+        relative_grads = {s.name: s.relative_grad for s in sample.layers if finite(s.relative_grad)}
+        least_grad = min(relative_grads.values(), default=None)  # type: ignore[type-var]
+        grads_over_weights = least_grad is not None and least_grad > self.max_relative_grad
+        start, now = self.losses.start, self.losses.now
+        full_start = len(self.losses.early_losses) == self.baseline_samples and start is not None and start > 0
+        loss_growth = now / start if full_start and now is not None else None  # type: ignore[operator]
+        climbing = loss_growth is not None and loss_growth > self.max_loss_growth
         growing = growth is not None and growth > self.max_growth
-        if not big_updates and not growing:
+        if not (big_updates or growing or grads_over_weights or climbing):
             self.streak = 0
             return None
         self.streak += 1
         if self.streak < self.min_consecutive:
             return None
 
-        worst_update = max(big_updates.values(), default=None)
-        critical = (worst_update or 0.0) > 10 * self.max_relative_update or (growth or 0.0) > 10 * self.max_growth
+        worst_update = max(big_updates.values(), default=None)  # type: ignore[type-var]
+        critical = (
+            (worst_update or 0.0) > 10 * self.max_relative_update
+            or (growth or 0.0) > 10 * self.max_growth
+            or (least_grad or 0.0) > 10 * self.max_relative_grad
+            or (loss_growth or 0.0) > 10 * self.max_loss_growth
+        )
         parts = []
         if big_updates:
-            name = max(big_updates, key=big_updates.__getitem__)
+            name = max(big_updates, key=big_updates.__getitem__)  # type: ignore[arg-type]
             parts.append(f"{name} changes by {fmt(worst_update)}× its own norm in one step")
         if growing:
-            parts.append(f"total gradient norm {fmt(total)} is {fmt(growth)}× its early level {fmt(reference)}")
+            parts.append(f"total gradient norm {fmt(unclipped)} is {fmt(growth)}× its early level {fmt(statistics.median(self.baseline))}")
+        if grads_over_weights:
+            parts.append(f"every layer's gradient is over {fmt(least_grad)}× its weights")
+        if climbing:
+            parts.append(f"the loss climbed to {fmt(now)}, {fmt(loss_growth)}× its early {fmt(start)}")
+        clipped = total is not None and unclipped is not None and total < 0.99 * unclipped
+        if clipped:
+            parts.append(f"the training code clips the gradient norm from {fmt(unclipped)} to {fmt(total)}")
         layers = list(big_updates) or [s.name for s in sample.layers]
         return self.finding(
             sample,
@@ -76,8 +113,12 @@ class ExplodingGradients(Detector):
             layers,
             "; ".join(parts),
             grad_norm_total=total,
-            grad_norm_baseline=reference,
+            grad_norm_unclipped=unclipped if clipped else None,
+            grad_norm_baseline=statistics.median(self.baseline) if self.baseline else None,
             growth=growth,
             relative_update=updates,
+            min_relative_grad=least_grad,
+            loss=now,
+            loss_growth=loss_growth,
             samples_in_a_row=self.streak,
         )

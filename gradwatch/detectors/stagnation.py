@@ -1,4 +1,4 @@
-"""``early_stagnation``: the loss has not moved since the start while the weights barely change."""
+"""``early_stagnation``: the loss does not move — from the start, or because every gradient is zero."""
 
 from __future__ import annotations
 
@@ -11,21 +11,27 @@ from .base import Detector, check_count, check_fraction, check_positive, fmt
 
 
 class EarlyStagnation(Detector):
-    """Flags a run whose loss has not improved by ``min_improvement`` since its start.
+    """Flags a run whose loss cannot or does not move.
 
-    Losses are noisy (one batch each in PyTorch; a running mean from the epoch
-    start in Keras), so neither end is a single sample: the start is the median
-    loss sampled before ``min_steps``, the present the median of the last
-    ``patience`` samples. A finding also needs ``patience`` samples in a row
-    whose median relative update ``|ΔW|/|W|`` is under ``max_relative_update``
-    (TheDeepChecker calls below 1e-4 too slow) with a learning rate that is not
-    rising (a warmup is not stagnation), and comes at step ``min_steps`` at the
-    earliest. Once the run has improved, the detector retires: a late plateau
-    after converging is not early stagnation.
+    Frozen: every measured layer's gradient is exactly zero on ``frozen_samples``
+    samples in a row. Nothing can learn, whatever the step count, so this is
+    judged from the first samples on (short and full-batch runs included) and
+    at any time later (the monitor names the cause where the model's facts
+    show it, e.g. an output that is constant by construction).
+
+    Slow: the loss has not improved by ``min_improvement`` since its start.
+    Losses are noisy (one batch each), so neither end is a single sample: the
+    start is the median loss sampled before ``min_steps``, the present the
+    median of the last ``patience`` samples. This also needs ``patience``
+    samples in a row whose median relative update ``|ΔW|/|W|`` is under
+    ``max_relative_update`` (TheDeepChecker calls below 1e-4 too slow) with a
+    learning rate that is not rising (a warmup is not stagnation), and comes
+    at step ``min_steps`` at the earliest. Once the run has improved, this rule
+    retires: a late plateau after converging is not early stagnation.
     """
 
     symptom = "early_stagnation"
-    state = ("early_losses", "recent_losses", "streak", "previous_lr", "retired")
+    state = ("early_losses", "recent_losses", "streak", "previous_lr", "retired", "frozen_streak")
 
     def __init__(
         self,
@@ -34,18 +40,43 @@ class EarlyStagnation(Detector):
         max_relative_update: float = 1e-4,
         patience: int = 4,
         min_steps: int = 40,
+        frozen_samples: int = 2,
     ) -> None:
         self.min_improvement = check_fraction("min_improvement", min_improvement)
         self.max_relative_update = check_positive("max_relative_update", max_relative_update)
         self.patience = check_count("patience", patience)
         self.min_steps = check_count("min_steps", min_steps)
+        self.frozen_samples = check_count("frozen_samples", frozen_samples)
         self.early_losses: list[float] = []  # sampled before min_steps: at most min_steps values
         self.recent_losses: list[float] = []  # the last `patience`
         self.previous_lr: float | None = None
         self.streak = 0
         self.retired = False
+        self.frozen_streak = 0
 
     def observe(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
+        frozen = self._frozen(sample, facts)
+        slow = self._slow(sample)
+        return frozen or slow
+
+    def _frozen(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
+        grads = [s.grad_norm for s in sample.layers if s.grad_norm is not None]
+        self.frozen_streak = self.frozen_streak + 1 if grads and not any(grads) else 0
+        if self.frozen_streak < self.frozen_samples:
+            return None
+        loss = f" at loss {fmt(sample.loss)}" if finite(sample.loss) else ""
+        return self.finding(
+            sample,
+            "warning",
+            [s.name for s in sample.layers if s.grad_norm is not None],
+            f"every gradient of all {len(grads)} layers is exactly zero on {self.frozen_streak} samples in a row{loss}: "
+            "nothing can learn: the loss does not depend on the weights (a constant, saturated or dead output, or a detached graph)",
+            all_gradients_zero=True,
+            loss=sample.loss,
+            samples_in_a_row=self.frozen_streak,
+        )
+
+    def _slow(self, sample: StepStats) -> Finding | None:
         if self.retired or not finite(sample.loss):
             return None
         loss: float = sample.loss  # type: ignore[assignment]
@@ -56,7 +87,7 @@ class EarlyStagnation(Detector):
         warming_up = finite(sample.lr) and finite(self.previous_lr) and sample.lr > self.previous_lr  # type: ignore[operator]
         self.previous_lr = sample.lr
         updates = [s.relative_update for s in sample.layers if finite(s.relative_update)]
-        median_update = statistics.median(updates) if updates else None
+        median_update = statistics.median(updates) if updates else None  # type: ignore[type-var]
         slow = not warming_up and median_update is not None and median_update < self.max_relative_update
         self.streak = self.streak + 1 if slow else 0
         if sample.step < self.min_steps:

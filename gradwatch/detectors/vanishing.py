@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import math
+from itertools import takewhile
 
 from ..facts import SATURATING, ModelFacts
 from ..report import Finding
 from ..stats import SequenceStats, StepStats, finite, ratio
 from .base import Detector, check_count, check_fraction, fmt
+from .loss import LossTrack
 
 
 class VanishingGradients(Detector):
@@ -18,21 +20,34 @@ class VanishingGradients(Detector):
     in a model with at least ``min_layers`` trainable layers. When update sizes
     are known the bottom must also barely move (``|ΔW|/|W|`` ratio below
     ``max_ratio``); if an adaptive optimizer compensates, the finding is only
-    ``info``. Below ``max_ratio ** 2`` it is critical. Layers whose gradient is
-    exactly zero are dead, not vanishing (see ``dead_relu``).
+    ``info``. Below ``max_ratio ** 2`` it is critical. Bottom layers whose
+    gradient is exactly zero count as vanished (ratio 0) when the activation
+    of the highest of them is a sigmoid/tanh: saturated, it passes nothing
+    down; otherwise they are dead or starved, not vanishing (see ``dead_relu``).
     Time: for a recurrent layer over at least ``min_time_steps`` steps, the
     gradient reaching its first input step is below ``max_ratio`` times the
-    largest per-step gradient, on ``min_consecutive`` samples in a row.
+    largest per-step gradient, on ``min_consecutive`` samples in a row. That
+    decay is a warning only once the loss is seen stuck (less than
+    ``min_improvement`` below its early level); while the loss improves, the
+    layer learns from the recent steps and the decay is ``info``.
     Defaults after AUTOTRAINER's first/last gradient-norm ratio of 1e-3.
     """
 
     symptom = "vanishing_gradients"
-    state = ("streak", "time_streak")
+    state = ("streak", "time_streak", "losses")
 
     def __init__(
-        self, *, max_ratio: float = 1e-3, min_consecutive: int = 3, min_layers: int = 3, min_time_steps: int = 10
+        self,
+        *,
+        max_ratio: float = 1e-3,
+        min_consecutive: int = 3,
+        min_layers: int = 3,
+        min_time_steps: int = 10,
+        min_improvement: float = 0.1,
     ) -> None:
         self.max_ratio = check_fraction("max_ratio", max_ratio)
+        self.min_improvement = check_fraction("min_improvement", min_improvement)
+        self.losses = LossTrack()
         self.min_consecutive = check_count("min_consecutive", min_consecutive)
         self.min_layers = check_count("min_layers", min_layers)
         self.min_time_steps = check_count("min_time_steps", min_time_steps)
@@ -40,6 +55,8 @@ class VanishingGradients(Detector):
         self.time_streak = 0
 
     def observe(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
+        if finite(sample.loss):
+            self.losses.add(sample.loss)  # type: ignore[arg-type]
         depth = self._depth(sample, facts)
         time = self._time(sample)
         if depth is None:
@@ -51,7 +68,12 @@ class VanishingGradients(Detector):
         return depth
 
     def _depth(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
-        layers = [s for s in sample.layers if finite(s.relative_grad) and s.grad_norm]
+        measured = [s for s in sample.layers if finite(s.relative_grad)]
+        flowing = [s for s in measured if s.grad_norm]
+        zero_block = list(takewhile(lambda s: s.grad_norm == 0, measured))
+        saturated_above = _activation(facts, zero_block[-1].name) if zero_block and flowing else None
+        starved = zero_block if saturated_above in SATURATING else []
+        layers = starved + flowing
         if len(layers) < self.min_layers:
             return None
         bottom, top = layers[0], layers[-1]
@@ -73,6 +95,11 @@ class VanishingGradients(Detector):
             f"relative gradient |g|/|W| of {bottom.name} is {fmt(bottom.relative_grad)} vs "
             f"{fmt(top_grad)} at {top.name} (ratio {fmt(grad_ratio)}, about ×{fmt(gain)} per layer going down)"
         )
+        if starved:
+            message += (
+                f"; the gradient of {len(starved)} bottom layer(s) is exactly zero: the saturated {saturated_above} "
+                f"after {starved[-1].name} passes nothing down"
+            )
         if compensated:
             message += f"; the optimizer still moves {bottom.name} (update ratio {fmt(update_ratio)})"
         elif update_ratio is not None:
@@ -93,6 +120,7 @@ class VanishingGradients(Detector):
             relative_grad={s.name: s.relative_grad for s in layers},
             relative_update={s.name: s.relative_update for s in layers},
             saturated_share=_saturation(sample),
+            zero_gradient_layers=[s.name for s in starved],
             samples_in_a_row=self.streak,
         )
 
@@ -119,12 +147,20 @@ class VanishingGradients(Detector):
             if reached
             else f"the gradient reaching the first of {steps} time steps of {seq.name} is {fmt(worst)}× its peak"
         )
+        improvement = self.losses.improvement()
+        stuck = improvement is not None and len(self.losses.recent_losses) == self.losses.recent and improvement < self.min_improvement
+        if stuck:
+            severity = "critical" if worst < self.max_ratio**2 else "warning"
+            progress = f"; the loss is stuck ({fmt(100 * improvement)}% below its early level)"  # type: ignore[operator]
+        else:
+            severity = "info"
+            progress = "" if improvement is None else f"; the loss still improves ({fmt(100 * improvement)}% below its early level)"
         return self.finding(
             sample,
-            "critical" if worst < self.max_ratio**2 else "warning",
+            severity,
             [s.name for s, _ in sick],
             f"{start} (about ×{fmt(per_step)} per step back); only the last {horizon} steps get more than "
-            f"{fmt(self.max_ratio)} of it",
+            f"{fmt(self.max_ratio)} of it{progress}",
             axis="time",
             layer=seq.name,
             time_steps=steps,
@@ -132,8 +168,14 @@ class VanishingGradients(Detector):
             decay_per_step=per_step,
             effective_horizon=horizon,
             grad_by_step=list(seq.grad_by_step),
+            loss_improvement=improvement,
             samples_in_a_row=self.time_streak,
         )
+
+
+def _activation(facts: ModelFacts, name: str) -> str | None:
+    layer = facts.layer(name)
+    return layer.activation if layer is not None else None
 
 
 def _collapse(seq: SequenceStats) -> float | None:

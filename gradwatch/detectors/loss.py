@@ -1,0 +1,42 @@
+"""The loss as evidence: sampled losses are single noisy batches, so both ends of a run are medians."""
+
+from __future__ import annotations
+
+import statistics
+from typing import Any
+
+
+class LossTrack:
+    """The median of the first ``early`` sampled losses and of the latest ``recent`` ones."""
+
+    def __init__(self, *, early: int = 3, recent: int = 4) -> None:
+        self.early, self.recent = early, recent
+        self.early_losses: list[float] = []
+        self.recent_losses: list[float] = []
+
+    def add(self, loss: float) -> None:
+        if len(self.early_losses) < self.early:
+            self.early_losses.append(loss)
+        self.recent_losses = [*self.recent_losses, loss][-self.recent :]
+
+    @property
+    def start(self) -> float | None:
+        return statistics.median(self.early_losses) if self.early_losses else None
+
+    @property
+    def now(self) -> float | None:
+        return statistics.median(self.recent_losses) if self.recent_losses else None
+
+    def improvement(self) -> float | None:
+        """How much of its early level the loss has lost (0.3: 30% lower; negative: higher)."""
+        start, now = self.start, self.now
+        if start is None or now is None or len(self.early_losses) < self.early or abs(start) < 1e-12:
+            return None
+        return (start - now) / abs(start)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"early_losses": list(self.early_losses), "recent_losses": list(self.recent_losses)}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.early_losses = list(state.get("early_losses", []))
+        self.recent_losses = list(state.get("recent_losses", []))
