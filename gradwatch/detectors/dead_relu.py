@@ -17,15 +17,19 @@ class DeadReLU(Detector):
     batch) where a ReLU module is hooked, otherwise from the layer feeding it
     (its gradient row is exactly zero: covers ``F.relu`` and Keras'
     ``Dense(activation="relu")``). Gradient rows are never used for the output
-    layer or for layers followed by a non-ReLU activation. The share must stay above the limit on ``min_consecutive``
-    samples in a row; above ``critical_share`` it is critical. Defaults after
-    SageMaker Debugger and TheDeepChecker (a layer with over 50% dead units).
+    layer or for layers followed by a non-ReLU activation. Adapters report a
+    share only once it covers enough rows (several sampled batches, see the
+    collectors), so a layer's streak counts its measurements, and a sample
+    without one leaves it as it is. The share must stay above the limit on
+    ``min_consecutive`` measurements in a row; above ``critical_share`` it is
+    critical. Defaults after SageMaker Debugger and TheDeepChecker (a layer
+    with over 50% dead units).
     """
 
     symptom = "dead_relu"
     state = ("streaks",)
 
-    def __init__(self, *, max_dead_share: float = 0.5, critical_share: float = 0.9, min_consecutive: int = 3) -> None:
+    def __init__(self, *, max_dead_share: float = 0.5, critical_share: float = 0.9, min_consecutive: int = 2) -> None:
         self.max_dead_share = check_fraction("max_dead_share", max_dead_share)
         self.critical_share = check_fraction("critical_share", critical_share)
         self.min_consecutive = check_count("min_consecutive", min_consecutive)
@@ -35,8 +39,10 @@ class DeadReLU(Detector):
         rows = _row_layers(sample, facts)
         shares = {a.name: a.dead_share for a in sample.activations if a.kind in DEAD_KINDS and finite(a.dead_share)}
         shares.update({s.name: s.zero_grad_rows for s in sample.layers if s.name in rows and finite(s.zero_grad_rows)})
-        self.streaks = {name: self.streaks.get(name, 0) + 1 for name, s in shares.items() if s > self.max_dead_share}
-        dead = {name: shares[name] for name, n in self.streaks.items() if n >= self.min_consecutive}
+        unmeasured = {name: n for name, n in self.streaks.items() if name not in shares}
+        measured = {name: self.streaks.get(name, 0) + 1 for name, s in shares.items() if s > self.max_dead_share}  # type: ignore[operator]
+        self.streaks = {**unmeasured, **measured}
+        dead = {name: shares[name] for name, n in measured.items() if n >= self.min_consecutive}
         if not dead:
             return None
         worst = max(dead, key=dead.__getitem__)

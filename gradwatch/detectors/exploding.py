@@ -75,8 +75,7 @@ class ExplodingGradients(Detector):
         least_grad = min(relative_grads.values(), default=None)  # type: ignore[type-var]
         grads_over_weights = least_grad is not None and least_grad > self.max_relative_grad
         start, now = self.losses.start, self.losses.now
-        full_start = len(self.losses.early_losses) == self.baseline_samples and start is not None and start > 0
-        loss_growth = now / start if full_start and now is not None else None  # type: ignore[operator]
+        loss_growth = now / start if self.losses.ready and start and start > 0 and now is not None else None
         climbing = loss_growth is not None and loss_growth > self.max_loss_growth
         growing = growth is not None and growth > self.max_growth
         if not (big_updates or growing or grads_over_weights or climbing):

@@ -7,14 +7,23 @@ from typing import Any
 
 
 class LossTrack:
-    """The median of the first ``early`` sampled losses and of the latest ``recent`` ones."""
+    """The median of the first ``early`` sampled losses and of the latest ``recent`` ones.
+
+    The two ends are compared only once they no longer overlap (``ready``).
+    """
 
     def __init__(self, *, early: int = 3, recent: int = 4) -> None:
         self.early, self.recent = early, recent
         self.early_losses: list[float] = []
         self.recent_losses: list[float] = []
+        self.count = 0
+
+    @property
+    def ready(self) -> bool:
+        return self.count >= self.early + self.recent
 
     def add(self, loss: float) -> None:
+        self.count += 1
         if len(self.early_losses) < self.early:
             self.early_losses.append(loss)
         self.recent_losses = [*self.recent_losses, loss][-self.recent :]
@@ -30,13 +39,14 @@ class LossTrack:
     def improvement(self) -> float | None:
         """How much of its early level the loss has lost (0.3: 30% lower; negative: higher)."""
         start, now = self.start, self.now
-        if start is None or now is None or len(self.early_losses) < self.early or abs(start) < 1e-12:
+        if start is None or now is None or not self.ready or abs(start) < 1e-12:
             return None
         return (start - now) / abs(start)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"early_losses": list(self.early_losses), "recent_losses": list(self.recent_losses)}
+        return {"early_losses": list(self.early_losses), "recent_losses": list(self.recent_losses), "count": self.count}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.early_losses = list(state.get("early_losses", []))
         self.recent_losses = list(state.get("recent_losses", []))
+        self.count = int(state.get("count", len(self.early_losses)))

@@ -148,7 +148,7 @@ class VanishingGradients(Detector):
             else f"the gradient reaching the first of {steps} time steps of {seq.name} is {fmt(worst)}× its peak"
         )
         improvement = self.losses.improvement()
-        stuck = improvement is not None and len(self.losses.recent_losses) == self.losses.recent and improvement < self.min_improvement
+        stuck = improvement is not None and improvement < self.min_improvement
         if stuck:
             severity = "critical" if worst < self.max_ratio**2 else "warning"
             progress = f"; the loss is stuck ({fmt(100 * improvement)}% below its early level)"  # type: ignore[operator]

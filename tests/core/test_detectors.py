@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from dataclasses import replace
 
 import pytest
 
@@ -15,6 +16,8 @@ from gradwatch.detectors import (
     VanishingGradients,
     WeightCollapse,
 )
+
+from gradwatch import remedies
 
 from .streams import feed, sample
 
@@ -169,12 +172,20 @@ def _acts(share):
 
 
 def test_dead_relu_from_activations():
-    results = feed(DeadReLU(), [sample(s, activations=_acts(0.8)) for s in range(3)])
-    assert results[:2] == [None, None]
-    assert results[2].layers == ("act0",) and results[2].severity == "warning"
-    critical = feed(DeadReLU(), [sample(s, activations=_acts(0.95)) for s in range(3)])[-1]
+    results = feed(DeadReLU(), [sample(s, activations=_acts(0.8)) for s in range(2)])
+    assert results[0] is None
+    assert results[1].layers == ("act0",) and results[1].severity == "warning"
+    critical = feed(DeadReLU(), [sample(s, activations=_acts(0.95)) for s in range(2)])[-1]
     assert critical.severity == "critical"
     assert all(r is None for r in feed(DeadReLU(), [sample(s, activations=_acts(0.3)) for s in range(5)]))
+
+
+def test_dead_relu_streak_counts_measurements_not_samples():
+    """Shares arrive once per window of rows; samples in between neither extend nor break a streak."""
+    windowed = [sample(0, activations=_acts(0.8)), sample(1), sample(2), sample(4, activations=_acts(0.8))]
+    assert feed(DeadReLU(), windowed)[-1].layers == ("act0",)
+    recovered = [sample(0, activations=_acts(0.8)), sample(1), sample(2, activations=_acts(0.1)), sample(4, activations=_acts(0.8))]
+    assert feed(DeadReLU(), recovered)[-1] is None
 
 
 def test_dead_relu_from_zero_gradient_rows_only_where_no_activation_is_known():
@@ -237,3 +248,79 @@ def test_short_or_flat_sequences_are_not_vanishing():
     flat = [0.2 + 0.01 * t for t in range(50)]
     assert feed(VanishingGradients(), [_profile(s, short) for s in range(4)]) == [None] * 4
     assert feed(VanishingGradients(), [_profile(s, flat) for s in range(4)]) == [None] * 4
+
+
+# -- failure classes seen on real programs -------------------------------------------------------
+
+
+def test_exploding_when_every_gradient_dwarfs_its_weights():
+    """Adam bounds the step, so updates stay small while |g|/|W| is huge on every layer."""
+    results = feed(ExplodingGradients(), [sample(s, [30.0, 50.0, 20.0], relative_updates=[1e-3] * 3) for s in range(2)])
+    assert results[0] is None and results[1].evidence["min_relative_grad"] == pytest.approx(20.0)
+    assert feed(ExplodingGradients(), [sample(s, [30.0, 50.0, 0.5]) for s in range(3)]) == [None] * 3
+
+
+def test_exploding_when_the_loss_climbs_far_above_its_start():
+    losses = [2.0, 2.1, 1.9, 30.0, 45.0, 60.0]
+    results = feed(ExplodingGradients(), [sample(s, loss=loss) for s, loss in enumerate(losses)])
+    assert results[:5] == [None] * 5  # two in a row over 10x the early median
+    assert results[5].evidence["loss_growth"] == pytest.approx(52.5 / 2.0)
+
+
+def test_exploding_growth_is_read_before_the_users_clipping():
+    def clipped(step, raw):  # the training code clips the total norm to 1
+        return replace(sample(step, [0.5, 0.5, 0.5]), grad_norm_unclipped=raw)
+
+    results = feed(ExplodingGradients(), [clipped(s, raw) for s, raw in enumerate([1.0, 1.2, 0.9, 500.0, 900.0])])
+    assert results[3] is None and results[4].evidence["growth"] == pytest.approx(900.0)
+    assert "clips the gradient norm from 900" in results[4].message
+
+
+def test_zero_gradient_below_a_saturated_sigmoid_is_vanishing_not_dead():
+    facts = ModelFacts(layers=tuple(LayerFacts(f"l{i}", "Linear", activation="Sigmoid") for i in range(3)) + (LayerFacts("l3", "Linear"),))
+    results = feed(VanishingGradients(), [sample(s, [0.0, 0.0, 1e-6, 0.1]) for s in range(3)], facts)
+    assert results[2].severity == "critical" and results[2].evidence["zero_gradient_layers"] == ["l0", "l1"]
+    assert "saturated Sigmoid after l1 passes nothing down" in results[2].message
+    relu = ModelFacts(layers=tuple(replace(layer, activation="ReLU") for layer in facts.layers))
+    assert feed(VanishingGradients(), [sample(s, [0.0, 0.0, 0.05, 0.1]) for s in range(3)], relu) == [None] * 3
+
+
+def test_all_zero_gradients_freeze_a_short_run_at_once():
+    frozen = [sample(s, [0.0, 0.0, 0.0], loss=0.693) for s in range(2)]
+    results = feed(EarlyStagnation(), frozen)
+    assert results[0] is None and results[1].evidence["all_gradients_zero"] and results[1].first_step == 1
+    assert feed(EarlyStagnation(), [sample(s, [0.0, 0.0, 0.01], loss=0.693) for s in range(3)]) == [None] * 3
+
+
+def test_a_softmax_over_one_unit_is_named_as_the_cause():
+    facts = ModelFacts(layers=(LayerFacts("hidden", "Dense", activation="ReLU"), LayerFacts("out", "Dense", activation="Softmax", units=1)), loss="binary_crossentropy")
+    monitor = Monitor(facts, warn_on=None)
+    for s in range(2):
+        monitor.observe(sample(s, [0.0, 0.0], loss=7.7))
+    finding = monitor.report().findings[0]
+    assert finding.symptom == "early_stagnation" and finding.evidence["causes"] == ["output_loss_mismatch"]
+    assert "softmax over one unit" in finding.message and finding.remedies[0].id == "fix_output"
+
+
+def test_unscaled_inputs_are_named_with_standardising_first():
+    monitor = Monitor(warn_on=None)
+    for s in range(2):
+        monitor.observe(replace(sample(s, [30.0, 50.0, 20.0]), input_mean_abs=812.0, input_std=1450.0))
+    finding = monitor.report().findings[0]
+    assert finding.symptom == "exploding_gradients" and finding.remedies[0].id == "standardize_inputs"
+    assert "mean |x| 812, std 1.45e+03" in finding.message
+
+
+def test_decay_through_time_is_info_while_the_loss_improves():
+    decaying = [0.5 ** (11 - t) for t in range(12)]
+    learning = [replace(_profile(s, decaying), loss=2.0 - 0.2 * s) for s in range(8)]
+    assert {r.severity for r in feed(VanishingGradients(), learning)[2:]} == {"info"}
+    stuck = [replace(_profile(s, decaying), loss=0.693) for s in range(8)]
+    assert [r.severity for r in feed(VanishingGradients(), stuck)[2:]] == ["info"] * 4 + ["warning"] * 2
+
+
+def test_remedies_speak_the_users_framework():
+    keras = remedies.rank("exploding_gradients", ModelFacts(), framework="keras/tensorflow")
+    assert "clipnorm=1.0" in next(r for r in keras if r.id == "gradient_clipping").why
+    lightning = remedies.rank("exploding_gradients", ModelFacts(), framework="lightning")
+    assert "gradient_clip_val" in next(r for r in lightning if r.id == "gradient_clipping").why
