@@ -68,6 +68,7 @@ class GradWatchCallback(keras.callbacks.Callback):
         self.report: Report | None = None
         self.step = 0
         self._sampled = False
+        self._loss_before: tuple[float, float] | None = None
         self._latest: dict[str, float] = {}
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
@@ -96,6 +97,7 @@ class GradWatchCallback(keras.callbacks.Callback):
             self.guard.run(COLLECTOR, self.collector.sync)
             self.guard.run(COLLECTOR, self.collector.arm, True)
             self.guard.run(COLLECTOR, self.collector.snapshot)
+            self._loss_before = self.guard.run(COLLECTOR, _loss_totals, self.model)
         self.step += 1
 
     def _read_sampled_step(self) -> None:
@@ -104,9 +106,11 @@ class GradWatchCallback(keras.callbacks.Callback):
         self._sampled = False
         self.guard.run(COLLECTOR, self.collector.arm, False)
         self.guard.run(COLLECTOR, self.collector.sync)
-        loss = self.guard.run(COLLECTOR, _running_loss, self.model)
+        after = self.guard.run(COLLECTOR, _loss_totals, self.model)
+        loss = _batch_loss(self._loss_before, after)
+        rows = after[1] - self._loss_before[1] if after and self._loss_before and after[1] > self._loss_before[1] else None
         lr = learning_rate(self.model.optimizer)
-        stats = self.guard.run(COLLECTOR, self.collector.read, self.step - 1, loss=loss, lr=lr)
+        stats = self.guard.run(COLLECTOR, self.collector.read, self.step - 1, loss=loss, lr=lr, rows=rows)
         if stats is not None:
             self.monitor.observe(stats)
             self._latest = stats.scalars()
@@ -148,10 +152,27 @@ class GradWatchCallback(keras.callbacks.Callback):
         self.monitor.load_state_dict(state["monitor"])
 
 
-def _running_loss(model: Any) -> float | None:
-    """The running mean training loss Keras shows in ``logs`` (a host read: sampled steps only)."""
+def _loss_totals(model: Any) -> tuple[float, float] | None:
+    """The running total and count of Keras' loss tracker (a host read: sampled steps only)."""
     tracker = next((m for m in model.metrics if m.name == "loss"), None)
-    return float(ops.convert_to_numpy(tracker.result())) if tracker is not None else None
+    if tracker is None or not hasattr(tracker, "total") or not hasattr(tracker, "count"):
+        return None
+    return float(ops.convert_to_numpy(tracker.total)), float(ops.convert_to_numpy(tracker.count))
+
+
+def _batch_loss(before: tuple[float, float] | None, after: tuple[float, float] | None) -> float | None:
+    """The sampled batch's own loss, from the tracker's totals around it.
+
+    Keras shows a running mean from the epoch start, which hides a loss that
+    freezes or climbs; the difference of the running totals is the batch's mean.
+    Where the tracker was reset in between, the running mean is all there is.
+    """
+    if after is None:
+        return None
+    total, count = after
+    if before is not None and count > before[1]:
+        return (total - before[0]) / (count - before[1])
+    return total / count if count else None
 
 
 __all__ = ["GradWatchCallback"]

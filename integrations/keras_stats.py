@@ -38,6 +38,7 @@ UNIT_KINDS = ("Dense", "Conv1D", "Conv2D", "Conv3D", "EinsumDense")
 RECURRENT_KINDS = ("SimpleRNN", "LSTM", "GRU")
 DEAD_KINDS = ("ReLU", "ReLU6")
 PROBED_ACTIVATIONS = (*DEAD_KINDS, "Sigmoid", "Tanh")
+MIN_DEAD_ROWS = 256  # a unit is dead only if it never fires over sampled batches of this many rows in all
 
 
 class KerasCollector:
@@ -49,7 +50,7 @@ class KerasCollector:
         self.layer_names = [layer.name for layer in layers]
         self.variables: list[Any] = []
         owners: list[int] = []
-        self.unit_kernels: list[tuple[int, int]] = []  # (variable index, layer index) of Dense/Conv kernels
+        self.unit_kernels: list[tuple[int, int, int]] = []  # (variable index, layer index, units) of Dense/Conv kernels
         seen: set[int] = set()
         for index, layer in enumerate(layers):
             for variable in layer.trainable_weights:
@@ -57,7 +58,7 @@ class KerasCollector:
                     continue  # shared weights count for the first layer that owns them
                 seen.add(id(variable))
                 if type(layer).__name__ in UNIT_KINDS and variable is getattr(layer, "kernel", None):
-                    self.unit_kernels.append((len(self.variables), index))
+                    self.unit_kernels.append((len(self.variables), index, int(variable.shape[-1])))
                 self.variables.append(variable)
                 owners.append(index)
         self.owners = np.asarray(owners, dtype=np.int64)
@@ -68,18 +69,26 @@ class KerasCollector:
         self._with_grad: set[int] = set()
         self._grad_sq = _variable(max(len(self.variables), 1), "gradwatch_grad_sq")
         self._flag = _variable((), "gradwatch_sampled")
-        self._zero_units = _variable(max(len(self.unit_kernels), 1), "gradwatch_zero_units")
+        # per unit of every Dense/Conv kernel: the largest |gradient| in its column on the sampled batch
+        self._column_max = _variable(max(sum(units for _, _, units in self.unit_kernels), 1), "gradwatch_column_max")
+        self._column_window: dict[int, tuple[np.ndarray, float]] = {}  # layer -> (column maxima, rows) until MIN_DEAD_ROWS
         self._optimizer: Any = None
         self._probes: dict[str, tuple[Any, Any]] = {}  # recurrent layer name -> (layer, per-time-step gradient norms)
         for layer in layers:
             steps = _time_steps(layer)
             if type(layer).__name__ in RECURRENT_KINDS and steps and self.backend != "jax":
                 self._probes[layer.name] = (layer, _variable(steps, "gradwatch_time"))
-        self._activations: list[tuple[Any, str, Any]] = []  # (layer, activation kind, measured share)
+        # (layer, activation kind, measured value): the saturated share, or ReLU unit maxima and rows over the window
+        self._activations: list[tuple[Any, str, Any]] = []
         for layer in model.layers if self.backend != "jax" else ():
             kind = activation_of(layer)
-            if kind in PROBED_ACTIVATIONS and type(layer).__name__ not in RECURRENT_KINDS:
+            if kind not in PROBED_ACTIVATIONS or type(layer).__name__ in RECURRENT_KINDS:
+                continue
+            if kind not in DEAD_KINDS:
                 self._activations.append((layer, kind, _variable((), "gradwatch_activation")))
+            elif (units := _units(layer)) is not None:
+                window = (_variable(units, "gradwatch_unit_max", fill=-np.inf), _variable((), "gradwatch_rows"))
+                self._activations.append((layer, kind, window))
         self._before: list[np.ndarray] | None = None
         self.armed = False  # set through arm(): gradients are measured on sampled steps only
         self._schedule: tuple[int, int] = (0, 1)  # JAX: (optimizer iterations at step 0, every_n_steps)
@@ -172,24 +181,33 @@ class KerasCollector:
         self._with_grad.update(by_position)
         zero = ops.zeros((), "float32")
         squares = [ops.sum(ops.square(by_position[i])) if i in by_position else zero for i in range(len(self.variables))]
-        dead = [_zero_column_share(by_position[i]) if i in by_position else zero for i, _ in self.unit_kernels]
-        return ops.stack(squares or [zero]), ops.stack(dead or [zero])
+        columns = [_column_max(by_position[i]) if i in by_position else ops.zeros((units,), "float32") for i, _, units in self.unit_kernels]
+        return ops.stack(squares or [zero]), ops.concatenate(columns) if columns else ops.zeros((1,), "float32")
 
     def _measured_call(self, layer: Any, kind: str, share: Any) -> Any:
         """``layer.call`` that also measures its output on sampled steps."""
         call = layer.call
         unit_axis = 1 if getattr(layer, "data_format", None) == "channels_first" else -1
 
+        def record(output: Any) -> None:
+            if kind not in DEAD_KINDS:
+                share.assign(_saturated_share(output, kind))
+                return
+            maxima, rows = share
+            units = _units_last(output, unit_axis)
+            maxima.assign(ops.maximum(maxima, ops.max(units, axis=0)))
+            rows.assign(rows + ops.cast(ops.shape(units)[0], "float32"))
+
         def measured(*args: Any, **kwargs: Any) -> Any:
             output = call(*args, **kwargs)
-            self._on_sampled_steps(ACTIVATIONS, lambda: share.assign(_activation_share(output, kind, unit_axis)))
+            self._on_sampled_steps(ACTIVATIONS, lambda: record(output))
             return output
 
         return measured
 
-    def _keep_in_variables(self, squares: Any, dead: Any) -> None:
+    def _keep_in_variables(self, squares: Any, columns: Any) -> None:
         self._grad_sq.assign(squares)
-        self._zero_units.assign(dead)
+        self._column_max.assign(columns)
 
     def _send_to_host(self, squares: Any, dead: Any) -> None:
         import jax
@@ -215,10 +233,14 @@ class KerasCollector:
         """Copy the weights on the device before a sampled step (to measure the step's update)."""
         self._before = [ops.copy(v.value) for v in self.variables]
 
-    def read(self, step: int, *, loss: float | None, lr: float | None) -> StepStats:
-        """Statistics of the step that just ended: norms reduced on the device, one host read."""
+    def read(self, step: int, *, loss: float | None, lr: float | None, rows: float | None = None) -> StepStats:
+        """Statistics of the step that just ended: norms reduced on the device, one host read.
+
+        ``rows``: the batch size of that step, for the dead-unit windows.
+        """
         n = len(self.layer_names)
-        weight_sq = [ops.sum(ops.square(ops.cast(v.value, "float32"))) for v in self.variables]
+        weights = self._before if self._before is not None else [v.value for v in self.variables]  # |W| before the step
+        weight_sq = [ops.sum(ops.square(ops.cast(w, "float32"))) for w in weights]
         packed = [ops.stack(weight_sq)]
         if self._before is not None:
             packed.append(ops.stack([ops.sum(ops.square(ops.cast(v.value - b, "float32"))) for v, b in zip(self.variables, self._before)]))
@@ -228,7 +250,7 @@ class KerasCollector:
         self._before = None
         grad: np.ndarray | None = None
         with_grad_layers: set[int] = set()
-        measured = self._received if self.backend == "jax" else (ops.convert_to_numpy(self._grad_sq), ops.convert_to_numpy(self._zero_units))
+        measured = self._received if self.backend == "jax" else (ops.convert_to_numpy(self._grad_sq), ops.convert_to_numpy(self._column_max))
         self._received = None
         if measured is not None and self._with_grad:
             squares = np.asarray(measured[0], dtype=np.float64)[: len(self.variables)]
@@ -236,8 +258,7 @@ class KerasCollector:
             with_grad_layers = {int(self.owners[i]) for i in self._with_grad}
         zero_units: dict[int, float] = {}
         if measured is not None and self.unit_kernels and self._with_grad:
-            shares = np.asarray(measured[1], dtype=np.float64)
-            zero_units = {layer: float(shares[k]) for k, (position, layer) in enumerate(self.unit_kernels) if position in self._with_grad}
+            zero_units = self._zero_columns(np.asarray(measured[1], dtype=np.float64), rows or 1.0)
         layers = tuple(
             LayerStats(
                 name,
@@ -254,21 +275,66 @@ class KerasCollector:
             if self._with_grad
         )
         activations = tuple(
-            ActivationStats(layer.name, kind, **{"dead_share" if kind in DEAD_KINDS else "saturated_share": float(ops.convert_to_numpy(share))})
-            for layer, kind, share in self._activations
-            if self.guard.enabled(ACTIVATIONS)
+            stats for layer, kind, value in self._activations if self.guard.enabled(ACTIVATIONS) and (stats := _activation_stats(layer.name, kind, value))
         )
         return StepStats(step=step, layers=layers, loss=None if loss is None else float(loss), lr=lr, sequences=sequences, activations=activations)
 
 
-def _variable(shape: int | tuple[()], name: str) -> Any:
+    def _zero_columns(self, column_max: np.ndarray, rows: float) -> dict[int, float]:
+        """Share of units whose kernel column got no gradient over a window of ``MIN_DEAD_ROWS`` rows, per layer.
+
+        Column maxima are kept on the host across sampled steps until the window is full.
+        """
+        shares, start = {}, 0
+        for position, layer, units in self.unit_kernels:
+            column = column_max[start : start + units]
+            start += units
+            if position not in self._with_grad:
+                continue
+            kept, seen = self._column_window.get(layer, (np.zeros(units), 0.0))
+            kept, seen = np.maximum(kept, column), seen + rows
+            if seen >= MIN_DEAD_ROWS:
+                shares[layer] = float(np.mean(kept <= 0))
+                self._column_window.pop(layer, None)
+            else:
+                self._column_window[layer] = (kept, seen)
+        return shares
+
+
+def _activation_stats(name: str, kind: str, value: Any) -> ActivationStats | None:
+    """The saturated share of the sampled batch, or the dead share once a ReLU window is full (then reset)."""
+    if kind not in DEAD_KINDS:
+        return ActivationStats(name, kind, saturated_share=float(ops.convert_to_numpy(value)))
+    maxima, rows = value
+    if float(ops.convert_to_numpy(rows)) < MIN_DEAD_ROWS:
+        return None
+    share = float(np.mean(np.asarray(ops.convert_to_numpy(maxima)) <= 0))
+    maxima.assign(np.full(maxima.shape, -np.inf, "float32"))
+    rows.assign(np.zeros((), "float32"))
+    return ActivationStats(name, kind, dead_share=share)
+
+
+def _units(layer: Any) -> int | None:
+    """Number of output units of a layer that applies an activation, where it can be told before fit."""
+    for attribute in ("units", "filters"):
+        value = getattr(layer, attribute, None)
+        if isinstance(value, int):
+            return value
+    try:
+        axis = 1 if getattr(layer, "data_format", None) == "channels_first" else -1
+        return int(layer.output.shape[axis])
+    except (AttributeError, ValueError, TypeError, IndexError):
+        return None
+
+
+def _variable(shape: int | tuple[()], name: str, fill: float = 0.0) -> Any:
     """A float32 gradwatch variable.
 
     Created outside any ``tf.distribute`` scope on purpose: a mirrored variable
     cannot be assigned inside the graph ``cond`` of a replica (that needs a sync
     point). Every replica writes the same all-reduced values into this one.
     """
-    return keras.Variable(np.zeros(shape, "float32"), trainable=False, name=name)
+    return keras.Variable(np.full(shape, fill, "float32"), trainable=False, name=name)
 
 
 def _replicas() -> int:
@@ -325,17 +391,19 @@ def _probed_call(layer: Any, profile: Any) -> Any:
     return probed
 
 
-def _activation_share(output: Any, kind: str, unit_axis: int) -> Any:
-    """ReLU: share of units never positive on the batch; sigmoid/tanh: share of outputs in the flat tails."""
+def _units_last(output: Any, unit_axis: int) -> Any:
+    """The output as rows × units (units on ``unit_axis``)."""
     output = ops.cast(output, "float32")
-    if kind in DEAD_KINDS:
-        units = ops.reshape(ops.moveaxis(output, unit_axis, -1), (-1, output.shape[unit_axis]))
-        return 1.0 - ops.mean(ops.cast(ops.any(units > 0, axis=0), "float32"))
+    return ops.reshape(ops.moveaxis(output, unit_axis, -1), (-1, output.shape[unit_axis]))
+
+
+def _saturated_share(output: Any, kind: str) -> Any:
+    """Share of sigmoid/tanh outputs in the flat tails, where the local slope is below about 0.01."""
+    output = ops.cast(output, "float32")
     tail = ops.logical_or(output < 0.01, output > 0.99) if kind == "Sigmoid" else ops.abs(output) > 0.99
     return ops.mean(ops.cast(tail, "float32"))
 
 
-def _zero_column_share(grad: Any) -> Any:
-    """Share of output units (last axis of a kernel) whose incoming gradient is all zero."""
-    columns = ops.reshape(grad, (-1, grad.shape[-1]))
-    return ops.mean(ops.cast(ops.all(ops.equal(columns, 0.0), axis=0), "float32"))
+def _column_max(grad: Any) -> Any:
+    """The largest |gradient| in each output unit's column (last axis) of a kernel: 0 for a unit that got none."""
+    return ops.max(ops.abs(ops.reshape(grad, (-1, grad.shape[-1]))), axis=0)
