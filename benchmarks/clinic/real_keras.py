@@ -28,10 +28,6 @@ from gradwatch.integrations.keras import GradWatchCallback  # noqa: E402
 from .case import Case  # noqa: E402
 from .keras_oracle import Setup  # noqa: E402
 
-KIO = "keras-team/keras-io examples/"
-TF_DOCS = "tensorflow/docs site/en/tutorials/keras/"
-
-
 def seeded(seed: int = 0) -> np.random.Generator:
     keras.utils.set_random_seed(seed)
     return np.random.default_rng(seed)
@@ -324,4 +320,95 @@ def run(program: Callable[[], Setup]) -> Callable[[], Report]:
     return train
 
 
-CASES: list[Case] = []
+CASES: list[Case] = [
+    Case(
+        'rk_structured', "keras", None, run(PROGRAMS['rk_structured']), 'unmodified: Normalization, Dense 32, Dropout, sigmoid',
+        allowed=(), source='keras-team/keras-io examples/structured_data/structured_data_classification_from_scratch.py',
+        oracle={'steps': 144, 'L0': 0.577, 'L20': 0.352, 'Lend': 0.135, 'const': 0.66, 'first_nan': None, 'max_loss': 0.891, 'P0': 0.777, 'P20': 0.404, 'Pend': 0.149, 'grad0': 1.4, 'grad_max': 1.4, 'ratio0': 1.34, 'ratio20': 1.52, 'ratio_end': 0.845, 'dead20': 0.0, 'dead_end': 0.0, 'dead_sustained': 0.0, 'wnorm0': 5.7, 'wnorm_end': 6.01, 'finite_end': True, 'acc_end': 0.944},
+    ),
+    Case(
+        'rk_structured_zero_init', "keras", 'dead_relu', run(PROGRAMS['rk_structured_zero_init']), "kernel_initializer='zeros' on both Dense",
+        allowed=('early_stagnation',), source='keras-team/keras-io examples/structured_data/structured_data_classification_from_scratch.py',
+        oracle={'steps': 144, 'L0': 0.693, 'L20': 0.69, 'Lend': 0.68, 'const': 0.66, 'first_nan': None, 'max_loss': 0.693, 'P0': 0.693, 'P20': 0.693, 'Pend': 0.696, 'grad0': 0.0, 'grad_max': 0.0, 'ratio0': 'nan', 'ratio20': 'nan', 'ratio_end': 'nan', 'dead20': 1.0, 'dead_end': 1.0, 'dead_sustained': 1.0, 'wnorm0': 0.0, 'wnorm_end': 0.0, 'finite_end': True, 'acc_end': 0.627},
+    ),
+    Case(
+        'rk_structured_l2', "keras", 'weight_collapse', run(PROGRAMS['rk_structured_l2']), 'L2(10) kernel regularizer, 30 epochs',
+        allowed=(), source='keras-team/keras-io examples/structured_data/structured_data_classification_from_scratch.py',
+        oracle={'steps': 540, 'L0': 287.0, 'L20': 109.0, 'Lend': 1.31, 'const': 0.66, 'first_nan': None, 'max_loss': 325.0, 'P0': 325.0, 'P20': 108.0, 'Pend': 1.16, 'grad0': 114.0, 'grad_max': 114.0, 'ratio0': 3.7, 'ratio20': 3.01, 'ratio_end': 0.857, 'dead20': 0.0, 'dead_end': 0.0938, 'dead_sustained': 0.0, 'wnorm0': 5.7, 'wnorm_end': 0.212, 'finite_end': True, 'acc_end': 0.627},
+    ),
+    Case(
+        'rk_imbalanced', "keras", None, run(PROGRAMS['rk_imbalanced']), 'unmodified: Adam 1e-2, class weights, 2 steps/epoch',
+        allowed=(), source='keras-team/keras-io examples/structured_data/imbalanced_classification.py',
+        oracle={'steps': 60, 'L0': 0.000324, 'L20': 4.49e-05, 'Lend': 2.05e-06, 'const': 0.141, 'first_nan': None, 'max_loss': 0.000339, 'P0': 0.952, 'P20': 0.0723, 'Pend': 0.000207, 'grad0': 1.45, 'grad_max': 1.45, 'ratio0': 0.193, 'ratio20': 1.69, 'ratio_end': 5.58, 'dead20': 0.0, 'dead_end': 0.0156, 'dead_sustained': 0.0, 'wnorm0': 13.0, 'wnorm_end': 14.4, 'finite_end': True, 'acc_end': None},
+    ),
+    Case(
+        'rk_imbalanced_lr10', "keras", 'exploding_gradients', run(PROGRAMS['rk_imbalanced_lr10']), 'Adam lr 1e-2 -> 10 (x1000)',
+        allowed=('dead_relu', 'early_stagnation'), source='keras-team/keras-io examples/structured_data/imbalanced_classification.py',
+        oracle={'steps': 60, 'L0': 639.0, 'L20': 175.0, 'Lend': 0.000618, 'const': 0.141, 'first_nan': None, 'max_loss': 19200.0, 'P0': 0.952, 'P20': 24700.0, 'Pend': 2.34, 'grad0': 1.45, 'grad_max': 8310.0, 'ratio0': 0.193, 'ratio20': 10.5, 'ratio_end': 'nan', 'dead20': 0.594, 'dead_end': 0.797, 'dead_sustained': 0.594, 'wnorm0': 13.0, 'wnorm_end': 4510.0, 'finite_end': True, 'acc_end': None},
+    ),
+    Case(
+        'rk_timeseries_fcn', "keras", None, run(PROGRAMS['rk_timeseries_fcn']), 'unmodified FCN, 3 epochs of 16 steps',
+        allowed=(), source='keras-team/keras-io examples/timeseries/timeseries_classification_from_scratch.py',
+        oracle={'steps': 48, 'L0': 0.735, 'L20': 0.578, 'Lend': 0.303, 'const': 0.689, 'first_nan': None, 'max_loss': 0.768, 'P0': 0.742, 'P20': 0.55, 'Pend': 0.265, 'grad0': 0.627, 'grad_max': 0.627, 'ratio0': 0.423, 'ratio20': 0.674, 'ratio_end': 0.266, 'dead20': 0.0, 'dead_end': 0.0, 'dead_sustained': 0.0, 'wnorm0': 8.3, 'wnorm_end': 8.42, 'finite_end': True, 'acc_end': 0.965},
+    ),
+    Case(
+        'rk_timeseries_lr1e-7', "keras", 'early_stagnation', run(PROGRAMS['rk_timeseries_lr1e-7']), 'Adam lr 1e-3 -> 1e-7 (/1e4)',
+        allowed=(), source='keras-team/keras-io examples/timeseries/timeseries_classification_from_scratch.py',
+        oracle={'steps': 48, 'L0': 0.748, 'L20': 0.774, 'Lend': 0.697, 'const': 0.689, 'first_nan': None, 'max_loss': 0.891, 'P0': 0.742, 'P20': 0.742, 'Pend': 0.742, 'grad0': 0.627, 'grad_max': 0.627, 'ratio0': 0.423, 'ratio20': 0.422, 'ratio_end': 0.423, 'dead20': 0.0, 'dead_end': 0.0, 'dead_sustained': 0.0, 'wnorm0': 8.3, 'wnorm_end': 8.3, 'finite_end': True, 'acc_end': 0.545},
+    ),
+    Case(
+        'rk_text_cnn', "keras", None, run(PROGRAMS['rk_text_cnn']), 'unmodified 1D convnet, tiny vocabulary',
+        allowed=(), source='keras-team/keras-io examples/nlp/text_classification_from_scratch.py',
+        oracle={'steps': 192, 'L0': 0.694, 'L20': 0.692, 'Lend': 0.0747, 'const': 0.692, 'first_nan': None, 'max_loss': 0.714, 'P0': 0.693, 'P20': 0.692, 'Pend': 0.0401, 'grad0': 0.024, 'grad_max': 0.0892, 'ratio0': 3.61, 'ratio20': 2.59, 'ratio_end': 0.559, 'dead20': 0.0312, 'dead_end': 0.281, 'dead_sustained': 0.0312, 'wnorm0': 9.9, 'wnorm_end': 11.5, 'finite_end': True, 'acc_end': 0.865},
+    ),
+    Case(
+        'rk_tf_classify', "keras", None, run(PROGRAMS['rk_tf_classify']), 'unmodified: Dense 128 relu, logits',
+        allowed=(), source='tensorflow/docs site/en/tutorials/keras/classification.ipynb',
+        oracle={'steps': 285, 'L0': 2.18, 'L20': 1.32, 'Lend': 0.233, 'const': 2.3, 'first_nan': None, 'max_loss': 2.37, 'P0': 2.3, 'P20': 1.33, 'Pend': 0.217, 'grad0': 0.666, 'grad_max': 0.666, 'ratio0': 1.37, 'ratio20': 1.17, 'ratio_end': 0.958, 'dead20': 0.0859, 'dead_end': 0.109, 'dead_sustained': 0.0859, 'wnorm0': 10.2, 'wnorm_end': 12.9, 'finite_end': True, 'acc_end': 0.948},
+    ),
+    Case(
+        'rk_tf_classify_bias', "keras", 'dead_relu', run(PROGRAMS['rk_tf_classify_bias']), 'hidden bias_initializer -4',
+        allowed=('early_stagnation',), source='tensorflow/docs site/en/tutorials/keras/classification.ipynb',
+        oracle={'steps': 285, 'L0': 2.3, 'L20': 2.3, 'Lend': 2.3, 'const': 2.3, 'first_nan': None, 'max_loss': 2.31, 'P0': 2.3, 'P20': 2.3, 'Pend': 2.3, 'grad0': 0.0, 'grad_max': 0.0, 'ratio0': 'nan', 'ratio20': 'nan', 'ratio_end': 'nan', 'dead20': 1.0, 'dead_end': 1.0, 'dead_sustained': 1.0, 'wnorm0': 10.2, 'wnorm_end': 10.2, 'finite_end': True, 'acc_end': 0.101},
+    ),
+    Case(
+        'rk_tf_classify_sigmoid10', "keras", 'vanishing_gradients', run(PROGRAMS['rk_tf_classify_sigmoid10']), '10 sigmoid hidden layers',
+        allowed=('early_stagnation',), source='tensorflow/docs site/en/tutorials/keras/classification.ipynb',
+        oracle={'steps': 285, 'L0': 2.51, 'L20': 2.31, 'Lend': 2.31, 'const': 2.3, 'first_nan': None, 'max_loss': 2.84, 'P0': 2.66, 'P20': 2.31, 'Pend': 2.31, 'grad0': 1.11, 'grad_max': 1.11, 'ratio0': 4.89e-07, 'ratio20': 2e-06, 'ratio_end': 1.96e-06, 'dead20': 0.0, 'dead_end': 0.0, 'dead_sustained': 0.0, 'wnorm0': 25.6, 'wnorm_end': 25.7, 'finite_end': True, 'acc_end': 0.0829},
+    ),
+    Case(
+        'rk_tf_regress_fullbatch', "keras", None, run(PROGRAMS['rk_tf_regress_fullbatch']), 'unmodified DNN, full batch, MAE',
+        allowed=(), source='tensorflow/docs site/en/tutorials/keras/regression.ipynb',
+        oracle={'steps': 300, 'L0': 26.4, 'L20': 15.6, 'Lend': 1.65, 'const': 5.21, 'first_nan': None, 'max_loss': 27.0, 'P0': 26.9, 'P20': 15.3, 'Pend': 1.62, 'grad0': 1.98, 'grad_max': 8.66, 'ratio0': 0.435, 'ratio20': 0.357, 'ratio_end': 2.98, 'dead20': 0.125, 'dead_end': 0.141, 'dead_sustained': 0.125, 'wnorm0': 8.97, 'wnorm_end': 11.7, 'finite_end': True, 'acc_end': None},
+    ),
+    Case(
+        'rk_tf_regress_sigmoid', "keras", 'early_stagnation', run(PROGRAMS['rk_tf_regress_sigmoid']), 'sigmoid output on MPG target, full batch',
+        allowed=(), source='tensorflow/docs site/en/tutorials/keras/regression.ipynb',
+        oracle={'steps': 300, 'L0': 26.5, 'L20': 26.2, 'Lend': 26.2, 'const': 5.21, 'first_nan': None, 'max_loss': 26.7, 'P0': 26.6, 'P20': 26.1, 'Pend': 26.1, 'grad0': 0.485, 'grad_max': 0.485, 'ratio0': 0.434, 'ratio20': 0.356, 'ratio_end': 0.333, 'dead20': 0.0156, 'dead_end': 0.0156, 'dead_sustained': 0.0156, 'wnorm0': 8.97, 'wnorm_end': 9.73, 'finite_end': True, 'acc_end': None},
+    ),
+    Case(
+        'rk_cv_cnn_softmax1', "keras", 'early_stagnation', run(PROGRAMS['rk_cv_cnn_softmax1']), 'Dense(1, softmax) + categorical CE: loss 0',
+        allowed=(), source="Cross Validated (stats.stackexchange.com) question 481881 'Convolutional neural network fails even when given answer'",
+        oracle={'steps': 16, 'L0': 0.0, 'L20': 0.0, 'Lend': 0.0, 'const': None, 'first_nan': None, 'max_loss': 0.0, 'P0': 0.0, 'P20': 0.0, 'Pend': 0.0, 'grad0': 1.56, 'grad_max': 8.93, 'ratio0': 0.107, 'ratio20': 0.21, 'ratio_end': 0.439, 'dead20': 0.0, 'dead_end': 0.0, 'dead_sustained': 0.0, 'wnorm0': 6.8, 'wnorm_end': 7.04, 'finite_end': True, 'acc_end': 0.545},
+    ),
+    Case(
+        'rk_forum_relu_line_s0', "keras", None, run(PROGRAMS['rk_forum_relu_line_s0']), 'as posted, a seed that trains',
+        allowed=(), source='community.deeplearning.ai/t/loss-values-do-not-change/324182 (y = 2x - 1, ReLU output)',
+        oracle={'steps': 500, 'L0': 21.9, 'L20': 18.8, 'Lend': 3.04, 'const': 16.0, 'first_nan': None, 'max_loss': 22.3, 'P0': 22.3, 'P20': 18.8, 'Pend': 2.68, 'grad0': 11.7, 'grad_max': 20.7, 'ratio0': 0.95, 'ratio20': 0.598, 'ratio_end': 0.673, 'dead20': 0.25, 'dead_end': 0.25, 'dead_sustained': 0.25, 'wnorm0': 2.06, 'wnorm_end': 2.95, 'finite_end': True, 'acc_end': None},
+    ),
+    Case(
+        'rk_forum_relu_line_s6', "keras", 'dead_relu', run(PROGRAMS['rk_forum_relu_line_s6']), 'as posted, a seed whose ReLUs fall dead',
+        allowed=('early_stagnation',), source='community.deeplearning.ai/t/loss-values-do-not-change/324182 (y = 2x - 1, ReLU output)',
+        oracle={'steps': 500, 'L0': 25.1, 'L20': 25.0, 'Lend': 25.0, 'const': 16.0, 'first_nan': None, 'max_loss': 25.2, 'P0': 25.2, 'P20': 25.0, 'Pend': 25.0, 'grad0': 1.59, 'grad_max': 1.59, 'ratio0': 6.42, 'ratio20': 'nan', 'ratio_end': 'nan', 'dead20': 1.0, 'dead_end': 1.0, 'dead_sustained': 1.0, 'wnorm0': 2.3, 'wnorm_end': 2.27, 'finite_end': True, 'acc_end': None},
+    ),
+    Case(
+        'rk_se_threshold_relu', "keras", 'dead_relu', run(PROGRAMS['rk_se_threshold_relu']), 'raw inputs to 1e5, ReLU output under BCE',
+        allowed=('early_stagnation',), source="Stack Exchange question 'Why does accuracy remain the same' (threshold 50000; mirrored at geeksmental.com/question/why-does-accuracy-remain-the-same)",
+        oracle={'steps': 200, 'L0': 6.38, 'L20': 9.57, 'Lend': 6.38, 'const': 0.693, 'first_nan': None, 'max_loss': 15.9, 'P0': 8.16, 'P20': 8.16, 'Pend': 8.16, 'grad0': 0.0, 'grad_max': 0.0, 'ratio0': 'nan', 'ratio20': 'nan', 'ratio_end': 'nan', 'dead20': 0.8, 'dead_end': 0.8, 'dead_sustained': 0.8, 'wnorm0': 2.59, 'wnorm_end': 2.59, 'finite_end': True, 'acc_end': 0.5},
+    ),
+    Case(
+        'rk_cv_linear_unscaled', "keras", 'nonfinite', run(PROGRAMS['rk_cv_linear_unscaled']), 'unscaled x ~ 3000, SGD 0.01, batch 1',
+        allowed=(), source="Cross Validated (stats.stackexchange.com) question 284189 'Simple Linear Regression in Keras'",
+        oracle={'steps': 200, 'L0': 'nan', 'L20': 'nan', 'Lend': 'nan', 'const': 28600.0, 'first_nan': 4, 'max_loss': 5.47e+37, 'P0': 1230000.0, 'P20': 'nan', 'Pend': 'nan', 'grad0': 8500000.0, 'grad_max': 8500000.0, 'ratio0': 1.0, 'ratio20': 'nan', 'ratio_end': 'nan', 'dead20': 0.0, 'dead_end': 0.0, 'dead_sustained': 0.0, 'wnorm0': 0.0543, 'wnorm_end': 'nan', 'finite_end': False, 'acc_end': None},
+    ),
+]
