@@ -21,8 +21,8 @@ Measurements (TensorFlow backend):
 Label rules (the first that holds is ``expected``; any other that holds goes into ``allowed``):
 
 1. nonfinite: a non-finite batch loss, or a non-finite weight at a probe;
-2. exploding_gradients: no NaN, but the gradient norm at a probe exceeds the start's by > 1e3, or
-   a batch loss exceeds ``1e3 * L0``;
+2. exploding_gradients: the gradient norm at a probe exceeds the start's by > 1e3, or a finite
+   batch loss exceeds 1e3 times the first batch's (also checked when a NaN follows: growth first);
 3. dead_relu: some ReLU layer has > 50% of its units never active at both the 20% and end probes;
 4. vanishing_gradients: first/last layer gradient-norm ratio < 1e-3 at both the 20% and end probes;
 5. weight_collapse: the global kernel norm at the end is < 10% of its initial value;
@@ -223,6 +223,7 @@ def measure(setup: Setup) -> dict[str, Any]:
     dead = {name: min(p["p20"]["dead"].get(name, 0.0), p["end"]["dead"].get(name, 0.0)) for name in p["end"]["dead"]}
     numbers: dict[str, Any] = {
         "steps": total,
+        "L_first": losses[0] if losses else float("nan"),
         "L0": _median(head),
         "L20": _median(mid),
         "Lend": _median(tail),
@@ -257,7 +258,7 @@ def symptoms(n: dict[str, Any]) -> list[str]:
     if nonfinite:
         found.append("nonfinite")
     growth = n["grad_max"] / n["grad0"] if n["grad0"] > 0 else 1.0  # no gradient at all: no growth to speak of
-    if not nonfinite and (growth > 1e3 or (math.isfinite(n["max_loss"]) and n["max_loss"] > 1e3 * abs(n["L0"]))):
+    if growth > 1e3 or (math.isfinite(n["max_loss"]) and n["max_loss"] > 1e3 * abs(n["L_first"])):
         found.append("exploding_gradients")
     if n["dead_sustained"] > 0.5:
         found.append("dead_relu")
