@@ -16,7 +16,8 @@ class LayerStats:
 
     Norms are L2 over the layer's trainable parameters. ``zero_grad_rows`` is
     the share of output units whose whole gradient row is exactly zero, a
-    dead-unit signal that needs no activation hook (it also covers ``F.relu``).
+    dead-unit signal that needs no activation hook (it also covers ``F.relu``),
+    over the training rows in ``zero_grad_window`` (several sampled batches).
     """
 
     name: str
@@ -24,6 +25,7 @@ class LayerStats:
     weight_norm: float | None = None
     update_norm: float | None = None
     zero_grad_rows: float | None = None
+    zero_grad_window: int | None = None
 
     @property
     def relative_grad(self) -> float | None:
@@ -47,15 +49,19 @@ class LayerStats:
 class ActivationStats:
     """Output statistics of one activation module on one training batch.
 
-    ``dead_share``: share of units (features or channels) never positive on the
-    batch, for ReLU units. ``saturated_share``: share of outputs in the flat
-    tails of a sigmoid or tanh, where the local derivative is below about 0.01.
+    ``dead_share``: share of units (features or channels) never positive over
+    the ``window`` training rows seen (several sampled batches), for ReLU units;
+    a window of None is complete without a count (e.g. the whole training set
+    in full-batch training).
+    ``saturated_share``: share of outputs in the flat tails of a sigmoid or
+    tanh on the batch, where the local derivative is below about 0.01.
     """
 
     name: str
     kind: str
     dead_share: float | None = None
     saturated_share: float | None = None
+    window: int | None = None
 
 
 @dataclass(frozen=True)

@@ -78,6 +78,7 @@ class GradWatchCallback(keras.callbacks.Callback):
         optimizer = self.model.optimizer
         if self.collector is None:
             self.collector = KerasCollector(self.model, guard=self.guard)
+        self.collector.full_batch = (self.params or {}).get("steps") == 1
         self.monitor.facts = model_facts(self.model, optimizer)
         strategy = getattr(self.model, "distribute_strategy", None)  # TensorFlow only
         if self.monitor.facts.grad_clipping and strategy is not None and strategy.num_replicas_in_sync > 1:

@@ -90,6 +90,7 @@ class KerasCollector:
                 window = (_variable(units, "gradwatch_unit_max", fill=-np.inf), _variable((), "gradwatch_rows"))
                 self._activations.append((layer, kind, window))
         self._before: list[np.ndarray] | None = None
+        self.full_batch = False  # one batch is the whole training set: a dead-unit window is one batch
         self.armed = False  # set through arm(): gradients are measured on sampled steps only
         self._schedule: tuple[int, int] = (0, 1)  # JAX: (optimizer iterations at step 0, every_n_steps)
         self._received: tuple[np.ndarray, np.ndarray] | None = None  # JAX: norms sent by the sampled branch
@@ -256,7 +257,7 @@ class KerasCollector:
             squares = np.asarray(measured[0], dtype=np.float64)[: len(self.variables)]
             grad = np.sqrt(np.bincount(self.owners, squares, n))
             with_grad_layers = {int(self.owners[i]) for i in self._with_grad}
-        zero_units: dict[int, float] = {}
+        zero_units: dict[int, tuple[float, int | None]] = {}
         if measured is not None and self.unit_kernels and self._with_grad:
             zero_units = self._zero_columns(np.asarray(measured[1], dtype=np.float64), rows or 1.0)
         layers = tuple(
@@ -265,7 +266,8 @@ class KerasCollector:
                 grad_norm=float(grad[i]) if grad is not None and i in with_grad_layers else None,
                 weight_norm=float(weight[i]),
                 update_norm=float(update[i]) if update is not None else None,
-                zero_grad_rows=zero_units.get(i),
+                zero_grad_rows=zero_units[i][0] if i in zero_units else None,
+                zero_grad_window=zero_units[i][1] if i in zero_units else None,
             )
             for i, name in enumerate(self.layer_names)
         )
@@ -275,12 +277,14 @@ class KerasCollector:
             if self._with_grad
         )
         activations = tuple(
-            stats for layer, kind, value in self._activations if self.guard.enabled(ACTIVATIONS) and (stats := _activation_stats(layer.name, kind, value))
+            stats
+            for layer, kind, value in self._activations
+            if self.guard.enabled(ACTIVATIONS) and (stats := _activation_stats(layer.name, kind, value, self.full_batch))
         )
         return StepStats(step=step, layers=layers, loss=None if loss is None else float(loss), lr=lr, sequences=sequences, activations=activations)
 
 
-    def _zero_columns(self, column_max: np.ndarray, rows: float) -> dict[int, float]:
+    def _zero_columns(self, column_max: np.ndarray, rows: float) -> dict[int, tuple[float, int | None]]:
         """Share of units whose kernel column got no gradient over a window of ``MIN_DEAD_ROWS`` rows, per layer.
 
         Column maxima are kept on the host across sampled steps until the window is full.
@@ -291,27 +295,32 @@ class KerasCollector:
             start += units
             if position not in self._with_grad:
                 continue
-            kept, seen = self._column_window.get(layer, (np.zeros(units), 0.0))
+                kept, seen = self._column_window.get(layer, (np.zeros(units), 0.0))
             kept, seen = np.maximum(kept, column), seen + rows
-            if seen >= MIN_DEAD_ROWS:
-                shares[layer] = float(np.mean(kept <= 0))
+            shares[layer] = (float(np.mean(kept <= 0)), None if self.full_batch else int(seen))
+            if seen >= MIN_DEAD_ROWS or self.full_batch:
                 self._column_window.pop(layer, None)
             else:
                 self._column_window[layer] = (kept, seen)
         return shares
 
 
-def _activation_stats(name: str, kind: str, value: Any) -> ActivationStats | None:
-    """The saturated share of the sampled batch, or the dead share once a ReLU window is full (then reset)."""
+def _activation_stats(name: str, kind: str, value: Any, full_batch: bool) -> ActivationStats | None:
+    """The saturated share of the sampled batch, or the dead share over the ReLU window so far.
+
+    A window restarts once it has seen ``MIN_DEAD_ROWS`` rows (or the whole training set, full-batch).
+    """
     if kind not in DEAD_KINDS:
         return ActivationStats(name, kind, saturated_share=float(ops.convert_to_numpy(value)))
     maxima, rows = value
-    if float(ops.convert_to_numpy(rows)) < MIN_DEAD_ROWS:
+    seen = int(ops.convert_to_numpy(rows))
+    if seen == 0:
         return None
     share = float(np.mean(np.asarray(ops.convert_to_numpy(maxima)) <= 0))
-    maxima.assign(np.full(maxima.shape, -np.inf, "float32"))
-    rows.assign(np.zeros((), "float32"))
-    return ActivationStats(name, kind, dead_share=share)
+    if seen >= MIN_DEAD_ROWS or full_batch:
+        maxima.assign(np.full(maxima.shape, -np.inf, "float32"))
+        rows.assign(np.zeros((), "float32"))
+    return ActivationStats(name, kind, dead_share=share, window=None if full_batch else seen)
 
 
 def _units(layer: Any) -> int | None:

@@ -285,8 +285,8 @@ class TorchCollector:
             sample.weight_norms = self._per_layer(torch._foreach_norm(self.params, 2, dtype=torch.float32))
         n = len(self.layer_names)
         saturated = [(name, kind, share) for name, (kind, share) in sample.activations.items() if share is not None]
-        dead = _full_windows(self._dead_window, lambda entry: entry[2])
-        rows = _full_windows(self._row_window, lambda entry: entry[1])
+        dead = _windows(self._dead_window, lambda entry: entry[2])
+        rows = _windows(self._row_window, lambda entry: entry[1])
         sequences = [(name, profile) for name, profile in sample.sequences.items() if profile is not None]
         single_backward = sample.backward_passes == 1 and sample.raw_grad_sq is not None
         packed = _Packed()
@@ -314,11 +314,12 @@ class TorchCollector:
                 weight_norm=weight[i],
                 update_norm=update[i],
                 zero_grad_rows=zero_rows.get(i),
+                zero_grad_window=rows[i][1] if i in zero_rows else None,
             )
             for i, name in enumerate(self.layer_names)
         )
         activations = tuple(
-            [ActivationStats(name, kind, dead_share=share) for (name, (kind, _, _)), share in zip(dead.items(), values.get("dead", ()))]
+            [ActivationStats(name, kind, dead_share=share, window=seen) for (name, (kind, _, seen)), share in zip(dead.items(), values.get("dead", ()))]
             + [ActivationStats(name, kind, saturated_share=share) for (name, kind, _), share in zip(saturated, values.get("saturated", ()))]
         )
         profile_values = iter(values.get("sequences", ()))
@@ -368,12 +369,13 @@ def _take(cursor: Any, count: int) -> list[float]:
     return [next(cursor) for _ in range(count)]
 
 
-def _full_windows(windows: dict[Any, Any], rows: Callable[[Any], int]) -> dict[Any, Any]:
-    """Take out of ``windows`` the entries that have seen ``MIN_DEAD_ROWS`` rows; they start afresh."""
-    full = {key: entry for key, entry in windows.items() if rows(entry) >= MIN_DEAD_ROWS}
-    for key in full:
-        del windows[key]
-    return full
+def _windows(windows: dict[Any, Any], rows: Callable[[Any], int]) -> dict[Any, Any]:
+    """Every window as it stands; those that have seen ``MIN_DEAD_ROWS`` rows start afresh."""
+    current = dict(windows)
+    for key, entry in current.items():
+        if rows(entry) >= MIN_DEAD_ROWS:
+            del windows[key]
+    return current
 
 
 class _Packed:

@@ -17,32 +17,46 @@ class DeadReLU(Detector):
     batch) where a ReLU module is hooked, otherwise from the layer feeding it
     (its gradient row is exactly zero: covers ``F.relu`` and Keras'
     ``Dense(activation="relu")``). Gradient rows are never used for the output
-    layer or for layers followed by a non-ReLU activation. Adapters report a
-    share only once it covers enough rows (several sampled batches, see the
-    collectors), so a layer's streak counts its measurements, and a sample
-    without one leaves it as it is. The share must stay above the limit on
-    ``min_consecutive`` measurements in a row; above ``critical_share`` it is
-    critical. Defaults after SageMaker Debugger and TheDeepChecker (a layer
-    with over 50% dead units).
+    layer or for layers followed by a non-ReLU activation. Shares come over a
+    window of training rows that grows across sampled batches: one small batch
+    leaves many units of a naturally sparse layer silent by chance. A window of
+    ``full_window`` rows is judged against ``max_dead_share``; a smaller one of
+    at least ``min_window`` rows only against ``critical_share`` (nearly the
+    whole layer silent); smaller or unjudged ones leave the streak as it is.
+    The share must be over the limit on ``min_consecutive`` judged samples in
+    a row; above ``critical_share`` it is critical. Defaults after SageMaker
+    Debugger and TheDeepChecker (a layer with over 50% dead units).
     """
 
     symptom = "dead_relu"
     state = ("streaks",)
 
-    def __init__(self, *, max_dead_share: float = 0.5, critical_share: float = 0.9, min_consecutive: int = 2) -> None:
+    def __init__(
+        self,
+        *,
+        max_dead_share: float = 0.5,
+        critical_share: float = 0.9,
+        min_consecutive: int = 2,
+        full_window: int = 256,
+        min_window: int = 32,
+    ) -> None:
         self.max_dead_share = check_fraction("max_dead_share", max_dead_share)
         self.critical_share = check_fraction("critical_share", critical_share)
         self.min_consecutive = check_count("min_consecutive", min_consecutive)
+        self.full_window = check_count("full_window", full_window)
+        self.min_window = check_count("min_window", min_window)
         self.streaks: dict[str, int] = {}
 
     def observe(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
         rows = _row_layers(sample, facts)
-        shares = {a.name: a.dead_share for a in sample.activations if a.kind in DEAD_KINDS and finite(a.dead_share)}
-        shares.update({s.name: s.zero_grad_rows for s in sample.layers if s.name in rows and finite(s.zero_grad_rows)})
-        unmeasured = {name: n for name, n in self.streaks.items() if name not in shares}
-        measured = {name: self.streaks.get(name, 0) + 1 for name, s in shares.items() if s > self.max_dead_share}  # type: ignore[operator]
-        self.streaks = {**unmeasured, **measured}
-        dead = {name: shares[name] for name, n in measured.items() if n >= self.min_consecutive}
+        windows = {a.name: (a.dead_share, a.window) for a in sample.activations if a.kind in DEAD_KINDS and finite(a.dead_share)}
+        windows.update({s.name: (s.zero_grad_rows, s.zero_grad_window) for s in sample.layers if s.name in rows and finite(s.zero_grad_rows)})
+        limits = {name: self._limit(window) for name, (_, window) in windows.items()}
+        shares: dict[str, float] = {name: share for name, (share, _) in windows.items() if limits[name] is not None}  # type: ignore[misc]
+        unjudged = {name: n for name, n in self.streaks.items() if name not in shares}
+        judged = {name: self.streaks.get(name, 0) + 1 for name, share in shares.items() if share > limits[name]}  # type: ignore[operator]
+        self.streaks = {**unjudged, **judged}
+        dead = {name: shares[name] for name, n in judged.items() if n >= self.min_consecutive}
         if not dead:
             return None
         worst = max(dead, key=dead.__getitem__)
@@ -51,10 +65,18 @@ class DeadReLU(Detector):
             "critical" if dead[worst] > self.critical_share else "warning",
             list(dead),
             f"{len(dead)} layer(s) with over {fmt(100 * self.max_dead_share)}% dead units; "
-            f"{worst}: {fmt(100 * dead[worst])}% never active on the batch",
+            f"{worst}: {fmt(100 * dead[worst])}% never active over {windows[worst][1] or 'the'} training rows",
             dead_share=shares,
+            window_rows={name: windows[name][1] for name in dead},
             source={name: ("gradient rows" if name in rows else "activations") for name in dead},
         )
+
+
+    def _limit(self, window: int | None) -> float | None:
+        """The dead share a window of ``window`` rows must exceed, or None if it is too small to judge."""
+        if window is None or window >= self.full_window:
+            return self.max_dead_share
+        return self.critical_share if window >= self.min_window else None
 
 
 def _row_layers(sample: StepStats, facts: ModelFacts) -> set[str]:

@@ -25,6 +25,8 @@ class ExplodingGradients(Detector):
       hide the growth;
     - every layer's gradient exceeds ``max_relative_grad`` times its weights
       (an adaptive optimizer bounds the step, so update sizes alone miss it);
+      layers with an L2 penalty of their own are left out (its pull alone is
+      ``2λ|W|``), and the rule needs two layers or more, all measured;
     - the loss (median of the two latest samples) climbs above
       ``max_loss_growth`` times its early median.
 
@@ -71,8 +73,10 @@ class ExplodingGradients(Detector):
 
         updates = {s.name: s.relative_update for s in sample.layers if finite(s.relative_update)}
         big_updates = {n: u for n, u in updates.items() if u > self.max_relative_update}  # type: ignore[operator]
-        relative_grads = {s.name: s.relative_grad for s in sample.layers if finite(s.relative_grad)}
-        least_grad = min(relative_grads.values(), default=None)  # type: ignore[type-var]
+        # every layer, each measured: a layer starting at zero or pulled by its own L2 penalty says nothing
+        penalized = set(facts.regularized)
+        judged = [s.relative_grad for s in sample.layers if s.name not in penalized]
+        least_grad = min(judged) if len(judged) >= 2 and all(finite(g) for g in judged) else None  # type: ignore[type-var]
         grads_over_weights = least_grad is not None and least_grad > self.max_relative_grad
         start, now = self.losses.start, self.losses.now
         loss_growth = now / start if self.losses.ready and start and start > 0 and now is not None else None

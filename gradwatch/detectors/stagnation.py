@@ -13,25 +13,29 @@ from .base import Detector, check_count, check_fraction, check_positive, fmt
 class EarlyStagnation(Detector):
     """Flags a run whose loss cannot or does not move.
 
-    Frozen: every measured layer's gradient is exactly zero on ``frozen_samples``
-    samples in a row. Nothing can learn, whatever the step count, so this is
-    judged from the first samples on (short and full-batch runs included) and
-    at any time later (the monitor names the cause where the model's facts
-    show it, e.g. an output that is constant by construction).
+    Frozen: every measured layer's gradient is exactly zero on
+    ``frozen_samples`` samples in a row, or the loss has been the same number
+    (to 1e-6) on every sample since the first, more than ``frozen_samples``
+    of them, with no learning-rate warmup under way. Nothing learns, whatever the step count, so this is judged from
+    the first samples on (short and full-batch runs included) and at any time
+    later (the monitor names the cause where the model's facts show it, e.g.
+    an output that is constant by construction).
 
     Slow: the loss has not improved by ``min_improvement`` since its start.
     Losses are noisy (one batch each), so neither end is a single sample: the
     start is the median loss sampled before ``min_steps``, the present the
-    median of the last ``patience`` samples. This also needs ``patience``
-    samples in a row whose median relative update ``|ΔW|/|W|`` is under
-    ``max_relative_update`` (TheDeepChecker calls below 1e-4 too slow) with a
-    learning rate that is not rising (a warmup is not stagnation), and comes
-    at step ``min_steps`` at the earliest. Once the run has improved, this rule
-    retires: a late plateau after converging is not early stagnation.
+    median of the last ``patience`` samples. It comes at step ``min_steps`` at
+    the earliest, never while the learning rate rises (a warmup), and needs
+    ``patience`` samples in a row that also have tiny steps (median ``|ΔW|/|W|``
+    under ``max_relative_update``; TheDeepChecker calls below 1e-4 too slow) or
+    a loss flat to a fifth of ``min_improvement``; moving weights alone are not
+    progress, so twice ``patience`` samples without improvement suffice too.
+    Once the run has improved, this rule retires: a late plateau after
+    converging is not early stagnation.
     """
 
     symptom = "early_stagnation"
-    state = ("early_losses", "recent_losses", "streak", "previous_lr", "retired", "frozen_streak")
+    state = ("early_losses", "recent_losses", "streak", "stuck_streak", "previous_lr", "retired", "frozen_streak", "first_loss", "constant_samples")
 
     def __init__(
         self,
@@ -50,9 +54,12 @@ class EarlyStagnation(Detector):
         self.early_losses: list[float] = []  # sampled before min_steps: at most min_steps values
         self.recent_losses: list[float] = []  # the last `patience`
         self.previous_lr: float | None = None
-        self.streak = 0
+        self.streak = 0  # samples in a row with tiny steps
+        self.stuck_streak = 0  # samples in a row, from min_steps on, without improvement
         self.retired = False
         self.frozen_streak = 0
+        self.first_loss = 0.0
+        self.constant_samples = 0  # samples whose loss equals the first one; -1 once it moved
 
     def observe(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
         frozen = self._frozen(sample, facts)
@@ -61,20 +68,43 @@ class EarlyStagnation(Detector):
 
     def _frozen(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
         grads = [s.grad_norm for s in sample.layers if s.grad_norm is not None]
-        self.frozen_streak = self.frozen_streak + 1 if grads and not any(grads) else 0
-        if self.frozen_streak < self.frozen_samples:
+        zero = bool(grads) and not any(grads)
+        self._track_constant_loss(sample)
+        constant = self.constant_samples > self.frozen_samples
+        self.frozen_streak = self.frozen_streak + 1 if zero or constant else 0
+        if self.frozen_streak < self.frozen_samples and not constant:
             return None
         loss = f" at loss {fmt(sample.loss)}" if finite(sample.loss) else ""
+        what = (
+            f"every gradient of all {len(grads)} layers is exactly zero"
+            if zero
+            else f"the loss has been exactly {fmt(self.first_loss)} on all {self.constant_samples} samples since the start"
+        )
         return self.finding(
             sample,
             "warning",
             [s.name for s in sample.layers if s.grad_norm is not None],
-            f"every gradient of all {len(grads)} layers is exactly zero on {self.frozen_streak} samples in a row{loss}: "
-            "nothing can learn: the loss does not depend on the weights (a constant, saturated or dead output, or a detached graph)",
-            all_gradients_zero=True,
+            f"{what}{loss if zero else ''}: nothing learns; the loss does not depend on the weights "
+            "(a constant, saturated or dead output, or a detached graph)",
+            all_gradients_zero=zero,
+            constant_loss=constant,
             loss=sample.loss,
             samples_in_a_row=self.frozen_streak,
         )
+
+    def _track_constant_loss(self, sample: StepStats) -> None:
+        """Count the samples whose loss equals the first one; once it moves (or warms up), never again."""
+        if self.constant_samples < 0:
+            return
+        warming_up = finite(sample.lr) and finite(self.previous_lr) and sample.lr > self.previous_lr  # type: ignore[operator]
+        if not finite(sample.loss) or warming_up:
+            self.constant_samples = -1
+        elif self.constant_samples == 0:
+            self.first_loss, self.constant_samples = sample.loss, 1  # type: ignore[assignment]
+        elif abs(sample.loss - self.first_loss) <= 1e-6 * max(abs(self.first_loss), 1.0):  # type: ignore[operator]
+            self.constant_samples += 1
+        else:
+            self.constant_samples = -1
 
     def _slow(self, sample: StepStats) -> Finding | None:
         if self.retired or not finite(sample.loss):
@@ -97,7 +127,9 @@ class EarlyStagnation(Detector):
         if improvement >= self.min_improvement or abs(start) < 1e-8:
             self.retired = True
             return None
-        if self.streak < self.patience:
+        self.stuck_streak = 0 if warming_up else self.stuck_streak + 1
+        flat = abs(improvement) < self.min_improvement / 5 and self.stuck_streak >= self.patience
+        if self.streak < self.patience and not flat and self.stuck_streak < 2 * self.patience:
             return None
         lr = f" at learning rate {fmt(sample.lr)}" if finite(sample.lr) else ""
         return self.finding(

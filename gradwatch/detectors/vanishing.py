@@ -20,7 +20,7 @@ class VanishingGradients(Detector):
     in a model with at least ``min_layers`` trainable layers. When update sizes
     are known the bottom must also barely move (``|ΔW|/|W|`` ratio below
     ``max_ratio``); if an adaptive optimizer compensates, the finding is only
-    ``info``. Below ``max_ratio ** 2`` it is critical. Bottom layers whose
+    ``info`` unless the loss is seen stuck. Below ``max_ratio ** 2`` it is critical. Bottom layers whose
     gradient is exactly zero count as vanished (ratio 0) when the activation
     of the highest of them is a sigmoid/tanh: saturated, it passes nothing
     down; otherwise they are dead or starved, not vanishing (see ``dead_relu``).
@@ -86,7 +86,9 @@ class VanishingGradients(Detector):
             return None
 
         update_ratio = ratio(bottom.relative_update, top.relative_update)
-        compensated = update_ratio is not None and update_ratio >= self.max_ratio
+        improvement = self.losses.improvement()
+        # an adaptive optimizer may still move the bottom layers: only the loss tells whether that helps
+        compensated = update_ratio is not None and update_ratio >= self.max_ratio and (improvement is None or improvement >= self.min_improvement)
         severity = "info" if compensated else "critical" if grad_ratio < self.max_ratio**2 else "warning"
         top_grad = top.relative_grad or 0.0
         affected = [s.name for s in layers[:-1] if (s.relative_grad or 0.0) < self.max_ratio * top_grad]
@@ -102,6 +104,8 @@ class VanishingGradients(Detector):
             )
         if compensated:
             message += f"; the optimizer still moves {bottom.name} (update ratio {fmt(update_ratio)})"
+        elif update_ratio is not None and update_ratio >= self.max_ratio:
+            message += f"; the optimizer still moves {bottom.name} (update ratio {fmt(update_ratio)}) but the loss is stuck"
         elif update_ratio is not None:
             message += f"; {bottom.name} moves {fmt(bottom.relative_update)} per step vs {fmt(top.relative_update)}"
         gains = {upper.name: ratio(lower.grad_norm, upper.grad_norm) for lower, upper in zip(layers, layers[1:])}

@@ -127,7 +127,7 @@ def test_collapse_critical_and_ordinary_decay_silent():
 # -- early stagnation --------------------------------------------------------------------------
 
 
-def _flat(steps, lr=lambda s: 1e-7, update=1e-7, loss=lambda s: 2.3):
+def _flat(steps, lr=lambda s: 1e-7, update=1e-7, loss=lambda s: 2.3 + 0.01 * math.sin(s)):  # batch noise
     return [sample(s, relative_updates=[update] * 3, loss=loss(s), lr=lr(s)) for s in steps]
 
 
@@ -160,8 +160,17 @@ def test_stagnation_traps_warmup_learning_and_late_plateau():
     assert all(r is None for r in feed(EarlyStagnation(), learning))
     late = _flat(range(0, 400, 20), loss=lambda s: max(0.3, 2.3 - s / 50))  # converges, then flat
     assert all(r is None for r in feed(EarlyStagnation(), late))
-    moving = _flat(range(0, 200, 20), update=1e-3)
+    moving = _flat(range(0, 200, 20), update=1e-3, loss=lambda s: 2.3 - s / 400)  # weights and loss move
     assert all(r is None for r in feed(EarlyStagnation(), moving))
+
+
+def test_moving_weights_are_not_progress():
+    """An adaptive optimizer keeps moving the weights while the loss stays flat: that is stagnation too."""
+    flat = feed(EarlyStagnation(), _flat(range(0, 200, 20), update=1e-3))
+    assert flat[:5] == [None] * 5 and flat[5].first_step == 100  # 4 samples from step 40 on
+    unsure = _flat(range(0, 300, 20), update=1e-3, loss=lambda s: 2.3 - (0.03 if s >= 40 else 0.0) + 0.01 * math.sin(s))
+    results = feed(EarlyStagnation(), unsure)  # 1.3% better: not flat, not 5% better: needs twice the patience
+    assert results[:9] == [None] * 9 and results[9].first_step == 180
 
 
 # -- dead ReLU ---------------------------------------------------------------------------------
@@ -289,7 +298,15 @@ def test_all_zero_gradients_freeze_a_short_run_at_once():
     frozen = [sample(s, [0.0, 0.0, 0.0], loss=0.693) for s in range(2)]
     results = feed(EarlyStagnation(), frozen)
     assert results[0] is None and results[1].evidence["all_gradients_zero"] and results[1].first_step == 1
-    assert feed(EarlyStagnation(), [sample(s, [0.0, 0.0, 0.01], loss=0.693) for s in range(3)]) == [None] * 3
+    assert feed(EarlyStagnation(), [sample(s, [0.0, 0.0, 0.01], loss=0.693 + 0.01 * s) for s in range(3)]) == [None] * 3
+
+
+def test_a_loss_constant_since_the_start_freezes_a_run_even_with_gradients():
+    """A softmax over one unit under categorical cross-entropy: the loss is exactly 0 while gradients drift."""
+    results = feed(EarlyStagnation(), [sample(s, [0.01, 0.01, 0.01], loss=0.0) for s in range(4)])
+    assert results[:2] == [None, None] and results[2].evidence["constant_loss"]
+    moved = [sample(s, loss=0.5 if s == 1 else 0.0) for s in range(5)]
+    assert feed(EarlyStagnation(), moved) == [None] * 5
 
 
 def test_a_softmax_over_one_unit_is_named_as_the_cause():

@@ -101,5 +101,5 @@ def test_nan_in_one_layer_does_not_poison_other_detectors():
     monitor = Monitor(warn_on=None)
     for step in range(5):
         grads = [math.nan, 0.01, 0.01] if step == 1 else [0.01, 0.01, 0.01]
-        monitor.observe(sample(step, grads, relative_updates=[1e-3] * 3, loss=1.0))
+        monitor.observe(sample(step, grads, relative_updates=[1e-3] * 3, loss=1.0 - 0.01 * step))
     assert [f.symptom for f in monitor.report().findings] == ["nonfinite"]

@@ -19,7 +19,7 @@ from .streams import sample
 def _sick_report():
     monitor = Monitor(warn_on=None, facts=ModelFacts(layers=tuple(LayerFacts(f"l{i}", "Linear", activation="Sigmoid") for i in range(4))))
     for step in range(4):
-        monitor.observe(sample(step, [1e-7, 1e-4, 1e-2, 1e-1], loss=float("nan") if step == 3 else 1.0))
+        monitor.observe(sample(step, [1e-7, 1e-4, 1e-2, 1e-1], loss=float("nan") if step == 3 else 1.0 - 0.01 * step))
     return monitor.report()
 
 

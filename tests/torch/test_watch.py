@@ -99,9 +99,9 @@ def test_dead_units_are_judged_over_256_rows():
         collector.capture_updates()
         model.zero_grad()
         stats = collector.flush(step=0)
-        shares.append([a.dead_share for a in stats.activations] + [stats.layers[0].zero_grad_rows])
-    assert shares[:3] == [[None]] * 3 and shares[4] == [None]
-    assert shares[3][0] is not None and shares[3][1] is not None  # 4 x 64 rows: one window
+        shares.append([(a.dead_share, a.window) for a in stats.activations] + [stats.layers[0].zero_grad_window])
+    assert [row[0][1] for row in shares] == [64, 128, 192, 256, 64]  # a window of 256 rows, then a new one
+    assert [row[1] for row in shares] == [64, 128, 192, 256, 64]
 
 def test_only_sampled_steps_reach_the_host(monkeypatch):
     flushes = []
