@@ -1,0 +1,501 @@
+"""Real public PyTorch programs, ported small, healthy and with faults from bug studies.
+
+Each program is written once as ``program(attach)`` (see ``real_oracle``): the same code runs under
+gradwatch (``Case.run``) and under the independent oracle that labelled it. Sources are cited per case;
+the ports are our own shrunk rewrites (MNIST test digits or sklearn data, narrower layers, fewer steps).
+"""
+
+from __future__ import annotations
+
+import gzip
+import math
+import sysconfig
+from collections.abc import Callable
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from gradwatch import Report
+from gradwatch.integrations.pytorch import watch
+
+from .case import Case
+from .real_oracle import Attach, Probe
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "datasets"
+Program = Callable[[Attach], None]
+
+
+def gradwatch_run(program: Program) -> Callable[[], Report]:
+    """``Case.run`` for a program: attach gradwatch's ``watch`` and return its report."""
+
+    def run() -> Report:
+        torch.set_num_threads(1)
+        watchers: list[Any] = []
+
+        def attach(model: nn.Module, optimizer: torch.optim.Optimizer | None, probe: Probe) -> Any:
+            watchers.append(watch(model, optimizer, print_report=False, warn_on=None))
+            return watchers[-1]
+
+        program(attach)
+        return watchers[0].close()
+
+    return run
+
+
+# -- data ------------------------------------------------------------------------------------------
+
+
+def mnist(n: int = 10000) -> tuple[torch.Tensor, torch.Tensor]:
+    """MNIST test digits [n, 1, 28, 28] in [0, 1] from shared/datasets; sklearn digits upsampled if absent."""
+    folder = SHARED / "mnist-t10k-idx"
+    if (folder / "t10k-images-idx3-ubyte.gz").exists():
+        images = np.frombuffer(gzip.open(folder / "t10k-images-idx3-ubyte.gz").read()[16:], np.uint8)
+        labels = np.frombuffer(gzip.open(folder / "t10k-labels-idx1-ubyte.gz").read()[8:], np.uint8)
+        x = torch.tensor(images.reshape(-1, 1, 28, 28)[:n], dtype=torch.float32) / 255.0
+        return x, torch.tensor(labels[:n], dtype=torch.long)
+    from sklearn.datasets import load_digits
+
+    digits = load_digits()
+    x = torch.tensor(digits.data, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
+    return F.interpolate(x, size=28, mode="bilinear")[:n], torch.tensor(digits.target)[:n]
+
+
+def split(x: torch.Tensor, y: torch.Tensor, n_probe: int = 512) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Train rows and a held-out probe batch (the last ``n_probe`` rows)."""
+    return x[:-n_probe], y[:-n_probe], x[-n_probe:], y[-n_probe:]
+
+
+def char_text() -> str:
+    """An English text that ships with Python (its LICENSE.txt), reduced to lowercase letters and spaces as d2l does."""
+    path = Path(sysconfig.get_paths()["stdlib"]) / "LICENSE.txt"
+    raw = path.read_text() if path.exists() else " ".join(["the zen of python beautiful is better than ugly"] * 300)
+    return " ".join("".join(c if c.isalpha() else " " for c in raw.lower()).split())
+
+
+def char_corpus() -> tuple[torch.Tensor, int]:
+    text = char_text()
+    vocab = sorted(set(text))
+    index = {c: i for i, c in enumerate(vocab)}
+    return torch.tensor([index[c] for c in text]), len(vocab)
+
+
+def random_windows(corpus: torch.Tensor, batch: int, length: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    starts = torch.randint(0, len(corpus) - length - 1, (batch,), generator=gen)
+    x = torch.stack([corpus[s : s + length] for s in starts.tolist()])
+    y = torch.stack([corpus[s + 1 : s + length + 1] for s in starts.tolist()])
+    return x, y
+
+
+# -- pytorch/tutorials: quickstart ------------------------------------------------------------------
+
+
+class QuickstartNet(nn.Module):
+    """Flatten -> Linear -> ReLU -> Linear -> ReLU -> Linear (512 wide in the tutorial, 128 here)."""
+
+    def __init__(self, width: int = 128, relu_output: bool = False) -> None:
+        super().__init__()
+        self.flatten = nn.Flatten()
+        layers: list[nn.Module] = [nn.Linear(784, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 10)]
+        if relu_output:
+            layers.append(nn.ReLU())  # fault: a ReLU on the logits under CrossEntropyLoss
+        self.linear_relu_stack = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_relu_stack(self.flatten(x))
+
+
+def quickstart(attach: Attach, *, lr: float = 1e-2, weight_decay: float = 0.0, relu_output: bool = False, epochs: int = 5) -> None:
+    torch.manual_seed(0)
+    x, y, px, py = split(*mnist(8512))
+    model = QuickstartNet(relu_output=relu_output)
+    loss_fn = nn.CrossEntropyLoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, weight_decay=weight_decay)
+    batch = 64
+    steps = epochs * math.ceil(len(x) / batch)
+    inst = attach(model, optimizer, Probe(px, py, loss_fn, steps))
+    for _ in range(epochs):
+        for i in range(0, len(x), batch):  # the tutorial's DataLoader does not shuffle
+            loss = loss_fn(model(x[i : i + batch]), y[i : i + batch])
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            inst.step(loss)
+
+
+# -- pytorch/tutorials: nn_tutorial (hand-written SGD, no torch.optim) -------------------------------
+
+
+class MnistLogistic(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.lin = nn.Linear(784, 10)
+
+    def forward(self, xb: torch.Tensor) -> torch.Tensor:
+        return self.lin(xb)
+
+
+def nn_tutorial(attach: Attach, *, lr: float = 0.5, epochs: int = 2) -> None:
+    torch.manual_seed(0)
+    x, y, px, py = split(*mnist(8512))
+    x, px = x.flatten(1), px.flatten(1)
+    model = MnistLogistic()
+    batch = 64
+    steps = epochs * math.ceil(len(x) / batch)
+    inst = attach(model, None, Probe(px, py, F.cross_entropy, steps))
+    for _ in range(epochs):
+        for i in range(0, len(x), batch):
+            loss = F.cross_entropy(model(x[i : i + batch]), y[i : i + batch])
+            loss.backward()
+            with torch.no_grad():
+                for p in model.parameters():
+                    p -= p.grad * lr
+                model.zero_grad()
+            inst.step(loss)
+
+
+# -- d2l: linear regression (concise model, hand-written minibatch SGD) with a NaN guard -------------
+
+
+def d2l_linreg_unscaled(attach: Attach) -> None:
+    """Features in the thousands (fault: unscaled inputs); the loop stops itself once the loss is not finite."""
+    torch.manual_seed(0)
+    true_w, true_b = torch.tensor([2.0, -3.4]), 4.2
+    x = torch.normal(0, 1, (1000, 2)) * 1000 + 2000  # e.g. floor area and price in raw units
+    y = (x @ true_w + true_b + torch.normal(0, 0.01, (1000,)))[:, None]
+    px, py = x[-256:], y[-256:]
+    net = nn.Linear(2, 1)
+    nn.init.normal_(net.weight, 0, 0.01)
+    nn.init.zeros_(net.bias)
+    lr, batch, epochs = 0.03, 10, 3
+    inst = attach(net, None, Probe(px, py, F.mse_loss, epochs * 100, classify=False))
+    for _ in range(epochs):
+        order = torch.randperm(1000)
+        for i in range(0, 1000, batch):
+            rows = order[i : i + batch]
+            loss = F.mse_loss(net(x[rows]), y[rows])
+            if not torch.isfinite(loss):
+                print(f"loss is {loss.item()}, stopping")
+                return
+            loss.backward()
+            with torch.no_grad():
+                for p in net.parameters():
+                    p -= lr * p.grad
+                    p.grad.zero_()
+            inst.step(loss)
+
+
+# -- d2l: MLP (concise) and mutations ---------------------------------------------------------------
+
+
+def d2l_mlp(attach: Attach, *, hidden: tuple[int, ...] = (256,), activation: type[nn.Module] = nn.ReLU, bias: float = 0.0, epochs: int = 10) -> None:
+    torch.manual_seed(0)
+    x, y, px, py = split(*mnist(8512))
+    layers: list[nn.Module] = [nn.Flatten()]
+    widths = (784, *hidden)
+    for fan_in, fan_out in zip(widths, widths[1:]):
+        layers += [nn.Linear(fan_in, fan_out), activation()]
+    net = nn.Sequential(*layers, nn.Linear(widths[-1], 10))
+    for m in net:
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=0.01)
+            nn.init.constant_(m.bias, bias if m.out_features != 10 else 0.0)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.1)
+    batch = 256
+    steps = epochs * math.ceil(len(x) / batch)
+    inst = attach(net, optimizer, Probe(px, py, F.cross_entropy, steps))
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=gen)
+        for i in range(0, len(x), batch):
+            rows = order[i : i + batch]
+            loss = F.cross_entropy(net(x[rows]), y[rows])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            inst.step(loss)
+
+
+# -- d2l: LeNet (sigmoid, average pooling, Xavier init, SGD lr 0.9) ----------------------------------
+
+
+def d2l_lenet(attach: Attach, *, lr: float = 0.9, epochs: int = 6) -> None:
+    torch.manual_seed(0)
+    x, y, px, py = split(*mnist(6400 + 512))
+    net = nn.Sequential(
+        nn.Conv2d(1, 6, kernel_size=5, padding=2), nn.Sigmoid(), nn.AvgPool2d(2, 2),
+        nn.Conv2d(6, 16, kernel_size=5), nn.Sigmoid(), nn.AvgPool2d(2, 2),
+        nn.Flatten(), nn.Linear(16 * 5 * 5, 120), nn.Sigmoid(), nn.Linear(120, 84), nn.Sigmoid(), nn.Linear(84, 10),
+    )  # fmt: skip
+    for m in net:
+        if isinstance(m, (nn.Linear, nn.Conv2d)):
+            nn.init.xavier_uniform_(m.weight)
+    optimizer = torch.optim.SGD(net.parameters(), lr=lr)
+    batch = 256
+    steps = epochs * math.ceil(len(x) / batch)
+    inst = attach(net, optimizer, Probe(px, py, F.cross_entropy, steps))
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=gen)
+        for i in range(0, len(x), batch):
+            rows = order[i : i + batch]
+            loss = F.cross_entropy(net(x[rows]), y[rows])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            inst.step(loss)
+
+
+# -- d2l: RNN language model (concise), gradient clipping --------------------------------------------
+
+
+class RNNModel(nn.Module):
+    """d2l's RNNModel: one-hot characters -> nn.RNN/GRU -> Linear over the vocabulary."""
+
+    def __init__(self, vocab: int, hidden: int, cell: type[nn.Module] = nn.RNN) -> None:
+        super().__init__()
+        self.vocab = vocab
+        self.rnn = cell(vocab, hidden)
+        self.linear = nn.Linear(hidden, vocab)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        x = F.one_hot(inputs.T.long(), self.vocab).float() if inputs.dtype == torch.long else inputs
+        out, _ = self.rnn(x)  # time-major, as in d2l
+        return self.linear(out.reshape(-1, out.shape[-1]))
+
+
+def lm_loss(output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(output, y.T.reshape(-1))
+
+
+def d2l_rnn_lm(attach: Attach, *, lr: float = 1.0, clip: float | None = 1.0, cell: type[nn.Module] = nn.RNN, steps: int = 250) -> None:
+    torch.manual_seed(0)
+    corpus, vocab = char_corpus()
+    gen = torch.Generator().manual_seed(0)
+    px, py = random_windows(corpus, 256, 35, torch.Generator().manual_seed(1))
+    net = RNNModel(vocab, 64, cell)
+    updater = torch.optim.SGD(net.parameters(), lr=lr)
+    inst = attach(net, updater, Probe(px, py, lm_loss, steps, classify=False))
+    for _ in range(steps):
+        x, y = random_windows(corpus, 32, 35, gen)
+        loss = lm_loss(net(x), y)
+        updater.zero_grad()
+        loss.backward()
+        if clip is not None:  # d2l's grad_clipping: scale all gradients to a global norm <= theta
+            norm = torch.sqrt(sum(torch.sum(p.grad**2) for p in net.parameters()))
+            if norm > clip:
+                for p in net.parameters():
+                    p.grad[:] *= clip / norm
+        updater.step()
+        inst.step(loss)
+
+
+# -- yunjey/pytorch-tutorial: RNN over image rows, with padding ---------------------------------------
+
+
+class RowRNN(nn.Module):
+    def __init__(self, cell: type[nn.Module], hidden: int = 64, layers: int = 2) -> None:
+        super().__init__()
+        self.rnn = cell(28, hidden, layers, batch_first=True)
+        self.fc = nn.Linear(hidden, 10)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out, _ = self.rnn(x)
+        return self.fc(out[:, -1, :])
+
+
+def row_rnn(attach: Attach, *, cell: type[nn.Module], pad: int, pad_before: bool, epochs: int = 2, lr: float = 0.01, layers: int = 2) -> None:
+    """MNIST read row by row (28 steps of 28 pixels) plus ``pad`` zero rows before or after the image."""
+    torch.manual_seed(0)
+    x, y, px, py = split(*mnist(6000 + 512))
+    zeros = torch.zeros(len(x) + len(px), pad, 28)
+    rows = torch.cat([x, px]).squeeze(1)
+    seq = torch.cat([zeros, rows], 1) if pad_before else torch.cat([rows, zeros], 1)
+    x, px = seq[: len(x)], seq[len(x) :]
+    model = RowRNN(cell, layers=layers)
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    batch = 100
+    steps = epochs * math.ceil(len(x) / batch)
+    probe = Probe(px, py, F.cross_entropy, steps, time_axis=1, informative_from=pad if pad_before else 0)
+    inst = attach(model, optimizer, probe)
+    for _ in range(epochs):
+        for i in range(0, len(x), batch):
+            loss = F.cross_entropy(model(x[i : i + batch]), y[i : i + batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            inst.step(loss)
+
+
+# -- karpathy/ng-video-lecture gpt.py: a tiny character GPT --------------------------------------------
+
+
+class Head(nn.Module):
+    def __init__(self, n_embd: int, head_size: int, block: int) -> None:
+        super().__init__()
+        self.key = nn.Linear(n_embd, head_size, bias=False)
+        self.query = nn.Linear(n_embd, head_size, bias=False)
+        self.value = nn.Linear(n_embd, head_size, bias=False)
+        self.register_buffer("tril", torch.tril(torch.ones(block, block)))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        t = x.shape[1]
+        k, q = self.key(x), self.query(x)
+        weights = (q @ k.transpose(-2, -1)) * k.shape[-1] ** -0.5
+        weights = weights.masked_fill(self.tril[:t, :t] == 0, float("-inf")).softmax(-1)
+        return weights @ self.value(x)
+
+
+class Block(nn.Module):
+    def __init__(self, n_embd: int, n_head: int, block: int) -> None:
+        super().__init__()
+        self.heads = nn.ModuleList(Head(n_embd, n_embd // n_head, block) for _ in range(n_head))
+        self.proj = nn.Linear(n_embd, n_embd)
+        self.ffwd = nn.Sequential(nn.Linear(n_embd, 4 * n_embd), nn.ReLU(), nn.Linear(4 * n_embd, n_embd))
+        self.ln1, self.ln2 = nn.LayerNorm(n_embd), nn.LayerNorm(n_embd)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.ln1(x)
+        x = x + self.proj(torch.cat([head(h) for head in self.heads], -1))
+        return x + self.ffwd(self.ln2(x))
+
+
+class TinyGPT(nn.Module):
+    def __init__(self, vocab: int, n_embd: int = 32, n_head: int = 4, n_layer: int = 2, block: int = 32) -> None:
+        super().__init__()
+        self.token_embedding_table = nn.Embedding(vocab, n_embd)
+        self.position_embedding_table = nn.Embedding(block, n_embd)
+        self.blocks = nn.Sequential(*(Block(n_embd, n_head, block) for _ in range(n_layer)))
+        self.ln_f = nn.LayerNorm(n_embd)
+        self.lm_head = nn.Linear(n_embd, vocab)
+
+    def forward(self, idx: torch.Tensor) -> torch.Tensor:
+        x = self.token_embedding_table(idx) + self.position_embedding_table(torch.arange(idx.shape[1]))
+        return self.lm_head(self.ln_f(self.blocks(x)))
+
+
+def gpt_loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.cross_entropy(logits.reshape(-1, logits.shape[-1]), y.reshape(-1))
+
+
+def tiny_gpt(attach: Attach, *, lr: float = 1e-3, steps: int = 300) -> None:
+    torch.manual_seed(0)
+    corpus, vocab = char_corpus()
+    gen = torch.Generator().manual_seed(0)
+    px, py = random_windows(corpus, 256, 32, torch.Generator().manual_seed(1))
+    model = TinyGPT(vocab)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=lr)
+    inst = attach(model, optimizer, Probe(px, py, gpt_loss, steps, classify=False))
+    for _ in range(steps):
+        xb, yb = random_windows(corpus, 16, 32, gen)
+        loss = gpt_loss(model(xb), yb)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        inst.step(loss)
+
+
+# -- patrickloeber/pytorchTutorial: full-batch logistic and linear regression --------------------------
+
+
+class LogisticModel(nn.Module):
+    def __init__(self, n_features: int, squash: str = "sigmoid") -> None:
+        super().__init__()
+        self.linear = nn.Linear(n_features, 1)
+        self.squash = squash
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        z = self.linear(x)
+        return torch.softmax(z, dim=1) if self.squash == "softmax" else torch.sigmoid(z)
+
+
+def binary_accuracy_loss(output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    return F.binary_cross_entropy(output, y)
+
+
+def breast_cancer(attach: Attach, *, scale: bool = True, squash: str = "sigmoid", epochs: int = 100) -> None:
+    """Full batch: one optimizer step per epoch on sklearn's breast-cancer data."""
+    from sklearn.datasets import load_breast_cancer
+    from sklearn.model_selection import train_test_split
+    from sklearn.preprocessing import StandardScaler
+
+    torch.manual_seed(0)
+    data = load_breast_cancer()
+    x_train, x_test, y_train, y_test = train_test_split(data.data, data.target, test_size=0.2, random_state=1234)
+    if scale:
+        scaler = StandardScaler()
+        x_train, x_test = scaler.fit_transform(x_train), scaler.transform(x_test)
+    x = torch.tensor(x_train, dtype=torch.float32)
+    y = torch.tensor(y_train, dtype=torch.float32)[:, None]
+    model = LogisticModel(x.shape[1], squash)
+    criterion = nn.BCELoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    inst = attach(model, optimizer, Probe(x, y, criterion, epochs, classify=False))
+    for _ in range(epochs):
+        loss = criterion(model(x), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        inst.step(loss)
+
+
+class Regressor(nn.Module):
+    def __init__(self, n_features: int, hidden: int = 16, sigmoid_output: bool = False) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(n_features, hidden), nn.ReLU(), nn.Linear(hidden, 1))
+        self.sigmoid_output = sigmoid_output
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.net(x)
+        return torch.sigmoid(out) if self.sigmoid_output else out
+
+
+def diabetes_regression(attach: Attach, *, sigmoid_output: bool = False, epochs: int = 200) -> None:
+    """Full-batch MLP regression on sklearn's diabetes data (targets 25..346)."""
+    from sklearn.datasets import load_diabetes
+
+    torch.manual_seed(0)
+    data = load_diabetes()
+    x = torch.tensor(data.data, dtype=torch.float32) * 10  # features standardised to unit scale
+    y = torch.tensor(data.target, dtype=torch.float32)[:, None]
+    model = Regressor(x.shape[1], sigmoid_output=sigmoid_output)
+    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
+    inst = attach(model, optimizer, Probe(x, y, F.mse_loss, epochs, classify=False))
+    for _ in range(epochs):
+        loss = F.mse_loss(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        inst.step(loss)
+
+
+PROGRAMS: dict[str, Program] = {
+    "rt_quickstart": quickstart,
+    "rt_quickstart_lr_div1e4": partial(quickstart, lr=1e-6),
+    "rt_quickstart_relu_logits": partial(quickstart, relu_output=True),
+    "rt_quickstart_wd": partial(quickstart, weight_decay=1.0),
+    "rt_nn_tutorial_manual": nn_tutorial,
+    "rt_nn_tutorial_manual_lr_div1e4": partial(nn_tutorial, lr=5e-5),
+    "rt_linreg_unscaled_nanstop": d2l_linreg_unscaled,
+    "rt_d2l_mlp": d2l_mlp,
+    "rt_d2l_mlp_deep_sigmoid": partial(d2l_mlp, hidden=(256, 128, 128, 128, 128, 64, 64, 64), activation=nn.Sigmoid),
+    "rt_d2l_mlp_bias_neg": partial(d2l_mlp, bias=-1.0),
+    "rt_d2l_lenet": d2l_lenet,
+    "rt_d2l_rnn_lm_clip": d2l_rnn_lm,
+    "rt_d2l_rnn_lm_noclip_lr100": partial(d2l_rnn_lm, lr=100.0, clip=None),
+    "rt_lstm_prepadded": partial(row_rnn, cell=nn.LSTM, pad=28, pad_before=True),
+    "rt_rnn_postpadded": partial(row_rnn, cell=nn.RNN, pad=56, pad_before=False, lr=1e-3),
+    "rt_tiny_gpt": tiny_gpt,
+    "rt_tiny_gpt_lr_x1000": partial(tiny_gpt, lr=1.0),
+    "rt_logreg_fullbatch": breast_cancer,
+    "rt_logreg_unscaled": partial(breast_cancer, scale=False),
+    "rt_logreg_softmax_one_unit": partial(breast_cancer, squash="softmax"),
+    "rt_diabetes_mlp": diabetes_regression,
+    "rt_diabetes_sigmoid_output": partial(diabetes_regression, sigmoid_output=True),
+}
+
+CASES: list[Case] = []
