@@ -26,7 +26,9 @@ listed as ``also`` (they go into the case's ``allowed``):
 4. ``weight_collapse``: total weight norm at the end < 10% of its start.
 5. ``vanishing_gradients``: first/last gradient ratio < 1e-3 at the median of the probes after the
    start and at the last one; or (recurrent) ``time_ratio`` median < 1e-3.
-6. ``early_stagnation``: probe loss at 20% of the run >= 95% of its start and at the end >= 90%.
+6. ``early_stagnation``: probe loss at 20% of the run >= 95% of its start and at the end >= 90%;
+   or stuck at a bad value: it moves by <= 5% from 20% of the run to the end and ends >= 3x the
+   final probe loss of the program's healthy twin (``TWINS``; ``ref_loss``).
 7. healthy (``None``): probe loss at the end <= 70% of its start and none of the above.
    Anything else is ``unclear`` and is not used as a case.
 
@@ -159,7 +161,7 @@ def _never_active_share(output: torch.Tensor) -> float:
     return float((~active.any(0)).float().mean())
 
 
-def summarise(rec: OracleRecorder) -> dict[str, Any]:
+def summarise(rec: OracleRecorder, reference_loss: float | None = None) -> dict[str, Any]:
     """The numbers recorded in a case's ``oracle`` and the label the rules derive from them."""
     probes = rec.probes
     start, end = probes[0], probes[-1]
@@ -203,7 +205,10 @@ def summarise(rec: OracleRecorder) -> dict[str, Any]:
         present.append("weight_collapse")
     if (numbers["ratio_med"] < 1e-3 and end["ratio"] < 1e-3) or numbers.get("time_ratio_med", 1.0) < 1e-3:
         present.append("vanishing_gradients")
-    if all(map(_finite, (at20["loss"], end["loss"]))) and at20["loss"] >= 0.95 * start["loss"] and end["loss"] >= 0.9 * start["loss"]:
+    if all(map(_finite, (at20["loss"], end["loss"]))) and (
+        (at20["loss"] >= 0.95 * start["loss"] and end["loss"] >= 0.9 * start["loss"])
+        or (reference_loss is not None and abs(end["loss"] - at20["loss"]) <= 0.05 * at20["loss"] and end["loss"] >= 3 * reference_loss)
+    ):
         present.append("early_stagnation")
     if present:
         label: str | None = present[0]
@@ -211,6 +216,8 @@ def summarise(rec: OracleRecorder) -> dict[str, Any]:
         label = None
     else:
         label = "unclear"
+    if reference_loss is not None:
+        numbers["ref_loss"] = reference_loss
     numbers = {k: _round(v) for k, v in numbers.items()}
     numbers["label"] = label or "healthy"
     numbers["also"] = ",".join(present[1:])
@@ -237,12 +244,12 @@ def oracle_attach(records: list[OracleRecorder]) -> Attach:
     return attach
 
 
-def oracle_of(program: Callable[[Attach], None]) -> dict[str, Any]:
+def oracle_of(program: Callable[[Attach], None], reference_loss: float | None = None) -> dict[str, Any]:
     """Run a plain-PyTorch program under the oracle and summarise it."""
     records: list[OracleRecorder] = []
     program(oracle_attach(records))
     records[0].close()
-    return summarise(records[0])
+    return summarise(records[0], reference_loss)
 
 
 def main(argv: list[str]) -> int:
@@ -250,12 +257,20 @@ def main(argv: list[str]) -> int:
 
     torch.set_num_threads(1)
     programs = {**real_torch.PROGRAMS, **real_lightning.PROGRAMS}
+    twins = {**real_torch.TWINS, **real_lightning.TWINS}
     recorded = {c.name: c for c in real_torch.CASES + real_lightning.CASES}
+
+    def measure(name: str, reference_loss: float | None = None) -> dict[str, Any]:
+        if name in real_lightning.PROGRAMS:
+            return real_lightning.oracle_of(real_lightning.PROGRAMS[name], reference_loss)
+        return oracle_of(real_torch.PROGRAMS[name], reference_loss)
+
     status = 0
-    for name, program in programs.items():
+    for name in programs:
         if argv and name not in argv:
             continue
-        numbers = real_lightning.oracle_of(program) if name in real_lightning.PROGRAMS else oracle_of(program)
+        reference = measure(twins[name])["loss_end"] if name in twins else None
+        numbers = measure(name, reference)
         case = recorded.get(name)
         expected = (case.expected or "healthy") if case else "-"
         agree = case is not None and numbers["label"] == expected

@@ -97,34 +97,33 @@ def random_windows(corpus: torch.Tensor, batch: int, length: int, gen: torch.Gen
 class QuickstartNet(nn.Module):
     """Flatten -> Linear -> ReLU -> Linear -> ReLU -> Linear (512 wide in the tutorial, 128 here)."""
 
-    def __init__(self, width: int = 128, relu_output: bool = False) -> None:
+    def __init__(self, width: int = 128) -> None:
         super().__init__()
         self.flatten = nn.Flatten()
         layers: list[nn.Module] = [nn.Linear(784, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 10)]
-        if relu_output:
-            layers.append(nn.ReLU())  # fault: a ReLU on the logits under CrossEntropyLoss
         self.linear_relu_stack = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear_relu_stack(self.flatten(x))
 
 
-def quickstart(attach: Attach, *, lr: float = 1e-2, weight_decay: float = 0.0, relu_output: bool = False, epochs: int = 5) -> None:
+def quickstart(attach: Attach, *, lr: float = 1e-2, weight_decay: float = 0.0, epochs: int = 5, max_steps: int | None = None) -> None:
+    """The tutorial's lr 1e-3 is 1e-2 here, to fit its 5 x 938 steps of learning into 5 x 125."""
     torch.manual_seed(0)
     x, y, px, py = split(*mnist(8512))
-    model = QuickstartNet(relu_output=relu_output)
+    model = QuickstartNet()
     loss_fn = nn.CrossEntropyLoss()
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, weight_decay=weight_decay)
     batch = 64
-    steps = epochs * math.ceil(len(x) / batch)
+    steps = max_steps or epochs * math.ceil(len(x) / batch)
     inst = attach(model, optimizer, Probe(px, py, loss_fn, steps))
-    for _ in range(epochs):
-        for i in range(0, len(x), batch):  # the tutorial's DataLoader does not shuffle
-            loss = loss_fn(model(x[i : i + batch]), y[i : i + batch])
-            loss.backward()
-            optimizer.step()
-            optimizer.zero_grad()
-            inst.step(loss)
+    for step in range(steps):
+        i = step * batch % len(x)  # the tutorial's DataLoader does not shuffle
+        loss = loss_fn(model(x[i : i + batch]), y[i : i + batch])
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        inst.step(loss)
 
 
 # -- pytorch/tutorials: nn_tutorial (hand-written SGD, no torch.optim) -------------------------------
@@ -220,30 +219,65 @@ def d2l_mlp(attach: Attach, *, hidden: tuple[int, ...] = (256,), activation: typ
             inst.step(loss)
 
 
-# -- d2l: LeNet (sigmoid, average pooling, Xavier init, SGD lr 0.9) ----------------------------------
+# -- pytorch/tutorials: nn_tutorial, the nn.Sequential CNN (ReLU on the 10 pooled outputs) -----------
 
 
-def d2l_lenet(attach: Attach, *, lr: float = 0.9, epochs: int = 6) -> None:
+def nn_tutorial_cnn(attach: Attach, *, lr: float = 0.1, epochs: int = 2) -> None:
     torch.manual_seed(0)
-    x, y, px, py = split(*mnist(6400 + 512))
-    net = nn.Sequential(
-        nn.Conv2d(1, 6, kernel_size=5, padding=2), nn.Sigmoid(), nn.AvgPool2d(2, 2),
-        nn.Conv2d(6, 16, kernel_size=5), nn.Sigmoid(), nn.AvgPool2d(2, 2),
-        nn.Flatten(), nn.Linear(16 * 5 * 5, 120), nn.Sigmoid(), nn.Linear(120, 84), nn.Sigmoid(), nn.Linear(84, 10),
+    x, y, px, py = split(*mnist(6000 + 512))
+    model = nn.Sequential(
+        nn.Conv2d(1, 16, kernel_size=3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(16, 16, kernel_size=3, stride=2, padding=1), nn.ReLU(),
+        nn.Conv2d(16, 10, kernel_size=3, stride=2, padding=1), nn.ReLU(),
+        nn.AdaptiveAvgPool2d(1), nn.Flatten(),
     )  # fmt: skip
-    for m in net:
-        if isinstance(m, (nn.Linear, nn.Conv2d)):
-            nn.init.xavier_uniform_(m.weight)
-    optimizer = torch.optim.SGD(net.parameters(), lr=lr)
-    batch = 256
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9)
+    batch = 64
     steps = epochs * math.ceil(len(x) / batch)
-    inst = attach(net, optimizer, Probe(px, py, F.cross_entropy, steps))
+    inst = attach(model, optimizer, Probe(px, py, F.cross_entropy, steps))
     gen = torch.Generator().manual_seed(0)
     for _ in range(epochs):
         order = torch.randperm(len(x), generator=gen)
         for i in range(0, len(x), batch):
             rows = order[i : i + batch]
-            loss = F.cross_entropy(net(x[rows]), y[rows])
+            loss = F.cross_entropy(model(x[rows]), y[rows])
+            loss.backward()
+            optimizer.step()
+            optimizer.zero_grad()
+            inst.step(loss)
+
+
+# -- Lightning-AI/tutorials, UvA DL course 3: BaseNetwork and its initialisations ----------------------
+
+
+def uva_base_network(attach: Attach, *, init: str = "kaiming", epochs: int = 3) -> None:
+    """ReLU MLP (512-256-256-128 in the tutorial, 128-64-64-32 here), normalised inputs, Adam lr 1e-3."""
+    torch.manual_seed(0)
+    x, y, px, py = split(*mnist(8192 + 512))
+    x, px = ((x - 0.1307) / 0.3081).flatten(1), ((px - 0.1307) / 0.3081).flatten(1)
+    widths = (784, 128, 64, 64, 32)
+    layers: list[nn.Module] = []
+    for fan_in, fan_out in zip(widths, widths[1:]):
+        layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
+    model = nn.Sequential(*layers, nn.Linear(widths[-1], 10))
+    with torch.no_grad():
+        for name, param in model.named_parameters():
+            if init == "const":  # the tutorial's const_init(model, fill=0.005)
+                param.fill_(0.005)
+            elif name.endswith(".bias"):
+                param.fill_(0.0)
+            else:  # the tutorial's kaiming_init: std sqrt(2 / fan_in), sqrt(1 / fan_in) for the first layer
+                param.normal_(0, math.sqrt((1.0 if name.startswith("0.") else 2.0) / param.shape[1]))
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    batch = 256
+    steps = epochs * math.ceil(len(x) / batch)
+    inst = attach(model, optimizer, Probe(px, py, F.cross_entropy, steps))
+    gen = torch.Generator().manual_seed(0)
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=gen)
+        for i in range(0, len(x), batch):
+            rows = order[i : i + batch]
+            loss = F.cross_entropy(model(x[rows]), y[rows])
             optimizer.zero_grad()
             loss.backward()
             optimizer.step()
@@ -454,6 +488,26 @@ class Regressor(nn.Module):
         return torch.sigmoid(out) if self.sigmoid_output else out
 
 
+def make_regression_line(attach: Attach, *, epochs: int = 20) -> None:
+    """One feature, full batch, nn.Linear under MSE and SGD lr 0.01 (the tutorial runs 100 epochs)."""
+    from sklearn.datasets import make_regression
+
+    torch.manual_seed(0)
+    x_np, y_np = make_regression(n_samples=100, n_features=1, noise=20, random_state=4)
+    x = torch.tensor(x_np, dtype=torch.float32)
+    y = torch.tensor(y_np, dtype=torch.float32)[:, None]
+    model = nn.Linear(1, 1)
+    criterion = nn.MSELoss()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    inst = attach(model, optimizer, Probe(x, y, criterion, epochs, classify=False))
+    for _ in range(epochs):
+        loss = criterion(model(x), y)
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        inst.step(loss)
+
+
 def diabetes_regression(attach: Attach, *, sigmoid_output: bool = False, epochs: int = 200) -> None:
     """Full-batch MLP regression on sklearn's diabetes data (targets 25..346)."""
     from sklearn.datasets import load_diabetes
@@ -476,15 +530,17 @@ def diabetes_regression(attach: Attach, *, sigmoid_output: bool = False, epochs:
 PROGRAMS: dict[str, Program] = {
     "rt_quickstart": quickstart,
     "rt_quickstart_lr_div1e4": partial(quickstart, lr=1e-6),
-    "rt_quickstart_relu_logits": partial(quickstart, relu_output=True),
     "rt_quickstart_wd": partial(quickstart, weight_decay=1.0),
+    "rt_quickstart_lr_x1000_short": partial(quickstart, lr=10.0, max_steps=20),
     "rt_nn_tutorial_manual": nn_tutorial,
     "rt_nn_tutorial_manual_lr_div1e4": partial(nn_tutorial, lr=5e-5),
     "rt_linreg_unscaled_nanstop": d2l_linreg_unscaled,
     "rt_d2l_mlp": d2l_mlp,
     "rt_d2l_mlp_deep_sigmoid": partial(d2l_mlp, hidden=(256, 128, 128, 128, 128, 64, 64, 64), activation=nn.Sigmoid),
     "rt_d2l_mlp_bias_neg": partial(d2l_mlp, bias=-1.0),
-    "rt_d2l_lenet": d2l_lenet,
+    "rt_nn_tutorial_cnn": nn_tutorial_cnn,
+    "rt_uva_kaiming": uva_base_network,
+    "rt_uva_const_init": partial(uva_base_network, init="const"),
     "rt_d2l_rnn_lm_clip": d2l_rnn_lm,
     "rt_d2l_rnn_lm_noclip_lr100": partial(d2l_rnn_lm, lr=100.0, clip=None),
     "rt_lstm_prepadded": partial(row_rnn, cell=nn.LSTM, pad=28, pad_before=True),
@@ -494,8 +550,11 @@ PROGRAMS: dict[str, Program] = {
     "rt_logreg_fullbatch": breast_cancer,
     "rt_logreg_unscaled": partial(breast_cancer, scale=False),
     "rt_logreg_softmax_one_unit": partial(breast_cancer, squash="softmax"),
+    "rt_linreg_fullbatch_short": make_regression_line,
     "rt_diabetes_mlp": diabetes_regression,
     "rt_diabetes_sigmoid_output": partial(diabetes_regression, sigmoid_output=True),
 }
+
+TWINS: dict[str, str] = {"rt_uva_const_init": "rt_uva_kaiming"}  # sick program -> its healthy version
 
 CASES: list[Case] = []
