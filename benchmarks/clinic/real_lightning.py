@@ -13,12 +13,12 @@ from typing import Any
 
 import lightning.pytorch as L
 import torch
+from gradwatch.integrations.lightning import GradWatchCallback
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from gradwatch import Report
-from gradwatch.integrations.lightning import GradWatchCallback
 
 from .case import Case
 from .real_oracle import OracleRecorder, Probe, summarise
@@ -68,7 +68,14 @@ class OracleCallback(L.Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self.recorder = OracleRecorder(pl_module, self.probe)
 
-    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int) -> None:
+    def on_train_batch_end(
+        self,
+        trainer: L.Trainer,
+        pl_module: L.LightningModule,
+        outputs: Any,
+        batch: Any,
+        batch_idx: int,
+    ) -> None:
         assert self.recorder is not None
         self.recorder.step(outputs["loss"] if isinstance(outputs, dict) else outputs)
 
@@ -93,8 +100,12 @@ def oracle_of(program: Program, reference_loss: float | None = None) -> dict[str
 class LitAutoEncoder(L.LightningModule):
     def __init__(self, lr: float = 1e-3) -> None:
         super().__init__()
-        self.encoder = nn.Sequential(nn.Linear(28 * 28, 64), nn.ReLU(), nn.Linear(64, 3))
-        self.decoder = nn.Sequential(nn.Linear(3, 64), nn.ReLU(), nn.Linear(64, 28 * 28))
+        self.encoder = nn.Sequential(
+            nn.Linear(28 * 28, 64), nn.ReLU(), nn.Linear(64, 3)
+        )
+        self.decoder = nn.Sequential(
+            nn.Linear(3, 64), nn.ReLU(), nn.Linear(64, 28 * 28)
+        )
         self.lr = lr
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -109,12 +120,19 @@ class LitAutoEncoder(L.LightningModule):
         return torch.optim.Adam(self.parameters(), lr=self.lr)
 
 
-def autoencoder(make_callback: MakeCallback, *, lr: float = 1e-3, max_steps: int = 250) -> None:
+def autoencoder(
+    make_callback: MakeCallback, *, lr: float = 1e-3, max_steps: int = 250
+) -> None:
     torch.manual_seed(0)
     x, y, px, _ = split(*mnist(8512))
     model = LitAutoEncoder(lr)
     probe = Probe(px, px.flatten(1), F.mse_loss, max_steps, classify=False)
-    loader = DataLoader(TensorDataset(x, y), batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        TensorDataset(x, y),
+        batch_size=64,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(0),
+    )
     trainer(make_callback(probe), max_steps=max_steps).fit(model, loader)
 
 
@@ -122,7 +140,13 @@ def autoencoder(make_callback: MakeCallback, *, lr: float = 1e-3, max_steps: int
 
 
 class LitMNIST(L.LightningModule):
-    def __init__(self, hidden: int = 64, lr: float = 2e-4, weight_decay: float = 0.0, bias: float | None = None) -> None:
+    def __init__(
+        self,
+        hidden: int = 64,
+        lr: float = 2e-4,
+        weight_decay: float = 0.0,
+        bias: float | None = None,
+    ) -> None:
         super().__init__()
         self.model = nn.Sequential(
             nn.Flatten(),
@@ -142,16 +166,25 @@ class LitMNIST(L.LightningModule):
         return F.nll_loss(self(x), y)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return torch.optim.Adam(self.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        return torch.optim.Adam(
+            self.parameters(), lr=self.lr, weight_decay=self.weight_decay
+        )
 
 
-def mnist_hello(make_callback: MakeCallback, *, max_steps: int = 375, **options: Any) -> None:
+def mnist_hello(
+    make_callback: MakeCallback, *, max_steps: int = 375, **options: Any
+) -> None:
     torch.manual_seed(0)
     x, y, px, py = split(*mnist(8512))
     x, px = (x - 0.1307) / 0.3081, (px - 0.1307) / 0.3081
     model = LitMNIST(**options)
     probe = Probe(px, py, F.nll_loss, max_steps)
-    loader = DataLoader(TensorDataset(x, y), batch_size=64, shuffle=True, generator=torch.Generator().manual_seed(0))
+    loader = DataLoader(
+        TensorDataset(x, y),
+        batch_size=64,
+        shuffle=True,
+        generator=torch.Generator().manual_seed(0),
+    )
     trainer(make_callback(probe), max_steps=max_steps).fit(model, loader)
 
 
@@ -167,4 +200,60 @@ PROGRAMS: dict[str, Program] = {
 
 TWINS: dict[str, str] = {}
 
-CASES: list[Case] = []
+README = "Lightning-AI/pytorch-lightning README.md (LitAutoEncoder)"
+HELLO = "Lightning-AI/tutorials lightning_examples/mnist-hello-world/hello-world.py (LitMNIST)"
+
+# (expected, allowed, about, source); the oracle's numbers are in ORACLE below.
+LABELS: dict[str, tuple[str | None, tuple[str, ...], str, str]] = {
+    "rl_autoencoder": (None, (), "784-64-3-64-784 autoencoder, Adam 1e-3, MSE", README),
+    "rl_autoencoder_short": (None, (), "the same, a 20-step run", README),
+    "rl_autoencoder_lr_div1e4": (
+        "early_stagnation",
+        (),
+        "fault: Adam lr / 1e4",
+        README,
+    ),
+    "rl_mnist_hello": (
+        None,
+        (),
+        "784-64-64-10 ReLU + dropout, log_softmax + NLL, Adam 2e-4",
+        HELLO,
+    ),
+    "rl_mnist_hello_bias_neg": (
+        "dead_relu",
+        ("early_stagnation",),
+        "fault: bias -10 before the second ReLU",
+        HELLO,
+    ),
+    "rl_mnist_hello_wd": (
+        "early_stagnation",
+        ("weight_collapse",),
+        "fault: Adam weight_decay=10 (weights down to 27% of init, loss frozen)",
+        HELLO,
+    ),
+    "rl_mnist_hello_lr_x1000_short": (
+        "exploding_gradients",
+        ("dead_relu", "early_stagnation"),
+        "fault: Adam lr x1000 (0.2); a 25-step run",
+        HELLO,
+    ),
+}
+
+ORACLE: dict[str, dict[str, object]] = {}
+
+
+def _case(name: str) -> Case:
+    expected, allowed, about, source = LABELS[name]
+    return Case(
+        name,
+        "lightning",
+        expected,
+        gradwatch_run(PROGRAMS[name]),
+        about,
+        allowed,
+        source,
+        ORACLE.get(name, {}),
+    )
+
+
+CASES: list[Case] = [_case(name) for name in PROGRAMS]

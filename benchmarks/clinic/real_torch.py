@@ -8,6 +8,7 @@ the ports are our own shrunk rewrites (MNIST test digits or sklearn data, narrow
 from __future__ import annotations
 
 import gzip
+import itertools
 import math
 import sysconfig
 from collections.abc import Callable
@@ -17,11 +18,11 @@ from typing import Any
 
 import numpy as np
 import torch
+from gradwatch.integrations.pytorch import watch
 from torch import nn
 from torch.nn import functional as F
 
 from gradwatch import Report
-from gradwatch.integrations.pytorch import watch
 
 from .case import Case
 from .real_oracle import Attach, Probe
@@ -37,7 +38,9 @@ def gradwatch_run(program: Program) -> Callable[[], Report]:
         torch.set_num_threads(1)
         watchers: list[Any] = []
 
-        def attach(model: nn.Module, optimizer: torch.optim.Optimizer | None, probe: Probe) -> Any:
+        def attach(
+            model: nn.Module, optimizer: torch.optim.Optimizer | None, probe: Probe
+        ) -> Any:
             watchers.append(watch(model, optimizer, print_report=False, warn_on=None))
             return watchers[-1]
 
@@ -54,18 +57,28 @@ def mnist(n: int = 10000) -> tuple[torch.Tensor, torch.Tensor]:
     """MNIST test digits [n, 1, 28, 28] in [0, 1] from shared/datasets; sklearn digits upsampled if absent."""
     folder = SHARED / "mnist-t10k-idx"
     if (folder / "t10k-images-idx3-ubyte.gz").exists():
-        images = np.frombuffer(gzip.open(folder / "t10k-images-idx3-ubyte.gz").read()[16:], np.uint8)
-        labels = np.frombuffer(gzip.open(folder / "t10k-labels-idx1-ubyte.gz").read()[8:], np.uint8)
+        images = np.frombuffer(
+            gzip.decompress((folder / "t10k-images-idx3-ubyte.gz").read_bytes())[16:],
+            np.uint8,
+        )
+        labels = np.frombuffer(
+            gzip.decompress((folder / "t10k-labels-idx1-ubyte.gz").read_bytes())[8:],
+            np.uint8,
+        )
         x = torch.tensor(images.reshape(-1, 1, 28, 28)[:n], dtype=torch.float32) / 255.0
         return x, torch.tensor(labels[:n], dtype=torch.long)
     from sklearn.datasets import load_digits
 
     digits = load_digits()
     x = torch.tensor(digits.data, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
-    return F.interpolate(x, size=28, mode="bilinear")[:n], torch.tensor(digits.target)[:n]
+    return F.interpolate(x, size=28, mode="bilinear")[:n], torch.tensor(digits.target)[
+        :n
+    ]
 
 
-def split(x: torch.Tensor, y: torch.Tensor, n_probe: int = 512) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def split(
+    x: torch.Tensor, y: torch.Tensor, n_probe: int = 512
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Train rows and a held-out probe batch (the last ``n_probe`` rows)."""
     return x[:-n_probe], y[:-n_probe], x[-n_probe:], y[-n_probe:]
 
@@ -73,7 +86,11 @@ def split(x: torch.Tensor, y: torch.Tensor, n_probe: int = 512) -> tuple[torch.T
 def char_text() -> str:
     """An English text that ships with Python (its LICENSE.txt), reduced to lowercase letters and spaces as d2l does."""
     path = Path(sysconfig.get_paths()["stdlib"]) / "LICENSE.txt"
-    raw = path.read_text() if path.exists() else " ".join(["the zen of python beautiful is better than ugly"] * 300)
+    raw = (
+        path.read_text()
+        if path.exists()
+        else " ".join(["the zen of python beautiful is better than ugly"] * 300)
+    )
     return " ".join("".join(c if c.isalpha() else " " for c in raw.lower()).split())
 
 
@@ -84,7 +101,9 @@ def char_corpus() -> tuple[torch.Tensor, int]:
     return torch.tensor([index[c] for c in text]), len(vocab)
 
 
-def random_windows(corpus: torch.Tensor, batch: int, length: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def random_windows(
+    corpus: torch.Tensor, batch: int, length: int, gen: torch.Generator
+) -> tuple[torch.Tensor, torch.Tensor]:
     starts = torch.randint(0, len(corpus) - length - 1, (batch,), generator=gen)
     x = torch.stack([corpus[s : s + length] for s in starts.tolist()])
     y = torch.stack([corpus[s + 1 : s + length + 1] for s in starts.tolist()])
@@ -100,14 +119,27 @@ class QuickstartNet(nn.Module):
     def __init__(self, width: int = 128) -> None:
         super().__init__()
         self.flatten = nn.Flatten()
-        layers: list[nn.Module] = [nn.Linear(784, width), nn.ReLU(), nn.Linear(width, width), nn.ReLU(), nn.Linear(width, 10)]
+        layers: list[nn.Module] = [
+            nn.Linear(784, width),
+            nn.ReLU(),
+            nn.Linear(width, width),
+            nn.ReLU(),
+            nn.Linear(width, 10),
+        ]
         self.linear_relu_stack = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear_relu_stack(self.flatten(x))
 
 
-def quickstart(attach: Attach, *, lr: float = 1e-2, weight_decay: float = 0.0, epochs: int = 5, max_steps: int | None = None) -> None:
+def quickstart(
+    attach: Attach,
+    *,
+    lr: float = 1e-2,
+    weight_decay: float = 0.0,
+    epochs: int = 5,
+    max_steps: int | None = None,
+) -> None:
     """The tutorial's lr 1e-3 is 1e-2 here, to fit its 5 x 938 steps of learning into 5 x 125."""
     torch.manual_seed(0)
     x, y, px, py = split(*mnist(8512))
@@ -164,7 +196,9 @@ def d2l_linreg_unscaled(attach: Attach) -> None:
     """Features in the thousands (fault: unscaled inputs); the loop stops itself once the loss is not finite."""
     torch.manual_seed(0)
     true_w, true_b = torch.tensor([2.0, -3.4]), 4.2
-    x = torch.normal(0, 1, (1000, 2)) * 1000 + 2000  # e.g. floor area and price in raw units
+    x = (
+        torch.normal(0, 1, (1000, 2)) * 1000 + 2000
+    )  # e.g. floor area and price in raw units
     y = (x @ true_w + true_b + torch.normal(0, 0.01, (1000,)))[:, None]
     px, py = x[-256:], y[-256:]
     net = nn.Linear(2, 1)
@@ -191,12 +225,19 @@ def d2l_linreg_unscaled(attach: Attach) -> None:
 # -- d2l: MLP (concise) and mutations ---------------------------------------------------------------
 
 
-def d2l_mlp(attach: Attach, *, hidden: tuple[int, ...] = (256,), activation: type[nn.Module] = nn.ReLU, bias: float = 0.0, epochs: int = 10) -> None:
+def d2l_mlp(
+    attach: Attach,
+    *,
+    hidden: tuple[int, ...] = (256,),
+    activation: type[nn.Module] = nn.ReLU,
+    bias: float = 0.0,
+    epochs: int = 10,
+) -> None:
     torch.manual_seed(0)
     x, y, px, py = split(*mnist(8512))
     layers: list[nn.Module] = [nn.Flatten()]
     widths = (784, *hidden)
-    for fan_in, fan_out in zip(widths, widths[1:]):
+    for fan_in, fan_out in itertools.pairwise(widths):
         layers += [nn.Linear(fan_in, fan_out), activation()]
     net = nn.Sequential(*layers, nn.Linear(widths[-1], 10))
     for m in net:
@@ -257,7 +298,7 @@ def uva_base_network(attach: Attach, *, init: str = "kaiming", epochs: int = 3) 
     x, px = ((x - 0.1307) / 0.3081).flatten(1), ((px - 0.1307) / 0.3081).flatten(1)
     widths = (784, 128, 64, 64, 32)
     layers: list[nn.Module] = []
-    for fan_in, fan_out in zip(widths, widths[1:]):
+    for fan_in, fan_out in itertools.pairwise(widths):
         layers += [nn.Linear(fan_in, fan_out), nn.ReLU()]
     model = nn.Sequential(*layers, nn.Linear(widths[-1], 10))
     with torch.no_grad():
@@ -267,7 +308,10 @@ def uva_base_network(attach: Attach, *, init: str = "kaiming", epochs: int = 3) 
             elif name.endswith(".bias"):
                 param.fill_(0.0)
             else:  # the tutorial's kaiming_init: std sqrt(2 / fan_in), sqrt(1 / fan_in) for the first layer
-                param.normal_(0, math.sqrt((1.0 if name.startswith("0.") else 2.0) / param.shape[1]))
+                param.normal_(
+                    0,
+                    math.sqrt((1.0 if name.startswith("0.") else 2.0) / param.shape[1]),
+                )
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     batch = 256
     steps = epochs * math.ceil(len(x) / batch)
@@ -297,7 +341,11 @@ class RNNModel(nn.Module):
         self.linear = nn.Linear(hidden, vocab)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        x = F.one_hot(inputs.T.long(), self.vocab).float() if inputs.dtype == torch.long else inputs
+        x = (
+            F.one_hot(inputs.T.long(), self.vocab).float()
+            if inputs.dtype == torch.long
+            else inputs
+        )
         out, _ = self.rnn(x)  # time-major, as in d2l
         return self.linear(out.reshape(-1, out.shape[-1]))
 
@@ -306,7 +354,14 @@ def lm_loss(output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.cross_entropy(output, y.T.reshape(-1))
 
 
-def d2l_rnn_lm(attach: Attach, *, lr: float = 1.0, clip: float | None = 1.0, cell: type[nn.Module] = nn.RNN, steps: int = 250) -> None:
+def d2l_rnn_lm(
+    attach: Attach,
+    *,
+    lr: float = 1.0,
+    clip: float | None = 1.0,
+    cell: type[nn.Module] = nn.RNN,
+    steps: int = 250,
+) -> None:
     torch.manual_seed(0)
     corpus, vocab = char_corpus()
     gen = torch.Generator().manual_seed(0)
@@ -319,7 +374,9 @@ def d2l_rnn_lm(attach: Attach, *, lr: float = 1.0, clip: float | None = 1.0, cel
         loss = lm_loss(net(x), y)
         updater.zero_grad()
         loss.backward()
-        if clip is not None:  # d2l's grad_clipping: scale all gradients to a global norm <= theta
+        if (
+            clip is not None
+        ):  # d2l's grad_clipping: scale all gradients to a global norm <= theta
             norm = torch.sqrt(sum(torch.sum(p.grad**2) for p in net.parameters()))
             if norm > clip:
                 for p in net.parameters():
@@ -332,7 +389,9 @@ def d2l_rnn_lm(attach: Attach, *, lr: float = 1.0, clip: float | None = 1.0, cel
 
 
 class RowRNN(nn.Module):
-    def __init__(self, cell: type[nn.Module], hidden: int = 64, layers: int = 2) -> None:
+    def __init__(
+        self, cell: type[nn.Module], hidden: int = 64, layers: int = 2
+    ) -> None:
         super().__init__()
         self.rnn = cell(28, hidden, layers, batch_first=True)
         self.fc = nn.Linear(hidden, 10)
@@ -342,7 +401,16 @@ class RowRNN(nn.Module):
         return self.fc(out[:, -1, :])
 
 
-def row_rnn(attach: Attach, *, cell: type[nn.Module], pad: int, pad_before: bool, epochs: int = 2, lr: float = 0.01, layers: int = 2) -> None:
+def row_rnn(
+    attach: Attach,
+    *,
+    cell: type[nn.Module],
+    pad: int,
+    pad_before: bool,
+    epochs: int = 2,
+    lr: float = 0.01,
+    layers: int = 2,
+) -> None:
     """MNIST read row by row (28 steps of 28 pixels) plus ``pad`` zero rows before or after the image."""
     torch.manual_seed(0)
     x, y, px, py = split(*mnist(6000 + 512))
@@ -354,7 +422,14 @@ def row_rnn(attach: Attach, *, cell: type[nn.Module], pad: int, pad_before: bool
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     batch = 100
     steps = epochs * math.ceil(len(x) / batch)
-    probe = Probe(px, py, F.cross_entropy, steps, time_axis=1, informative_from=pad if pad_before else 0)
+    probe = Probe(
+        px,
+        py,
+        F.cross_entropy,
+        steps,
+        time_axis=1,
+        informative_from=pad if pad_before else 0,
+    )
     inst = attach(model, optimizer, probe)
     for _ in range(epochs):
         for i in range(0, len(x), batch):
@@ -387,9 +462,13 @@ class Head(nn.Module):
 class Block(nn.Module):
     def __init__(self, n_embd: int, n_head: int, block: int) -> None:
         super().__init__()
-        self.heads = nn.ModuleList(Head(n_embd, n_embd // n_head, block) for _ in range(n_head))
+        self.heads = nn.ModuleList(
+            Head(n_embd, n_embd // n_head, block) for _ in range(n_head)
+        )
         self.proj = nn.Linear(n_embd, n_embd)
-        self.ffwd = nn.Sequential(nn.Linear(n_embd, 4 * n_embd), nn.ReLU(), nn.Linear(4 * n_embd, n_embd))
+        self.ffwd = nn.Sequential(
+            nn.Linear(n_embd, 4 * n_embd), nn.ReLU(), nn.Linear(4 * n_embd, n_embd)
+        )
         self.ln1, self.ln2 = nn.LayerNorm(n_embd), nn.LayerNorm(n_embd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -399,16 +478,27 @@ class Block(nn.Module):
 
 
 class TinyGPT(nn.Module):
-    def __init__(self, vocab: int, n_embd: int = 32, n_head: int = 4, n_layer: int = 2, block: int = 32) -> None:
+    def __init__(
+        self,
+        vocab: int,
+        n_embd: int = 32,
+        n_head: int = 4,
+        n_layer: int = 2,
+        block: int = 32,
+    ) -> None:
         super().__init__()
         self.token_embedding_table = nn.Embedding(vocab, n_embd)
         self.position_embedding_table = nn.Embedding(block, n_embd)
-        self.blocks = nn.Sequential(*(Block(n_embd, n_head, block) for _ in range(n_layer)))
+        self.blocks = nn.Sequential(
+            *(Block(n_embd, n_head, block) for _ in range(n_layer))
+        )
         self.ln_f = nn.LayerNorm(n_embd)
         self.lm_head = nn.Linear(n_embd, vocab)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        x = self.token_embedding_table(idx) + self.position_embedding_table(torch.arange(idx.shape[1]))
+        x = self.token_embedding_table(idx) + self.position_embedding_table(
+            torch.arange(idx.shape[1])
+        )
         return self.lm_head(self.ln_f(self.blocks(x)))
 
 
@@ -451,7 +541,9 @@ def binary_accuracy_loss(output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy(output, y)
 
 
-def breast_cancer(attach: Attach, *, scale: bool = True, squash: str = "sigmoid", epochs: int = 100) -> None:
+def breast_cancer(
+    attach: Attach, *, scale: bool = True, squash: str = "sigmoid", epochs: int = 100
+) -> None:
     """Full batch: one optimizer step per epoch on sklearn's breast-cancer data."""
     from sklearn.datasets import load_breast_cancer
     from sklearn.model_selection import train_test_split
@@ -459,7 +551,9 @@ def breast_cancer(attach: Attach, *, scale: bool = True, squash: str = "sigmoid"
 
     torch.manual_seed(0)
     data = load_breast_cancer()
-    x_train, x_test, y_train, y_test = train_test_split(data.data, data.target, test_size=0.2, random_state=1234)
+    x_train, x_test, y_train, _ = train_test_split(
+        data.data, data.target, test_size=0.2, random_state=1234
+    )
     if scale:
         scaler = StandardScaler()
         x_train, x_test = scaler.fit_transform(x_train), scaler.transform(x_test)
@@ -475,17 +569,6 @@ def breast_cancer(attach: Attach, *, scale: bool = True, squash: str = "sigmoid"
         optimizer.step()
         optimizer.zero_grad()
         inst.step(loss)
-
-
-class Regressor(nn.Module):
-    def __init__(self, n_features: int, hidden: int = 16, sigmoid_output: bool = False) -> None:
-        super().__init__()
-        self.net = nn.Sequential(nn.Linear(n_features, hidden), nn.ReLU(), nn.Linear(hidden, 1))
-        self.sigmoid_output = sigmoid_output
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out = self.net(x)
-        return torch.sigmoid(out) if self.sigmoid_output else out
 
 
 def make_regression_line(attach: Attach, *, epochs: int = 20) -> None:
@@ -508,20 +591,34 @@ def make_regression_line(attach: Attach, *, epochs: int = 20) -> None:
         inst.step(loss)
 
 
-def diabetes_regression(attach: Attach, *, sigmoid_output: bool = False, epochs: int = 200) -> None:
-    """Full-batch MLP regression on sklearn's diabetes data (targets 25..346)."""
-    from sklearn.datasets import load_diabetes
+# -- discuss.pytorch.org/t/96648 "Neural network could not learn on this type of data, why?" ------------
 
+
+class CubicNet(nn.Module):
+    """fc1 (1 -> 50) -> ReLU -> fc2 (50 -> 1), as in the thread."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.fc1, self.relu, self.fc2 = nn.Linear(1, 50), nn.ReLU(), nn.Linear(50, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc2(self.relu(self.fc1(x)))
+
+
+def forum_cubic(attach: Attach, *, normalise: bool = True, epochs: int = 300) -> None:
+    """Fit x**3 for x = 1..3999, full batch, Adam lr 1e-3 under MSE (1000 epochs in the thread)."""
     torch.manual_seed(0)
-    data = load_diabetes()
-    x = torch.tensor(data.data, dtype=torch.float32) * 10  # features standardised to unit scale
-    y = torch.tensor(data.target, dtype=torch.float32)[:, None]
-    model = Regressor(x.shape[1], sigmoid_output=sigmoid_output)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.05)
-    inst = attach(model, optimizer, Probe(x, y, F.mse_loss, epochs, classify=False))
+    x = torch.arange(1, 4000, dtype=torch.float32)[:, None]
+    y = x**3
+    if normalise:  # the answer's fix: standardise input and target
+        x, y = (x - x.mean()) / x.std(), (y - y.mean()) / y.std()
+    model = CubicNet()
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    criterion = nn.MSELoss()
+    inst = attach(model, optimizer, Probe(x, y, criterion, epochs, classify=False))
     for _ in range(epochs):
-        loss = F.mse_loss(model(x), y)
         optimizer.zero_grad()
+        loss = criterion(model(x), y)
         loss.backward()
         optimizer.step()
         inst.step(loss)
@@ -536,7 +633,9 @@ PROGRAMS: dict[str, Program] = {
     "rt_nn_tutorial_manual_lr_div1e4": partial(nn_tutorial, lr=5e-5),
     "rt_linreg_unscaled_nanstop": d2l_linreg_unscaled,
     "rt_d2l_mlp": d2l_mlp,
-    "rt_d2l_mlp_deep_sigmoid": partial(d2l_mlp, hidden=(256, 128, 128, 128, 128, 64, 64, 64), activation=nn.Sigmoid),
+    "rt_d2l_mlp_deep_sigmoid": partial(
+        d2l_mlp, hidden=(256, 128, 128, 128, 128, 64, 64, 64), activation=nn.Sigmoid
+    ),
     "rt_d2l_mlp_bias_neg": partial(d2l_mlp, bias=-1.0),
     "rt_nn_tutorial_cnn": nn_tutorial_cnn,
     "rt_uva_kaiming": uva_base_network,
@@ -544,17 +643,193 @@ PROGRAMS: dict[str, Program] = {
     "rt_d2l_rnn_lm_clip": d2l_rnn_lm,
     "rt_d2l_rnn_lm_noclip_lr100": partial(d2l_rnn_lm, lr=100.0, clip=None),
     "rt_lstm_prepadded": partial(row_rnn, cell=nn.LSTM, pad=28, pad_before=True),
-    "rt_rnn_postpadded": partial(row_rnn, cell=nn.RNN, pad=56, pad_before=False, lr=1e-3),
+    "rt_rnn_postpadded": partial(
+        row_rnn, cell=nn.RNN, pad=56, pad_before=False, lr=1e-3
+    ),
     "rt_tiny_gpt": tiny_gpt,
     "rt_tiny_gpt_lr_x1000": partial(tiny_gpt, lr=1.0),
     "rt_logreg_fullbatch": breast_cancer,
     "rt_logreg_unscaled": partial(breast_cancer, scale=False),
     "rt_logreg_softmax_one_unit": partial(breast_cancer, squash="softmax"),
     "rt_linreg_fullbatch_short": make_regression_line,
-    "rt_diabetes_mlp": diabetes_regression,
-    "rt_diabetes_sigmoid_output": partial(diabetes_regression, sigmoid_output=True),
+    "rt_forum_cubic": forum_cubic,
+    "rt_forum_cubic_unscaled": partial(forum_cubic, normalise=False),
 }
 
-TWINS: dict[str, str] = {"rt_uva_const_init": "rt_uva_kaiming"}  # sick program -> its healthy version
+TWINS: dict[str, str] = {
+    "rt_uva_const_init": "rt_uva_kaiming"
+}  # sick program -> its healthy version
 
-CASES: list[Case] = []
+TUTORIALS = "pytorch/tutorials beginner_source/"
+D2L = "d2l-ai/d2l-en (PyTorch) "
+UVA = "Lightning-AI/tutorials course_UvA-DL/03-initialization-and-optimization/Initialization_and_Optimization.py"
+YUNJEY = (
+    "yunjey/pytorch-tutorial tutorials/02-intermediate/recurrent_neural_network/main.py"
+)
+GPT = "karpathy/ng-video-lecture gpt.py"
+LOEBER = "patrickloeber/pytorchTutorial "
+FORUM = "discuss.pytorch.org/t/96648 'Neural network could not learn on this type of data, why?'"
+
+# (expected, allowed, about, source); the oracle's numbers are in ORACLE below.
+LABELS: dict[str, tuple[str | None, tuple[str, ...], str, str]] = {
+    "rt_quickstart": (
+        None,
+        (),
+        "MLP 784-128-128-10, SGD lr 1e-2, unshuffled batches, 625 steps",
+        TUTORIALS + "basics/quickstart_tutorial.py",
+    ),
+    "rt_quickstart_lr_div1e4": (
+        "early_stagnation",
+        (),
+        "fault: lr / 1e4 (1e-6)",
+        TUTORIALS + "basics/quickstart_tutorial.py",
+    ),
+    "rt_quickstart_wd": (
+        "weight_collapse",
+        ("early_stagnation",),
+        "fault: SGD weight_decay=1.0",
+        TUTORIALS + "basics/quickstart_tutorial.py",
+    ),
+    "rt_quickstart_lr_x1000_short": (
+        "exploding_gradients",
+        ("dead_relu", "early_stagnation"),
+        "fault: lr x1000 (10); a 20-step run",
+        TUTORIALS + "basics/quickstart_tutorial.py",
+    ),
+    "rt_nn_tutorial_manual": (
+        None,
+        (),
+        "logistic regression, hand-written p -= lr * p.grad (no torch.optim)",
+        TUTORIALS + "nn_tutorial.py",
+    ),
+    "rt_nn_tutorial_manual_lr_div1e4": (
+        "early_stagnation",
+        (),
+        "hand-written SGD; fault: lr / 1e4",
+        TUTORIALS + "nn_tutorial.py",
+    ),
+    "rt_linreg_unscaled_nanstop": (
+        "nonfinite",
+        (),
+        "hand-written SGD; fault: inputs in the thousands; the loop breaks when the loss is not finite (3 steps)",
+        D2L + "chapter_linear-regression/linear-regression-scratch.md",
+    ),
+    "rt_d2l_mlp": (
+        None,
+        (),
+        "784-256-10 ReLU, N(0, 0.01) init, SGD lr 0.1",
+        D2L + "chapter_multilayer-perceptrons/mlp-implementation.md",
+    ),
+    "rt_d2l_mlp_deep_sigmoid": (
+        "vanishing_gradients",
+        ("early_stagnation",),
+        "fault: 8 Sigmoid hidden layers",
+        D2L + "chapter_multilayer-perceptrons/mlp-implementation.md",
+    ),
+    "rt_d2l_mlp_bias_neg": (
+        "dead_relu",
+        ("early_stagnation",),
+        "fault: hidden bias -1 before ReLU",
+        D2L + "chapter_multilayer-perceptrons/mlp-implementation.md",
+    ),
+    "rt_nn_tutorial_cnn": (
+        None,
+        (),
+        "3 stride-2 convs, ReLU on the pooled logits, SGD momentum; slow first 20%",
+        TUTORIALS + "nn_tutorial.py",
+    ),
+    "rt_uva_kaiming": (None, (), "ReLU MLP 128-64-64-32, Kaiming init, Adam", UVA),
+    "rt_uva_const_init": (
+        "early_stagnation",
+        (),
+        "fault: every parameter 0.005 (the tutorial's const_init), trained",
+        UVA,
+    ),
+    "rt_d2l_rnn_lm_clip": (
+        None,
+        (),
+        "char RNN LM, SGD lr 1, clip_grad_norm 1",
+        D2L
+        + "chapter_recurrent-neural-networks/rnn-concise.md + grad_clipping of rnn-scratch.md",
+    ),
+    "rt_d2l_rnn_lm_noclip_lr100": (
+        "exploding_gradients",
+        ("vanishing_gradients", "early_stagnation"),
+        "fault: clipping removed and lr x100",
+        D2L + "chapter_recurrent-neural-networks/rnn-concise.md",
+    ),
+    "rt_lstm_prepadded": (
+        None,
+        (),
+        "2-layer LSTM over image rows after 28 zero rows (early steps carry nothing)",
+        YUNJEY,
+    ),
+    "rt_rnn_postpadded": (
+        "vanishing_gradients",
+        ("early_stagnation",),
+        "fault: vanilla nn.RNN, 56 zero rows after the image, Adam 1e-3",
+        YUNJEY,
+    ),
+    "rt_tiny_gpt": (None, (), "2-layer char GPT, AdamW lr 1e-3", GPT),
+    "rt_tiny_gpt_lr_x1000": (
+        "exploding_gradients",
+        (),
+        "fault: AdamW lr x1000 (1.0)",
+        GPT,
+    ),
+    "rt_logreg_fullbatch": (
+        None,
+        (),
+        "full batch: 1 SGD step per epoch, sigmoid + BCELoss, scaled inputs",
+        LOEBER + "08_logistic_regression.py",
+    ),
+    "rt_logreg_unscaled": (
+        "early_stagnation",
+        (),
+        "full batch; fault: StandardScaler removed (features up to 4254)",
+        LOEBER + "08_logistic_regression.py",
+    ),
+    "rt_logreg_softmax_one_unit": (
+        "early_stagnation",
+        (),
+        "full batch; fault: softmax over the single output unit",
+        LOEBER + "08_logistic_regression.py",
+    ),
+    "rt_linreg_fullbatch_short": (
+        None,
+        (),
+        "full batch nn.Linear + MSE, 20 epochs",
+        LOEBER + "07_linear_regression.py",
+    ),
+    "rt_forum_cubic": (
+        None,
+        (),
+        "the answer: normalised input and target, Adam, full batch",
+        FORUM,
+    ),
+    "rt_forum_cubic_unscaled": (
+        "early_stagnation",
+        (),
+        "the question: raw inputs 1..3999, raw cubes as targets",
+        FORUM,
+    ),
+}
+
+ORACLE: dict[str, dict[str, object]] = {}
+
+
+def _case(name: str) -> Case:
+    expected, allowed, about, source = LABELS[name]
+    return Case(
+        name,
+        "pytorch",
+        expected,
+        gradwatch_run(PROGRAMS[name]),
+        about,
+        allowed,
+        source,
+        ORACLE.get(name, {}),
+    )
+
+
+CASES: list[Case] = [_case(name) for name in PROGRAMS]
