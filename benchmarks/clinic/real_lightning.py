@@ -7,6 +7,7 @@ Each program is ``program(make_callback)``: it builds its LightningModule, data 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -239,7 +240,114 @@ LABELS: dict[str, tuple[str | None, tuple[str, ...], str, str]] = {
     ),
 }
 
-ORACLE: dict[str, dict[str, object]] = {}
+ORACLE: dict[str, dict[str, object]] = {
+    "rl_autoencoder": {
+        "steps": 250,
+        "loss0": 0.157,
+        "loss20": 0.0713,
+        "loss_end": 0.0542,
+        "first_nonfinite": None,
+        "grad_growth": 1.0,
+        "ratio_med": 0.432,
+        "ratio_end": 0.429,
+        "w_end/w0": 1.04,
+        "dead_max_end": 0.438,
+        "label": "healthy",
+        "also": "",
+    },
+    "rl_autoencoder_short": {
+        "steps": 20,
+        "loss0": 0.157,
+        "loss20": 0.141,
+        "loss_end": 0.102,
+        "first_nonfinite": None,
+        "grad_growth": 1.0,
+        "ratio_med": 0.22,
+        "ratio_end": 0.262,
+        "w_end/w0": 1.0,
+        "dead_max_end": 0.375,
+        "label": "healthy",
+        "also": "",
+    },
+    "rl_autoencoder_lr_div1e4": {
+        "steps": 250,
+        "loss0": 0.157,
+        "loss20": 0.157,
+        "loss_end": 0.156,
+        "first_nonfinite": None,
+        "grad_growth": 1.0,
+        "ratio_med": 1.03,
+        "ratio_end": 1.02,
+        "w_end/w0": 1.0,
+        "dead_max_end": 0.328,
+        "label": "early_stagnation",
+        "also": "",
+    },
+    "rl_mnist_hello": {
+        "steps": 375,
+        "loss0": 2.33,
+        "loss20": 1.33,
+        "loss_end": 0.314,
+        "first_nonfinite": None,
+        "grad_growth": 1.9,
+        "ratio_med": 0.857,
+        "ratio_end": 0.857,
+        "w_end/w0": 1.17,
+        "dead_max_end": 0.0469,
+        "acc0": 0.0352,
+        "acc_end": 0.906,
+        "label": "healthy",
+        "also": "",
+    },
+    "rl_mnist_hello_bias_neg": {
+        "steps": 375,
+        "loss0": 2.31,
+        "loss20": 2.31,
+        "loss_end": 2.31,
+        "first_nonfinite": None,
+        "grad_growth": math.nan,
+        "ratio_med": math.nan,
+        "ratio_end": math.nan,
+        "w_end/w0": 1.0,
+        "dead_max_end": 1.0,
+        "acc0": 0.0781,
+        "acc_end": 0.0781,
+        "label": "dead_relu",
+        "also": "early_stagnation",
+    },
+    "rl_mnist_hello_wd": {
+        "steps": 375,
+        "loss0": 2.33,
+        "loss20": 2.31,
+        "loss_end": 2.3,
+        "first_nonfinite": None,
+        "grad_growth": 1.0,
+        "ratio_med": 16.7,
+        "ratio_end": 20.9,
+        "w_end/w0": 0.269,
+        "dead_max_end": 0.25,
+        "acc0": 0.0352,
+        "acc_end": 0.0781,
+        "label": "early_stagnation",
+        "also": "",
+    },
+    "rl_mnist_hello_lr_x1000_short": {
+        "steps": 25,
+        "loss0": 2.33,
+        "loss20": 53.9,
+        "loss_end": 3.53,
+        "first_nonfinite": None,
+        "grad_growth": 584.0,
+        "ratio_med": 0.759,
+        "ratio_end": 2.39,
+        "w_end/w0": 37.3,
+        "dead_max_end": 0.938,
+        "acc0": 0.0352,
+        "acc_end": 0.18,
+        "label": "exploding_gradients",
+        "also": "dead_relu,early_stagnation",
+    },
+}
 
 
 def _case(name: str) -> Case:
