@@ -58,9 +58,7 @@ class Probe:
     loss: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
     steps: int
     forward: Callable[[nn.Module, torch.Tensor], torch.Tensor] | None = None
-    time_axis: int | None = (
-        None  # the probe input is a float sequence with time on this axis
-    )
+    time_axis: int | None = None  # the probe input is a float sequence with time on this axis
     informative_from: int = 0  # first time step whose input carries information
     classify: bool = True  # report argmax accuracy
 
@@ -90,9 +88,7 @@ class OracleRecorder:
 
     def __init__(self, model: nn.Module, probe: Probe) -> None:
         self.model, self.probe = model, probe
-        self.weights = [
-            p for p in model.parameters() if p.dim() >= 2 and p.requires_grad
-        ]
+        self.weights = [p for p in model.parameters() if p.dim() >= 2 and p.requires_grad]
         self.steps_done = 0
         self.losses: list[float] = []
         self.first_nonfinite: int | None = None
@@ -111,14 +107,8 @@ class OracleRecorder:
 
     def _output_hook(self, module: nn.Module, args: Any, output: Any) -> None:
         tensor = output[0] if isinstance(output, tuple) else output
-        if (
-            isinstance(tensor, torch.Tensor)
-            and self.first_nonfinite is None
-            and not torch.isfinite(tensor).all()
-        ):
-            self.first_nonfinite = (
-                self.steps_done + 1
-            )  # the forward of the step being run
+        if isinstance(tensor, torch.Tensor) and self.first_nonfinite is None and not torch.isfinite(tensor).all():
+            self.first_nonfinite = self.steps_done + 1  # the forward of the step being run
 
     def _note_nonfinite(self) -> None:
         if self.first_nonfinite is None:
@@ -137,19 +127,13 @@ class OracleRecorder:
         probe, model = self.probe, self.model
         was_training = model.training
         model.eval()
-        x = (
-            probe.x.clone().float().requires_grad_(True)
-            if probe.time_axis is not None
-            else probe.x
-        )
+        x = probe.x.clone().float().requires_grad_(True) if probe.time_axis is not None else probe.x
         self._relu_outputs = []
         try:
             with torch.enable_grad():
                 first_nonfinite = self.first_nonfinite
                 out = probe.forward(model, x) if probe.forward else model(x)
-                self.first_nonfinite = (
-                    first_nonfinite  # a probe forward is not a training step
-                )
+                self.first_nonfinite = first_nonfinite  # a probe forward is not a training step
                 loss = probe.loss(out, probe.y)
                 inputs = ([x] if probe.time_axis is not None else []) + self.weights
                 grads = torch.autograd.grad(loss, inputs, allow_unused=True)
@@ -159,17 +143,9 @@ class OracleRecorder:
         norms = [float(g.norm()) if g is not None else 0.0 for g in grads]
         record: dict[str, Any] = {"step": self.steps_done, "loss": float(loss.detach())}
         if probe.time_axis is not None:
-            per_step = (
-                grads[0]
-                .detach()
-                .transpose(0, probe.time_axis)
-                .reshape(x.shape[probe.time_axis], -1)
-                .norm(dim=1)
-            )
+            per_step = grads[0].detach().transpose(0, probe.time_axis).reshape(x.shape[probe.time_axis], -1).norm(dim=1)
             record["time_ratio"] = (
-                float(per_step[probe.informative_from] / per_step[-1])
-                if float(per_step[-1]) > 0
-                else math.nan
+                float(per_step[probe.informative_from] / per_step[-1]) if float(per_step[-1]) > 0 else math.nan
             )
             norms = norms[1:]
         if probe.classify:
@@ -177,9 +153,7 @@ class OracleRecorder:
         record["g_first"], record["g_last"] = norms[0], norms[-1]
         record["g_total"] = math.sqrt(sum(n * n for n in norms))
         record["ratio"] = norms[0] / norms[-1] if norms[-1] > 0 else math.nan
-        record["w_total"] = math.sqrt(
-            sum(float(p.detach().norm()) ** 2 for p in self.weights)
-        )
+        record["w_total"] = math.sqrt(sum(float(p.detach().norm()) ** 2 for p in self.weights))
         record["dead"] = [_never_active_share(o) for o in relus]
         self.probes.append(record)
 
@@ -196,9 +170,7 @@ def _never_active_share(output: torch.Tensor) -> float:
     return float((~active.any(0)).float().mean())
 
 
-def summarise(
-    rec: OracleRecorder, reference_loss: float | None = None
-) -> dict[str, Any]:
+def summarise(rec: OracleRecorder, reference_loss: float | None = None) -> dict[str, Any]:
     """The numbers recorded in a case's ``oracle`` and the label the rules derive from them."""
     probes = rec.probes
     start, end = probes[0], probes[-1]
@@ -211,10 +183,7 @@ def summarise(
         "loss20": at20["loss"],
         "loss_end": end["loss"],
         "first_nonfinite": rec.first_nonfinite,
-        "grad_growth": max(
-            (p["g_total"] for p in probes if _finite(p["g_total"])), default=math.nan
-        )
-        / start["g_total"]
+        "grad_growth": max((p["g_total"] for p in probes if _finite(p["g_total"])), default=math.nan) / start["g_total"]
         if start["g_total"] > 0
         else math.nan,
         "ratio_med": _median([p["ratio"] for p in later]),
@@ -228,16 +197,12 @@ def summarise(
         numbers["time_ratio_med"] = _median([p["time_ratio"] for p in later])
     present: list[str] = []
     if numbers["first_nonfinite"] is None:  # a probe loss that is not finite counts too
-        numbers["first_nonfinite"] = next(
-            (p["step"] for p in probes if not _finite(p["loss"])), None
-        )
+        numbers["first_nonfinite"] = next((p["step"] for p in probes if not _finite(p["loss"])), None)
     if numbers["first_nonfinite"] is not None:
         present.append("nonfinite")
     loss_max = max(finite_losses, default=start["loss"])
     if loss_max >= 10 * start["loss"] or (
-        _finite(numbers["grad_growth"])
-        and numbers["grad_growth"] >= 100
-        and not end["loss"] < start["loss"]
+        _finite(numbers["grad_growth"]) and numbers["grad_growth"] >= 100 and not end["loss"] < start["loss"]
     ):
         present.append("exploding_gradients")
     for layer in range(len(end["dead"])):
@@ -247,9 +212,7 @@ def summarise(
             break
     if numbers["w_end/w0"] < 0.1:
         present.append("weight_collapse")
-    if (numbers["ratio_med"] < 1e-3 and end["ratio"] < 1e-3) or numbers.get(
-        "time_ratio_med", 1.0
-    ) < 1e-3:
+    if (numbers["ratio_med"] < 1e-3 and end["ratio"] < 1e-3) or numbers.get("time_ratio_med", 1.0) < 1e-3:
         present.append("vanishing_gradients")
     if all(map(_finite, (at20["loss"], end["loss"]))) and (
         (at20["loss"] >= 0.95 * start["loss"] and end["loss"] >= 0.9 * start["loss"])
@@ -286,9 +249,7 @@ def _round(value: Any) -> Any:
 
 
 def oracle_attach(records: list[OracleRecorder]) -> Attach:
-    def attach(
-        model: nn.Module, optimizer: torch.optim.Optimizer | None, probe: Probe
-    ) -> OracleRecorder:
+    def attach(model: nn.Module, optimizer: torch.optim.Optimizer | None, probe: Probe) -> OracleRecorder:
         recorder = OracleRecorder(model, probe)
         records.append(recorder)
         return recorder
@@ -296,9 +257,7 @@ def oracle_attach(records: list[OracleRecorder]) -> Attach:
     return attach
 
 
-def oracle_of(
-    program: Callable[[Attach], None], reference_loss: float | None = None
-) -> dict[str, Any]:
+def oracle_of(program: Callable[[Attach], None], reference_loss: float | None = None) -> dict[str, Any]:
     """Run a plain-PyTorch program under the oracle and summarise it."""
     records: list[OracleRecorder] = []
     program(oracle_attach(records))
@@ -316,9 +275,7 @@ def main(argv: list[str]) -> int:
 
     def measure(name: str, reference_loss: float | None = None) -> dict[str, Any]:
         if name in real_lightning.PROGRAMS:
-            return real_lightning.oracle_of(
-                real_lightning.PROGRAMS[name], reference_loss
-            )
+            return real_lightning.oracle_of(real_lightning.PROGRAMS[name], reference_loss)
         return oracle_of(real_torch.PROGRAMS[name], reference_loss)
 
     status = 0
@@ -331,9 +288,7 @@ def main(argv: list[str]) -> int:
         expected = (case.expected or "healthy") if case else "-"
         agree = case is not None and numbers["label"] == expected
         status |= not agree
-        print(
-            f"{name}: label={numbers['label']} case={expected} {'ok' if agree else 'DIFFERS'}"
-        )
+        print(f"{name}: label={numbers['label']} case={expected} {'ok' if agree else 'DIFFERS'}")
         print(f"    {numbers}")
     return status
 

@@ -38,9 +38,7 @@ def gradwatch_run(program: Program) -> Callable[[], Report]:
         torch.set_num_threads(1)
         watchers: list[Any] = []
 
-        def attach(
-            model: nn.Module, optimizer: torch.optim.Optimizer | None, probe: Probe
-        ) -> Any:
+        def attach(model: nn.Module, optimizer: torch.optim.Optimizer | None, probe: Probe) -> Any:
             watchers.append(watch(model, optimizer, print_report=False, warn_on=None))
             return watchers[-1]
 
@@ -71,9 +69,7 @@ def mnist(n: int = 10000) -> tuple[torch.Tensor, torch.Tensor]:
 
     digits = load_digits()
     x = torch.tensor(digits.data, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
-    return F.interpolate(x, size=28, mode="bilinear")[:n], torch.tensor(digits.target)[
-        :n
-    ]
+    return F.interpolate(x, size=28, mode="bilinear")[:n], torch.tensor(digits.target)[:n]
 
 
 def split(
@@ -86,11 +82,7 @@ def split(
 def char_text() -> str:
     """An English text that ships with Python (its LICENSE.txt), reduced to lowercase letters and spaces as d2l does."""
     path = Path(sysconfig.get_paths()["stdlib"]) / "LICENSE.txt"
-    raw = (
-        path.read_text()
-        if path.exists()
-        else " ".join(["the zen of python beautiful is better than ugly"] * 300)
-    )
+    raw = path.read_text() if path.exists() else " ".join(["the zen of python beautiful is better than ugly"] * 300)
     return " ".join("".join(c if c.isalpha() else " " for c in raw.lower()).split())
 
 
@@ -196,9 +188,7 @@ def d2l_linreg_unscaled(attach: Attach) -> None:
     """Features in the thousands (fault: unscaled inputs); the loop stops itself once the loss is not finite."""
     torch.manual_seed(0)
     true_w, true_b = torch.tensor([2.0, -3.4]), 4.2
-    x = (
-        torch.normal(0, 1, (1000, 2)) * 1000 + 2000
-    )  # e.g. floor area and price in raw units
+    x = torch.normal(0, 1, (1000, 2)) * 1000 + 2000  # e.g. floor area and price in raw units
     y = (x @ true_w + true_b + torch.normal(0, 0.01, (1000,)))[:, None]
     px, py = x[-256:], y[-256:]
     net = nn.Linear(2, 1)
@@ -341,11 +331,7 @@ class RNNModel(nn.Module):
         self.linear = nn.Linear(hidden, vocab)
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
-        x = (
-            F.one_hot(inputs.T.long(), self.vocab).float()
-            if inputs.dtype == torch.long
-            else inputs
-        )
+        x = F.one_hot(inputs.T.long(), self.vocab).float() if inputs.dtype == torch.long else inputs
         out, _ = self.rnn(x)  # time-major, as in d2l
         return self.linear(out.reshape(-1, out.shape[-1]))
 
@@ -374,9 +360,7 @@ def d2l_rnn_lm(
         loss = lm_loss(net(x), y)
         updater.zero_grad()
         loss.backward()
-        if (
-            clip is not None
-        ):  # d2l's grad_clipping: scale all gradients to a global norm <= theta
+        if clip is not None:  # d2l's grad_clipping: scale all gradients to a global norm <= theta
             norm = torch.sqrt(sum(torch.sum(p.grad**2) for p in net.parameters()))
             if norm > clip:
                 for p in net.parameters():
@@ -389,9 +373,7 @@ def d2l_rnn_lm(
 
 
 class RowRNN(nn.Module):
-    def __init__(
-        self, cell: type[nn.Module], hidden: int = 64, layers: int = 2
-    ) -> None:
+    def __init__(self, cell: type[nn.Module], hidden: int = 64, layers: int = 2) -> None:
         super().__init__()
         self.rnn = cell(28, hidden, layers, batch_first=True)
         self.fc = nn.Linear(hidden, 10)
@@ -462,13 +444,9 @@ class Head(nn.Module):
 class Block(nn.Module):
     def __init__(self, n_embd: int, n_head: int, block: int) -> None:
         super().__init__()
-        self.heads = nn.ModuleList(
-            Head(n_embd, n_embd // n_head, block) for _ in range(n_head)
-        )
+        self.heads = nn.ModuleList(Head(n_embd, n_embd // n_head, block) for _ in range(n_head))
         self.proj = nn.Linear(n_embd, n_embd)
-        self.ffwd = nn.Sequential(
-            nn.Linear(n_embd, 4 * n_embd), nn.ReLU(), nn.Linear(4 * n_embd, n_embd)
-        )
+        self.ffwd = nn.Sequential(nn.Linear(n_embd, 4 * n_embd), nn.ReLU(), nn.Linear(4 * n_embd, n_embd))
         self.ln1, self.ln2 = nn.LayerNorm(n_embd), nn.LayerNorm(n_embd)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -489,16 +467,12 @@ class TinyGPT(nn.Module):
         super().__init__()
         self.token_embedding_table = nn.Embedding(vocab, n_embd)
         self.position_embedding_table = nn.Embedding(block, n_embd)
-        self.blocks = nn.Sequential(
-            *(Block(n_embd, n_head, block) for _ in range(n_layer))
-        )
+        self.blocks = nn.Sequential(*(Block(n_embd, n_head, block) for _ in range(n_layer)))
         self.ln_f = nn.LayerNorm(n_embd)
         self.lm_head = nn.Linear(n_embd, vocab)
 
     def forward(self, idx: torch.Tensor) -> torch.Tensor:
-        x = self.token_embedding_table(idx) + self.position_embedding_table(
-            torch.arange(idx.shape[1])
-        )
+        x = self.token_embedding_table(idx) + self.position_embedding_table(torch.arange(idx.shape[1]))
         return self.lm_head(self.ln_f(self.blocks(x)))
 
 
@@ -541,9 +515,7 @@ def binary_accuracy_loss(output: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy(output, y)
 
 
-def breast_cancer(
-    attach: Attach, *, scale: bool = True, squash: str = "sigmoid", epochs: int = 100
-) -> None:
+def breast_cancer(attach: Attach, *, scale: bool = True, squash: str = "sigmoid", epochs: int = 100) -> None:
     """Full batch: one optimizer step per epoch on sklearn's breast-cancer data."""
     from sklearn.datasets import load_breast_cancer
     from sklearn.model_selection import train_test_split
@@ -551,9 +523,7 @@ def breast_cancer(
 
     torch.manual_seed(0)
     data = load_breast_cancer()
-    x_train, x_test, y_train, _ = train_test_split(
-        data.data, data.target, test_size=0.2, random_state=1234
-    )
+    x_train, x_test, y_train, _ = train_test_split(data.data, data.target, test_size=0.2, random_state=1234)
     if scale:
         scaler = StandardScaler()
         x_train, x_test = scaler.fit_transform(x_train), scaler.transform(x_test)
@@ -571,7 +541,9 @@ def breast_cancer(
         inst.step(loss)
 
 
-def make_regression_line(attach: Attach, *, epochs: int = 20) -> None:
+def make_regression_line(
+    attach: Attach, *, epochs: int = 20, lr: float = 0.01, sigmoid_output: bool = False, nan_stop: bool = False
+) -> None:
     """One feature, full batch, nn.Linear under MSE and SGD lr 0.01 (the tutorial runs 100 epochs)."""
     from sklearn.datasets import make_regression
 
@@ -579,12 +551,16 @@ def make_regression_line(attach: Attach, *, epochs: int = 20) -> None:
     x_np, y_np = make_regression(n_samples=100, n_features=1, noise=20, random_state=4)
     x = torch.tensor(x_np, dtype=torch.float32)
     y = torch.tensor(y_np, dtype=torch.float32)[:, None]
-    model = nn.Linear(1, 1)
+    linear = nn.Linear(1, 1)
+    model = nn.Sequential(linear, nn.Sigmoid()) if sigmoid_output else linear
     criterion = nn.MSELoss()
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
     inst = attach(model, optimizer, Probe(x, y, criterion, epochs, classify=False))
-    for _ in range(epochs):
+    for epoch in range(epochs):
         loss = criterion(model(x), y)
+        if nan_stop and torch.isnan(loss):
+            print(f"epoch {epoch}: loss is nan, stopping")
+            break
         loss.backward()
         optimizer.step()
         optimizer.zero_grad()
@@ -633,39 +609,35 @@ PROGRAMS: dict[str, Program] = {
     "rt_nn_tutorial_manual_lr_div1e4": partial(nn_tutorial, lr=5e-5),
     "rt_linreg_unscaled_nanstop": d2l_linreg_unscaled,
     "rt_d2l_mlp": d2l_mlp,
-    "rt_d2l_mlp_deep_sigmoid": partial(
-        d2l_mlp, hidden=(256, 128, 128, 128, 128, 64, 64, 64), activation=nn.Sigmoid
-    ),
+    "rt_d2l_mlp_deep_sigmoid": partial(d2l_mlp, hidden=(256, 128, 128, 128, 128, 64, 64, 64), activation=nn.Sigmoid),
     "rt_d2l_mlp_bias_neg": partial(d2l_mlp, bias=-1.0),
     "rt_nn_tutorial_cnn": nn_tutorial_cnn,
     "rt_uva_kaiming": uva_base_network,
     "rt_uva_const_init": partial(uva_base_network, init="const"),
     "rt_d2l_rnn_lm_clip": d2l_rnn_lm,
     "rt_d2l_rnn_lm_noclip_lr100": partial(d2l_rnn_lm, lr=100.0, clip=None),
+    "rt_d2l_gru_lm_clip": partial(d2l_rnn_lm, cell=nn.GRU),
     "rt_lstm_prepadded": partial(row_rnn, cell=nn.LSTM, pad=28, pad_before=True),
-    "rt_rnn_postpadded": partial(
-        row_rnn, cell=nn.RNN, pad=56, pad_before=False, lr=1e-3
-    ),
+    "rt_gru_prepadded": partial(row_rnn, cell=nn.GRU, pad=28, pad_before=True),
+    "rt_rnn_postpadded": partial(row_rnn, cell=nn.RNN, pad=56, pad_before=False, lr=1e-3),
     "rt_tiny_gpt": tiny_gpt,
     "rt_tiny_gpt_lr_x1000": partial(tiny_gpt, lr=1.0),
     "rt_logreg_fullbatch": breast_cancer,
     "rt_logreg_unscaled": partial(breast_cancer, scale=False),
     "rt_logreg_softmax_one_unit": partial(breast_cancer, squash="softmax"),
     "rt_linreg_fullbatch_short": make_regression_line,
+    "rt_linreg_lr_x1000_nanstop": partial(make_regression_line, lr=10.0, nan_stop=True, epochs=100),
+    "rt_linreg_sigmoid_output": partial(make_regression_line, sigmoid_output=True, epochs=100),
     "rt_forum_cubic": forum_cubic,
     "rt_forum_cubic_unscaled": partial(forum_cubic, normalise=False),
 }
 
-TWINS: dict[str, str] = {
-    "rt_uva_const_init": "rt_uva_kaiming"
-}  # sick program -> its healthy version
+TWINS: dict[str, str] = {"rt_uva_const_init": "rt_uva_kaiming"}  # sick program -> its healthy version
 
 TUTORIALS = "pytorch/tutorials beginner_source/"
 D2L = "d2l-ai/d2l-en (PyTorch) "
 UVA = "Lightning-AI/tutorials course_UvA-DL/03-initialization-and-optimization/Initialization_and_Optimization.py"
-YUNJEY = (
-    "yunjey/pytorch-tutorial tutorials/02-intermediate/recurrent_neural_network/main.py"
-)
+YUNJEY = "yunjey/pytorch-tutorial tutorials/02-intermediate/recurrent_neural_network/main.py"
 GPT = "karpathy/ng-video-lecture gpt.py"
 LOEBER = "patrickloeber/pytorchTutorial "
 FORUM = "discuss.pytorch.org/t/96648 'Neural network could not learn on this type of data, why?'"
@@ -749,8 +721,7 @@ LABELS: dict[str, tuple[str | None, tuple[str, ...], str, str]] = {
         None,
         (),
         "char RNN LM, SGD lr 1, clip_grad_norm 1",
-        D2L
-        + "chapter_recurrent-neural-networks/rnn-concise.md + grad_clipping of rnn-scratch.md",
+        D2L + "chapter_recurrent-neural-networks/rnn-concise.md + grad_clipping of rnn-scratch.md",
     ),
     "rt_d2l_rnn_lm_noclip_lr100": (
         "exploding_gradients",
@@ -769,6 +740,30 @@ LABELS: dict[str, tuple[str | None, tuple[str, ...], str, str]] = {
         ("early_stagnation",),
         "fault: vanilla nn.RNN, 56 zero rows after the image, Adam 1e-3",
         YUNJEY,
+    ),
+    "rt_d2l_gru_lm_clip": (
+        None,
+        (),
+        "char GRU LM, SGD lr 1, clip_grad_norm 1",
+        D2L + "chapter_recurrent-modern/gru.md (concise) + grad_clipping of rnn-scratch.md",
+    ),
+    "rt_gru_prepadded": (
+        None,
+        (),
+        "2-layer GRU over image rows after 28 zero rows (early steps carry nothing)",
+        YUNJEY,
+    ),
+    "rt_linreg_lr_x1000_nanstop": (
+        "nonfinite",
+        ("exploding_gradients",),
+        "full batch; fault: lr x1000 (10); the loop breaks when the loss is NaN (29 steps)",
+        LOEBER + "07_linear_regression.py",
+    ),
+    "rt_linreg_sigmoid_output": (
+        "early_stagnation",
+        (),
+        "full batch; fault: a sigmoid on the output of an unbounded regression (targets about -200..200)",
+        LOEBER + "07_linear_regression.py",
     ),
     "rt_tiny_gpt": (None, (), "2-layer char GPT, AdamW lr 1e-3", GPT),
     "rt_tiny_gpt_lr_x1000": (
@@ -1051,6 +1046,20 @@ ORACLE: dict[str, dict[str, object]] = {
         "label": "exploding_gradients",
         "also": "vanishing_gradients,early_stagnation",
     },
+    "rt_d2l_gru_lm_clip": {
+        "steps": 250,
+        "loss0": 3.29,
+        "loss20": 2.79,
+        "loss_end": 2.27,
+        "first_nonfinite": None,
+        "grad_growth": 2.31,
+        "ratio_med": 0.408,
+        "ratio_end": 0.441,
+        "w_end/w0": 1.51,
+        "dead_max_end": 0.0,
+        "label": "healthy",
+        "also": "",
+    },
     "rt_lstm_prepadded": {
         "steps": 120,
         "loss0": 2.3,
@@ -1065,6 +1074,23 @@ ORACLE: dict[str, dict[str, object]] = {
         "acc0": 0.104,
         "acc_end": 0.797,
         "time_ratio_med": 1.04,
+        "label": "healthy",
+        "also": "",
+    },
+    "rt_gru_prepadded": {
+        "steps": 120,
+        "loss0": 2.3,
+        "loss20": 1.36,
+        "loss_end": 0.372,
+        "first_nonfinite": None,
+        "grad_growth": 25.4,
+        "ratio_med": 1.16,
+        "ratio_end": 1.91,
+        "w_end/w0": 2.08,
+        "dead_max_end": 0.0,
+        "acc0": 0.105,
+        "acc_end": 0.867,
+        "time_ratio_med": 0.339,
         "label": "healthy",
         "also": "",
     },
@@ -1169,6 +1195,34 @@ ORACLE: dict[str, dict[str, object]] = {
         "label": "healthy",
         "also": "",
     },
+    "rt_linreg_lr_x1000_nanstop": {
+        "steps": 29,
+        "loss0": 5610.0,
+        "loss20": math.inf,
+        "loss_end": math.nan,
+        "first_nonfinite": 14,
+        "grad_growth": 1.8e25,
+        "ratio_med": 1.0,
+        "ratio_end": math.nan,
+        "w_end/w0": math.inf,
+        "dead_max_end": 0.0,
+        "label": "nonfinite",
+        "also": "exploding_gradients",
+    },
+    "rt_linreg_sigmoid_output": {
+        "steps": 100,
+        "loss0": 5610.0,
+        "loss20": 5560.0,
+        "loss_end": 5560.0,
+        "first_nonfinite": None,
+        "grad_growth": 1.0,
+        "ratio_med": 1.0,
+        "ratio_end": 1.0,
+        "w_end/w0": 616.0,
+        "dead_max_end": 0.0,
+        "label": "early_stagnation",
+        "also": "",
+    },
     "rt_forum_cubic": {
         "steps": 300,
         "loss0": 0.667,
@@ -1214,4 +1268,4 @@ def _case(name: str) -> Case:
     )
 
 
-CASES: list[Case] = [_case(name) for name in PROGRAMS]
+CASES: list[Case] = [_case(name) for name in PROGRAMS if name in LABELS]
