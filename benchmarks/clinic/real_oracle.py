@@ -20,8 +20,9 @@ listed as ``also`` (they go into the case's ``allowed``):
 
 1. ``nonfinite``: a NaN/Inf training loss, weight, forward output or probe loss appears
    (``first_nonfinite``).
-2. ``exploding_gradients``: the probe loss reaches >= 10x its start, or the total gradient norm
-   reaches >= 100x its start while the final loss is no better than the start.
+2. ``exploding_gradients``: the probe loss reaches >= 10x its start, or a finite training loss
+   >= 10x the first one (``train_loss_max/first``), or the total gradient norm reaches >= 100x its
+   start while the final loss is no better than the start.
 3. ``dead_relu``: a ReLU call has > 50% units never active at the last probe and at >= half the probes.
 4. ``weight_collapse``: total weight norm at the end < 10% of its start.
 5. ``vanishing_gradients``: first/last gradient ratio < 1e-3 at the median of the probes after the
@@ -201,8 +202,13 @@ def summarise(rec: OracleRecorder, reference_loss: float | None = None) -> dict[
     if numbers["first_nonfinite"] is not None:
         present.append("nonfinite")
     loss_max = max(finite_losses, default=start["loss"])
-    if loss_max >= 10 * start["loss"] or (
-        _finite(numbers["grad_growth"]) and numbers["grad_growth"] >= 100 and not end["loss"] < start["loss"]
+    finite_train = [v for v in rec.losses if _finite(v)]
+    if finite_train and rec.losses[0] > 0:
+        numbers["train_loss_max/first"] = max(finite_train) / rec.losses[0]
+    if (
+        loss_max >= 10 * start["loss"]
+        or numbers.get("train_loss_max/first", 0.0) >= 10
+        or (_finite(numbers["grad_growth"]) and numbers["grad_growth"] >= 100 and not end["loss"] < start["loss"])
     ):
         present.append("exploding_gradients")
     for layer in range(len(end["dead"])):
