@@ -150,7 +150,9 @@ class LitMNIST(L.LightningModule):
             nn.Linear(hidden, 10),
         )  # fmt: skip
         if bias is not None:  # fault: a large negative bias in front of the second ReLU
-            nn.init.constant_(self.model[4].bias, bias)
+            second = self.model[4]
+            assert isinstance(second, nn.Linear)
+            nn.init.constant_(second.bias, bias)
         self.lr, self.weight_decay = lr, weight_decay
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:

@@ -7,9 +7,11 @@ the ports are our own shrunk rewrites (MNIST test digits or sklearn data, narrow
 
 from __future__ import annotations
 
+import functools
 import gzip
 import itertools
 import math
+import operator
 import sysconfig
 from collections.abc import Callable
 from functools import partial
@@ -176,7 +178,8 @@ def nn_tutorial(attach: Attach, *, lr: float = 0.5, epochs: int = 2) -> None:
             loss.backward()
             with torch.no_grad():
                 for p in model.parameters():
-                    p -= p.grad * lr
+                    assert p.grad is not None
+                    p -= p.grad * lr  # type: ignore[misc]  # the tutorial's in-place update
                 model.zero_grad()
             inst.step(loss)
 
@@ -207,7 +210,8 @@ def d2l_linreg_unscaled(attach: Attach) -> None:
             loss.backward()
             with torch.no_grad():
                 for p in net.parameters():
-                    p -= lr * p.grad
+                    assert p.grad is not None
+                    p -= lr * p.grad  # type: ignore[misc]
                     p.grad.zero_()
             inst.step(loss)
 
@@ -361,10 +365,11 @@ def d2l_rnn_lm(
         updater.zero_grad()
         loss.backward()
         if clip is not None:  # d2l's grad_clipping: scale all gradients to a global norm <= theta
-            norm = torch.sqrt(sum(torch.sum(p.grad**2) for p in net.parameters()))
+            grads = [p.grad for p in net.parameters() if p.grad is not None]
+            norm = torch.sqrt(functools.reduce(operator.add, [torch.sum(g**2) for g in grads]))
             if norm > clip:
-                for p in net.parameters():
-                    p.grad[:] *= clip / norm
+                for g in grads:
+                    g[:] *= clip / norm
         updater.step()
         inst.step(loss)
 
@@ -426,6 +431,8 @@ def row_rnn(
 
 
 class Head(nn.Module):
+    tril: torch.Tensor
+
     def __init__(self, n_embd: int, head_size: int, block: int) -> None:
         super().__init__()
         self.key = nn.Linear(n_embd, head_size, bias=False)
