@@ -161,15 +161,14 @@ def build_trial(result: TrialResult) -> Panel:
     parts: list[Any] = [_trial_verdict(result, best)]
     if result.rows:
         table = Table(box=None, padding=(0, 1), pad_edge=False, header_style="bold")
-        table.add_column("")
-        table.add_column("remedies", ratio=2)
+        table.add_column("remedies", max_width=18)
         table.add_column("what changed", ratio=3)
-        table.add_column("symptoms (≥ warning)", ratio=2)
-        for header in ("final loss", "× base", "secs"):
-            table.add_column(header, justify="right", no_wrap=True)
+        table.add_column("symptoms ≥ warning", ratio=2, min_width=19)
+        for header, width in (("loss", 8), ("× base", 6), ("secs", 4)):
+            table.add_column(header, justify="right", no_wrap=True, width=width)
         table.add_row(*_trial_cells(result, result.baseline, ""))
         for row in result.rows:
-            table.add_row(*_trial_cells(result, row, "★" if row is best else ""))
+            table.add_row(*_trial_cells(result, row, "★ " if row is best else ""))
         parts += [Text(""), table]
     if result.not_applicable:
         parts.append(Text("\nnot applicable automatically:"))
@@ -180,7 +179,10 @@ def build_trial(result: TrialResult) -> Panel:
             listing.add_row(f"  {entry.remedy}", entry.reason)
         parts.append(listing)
     if result.rows and result.time_cost is not None:
-        parts.append(Text(f"\n{result.seconds:.1f} s in all, {result.time_cost:.1f}× one baseline run", style="dim"))
+        parts.append(Text(
+            f"\nloss: median of the last 10% of steps · {result.seconds:.1f} s in all, {result.time_cost:.1f}× the baseline run",
+            style="dim",
+        ))  # fmt: skip
     parts.extend(Text(f"note: {note}", style="dim") for note in result.notes)
     title = f"gradwatch trial · {result.framework} · {result.steps} steps per run · seed {result.seed}"
     style = "green" if result.healthy or (best is not None and result.cures(best, min_gain=0.0)) else "yellow"
@@ -204,10 +206,10 @@ def _trial_verdict(result: TrialResult, best: TrialRow | None) -> Text:
 
 
 def _trial_cells(result: TrialResult, row: TrialRow, mark: str) -> tuple[str, ...]:
-    symptoms = ", ".join(row.symptoms_after) or "✓ none"
+    symptoms = "\n".join(row.symptoms_after) or "✓ none"
     loss = f"{row.final_loss:.3g}" if row.final_loss is not None else "diverged"
     ratio = "" if row is result.baseline else (f"×{row.loss_ratio:.2g}" if row.loss_ratio is not None else "-")
-    return mark, row.label, row.change, symptoms, loss, ratio, f"{row.seconds:.1f}"
+    return f"{mark}{row.label}", row.change, symptoms, loss, ratio, f"{row.seconds:.1f}"
 
 
 class TrialProgress:
