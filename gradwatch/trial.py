@@ -16,10 +16,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .report import SummaryError, read_json, write_atomic
+from . import remedies as ranking
+from .report import Report, SummaryError, read_json, write_atomic
 
 TRIAL_SCHEMA = "gradwatch.trial/1"
 FINAL_SHARE = 0.1  # final loss: median over this share of the last steps
+
+# What the automatic variants change; the same in every adapter.
+CLIP_NORM = 1.0  # global gradient norm for gradient_clipping
+LOWER_LR = 0.1  # learning-rate factor for lower_lr (the remedy says 3-10x lower)
+WEIGHT_DECAY_SCALE = 0.01  # factor on weight decay / regularizer strength for reduce_weight_decay
+LEAKY_SLOPE = 0.1  # LeakyReLU slope for leaky_relu: large enough to pull dead units back within a short run
+TARGET_UPDATE = 1e-3  # healthy |dW|/|W| per step (CS231n's rule of thumb), to size a learning-rate raise
+LR_RAISE_RANGE = (10.0, 1e6)
+NOT_AUTOMATIC = {
+    "skip_connections": "changes the forward pass: where a residual path y = x + f(x) goes is a design decision of yours",
+    "layerwise_pretraining": "needs a training schedule of its own (greedy layer by layer, then fine-tuning)",
+    "truncated_bptt": "changes how your sequences are cut and fed, which lives in your data pipeline",
+}
 
 
 def final_loss(losses: Sequence[float]) -> float | None:
@@ -231,8 +245,93 @@ def trial_schema_path() -> Path:
     return Path(__file__).with_name("schema") / "trial-1.json"
 
 
+def symptoms_of(report: Report) -> list[str]:
+    """The report's symptoms at warning level or above."""
+    return [finding.symptom for finding in report.findings if finding.at_least("warning")]
+
+
+def ranked_remedies(report: Report, only: Iterable[str] | None = None) -> tuple[str, ...]:
+    """Remedy ids for the warning-level findings: each finding's best first, interleaved, without repeats."""
+    allowed = set(only) if only is not None else None
+    lists = [[r.id for r in ranking.for_finding(f, report.facts)] for f in report.findings if f.at_least("warning")]
+    ordered: dict[str, None] = {}
+    for depth in range(max((len(ids) for ids in lists), default=0)):
+        for ids in lists:
+            if depth < len(ids) and (allowed is None or ids[depth] in allowed):
+                ordered[ids[depth]] = None
+    return tuple(ordered)
+
+
+def combines(first: Sequence[str], second: Sequence[str]) -> bool:
+    """Two variants combine when they share no remedy and do not move the learning rate both ways."""
+    together = set(first) | set(second)
+    return not set(first) & set(second) and not {"raise_lr", "lower_lr"} <= together
+
+
+def combinations(singles: Sequence[Sequence[str]]) -> list[tuple[int, int]]:
+    """Which single-remedy variants to combine (indices, best first).
+
+    The top one with the next one it combines with; and every activation swap
+    with ``matched_init``, since a new activation wants its own initialisation.
+    """
+    pairs: list[tuple[int, int]] = []
+    partner = next((i for i in range(1, len(singles)) if singles and combines(singles[0], singles[i])), None)
+    if partner is not None:
+        pairs.append((0, partner))
+    init = next((i for i, ids in enumerate(singles) if tuple(ids) == ("matched_init",)), None)
+    for i, ids in enumerate(singles):
+        if init is not None and ids and ids[0] in ("relu_family", "leaky_relu") and tuple(sorted((i, init))) not in pairs:
+            pairs.append(tuple(sorted((i, init))))  # type: ignore[arg-type]
+    return pairs
+
+
+def lr_raise_scales(report: Report) -> list[tuple[float, str]]:
+    """Learning-rate factors for raise_lr, each with what it was sized on.
+
+    A power of ten that brings layers to about 1e-3 of their norm per step:
+    sized on the median layer, and (more cautious) on the fastest-moving one;
+    x100 when the run recorded no update sizes.
+    """
+    median, fastest = layer_relative_updates(report)
+    scales: dict[float, str] = {}
+    for update, basis in ((median, "the median layer"), (fastest, "the fastest layer")):
+        if update is not None and update > 0:
+            scale = min(max(10.0 ** round(math.log10(TARGET_UPDATE / update)), LR_RAISE_RANGE[0]), LR_RAISE_RANGE[1])
+            scales.setdefault(scale, f"sized on {basis}")
+    return list(scales.items()) or [(100.0, "no update sizes recorded")]
+
+
+def layer_relative_updates(report: Report) -> tuple[float | None, float | None]:
+    """Median and largest, over layers, of each layer's median ``|ΔW|/|W|`` in the recorded history."""
+    medians = []
+    for layer in report.layers:
+        history = layer.get("history", {})
+        pairs = zip(history.get("update_norm", []), history.get("weight_norm", []))
+        ratios = [u / w for u, w in pairs if u is not None and w and u > 0 and math.isfinite(u / w)]
+        if ratios:
+            medians.append(statistics.median(ratios))
+    if not medians:
+        return None, None
+    return statistics.median(medians), max(medians)
+
+
 def _optional_float(value: Any) -> float | None:
     return None if value is None else float(value)
 
 
-__all__ = ["TRIAL_SCHEMA", "NotApplicable", "TrialResult", "TrialRow", "final_loss", "load_trial", "trial_schema_path", "variant_row"]
+__all__ = [
+    "NOT_AUTOMATIC",
+    "TRIAL_SCHEMA",
+    "NotApplicable",
+    "TrialResult",
+    "TrialRow",
+    "combinations",
+    "combines",
+    "final_loss",
+    "load_trial",
+    "lr_raise_scales",
+    "ranked_remedies",
+    "symptoms_of",
+    "trial_schema_path",
+    "variant_row",
+]

@@ -12,19 +12,31 @@ with the reason. The user's own model and optimizer are never touched.
 
 from __future__ import annotations
 
-import math
 import os
-import statistics
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gradwatch import remedies as ranking
 from gradwatch.facts import RELU_FAMILY, SATURATING
 from gradwatch.report import Report
-from gradwatch.trial import NotApplicable, TrialResult, TrialRow, variant_row
+from gradwatch.trial import (
+    CLIP_NORM,
+    LEAKY_SLOPE,
+    LOWER_LR,
+    NOT_AUTOMATIC,
+    WEIGHT_DECAY_SCALE,
+    NotApplicable,
+    TrialResult,
+    TrialRow,
+    combinations,
+    combines,
+    lr_raise_scales,
+    ranked_remedies,
+    symptoms_of,
+    variant_row,
+)
 
 from ._torch import torch
 from .torch_facts import model_facts
@@ -36,16 +48,6 @@ Edit = Callable[[torch.nn.Module], None]
 CONV_NORM = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d}
 WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 RELU_SWAP = nn.ReLU  # what relu_family swaps Sigmoid/Tanh to (He init matches it)
-LEAKY_SLOPE = 0.1  # LeakyReLU's negative slope for dead units: large enough to pull them back within a short run
-CLIP_NORM = 1.0
-LOWER_LR, WEIGHT_DECAY_SCALE = 0.1, 0.01
-TARGET_UPDATE = 1e-3  # healthy |ΔW|/|W| per step (CS231n's rule of thumb), used to size a learning-rate raise
-MAX_LR_RAISE = 1e6
-NOT_AUTOMATIC = {
-    "skip_connections": "changes the forward pass: where a residual path y = x + f(x) goes is a design decision of yours",
-    "layerwise_pretraining": "needs a training schedule of its own (greedy layer by layer, then fine-tuning)",
-    "truncated_bptt": "changes how your sequences are cut and fed, which lives in your data pipeline",
-}
 
 
 @dataclass(frozen=True)
@@ -61,10 +63,7 @@ class Recipe:
     standardize: tuple[torch.Tensor, torch.Tensor] | None = None
 
     def combines_with(self, other: Recipe) -> bool:
-        """Two recipes combine when they share no remedy and do not move the learning rate both ways."""
-        if set(self.remedies) & set(other.remedies):
-            return False
-        return not ({"raise_lr", "lower_lr"} <= set(self.remedies) | set(other.remedies))
+        return combines(self.remedies, other.remedies)
 
     def __add__(self, other: Recipe) -> Recipe:
         return Recipe(
@@ -129,10 +128,10 @@ def trial(
     with trial_progress(enabled=print_report) as progress:
         probe = runner.probe()  # also warms up the framework before the baseline is timed
         report, losses, seconds = runner.run(Recipe((), ("your model as built",)), "baseline")
-        symptoms = _symptoms(report)
+        symptoms = symptoms_of(report)
         baseline = variant_row((), "your model as built", None, symptoms, losses, seconds)
         progress.advance()
-        ranked = _ranked(report, remedies)
+        ranked = ranked_remedies(report, remedies)
         planned, skipped = _plan(ranked, report, probe)
         planned = planned[:max_variants]
         progress.start("variants", total=1 + len(planned))
@@ -145,7 +144,7 @@ def trial(
             except Exception as exc:  # noqa: BLE001  (a variant this model cannot train with is reported, not raised)
                 skipped.append(NotApplicable(label, f"the variant failed to train: {_one_line(exc)}"))
             else:
-                rows.append(variant_row(recipe.remedies, "; ".join(recipe.words), baseline, _symptoms(report), losses, seconds))
+                rows.append(variant_row(recipe.remedies, "; ".join(recipe.words), baseline, symptoms_of(report), losses, seconds))
             progress.advance()
     result = TrialResult("pytorch", steps, seed, baseline, rows, skipped, ranked=ranked)
     if print_report:
@@ -255,21 +254,6 @@ def _cycle(batches: Batches) -> Iterator[Any]:
             raise ValueError("batches yielded nothing")
 
 
-def _symptoms(report: Report) -> list[str]:
-    return [finding.symptom for finding in report.findings if finding.at_least("warning")]
-
-
-def _ranked(report: Report, only: Sequence[str] | None) -> tuple[str, ...]:
-    """Remedy ids for the warning-level findings, each finding's best first, interleaved, without repeats."""
-    lists = [[r.id for r in ranking.for_finding(f, report.facts)] for f in report.findings if f.at_least("warning")]
-    ordered: dict[str, None] = {}
-    for depth in range(max((len(ids) for ids in lists), default=0)):
-        for ids in lists:
-            if depth < len(ids) and (only is None or ids[depth] in only):
-                ordered[ids[depth]] = None
-    return tuple(ordered)
-
-
 def _plan(ranked: Sequence[str], report: Report, probe: Probe) -> tuple[list[Recipe], list[NotApplicable]]:
     """One recipe (or more) per applicable remedy, then the combinations; the rest with their reason."""
     recipes: list[Recipe] = []
@@ -287,18 +271,8 @@ def _plan(ranked: Sequence[str], report: Report, probe: Probe) -> tuple[list[Rec
 
 
 def _combinations(recipes: list[Recipe]) -> list[Recipe]:
-    """The top remedy with the next one it combines with; an activation swap with the init matched to it."""
-    combos: list[Recipe] = []
     singles = [r for r in recipes if len(r.remedies) == 1]
-    partner = next((r for r in singles[1:] if singles[0].combines_with(r)), None)
-    if partner is not None:
-        combos.append(singles[0] + partner)
-    init = next((r for r in singles if r.remedies == ("matched_init",)), None)
-    for swap in (r for r in singles if r.remedies[0] in ("relu_family", "leaky_relu")):
-        combo = swap + init if init is not None else None
-        if combo is not None and all(set(c.remedies) != set(combo.remedies) for c in combos):
-            combos.append(combo)
-    return combos
+    return [singles[i] + singles[j] for i, j in combinations([r.remedies for r in singles])]
 
 
 # -- one planner per remedy id: a list of recipes, or the reason it cannot be applied ------------------------
@@ -423,33 +397,7 @@ def plan_lower_lr(report: Report, probe: Probe) -> list[Recipe] | str:
 
 
 def plan_raise_lr(report: Report, probe: Probe) -> list[Recipe] | str:
-    """Sized so layers move about 1e-3 of their norm per step: the median layer, and (more cautious) the fastest one."""
-    median, fastest = layer_relative_updates(report)
-    scales = dict.fromkeys(_raise(update) for update in (median, fastest) if update is not None) or {100.0: None}
-    basis = {_raise(median) if median is not None else None: "the median layer", _raise(fastest) if fastest is not None else None: "the fastest layer"}
-    return [
-        Recipe(("raise_lr",), (_lr_words(report, scale) + (f", sized on {basis[scale]}" if scale in basis else ""),), lr_scale=scale)
-        for scale in scales
-    ]
-
-
-def _raise(update: float) -> float:
-    """The power of ten that brings ``update`` to about 1e-3 per step, between ×10 and ×1e6."""
-    return min(max(10.0 ** round(math.log10(TARGET_UPDATE / update)), 10.0), MAX_LR_RAISE)
-
-
-def layer_relative_updates(report: Report) -> tuple[float | None, float | None]:
-    """Median and largest over layers of each layer's median ``|ΔW|/|W|`` in the recorded history."""
-    medians = []
-    for layer in report.layers:
-        history = layer.get("history", {})
-        pairs = zip(history.get("update_norm", []), history.get("weight_norm", []))
-        ratios = [u / w for u, w in pairs if u is not None and w and math.isfinite(u / w) and u > 0]
-        if ratios:
-            medians.append(statistics.median(ratios))
-    if not medians:
-        return None, None
-    return statistics.median(medians), max(medians)
+    return [Recipe(("raise_lr",), (f"{_lr_words(report, scale)}, {basis}",), lr_scale=scale) for scale, basis in lr_raise_scales(report)]
 
 
 def _lr_words(report: Report, scale: float) -> str:

@@ -151,3 +151,32 @@ def test_trial_module_loads_no_framework():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_ranked_remedies_interleave_the_findings_and_combinations_pair_swaps_with_init():
+    from gradwatch import Finding, LayerFacts, ModelFacts, Report
+    from gradwatch.trial import combinations, ranked_remedies
+
+    facts = ModelFacts(layers=tuple(LayerFacts(f"l{i}", "Linear", activation="Sigmoid", init_gain=0.58) for i in range(6)), residual=False, lr=1e-3)
+    findings = [Finding("vanishing_gradients", "warning", 2, ("l0",), "m"), Finding("early_stagnation", "warning", 40, (), "m"),
+                Finding("dead_relu", "info", 4, ("l1",), "m")]  # fmt: skip
+    ranked = ranked_remedies(Report("x", 100, findings, facts=facts))
+    assert ranked[:3] == ("relu_family", "raise_lr", "skip_connections"), "each finding's best first; info findings ignored"
+    assert "leaky_relu" not in ranked and len(ranked) == len(set(ranked))
+    assert ranked_remedies(Report("x", 100, findings, facts=facts), only=["raise_lr"]) == ("raise_lr",)
+    singles = [("relu_family",), ("raise_lr",), ("normalization",), ("matched_init",), ("lower_lr",)]
+    assert combinations(singles) == [(0, 1), (0, 3)]
+    assert combinations([("raise_lr",), ("lower_lr",), ("gradient_clipping",)]) == [(0, 2)]
+
+
+def test_learning_rate_raise_is_sized_on_recorded_update_sizes():
+    from gradwatch import Report
+    from gradwatch.trial import lr_raise_scales
+
+    def layer(update: float) -> dict:
+        return {"name": "l", "kind": "Linear", "history": {"step": [0, 20], "update_norm": [update, update], "weight_norm": [1.0, 1.0]}}
+
+    report = Report("x", 100, layers=[layer(1e-8), layer(1e-7), layer(1e-5)])
+    assert lr_raise_scales(report) == [(1e4, "sized on the median layer"), (100.0, "sized on the fastest layer")]
+    assert lr_raise_scales(Report("x", 100, layers=[layer(1e-12)])) == [(1e6, "sized on the median layer")], "capped at x1e6"
+    assert lr_raise_scales(Report("x", 100)) == [(100.0, "no update sizes recorded")]
