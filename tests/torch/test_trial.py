@@ -109,7 +109,7 @@ def test_vanilla_rnn_becomes_a_gru_of_the_same_size_and_still_runs():
             self.out = nn.Linear(8, 2)
 
         def forward(self, x: torch.Tensor) -> torch.Tensor:
-            outputs, hidden = self.rnn(x)
+            _, hidden = self.rnn(x)
             return self.out(hidden[-1])
 
     x, y = torch.randn(4, 5, 3), torch.tensor([0, 1, 0, 1])
