@@ -20,6 +20,7 @@ from gradwatch.safety import FaultGuard, warn
 from ._keras import keras, ops
 from .keras_facts import learning_rate, model_facts
 from .keras_stats import KerasCollector
+from .keras_trial import trial
 
 COLLECTOR = "keras collector"
 
@@ -154,4 +155,4 @@ def _running_loss(model: Any) -> float | None:
     return float(ops.convert_to_numpy(tracker.result())) if tracker is not None else None
 
 
-__all__ = ["GradWatchCallback"]
+__all__ = ["GradWatchCallback", "trial"]
