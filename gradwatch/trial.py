@@ -29,6 +29,7 @@ WEIGHT_DECAY_SCALE = 0.01  # factor on weight decay / regularizer strength for r
 LEAKY_SLOPE = 0.1  # LeakyReLU slope for leaky_relu: large enough to pull dead units back within a short run
 TARGET_UPDATE = 1e-3  # healthy |dW|/|W| per step (CS231n's rule of thumb), to size a learning-rate raise
 LR_RAISE_RANGE = (10.0, 1e6)
+LR_LOWER_RANGE = (1e-6, LOWER_LR)
 NOT_AUTOMATIC = {
     "skip_connections": "changes the forward pass: where a residual path y = x + f(x) goes is a design decision of yours",
     "layerwise_pretraining": "needs a training schedule of its own (greedy layer by layer, then fine-tuning)",
@@ -301,18 +302,34 @@ def lr_raise_scales(report: Report) -> list[tuple[float, str]]:
     return list(scales.items()) or [(100.0, "no update sizes recorded")]
 
 
-def layer_relative_updates(report: Report) -> tuple[float | None, float | None]:
-    """Median and largest, over layers, of each layer's median ``|ΔW|/|W|`` in the recorded history."""
-    medians = []
+def lr_lower_scales(report: Report) -> list[tuple[float, str]]:
+    """Learning-rate factors for lower_lr: ×0.1, and where the first recorded steps moved layers by far more
+    than 1e-3 of their norm, the power of ten that brings the median layer there (before a run blows up,
+    its first samples still say how much too large each step was)."""
+    scales = [(LOWER_LR, "the usual first step down")]
+    first = layer_relative_updates(report, first=True)[0]
+    if first is not None and first > 0:
+        scale = min(max(10.0 ** round(math.log10(TARGET_UPDATE / first)), LR_LOWER_RANGE[0]), LR_LOWER_RANGE[1])
+        if scale < LOWER_LR:
+            scales.append((scale, "sized on the median layer's first steps"))
+    return scales
+
+
+def layer_relative_updates(report: Report, *, first: bool = False) -> tuple[float | None, float | None]:
+    """Median and largest, over layers, of each layer's median ``|ΔW|/|W|`` in the recorded history.
+
+    ``first``: each layer's first finite value instead of its median.
+    """
+    values = []
     for layer in report.layers:
         history = layer.get("history", {})
         pairs = zip(history.get("update_norm", []), history.get("weight_norm", []))
         ratios = [u / w for u, w in pairs if u is not None and w and u > 0 and math.isfinite(u / w)]
         if ratios:
-            medians.append(statistics.median(ratios))
-    if not medians:
+            values.append(ratios[0] if first else statistics.median(ratios))
+    if not values:
         return None, None
-    return statistics.median(medians), max(medians)
+    return statistics.median(values), max(values)
 
 
 def _optional_float(value: Any) -> float | None:
@@ -329,6 +346,7 @@ __all__ = [
     "combines",
     "final_loss",
     "load_trial",
+    "lr_lower_scales",
     "lr_raise_scales",
     "ranked_remedies",
     "symptoms_of",

@@ -26,13 +26,13 @@ from gradwatch.report import Report
 from gradwatch.trial import (
     CLIP_NORM,
     LEAKY_SLOPE,
-    LOWER_LR,
     NOT_AUTOMATIC,
     WEIGHT_DECAY_SCALE,
     NotApplicable,
     TrialResult,
     TrialRow,
     combinations,
+    lr_lower_scales,
     lr_raise_scales,
     ranked_remedies,
     symptoms_of,
@@ -366,7 +366,10 @@ def plan_lower_lr(report: Report, probe: Any, runner: _Runner) -> list[KerasReci
     lr = _lr(probe)
     if lr is None:
         return "the learning rate is a schedule: scale it in your own schedule"
-    return [KerasRecipe(("lower_lr",), (f"learning rate ×{LOWER_LR:g} ({lr:.3g} → {lr * LOWER_LR:.3g})",), lr_scale=LOWER_LR)]
+    return [
+        KerasRecipe(("lower_lr",), (f"learning rate ×{scale:g} ({lr:.3g} → {lr * scale:.3g}), {basis}",), lr_scale=scale)
+        for scale, basis in lr_lower_scales(report)
+    ]
 
 
 def plan_raise_lr(report: Report, probe: Any, runner: _Runner) -> list[KerasRecipe] | str:

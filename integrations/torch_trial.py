@@ -24,7 +24,6 @@ from gradwatch.report import Report
 from gradwatch.trial import (
     CLIP_NORM,
     LEAKY_SLOPE,
-    LOWER_LR,
     NOT_AUTOMATIC,
     WEIGHT_DECAY_SCALE,
     NotApplicable,
@@ -32,6 +31,7 @@ from gradwatch.trial import (
     TrialRow,
     combinations,
     combines,
+    lr_lower_scales,
     lr_raise_scales,
     ranked_remedies,
     symptoms_of,
@@ -393,7 +393,7 @@ def plan_gradient_clipping(report: Report, probe: Probe) -> list[Recipe] | str:
 
 
 def plan_lower_lr(report: Report, probe: Probe) -> list[Recipe] | str:
-    return [Recipe(("lower_lr",), (_lr_words(report, LOWER_LR),), lr_scale=LOWER_LR)]
+    return [Recipe(("lower_lr",), (f"{_lr_words(report, scale)}, {basis}",), lr_scale=scale) for scale, basis in lr_lower_scales(report)]
 
 
 def plan_raise_lr(report: Report, probe: Probe) -> list[Recipe] | str:

@@ -180,3 +180,15 @@ def test_learning_rate_raise_is_sized_on_recorded_update_sizes():
     assert lr_raise_scales(report) == [(1e4, "sized on the median layer"), (100.0, "sized on the fastest layer")]
     assert lr_raise_scales(Report("x", 100, layers=[layer(1e-12)])) == [(1e6, "sized on the median layer")], "capped at x1e6"
     assert lr_raise_scales(Report("x", 100)) == [(100.0, "no update sizes recorded")]
+
+
+def test_learning_rate_lower_is_sized_on_the_first_recorded_steps():
+    from gradwatch import Report
+    from gradwatch.trial import lr_lower_scales
+
+    def layer(*updates: float | None) -> dict:
+        return {"name": "l", "kind": "Linear", "history": {"step": [0, 1, 2], "update_norm": list(updates), "weight_norm": [1.0] * 3}}
+
+    blown = Report("x", 100, layers=[layer(10.0, None, None), layer(3.0, 1e9, None), layer(20.0, None, None)])
+    assert lr_lower_scales(blown) == [(0.1, "the usual first step down"), (1e-4, "sized on the median layer's first steps")]
+    assert lr_lower_scales(Report("x", 100, layers=[layer(2e-3, 5e-3, 1e-2)])) == [(0.1, "the usual first step down")]
