@@ -161,7 +161,7 @@ def build_trial(result: TrialResult) -> Panel:
     parts: list[Any] = [_trial_verdict(result, best)]
     if result.rows:
         table = Table(box=None, padding=(0, 1), pad_edge=False, header_style="bold")
-        table.add_column("remedies", max_width=18)
+        table.add_column("remedies", max_width=20)
         table.add_column("what changed", ratio=3)
         table.add_column("symptoms ≥ warning", ratio=2, min_width=19)
         for header, width in (("loss", 8), ("× base", 6), ("secs", 4)):

@@ -121,6 +121,8 @@ def trial(
                 rows.append(variant_row(recipe.remedies, "; ".join(recipe.words), baseline, symptoms_of(report), losses, seconds))
             progress.advance()
     result = TrialResult(f"keras/{keras.backend.backend()}", runner.steps, seed, baseline, rows, skipped, ranked=ranked)
+    if report.facts.regularized:
+        result.notes.append("losses exclude the layers' regularization penalties, so variants that change them compare on the data")
     if print_report:
         print_trial(result)
     return result
@@ -181,22 +183,27 @@ class _Runner:
 
 
 class _BatchLosses(keras.callbacks.Callback):
-    """Each batch's loss, recovered from Keras' running epoch mean (weighted by batch size)."""
+    """Each batch's data loss: recovered from Keras' running epoch mean (weighted by batch size), minus the
+    regularization penalty of the weights that batch saw, so variants that change regularizers compare fairly."""
 
     def __init__(self, samples: int, batch_size: int) -> None:
         super().__init__()
         self.samples, self.batch_size = samples, batch_size
         self.values: list[float] = []
-        self._mean, self._seen = 0.0, 0
+        self._mean, self._seen, self._penalty = 0.0, 0, 0.0
 
     def on_epoch_begin(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._mean, self._seen = 0.0, 0
+
+    def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        penalties = self.model.losses  # regularizers of the weights this batch's step will use
+        self._penalty = float(sum(float(keras.ops.convert_to_numpy(p)) for p in penalties)) if penalties else 0.0
 
     def on_train_batch_end(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         mean = float((logs or {}).get("loss", float("nan")))
         size = min(self.batch_size, self.samples - self._seen) or self.batch_size
         seen = self._seen + size
-        self.values.append((mean * seen - self._mean * self._seen) / size)
+        self.values.append((mean * seen - self._mean * self._seen) / size - self._penalty)
         self._mean, self._seen = mean, seen
 
 

@@ -106,14 +106,14 @@ EXPECTED = """\
 │ baseline: vanishing_gradients                                                                    │
 │ best: relu_family + matched_init — clears vanishing_gradients; final loss ×0.18 of the baseline  │
 │                                                                                                  │
-│ remedies            what changed                 symptoms ≥ warning       loss  × base  secs     │
-│ baseline            your model as built          vanishing_gradients       1.1           2.0     │
-│ relu_family         Sigmoid → ReLU (10 modules)  ✓ none                    0.4   ×0.36   2.5     │
-│ ★ relu_family +     Sigmoid → ReLU, He init      ✓ none                    0.2   ×0.18   2.5     │
+│ remedies              what changed                 symptoms ≥ warning       loss  × base  secs   │
+│ baseline              your model as built          vanishing_gradients       1.1           2.0   │
+│ relu_family           Sigmoid → ReLU (10 modules)  ✓ none                    0.4   ×0.36   2.5   │
+│ ★ relu_family +       Sigmoid → ReLU, He init      ✓ none                    0.2   ×0.18   2.5   │
 │ matched_init                                                                                     │
-│ lower_lr            learning rate ×0.1           vanishing_gradients       1.1      ×1   2.0     │
-│                                                  early_stagnation                                │
-│ raise_lr            learning rate ×100           nonfinite            diverged       -   1.0     │
+│ lower_lr              learning rate ×0.1           vanishing_gradients       1.1      ×1   2.0   │
+│                                                    early_stagnation                              │
+│ raise_lr              learning rate ×100           nonfinite            diverged       -   1.0   │
 │                                                                                                  │
 │ not applicable automatically:                                                                    │
 │   skip_connections  changes the forward pass: where a skip path goes is a design decision        │

@@ -67,3 +67,17 @@ def test_variants_keep_the_initial_weights_of_unchanged_layers_and_rebuild_the_o
         for mine, theirs in zip(layer.get_weights(), reference.layers[index].get_weights()):
             np.testing.assert_array_equal(mine, theirs)
     assert float(model.optimizer.learning_rate) == np.float32(0.005) and model.optimizer.clipnorm == 1.0
+
+
+def test_a_regularizer_cut_is_judged_on_the_data_loss_not_on_the_smaller_penalty():
+    x, y = data()
+    regularized = compiled(
+        lambda: dense_stack("relu", 4, kernel_regularizer=keras.regularizers.L2(1.0), kernel_initializer="he_normal"),
+        lambda: keras.optimizers.SGD(0.05),
+    )
+    result = trial(regularized, x, y, epochs=5, batch_size=64, remedies=["reduce_weight_decay"], print_report=False)
+    assert "weight_collapse" in result.baseline.symptoms_after
+    (row,) = result.rows
+    assert row.change == "regularizer factors ×0.01 in 4 layers (model.layers[0 … 3])"
+    assert result.cures(row) and row.loss_ratio < 0.5, row
+    assert result.notes == ["losses exclude the layers' regularization penalties, so variants that change them compare on the data"]
