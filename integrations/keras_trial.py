@@ -107,6 +107,7 @@ def trial(
         progress.advance()
         ranked = ranked_remedies(report, remedies)
         planned, skipped = _plan(ranked, report, runner)
+        skipped += [NotApplicable(" + ".join(r.remedies), f"not tried: beyond max_variants={max_variants}") for r in planned[max_variants:]]
         planned = planned[:max_variants]
         progress.start("variants", total=1 + len(planned))
         rows: list[TrialRow] = []

@@ -125,7 +125,7 @@ def trial(
     from gradwatch.console import print_trial, trial_progress
 
     runner = _Runner(make_model, make_optimizer, batches, loss_fn, steps, seed, every_n_steps, summary_dir)
-    with trial_progress(enabled=print_report) as progress:
+    with torch.random.fork_rng(), trial_progress(enabled=print_report) as progress:  # the caller's RNG state is restored
         probe = runner.probe()  # also warms up the framework before the baseline is timed
         report, losses, seconds = runner.run(Recipe((), ("your model as built",)), "baseline")
         symptoms = symptoms_of(report)
@@ -133,6 +133,7 @@ def trial(
         progress.advance()
         ranked = ranked_remedies(report, remedies)
         planned, skipped = _plan(ranked, report, probe)
+        skipped += [NotApplicable(" + ".join(r.remedies), f"not tried: beyond max_variants={max_variants}") for r in planned[max_variants:]]
         planned = planned[:max_variants]
         progress.start("variants", total=1 + len(planned))
         rows: list[TrialRow] = []

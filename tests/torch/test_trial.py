@@ -79,16 +79,20 @@ def test_dead_relu_is_cured_by_leaky_relu_or_matched_init(batches):
 
 
 def test_a_learning_rate_of_1e_6_is_cured_by_the_learning_rate_variant(batches):
-    result = trial(lambda: mlp(HIDDEN, init=he), sgd(1e-6), batches, F.cross_entropy, STEPS, print_report=False)
+    result = trial(lambda: mlp(HIDDEN, init=he), sgd(1e-6), batches, F.cross_entropy, STEPS, max_variants=2, print_report=False)
     assert result.baseline.symptoms_after == ("early_stagnation",)
-    assert result.ranked[0] == "raise_lr"
+    assert result.ranked[0] == "raise_lr" and [row.remedies for row in result.rows] == [("raise_lr",), ("raise_lr",)]
+    assert any(entry.reason == "not tried: beyond max_variants=2" for entry in result.not_applicable), "cut, not dropped"
     assert result.best is not None and result.best.remedies[0] == "raise_lr" and result.cures(result.best)
     assert "learning rate ×" in result.best.change
 
 
-def test_healthy_model_gets_nothing_to_try(batches):
+def test_healthy_model_gets_nothing_to_try_and_the_callers_random_state_is_kept(batches):
+    torch.manual_seed(123)
+    state = torch.random.get_rng_state()
     result = trial(lambda: mlp(HIDDEN, init=he), sgd(0.05, momentum=0.9), batches, F.cross_entropy, STEPS, print_report=False)
     assert result.healthy and result.nothing_to_try and result.rows == [] and result.best is None
+    assert torch.equal(torch.random.get_rng_state(), state)
 
 
 def test_functional_relu_cannot_be_swapped_but_norm_layers_wrap_a_custom_forward(batches):
