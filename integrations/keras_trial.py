@@ -94,7 +94,9 @@ def trial(
     ``make_model()`` must build and compile a fresh model on each call. ``remedies``
     limits the ids tried, ``max_variants`` caps the fits after the baseline,
     ``summary_dir`` keeps each fit's JSON summary; ``print_report``: progress bar
-    and the table at the end.
+    and the table at the end. Each build and fit starts with
+    ``keras.utils.set_random_seed(seed)``, which also reseeds Python's and NumPy's
+    global generators.
     """
     if epochs < 1 or batch_size < 1 or max_variants < 0:
         raise ValueError(f"epochs and batch_size must be >= 1 and max_variants >= 0, got {epochs}, {batch_size}, {max_variants}")
