@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test venv clinic bench clean
+.PHONY: demo test venv clinic trials bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -24,6 +24,9 @@ test: $(STAMP)
 
 clinic: $(STAMP)
 	$(PY) -m benchmarks.clinic
+
+trials: $(STAMP)
+	$(PY) -m benchmarks.trials
 
 bench: $(STAMP)
 	$(PIP) install -e ".[bench]"

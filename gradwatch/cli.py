@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .report import SEVERITY_RANK, SummaryError, load_summary
+from .report import SEVERITY_RANK, SummaryError, load_summary, read_json
 
 EXIT_FOUND, EXIT_USAGE, EXIT_UNMEASURED = 1, 2, 3
 
@@ -34,9 +34,14 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from .console import print_report
+    from .console import print_report, print_trial
+    from .trial import TRIAL_SCHEMA, load_trial
 
-    print_report(load_summary(args.path))
+    data = read_json(args.path)
+    if isinstance(data, dict) and data.get("schema") == TRIAL_SCHEMA:
+        print_trial(load_trial(args.path))
+    else:
+        print_report(load_summary(args.path))
     return 0
 
 
@@ -95,7 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     demo.add_argument("--steps", type=_positive, default=300, help="optimizer steps per model (default: %(default)s)")
     demo.set_defaults(run=_demo)
 
-    report = commands.add_parser("report", help="render a JSON summary in the console")
+    report = commands.add_parser("report", help="render a JSON summary (or a remedy trial file) in the console")
     report.add_argument("path")
     report.set_defaults(run=_report)
 

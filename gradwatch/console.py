@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import io
 import math
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from rich.console import Console, Group
 from rich.padding import Padding
 from rich.panel import Panel
+from rich.progress import (
+    BarColumn,
+    MofNCompleteColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeElapsedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
 from .compare import Comparison, latest_flow
 from .report import Finding, Report, layer_list
+from .trial import TrialResult, TrialRow
 
 STYLE = {"critical": "bold red", "warning": "bold yellow", "info": "cyan"}
 BAR_WIDTH = 24
@@ -136,3 +147,115 @@ def render_comparison(comparison: Comparison, *, width: int = 100) -> str:
     buffer = io.StringIO()
     Console(file=buffer, width=width, color_system=None).print(Group(*lines))
     return buffer.getvalue()
+
+
+def render_trial(result: TrialResult, *, width: int = 100) -> str:
+    """A remedy trial as text at a fixed width."""
+    buffer = io.StringIO()
+    Console(file=buffer, width=width, color_system=None).print(build_trial(result))
+    return buffer.getvalue()
+
+
+def print_trial(result: TrialResult, console: Console | None = None) -> None:
+    """Print a remedy trial to the terminal (stderr)."""
+    (console or Console(stderr=True)).print(build_trial(result))
+
+
+def build_trial(result: TrialResult) -> Panel:
+    """The verdict, one table row per run (baseline first, best starred), what could not be tried."""
+    best = result.best
+    parts: list[Any] = [_trial_verdict(result, best)]
+    if result.rows:
+        table = Table(box=None, padding=(0, 1), pad_edge=False, header_style="bold")
+        table.add_column("remedies", max_width=20)
+        table.add_column("what changed", ratio=3)
+        table.add_column("symptoms ≥ warning", ratio=2, min_width=19)
+        for header, width in (("loss", 8), ("× base", 6), ("secs", 4)):
+            table.add_column(header, justify="right", no_wrap=True, width=width)
+        table.add_row(*_trial_cells(result, result.baseline, ""))
+        for row in result.rows:
+            table.add_row(*_trial_cells(result, row, "★ " if row is best else ""))
+        parts += [Text(""), table]
+    if result.not_applicable:
+        parts.append(Text("\nnot applicable automatically:"))
+        listing = Table(show_header=False, box=None, padding=(0, 1), pad_edge=False)
+        listing.add_column(no_wrap=True)
+        listing.add_column(ratio=1)
+        for entry in result.not_applicable:
+            listing.add_row(f"  {entry.remedy}", entry.reason)
+        parts.append(listing)
+    if result.rows and result.time_cost is not None:
+        parts.append(Text(
+            f"\nloss: median of the last 10% of steps · {result.seconds:.1f} s in all, {result.time_cost:.1f}× the baseline run",
+            style="dim",
+        ))  # fmt: skip
+    parts.extend(Text(f"note: {note}", style="dim") for note in result.notes)
+    title = f"gradwatch trial · {result.framework} · {result.steps} steps per run · seed {result.seed}"
+    style = "green" if result.healthy or (best is not None and result.cures(best, min_gain=0.0)) else "yellow"
+    return Panel(Group(*parts), title=title, title_align="left", border_style=style)
+
+
+def _trial_verdict(result: TrialResult, best: TrialRow | None) -> Text:
+    if result.healthy:
+        return Text("✓ nothing to try: the baseline shows no symptom at warning level or above", style="bold green")
+    found = ", ".join(result.baseline.symptoms_after)
+    if not result.rows:
+        return Text(f"baseline: {found}; no ranked remedy could be applied automatically", style="bold yellow")
+    if best is None:
+        return Text(f"baseline: {found}; no variant beat the baseline", style="bold yellow")
+    cleared = f"clears {', '.join(best.cleared)}" if best.cleared else "clears nothing"
+    if best.new:
+        cleared += f" but shows {', '.join(best.new)}"
+    loss = f"final loss ×{best.loss_ratio:.2g} of the baseline" if best.loss_ratio is not None else "a finite final loss"
+    style = "bold green" if result.cures(best, min_gain=0.0) else "bold yellow"
+    return Text(f"baseline: {found}\nbest: {best.label} — {cleared}; {loss}", style=style)
+
+
+def _trial_cells(result: TrialResult, row: TrialRow, mark: str) -> tuple[str, ...]:
+    symptoms = "\n".join(row.symptoms_after) or "✓ none"
+    loss = f"{row.final_loss:.3g}" if row.final_loss is not None else "diverged"
+    ratio = "" if row is result.baseline else (f"×{row.loss_ratio:.2g}" if row.loss_ratio is not None else "-")
+    return f"{mark}{row.label}", row.change, symptoms, loss, ratio, f"{row.seconds:.1f}"
+
+
+class TrialProgress:
+    """A progress bar over the runs of a trial (on stderr); does nothing when not ``enabled``."""
+
+    def __init__(self, *, enabled: bool = True, console: Console | None = None) -> None:
+        self._progress = (
+            Progress(
+                TextColumn("[bold]gradwatch trial[/] {task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                console=console or Console(stderr=True), transient=True,
+            )
+            if enabled else None
+        )  # fmt: skip
+        self._task: TaskID | None = None
+
+    def open(self) -> None:
+        if self._progress is not None:
+            self._progress.start()
+            self._task = self._progress.add_task("baseline", total=1)
+
+    def start(self, description: str, *, total: int | None = None) -> None:
+        """Show the run that starts now; ``total``: the number of runs, once known."""
+        if self._progress is not None and self._task is not None:
+            self._progress.update(self._task, description=description, total=total)
+
+    def advance(self) -> None:
+        if self._progress is not None and self._task is not None:
+            self._progress.advance(self._task)
+
+    def close(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+
+@contextmanager
+def trial_progress(*, enabled: bool = True, console: Console | None = None) -> Iterator[TrialProgress]:
+    """A ``TrialProgress`` shown for the duration of the ``with`` block."""
+    progress = TrialProgress(enabled=enabled, console=console)
+    progress.open()
+    try:
+        yield progress
+    finally:
+        progress.close()

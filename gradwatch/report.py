@@ -164,6 +164,16 @@ class Report:
 def load_summary(path: str | os.PathLike[str]) -> Report:
     """Read a summary file; every failure is a ``SummaryError`` with a one-line message."""
     path = Path(path)
+    data = read_json(path)
+    try:
+        return Report.from_summary(data)
+    except SummaryError as exc:
+        raise SummaryError(f"{path}: {exc}") from None
+
+
+def read_json(path: str | os.PathLike[str]) -> Any:
+    """Parse a gradwatch JSON file (summary or trial); every failure is a ``SummaryError`` with a one-line message."""
+    path = Path(path)
     try:
         size = path.stat().st_size
         if size > MAX_SUMMARY_BYTES:
@@ -176,13 +186,9 @@ def load_summary(path: str | os.PathLike[str]) -> Report:
     except (OSError, UnicodeDecodeError) as exc:
         raise SummaryError(f"{path}: cannot read: {exc}") from None
     try:
-        data = json.loads(text)
+        return json.loads(text)
     except json.JSONDecodeError as exc:
         raise SummaryError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    try:
-        return Report.from_summary(data)
-    except SummaryError as exc:
-        raise SummaryError(f"{path}: {exc}") from None
 
 
 def schema_path() -> Path:

@@ -20,6 +20,7 @@ from gradwatch.safety import FaultGuard, warn
 from ._keras import keras, ops
 from .keras_facts import learning_rate, model_facts
 from .keras_stats import KerasCollector
+from .keras_trial import trial
 
 COLLECTOR = "keras collector"
 
@@ -176,4 +177,4 @@ def _batch_loss(before: tuple[float, float] | None, after: tuple[float, float] |
     return total / count if count else None
 
 
-__all__ = ["GradWatchCallback"]
+__all__ = ["GradWatchCallback", "trial"]

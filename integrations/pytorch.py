@@ -28,6 +28,7 @@ from gradwatch.safety import FaultGuard
 
 from ._torch import torch
 from .torch_session import COLLECTOR, TorchSession
+from .torch_trial import trial
 
 
 class Watcher:
@@ -190,4 +191,4 @@ def watch(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None
     return Watcher(model, optimizer, **options)
 
 
-__all__ = ["Watcher", "watch"]
+__all__ = ["Watcher", "trial", "watch"]

@@ -6,7 +6,8 @@ import os
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 
-from collections.abc import Callable  # noqa: E402
+from collections.abc import Callable, Mapping  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
 from typing import Any  # noqa: E402
 
 import keras  # noqa: E402
@@ -36,13 +37,24 @@ def dense_stack(activation: str, depth: int, *, batch_norm: bool = False, **dens
     return keras.Sequential([*layers, keras.layers.Dense(3)])
 
 
-def fit(model: keras.Model, optimizer: keras.optimizers.Optimizer, callback: GradWatchCallback | None = None, **compile: Any) -> Report:
+def fit(
+    model: keras.Model,
+    optimizer: keras.optimizers.Optimizer,
+    callback: GradWatchCallback | None = None,
+    *,
+    samples: Callable[[], tuple[np.ndarray, np.ndarray]] = data,
+    epochs: int = EPOCHS,
+    **compile: Any,
+) -> Report:
     callback = callback or GradWatchCallback(print_report=False, warn_on=None)
-    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-    model.compile(optimizer=optimizer, loss=loss, **compile)
-    x, y = data()
-    model.fit(x, y, batch_size=BATCH, epochs=EPOCHS, verbose=0, callbacks=[callback])
+    model.compile(optimizer=optimizer, loss=case_loss(), **compile)
+    x, y = samples()
+    model.fit(x, y, batch_size=BATCH, epochs=epochs, verbose=0, callbacks=[callback])
     return callback.report
+
+
+def case_loss() -> keras.losses.Loss:
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
 
 def sgd(lr: float) -> keras.optimizers.SGD:
@@ -59,23 +71,42 @@ def dead_bias() -> keras.Sequential:
     ])  # fmt: skip
 
 
-def run(make: Callable[[], keras.Model], optimizer: Callable[[], keras.optimizers.Optimizer], **compile: Any) -> Callable[[], Report]:
-    return lambda: fit(make(), optimizer(), **compile)
+@dataclass(frozen=True)
+class Setup:
+    """A clinic fit as factories (model, optimizer, data), so a remedy trial can rebuild it; calling it runs the case."""
+
+    make: Callable[[], keras.Model]
+    optimizer: Callable[[], keras.optimizers.Optimizer]
+    samples: Callable[[], tuple[np.ndarray, np.ndarray]] = data
+    epochs: int = EPOCHS
+    compile: Mapping[str, Any] = field(default_factory=dict)
+
+    def __call__(self) -> Report:
+        return fit(self.make(), self.optimizer(), samples=self.samples, epochs=self.epochs, **self.compile)
+
+    def compiled(self) -> keras.Model:
+        """A fresh model compiled as the case compiles it."""
+        model = self.make()
+        model.compile(optimizer=self.optimizer(), loss=case_loss(), **self.compile)
+        return model
 
 
-def recurrent(cell: str, steps: int) -> Callable[[], Report]:
+def run(make: Callable[[], keras.Model], optimizer: Callable[[], keras.optimizers.Optimizer], **compile: Any) -> Setup:
+    return Setup(make, optimizer, compile=compile)
+
+
+def recurrent(cell: str, steps: int) -> Setup:
     """Long-range task: the label is the sign of the first of ``steps`` noise inputs."""
 
-    def run() -> Report:
+    def samples() -> tuple[np.ndarray, np.ndarray]:
         x = np.random.default_rng(0).normal(size=(2048, steps, 1)).astype("float32")
-        keras.utils.set_random_seed(0)
-        model = keras.Sequential([keras.Input((steps, 1)), getattr(keras.layers, cell)(32), keras.layers.Dense(2)])
-        model.compile(optimizer=keras.optimizers.Adam(1e-3), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
-        callback = GradWatchCallback(print_report=False, warn_on=None)
-        model.fit(x, (x[:, 0, 0] > 0).astype("int64"), batch_size=64, epochs=4, verbose=0, callbacks=[callback])
-        return callback.report
+        return x, (x[:, 0, 0] > 0).astype("int64")
 
-    return run
+    def make() -> keras.Sequential:
+        keras.utils.set_random_seed(0)
+        return keras.Sequential([keras.Input((steps, 1)), getattr(keras.layers, cell)(32), keras.layers.Dense(2)])
+
+    return Setup(make, lambda: keras.optimizers.Adam(1e-3), samples, epochs=4)
 
 
 HE = {"kernel_initializer": "he_normal"}

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -88,23 +89,39 @@ def sgd(model: nn.Module, lr: float, **kwargs: float) -> torch.optim.SGD:
 HIDDEN = [16] + [64] * 6 + [3]
 
 
-# -- sick ----------------------------------------------------------------------------------------
+# -- sick: each one a Setup, so a remedy trial can rebuild it from factories ---------------------------------
 
 
-def deep_sigmoid() -> Report:
-    model = deep_mlp(nn.Sigmoid, remedied=False)
-    return fit(model, sgd(model, 0.05, momentum=0.9))
+@dataclass(frozen=True)
+class Setup:
+    """A clinic run as factories: a fresh model, an optimizer for its parameters, the data, loss and steps."""
+
+    make_model: Callable[[], nn.Module]
+    make_optimizer: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]
+    data: Callable[[], tuple[torch.Tensor, torch.Tensor]] = teacher_data
+    loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = F.cross_entropy
+    steps: int = STEPS
+
+    def run(self) -> Report:
+        model = self.make_model()
+        optimizer = self.make_optimizer(p for p in model.parameters() if p.requires_grad)
+        return fit(model, optimizer, self.data(), steps=self.steps, loss_fn=self.loss_fn)
+
+    def batches(self, seed: int = 0) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The batches ``fit`` draws, in the same order."""
+        x, y = self.data()
+        gen = torch.Generator().manual_seed(seed)
+        return [(x[i], y[i]) for i in (torch.randint(0, len(x), (BATCH,), generator=gen) for _ in range(self.steps))]
 
 
-def deep_sigmoid_digits() -> Report:
-    model = mlp([64] + [64] * 8 + [10], nn.Sigmoid)
-    return fit(model, sgd(model, 0.1, momentum=0.9), digits())
+def sgd_for(lr: float, **kwargs: float) -> Callable[[Iterable[nn.Parameter]], torch.optim.SGD]:
+    return lambda params: torch.optim.SGD(params, lr=lr, **kwargs)
 
 
-def dead_relu_bias() -> Report:
+def dead_bias_mlp() -> nn.Sequential:
     model = mlp(HIDDEN, init=he)
     nn.init.constant_(model[2].bias, -6.0)  # second hidden layer never fires
-    return fit(model, sgd(model, 0.05, momentum=0.9))
+    return model
 
 
 class FunctionalReLUNet(nn.Module):
@@ -120,33 +137,28 @@ class FunctionalReLUNet(nn.Module):
         return self.out(F.relu(self.fc2(F.relu(self.fc1(x)))))
 
 
-def dead_relu_functional() -> Report:
-    model = FunctionalReLUNet()
-    return fit(model, sgd(model, 0.05, momentum=0.9))
-
-
-def exploding_init() -> Report:
+def big_init_mlp() -> nn.Sequential:
     def big(linear: nn.Linear) -> None:
         nn.init.normal_(linear.weight, std=3.0 * math.sqrt(2.0 / linear.in_features))
 
-    model = mlp(HIDDEN, init=big)
-    return fit(model, sgd(model, 0.01))
+    return mlp(HIDDEN, init=big)
 
 
-def huge_lr() -> Report:
-    model = mlp([16, 64, 64, 1], init=he)
+def regression_targets() -> tuple[torch.Tensor, torch.Tensor]:
     x, y = teacher_data()
-    return fit(model, sgd(model, 5.0), (x, y.float()[:, None] * 10), loss_fn=F.mse_loss)
+    return x, y.float()[:, None] * 10
 
 
-def heavy_l2() -> Report:
-    model = mlp(HIDDEN, init=he)
-    return fit(model, sgd(model, 0.1, weight_decay=1.0))
-
-
-def tiny_lr() -> Report:
-    model = mlp(HIDDEN, init=he)
-    return fit(model, sgd(model, 1e-7))
+SICK: dict[str, Setup] = {
+    "deep_sigmoid_mlp": Setup(lambda: deep_mlp(nn.Sigmoid, remedied=False), sgd_for(0.05, momentum=0.9)),
+    "deep_sigmoid_digits": Setup(lambda: mlp([64] + [64] * 8 + [10], nn.Sigmoid), sgd_for(0.1, momentum=0.9), digits),
+    "dead_relu_bias": Setup(dead_bias_mlp, sgd_for(0.05, momentum=0.9)),
+    "dead_relu_functional": Setup(FunctionalReLUNet, sgd_for(0.05, momentum=0.9)),
+    "exploding_init": Setup(big_init_mlp, sgd_for(0.01)),
+    "huge_lr_nan": Setup(lambda: mlp([16, 64, 64, 1], init=he), sgd_for(5.0), regression_targets, F.mse_loss),
+    "heavy_l2": Setup(lambda: mlp(HIDDEN, init=he), sgd_for(0.1, weight_decay=1.0)),
+    "tiny_lr": Setup(lambda: mlp(HIDDEN, init=he), sgd_for(1e-7)),
+}
 
 
 # -- healthy and traps ---------------------------------------------------------------------------
@@ -229,12 +241,15 @@ class Recurrent(nn.Module):
         return self.out(self.rnn(x)[0][:, -1])
 
 
-def recurrent(cell: str, steps: int) -> Callable[[], Report]:
-    def run() -> Report:
-        model = Recurrent(cell)
-        return fit(model, torch.optim.Adam(model.parameters(), lr=1e-3), first_step_task(steps), steps=120)
+def recurrent_setup(cell: str, steps: int) -> Setup:
+    return Setup(lambda: Recurrent(cell), lambda params: torch.optim.Adam(params, lr=1e-3), lambda: first_step_task(steps), steps=120)
 
-    return run
+
+def recurrent(cell: str, steps: int) -> Callable[[], Report]:
+    return recurrent_setup(cell, steps).run
+
+
+SICK["rnn_first_step_T100"] = recurrent_setup("RNN", 100)
 
 
 class Residual(nn.Module):
@@ -259,14 +274,14 @@ def residual_mlp() -> Report:
 
 
 CASES = [
-    Case("deep_sigmoid_mlp", "pytorch", "vanishing_gradients", deep_sigmoid, "10 Sigmoid layers, SGD"),
-    Case("deep_sigmoid_digits", "pytorch", "vanishing_gradients", deep_sigmoid_digits, "8 Sigmoid layers on digits"),
-    Case("dead_relu_bias", "pytorch", "dead_relu", dead_relu_bias, "hidden bias -6 behind nn.ReLU"),
-    Case("dead_relu_functional", "pytorch", "dead_relu", dead_relu_functional, "bias -6 behind F.relu"),
-    Case("exploding_init", "pytorch", "exploding_gradients", exploding_init, "ReLU MLP, init 3x He"),
-    Case("huge_lr_nan", "pytorch", "nonfinite", huge_lr, "regression, SGD lr 5"),
-    Case("heavy_l2", "pytorch", "weight_collapse", heavy_l2, "SGD weight_decay 1.0"),
-    Case("tiny_lr", "pytorch", "early_stagnation", tiny_lr, "SGD lr 1e-7"),
+    Case("deep_sigmoid_mlp", "pytorch", "vanishing_gradients", SICK["deep_sigmoid_mlp"].run, "10 Sigmoid layers, SGD"),
+    Case("deep_sigmoid_digits", "pytorch", "vanishing_gradients", SICK["deep_sigmoid_digits"].run, "8 Sigmoid layers on digits"),
+    Case("dead_relu_bias", "pytorch", "dead_relu", SICK["dead_relu_bias"].run, "hidden bias -6 behind nn.ReLU"),
+    Case("dead_relu_functional", "pytorch", "dead_relu", SICK["dead_relu_functional"].run, "bias -6 behind F.relu"),
+    Case("exploding_init", "pytorch", "exploding_gradients", SICK["exploding_init"].run, "ReLU MLP, init 3x He"),
+    Case("huge_lr_nan", "pytorch", "nonfinite", SICK["huge_lr_nan"].run, "regression, SGD lr 5"),
+    Case("heavy_l2", "pytorch", "weight_collapse", SICK["heavy_l2"].run, "SGD weight_decay 1.0"),
+    Case("tiny_lr", "pytorch", "early_stagnation", SICK["tiny_lr"].run, "SGD lr 1e-7"),
     Case("relu_batchnorm", "pytorch", None, relu_batchnorm, "10 layers ReLU+BN+He"),
     Case("shallow_sigmoid", "pytorch", None, shallow_sigmoid, "trap: 1 hidden Sigmoid layer"),
     Case("lr_warmup", "pytorch", None, warmup, "trap: tiny LR for 10 steps, linear warmup to 100"),
