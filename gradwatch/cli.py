@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .report import SEVERITY_RANK, SummaryError, load_summary
+from .report import SEVERITY_RANK, SummaryError, load_summary, printable
 
 EXIT_FOUND, EXIT_USAGE = 1, 2
 
@@ -44,7 +44,7 @@ def _check(args: argparse.Namespace) -> int:
     report = load_summary(args.path)
     hits = [f for f in report.findings if f.at_least(args.fail_on)]
     for finding in hits:
-        print(f"{args.path}: {finding.severity}: {finding.symptom} from step {finding.first_step}: {finding.message}")
+        print(f"{args.path}: {finding.severity}: {finding.symptom} from step {finding.first_step}: {printable(finding.message)}")
     if not hits:
         print(f"{args.path}: ok: no finding at {args.fail_on} or above in {report.steps} steps")
     return EXIT_FOUND if hits else 0

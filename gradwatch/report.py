@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -126,45 +127,43 @@ class Report:
 
     @classmethod
     def from_summary(cls, data: Any) -> Report:
-        if not isinstance(data, dict):
-            raise SummaryError("not a gradwatch summary: the top level is not a JSON object")
-        schema = data.get("schema")
-        if schema != SCHEMA:
-            raise SummaryError(f"unsupported summary schema {schema!r}: this gradwatch reads {SCHEMA!r}")
-        try:
-            return cls(
-                framework=str(data["framework"]),
-                steps=int(data["steps"]),
-                findings=[Finding.from_dict(f) for f in data["findings"]],
-                layers=list(data.get("layers", [])),
-                facts=ModelFacts.from_dict(data.get("facts") or {}),
-                every_n_steps=data.get("every_n_steps"),
-                notes=list(data.get("notes", [])),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SummaryError(f"malformed gradwatch summary: {type(exc).__name__}: {exc}") from None
+        """The report in a parsed summary, checked against the shipped schema first (``SummaryError`` if not valid)."""
+        from .summary_check import validate
+
+        validate(data)
+        return cls(
+            framework=data["framework"],
+            steps=int(data["steps"]),
+            findings=[Finding.from_dict(f) for f in data["findings"]],
+            layers=list(data["layers"]),
+            facts=ModelFacts.from_dict(data.get("facts") or {}),
+            every_n_steps=data.get("every_n_steps"),
+            notes=list(data.get("notes", [])),
+        )
 
 
 def load_summary(path: str | os.PathLike[str]) -> Report:
-    """Read a summary file; every failure is a ``SummaryError`` with a one-line message."""
+    """Read and check a summary file; every failure is a ``SummaryError`` with a one-line message."""
+    from .summary_check import parse
+
     path = Path(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_SUMMARY_BYTES:
-            raise SummaryError(f"{path}: {size} bytes is larger than the {MAX_SUMMARY_BYTES}-byte limit for a summary")
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_SUMMARY_BYTES + 1)  # never more than the limit, whatever the file claims
     except FileNotFoundError:
         raise SummaryError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise SummaryError(f"{path}: is a directory, expected a JSON summary file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SummaryError(f"{path}: cannot read: {exc}") from None
+    except OSError as exc:
+        raise SummaryError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(raw) > MAX_SUMMARY_BYTES:
+        raise SummaryError(f"{path}: larger than the {MAX_SUMMARY_BYTES}-byte limit for a summary")
     try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SummaryError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SummaryError(f"{path}: not UTF-8 text (byte {exc.start} cannot be decoded)") from None
     try:
-        return Report.from_summary(data)
+        return Report.from_summary(parse(text))
     except SummaryError as exc:
         raise SummaryError(f"{path}: {exc}") from None
 
@@ -193,6 +192,17 @@ def write_atomic(path: Path, text: str) -> Path:
 def layer_list(names: tuple[str, ...] | list[str]) -> str:
     """Layer names for a sentence: all of them, or first … last (count) when many."""
     return ", ".join(names) if len(names) <= 4 else f"{names[0]} … {names[-1]} ({len(names)} layers)"
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control and bidi-override characters shown as escapes (``\\x1b``), for a terminal.
+
+    A summary may come from anywhere; its strings must not move the cursor or recolour the terminal.
+    """
+    return _CONTROL.sub(lambda match: ascii(match.group())[1:-1], text)
 
 
 def _json_safe(value: Any) -> Any:
