@@ -133,7 +133,7 @@ def _run(*argv: str) -> int:
     out, err = io.StringIO(), io.StringIO()
     with redirect_stdout(out), redirect_stderr(err):
         code = main(list(argv))
-    assert code in (0, 1, 2), code
+    assert code in (0, 1, 2, 3), code  # 3: check's "too little measured to judge", where the summary says so
     if code == 2:
         assert err.getvalue().startswith("gradwatch: error: ") and err.getvalue().count("\n") == 1, err.getvalue()
     return code
@@ -155,8 +155,8 @@ def test_text_verbs_survive_any_mutation(text):
     valid = _loads(path)
     expected = {0} if valid else {2}
     assert _run("report", str(path)) in expected
-    assert _run("check", str(path)) in ({0, 1} if valid else {2})
-    assert _run("check", str(path), "--fail-on", "critical") in ({0, 1} if valid else {2})
+    assert _run("check", str(path)) in ({0, 1, 3} if valid else {2})
+    assert _run("check", str(path), "--fail-on", "critical") in ({0, 1, 3} if valid else {2})
     assert _run("compare", str(path), str(ORIGINAL)) in expected
     assert _run("compare", str(ORIGINAL), str(path)) in expected
 
