@@ -93,6 +93,7 @@ def _set(path, value):
         (_set(["findings", 0, "remedies", 0, "why"], ""), "$.findings[0].remedies[0].why: must not be empty"),
         (_set(["notes"], "one note"), '$.notes: expected array, got "one note"'),
         (_set(["findings", 0, "evidence"], None), "$.findings[0].evidence: expected object, got null"),
+        (lambda d: d["findings"].extend(d["findings"][:1] * 100), "$.findings: expected at most 100 items, got 102"),
         (_set(["layers", 0, "history", "odd key\n"], 1), '$.layers[0].history["odd key\\n"]: expected array, got 1'),
     ],
 )
