@@ -10,7 +10,13 @@ from . import remedies
 from .detectors import Detector, default_detectors
 from .facts import ModelFacts
 from .history import History
-from .options import check_count, check_detectors, check_severity, check_summary_path
+from .options import (
+    check_count,
+    check_detectors,
+    check_optional_count,
+    check_severity,
+    check_summary_path,
+)
 from .report import SEVERITY_RANK, Finding, Report, layer_list
 from .safety import FaultGuard, warn
 from .stats import StepStats
@@ -43,7 +49,7 @@ class Monitor:
         autosave_every_n_steps: int | None = 500,
     ) -> None:
         self.every_n_steps = check_count("every_n_steps", every_n_steps)
-        self.autosave_every_n_steps = check_count("autosave_every_n_steps", autosave_every_n_steps, optional=True)
+        self.autosave_every_n_steps = check_optional_count("autosave_every_n_steps", autosave_every_n_steps)
         self.warn_on = check_severity("warn_on", warn_on)
         self.history = History(check_count("history_size", history_size, minimum=2))
         chosen = check_detectors(detectors)

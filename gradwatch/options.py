@@ -24,13 +24,17 @@ class OptionError(ValueError, TypeError):
     """An option of the wrong type or out of range; both ``except ValueError`` and ``except TypeError`` catch it."""
 
 
-def check_count(name: str, value: Any, *, minimum: int = 1, optional: bool = False) -> Any:
-    """An integer >= ``minimum`` (a count of steps or samples); None too when ``optional``."""
-    if optional and value is None:
-        return None
+def check_count(name: str, value: Any, *, minimum: int = 1) -> int:
+    """An integer >= ``minimum`` (a count of steps or samples)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        alternative = " or None" if optional else ""
-        raise OptionError(f"{name} must be an integer >= {minimum}{alternative}, got {_show(value)}")
+        raise OptionError(f"{name} must be an integer >= {minimum}, got {_show(value)}")
+    return value
+
+
+def check_optional_count(name: str, value: Any, *, minimum: int = 1) -> int | None:
+    """An integer >= ``minimum``, or None (off, or a default chosen later)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
+        raise OptionError(f"{name} must be an integer >= {minimum} or None, got {_show(value)}")
     return value
 
 

@@ -18,6 +18,7 @@ from gradwatch.options import (
     check_count,
     check_detectors,
     check_flag,
+    check_optional_count,
     check_severity,
     check_summary_path,
 )
@@ -68,14 +69,14 @@ class GradWatchCallback(*_callback_bases()):  # type: ignore[misc]
         strict: bool = False,
     ) -> None:
         # The session (and its Monitor) is built in setup(): check every option now, before the fit starts.
-        check_count("every_n_steps", every_n_steps, optional=True)
+        check_optional_count("every_n_steps", every_n_steps)
         check_severity("stop_on", stop_on)
         check_flag("log_layers", log_layers)
         detectors = check_detectors(detectors)
         check_count("history_size", history_size, minimum=2)
         check_severity("warn_on", warn_on)
         check_flag("print_report", print_report)
-        check_count("autosave_every_n_steps", autosave_every_n_steps, optional=True)
+        check_optional_count("autosave_every_n_steps", autosave_every_n_steps)
         summary_path = check_summary_path(summary_path)
         self.options: dict[str, Any] = {
             "detectors": detectors,
