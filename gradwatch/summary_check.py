@@ -34,7 +34,7 @@ def parse(text: str) -> Any:
         data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise SummaryError(f"invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
-    except RecursionError:  # a backstop: nesting() bounds the depth first
+    except RecursionError:  # a backstop: excess_nesting() bounds the depth first
         raise SummaryError(f"JSON nested too deeply; a summary is at most {MAX_NESTING} deep") from None
     except ValueError as exc:  # e.g. an integer of more than 4300 digits
         raise SummaryError(f"invalid JSON: {_one_line(str(exc))}") from None
@@ -92,7 +92,7 @@ def _validator() -> Any:
 
     def items(validator: Any, subschema: Any, instance: Any, parent: Any) -> Any:
         if isinstance(instance, list) and _plainly_valid(subschema, instance):
-            return  # a long numeric series that certainly passes: skip per-item validation
+            return  # a long series of numbers, steps or strings that certainly passes: skip item by item
         yield from plain_items(validator, subschema, instance, parent)
 
     plain_additional = base.VALIDATORS["additionalProperties"]
