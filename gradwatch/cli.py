@@ -7,7 +7,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from .report import SEVERITY_RANK, SummaryError, load_summary, read_json
+from .report import SEVERITY_RANK, SummaryError, load_summary, printable, read_json
 
 EXIT_FOUND, EXIT_USAGE, EXIT_UNMEASURED = 1, 2, 3
 
@@ -49,11 +49,11 @@ def _check(args: argparse.Namespace) -> int:
     report = load_summary(args.path)
     hits = [f for f in report.findings if f.at_least(args.fail_on)]
     for finding in hits:
-        print(f"{args.path}: {finding.severity}: {finding.symptom} from step {finding.first_step}: {finding.message}")
+        print(f"{args.path}: {finding.severity}: {finding.symptom} from step {finding.first_step}: {printable(finding.message)}")
     if hits:
         return EXIT_FOUND
     if report.too_little_measured:
-        why = f" ({'; '.join(report.notes)})" if report.notes else ""
+        why = f" ({printable('; '.join(report.notes))})" if report.notes else ""
         print(f"{args.path}: not judged: too little measured, {report.measured_line()}{why}")
         return EXIT_UNMEASURED
     print(f"{args.path}: ok: no finding at {args.fail_on} or above in {report.measured_line()}")

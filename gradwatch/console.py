@@ -23,7 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .compare import Comparison, latest_flow
-from .report import Finding, Report, layer_list
+from .report import Finding, Report, layer_list, printable
 from .trial import TrialResult, TrialRow
 
 STYLE = {"critical": "bold red", "warning": "bold yellow", "info": "cyan"}
@@ -55,8 +55,8 @@ def build(report: Report) -> Panel:
     if flow is not None:
         parts.append(flow)
     parts.extend(_time_profile(layer) for layer in report.layers if layer.get("time_profile"))
-    parts.extend(Text(f"note: {note}", style="dim") for note in report.notes)
-    title = f"gradwatch · {report.framework} · {report.measured_line()}"
+    parts.extend(Text(f"note: {printable(note)}", style="dim") for note in report.notes)
+    title = Text(f"gradwatch · {printable(report.framework)} · {report.measured_line()}")  # Text: never parsed as markup
     border = "yellow" if report.healthy and report.too_little_measured else STYLE.get(report.worst() or "", "green")
     return Panel(Group(*parts), title=title, title_align="left", border_style=border)
 
@@ -79,15 +79,15 @@ def _finding(finding: Finding) -> Group:
     head.append(finding.symptom, style="bold")
     head.append(f"  from step {finding.first_step}")
     if finding.layers:
-        head.append(f"  in {layer_list(finding.layers)}")
-    body = Padding(Text(finding.message), (0, 0, 0, 2))
+        head.append(f"  in {printable(layer_list(finding.layers))}")
+    body = Padding(Text(printable(finding.message)), (0, 0, 0, 2))
     lines: list[Any] = [head, body]
     if finding.remedies:
         table = Table(show_header=False, box=None, padding=(0, 1), pad_edge=False)
         table.add_column(justify="right", no_wrap=True)
         table.add_column(ratio=1)
         for rank, remedy in enumerate(finding.remedies, 1):
-            table.add_row(f"  {rank}.", Text.assemble((remedy.title, "bold"), f" — {remedy.why}"))
+            table.add_row(f"  {rank}.", Text.assemble((printable(remedy.title), "bold"), f" — {printable(remedy.why)}"))
         lines.append(Text("  what to try, best fit first:"))
         lines.append(table)
     return Group(*lines)
@@ -105,7 +105,7 @@ def _flow(report: Report) -> Group | None:
     for name, kind, value in rows:
         decades = math.log10(value) - FLOW_DECADES[0] if value > 0 else 0.0
         share = min(max(decades / (FLOW_DECADES[1] - FLOW_DECADES[0]), 0.0), 1.0)
-        table.add_row(f"  {name}", kind, _bar(share), f"{value:.2g}")
+        table.add_row(Text(f"  {printable(name)}"), Text(printable(kind)), _bar(share), f"{value:.2g}")
     low, high = FLOW_DECADES
     return Group(Text(f"\ngradient flow |g|/|W| per layer, latest sample (log bars, 1e{low}..1e{high}):"), table)
 
@@ -115,13 +115,13 @@ def _time_profile(layer: dict[str, Any]) -> Text:
     values = [v if v is not None and v > 0 else None for v in layer["time_profile"]]
     logs = [math.log10(v) for v in values if v is not None]
     if not logs:
-        return Text(f"\n{layer['name']}: no gradient reached its input")
+        return Text(f"\n{printable(layer['name'])}: no gradient reached its input")
     low, high = min(logs), max(logs)
     width = 48
     picks = [values[round(i * (len(values) - 1) / (width - 1))] for i in range(min(width, len(values)))]
     line = "".join(" " if v is None else SPARKS[round((math.log10(v) - low) / ((high - low) or 1) * (len(SPARKS) - 1))] for v in picks)
     first = f"{values[0] / 10**high:.2g}" if values[0] else "0 (below float range)"
-    return Text(f"\ngradient reaching each time step of {layer['name']} (first → last, log scale), first/peak {first}:\n  {line}")
+    return Text(f"\ngradient reaching each time step of {printable(layer['name'])} (first → last, log scale), first/peak {first}:\n  {line}")
 
 
 def _bar(share: float) -> str:
@@ -137,7 +137,7 @@ def render_comparison(comparison: Comparison, *, width: int = 100) -> str:
         table.add_column(header, justify="left" if header == "layer" else "right")
     for name, before, after in comparison.flow:
         change = f"×{after / before:.3g}" if before and after else "-"
-        table.add_row(name, f"{before:.2g}" if before is not None else "-", f"{after:.2g}" if after is not None else "-", change)
+        table.add_row(Text(printable(name)), f"{before:.2g}" if before is not None else "-", f"{after:.2g}" if after is not None else "-", change)
     lines = [
         Text(f"gone:    {', '.join(comparison.gone) or '-'}", style="green"),
         Text(f"new:     {', '.join(comparison.new) or '-'}", style="red" if comparison.new else ""),

@@ -7,7 +7,7 @@ that does not already use it. ``None`` always means "could not be determined".
 from __future__ import annotations
 
 from collections import Counter
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields
 from typing import Any
 
 RELU_FAMILY = frozenset({"ReLU", "ReLU6", "LeakyReLU", "PReLU", "RReLU", "ELU", "SELU", "CELU", "GELU", "SiLU", "Mish"})
@@ -84,9 +84,15 @@ class ModelFacts:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ModelFacts:
-        layers = tuple(LayerFacts(**layer) for layer in data.get("layers", ()))
-        rest = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k != "layers"}
+        """Inverse of ``to_dict``; fields this version does not know (from a newer writer) are ignored."""
+        layer_fields, own_fields = _field_names(LayerFacts), _field_names(cls) - {"layers"}
+        layers = tuple(LayerFacts(**{k: v for k, v in layer.items() if k in layer_fields}) for layer in data.get("layers", ()))
+        rest = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in own_fields}
         return cls(layers=layers, **rest)
+
+
+def _field_names(kind: type) -> set[str]:
+    return {f.name for f in fields(kind)}
 
 
 __all__ = ["GATED_RECURRENT", "RECURRENT", "RELU_FAMILY", "SATURATING", "LayerFacts", "ModelFacts"]

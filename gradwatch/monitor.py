@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from . import remedies
 from .causes import find_causes
 from .detectors import Detector, default_detectors
-from .detectors.base import check_count
 from .facts import ModelFacts
 from .history import History
+from .options import (
+    check_count,
+    check_detectors,
+    check_optional_count,
+    check_severity,
+    check_summary_path,
+)
 from .report import SEVERITY_RANK, Finding, Report, layer_list
 from .safety import FaultGuard, warn
 from .stats import StepStats
@@ -45,18 +50,15 @@ class Monitor:
         autosave_every_n_steps: int | None = 500,
     ) -> None:
         self.every_n_steps = check_count("every_n_steps", every_n_steps)
-        if autosave_every_n_steps is not None:
-            check_count("autosave_every_n_steps", autosave_every_n_steps)
-        self.summary_path = Path(summary_path) if summary_path is not None else None
-        self.autosave_every_n_steps = autosave_every_n_steps
+        self.autosave_every_n_steps = check_optional_count("autosave_every_n_steps", autosave_every_n_steps)
+        self.warn_on = check_severity("warn_on", warn_on)
+        self.history = History(check_count("history_size", history_size, minimum=2))
+        chosen = check_detectors(detectors)
+        self.detectors = default_detectors() if chosen is None else chosen
+        self.summary_path = check_summary_path(summary_path)  # a bad path fails now, not at the first autosave
         self._saved_at: int | None = None
-        if warn_on is not None and warn_on not in SEVERITY_RANK:
-            raise ValueError(f"warn_on must be one of {sorted(SEVERITY_RANK)} or None, got {warn_on!r}")
         self.facts = facts or ModelFacts()
         self.framework = framework
-        self.detectors = list(detectors) if detectors is not None else default_detectors()
-        self.history = History(history_size)
-        self.warn_on = warn_on
         self.guard = guard or FaultGuard()
         self.findings: dict[str, Finding] = {}
         self.steps = 0

@@ -10,6 +10,7 @@ from typing import Any
 from .report import Report
 
 FINDING_COLOURS = {"critical": "#d62728", "warning": "#ff7f0e", "info": "#1f77b4"}
+MAX_LABELLED_ROWS = 120  # more layers than this: every k-th row is labelled and the figure stops growing
 
 
 def _pyplot() -> Any:
@@ -47,27 +48,29 @@ def plot_report(report: Report, path: str | os.PathLike[str] | None = None) -> b
     names, steps, rows = flow_matrix(report)
     profiles = [layer for layer in report.layers if layer.get("time_profile")]
     panels = 1 + bool(profiles)
-    figure, axes = plt.subplots(panels, 1, figsize=(9, 2.2 + 0.28 * max(len(names), 4) + 2.6 * bool(profiles)), squeeze=False)
+    rows_high = min(max(len(names), 4), MAX_LABELLED_ROWS)
+    figure, axes = plt.subplots(panels, 1, figsize=(9, 2.2 + 0.28 * rows_high + 2.6 * bool(profiles)), squeeze=False)
     heat = axes[0][0]
     if rows:
         image = heat.imshow(rows, aspect="auto", cmap="viridis", interpolation="nearest", vmin=-10, vmax=1)
-        heat.set_yticks(range(len(names)), names, fontsize=8)
+        labelled = range(0, len(names), -(-len(names) // MAX_LABELLED_ROWS))
+        heat.set_yticks(labelled, [_literal(names[i]) for i in labelled], fontsize=8)
         ticks = sorted(set(range(0, len(steps), max(1, len(steps) // 8))))
         heat.set_xticks(ticks, [str(steps[i]) for i in ticks], fontsize=8)
         figure.colorbar(image, ax=heat, label="log10 |g|/|W|")
-        for finding in report.findings:
+        for finding in {f.symptom: f for f in reversed(report.findings)}.values():  # one line per symptom
             column = _column(steps, finding.first_step)
             heat.axvline(column, color=FINDING_COLOURS[finding.severity], linewidth=2)
             heat.text(column + 0.15, len(names) - 0.6, finding.symptom, color="white", fontsize=8, rotation=90, va="bottom")
     else:
         heat.text(0.5, 0.5, "no gradient history in this summary", ha="center", va="center")
     heat.set_xlabel("optimizer step (sampled)")
-    heat.set_title(f"gradient flow per layer — {report.framework}, {report.steps} steps", fontsize=10)
+    heat.set_title(_literal(f"gradient flow per layer — {report.framework}, {report.steps} steps"), fontsize=10)
     if profiles:
         time_axis = axes[1][0]
         for layer in profiles:
             values = [v if v and v > 0 else math.nan for v in layer["time_profile"]]
-            time_axis.semilogy(range(len(values)), values, label=layer["name"])
+            time_axis.semilogy(range(len(values)), values, label=_literal(layer["name"]))
         time_axis.set_xlabel("time step (first → last)")
         time_axis.set_ylabel("|dL/dx_t|")
         time_axis.set_title("gradient reaching each time step (latest sample)", fontsize=10)
@@ -81,6 +84,11 @@ def plot_report(report: Report, path: str | os.PathLike[str] | None = None) -> b
         with open(path, "wb") as handle:
             handle.write(png)
     return png
+
+
+def _literal(text: str) -> str:
+    """``text`` as matplotlib shows it verbatim: a ``$`` would start math mode (and may not parse)."""
+    return text.replace("$", r"\$")
 
 
 def _column(steps: list[int], step: int) -> float:

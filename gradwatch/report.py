@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import math
 import os
+import re
+import stat
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -141,28 +144,24 @@ class Report:
 
     @classmethod
     def from_summary(cls, data: Any) -> Report:
-        if not isinstance(data, dict):
-            raise SummaryError("not a gradwatch summary: the top level is not a JSON object")
-        schema = data.get("schema")
-        if schema != SCHEMA:
-            raise SummaryError(f"unsupported summary schema {schema!r}: this gradwatch reads {SCHEMA!r}")
-        try:
-            return cls(
-                framework=str(data["framework"]),
-                steps=int(data["steps"]),
-                findings=[Finding.from_dict(f) for f in data["findings"]],
-                layers=list(data.get("layers", [])),
-                facts=ModelFacts.from_dict(data.get("facts") or {}),
-                every_n_steps=data.get("every_n_steps"),
-                notes=list(data.get("notes", [])),
-                sampled_steps=None if data.get("sampled_steps") is None else int(data["sampled_steps"]),
-            )
-        except (KeyError, TypeError, ValueError) as exc:
-            raise SummaryError(f"malformed gradwatch summary: {type(exc).__name__}: {exc}") from None
+        """The report in a parsed summary, checked against the shipped schema first (``SummaryError`` if not valid)."""
+        from .summary_check import validate
+
+        validate(data)
+        return cls(
+            framework=data["framework"],
+            steps=int(data["steps"]),
+            findings=[Finding.from_dict(f) for f in data["findings"]],
+            layers=list(data["layers"]),
+            facts=ModelFacts.from_dict(data.get("facts") or {}),
+            every_n_steps=data.get("every_n_steps"),
+            notes=list(data.get("notes", [])),
+            sampled_steps=data.get("sampled_steps"),
+        )
 
 
 def load_summary(path: str | os.PathLike[str]) -> Report:
-    """Read a summary file; every failure is a ``SummaryError`` with a one-line message."""
+    """Read and check a summary file; every failure is a ``SummaryError`` with a one-line message."""
     path = Path(path)
     data = read_json(path)
     try:
@@ -173,22 +172,28 @@ def load_summary(path: str | os.PathLike[str]) -> Report:
 
 def read_json(path: str | os.PathLike[str]) -> Any:
     """Parse a gradwatch JSON file (summary or trial); every failure is a ``SummaryError`` with a one-line message."""
+    from .summary_check import parse
+
     path = Path(path)
     try:
-        size = path.stat().st_size
-        if size > MAX_SUMMARY_BYTES:
-            raise SummaryError(f"{path}: {size} bytes is larger than the {MAX_SUMMARY_BYTES}-byte limit for a summary")
-        text = path.read_text(encoding="utf-8")
+        with path.open("rb") as handle:
+            raw = handle.read(MAX_SUMMARY_BYTES + 1)  # never more than the limit, whatever the file claims
     except FileNotFoundError:
         raise SummaryError(f"{path}: no such file") from None
     except IsADirectoryError:
         raise SummaryError(f"{path}: is a directory, expected a JSON summary file") from None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise SummaryError(f"{path}: cannot read: {exc}") from None
+    except OSError as exc:
+        raise SummaryError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    if len(raw) > MAX_SUMMARY_BYTES:
+        raise SummaryError(f"{path}: larger than the {MAX_SUMMARY_BYTES}-byte limit for a summary")
     try:
-        return json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise SummaryError(f"{path}: invalid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from None
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise SummaryError(f"{path}: not UTF-8 text (byte {exc.start} cannot be decoded)") from None
+    try:
+        return parse(text)
+    except SummaryError as exc:
+        raise SummaryError(f"{path}: {exc}") from None
 
 
 def schema_path() -> Path:
@@ -197,14 +202,25 @@ def schema_path() -> Path:
 
 
 def write_atomic(path: Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    """Write ``text`` to ``path`` through a temporary file beside it and a rename.
+
+    A reader never sees a half-written file. The file gets the usual permissions
+    (``0o666`` less the umask) or, when it exists, keeps its own. A symbolic link
+    is written through, and a directory is refused before anything is created.
+    """
+    if path.is_symlink():
+        path = path.resolve()
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a directory, expected a path for the JSON summary", str(path))
     path.parent.mkdir(parents=True, exist_ok=True)
+    mode = stat.S_IMODE(path.stat().st_mode) if path.is_file() else 0o666 & ~_umask()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
             handle.write(text)
             handle.flush()
             os.fsync(handle.fileno())
+        os.chmod(tmp, mode)  # mkstemp makes the file 0o600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -212,9 +228,31 @@ def write_atomic(path: Path, text: str) -> Path:
     return path
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where the system allows (Linux)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            return next(int(line.split()[1], 8) for line in status if line.startswith("Umask:"))
+    except (OSError, StopIteration, ValueError, IndexError):
+        mask = os.umask(0o022)  # elsewhere: set and restore (briefly visible to other threads)
+        os.umask(mask)
+        return mask
+
+
 def layer_list(names: tuple[str, ...] | list[str]) -> str:
     """Layer names for a sentence: all of them, or first … last (count) when many."""
     return ", ".join(names) if len(names) <= 4 else f"{names[0]} … {names[-1]} ({len(names)} layers)"
+
+
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f\u202a-\u202e\u2066-\u2069]")
+
+
+def printable(text: str) -> str:
+    """``text`` with control and bidi-override characters shown as escapes (``\\x1b``), for a terminal.
+
+    A summary may come from anywhere; its strings must not move the cursor or recolour the terminal.
+    """
+    return _CONTROL.sub(lambda match: ascii(match.group())[1:-1], text)
 
 
 def _json_safe(value: Any) -> Any:

@@ -7,6 +7,8 @@ import sys
 import warnings
 from typing import Any, Callable, TypeVar
 
+from .options import check_flag
+
 logger = logging.getLogger("gradwatch")
 logger.addHandler(logging.NullHandler())  # a library logs only where the user configured logging
 T = TypeVar("T")
@@ -41,7 +43,7 @@ class FaultGuard:
     """
 
     def __init__(self, *, strict: bool = False) -> None:
-        self.strict = strict
+        self.strict = check_flag("strict", strict)
         self.failed: dict[str, str] = {}
 
     def enabled(self, part: str) -> bool:

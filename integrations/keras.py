@@ -14,7 +14,8 @@ from typing import Any
 
 from gradwatch.detectors import Detector
 from gradwatch.monitor import Monitor, format_warning
-from gradwatch.report import SEVERITY_RANK, Report
+from gradwatch.options import check_flag, check_severity
+from gradwatch.report import Report
 from gradwatch.safety import FaultGuard, warn
 
 from ._keras import keras, ops
@@ -50,8 +51,8 @@ class GradWatchCallback(keras.callbacks.Callback):
         strict: bool = False,
     ) -> None:
         super().__init__()
-        if stop_on is not None and stop_on not in SEVERITY_RANK:
-            raise ValueError(f"stop_on must be one of {sorted(SEVERITY_RANK)} or None, got {stop_on!r}")
+        check_severity("stop_on", stop_on)
+        check_flag("print_report", print_report)  # the other options are checked by FaultGuard and Monitor
         self.guard = FaultGuard(strict=strict)
         self.monitor = Monitor(
             framework=f"keras/{keras.backend.backend()}",

@@ -14,7 +14,15 @@ from typing import Any
 
 from gradwatch.detectors import Detector
 from gradwatch.monitor import format_warning
-from gradwatch.report import SEVERITY_RANK, Report
+from gradwatch.options import (
+    check_count,
+    check_detectors,
+    check_flag,
+    check_optional_count,
+    check_severity,
+    check_summary_path,
+)
+from gradwatch.report import Report
 from gradwatch.safety import FaultGuard, warn
 
 from ._torch import torch
@@ -60,8 +68,16 @@ class GradWatchCallback(*_callback_bases()):  # type: ignore[misc]
         autosave_every_n_steps: int | None = 500,
         strict: bool = False,
     ) -> None:
-        if stop_on is not None and stop_on not in SEVERITY_RANK:
-            raise ValueError(f"stop_on must be one of {sorted(SEVERITY_RANK)} or None, got {stop_on!r}")
+        # The session (and its Monitor) is built in setup(): check every option now, before the fit starts.
+        check_optional_count("every_n_steps", every_n_steps)
+        check_severity("stop_on", stop_on)
+        check_flag("log_layers", log_layers)
+        detectors = check_detectors(detectors)
+        check_count("history_size", history_size, minimum=2)
+        check_severity("warn_on", warn_on)
+        check_flag("print_report", print_report)
+        check_optional_count("autosave_every_n_steps", autosave_every_n_steps)
+        summary_path = check_summary_path(summary_path)
         self.options: dict[str, Any] = {
             "detectors": detectors,
             "history_size": history_size,

@@ -15,6 +15,7 @@ on-device addition for the loss.
 
 from __future__ import annotations
 
+import inspect
 import os
 from collections.abc import Sequence
 from types import TracebackType
@@ -23,6 +24,7 @@ from typing import Any
 import torch.optim.optimizer as optim_hooks
 
 from gradwatch.detectors import Detector
+from gradwatch.options import check_flag
 from gradwatch.report import Report
 from gradwatch.safety import FaultGuard
 
@@ -62,6 +64,7 @@ class Watcher:
             raise TypeError(f"watch() needs a torch.nn.Module, got {type(model).__name__}")
         if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
+        check_flag("print_report", print_report)  # the other options are checked by FaultGuard and Monitor
         self.guard = FaultGuard(strict=strict)
         self.model = model
         self.print_report = print_report
@@ -188,6 +191,10 @@ def _distributed() -> bool:
 
 def watch(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, **options: Any) -> Watcher:
     """Start diagnosing ``model``'s training; ``options`` are ``Watcher``'s keyword arguments."""
+    known = [name for name in inspect.signature(Watcher).parameters if name not in ("model", "optimizer")]
+    unknown = sorted(set(options) - set(known))
+    if unknown:
+        raise TypeError(f"watch() has no option {', '.join(map(repr, unknown))}; its options are {', '.join(known)}")
     return Watcher(model, optimizer, **options)
 
 

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import math
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 from ..facts import ModelFacts
+from ..options import check_count, check_fraction, check_positive  # noqa: F401  (the detectors' threshold checks)
 from ..report import Finding, Severity
 from ..stats import StepStats
 
@@ -43,28 +43,6 @@ class Detector(ABC):
 
     def finding(self, sample: StepStats, severity: Severity, layers: list[str], message: str, **evidence: Any) -> Finding:
         return Finding(self.symptom, severity, sample.step, tuple(layers), message, evidence, last_step=sample.step)
-
-
-def check_positive(name: str, value: float) -> float:
-    """Validate a threshold that must be a finite number above zero."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a finite number > 0, got {value!r}")
-    return float(value)
-
-
-def check_fraction(name: str, value: float) -> float:
-    """Validate a threshold that is a share strictly between 0 and 1."""
-    check_positive(name, value)
-    if value >= 1:
-        raise ValueError(f"{name} must be a share between 0 and 1 (exclusive), got {value!r}")
-    return float(value)
-
-
-def check_count(name: str, value: int) -> int:
-    """Validate a count of samples or steps (an int >= 1)."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{name} must be an integer >= 1, got {value!r}")
-    return value
 
 
 def fmt(value: float | None) -> str:

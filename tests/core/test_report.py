@@ -10,8 +10,10 @@ import jsonschema
 import pytest
 
 from gradwatch import LayerFacts, ModelFacts, Monitor, SummaryError, load_summary
+from gradwatch import report as report_module
 from gradwatch.remedies import rank
 from gradwatch.report import schema_path
+from gradwatch.summary_check import excess_nesting
 
 from .streams import sample
 
@@ -40,18 +42,107 @@ def test_summary_validates_against_the_shipped_schema_and_round_trips(tmp_path):
     [
         (None, "no such file"),
         ("{not json", "invalid JSON at line 1 column 2"),
-        ('{"schema": "gradwatch.summary/99"}', "unsupported summary schema 'gradwatch.summary/99'"),
+        ('{"schema": "gradwatch.summary/99"}', 'unsupported summary schema "gradwatch.summary/99"'),
         ("[1, 2]", "not a gradwatch summary"),
-        ('{"schema": "gradwatch.summary/1", "framework": "x"}', "malformed gradwatch summary: KeyError"),
+        ('{"schema": "gradwatch.summary/1", "framework": "x"}', "invalid summary at \\$.steps: required field is missing"),
+        ("[" * 200_000 + "]" * 200_000, "JSON nested 200000 levels deep; a summary is at most 64 deep"),
+        ('{"a": "' + "[" * 100 + '"}', 'unsupported summary schema null'),  # brackets inside a string do not nest
+        ("\xff\xfe{}", "not UTF-8 text"),
+        ('{"schema": "gradwatch.summary/1", "steps": ' + "9" * 5000 + "}", "invalid JSON: Exceeds the limit"),
     ],
 )
 def test_loading_bad_files_gives_one_line_errors(tmp_path, content, message):
     path = tmp_path / "s.json"
     if content is not None:
-        path.write_text(content)
+        path.write_bytes(content.encode("latin-1") if content.startswith("\xff") else content.encode())
     with pytest.raises(SummaryError, match=message) as error:
         load_summary(path)
     assert "\n" not in str(error.value)
+
+
+def _mutated(change) -> dict:
+    data = _sick_report().to_summary()
+    change(data)
+    return data
+
+
+def _set(path, value):
+    def change(data):
+        *parents, last = path
+        for part in parents:
+            data = data[part]
+        data[last] = value
+
+    return change
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (_set(["findings", 0, "severity"], "fatal"), '$.findings[0].severity: expected one of "info", "warning", "critical", got "fatal"'),
+        (_set(["findings", 1, "first_step"], "3"), '$.findings[1].first_step: expected integer, got "3"'),
+        (_set(["findings", 0, "last_step"], -1), "$.findings[0].last_step: expected a number >= 0, got -1"),
+        (lambda d: d["findings"][0].pop("symptom"), "$.findings[0].symptom: required field is missing"),
+        (_set(["layers", 2, "history", "grad_norm", 1], float("nan")), "$.layers[2].history.grad_norm[1]: expected number or null, got NaN (not a finite number)"),
+        (_set(["layers", 0, "history", "weight_norm", 0], float("inf")), "$.layers[0].history.weight_norm[0]: expected number or null, got Infinity (not a finite number)"),
+        (_set(["layers", 0, "history", "weight_norm"], [1.0]), "$.layers[0].history.weight_norm: 1 values for 4 sampled steps"),
+        (_set(["layers", 3, "history", "step"], [0, 1, 2, 5]), "$.layers[3].history.step: differs from $.layers[0].history.step"),
+        (_set(["layers", 1, "time_profile"], ["x"]), '$.layers[1].time_profile[0]: expected number or null, got "x"'),
+        (_set(["layers", 1, "name"], ["x"]), "$.layers[1].name: expected string, got an array of 1"),
+        (_set(["facts", "layers", 0, "fan_in"], "many"), '$.facts.layers[0].fan_in: expected integer or null, got "many"'),
+        (_set(["findings", 0, "remedies", 0, "why"], ""), "$.findings[0].remedies[0].why: must not be empty"),
+        (_set(["notes"], "one note"), '$.notes: expected array, got "one note"'),
+        (_set(["findings", 0, "evidence"], None), "$.findings[0].evidence: expected object, got null"),
+        (lambda d: d["findings"].extend(d["findings"][:1] * 100), "$.findings: expected at most 100 items, got 102"),
+        (_set(["layers", 0, "history", "odd key\n"], 1), '$.layers[0].history["odd key\\n"]: expected array, got 1'),
+    ],
+)
+def test_invalid_summaries_name_the_field_by_its_json_path(tmp_path, change, message):
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps(_mutated(change)))
+    with pytest.raises(SummaryError) as error:
+        load_summary(path)
+    assert str(error.value).startswith(f"{path}: invalid summary at {message}")
+    assert "\n" not in str(error.value)
+
+
+def test_unknown_fields_are_accepted_for_newer_writers(tmp_path):
+    data = _sick_report().to_summary()
+    data["measured"] = {"overhead_ms": 1.5}
+    data["findings"][0]["confidence"] = 0.9
+    data["findings"][0]["evidence"]["new_number"] = [1, 2]
+    data["facts"]["compiled"] = True
+    data["facts"]["layers"][0]["dtype"] = "float32"
+    data["layers"][0]["extra"] = {"any": "thing"}
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps(data))
+    assert load_summary(path).findings[0].symptom == "nonfinite"
+
+
+def test_files_over_the_size_limit_are_refused_before_parsing(tmp_path, monkeypatch):
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps(_sick_report().to_summary()))
+    monkeypatch.setattr(report_module, "MAX_SUMMARY_BYTES", path.stat().st_size - 1)
+    with pytest.raises(SummaryError, match=f"larger than the {path.stat().st_size - 1}-byte limit"):
+        load_summary(path)
+
+
+def test_unpaired_surrogates_are_refused_and_pairs_accepted(tmp_path):
+    data = _sick_report().to_summary()
+    data["layers"][0]["name"] = "\U0001f600 emoji"
+    path = tmp_path / "s.json"
+    path.write_text(json.dumps(data))  # ASCII JSON: the emoji is a surrogate pair escape
+    assert load_summary(path).layers[0]["name"] == "\U0001f600 emoji"
+    path.write_text(json.dumps(data).replace("\\ud83d\\ude00", "\\ud83d"))
+    with pytest.raises(SummaryError, match=r"at \$.layers\[0\].name: a string holds an unpaired surrogate"):
+        load_summary(path)
+
+
+def test_nesting_scan_counts_only_brackets_outside_strings():
+    assert excess_nesting('{"a": [[1], {"b": "]]]]"}]}' + "[]" * 80) is None
+    assert excess_nesting('[{"b": "]]]]"}' + "[" * 69 + "]" * 70) == 70
+    assert excess_nesting('["\\"", "[[[["]' * 20 + "[" * 65) == 65
+    assert excess_nesting('"[[[[' * 20 + '"') is None
 
 
 def test_remedies_fit_the_model():

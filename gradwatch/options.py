@@ -1,0 +1,125 @@
+"""Checks of user-given options, shared by the core and every adapter.
+
+Each check returns the value (normalised) or raises ``OptionError`` with one
+line saying what was given and what is allowed, at construction time, before
+any training time is spent.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from .report import SEVERITY_RANK
+
+if TYPE_CHECKING:
+    from .detectors.base import Detector
+
+
+class OptionError(ValueError, TypeError):
+    """An option of the wrong type or out of range; both ``except ValueError`` and ``except TypeError`` catch it."""
+
+
+def check_count(name: str, value: Any, *, minimum: int = 1) -> int:
+    """An integer >= ``minimum`` (a count of steps or samples)."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise OptionError(f"{name} must be an integer >= {minimum}, got {_show(value)}")
+    return value
+
+
+def check_optional_count(name: str, value: Any, *, minimum: int = 1) -> int | None:
+    """An integer >= ``minimum``, or None (off, or a default chosen later)."""
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
+        raise OptionError(f"{name} must be an integer >= {minimum} or None, got {_show(value)}")
+    return value
+
+
+def check_positive(name: str, value: Any) -> float:
+    """A finite number above zero (a threshold)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        raise OptionError(f"{name} must be a finite number > 0, got {_show(value)}")
+    return float(value)
+
+
+def check_fraction(name: str, value: Any) -> float:
+    """A share strictly between 0 and 1."""
+    check_positive(name, value)
+    if value >= 1:
+        raise OptionError(f"{name} must be a share between 0 and 1 (exclusive), got {_show(value)}")
+    return float(value)
+
+
+def check_flag(name: str, value: Any) -> bool:
+    """True or False (not a truthy stand-in such as 1 or "yes")."""
+    if not isinstance(value, bool):
+        raise OptionError(f"{name} must be True or False, got {_show(value)}")
+    return value
+
+
+def check_severity(name: str, value: Any) -> str | None:
+    """One of the severities, or None (off)."""
+    if value is not None and (not isinstance(value, str) or value not in SEVERITY_RANK):
+        choices = ", ".join(repr(s) for s in SEVERITY_RANK)
+        raise OptionError(f"{name} must be one of {choices} or None, got {_show(value)}")
+    return value
+
+
+def check_detectors(value: Any) -> list[Detector] | None:
+    """A sequence of detector instances, at most one per symptom, or None (the defaults)."""
+    from .detectors.base import Detector
+
+    if value is None:
+        return None
+    hint = "a list of gradwatch detectors such as [VanishingGradients(max_ratio=1e-4)], or None for the defaults"
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
+        raise OptionError(f"detectors must be {hint}, got {_show(value)}")
+    seen: set[str] = set()
+    for item in value:
+        if not isinstance(item, Detector):
+            what = "a class; create it: " + item.__name__ + "()" if isinstance(item, type) else _show(item)
+            raise OptionError(f"detectors must be {hint}, got {what} among them")
+        if item.symptom in seen:
+            raise OptionError(f"detectors holds two detectors of {item.symptom!r}; give at most one per symptom")
+        seen.add(item.symptom)
+    return list(value)
+
+
+def check_summary_path(value: Any, name: str = "summary_path") -> Path | None:
+    """A file path whose folder exists and is writable, or can be created; None (no summary) too.
+
+    Nothing is left behind: where the folder does not exist yet, a probe file
+    is created and removed in its nearest existing ancestor.
+    """
+    if value is None:
+        return None
+    if not isinstance(value, (str, os.PathLike)):
+        raise OptionError(f"{name} must be a file path (str or os.PathLike) or None, got {_show(value)}")
+    try:
+        path = Path(value)
+    except TypeError:  # an os.PathLike that gives bytes
+        raise OptionError(f"{name} must be a file path (str or os.PathLike) or None, got {_show(value)}") from None
+    if path.is_dir():
+        raise OptionError(f"{name} {str(path)!r} is a directory; give a file path such as {str(path / 'gradwatch.json')!r}")
+    if path.exists() and not path.is_file():
+        raise OptionError(f"{name} {str(path)!r} exists and is not a regular file; give a path for a JSON file")
+    folder = path.absolute().parent
+    existing = next(p for p in (folder, *folder.parents) if p.exists())
+    if not existing.is_dir():
+        raise OptionError(f"{name} {str(path)!r}: its folder cannot be created, {str(existing)!r} is a file")
+    try:
+        handle, probe = tempfile.mkstemp(prefix=".gradwatch-probe-", dir=existing)
+        os.close(handle)
+        os.unlink(probe)
+    except OSError as exc:
+        what = "write in" if existing == folder else "create folders in"
+        raise OptionError(f"{name} {str(path)!r}: cannot {what} {str(existing)!r} ({exc.strerror or exc})") from None
+    return path
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."

@@ -1,0 +1,27 @@
+"""Every option of ``watch()`` is checked when it is called, before any training step: one line, the choices listed."""
+
+from __future__ import annotations
+
+import pytest
+from gradwatch.integrations.pytorch import watch
+from torch import nn
+
+from gradwatch.options import OptionError
+
+from ..option_cases import SHARED, case_id, concrete
+
+
+@pytest.mark.parametrize("case", SHARED, ids=case_id)
+def test_a_bad_option_fails_at_watch_and_leaves_no_hook(tmp_path, case):
+    name, value, message = case
+    value, message = concrete(value, message, tmp_path)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    with pytest.raises(OptionError) as error:
+        watch(model, **{name: value})
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+    assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules()), "nothing stays attached"
+
+
+def test_a_misspelt_option_lists_the_valid_ones():
+    with pytest.raises(TypeError, match="watch\\(\\) has no option 'every_n_step'; its options are summary_path, every_n_steps"):
+        watch(nn.Linear(2, 2), every_n_step=5)
