@@ -26,36 +26,38 @@ class EarlyStagnation(Detector):
     start is the median loss sampled before ``min_steps``, the present the
     median of the last ``patience`` samples. It comes at step ``min_steps`` at
     the earliest, never while the learning rate rises (a warmup), and needs
-    ``patience`` samples in a row that also have tiny steps (median ``|ΔW|/|W|``
-    under ``max_relative_update``; TheDeepChecker calls below 1e-4 too slow) or
-    a loss flat to a fifth of ``min_improvement``; moving weights alone are not
-    progress, so twice ``patience`` samples without improvement suffice too.
-    Once the run has improved, this rule retires: a late plateau after
+    ``patience`` samples in a row with tiny steps (median ``|ΔW|/|W|`` under
+    ``max_relative_update``; TheDeepChecker calls below 1e-4 too slow) or tiny
+    gradients (median ``|g|/|W|`` under ``max_relative_grad``): an adaptive
+    optimizer keeps moving the weights on a vanishing gradient, and moving
+    weights are not progress. Slow starters with real gradients are left
+    alone. Once the run has improved, this rule retires: a late plateau after
     converging is not early stagnation.
     """
 
     symptom = "early_stagnation"
-    state = ("early_losses", "recent_losses", "streak", "stuck_streak", "previous_lr", "retired", "frozen_streak", "first_loss", "constant_samples")
+    state = ("early_losses", "recent_losses", "streak", "previous_lr", "retired", "frozen_streak", "first_loss", "constant_samples")
 
     def __init__(
         self,
         *,
         min_improvement: float = 0.05,
         max_relative_update: float = 1e-4,
+        max_relative_grad: float = 1e-4,
         patience: int = 4,
         min_steps: int = 40,
         frozen_samples: int = 2,
     ) -> None:
         self.min_improvement = check_fraction("min_improvement", min_improvement)
         self.max_relative_update = check_positive("max_relative_update", max_relative_update)
+        self.max_relative_grad = check_positive("max_relative_grad", max_relative_grad)
         self.patience = check_count("patience", patience)
         self.min_steps = check_count("min_steps", min_steps)
         self.frozen_samples = check_count("frozen_samples", frozen_samples)
         self.early_losses: list[float] = []  # sampled before min_steps: at most min_steps values
         self.recent_losses: list[float] = []  # the last `patience`
         self.previous_lr: float | None = None
-        self.streak = 0  # samples in a row with tiny steps
-        self.stuck_streak = 0  # samples in a row, from min_steps on, without improvement
+        self.streak = 0  # samples in a row with tiny steps or tiny gradients
         self.retired = False
         self.frozen_streak = 0
         self.first_loss = 0.0
@@ -117,8 +119,12 @@ class EarlyStagnation(Detector):
         warming_up = finite(sample.lr) and finite(self.previous_lr) and sample.lr > self.previous_lr  # type: ignore[operator]
         self.previous_lr = sample.lr
         updates = [s.relative_update for s in sample.layers if finite(s.relative_update)]
+        grads = [s.relative_grad for s in sample.layers if finite(s.relative_grad)]
         median_update = statistics.median(updates) if updates else None  # type: ignore[type-var]
-        slow = not warming_up and median_update is not None and median_update < self.max_relative_update
+        median_grad = statistics.median(grads) if grads else None  # type: ignore[type-var]
+        tiny_steps = median_update is not None and median_update < self.max_relative_update
+        tiny_grads = median_grad is not None and median_grad < self.max_relative_grad
+        slow = not warming_up and (tiny_steps or tiny_grads)
         self.streak = self.streak + 1 if slow else 0
         if sample.step < self.min_steps:
             return None
@@ -127,9 +133,7 @@ class EarlyStagnation(Detector):
         if improvement >= self.min_improvement or abs(start) < 1e-8:
             self.retired = True
             return None
-        self.stuck_streak = 0 if warming_up else self.stuck_streak + 1
-        flat = abs(improvement) < self.min_improvement / 5 and self.stuck_streak >= self.patience
-        if self.streak < self.patience and not flat and self.stuck_streak < 2 * self.patience:
+        if self.streak < self.patience:
             return None
         lr = f" at learning rate {fmt(sample.lr)}" if finite(sample.lr) else ""
         return self.finding(
@@ -137,11 +141,13 @@ class EarlyStagnation(Detector):
             "warning",
             [],
             f"loss {fmt(now)} (median of the last {len(self.recent_losses)} samples) is within {fmt(100 * improvement)}% "
-            f"of its early median {fmt(start)} after {sample.step} steps; median relative update {fmt(median_update)} per step{lr}",
+            f"of its early median {fmt(start)} after {sample.step} steps; median relative update {fmt(median_update)} per step, "
+            f"median relative gradient {fmt(median_grad)}{lr}",
             early_loss=start,
             loss=now,
             improvement=improvement,
             median_relative_update=median_update,
+            median_relative_grad=median_grad,
             lr=sample.lr,
             samples_in_a_row=self.streak,
         )
