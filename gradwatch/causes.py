@@ -51,6 +51,11 @@ def _unscaled_inputs(scale: tuple[float, float] | None) -> Cause | None:
     )
 
 
+def output_cannot_fit(facts: ModelFacts) -> bool:
+    """True when the output layer and the loss do not match (a cause stagnation can rest on)."""
+    return _output_mismatch(facts) is not None
+
+
 def _output_mismatch(facts: ModelFacts) -> Cause | None:
     output = facts.layers[-1] if facts.layers else None
     if output is None:
@@ -81,4 +86,4 @@ def _output_mismatch(facts: ModelFacts) -> Cause | None:
     return Cause("output_loss_mismatch", text, Remedy("fix_output", "Match the output layer to the loss", f"{text}; {fix}"))
 
 
-__all__ = ["UNSCALED_INPUT", "Cause", "find_causes"]
+__all__ = ["UNSCALED_INPUT", "Cause", "find_causes", "output_cannot_fit"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import math
-import statistics
 
 from ..facts import ModelFacts
 from ..report import Finding
@@ -19,16 +18,16 @@ class ExplodingGradients(Detector):
 
     - some layer's relative update ``|ΔW|/|W|`` (``|W|`` before the step)
       exceeds ``max_relative_update``: the step is as large as the layer;
-    - the total gradient norm exceeds ``max_growth`` times its median over the
-      first ``baseline_samples`` samples; the norm before the training code's
-      own clipping is used where the adapter measured it, so clipping cannot
-      hide the growth;
+    - the total gradient norm exceeds ``max_growth`` times its lowest level over
+      the first ``baseline_samples`` samples (the lowest: a run may blow up in
+      its first steps); the norm before the training code's own clipping is
+      used where the adapter measured it, so clipping cannot hide the growth;
     - every layer's gradient exceeds ``max_relative_grad`` times its weights
       (an adaptive optimizer bounds the step, so update sizes alone miss it);
       layers with an L2 penalty of their own are left out (its pull alone is
       ``2λ|W|``), and the rule needs two layers or more, all measured;
     - the loss (median of the two latest samples) climbs above
-      ``max_loss_growth`` times its early median.
+      ``max_loss_growth`` times its lowest level over the first samples.
 
     Ten times a limit is critical. Healthy training keeps ``|ΔW|/|W|`` near
     1e-3 and ``|g|/|W|`` well under 1.
@@ -55,7 +54,7 @@ class ExplodingGradients(Detector):
         self.min_consecutive = check_count("min_consecutive", min_consecutive)
         self.streak = 0
         self.baseline: list[float] = []
-        self.losses = LossTrack(early=baseline_samples, recent=2)
+        self.losses = LossTrack(early=baseline_samples, recent=2)  # early: the loss the run starts from
 
     def observe(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
         if finite(sample.loss):
@@ -67,9 +66,8 @@ class ExplodingGradients(Detector):
         if unclipped is not None:
             if len(self.baseline) < self.baseline_samples:
                 self.baseline.append(unclipped)
-            else:
-                reference = statistics.median(self.baseline)
-                growth = unclipped / reference if reference > 0 else None
+            reference = min(self.baseline)
+            growth = unclipped / reference if reference > 0 and len(self.baseline) > 1 else None
 
         updates = {s.name: s.relative_update for s in sample.layers if finite(s.relative_update)}
         big_updates = {n: u for n, u in updates.items() if u > self.max_relative_update}  # type: ignore[operator]
@@ -78,8 +76,8 @@ class ExplodingGradients(Detector):
         judged = [s.relative_grad for s in sample.layers if s.name not in penalized]
         least_grad = min(judged) if len(judged) >= 2 and all(finite(g) for g in judged) else None  # type: ignore[type-var]
         grads_over_weights = least_grad is not None and least_grad > self.max_relative_grad
-        start, now = self.losses.start, self.losses.now
-        loss_growth = now / start if self.losses.ready and start and start > 0 and now is not None else None
+        start, now = min(self.losses.early_losses, default=None), self.losses.now
+        loss_growth = now / start if self.losses.count > 1 and start and start > 0 and now is not None else None
         climbing = loss_growth is not None and loss_growth > self.max_loss_growth
         growing = growth is not None and growth > self.max_growth
         if not (big_updates or growing or grads_over_weights or climbing):
@@ -101,7 +99,7 @@ class ExplodingGradients(Detector):
             name = max(big_updates, key=big_updates.__getitem__)  # type: ignore[arg-type]
             parts.append(f"{name} changes by {fmt(worst_update)}× its own norm in one step")
         if growing:
-            parts.append(f"total gradient norm {fmt(unclipped)} is {fmt(growth)}× its early level {fmt(statistics.median(self.baseline))}")
+            parts.append(f"total gradient norm {fmt(unclipped)} is {fmt(growth)}× its early level {fmt(min(self.baseline))}")
         if grads_over_weights:
             parts.append(f"every layer's gradient is over {fmt(least_grad)}× its weights")
         if climbing:
@@ -117,7 +115,7 @@ class ExplodingGradients(Detector):
             "; ".join(parts),
             grad_norm_total=total,
             grad_norm_unclipped=unclipped if clipped else None,
-            grad_norm_baseline=statistics.median(self.baseline) if self.baseline else None,
+            grad_norm_baseline=min(self.baseline) if self.baseline else None,
             growth=growth,
             relative_update=updates,
             min_relative_grad=least_grad,

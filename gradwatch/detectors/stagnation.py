@@ -31,7 +31,8 @@ class EarlyStagnation(Detector):
     gradients (median ``|g|/|W|`` under ``max_relative_grad``): an adaptive
     optimizer keeps moving the weights on a vanishing gradient, and moving
     weights are not progress. Slow starters with real gradients are left
-    alone. Once the run has improved, this rule retires: a late plateau after
+    alone, unless the output layer cannot fit the loss (then nothing will
+    take off). Once the run has improved, this rule retires: a late plateau after
     converging is not early stagnation.
     """
 
@@ -64,8 +65,10 @@ class EarlyStagnation(Detector):
         self.constant_samples = 0  # samples whose loss equals the first one; -1 once it moved
 
     def observe(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
+        from ..causes import output_cannot_fit  # causes render numbers with this package's fmt
+
         frozen = self._frozen(sample, facts)
-        slow = self._slow(sample)
+        slow = self._slow(sample, output_cannot_fit(facts))
         return frozen or slow
 
     def _frozen(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
@@ -108,7 +111,7 @@ class EarlyStagnation(Detector):
         else:
             self.constant_samples = -1
 
-    def _slow(self, sample: StepStats) -> Finding | None:
+    def _slow(self, sample: StepStats, cannot_fit: bool) -> Finding | None:
         if self.retired or not finite(sample.loss):
             return None
         loss: float = sample.loss  # type: ignore[assignment]
@@ -124,7 +127,7 @@ class EarlyStagnation(Detector):
         median_grad = statistics.median(grads) if grads else None  # type: ignore[type-var]
         tiny_steps = median_update is not None and median_update < self.max_relative_update
         tiny_grads = median_grad is not None and median_grad < self.max_relative_grad
-        slow = not warming_up and (tiny_steps or tiny_grads)
+        slow = not warming_up and (tiny_steps or tiny_grads or cannot_fit)
         self.streak = self.streak + 1 if slow else 0
         if sample.step < self.min_steps:
             return None

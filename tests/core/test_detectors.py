@@ -74,13 +74,14 @@ def test_exploding_on_updates_as_large_as_the_weights():
     assert critical.severity == "critical"
 
 
-def test_exploding_on_growth_over_the_early_median():
-    norms = [1.0, 2.0, 3.0, 150.0, 400.0]  # baseline median 2 → growth 75 then 200
+def test_exploding_on_growth_over_the_early_lowest_level():
+    norms = [2.0, 3.0, 4.0, 150.0, 400.0]  # baseline: the lowest of the first three, 2 → growth 75 then 200
     results = feed(ExplodingGradients(), [sample(s, [n, 0.0, 0.0]) for s, n in enumerate(norms)])
-    assert results[:4] == [None] * 4
-    assert results[4] is None  # first sample above 100×: streak 1 of 2
-    more = feed(ExplodingGradients(), [sample(s, [n, 0.0, 0.0]) for s, n in enumerate([1, 2, 3, 250, 300])])
+    assert results[:5] == [None] * 5  # 200× once: streak 1 of 2
+    more = feed(ExplodingGradients(), [sample(s, [n, 0.0, 0.0]) for s, n in enumerate([2, 3, 4, 250, 300])])
     assert more[-1].evidence["growth"] == pytest.approx(150.0)
+    at_once = feed(ExplodingGradients(), [sample(s, [n, 0.0, 0.0]) for s, n in enumerate([1, 500, 400])])
+    assert at_once[2].evidence["growth"] == pytest.approx(400.0)  # a run that blows up in its first steps
 
 
 def test_nonfinite_samples_reach_only_the_nonfinite_detector():
@@ -274,7 +275,7 @@ def test_exploding_when_the_loss_climbs_far_above_its_start():
     losses = [2.0, 2.1, 1.9, 30.0, 45.0, 60.0]
     results = feed(ExplodingGradients(), [sample(s, loss=loss) for s, loss in enumerate(losses)])
     assert results[:5] == [None] * 5  # two in a row over 10x the early median
-    assert results[5].evidence["loss_growth"] == pytest.approx(52.5 / 2.0)
+    assert results[5].evidence["loss_growth"] == pytest.approx(52.5 / 1.9)  # over the lowest early loss
 
 
 def test_exploding_growth_is_read_before_the_users_clipping():
@@ -282,7 +283,7 @@ def test_exploding_growth_is_read_before_the_users_clipping():
         return replace(sample(step, [0.5, 0.5, 0.5]), grad_norm_unclipped=raw)
 
     results = feed(ExplodingGradients(), [clipped(s, raw) for s, raw in enumerate([1.0, 1.2, 0.9, 500.0, 900.0])])
-    assert results[3] is None and results[4].evidence["growth"] == pytest.approx(900.0)
+    assert results[3] is None and results[4].evidence["growth"] == pytest.approx(1000.0)
     assert "clips the gradient norm from 900" in results[4].message
 
 
