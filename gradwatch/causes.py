@@ -27,6 +27,7 @@ class Cause:
     id: str
     text: str
     remedy: Remedy
+    blocks_learning: bool = False
 
 
 def find_causes(facts: ModelFacts, input_scale: tuple[float, float] | None = None) -> list[Cause]:
@@ -52,8 +53,14 @@ def _unscaled_inputs(scale: tuple[float, float] | None) -> Cause | None:
 
 
 def output_cannot_fit(facts: ModelFacts) -> bool:
-    """True when the output layer and the loss do not match (a cause stagnation can rest on)."""
-    return _output_mismatch(facts) is not None
+    """True when the output cannot follow the loss at all (a cause stagnation can rest on).
+
+    A constant output, a bounded output on a regression loss, or a linear output
+    clipped by a loss that expects probabilities; a ReLU or extra softmax on the
+    logits still trains, slowly.
+    """
+    cause = _output_mismatch(facts)
+    return cause is not None and cause.blocks_learning
 
 
 def _output_mismatch(facts: ModelFacts) -> Cause | None:
@@ -63,7 +70,9 @@ def _output_mismatch(facts: ModelFacts) -> Cause | None:
     activation, units = output.activation, output.units
     loss = (facts.loss or "").removesuffix("_from_logits")
     logits = bool(facts.loss and facts.loss.endswith("_from_logits"))
+    blocks = False
     if activation == "Softmax" and units == 1:
+        blocks = True
         text = f"the output layer {output.name} is a softmax over one unit: it is always exactly 1, whatever the input"
         fix = "use one sigmoid unit with binary cross-entropy for a binary label, or one softmax unit per class"
     elif loss in CROSS_ENTROPY and activation in ("ReLU", "ReLU6"):
@@ -73,17 +82,19 @@ def _output_mismatch(facts: ModelFacts) -> Cause | None:
         text = f"the output layer {output.name} has {units} independent sigmoids under {loss}, which expects one distribution over classes"
         fix = "use a softmax output (or logits with from_logits=True) for one label per example; keep sigmoids only with binary cross-entropy for multi-label"
     elif loss in PROBABILITY_LOSSES and not logits and activation is None and output.kind == "Dense":
+        blocks = True
         text = f"the output layer {output.name} is linear under {loss}, which expects probabilities: outputs outside [0, 1] are clipped and pass no gradient"
         fix = f"add activation='{'sigmoid' if loss == 'binary_crossentropy' else 'softmax'}' to {output.name}, or compile the loss with from_logits=True"
     elif loss == "cross_entropy" and activation == "Softmax":
         text = f"the output layer {output.name} applies a softmax before {loss}, which applies log-softmax itself: gradients shrink"
         fix = "remove the final Softmax: nn.CrossEntropyLoss expects raw logits"
     elif loss in ("mean_squared_error", "mean_absolute_error", "mse_loss", "l1_loss") and activation == "Sigmoid":
+        blocks = True
         text = f"the output layer {output.name} is a sigmoid under {loss}: predictions are confined to (0, 1) whatever the targets"
         fix = "use a linear output for an unbounded regression target (or scale the targets to (0, 1))"
     else:
         return None
-    return Cause("output_loss_mismatch", text, Remedy("fix_output", "Match the output layer to the loss", f"{text}; {fix}"))
+    return Cause("output_loss_mismatch", text, Remedy("fix_output", "Match the output layer to the loss", f"{text}; {fix}"), blocks)
 
 
 __all__ = ["UNSCALED_INPUT", "Cause", "find_causes", "output_cannot_fit"]
