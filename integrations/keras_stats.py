@@ -295,7 +295,7 @@ class KerasCollector:
             start += units
             if position not in self._with_grad:
                 continue
-                kept, seen = self._column_window.get(layer, (np.zeros(units), 0.0))
+            kept, seen = self._column_window.get(layer, (np.zeros(units), 0.0))
             kept, seen = np.maximum(kept, column), seen + rows
             shares[layer] = (float(np.mean(kept <= 0)), None if self.full_batch else int(seen))
             if seen >= MIN_DEAD_ROWS or self.full_batch:
