@@ -18,15 +18,29 @@ class WeightCollapse(Detector):
     ``min_fraction ** 2`` it is critical. Ordinary weight decay shrinks weights
     by a few percent over a run and stays far from the default 10%. Layers
     that start at (almost) zero are skipped.
+
+    A collapse under way is flagged before it is complete when the model has
+    a pull towards zero (weight decay or an L2/L1 regularizer in its facts):
+    every layer below ``shrinking_fraction`` of its start, each smaller than
+    at the previous sample, on ``min_consecutive`` samples in a row.
     """
 
     symptom = "weight_collapse"
-    state = ("initial", "streak", "samples")
+    state = ("initial", "streak", "samples", "previous", "shrink_streak")
 
     def __init__(
-        self, *, min_fraction: float = 0.1, min_consecutive: int = 2, baseline_samples: int = 3, min_initial_norm: float = 1e-6
+        self,
+        *,
+        min_fraction: float = 0.1,
+        shrinking_fraction: float = 0.5,
+        min_consecutive: int = 2,
+        baseline_samples: int = 3,
+        min_initial_norm: float = 1e-6,
     ) -> None:
         self.min_fraction = check_fraction("min_fraction", min_fraction)
+        self.shrinking_fraction = check_fraction("shrinking_fraction", shrinking_fraction)
+        self.previous: dict[str, float] = {}
+        self.shrink_streak = 0
         self.min_consecutive = check_count("min_consecutive", min_consecutive)
         self.baseline_samples = check_count("baseline_samples", baseline_samples)
         self.samples = 0
@@ -46,6 +60,28 @@ class WeightCollapse(Detector):
             if start > self.min_initial_norm:
                 fractions[layer.name] = layer.weight_norm / start  # type: ignore[operator]
         collapsed = {name: f for name, f in fractions.items() if f < self.min_fraction}
+        norms = {s.name: s.weight_norm for s in sample.layers if s.name in fractions}
+        pulled = bool(facts.regularized) or bool(facts.weight_decay)
+        shrinking = (
+            pulled
+            and self.samples > self.baseline_samples
+            and bool(fractions)
+            and all(f < self.shrinking_fraction for f in fractions.values())
+            and all(name in self.previous and norm < self.previous[name] for name, norm in norms.items())  # type: ignore[operator]
+        )
+        self.previous = norms  # type: ignore[assignment]
+        self.shrink_streak = self.shrink_streak + 1 if shrinking else 0
+        if not collapsed and self.shrink_streak >= self.min_consecutive:
+            worst = min(fractions, key=fractions.__getitem__)
+            return self.finding(
+                sample,
+                "warning",
+                list(fractions),
+                f"every layer's weights keep shrinking under the model's pull towards zero; all are under "
+                f"{fmt(self.shrinking_fraction)} of their initial norm, {worst} at {fmt(fractions[worst])}×",
+                fraction_of_initial=fractions,
+                samples_in_a_row=self.shrink_streak,
+            )
         if not collapsed:
             self.streak = 0
             return None

@@ -343,3 +343,11 @@ def test_remedies_speak_the_users_framework():
     assert "clipnorm=1.0" in next(r for r in keras if r.id == "gradient_clipping").why
     lightning = remedies.rank("exploding_gradients", ModelFacts(), framework="lightning")
     assert "gradient_clip_val" in next(r for r in lightning if r.id == "gradient_clipping").why
+
+
+def test_collapse_under_way_is_flagged_when_something_pulls_weights_to_zero():
+    shrinking = [sample(s, weights=[w, w]) for s, w in enumerate([5.0, 4.8, 4.5, 2.4, 2.2, 2.0])]
+    pulled = ModelFacts(regularized=("l0", "l1"))
+    results = feed(WeightCollapse(), shrinking, pulled)
+    assert results[:4] == [None] * 4 and results[4].evidence["fraction_of_initial"]["l0"] == pytest.approx(0.44)
+    assert feed(WeightCollapse(), shrinking) == [None] * 6  # no pull in the model: 40% is not a collapse yet
