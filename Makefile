@@ -22,6 +22,13 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+test-core: $(STAMP)
+	$(PY) -m pytest -q tests/core
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
 clinic: $(STAMP)
 	$(PY) -m benchmarks.clinic
 

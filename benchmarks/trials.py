@@ -64,6 +64,7 @@ def judge(name: str, framework: str, required: str, result: TrialResult) -> Outc
 
 def torch_outcomes(names: list[str]) -> list[Outcome]:
     import torch
+
     from gradwatch.integrations.pytorch import trial
 
     from .clinic import torch_cases
@@ -84,6 +85,7 @@ def torch_outcomes(names: list[str]) -> list[Outcome]:
 def keras_outcomes(names: list[str]) -> list[Outcome]:
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")  # as the Keras clinic cases do
     import tensorflow as tf
+
     from gradwatch.integrations.keras import trial
 
     from .clinic import keras_cases

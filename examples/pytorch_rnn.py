@@ -34,7 +34,7 @@ class Classifier(nn.Module):
 model = Classifier()
 optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
 with watch(model, optimizer, summary_path=args.summary) as watcher:
-    for step in range(args.steps):
+    for _ in range(args.steps):
         batch = torch.randint(0, len(x), (64,))
         loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
         optimizer.zero_grad()

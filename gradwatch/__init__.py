@@ -30,4 +30,5 @@ __all__ = [
     "StepStats",
     "SummaryError",
     "__version__",
+    "load_summary",
 ]

@@ -68,5 +68,5 @@ def latest_flow(report: Report) -> dict[str, float]:
 def _last_ratio(history: dict[str, Any]) -> float | None:
     for grad, weight in zip(reversed(history.get("grad_norm", [])), reversed(history.get("weight_norm", []))):
         if grad is not None and weight and math.isfinite(grad) and math.isfinite(weight):
-            return grad / weight
+            return float(grad) / float(weight)
     return None

@@ -101,7 +101,7 @@ def _flow(report: Report) -> Group | None:
         return None
     table = Table(show_header=False, box=None, padding=(0, 1), pad_edge=False)
     for justify in ("left", "left", "left", "right"):
-        table.add_column(justify=justify, no_wrap=True)  # type: ignore[arg-type]
+        table.add_column(justify=justify, no_wrap=True)
     for name, kind, value in rows:
         decades = math.log10(value) - FLOW_DECADES[0] if value > 0 else 0.0
         share = min(max(decades / (FLOW_DECADES[1] - FLOW_DECADES[0]), 0.0), 1.0)
@@ -138,7 +138,7 @@ def render_comparison(comparison: Comparison, *, width: int = 100) -> str:
     for name, before, after in comparison.flow:
         change = f"×{after / before:.3g}" if before and after else "-"
         table.add_row(Text(printable(name)), f"{before:.2g}" if before is not None else "-", f"{after:.2g}" if after is not None else "-", change)
-    lines = [
+    lines: list[Any] = [
         Text(f"gone:    {', '.join(comparison.gone) or '-'}", style="green"),
         Text(f"new:     {', '.join(comparison.new) or '-'}", style="red" if comparison.new else ""),
         Text("changed: " + (", ".join(f"{s} {b} → {a}" for s, b, a in comparison.changed) or "-")),

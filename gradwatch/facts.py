@@ -87,7 +87,7 @@ class ModelFacts:
         """Inverse of ``to_dict``; fields this version does not know (from a newer writer) are ignored."""
         layer_fields, own_fields = _field_names(LayerFacts), _field_names(cls) - {"layers"}
         layers = tuple(LayerFacts(**{k: v for k, v in layer.items() if k in layer_fields}) for layer in data.get("layers", ()))
-        rest = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in own_fields}
+        rest: dict[str, Any] = {k: (tuple(v) if isinstance(v, list) else v) for k, v in data.items() if k in own_fields}
         return cls(layers=layers, **rest)
 
 

@@ -48,9 +48,9 @@ class History:
             for metric, value in values.items():
                 series.setdefault(metric, [None] * known).append(value)
         for series in self.series.values():  # not in this sample
-            for values in series.values():
-                if len(values) == known:
-                    values.append(None)
+            for column in series.values():
+                if len(column) == known:
+                    column.append(None)
         self.steps.append(sample.step)
 
     def _halve(self) -> None:

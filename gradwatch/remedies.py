@@ -7,7 +7,7 @@ the model. Scores order remedies; they are not probabilities.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from .facts import GATED_RECURRENT, SATURATING, LayerFacts, ModelFacts
 from .report import Finding, Remedy

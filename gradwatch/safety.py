@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import sys
 import warnings
-from typing import Any, Callable, TypeVar
+from collections.abc import Callable
+from types import FrameType
+from typing import Any, TypeVar
 
 from .options import check_flag
 
@@ -28,7 +30,8 @@ def warn(message: str) -> None:
 
 def _user_stacklevel() -> int:
     """How many frames up the first caller outside gradwatch and the frameworks sits."""
-    frame, level = sys._getframe(2), 2
+    frame: FrameType | None = sys._getframe(2)
+    level = 2
     while frame is not None and str(frame.f_globals.get("__name__", "")).split(".")[0] in _INTERNAL:
         frame, level = frame.f_back, level + 1
     return level

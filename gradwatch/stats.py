@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import TypeGuard
 
 
 @dataclass(frozen=True)
@@ -119,7 +120,7 @@ class StepStats:
             for layer in self.layers:
                 out[f"gradwatch/grad_norm/{layer.name}"] = layer.grad_norm
                 out[f"gradwatch/relative_update/{layer.name}"] = layer.relative_update
-        return {k: v for k, v in out.items() if v is not None}  # type: ignore[misc]
+        return {k: v for k, v in out.items() if v is not None}
 
 
 def ratio(numerator: float | None, denominator: float | None) -> float | None:
@@ -131,6 +132,6 @@ def ratio(numerator: float | None, denominator: float | None) -> float | None:
     return numerator / denominator
 
 
-def finite(value: float | None) -> bool:
+def finite(value: float | None) -> TypeGuard[float]:
     """True for a measured, finite number: a value that can serve as evidence."""
     return value is not None and math.isfinite(value)

@@ -77,7 +77,7 @@ def validate(data: Any) -> None:
 @lru_cache(maxsize=1)
 def _validator() -> Any:
     """The shipped schema's validator, with "number" meaning a finite number (the writer nulls NaN and inf)."""
-    import jsonschema  # type: ignore[import-untyped]
+    import jsonschema
 
     schema = json.loads(schema_path().read_text(encoding="utf-8"))
     base = jsonschema.validators.validator_for(schema)

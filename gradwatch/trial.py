@@ -281,8 +281,9 @@ def combinations(singles: Sequence[Sequence[str]]) -> list[tuple[int, int]]:
         pairs.append((0, partner))
     init = next((i for i, ids in enumerate(singles) if tuple(ids) == ("matched_init",)), None)
     for i, ids in enumerate(singles):
-        if init is not None and ids and ids[0] in ("relu_family", "leaky_relu") and tuple(sorted((i, init))) not in pairs:
-            pairs.append(tuple(sorted((i, init))))  # type: ignore[arg-type]
+        pair = (min(i, init), max(i, init)) if init is not None else None
+        if pair is not None and ids and ids[0] in ("relu_family", "leaky_relu") and pair not in pairs:
+            pairs.append(pair)
     return pairs
 
 

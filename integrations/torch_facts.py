@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import replace
 from collections.abc import Iterable
+from dataclasses import replace
 
 from gradwatch.facts import RECURRENT, RELU_FAMILY, SATURATING, LayerFacts, ModelFacts
 

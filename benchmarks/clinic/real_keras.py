@@ -35,6 +35,7 @@ from gradwatch.integrations.keras import GradWatchCallback  # noqa: E402
 from .case import Case  # noqa: E402
 from .keras_oracle import Setup  # noqa: E402
 
+
 def seeded(seed: int = 0) -> np.random.Generator:
     keras.utils.set_random_seed(seed)
     return np.random.default_rng(seed)

@@ -14,12 +14,12 @@ from typing import Any
 
 import lightning.pytorch as L
 import torch
-from gradwatch.integrations.lightning import GradWatchCallback
 from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from gradwatch import Report
+from gradwatch.integrations.lightning import GradWatchCallback
 
 from .case import Case
 from .real_oracle import OracleRecorder, Probe, summarise

@@ -20,11 +20,11 @@ from typing import Any
 
 import numpy as np
 import torch
-from gradwatch.integrations.pytorch import watch
 from torch import nn
 from torch.nn import functional as F
 
 from gradwatch import Report
+from gradwatch.integrations.pytorch import watch
 
 from .case import Case
 from .real_oracle import Attach, Probe

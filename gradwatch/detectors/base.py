@@ -6,7 +6,7 @@ from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
 from ..facts import ModelFacts
-from ..options import check_count, check_fraction, check_positive  # noqa: F401  (the detectors' threshold checks)
+from ..options import check_count, check_fraction, check_positive
 from ..report import Finding, Severity
 from ..stats import StepStats
 
@@ -62,3 +62,6 @@ def _copy(value: Any) -> Any:
     if isinstance(value, list):
         return [_copy(v) for v in value]
     return value
+
+
+__all__ = ["Detector", "check_count", "check_fraction", "check_positive", "fmt"]

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from ..facts import ModelFacts
-from ..report import Finding
+from ..report import Finding, Severity
 from ..stats import StepStats, finite
 from .base import Detector, check_count, check_fraction, fmt
 
@@ -54,22 +54,22 @@ class WeightCollapse(Detector):
         for layer in sample.layers:
             if not finite(layer.weight_norm):
                 continue
-            start = self.initial.setdefault(layer.name, layer.weight_norm)  # type: ignore[arg-type]
+            start = self.initial.setdefault(layer.name, layer.weight_norm)
             if self.samples <= self.baseline_samples:
-                start = self.initial[layer.name] = max(start, layer.weight_norm)  # type: ignore[type-var]
+                start = self.initial[layer.name] = max(start, layer.weight_norm)
             if start > self.min_initial_norm:
-                fractions[layer.name] = layer.weight_norm / start  # type: ignore[operator]
+                fractions[layer.name] = layer.weight_norm / start
         collapsed = {name: f for name, f in fractions.items() if f < self.min_fraction}
-        norms = {s.name: s.weight_norm for s in sample.layers if s.name in fractions}
+        norms = {name: fraction * self.initial[name] for name, fraction in fractions.items()}
         pulled = bool(facts.regularized) or bool(facts.weight_decay)
         shrinking = (
             pulled
             and self.samples > self.baseline_samples
             and bool(fractions)
             and all(f < self.shrinking_fraction for f in fractions.values())
-            and all(name in self.previous and norm < self.previous[name] for name, norm in norms.items())  # type: ignore[operator]
+            and all(name in self.previous and norm < self.previous[name] for name, norm in norms.items())
         )
-        self.previous = norms  # type: ignore[assignment]
+        self.previous = norms
         self.shrink_streak = self.shrink_streak + 1 if shrinking else 0
         if not collapsed and self.shrink_streak >= self.min_consecutive:
             worst = min(fractions, key=fractions.__getitem__)
@@ -89,7 +89,7 @@ class WeightCollapse(Detector):
         if self.streak < self.min_consecutive:
             return None
         worst = min(collapsed, key=collapsed.__getitem__)
-        severity = "critical" if collapsed[worst] < self.min_fraction**2 else "warning"
+        severity: Severity = "critical" if collapsed[worst] < self.min_fraction**2 else "warning"
         return self.finding(
             sample,
             severity,

@@ -52,9 +52,9 @@ class DeadReLU(Detector):
         windows = {a.name: (a.dead_share, a.window) for a in sample.activations if a.kind in DEAD_KINDS and finite(a.dead_share)}
         windows.update({s.name: (s.zero_grad_rows, s.zero_grad_window) for s in sample.layers if s.name in rows and finite(s.zero_grad_rows)})
         limits = {name: self._limit(window) for name, (_, window) in windows.items()}
-        shares: dict[str, float] = {name: share for name, (share, _) in windows.items() if limits[name] is not None}  # type: ignore[misc]
+        shares: dict[str, float] = {name: share for name, (share, _) in windows.items() if limits[name] is not None}
         unjudged = {name: n for name, n in self.streaks.items() if name not in shares}
-        judged = {name: self.streaks.get(name, 0) + 1 for name, share in shares.items() if share > limits[name]}  # type: ignore[operator]
+        judged = {name: self.streaks.get(name, 0) + 1 for name, share in shares.items() if share > (limits[name] or 1.0)}
         self.streaks = {**unjudged, **judged}
         dead = {name: shares[name] for name, n in judged.items() if n >= self.min_consecutive}
         if not dead:

@@ -58,9 +58,9 @@ class ExplodingGradients(Detector):
 
     def observe(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
         if finite(sample.loss):
-            self.losses.add(sample.loss)  # type: ignore[arg-type]
+            self.losses.add(sample.loss)
         grads = [s.grad_norm for s in sample.layers if finite(s.grad_norm)]
-        total = math.sqrt(sum(g * g for g in grads)) if grads else None  # type: ignore[operator]
+        total = math.sqrt(sum(g * g for g in grads)) if grads else None
         unclipped = sample.grad_norm_unclipped if finite(sample.grad_norm_unclipped) else total
         growth = None
         if unclipped is not None:
@@ -70,11 +70,12 @@ class ExplodingGradients(Detector):
             growth = unclipped / reference if reference > 0 and len(self.baseline) > 1 else None
 
         updates = {s.name: s.relative_update for s in sample.layers if finite(s.relative_update)}
-        big_updates = {n: u for n, u in updates.items() if u > self.max_relative_update}  # type: ignore[operator]
+        big_updates = {n: u for n, u in updates.items() if u > self.max_relative_update}
         # every layer, each measured: a layer starting at zero or pulled by its own L2 penalty says nothing
         penalized = set(facts.regularized)
         judged = [s.relative_grad for s in sample.layers if s.name not in penalized]
-        least_grad = min(judged) if len(judged) >= 2 and all(finite(g) for g in judged) else None  # type: ignore[type-var]
+        measured = [g for g in judged if finite(g)]
+        least_grad = min(measured) if len(judged) >= 2 and len(measured) == len(judged) else None
         grads_over_weights = least_grad is not None and least_grad > self.max_relative_grad
         start, now = min(self.losses.early_losses, default=None), self.losses.now
         loss_growth = now / start if self.losses.count > 1 and start and start > 0 and now is not None else None
@@ -87,7 +88,7 @@ class ExplodingGradients(Detector):
         if self.streak < self.min_consecutive:
             return None
 
-        worst_update = max(big_updates.values(), default=None)  # type: ignore[type-var]
+        worst_update = max(big_updates.values(), default=None)
         critical = (
             (worst_update or 0.0) > 10 * self.max_relative_update
             or (growth or 0.0) > 10 * self.max_growth
@@ -96,7 +97,7 @@ class ExplodingGradients(Detector):
         )
         parts = []
         if big_updates:
-            name = max(big_updates, key=big_updates.__getitem__)  # type: ignore[arg-type]
+            name = max(big_updates, key=big_updates.__getitem__)
             parts.append(f"{name} changes by {fmt(worst_update)}× its own norm in one step")
         if growing:
             parts.append(f"total gradient norm {fmt(unclipped)} is {fmt(growth)}× its early level {fmt(min(self.baseline))}")

@@ -101,12 +101,12 @@ class EarlyStagnation(Detector):
         """Count the samples whose loss equals the first one; once it moves (or warms up), never again."""
         if self.constant_samples < 0:
             return
-        warming_up = finite(sample.lr) and finite(self.previous_lr) and sample.lr > self.previous_lr  # type: ignore[operator]
+        warming_up = finite(sample.lr) and finite(self.previous_lr) and sample.lr > self.previous_lr
         if not finite(sample.loss) or warming_up:
             self.constant_samples = -1
         elif self.constant_samples == 0:
-            self.first_loss, self.constant_samples = sample.loss, 1  # type: ignore[assignment]
-        elif abs(sample.loss - self.first_loss) <= 1e-6 * max(abs(self.first_loss), 1.0):  # type: ignore[operator]
+            self.first_loss, self.constant_samples = sample.loss, 1
+        elif abs(sample.loss - self.first_loss) <= 1e-6 * max(abs(self.first_loss), 1.0):
             self.constant_samples += 1
         else:
             self.constant_samples = -1
@@ -114,17 +114,17 @@ class EarlyStagnation(Detector):
     def _slow(self, sample: StepStats, cannot_fit: bool) -> Finding | None:
         if self.retired or not finite(sample.loss):
             return None
-        loss: float = sample.loss  # type: ignore[assignment]
+        loss: float = sample.loss
         if sample.step < self.min_steps or not self.early_losses:
             self.early_losses.append(loss)
         self.recent_losses = [*self.recent_losses, loss][-self.patience :]
 
-        warming_up = finite(sample.lr) and finite(self.previous_lr) and sample.lr > self.previous_lr  # type: ignore[operator]
+        warming_up = finite(sample.lr) and finite(self.previous_lr) and sample.lr > self.previous_lr
         self.previous_lr = sample.lr
         updates = [s.relative_update for s in sample.layers if finite(s.relative_update)]
         grads = [s.relative_grad for s in sample.layers if finite(s.relative_grad)]
-        median_update = statistics.median(updates) if updates else None  # type: ignore[type-var]
-        median_grad = statistics.median(grads) if grads else None  # type: ignore[type-var]
+        median_update = statistics.median(updates) if updates else None
+        median_grad = statistics.median(grads) if grads else None
         tiny_steps = median_update is not None and median_update < self.max_relative_update
         tiny_grads = median_grad is not None and median_grad < self.max_relative_grad
         slow = not warming_up and (tiny_steps or tiny_grads or cannot_fit)

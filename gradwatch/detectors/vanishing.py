@@ -6,7 +6,7 @@ import math
 from itertools import takewhile
 
 from ..facts import SATURATING, ModelFacts
-from ..report import Finding
+from ..report import Finding, Severity
 from ..stats import SequenceStats, StepStats, finite, ratio
 from .base import Detector, check_count, check_fraction, fmt
 from .loss import LossTrack
@@ -56,7 +56,7 @@ class VanishingGradients(Detector):
 
     def observe(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
         if finite(sample.loss):
-            self.losses.add(sample.loss)  # type: ignore[arg-type]
+            self.losses.add(sample.loss)
         depth = self._depth(sample, facts)
         time = self._time(sample)
         if depth is None:
@@ -89,7 +89,7 @@ class VanishingGradients(Detector):
         improvement = self.losses.improvement()
         # an adaptive optimizer may still move the bottom layers: only the loss tells whether that helps
         compensated = update_ratio is not None and update_ratio >= self.max_ratio and (improvement is None or improvement >= self.min_improvement)
-        severity = "info" if compensated else "critical" if grad_ratio < self.max_ratio**2 else "warning"
+        severity: Severity = "info" if compensated else "critical" if grad_ratio < self.max_ratio**2 else "warning"
         top_grad = top.relative_grad or 0.0
         affected = [s.name for s in layers[:-1] if (s.relative_grad or 0.0) < self.max_ratio * top_grad]
         gain = grad_ratio ** (1.0 / (len(layers) - 1))
@@ -129,8 +129,8 @@ class VanishingGradients(Detector):
         )
 
     def _time(self, sample: StepStats) -> Finding | None:
-        profiles = [(seq, _collapse(seq)) for seq in sample.sequences if len(seq.grad_by_step) >= self.min_time_steps]
-        profiles = [(seq, r) for seq, r in profiles if r is not None]
+        measured = [(seq, _collapse(seq)) for seq in sample.sequences if len(seq.grad_by_step) >= self.min_time_steps]
+        profiles = [(seq, r) for seq, r in measured if r is not None]
         if not profiles:
             return None
         sick = [(seq, r) for seq, r in profiles if r < self.max_ratio]
@@ -153,9 +153,10 @@ class VanishingGradients(Detector):
         )
         improvement = self.losses.improvement()
         stuck = improvement is not None and improvement < self.min_improvement
-        if stuck:
+        severity: Severity
+        if improvement is not None and stuck:
             severity = "critical" if worst < self.max_ratio**2 else "warning"
-            progress = f"; the loss is stuck ({fmt(100 * improvement)}% below its early level)"  # type: ignore[operator]
+            progress = f"; the loss is stuck ({fmt(100 * improvement)}% below its early level)"
         else:
             severity = "info"
             progress = "" if improvement is None else f"; the loss still improves ({fmt(100 * improvement)}% below its early level)"
@@ -203,4 +204,4 @@ def _horizon(values: tuple[float, ...], share: float) -> int:
 
 def _saturation(sample: StepStats) -> dict[str, float]:
     """Mechanism evidence: share of saturated sigmoid/tanh outputs per activation."""
-    return {a.name: a.saturated_share for a in sample.activations if a.kind in SATURATING and finite(a.saturated_share)}  # type: ignore[misc]
+    return {a.name: a.saturated_share for a in sample.activations if a.kind in SATURATING and finite(a.saturated_share)}

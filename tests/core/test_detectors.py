@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from gradwatch import ActivationStats, LayerFacts, ModelFacts, Monitor, SequenceStats, StepStats
+from gradwatch import ActivationStats, LayerFacts, ModelFacts, Monitor, SequenceStats, StepStats, remedies
 from gradwatch.detectors import (
     DeadReLU,
     EarlyStagnation,
@@ -16,8 +16,6 @@ from gradwatch.detectors import (
     VanishingGradients,
     WeightCollapse,
 )
-
-from gradwatch import remedies
 
 from .streams import feed, sample
 

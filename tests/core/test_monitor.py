@@ -8,9 +8,9 @@ import warnings
 import pytest
 
 from gradwatch import GradWatchWarning, Monitor, StepStats
-from gradwatch.stats import ActivationStats, LayerStats
 from gradwatch.detectors import Detector, VanishingGradients
 from gradwatch.history import History
+from gradwatch.stats import ActivationStats, LayerStats
 
 from .streams import sample
 

@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pytest
-from gradwatch.integrations.keras import GradWatchCallback
 
+from gradwatch.integrations.keras import GradWatchCallback
 from gradwatch.options import OptionError
 
 from ..option_cases import SHARED, STOP_ON, case_id, concrete

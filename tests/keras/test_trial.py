@@ -7,6 +7,8 @@ import json
 import jsonschema
 import keras
 import numpy as np
+
+from benchmarks.clinic.keras_cases import data, dense_stack, sgd
 from gradwatch.integrations.keras import trial
 from gradwatch.integrations.keras_trial import (
     KerasRecipe,
@@ -14,8 +16,6 @@ from gradwatch.integrations.keras_trial import (
     plan_normalization,
     plan_relu_family,
 )
-
-from benchmarks.clinic.keras_cases import data, dense_stack, sgd
 from gradwatch.trial import trial_schema_path
 
 

@@ -2,21 +2,15 @@
 
 from __future__ import annotations
 
-import csv
 import json
 
 import jsonschema
-import lightning.pytorch as L
 import pytest
-import torch
-from torch import nn
-from torch.nn import functional as F
 
-from gradwatch import GradWatchWarning, load_summary
+from benchmarks.clinic.lightning_cases import healthy, loader, sick, trainer
+from gradwatch import GradWatchWarning
 from gradwatch.integrations.lightning import GradWatchCallback
 from gradwatch.report import schema_path
-
-from benchmarks.clinic.lightning_cases import Classifier, healthy, loader, sick, trainer
 
 
 def fit(model, callback, **trainer_options):

@@ -14,10 +14,9 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
+from benchmarks.clinic.lightning_cases import Classifier, healthy, loader, trainer
 from gradwatch import GradWatchWarning
 from gradwatch.integrations.lightning import GradWatchCallback
-
-from benchmarks.clinic.lightning_cases import Classifier, healthy, loader, trainer
 
 
 class SplitReLU(L.LightningModule):

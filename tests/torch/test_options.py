@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from gradwatch.integrations.pytorch import watch
 from torch import nn
 
+from gradwatch.integrations.pytorch import watch
 from gradwatch.options import OptionError
 
 from ..option_cases import SHARED, case_id, concrete

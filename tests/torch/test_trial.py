@@ -8,13 +8,13 @@ import json
 import jsonschema
 import pytest
 import torch
-from gradwatch.integrations.demo import deep_mlp, teacher_data
-from gradwatch.integrations.pytorch import trial
-from gradwatch.integrations.torch_trial import Recipe, _Runner, plan_gated_rnn
 from torch import nn
 from torch.nn import functional as F
 
 from benchmarks.clinic.torch_cases import HIDDEN, FunctionalReLUNet, he, mlp
+from gradwatch.integrations.demo import deep_mlp, teacher_data
+from gradwatch.integrations.pytorch import trial
+from gradwatch.integrations.torch_trial import Recipe, _Runner, plan_gated_rnn
 from gradwatch.trial import load_trial, trial_schema_path
 
 STEPS = 200
