@@ -17,6 +17,7 @@ from .report import Remedy
 UNSCALED_INPUT = 50.0
 MULTICLASS = ("categorical_crossentropy", "sparse_categorical_crossentropy", "cross_entropy")
 CROSS_ENTROPY = (*MULTICLASS, "binary_crossentropy", "binary_cross_entropy_with_logits")
+REGRESSION = ("mean_squared_error", "mean_absolute_error", "mse_loss", "l1_loss")
 PROBABILITY_LOSSES = ("categorical_crossentropy", "sparse_categorical_crossentropy", "binary_crossentropy")  # Keras, without logits
 
 
@@ -30,10 +31,9 @@ class Cause:
     blocks_learning: bool = False
 
 
-def find_causes(facts: ModelFacts, input_scale: tuple[float, float] | None = None) -> list[Cause]:
-    """Every cause the facts and the latest input statistics point to."""
-    found = [cause for cause in (_unscaled_inputs(input_scale), _output_mismatch(facts)) if cause is not None]
-    return found
+def find_causes(facts: ModelFacts, input_scale: tuple[float, float] | None = None, loss: float | None = None) -> list[Cause]:
+    """Every cause the facts, the latest input statistics and the latest loss point to."""
+    return [cause for cause in (_unscaled_inputs(input_scale), _output_mismatch(facts, loss)) if cause is not None]
 
 
 def _unscaled_inputs(scale: tuple[float, float] | None) -> Cause | None:
@@ -52,18 +52,18 @@ def _unscaled_inputs(scale: tuple[float, float] | None) -> Cause | None:
     )
 
 
-def output_cannot_fit(facts: ModelFacts) -> bool:
+def output_cannot_fit(facts: ModelFacts, loss: float | None = None) -> bool:
     """True when the output cannot follow the loss at all (a cause stagnation can rest on).
 
     A constant output, a bounded output on a regression loss, or a linear output
     clipped by a loss that expects probabilities; a ReLU or extra softmax on the
     logits still trains, slowly.
     """
-    cause = _output_mismatch(facts)
+    cause = _output_mismatch(facts, loss)
     return cause is not None and cause.blocks_learning
 
 
-def _output_mismatch(facts: ModelFacts) -> Cause | None:
+def _output_mismatch(facts: ModelFacts, loss_value: float | None) -> Cause | None:
     output = facts.layers[-1] if facts.layers else None
     if output is None:
         return None
@@ -88,9 +88,13 @@ def _output_mismatch(facts: ModelFacts) -> Cause | None:
     elif loss == "cross_entropy" and activation == "Softmax":
         text = f"the output layer {output.name} applies a softmax before {loss}, which applies log-softmax itself: gradients shrink"
         fix = "remove the final Softmax: nn.CrossEntropyLoss expects raw logits"
-    elif loss in ("mean_squared_error", "mean_absolute_error", "mse_loss", "l1_loss") and activation == "Sigmoid":
+    elif loss in REGRESSION and activation == "Sigmoid" and loss_value is not None and loss_value > 1.0:
+        # outputs in (0, 1) and targets in [0, 1] keep these losses under 1: the targets lie outside
         blocks = True
-        text = f"the output layer {output.name} is a sigmoid under {loss}: predictions are confined to (0, 1) whatever the targets"
+        text = (
+            f"the output layer {output.name} is a sigmoid under {loss} at loss {fmt(loss_value)}: predictions are "
+            "confined to (0, 1) and the targets lie outside it"
+        )
         fix = "use a linear output for an unbounded regression target (or scale the targets to (0, 1))"
     else:
         return None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Sequence
 from typing import Any
@@ -64,6 +65,7 @@ class Monitor:
         self.steps = 0
         self.samples = 0
         self.input_scale: tuple[float, float] | None = None  # latest mean |x| and std of the model's input
+        self.last_loss: float | None = None
         self.notes: list[str] = []
 
     def should_sample(self, step: int) -> bool:
@@ -75,6 +77,8 @@ class Monitor:
         """Run every detector on ``sample``; return findings that are new or got worse."""
         self.steps = max(self.steps, sample.step + 1)
         self.samples += 1
+        if sample.loss is not None and math.isfinite(sample.loss):
+            self.last_loss = sample.loss
         if sample.input_mean_abs is not None and sample.input_std is not None:
             self.input_scale = (sample.input_mean_abs, sample.input_std)
         kinds = {a.name: a.kind for a in sample.activations}
@@ -108,7 +112,7 @@ class Monitor:
     def _merge(self, found: Finding) -> bool:
         """Keep the first step of a symptom, the latest evidence and the worst severity."""
         known = self.findings.get(found.symptom)
-        causes = find_causes(self.facts, self.input_scale) if found.symptom != "weight_collapse" else []
+        causes = find_causes(self.facts, self.input_scale, self.last_loss) if found.symptom != "weight_collapse" else []
         found.remedies = remedies.for_finding(found, self.facts, framework=self.framework)
         if causes:
             found.message += "; likely cause: " + "; ".join(cause.text for cause in causes)

@@ -68,7 +68,7 @@ class EarlyStagnation(Detector):
         from ..causes import output_cannot_fit  # causes render numbers with this package's fmt
 
         frozen = self._frozen(sample, facts)
-        slow = self._slow(sample, output_cannot_fit(facts))
+        slow = self._slow(sample, output_cannot_fit(facts, sample.loss))
         return frozen or slow
 
     def _frozen(self, sample: StepStats, facts: ModelFacts) -> Finding | None:

@@ -349,3 +349,11 @@ def test_collapse_under_way_is_flagged_when_something_pulls_weights_to_zero():
     results = feed(WeightCollapse(), shrinking, pulled)
     assert results[:4] == [None] * 4 and results[4].evidence["fraction_of_initial"]["l0"] == pytest.approx(0.44)
     assert feed(WeightCollapse(), shrinking) == [None] * 6  # no pull in the model: 40% is not a collapse yet
+
+
+def test_a_sigmoid_regression_output_is_a_cause_only_when_the_loss_shows_the_targets_lie_outside():
+    from gradwatch.causes import find_causes
+
+    facts = ModelFacts(layers=(LayerFacts("out", "Dense", activation="Sigmoid", units=1),), loss="mean_squared_error")
+    assert find_causes(facts, loss=0.05) == []  # targets in [0, 1]: a sigmoid output is fine
+    assert [c.id for c in find_causes(facts, loss=600.0)] == ["output_loss_mismatch"]
