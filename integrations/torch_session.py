@@ -101,6 +101,8 @@ class TorchSession:
         if self._sampled and not self._stepped:
             self._stepped = True
             self.guard.run(COLLECTOR, self.collector.capture_updates)
+            if not self.collector.has_gradients:  # a closure optimizer (LBFGS) made them inside step()
+                self.guard.run(COLLECTOR, self.collector.capture_gradients, weights=False)
 
     def _known_loss(self) -> str | None:
         return self._loss_kind if self._loss_kind != "unknown" else None

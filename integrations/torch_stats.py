@@ -201,12 +201,13 @@ class TorchCollector:
             self._sample.activations[name] = (kind, tail.float().mean())
 
     @torch.no_grad()
-    def capture_gradients(self, *, scale: float | None = None, grads: list[Any] | None = None) -> None:
+    def capture_gradients(self, *, scale: float | None = None, grads: list[Any] | None = None, weights: bool = True) -> None:
         """Gradient norms per layer and zero-gradient rows; weight norms and a snapshot before the step.
 
         ``scale``: divide gradients by it (a loss scale an AMP scaler left in place).
         ``grads``: the gradients as a backward hook received them (aligned with the
         watched parameters), for loops that update the weights by hand; default ``.grad``.
+        ``weights``: also take the weight norms and the snapshot for the update.
         """
         sample = self._sample
         grads = grads if grads is not None else [p.grad for p in self.params]
@@ -226,7 +227,7 @@ class TorchCollector:
             per_layer = self._per_layer(norms, owners)
             sample.grad_norms = per_layer / scale if scale else per_layer
             sample.grad_layers = sorted(set(owners))
-        if self.params:
+        if self.params and weights:
             sample.weight_norms = self._per_layer(torch._foreach_norm(self.params, 2, dtype=torch.float32))
             sample.before = self._watched_elements()
 
@@ -267,6 +268,11 @@ class TorchCollector:
         else:
             self._loss_float += float(loss)
         self._loss_count += 1
+
+    @property
+    def has_gradients(self) -> bool:
+        """Whether the pending sample holds gradient norms."""
+        return bool(self._sample.grad_layers)
 
     def discard(self) -> None:
         """Drop the pending sample (its optimizer step was skipped); losses are kept."""

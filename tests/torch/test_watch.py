@@ -317,3 +317,23 @@ def test_gradient_norm_before_the_users_clipping_is_measured():
         assert stats.grad_norm_unclipped == pytest.approx(total, rel=1e-5)
         clipped = sum(layer.grad_norm**2 for layer in stats.layers) ** 0.5
         assert clipped == pytest.approx(0.01, rel=1e-3)
+
+
+def test_a_closure_optimizer_is_measured_from_the_gradients_its_step_made():
+    """LBFGS evaluates the loss and its gradients inside step(): there are none before it."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.Tanh(), nn.Linear(32, 3))
+    optimizer = torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=5)
+    x, y = teacher_data(128)
+
+    def closure():  # type: ignore[no-untyped-def]
+        optimizer.zero_grad()
+        loss = nn.functional.cross_entropy(model(x), y)
+        loss.backward()
+        return loss
+
+    with watch(model, optimizer, print_report=False, warn_on=None) as watcher:
+        for _ in range(4):
+            watcher.step(optimizer.step(closure))
+    history = watcher.report().layers[0]["history"]
+    assert history["step"] == [0, 1, 2] and all(g is not None and g > 0 for g in history["grad_norm"])
