@@ -32,8 +32,11 @@ class EarlyStagnation(Detector):
     optimizer keeps moving the weights on a vanishing gradient, and moving
     weights are not progress. Slow starters with real gradients are left
     alone, unless the output layer cannot fit the loss (then nothing will
-    take off). Once the run has improved, this rule retires: a late plateau after
-    converging is not early stagnation.
+    take off). A run that improved once is still stuck when its gradients die
+    (median ``|g|/|W|`` under ``max_relative_grad`` on ``patience`` samples)
+    while the loss stays above ``1 - stuck_improvement`` of its start; a run
+    that converged has a loss far below its start, and a late plateau after
+    converging is not stagnation.
     """
 
     symptom = "early_stagnation"
@@ -45,6 +48,7 @@ class EarlyStagnation(Detector):
         min_improvement: float = 0.05,
         max_relative_update: float = 1e-4,
         max_relative_grad: float = 1e-4,
+        stuck_improvement: float = 0.5,
         patience: int = 4,
         min_steps: int = 40,
         frozen_samples: int = 2,
@@ -52,6 +56,7 @@ class EarlyStagnation(Detector):
         self.min_improvement = check_fraction("min_improvement", min_improvement)
         self.max_relative_update = check_positive("max_relative_update", max_relative_update)
         self.max_relative_grad = check_positive("max_relative_grad", max_relative_grad)
+        self.stuck_improvement = check_fraction("stuck_improvement", stuck_improvement)
         self.patience = check_count("patience", patience)
         self.min_steps = check_count("min_steps", min_steps)
         self.frozen_samples = check_count("frozen_samples", frozen_samples)
@@ -112,7 +117,7 @@ class EarlyStagnation(Detector):
             self.constant_samples = -1
 
     def _slow(self, sample: StepStats, cannot_fit: bool) -> Finding | None:
-        if self.retired or not finite(sample.loss):
+        if not finite(sample.loss):
             return None
         loss: float = sample.loss
         if sample.step < self.min_steps or not self.early_losses:
@@ -127,14 +132,18 @@ class EarlyStagnation(Detector):
         median_grad = statistics.median(grads) if grads else None
         tiny_steps = median_update is not None and median_update < self.max_relative_update
         tiny_grads = median_grad is not None and median_grad < self.max_relative_grad
-        slow = not warming_up and (tiny_steps or tiny_grads or cannot_fit)
+        start, now = statistics.median(self.early_losses), statistics.median(self.recent_losses)
+        improvement = (start - now) / max(abs(start), 1e-12)
+        if self.retired:  # it improved once: still stuck if the gradient died while the loss stayed high
+            slow = not warming_up and tiny_grads and improvement < self.stuck_improvement
+        else:
+            slow = not warming_up and (tiny_steps or tiny_grads or cannot_fit)
         self.streak = self.streak + 1 if slow else 0
         if sample.step < self.min_steps:
             return None
-        start, now = statistics.median(self.early_losses), statistics.median(self.recent_losses)
-        improvement = (start - now) / max(abs(start), 1e-12)
-        if improvement >= self.min_improvement or abs(start) < 1e-8:
+        if not self.retired and (improvement >= self.min_improvement or abs(start) < 1e-8):
             self.retired = True
+            self.streak = 0
             return None
         if self.streak < self.patience:
             return None

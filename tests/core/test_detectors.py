@@ -357,3 +357,13 @@ def test_a_sigmoid_regression_output_is_a_cause_only_when_the_loss_shows_the_tar
     facts = ModelFacts(layers=(LayerFacts("out", "Dense", activation="Sigmoid", units=1),), loss="mean_squared_error")
     assert find_causes(facts, loss=0.05) == []  # targets in [0, 1]: a sigmoid output is fine
     assert [c.id for c in find_causes(facts, loss=600.0)] == ["output_loss_mismatch"]
+
+
+def test_stuck_after_an_early_drop_when_the_gradient_dies_at_a_high_loss():
+    steps = list(range(0, 400, 20))
+    drop = [sample(s, [0.01 if s < 100 else 1e-6] * 3, relative_updates=[1e-3] * 3, loss=(2.3 if s < 40 else 1.9) + 0.01 * math.sin(s)) for s in steps]
+    results = feed(EarlyStagnation(), drop)
+    first = next(r for r in results if r is not None)
+    assert first.first_step == 160 and first.evidence["median_relative_grad"] == pytest.approx(1e-6)
+    converged = [sample(s, [0.01 if s < 100 else 1e-6] * 3, loss=(2.3 if s < 40 else 0.2) + 0.01 * math.sin(s)) for s in steps]
+    assert feed(EarlyStagnation(), converged) == [None] * len(steps)  # the gradient shrank with the loss
