@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import replace
 from collections.abc import Iterable
+from dataclasses import replace
 
 from gradwatch.facts import RECURRENT, RELU_FAMILY, SATURATING, LayerFacts, ModelFacts
 
@@ -13,6 +13,20 @@ from ._torch import torch
 
 ACTIVATIONS = RELU_FAMILY | SATURATING | {"Softplus"}
 RESIDUAL_NAME = re.compile(r"residual|resblock|basicblock|bottleneck|skip", re.IGNORECASE)
+
+
+def activation_kind(module: torch.nn.Module) -> str | None:
+    """The activation a module applies, by class name; Hugging Face's ``NewGELUActivation`` and kin count as GELU/SiLU."""
+    kind = type(module).__name__
+    if kind in ACTIVATIONS:
+        return kind
+    if not kind.endswith("Activation") and not kind.startswith("GELU"):
+        return None
+    for family in ("GELU", "SiLU"):
+        if family.lower() in kind.lower():
+            return family
+    stem = kind.removesuffix("Activation")
+    return stem if stem in ACTIVATIONS else None
 
 
 def parameterised_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
@@ -43,9 +57,10 @@ def model_facts(
         kind = type(module).__name__
         if RESIDUAL_NAME.search(kind):
             residual = True
-        if kind in ACTIVATIONS:
+        applied = activation_kind(module)
+        if applied is not None:
             for index in pending:
-                layers[index] = replace(layers[index], activation=kind, activation_module=name)
+                layers[index] = replace(layers[index], activation=applied, activation_module=name)
             pending = []
             continue
         if "Norm" in kind:

@@ -9,12 +9,13 @@ what to measure and hands samples to the core ``Monitor``.
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from gradwatch.monitor import Monitor
 from gradwatch.report import Report
 from gradwatch.safety import FaultGuard
-from gradwatch.stats import StepStats
+from gradwatch.stats import LayerStats, StepStats
 
 from ._torch import torch
 from .torch_facts import model_facts
@@ -47,6 +48,11 @@ class TorchSession:
         self.monitor.facts = model_facts(self.model, set(self.collector.layer_names), first)
         self._handles += [optimizer.register_step_post_hook(self._after_step) for optimizer in self.optimizers]
 
+    @property
+    def pending(self) -> bool:
+        """A sampled step's gradients were read and ``end_step`` has not run yet."""
+        return self._sampled
+
     def begin_step(self, step: int) -> None:
         """Before the forward pass of optimizer step ``step``: arm the activation hooks if it is sampled."""
         self.collector.sampling = self.monitor.should_sample(step)
@@ -68,8 +74,21 @@ class TorchSession:
     def add_loss(self, loss: torch.Tensor | float) -> None:
         self.guard.run("loss", self.collector.add_loss, loss)
 
-    def end_step(self, step: int, *, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> StepStats | None:
-        """After the optimizer step: bring a sampled step to the host and diagnose it."""
+    def end_step(
+        self,
+        step: int,
+        *,
+        reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+        lr: float | None = None,
+        grad_scale: float | None = None,
+    ) -> StepStats | None:
+        """After the optimizer step: bring a sampled step to the host and diagnose it.
+
+        ``lr``: the learning rate the step used, where the adapter knows it
+        better than the optimizer's current one (a scheduler may have moved on).
+        ``grad_scale``: multiply the measured gradient norms by it (undoes a
+        clipping whose coefficient became known only after the gradients were read).
+        """
         if not self._sampled:
             return None
         self._sampled = False
@@ -77,8 +96,11 @@ class TorchSession:
             self.skipped_steps += 1
             self.collector.discard()
             return None
-        lr = _lr(self.optimizers[0]) if self.optimizers else None
+        if lr is None and self.optimizers:
+            lr = _lr(self.optimizers[0])
         stats = self.guard.run(COLLECTOR, self.collector.flush, step, lr, reduce)
+        if stats is not None and grad_scale is not None:
+            stats = replace(stats, layers=tuple(_scaled_grad(layer, grad_scale) for layer in stats.layers))
         if stats is not None:
             self.monitor.observe(stats)
         return stats
@@ -97,6 +119,10 @@ class TorchSession:
 
             self.guard.run("console report", show, report)
         return report
+
+
+def _scaled_grad(layer: LayerStats, factor: float) -> LayerStats:
+    return replace(layer, grad_norm=layer.grad_norm * factor) if layer.grad_norm is not None else layer
 
 
 def _lr(optimizer: torch.optim.Optimizer) -> float | None:

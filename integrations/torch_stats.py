@@ -69,9 +69,11 @@ class TorchCollector:
         self.params: list[torch.nn.Parameter] = []
         owners: list[int] = []
         self.row_params: dict[int, int] = {}  # parameter index -> layer index, for Linear/Conv weights
+        seen: set[int] = set()  # a tied parameter (an LM head sharing the embedding) belongs to its first owner
         for name, module in parameterised_modules(self.model):
             own = [p for p in module.parameters(recurse=False) if p.requires_grad and (ids is None or id(p) in ids)]
-            own = [p for p in own if p.numel() > 0 and p.dtype.is_floating_point]
+            own = [p for p in own if p.numel() > 0 and p.dtype.is_floating_point and id(p) not in seen]
+            seen.update(id(p) for p in own)
             if not own:
                 continue
             index = len(self.layer_names)
