@@ -29,6 +29,25 @@ def activation_kind(module: torch.nn.Module) -> str | None:
     return stem if stem in ACTIVATIONS else None
 
 
+def local(tensor: torch.Tensor) -> torch.Tensor:
+    """This rank's part of a DTensor (an FSDP2 shard); any other tensor as it is."""
+    to_local = getattr(tensor, "to_local", None)
+    return to_local() if to_local is not None and _is_dtensor(tensor) else tensor
+
+
+def sharded(tensor: torch.Tensor) -> bool:
+    """True for a DTensor split across ranks (FSDP2): its norm is the sum of the ranks' squared shard norms."""
+    return _is_dtensor(tensor) and any(placement.is_shard() for placement in tensor.placements)  # type: ignore[attr-defined]
+
+
+def _is_dtensor(tensor: object) -> bool:
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # torch < 2.4, or no distributed support
+        return False
+    return isinstance(tensor, DTensor)
+
+
 def parameterised_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
     """Modules that own parameters directly, in registration (usually forward) order."""
     return [
@@ -112,15 +131,19 @@ def _rnn_activation(module: torch.nn.Module) -> str:
 
 
 def _weight(module: torch.nn.Module) -> torch.Tensor | None:
+    """The layer's weight matrix (this rank's rows of a sharded one)."""
     weight = getattr(module, "weight", None)
     if weight is None:
         weight = getattr(module, "weight_hh_l0", None)
-    return weight if isinstance(weight, torch.Tensor) and weight.dim() >= 2 and weight.numel() > 0 else None
+    if not isinstance(weight, torch.Tensor) or weight.dim() < 2:
+        return None
+    weight = local(weight)
+    return weight if weight.numel() > 0 else None
 
 
 def _fan_in(module: torch.nn.Module) -> int | None:
     weight = _weight(module)
-    return int(weight[0].numel()) if weight is not None else None
+    return math.prod(weight.shape[1:]) if weight is not None else None
 
 
 def _init_gain(module: torch.nn.Module) -> float | None:

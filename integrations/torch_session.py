@@ -4,11 +4,16 @@ Adapters translate their framework's events into four calls per optimizer
 step: ``begin_step`` (before forward), ``before_step`` (gradients final),
 ``add_loss`` and ``end_step`` (after the optimizer step); the session decides
 what to measure and hands samples to the core ``Monitor``.
+
+Under torch.distributed (DDP, FSDP) every rank measures, the samples are
+combined across ranks, and only global rank 0 warns, prints and writes. Whether
+a sample counts and whether to stop are decided by all ranks together, so a
+rank whose collector failed never leaves the others waiting in a collective.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -17,6 +22,7 @@ from gradwatch.report import Report
 from gradwatch.safety import FaultGuard
 from gradwatch.stats import LayerStats, StepStats
 
+from . import torch_distributed
 from ._torch import torch
 from .torch_facts import model_facts
 from .torch_stats import TorchCollector
@@ -27,9 +33,23 @@ COLLECTOR = "pytorch collector"
 class TorchSession:
     """A ``TorchCollector`` and a ``Monitor`` for one model, driven by optimizer steps."""
 
-    def __init__(self, model: torch.nn.Module, *, framework: str, guard: FaultGuard, **monitor_options: Any) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        framework: str,
+        guard: FaultGuard,
+        stop_on: str | None = None,
+        **monitor_options: Any,
+    ) -> None:
         self.model = model
         self.guard = guard
+        self.main = torch_distributed.is_main()
+        if not self.main:  # other ranks measure and combine, but stay silent
+            monitor_options.update(warn_on=None, summary_path=None)
+        self.stop_on = stop_on
+        self.stop_requested = False  # set on every rank at once when stop_on's severity is reached
+        self._disabled_everywhere = False
         self.collector = TorchCollector(model, guard=guard)
         self.monitor = Monitor(model_facts(model), framework=framework, guard=guard, **monitor_options)
         self.optimizers: list[torch.optim.Optimizer] = []
@@ -78,7 +98,6 @@ class TorchSession:
         self,
         step: int,
         *,
-        reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
         lr: float | None = None,
         grad_scale: float | None = None,
     ) -> StepStats | None:
@@ -92,18 +111,53 @@ class TorchSession:
         if not self._sampled:
             return None
         self._sampled = False
-        if not self._stepped:  # the optimizer step was skipped: not evidence of anything
+        if lr is None and self.optimizers:
+            lr = _lr(self.optimizers[0])
+        if torch_distributed.active():
+            stats = self._combine(step, lr)
+        elif not self._stepped:  # the optimizer step was skipped: not evidence of anything
             self.skipped_steps += 1
             self.collector.discard()
             return None
-        if lr is None and self.optimizers:
-            lr = _lr(self.optimizers[0])
-        stats = self.guard.run(COLLECTOR, self.collector.flush, step, lr, reduce)
+        else:
+            stats = self.guard.run(COLLECTOR, self.collector.flush, step, lr)
         if stats is not None and grad_scale is not None:
             stats = replace(stats, layers=tuple(_scaled_grad(layer, grad_scale) for layer in stats.layers))
         if stats is not None:
             self.monitor.observe(stats)
+        if self.stop_on is not None and not self._disabled_everywhere:
+            serious = any(f.at_least(self.stop_on) for f in self.monitor.findings.values())
+            self.stop_requested = torch_distributed.agree([1.0 if serious else 0.0])[0] > 0
         return stats
+
+    def _combine(self, step: int, lr: float | None) -> StepStats | None:
+        """The sample combined over all ranks; every rank calls this at the same sampled steps.
+
+        First the ranks agree (one small all-reduce) that each packed a sample of
+        the same layout and that no optimizer step was skipped; then the samples
+        are averaged (one all-reduce). A rank that failed makes every rank drop
+        the collector, instead of leaving them waiting in the second collective.
+        """
+        if self._disabled_everywhere:
+            self.collector.discard()
+            return None
+        packed = self.guard.run(COLLECTOR, self.collector.pack) if self._stepped else None
+        if not self._stepped:
+            self.collector.discard()
+        size = float(packed.values.numel()) if packed is not None else -1.0
+        failed, skipped, largest, smallest = torch_distributed.agree(
+            [1.0 if self._stepped and packed is None else 0.0, 0.0 if self._stepped else 1.0, size, -size]
+        )
+        if skipped:
+            self.skipped_steps += 1
+            return None
+        if failed or largest != -smallest or packed is None:
+            self._disabled_everywhere = True
+            if self.guard.enabled(COLLECTOR):
+                self.guard.failed[COLLECTOR] = "disabled on every rank after a failure on another rank"
+            return None
+        values = torch_distributed.mean_across_ranks(packed.values).tolist()
+        return self.guard.run(COLLECTOR, self.collector.unpack, packed, values, step, lr)
 
     def close(self, steps: int, *, print_report: bool) -> Report:
         """Remove every hook, write the summary, print the console report."""
@@ -114,7 +168,7 @@ class TorchSession:
         if self.skipped_steps:
             self.monitor.notes.append(f"{self.skipped_steps} sampled step(s) skipped by the AMP grad scaler were ignored")
         report = self.monitor.save(steps)
-        if print_report:
+        if print_report and self.main:
             from gradwatch.console import print_report as show
 
             self.guard.run("console report", show, report)

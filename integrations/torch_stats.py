@@ -3,19 +3,24 @@
 Nothing here touches the host on unsampled steps: gradients and weights are
 reduced with grouped ``torch._foreach_*`` kernels on sampled steps only, and
 everything a sample needs leaves the device in a single transfer in ``flush``.
+
+Sharded parameters (FSDP2's DTensors) are measured on each rank's local
+shard: a layer's squared norms are summed over ranks, never gathered.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection
+import math
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from gradwatch.safety import FaultGuard
 from gradwatch.stats import ActivationStats, LayerStats, SequenceStats, StepStats
 
+from . import torch_distributed
 from ._torch import torch
-from .torch_facts import activation_modules, parameterised_modules
+from .torch_facts import activation_modules, local, parameterised_modules, sharded
 
 DEAD_KINDS = ("ReLU", "ReLU6")
 RECURRENT_TYPES = (torch.nn.RNN, torch.nn.LSTM, torch.nn.GRU)
@@ -32,9 +37,10 @@ class _Sample:
     """Device tensors gathered for one sampled step, waiting for ``flush``."""
 
     grad_layers: list[int] = field(default_factory=list)
-    grad_norms: Any = None
+    grad_norms: Any = None  # per layer: squared norms of replicated parameters (+ sharded ones, see _Squares)
     row_layers: list[int] = field(default_factory=list)
     row_norms: list[Any] = field(default_factory=list)  # per output unit (row) of each Linear/Conv weight gradient
+    row_sharded: list[bool] = field(default_factory=list)
     before: list[Any] | None = None
     weight_norms: Any = None
     update_norms: Any = None
@@ -83,17 +89,18 @@ class TorchCollector:
                 self.row_params.update({len(self.params) + k: index for k, p in enumerate(own) if p is weight})
             self.params.extend(own)
             owners.extend([index] * len(own))
-        device = self.params[0].device if self.params else torch.device("cpu")
         generator = torch.Generator().manual_seed(0)
+        self.sharded = [sharded(p) for p in self.params]
+        shards = [local(p) for p in self.params]
         self._update_index = [
-            torch.randint(p.numel(), (max(p.numel() // UPDATE_SUBSAMPLE, MIN_SUBSET),), generator=generator).to(p.device)
-            if p.numel() > LARGE_PARAM
+            torch.randint(t.numel(), (max(t.numel() // UPDATE_SUBSAMPLE, MIN_SUBSET),), generator=generator).to(t.device)
+            if t.numel() > LARGE_PARAM
             else None
-            for p in self.params
+            for t in shards
         ]
+        self.any_sharded = any(self.sharded)
         self._owner_list = owners
-        self._owner_orders: dict[tuple[int, ...], torch.Tensor] = {}
-        self._owners = torch.tensor(owners, dtype=torch.long, device=device)
+        self._indices: dict[tuple[int, ...] | None, torch.Tensor] = {}
 
     def attach(self) -> None:
         """Install forward hooks on ReLU, Sigmoid and Tanh modules (idempotent)."""
@@ -179,20 +186,21 @@ class TorchCollector:
         ``scale``: divide gradients by it (a loss scale an AMP scaler left in place).
         """
         sample = self._sample
-        with_grad = [i for i, p in enumerate(self.params) if p.grad is not None and not p.grad.is_sparse]
+        grads = {i: local(p.grad) for i, p in enumerate(self.params) if p.grad is not None and not p.grad.is_sparse}
+        with_grad = list(grads)
         rowed = [i for i in with_grad if i in self.row_params]
         others = [i for i in with_grad if i not in self.row_params]
         # One read of a Linear/Conv weight's gradient gives both its norm and its all-zero rows (dead units).
-        row_norms = [torch.linalg.vector_norm(self.params[i].grad.flatten(1), dim=1, dtype=torch.float32) for i in rowed]
+        row_norms = [torch.linalg.vector_norm(grads[i].flatten(1), dim=1, dtype=torch.float32) for i in rowed]
         sample.row_layers = [self.row_params[i] for i in rowed]
         sample.row_norms = row_norms
+        sample.row_sharded = [self.sharded[i] for i in rowed]
         if with_grad:
-            other_grads = [self.params[i].grad for i in others]
+            other_grads = [grads[i] for i in others]
             norms = [*(torch._foreach_norm(other_grads, 2, dtype=torch.float32) if others else ()), *(torch._foreach_norm(row_norms, 2) if rowed else ())]
-            owners = [self._owner_list[i] for i in others + rowed]
-            per_layer = self._per_layer(norms, owners)
-            sample.grad_norms = per_layer / scale if scale else per_layer
-            sample.grad_layers = sorted(set(owners))
+            squares = self._per_layer(norms, others + rowed)
+            sample.grad_norms = squares / scale**2 if scale else squares
+            sample.grad_layers = sorted({self._owner_list[i] for i in with_grad})
         sample.before = self._watched_elements() if self.params else None
 
     @torch.no_grad()
@@ -201,19 +209,23 @@ class TorchCollector:
         sample = self._sample
         if not self.params:
             return
-        sample.weight_norms = self._per_layer(torch._foreach_norm(self.params, 2, dtype=torch.float32))
+        sample.weight_norms = self._weight_squares()
         if sample.before is not None:
             torch._foreach_sub_(sample.before, self._watched_elements(copy=False))  # the snapshot becomes -ΔW
             norms = torch._foreach_norm(sample.before, 2, dtype=torch.float32)
-            scale = [(p.numel() / len(i)) ** 0.5 if i is not None else 1.0 for p, i in zip(self.params, self._update_index)]
+            scale = [(local(p).numel() / len(i)) ** 0.5 if i is not None else 1.0 for p, i in zip(self.params, self._update_index)]
             sample.update_norms = self._per_layer(torch._foreach_mul(norms, scale))
             sample.before = None
 
+    def _weight_squares(self) -> torch.Tensor:
+        return self._per_layer(torch._foreach_norm([local(p) for p in self.params], 2, dtype=torch.float32))
+
     def _watched_elements(self, *, copy: bool = True) -> list[torch.Tensor]:
         """The parameters (copies, or views where ``copy`` is false); a fixed random subset of the elements for large ones."""
+        tensors = [local(p.detach()) for p in self.params]
         return [
-            (p.detach().clone() if copy else p.detach()) if index is None else p.detach().reshape(-1)[index]
-            for p, index in zip(self.params, self._update_index)
+            (t.clone() if copy else t) if index is None else t.reshape(-1)[index]
+            for t, index in zip(tensors, self._update_index)
         ]
 
     def add_loss(self, loss: torch.Tensor | float) -> None:
@@ -235,42 +247,69 @@ class TorchCollector:
     ) -> StepStats:
         """Bring the pending sample to the host in one transfer and reset it.
 
-        ``reduce`` combines the packed statistics across processes (e.g. an
-        all-reduce mean under DDP) before the transfer; every rank must call it.
+        ``reduce`` combines the packed statistics across processes (an
+        all-reduce mean, see ``torch_distributed.mean_across_ranks``) before the
+        transfer; every rank must call it.
+        """
+        packed = self.pack()
+        return self.unpack(packed, (reduce(packed.values) if reduce is not None else packed.values).tolist(), step, lr)
+
+    def pack(self) -> Packed:
+        """The pending sample as one device vector whose mean over ranks is the combined sample; resets it.
+
+        Squared norms of sharded parameters and row counts of sharded weights are
+        multiplied by the world size, so the mean over ranks sums them.
         """
         sample, self._sample = self._sample, _Sample()
         if sample.weight_norms is None and self.params:
-            sample.weight_norms = self._per_layer(torch._foreach_norm(self.params, 2, dtype=torch.float32))
-        n = len(self.layer_names)
+            sample.weight_norms = self._weight_squares()
         acts = sorted(sample.activations.items(), key=lambda item: item[1][1])  # "dead" first, then "saturated"
         dead = [maxima for _, (_, metric, maxima) in acts if metric == "dead"]
         saturated = [share for _, (_, metric, share) in acts if metric == "saturated"]
         sequences = [(name, profile) for name, profile in sample.sequences.items() if profile is not None]
+        rows = None
+        if sample.row_norms:
+            not_positive, sizes = _count_not_positive(sample.row_norms)
+            factor = torch.tensor(
+                [float(torch_distributed.world_size()) if s else 1.0 for s in sample.row_sharded], device=sizes.device
+            )
+            rows = torch.cat([not_positive * factor, sizes * factor])
+        loss = self._loss_tensor.reshape(1) + self._loss_float if self._loss_tensor is not None else None
         parts = [
             sample.grad_norms,
             sample.weight_norms,
             sample.update_norms,
-            _share_not_positive(sample.row_norms) if sample.row_norms else None,
+            rows,
             _share_not_positive(dead) if dead else None,
             torch.stack(saturated) if saturated else None,
-            self._loss_tensor.reshape(1) if self._loss_tensor is not None else None,
             torch.cat([profile for _, profile in sequences]) if sequences else None,
         ]
         present = [p for p in parts if p is not None]
         device = present[0].device if present else torch.device("cpu")
-        packed = torch.cat([p.float().reshape(-1).to(device) for p in present]) if present else torch.zeros(0)
-        values = (reduce(packed) if reduce is not None else packed).tolist()
-        cursor = iter(values)
-        grad = _take(cursor, n) if parts[0] is not None else [None] * n
-        weight = _take(cursor, n) if parts[1] is not None else [None] * n
-        update = _take(cursor, n) if parts[2] is not None else [None] * n
-        rows = dict(zip(sample.row_layers, _take(cursor, len(sample.row_layers))))
-        act_values = _take(cursor, len(acts))
-        loss_sum = self._loss_float + (next(cursor) if parts[6] is not None else 0.0)
-        profiles = tuple(SequenceStats(name, tuple(_take(cursor, profile.shape[0]))) for name, profile in sequences)
-        loss = loss_sum / self._loss_count if self._loss_count else None
+        loss_part = loss.to(device) if loss is not None else torch.full((1,), self._loss_float, device=device)
+        tail = torch.cat([loss_part.float(), torch.full((1,), float(self._loss_count), device=device)])
+        values = torch.cat([*(p.float().reshape(-1).to(device) for p in present), tail])
         self._loss_tensor, self._loss_float, self._loss_count = None, 0.0, 0
-        has_grad = set(sample.grad_layers)
+        present_flags = tuple(p is not None for p in parts)
+        return Packed(values, sample, acts, [(name, int(profile.shape[0])) for name, profile in sequences], present_flags)
+
+    def unpack(self, packed: Packed, values: list[float], step: int, lr: float | None = None) -> StepStats:
+        """The ``StepStats`` of a packed sample from its (combined) values."""
+        n = len(self.layer_names)
+        width = 2 * n if self.any_sharded else n
+        has = packed.present
+        cursor = iter(values)
+        grad = _norms(_take(cursor, width), n) if has[0] else [None] * n
+        weight = _norms(_take(cursor, width), n) if has[1] else [None] * n
+        update = _norms(_take(cursor, width), n) if has[2] else [None] * n
+        k = len(packed.sample.row_layers)
+        counts = _take(cursor, 2 * k) if has[3] else []
+        rows = {layer: counts[j] / counts[k + j] for j, layer in enumerate(packed.sample.row_layers) if counts[k + j] > 0}
+        act_values = _take(cursor, len(packed.acts))
+        profiles = tuple(SequenceStats(name, tuple(_take(cursor, length))) for name, length in packed.sequences)
+        loss_sum, loss_count = next(cursor), next(cursor)
+        loss = loss_sum / loss_count if loss_count > 0 else None
+        has_grad = set(packed.sample.grad_layers)
         layers = tuple(
             LayerStats(
                 name,
@@ -283,35 +322,67 @@ class TorchCollector:
         )
         activations = tuple(
             ActivationStats(name, kind, **{f"{metric}_share": value})
-            for (name, (kind, metric, _)), value in zip(acts, act_values)
+            for (name, (kind, metric, _)), value in zip(packed.acts, act_values)
         )
         return StepStats(step=step, layers=layers, activations=activations, loss=loss, lr=lr, sequences=profiles)
 
-    def _per_layer(self, norms: list[torch.Tensor], owners: list[int] | None = None) -> torch.Tensor:
-        """Combine per-parameter norms into per-layer norms (sqrt of summed squares), on the device."""
-        squares = torch.stack(norms).square()
-        if owners is None:
-            index = self._owners
-        else:  # built once per distinct order: no host-to-device copy on later sampled steps
-            key = tuple(owners)
-            index = self._owner_orders.get(key)
-            if index is None:
-                index = self._owner_orders[key] = torch.tensor(owners, dtype=torch.long, device=squares.device)
-        out = torch.zeros(len(self.layer_names), device=squares.device)
-        return out.index_add_(0, index, squares).sqrt()
+    def _per_layer(self, norms: Sequence[torch.Tensor], params: list[int] | None = None) -> torch.Tensor:
+        """Per-layer sums of squared per-parameter norms, on the device.
+
+        ``params``: which parameter each norm belongs to (default: all, in
+        order). Sharded parameters fill a second block of the layer vector,
+        scaled by the world size (see ``pack``).
+        """
+        squares = torch.stack(list(norms)).square()
+        key = tuple(params) if params is not None else None
+        index = self._indices.get(key)
+        if index is None:  # built once per distinct order: no host-to-device copy on later sampled steps
+            n = len(self.layer_names)
+            order = params if params is not None else range(len(self.params))
+            slots = [self._owner_list[i] + (n if self.sharded[i] else 0) for i in order]
+            index = self._indices[key] = torch.tensor(slots, dtype=torch.long, device=squares.device)
+        n = len(self.layer_names)
+        out = torch.zeros(2 * n if self.any_sharded else n, device=squares.device).index_add_(0, index, squares)
+        if self.any_sharded:
+            out[n:] *= torch_distributed.world_size()
+        return out
 
 
-def _share_not_positive(maxima: list[torch.Tensor]) -> torch.Tensor:
-    """For each vector, the share of entries not above zero (a unit never active, a gradient row all zero).
+@dataclass
+class Packed:
+    """A sample packed by ``TorchCollector.pack``: the values to combine and how to read them back."""
+
+    values: torch.Tensor
+    sample: _Sample
+    acts: list[tuple[str, tuple[str, str, Any]]]
+    sequences: list[tuple[str, int]]
+    present: tuple[bool, ...]
+
+
+def _norms(squares: list[float], n: int) -> list[float]:
+    """Layer norms from replicated squares (and the sharded block after them, when present)."""
+    if len(squares) == n:
+        return [math.sqrt(max(v, 0.0)) if math.isfinite(v) else v for v in squares]
+    return [math.sqrt(max(a + b, 0.0)) if math.isfinite(a + b) else a + b for a, b in zip(squares[:n], squares[n:])]
+
+
+def _count_not_positive(maxima: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """For each vector, how many entries are not above zero, and how many it has (on the device, no host sync).
 
     One grouped computation for all layers instead of a few kernels per layer.
     """
     device = maxima[0].device
     counts = [m.numel() for m in maxima]
-    sizes = torch.tensor(counts, device=device)
-    segments = torch.repeat_interleave(torch.arange(len(maxima), device=device), sizes, output_size=sum(counts))  # no host sync
+    sizes = torch.tensor(counts, device=device, dtype=torch.float32)
+    segments = torch.repeat_interleave(torch.arange(len(maxima), device=device), sizes.long(), output_size=sum(counts))
     alive = torch.zeros(len(maxima), device=device).index_add_(0, segments, (torch.cat(maxima) > 0).float())
-    return 1.0 - alive / sizes
+    return sizes - alive, sizes
+
+
+def _share_not_positive(maxima: list[torch.Tensor]) -> torch.Tensor:
+    """For each vector, the share of entries not above zero (a unit never active, a gradient row all zero)."""
+    not_positive, sizes = _count_not_positive(maxima)
+    return not_positive / sizes
 
 
 def _take(cursor: Any, count: int) -> list[float]:

@@ -29,7 +29,6 @@ from gradwatch.report import SEVERITY_RANK, Report
 from gradwatch.safety import FaultGuard, warn
 from gradwatch.stats import StepStats
 
-from . import torch_distributed
 from ._torch import torch
 from .torch_session import TorchSession
 
@@ -108,6 +107,7 @@ class GradWatchCallback(TrainerCallback):  # type: ignore[misc]
             model,
             framework="transformers",
             guard=self.guard,
+            stop_on=self.stop_on,
             every_n_steps=max(int(every or DEFAULT_EVERY), 1),
             warn_on=self.warn_on if self._main else None,
             summary_path=self.summary_path if self._main else None,
@@ -184,26 +184,19 @@ class GradWatchCallback(TrainerCallback):  # type: ignore[misc]
         assert self.session is not None
         limit = self._max_grad_norm
         scale = (pre_clip + 1e-6) / limit if limit is not None and pre_clip is not None and pre_clip > limit else None
-        reduce = torch_distributed.mean_across_ranks if torch_distributed.active() else None
-        stats = self.session.end_step(state.global_step, reduce=reduce, lr=self._lr, grad_scale=scale)
+        stats = self.session.end_step(state.global_step, lr=self._lr, grad_scale=scale)
         if stats is None:
             return control
         kind = "raw" if limit is None else "pre-clip (rescaled with the Trainer's grad_norm)" if pre_clip is not None else "post-clip"
         self._norms_used[kind] += 1
         self._unlogged = self.guard.run(PART, _scalars, stats, self.log_layers) or {}
         self._unlogged_step = stats.step
-        if self._should_stop():
-            control.should_training_stop = True
+        if self.session.stop_requested and not control.should_training_stop:
+            control.should_training_stop = True  # decided by every rank together (TorchSession.end_step)
+            serious = [f for f in self.session.monitor.findings.values() if self.stop_on and f.at_least(self.stop_on)]
+            if self._main and serious:
+                warn(f"gradwatch: stopping training (stop_on={self.stop_on!r}): {format_warning(serious[0])}")
         return control
-
-    def _should_stop(self) -> bool:
-        if self.stop_on is None or self.session is None:
-            return False
-        serious = [f for f in self.session.monitor.findings.values() if f.at_least(self.stop_on)]
-        stop = torch_distributed.agree([1.0 if serious else 0.0])[0] > 0  # every rank stops together
-        if stop and self._main and serious:
-            warn(f"gradwatch: stopping training (stop_on={self.stop_on!r}): {format_warning(serious[0])}")
-        return stop
 
     def _loss_hook(self, module: torch.nn.Module, args: Any, output: Any) -> None:
         if self.session is None or not module.training or not torch.is_grad_enabled():
