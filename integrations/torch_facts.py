@@ -15,9 +15,17 @@ ACTIVATIONS = RELU_FAMILY | SATURATING | {"Softplus"}
 RESIDUAL_NAME = re.compile(r"residual|resblock|basicblock|bottleneck|skip", re.IGNORECASE)
 
 
+def module_kind(module: torch.nn.Module) -> str:
+    """The module's class name; for a module FSDP2's ``fully_shard`` re-classed (``FSDPLinear``), the original one."""
+    cls = type(module)
+    if cls.__name__.startswith("FSDP") and any(base.__name__ == "FSDPModule" for base in cls.__mro__):
+        return next(base.__name__ for base in cls.__mro__[1:] if base.__name__ != "FSDPModule" and not base.__name__.startswith("FSDP"))
+    return cls.__name__
+
+
 def activation_kind(module: torch.nn.Module) -> str | None:
     """The activation a module applies, by class name; Hugging Face's ``NewGELUActivation`` and kin count as GELU/SiLU."""
-    kind = type(module).__name__
+    kind = module_kind(module)
     if kind in ACTIVATIONS:
         return kind
     if not kind.endswith("Activation") and not kind.startswith("GELU"):
@@ -58,7 +66,7 @@ def parameterised_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Mo
 
 
 def activation_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
-    return [(name, m) for name, m in model.named_modules() if type(m).__name__ in ACTIVATIONS]
+    return [(name, m) for name, m in model.named_modules() if module_kind(m) in ACTIVATIONS]
 
 
 def model_facts(
@@ -73,7 +81,7 @@ def model_facts(
     residual = None
     custom_containers = False
     for name, module in model.named_modules():
-        kind = type(module).__name__
+        kind = module_kind(module)
         if RESIDUAL_NAME.search(kind):
             residual = True
         applied = activation_kind(module)

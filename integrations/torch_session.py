@@ -19,7 +19,7 @@ from typing import Any
 
 from gradwatch.monitor import Monitor
 from gradwatch.report import Report
-from gradwatch.safety import FaultGuard
+from gradwatch.safety import FaultGuard, warn
 from gradwatch.stats import LayerStats, StepStats
 
 from . import torch_distributed
@@ -42,7 +42,7 @@ class TorchSession:
         stop_on: str | None = None,
         **monitor_options: Any,
     ) -> None:
-        self.model = model
+        self.model = model = unwrap(model)
         self.guard = guard
         self.main = torch_distributed.is_main()
         if not self.main:  # other ranks measure and combine, but stay silent
@@ -145,8 +145,9 @@ class TorchSession:
         if not self._stepped:
             self.collector.discard()
         size = float(packed.values.numel()) if packed is not None else -1.0
+        failed_rank = torch_distributed.rank() + 1.0 if self._stepped and packed is None else 0.0
         failed, skipped, largest, smallest = torch_distributed.agree(
-            [1.0 if self._stepped and packed is None else 0.0, 0.0 if self._stepped else 1.0, size, -size]
+            [failed_rank, 0.0 if self._stepped else 1.0, size, -size]
         )
         if skipped:
             self.skipped_steps += 1
@@ -154,7 +155,10 @@ class TorchSession:
         if failed or largest != -smallest or packed is None:
             self._disabled_everywhere = True
             if self.guard.enabled(COLLECTOR):
-                self.guard.failed[COLLECTOR] = "disabled on every rank after a failure on another rank"
+                cause = f"a failure on rank {int(failed) - 1}" if failed else "samples of different layouts on the ranks"
+                self.guard.failed[COLLECTOR] = f"disabled on every rank after {cause}"
+                if self.main:
+                    warn(f"gradwatch: {COLLECTOR} {self.guard.failed[COLLECTOR]}; training continues")
             return None
         values = torch_distributed.mean_across_ranks(packed.values).tolist()
         return self.guard.run(COLLECTOR, self.collector.unpack, packed, values, step, lr)
@@ -173,6 +177,17 @@ class TorchSession:
 
             self.guard.run("console report", show, report)
         return report
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The user's own module inside DDP/DataParallel or ``torch.compile``, so layer names are theirs."""
+    while True:
+        if isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+            model = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):  # torch.compile's OptimizedModule
+            model = model._orig_mod
+        else:
+            return model
 
 
 def _scaled_grad(layer: LayerStats, factor: float) -> LayerStats:

@@ -20,7 +20,13 @@ from gradwatch.stats import ActivationStats, LayerStats, SequenceStats, StepStat
 
 from . import torch_distributed
 from ._torch import torch
-from .torch_facts import activation_modules, local, parameterised_modules, sharded
+from .torch_facts import (
+    activation_modules,
+    local,
+    module_kind,
+    parameterised_modules,
+    sharded,
+)
 
 DEAD_KINDS = ("ReLU", "ReLU6")
 RECURRENT_TYPES = (torch.nn.RNN, torch.nn.LSTM, torch.nn.GRU)
@@ -85,7 +91,7 @@ class TorchCollector:
             index = len(self.layer_names)
             self.layer_names.append(name)
             weight = getattr(module, "weight", None)
-            if type(module).__name__ in ROW_KINDS and weight is not None and weight.dim() >= 2:
+            if module_kind(module) in ROW_KINDS and weight is not None and weight.dim() >= 2:
                 self.row_params.update({len(self.params) + k: index for k, p in enumerate(own) if p is weight})
             self.params.extend(own)
             owners.extend([index] * len(own))
@@ -109,12 +115,12 @@ class TorchCollector:
         conv_before: dict[str, bool] = {}
         last_conv = False
         for name, module in self.model.named_modules():
-            kind = type(module).__name__
+            kind = module_kind(module)
             if next(module.parameters(recurse=False), None) is not None:
                 last_conv = kind.startswith("Conv")
             conv_before[name] = last_conv
         for name, module in activation_modules(self.model):
-            kind = type(module).__name__
+            kind = module_kind(module)
             if kind in DEAD_KINDS or kind in SATURATION_KINDS:
                 hook = self._activation_hook(name, kind, 1 if conv_before[name] else -1)
                 self._handles.append(module.register_forward_hook(hook))

@@ -1,0 +1,105 @@
+"""Training functions run on each spawned rank (module level, so spawn can import them)."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from benchmarks.clinic.torch_cases import HIDDEN, he, mlp
+from gradwatch import GradWatchWarning
+from gradwatch.detectors.vanishing import VanishingGradients
+from gradwatch.integrations.demo import deep_mlp, teacher_data
+from gradwatch.integrations.pytorch import watch
+from gradwatch.integrations.torch_stats import TorchCollector
+
+BATCH = 64  # global batch; each of the ranks trains on its share of it
+
+
+def build(name: str) -> nn.Module:
+    if name == "sick":
+        return deep_mlp(nn.Sigmoid, remedied=False)
+    return mlp(HIDDEN, init=he)
+
+
+def wrap(model: nn.Module, how: str) -> nn.Module:
+    if how == "ddp":
+        return nn.parallel.DistributedDataParallel(model)
+    if how == "fsdp2":
+        from torch.distributed.fsdp import fully_shard
+
+        for module in model.modules():
+            if isinstance(module, nn.Linear):
+                fully_shard(module)
+        fully_shard(model)
+    return model
+
+
+def fit(
+    rank: int,
+    world_size: int,
+    *,
+    model: str = "sick",
+    how: str = "ddp",
+    steps: int = 60,
+    summary: str | None = None,
+    fault: str | None = None,
+    fault_rank: int = 1,
+    stop_on: str | None = None,
+) -> dict[str, Any]:
+    """Train ``model`` wrapped ``how`` under ``watch()``; what this rank saw, said and wrote."""
+    torch.set_num_threads(1)
+    net = wrap(build(model), how)
+    optimizer = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
+    if fault is not None and rank == fault_rank:
+        _inject(fault)
+    x, y = teacher_data(512)
+    err = io.StringIO()
+    steps_run = 0
+    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stderr(err):
+        warnings.simplefilter("always")
+        summary = summary.format(rank=rank) if summary else None
+        watcher = watch(net, optimizer, summary_path=summary, every_n_steps=10)
+        watcher.session.stop_on = stop_on
+        for i in range(steps):
+            start = (i * BATCH) % (len(x) - BATCH)
+            batch = torch.arange(start, start + BATCH)[rank::world_size]
+            loss = F.cross_entropy(net(x[batch]), y[batch])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            watcher.step(loss)
+            steps_run += 1
+            if watcher.session.stop_requested:
+                break
+        report = watcher.close()
+    return {
+        "findings": {f.symptom: f.severity for f in report.findings},
+        "notes": report.notes,
+        "layers": report.layers,
+        "warnings": [str(w.message) for w in caught if issubclass(w.category, GradWatchWarning)],
+        "printed": err.getvalue(),
+        "wrote": summary is not None and Path(summary).exists(),
+        "steps_run": steps_run,
+    }
+
+
+def _inject(part: str) -> None:
+    """Make one of the collector's methods (or the vanishing detector) fail from its second call on (this rank only)."""
+    owner = VanishingGradients if part == "observe" else TorchCollector
+    original = getattr(owner, part)
+    calls = [0]
+
+    def failing(self: Any, *args: Any, **kwargs: Any) -> Any:
+        calls[0] += 1
+        if calls[0] >= 2:
+            raise RuntimeError(f"injected fault in {part}")
+        return original(self, *args, **kwargs)
+
+    setattr(owner, part, failing)
