@@ -9,15 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from gradwatch.integrations.demo import deep_mlp, teacher_data
+from gradwatch.integrations.pytorch import watch
+from gradwatch.integrations.torch_facts import local
+from gradwatch.integrations.torch_stats import TorchCollector
 from torch import nn
 from torch.nn import functional as F
 
 from benchmarks.clinic.torch_cases import HIDDEN, he, mlp
 from gradwatch import GradWatchWarning
 from gradwatch.detectors.vanishing import VanishingGradients
-from gradwatch.integrations.demo import deep_mlp, teacher_data
-from gradwatch.integrations.pytorch import watch
-from gradwatch.integrations.torch_stats import TorchCollector
 
 BATCH = 64  # global batch; each of the ranks trains on its share of it
 
@@ -25,7 +26,10 @@ BATCH = 64  # global batch; each of the ranks trains on its share of it
 def build(name: str) -> nn.Module:
     if name == "sick":
         return deep_mlp(nn.Sigmoid, remedied=False)
-    return mlp(HIDDEN, init=he)
+    model = mlp(HIDDEN, init=he)
+    if name == "dead":
+        nn.init.constant_(model[2].bias, -6.0)  # the second hidden layer never fires
+    return model
 
 
 def wrap(model: nn.Module, how: str) -> nn.Module:
@@ -67,6 +71,8 @@ def fit(
         summary = summary.format(rank=rank) if summary else None
         watcher = watch(net, optimizer, summary_path=summary, every_n_steps=10)
         watcher.session.stop_on = stop_on
+        collector = watcher.session.collector
+        sizes = [(local(p).numel(), p.numel()) for p in collector.params]
         for i in range(steps):
             start = (i * BATCH) % (len(x) - BATCH)
             batch = torch.arange(start, start + BATCH)[rank::world_size]
@@ -87,6 +93,7 @@ def fit(
         "printed": err.getvalue(),
         "wrote": summary is not None and Path(summary).exists(),
         "steps_run": steps_run,
+        "sizes": sizes,
     }
 
 
