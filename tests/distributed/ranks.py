@@ -24,16 +24,25 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def run_ranks(target: Callable[..., Any], *, world_size: int = 2, timeout: float = 60.0, **kwargs: Any) -> list[Any]:
+def run_ranks(
+    target: Callable[..., Any],
+    *,
+    world_size: int = 2,
+    timeout: float = 60.0,
+    init_process_group: bool = True,
+    **kwargs: Any,
+) -> list[Any]:
     """``target(rank, world_size, **kwargs)`` on every rank; returns each rank's result, rank order.
 
-    Raises ``TimeoutError`` (after killing the ranks it started) when they are
-    not all done within ``timeout`` seconds.
+    ``init_process_group=False``: only set the torchrun environment variables
+    (a framework such as Lightning then creates the group itself). Raises
+    ``TimeoutError`` (after killing the ranks it started) when they are not all
+    done within ``timeout`` seconds.
     """
     with tempfile.TemporaryDirectory() as out:
         context = mp.start_processes(
             _entry,
-            args=(target, free_port(), world_size, out, kwargs),
+            args=(target, free_port(), world_size, out, init_process_group, kwargs),
             nprocs=world_size,
             join=False,
             start_method="spawn",
@@ -48,18 +57,25 @@ def run_ranks(target: Callable[..., Any], *, world_size: int = 2, timeout: float
         return [torch.load(Path(out) / f"{rank}.pt", weights_only=False) for rank in range(world_size)]
 
 
-def _entry(rank: int, target: Callable[..., Any], port: int, world_size: int, out: str, kwargs: dict[str, Any]) -> None:
+def _entry(
+    rank: int, target: Callable[..., Any], port: int, world_size: int, out: str, init: bool, kwargs: dict[str, Any]
+) -> None:
     torch.set_num_threads(1)
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
-    dist.init_process_group(
-        "gloo",
-        init_method=f"tcp://127.0.0.1:{port}",
-        rank=rank,
-        world_size=world_size,
-        timeout=timedelta(seconds=COLLECTIVE_TIMEOUT_S),
-    )
+    if init:
+        dist.init_process_group(
+            "gloo",
+            init_method=f"tcp://127.0.0.1:{port}",
+            rank=rank,
+            world_size=world_size,
+            timeout=timedelta(seconds=COLLECTIVE_TIMEOUT_S),
+        )
+    else:
+        env = {"MASTER_ADDR": "127.0.0.1", "MASTER_PORT": port, "WORLD_SIZE": world_size, "RANK": rank, "LOCAL_RANK": rank}
+        os.environ.update({key: str(value) for key, value in {**env, "NODE_RANK": 0}.items()})
     try:
         result = target(rank, world_size, **kwargs)
         torch.save(result, Path(out) / f"{rank}.pt")
     finally:
-        dist.destroy_process_group()
+        if dist.is_initialized():
+            dist.destroy_process_group()

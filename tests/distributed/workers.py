@@ -110,3 +110,50 @@ def _inject(part: str) -> None:
         return original(self, *args, **kwargs)
 
     setattr(owner, part, failing)
+
+
+def lightning_fit(rank: int, world_size: int, *, model: str = "sick", steps: int = 40, summary: str | None = None) -> dict[str, Any]:
+    """A Lightning fit under ``ModelParallelStrategy`` (FSDP2 ``fully_shard`` in ``configure_model``)."""
+    import lightning.pytorch as L
+    from gradwatch.integrations.lightning import GradWatchCallback
+    from lightning.pytorch.strategies import ModelParallelStrategy
+    from torch.distributed.fsdp import fully_shard
+
+    from benchmarks.clinic.lightning_cases import Classifier, loader
+
+    class Sharded(Classifier):
+        def configure_model(self) -> None:
+            mesh = self.device_mesh["data_parallel"]
+            for module in self.net.modules():
+                if isinstance(module, nn.Linear):
+                    fully_shard(module, mesh=mesh)
+            fully_shard(self.net, mesh=mesh)
+
+    module = Sharded(build(model))
+    callback = GradWatchCallback(summary_path=summary.format(rank=rank) if summary else None, print_report=False)
+    err = io.StringIO()
+    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stderr(err):
+        warnings.simplefilter("always")
+        trainer = L.Trainer(
+            accelerator="cpu",
+            devices=world_size,
+            strategy=ModelParallelStrategy(data_parallel_size=world_size, tensor_parallel_size=1),
+            max_steps=steps,
+            logger=False,
+            enable_checkpointing=False,
+            enable_progress_bar=False,
+            enable_model_summary=False,
+            log_every_n_steps=10,
+            callbacks=[callback],
+        )
+        trainer.fit(module, loader(batch_size=64, n=1024))
+    report = callback.report
+    assert report is not None
+    return {
+        "findings": {f.symptom: f.severity for f in report.findings},
+        "notes": report.notes,
+        "layers": report.layers,
+        "warnings": [str(w.message) for w in caught if issubclass(w.category, GradWatchWarning)],
+        "wrote": summary is not None and Path(summary.format(rank=rank)).exists(),
+        "sharded": sum(callback.session.collector.sharded),
+    }
