@@ -157,3 +157,28 @@ def lightning_fit(rank: int, world_size: int, *, model: str = "sick", steps: int
         "wrote": summary is not None and Path(summary.format(rank=rank)).exists(),
         "sharded": sum(callback.session.collector.sharded),
     }
+
+
+def trainer_fit(rank: int, world_size: int, *, lr: float, steps: int = 20, stop_on: str | None = None) -> dict[str, Any]:
+    """A Hugging Face Trainer run on a tiny GPT-2 with ``GradWatchCallback``; accelerate sets up DDP (gloo)."""
+    import tempfile
+
+    from gradwatch.integrations.transformers import GradWatchCallback
+
+    from tests.transformers.test_callback import train
+
+    callback = GradWatchCallback(print_report=True, every_n_steps=2, stop_on=stop_on)
+    err = io.StringIO()
+    with warnings.catch_warnings(record=True) as caught, contextlib.redirect_stderr(err), tempfile.TemporaryDirectory() as out:
+        warnings.simplefilter("always")
+        trainer, report = train(Path(out), callback, lr=lr, max_grad_norm=0.0, steps=steps, logging_steps=5, optim="sgd")
+    return {
+        "findings": {f.symptom: f.severity for f in report.findings},
+        "notes": report.notes,
+        "layers": report.layers,
+        "warnings": [str(w.message) for w in caught if issubclass(w.category, GradWatchWarning)],
+        "printed": "gradwatch" in err.getvalue(),
+        "world_size": trainer.args.world_size,
+        "global_step": trainer.state.global_step,
+        "logged": [entry for entry in trainer.state.log_history if "gradwatch/grad_norm" in entry],
+    }
