@@ -38,6 +38,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without transfor
     raise ImportError('gradwatch\'s Transformers callback needs transformers: pip install "gradwatch[transformers]"') from exc
 
 PART = "transformers callback"
+NORM_KINDS = ("raw (no clipping)", "raw (below max_grad_norm)", "pre-clip (rescaled with the Trainer's grad_norm)", "post-clip")
 DEFAULT_EVERY = 20  # when the Trainer does not log every N steps
 
 
@@ -91,7 +92,7 @@ class GradWatchCallback(TrainerCallback):  # type: ignore[misc]
         self._model_loss = False  # the model returned a loss at least once
         self._unlogged: dict[str, float] = {}  # scalars of the latest sample, for the Trainer's log of that step
         self._unlogged_step = -1
-        self._norms_used = {"raw": 0, "pre-clip (rescaled with the Trainer's grad_norm)": 0, "post-clip": 0}
+        self._norms_used = dict.fromkeys(NORM_KINDS, 0)
         self._handles: list[Any] = []
 
     # -- life cycle --------------------------------------------------------------------------
@@ -187,8 +188,7 @@ class GradWatchCallback(TrainerCallback):  # type: ignore[misc]
         stats = self.session.end_step(state.global_step, lr=self._lr, grad_scale=scale)
         if stats is None:
             return control
-        kind = "raw" if limit is None else "pre-clip (rescaled with the Trainer's grad_norm)" if pre_clip is not None else "post-clip"
-        self._norms_used[kind] += 1
+        self._norms_used[_norms_kind(stats, limit, pre_clip)] += 1
         self._unlogged = self.guard.run(PART, _scalars, stats, self.log_layers) or {}
         self._unlogged_step = stats.step
         if self.session.stop_requested and not control.should_training_stop:
@@ -205,6 +205,16 @@ class GradWatchCallback(TrainerCallback):  # type: ignore[misc]
         if isinstance(loss, torch.Tensor) and loss.numel() > 0:
             self._model_loss = True
             self.session.add_loss(loss)
+
+
+def _norms_kind(stats: StepStats, limit: float | None, pre_clip: float | None) -> str:
+    """Which gradient norms a sample holds (see the module docstring)."""
+    if limit is None:
+        return NORM_KINDS[0]
+    if pre_clip is not None:
+        return NORM_KINDS[2]
+    total = math.sqrt(sum(layer.grad_norm**2 for layer in stats.layers if layer.grad_norm is not None))
+    return NORM_KINDS[1] if total < limit * (1 - 1e-3) else NORM_KINDS[3]  # clipping leaves the total at the limit
 
 
 def _is_transformer(model: Any) -> bool:
