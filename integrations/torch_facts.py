@@ -43,9 +43,15 @@ def local(tensor: torch.Tensor) -> torch.Tensor:
     return to_local() if to_local is not None and _is_dtensor(tensor) else tensor
 
 
-def sharded(tensor: torch.Tensor) -> bool:
-    """True for a DTensor split across ranks (FSDP2): its norm is the sum of the ranks' squared shard norms."""
-    return _is_dtensor(tensor) and any(placement.is_shard() for placement in tensor.placements)  # type: ignore[attr-defined]
+def shard_count(tensor: torch.Tensor) -> int:
+    """Into how many distinct pieces a DTensor is split over its mesh (FSDP2: the world size; HSDP: the shard group); 1 otherwise."""
+    if not _is_dtensor(tensor):
+        return 1
+    mesh, count = tensor.device_mesh, 1  # type: ignore[attr-defined]
+    for dim, placement in enumerate(tensor.placements):  # type: ignore[attr-defined]
+        if placement.is_shard():
+            count *= mesh.size(dim)
+    return count
 
 
 def _is_dtensor(tensor: object) -> bool:

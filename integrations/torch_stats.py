@@ -18,14 +18,13 @@ from typing import Any
 from gradwatch.safety import FaultGuard
 from gradwatch.stats import ActivationStats, LayerStats, SequenceStats, StepStats
 
-from . import torch_distributed
 from ._torch import torch
 from .torch_facts import (
     activation_modules,
     local,
     module_kind,
     parameterised_modules,
-    sharded,
+    shard_count,
 )
 
 DEAD_KINDS = ("ReLU", "ReLU6")
@@ -43,10 +42,10 @@ class _Sample:
     """Device tensors gathered for one sampled step, waiting for ``flush``."""
 
     grad_layers: list[int] = field(default_factory=list)
-    grad_norms: Any = None  # per layer: squared norms of replicated parameters (+ sharded ones, see _Squares)
+    grad_norms: Any = None  # per layer: summed squared norms (see ``TorchCollector.pack``)
     row_layers: list[int] = field(default_factory=list)
     row_norms: list[Any] = field(default_factory=list)  # per output unit (row) of each Linear/Conv weight gradient
-    row_sharded: list[bool] = field(default_factory=list)
+    row_shards: list[int] = field(default_factory=list)
     before: list[Any] | None = None
     weight_norms: Any = None
     update_norms: Any = None
@@ -96,7 +95,7 @@ class TorchCollector:
             self.params.extend(own)
             owners.extend([index] * len(own))
         generator = torch.Generator().manual_seed(0)
-        self.sharded = [sharded(p) for p in self.params]
+        self.shards = [shard_count(p) for p in self.params]  # how many ranks hold distinct pieces of each
         shards = [local(p) for p in self.params]
         self._update_index = [
             torch.randint(t.numel(), (max(t.numel() // UPDATE_SUBSAMPLE, MIN_SUBSET),), generator=generator).to(t.device)
@@ -104,9 +103,8 @@ class TorchCollector:
             else None
             for t in shards
         ]
-        self.any_sharded = any(self.sharded)
         self._owner_list = owners
-        self._indices: dict[tuple[int, ...] | None, torch.Tensor] = {}
+        self._indices: dict[tuple[int, ...] | None, tuple[torch.Tensor, torch.Tensor | None]] = {}
 
     def attach(self) -> None:
         """Install forward hooks on ReLU, Sigmoid and Tanh modules (idempotent)."""
@@ -200,7 +198,7 @@ class TorchCollector:
         row_norms = [torch.linalg.vector_norm(grads[i].flatten(1), dim=1, dtype=torch.float32) for i in rowed]
         sample.row_layers = [self.row_params[i] for i in rowed]
         sample.row_norms = row_norms
-        sample.row_sharded = [self.sharded[i] for i in rowed]
+        sample.row_shards = [self.shards[i] for i in rowed]
         if with_grad:
             other_grads = [grads[i] for i in others]
             norms = [*(torch._foreach_norm(other_grads, 2, dtype=torch.float32) if others else ()), *(torch._foreach_norm(row_norms, 2) if rowed else ())]
@@ -263,8 +261,8 @@ class TorchCollector:
     def pack(self) -> Packed:
         """The pending sample as one device vector whose mean over ranks is the combined sample; resets it.
 
-        Squared norms of sharded parameters and row counts of sharded weights are
-        multiplied by the world size, so the mean over ranks sums them.
+        Squared norms and row counts of a parameter sharded ``k`` ways are
+        multiplied by ``k``, so the mean over ranks sums its pieces.
         """
         sample, self._sample = self._sample, _Sample()
         if sample.weight_norms is None and self.params:
@@ -276,9 +274,7 @@ class TorchCollector:
         rows = None
         if sample.row_norms:
             not_positive, sizes = _count_not_positive(sample.row_norms)
-            factor = torch.tensor(
-                [float(torch_distributed.world_size()) if s else 1.0 for s in sample.row_sharded], device=sizes.device
-            )
+            factor = torch.tensor([float(k) for k in sample.row_shards], device=sizes.device)
             rows = torch.cat([not_positive * factor, sizes * factor])
         loss = self._loss_tensor.reshape(1) + self._loss_float if self._loss_tensor is not None else None
         parts = [
@@ -302,12 +298,11 @@ class TorchCollector:
     def unpack(self, packed: Packed, values: list[float], step: int, lr: float | None = None) -> StepStats:
         """The ``StepStats`` of a packed sample from its (combined) values."""
         n = len(self.layer_names)
-        width = 2 * n if self.any_sharded else n
         has = packed.present
         cursor = iter(values)
-        grad = _norms(_take(cursor, width), n) if has[0] else [None] * n
-        weight = _norms(_take(cursor, width), n) if has[1] else [None] * n
-        update = _norms(_take(cursor, width), n) if has[2] else [None] * n
+        grad = _roots(_take(cursor, n)) if has[0] else [None] * n
+        weight = _roots(_take(cursor, n)) if has[1] else [None] * n
+        update = _roots(_take(cursor, n)) if has[2] else [None] * n
         k = len(packed.sample.row_layers)
         counts = _take(cursor, 2 * k) if has[3] else []
         rows = {layer: counts[j] / counts[k + j] for j, layer in enumerate(packed.sample.row_layers) if counts[k + j] > 0}
@@ -336,22 +331,21 @@ class TorchCollector:
         """Per-layer sums of squared per-parameter norms, on the device.
 
         ``params``: which parameter each norm belongs to (default: all, in
-        order). Sharded parameters fill a second block of the layer vector,
-        scaled by the world size (see ``pack``).
+        order). A parameter sharded ``k`` ways counts ``k`` times (see ``pack``).
         """
         squares = torch.stack(list(norms)).square()
         key = tuple(params) if params is not None else None
-        index = self._indices.get(key)
-        if index is None:  # built once per distinct order: no host-to-device copy on later sampled steps
-            n = len(self.layer_names)
-            order = params if params is not None else range(len(self.params))
-            slots = [self._owner_list[i] + (n if self.sharded[i] else 0) for i in order]
-            index = self._indices[key] = torch.tensor(slots, dtype=torch.long, device=squares.device)
-        n = len(self.layer_names)
-        out = torch.zeros(2 * n if self.any_sharded else n, device=squares.device).index_add_(0, index, squares)
-        if self.any_sharded:
-            out[n:] *= torch_distributed.world_size()
-        return out
+        cached = self._indices.get(key)
+        if cached is None:  # built once per distinct order: no host-to-device copy on later sampled steps
+            order = list(params) if params is not None else list(range(len(self.params)))
+            index = torch.tensor([self._owner_list[i] for i in order], dtype=torch.long, device=squares.device)
+            shards = [float(self.shards[i]) for i in order]
+            factor = torch.tensor(shards, device=squares.device) if any(k != 1.0 for k in shards) else None
+            cached = self._indices[key] = (index, factor)
+        index, factor = cached
+        if factor is not None:
+            squares = squares * factor
+        return torch.zeros(len(self.layer_names), device=squares.device).index_add_(0, index, squares)
 
 
 @dataclass
@@ -365,11 +359,9 @@ class Packed:
     present: tuple[bool, ...]
 
 
-def _norms(squares: list[float], n: int) -> list[float]:
-    """Layer norms from replicated squares (and the sharded block after them, when present)."""
-    if len(squares) == n:
-        return [math.sqrt(max(v, 0.0)) if math.isfinite(v) else v for v in squares]
-    return [math.sqrt(max(a + b, 0.0)) if math.isfinite(a + b) else a + b for a, b in zip(squares[:n], squares[n:])]
+def _roots(squares: list[float]) -> list[float]:
+    """Layer norms from summed squares (a NaN or infinity stays what it is: evidence)."""
+    return [math.sqrt(max(v, 0.0)) if math.isfinite(v) else v for v in squares]
 
 
 def _count_not_positive(maxima: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:

@@ -155,7 +155,7 @@ def lightning_fit(rank: int, world_size: int, *, model: str = "sick", steps: int
         "layers": report.layers,
         "warnings": [str(w.message) for w in caught if issubclass(w.category, GradWatchWarning)],
         "wrote": summary is not None and Path(summary.format(rank=rank)).exists(),
-        "sharded": sum(callback.session.collector.sharded),
+        "sharded": sum(k > 1 for k in callback.session.collector.shards),
     }
 
 

@@ -40,7 +40,17 @@ def tiny_gpt2(seed: int = 0) -> transformers.GPT2LMHeadModel:
     return transformers.GPT2LMHeadModel(config)
 
 
-def train(tmp_path, callback, *, steps=40, lr=1e-3, max_grad_norm=1.0, logging_steps=10, **options):
+class Recorder(transformers.TrainerCallback):
+    """Stands in for a logger callback (TensorBoard, W&B): keeps what on_log hands it."""
+
+    def __init__(self) -> None:
+        self.logs: list[dict] = []
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        self.logs.append(dict(logs or {}))
+
+
+def train(tmp_path, callback, *, steps=40, lr=1e-3, max_grad_norm=1.0, logging_steps=10, before=(), **options):
     torch.set_num_threads(1)
     args = transformers.TrainingArguments(
         output_dir=str(tmp_path / "out"),
@@ -57,14 +67,14 @@ def train(tmp_path, callback, *, steps=40, lr=1e-3, max_grad_norm=1.0, logging_s
         lr_scheduler_type="constant",
         **options,
     )
-    trainer = transformers.Trainer(model=tiny_gpt2(), args=args, train_dataset=Copies(), callbacks=[callback])
+    trainer = transformers.Trainer(model=tiny_gpt2(), args=args, train_dataset=Copies(), callbacks=[*before, callback])
     trainer.train()
     return trainer, callback.report
 
 
 def test_healthy_fine_tune_is_silent_and_logs_gradwatch_scalars(tmp_path):
-    callback = GradWatchCallback(summary_path=tmp_path / "gw.json", print_report=False)
-    trainer, report = train(tmp_path, callback)
+    callback, recorder = GradWatchCallback(summary_path=tmp_path / "gw.json", print_report=False), Recorder()
+    trainer, report = train(tmp_path, callback, before=[recorder])
     assert report.findings == [], [(f.symptom, f.message) for f in report.findings]
     summary = json.loads((tmp_path / "gw.json").read_text())
     jsonschema.validate(summary, json.loads(schema_path().read_text()))
@@ -74,6 +84,9 @@ def test_healthy_fine_tune_is_silent_and_logs_gradwatch_scalars(tmp_path):
     assert steps == [1, 2, 4, 8, 10, 20, 30, 40], "sampled steps are the Trainer's 1-based global steps"
     logged = [entry for entry in trainer.state.log_history if "gradwatch/grad_norm" in entry]
     assert [entry["step"] for entry in logged] == [10, 20, 30, 40]
+    assert [entry for entry in recorder.logs if "gradwatch/grad_norm" in entry] == [
+        {k: v for k, v in entry.items() if k != "step"} for entry in logged
+    ], "a logger callback listed before gradwatch still receives its scalars"
     for entry in logged:  # clipping at 1.0 bit or not: the pre-clip norm is what gradwatch reports
         assert entry["gradwatch/grad_norm"] == pytest.approx(entry["grad_norm"], rel=0.05)
     facts = report.facts
