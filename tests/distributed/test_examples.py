@@ -20,7 +20,7 @@ def test_torchrun_example_reports_once_from_rank_zero(tmp_path):
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", str(ROOT / "examples" / "pytorch_ddp.py")]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     run = subprocess.run(
-        [*command, "--steps", "40", "--summary", str(summary)], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120
+        [*command, "--steps", "40", "--summary", str(summary)], check=False, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120
     )
     assert run.returncode == 0, run.stderr[-3000:]
     assert run.stderr.count("vanishing_gradients (critical)") >= 1

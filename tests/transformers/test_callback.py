@@ -34,10 +34,10 @@ class Copies(torch.utils.data.Dataset):
         return {"input_ids": self.ids[index], "labels": self.ids[index]}
 
 
-def tiny_gpt2(seed: int = 0) -> transformers.GPT2LMHeadModel:
+def tiny_gpt2(seed: int = 0, **config: object) -> transformers.GPT2LMHeadModel:
     torch.manual_seed(seed)
-    config = transformers.GPT2Config(vocab_size=VOCAB, n_positions=LENGTH, n_embd=32, n_layer=2, n_head=2)
-    return transformers.GPT2LMHeadModel(config)
+    options = {"vocab_size": VOCAB, "n_positions": LENGTH, "n_embd": 32, "n_layer": 2, "n_head": 2, **config}
+    return transformers.GPT2LMHeadModel(transformers.GPT2Config(**options))
 
 
 class Recorder(transformers.TrainerCallback):
@@ -50,7 +50,7 @@ class Recorder(transformers.TrainerCallback):
         self.logs.append(dict(logs or {}))
 
 
-def train(tmp_path, callback, *, steps=40, lr=1e-3, max_grad_norm=1.0, logging_steps=10, before=(), **options):
+def train(tmp_path, callback, *, steps=40, lr=1e-3, max_grad_norm=1.0, logging_steps=10, before=(), model=None, **options):
     torch.set_num_threads(1)
     args = transformers.TrainingArguments(
         output_dir=str(tmp_path / "out"),
@@ -67,7 +67,7 @@ def train(tmp_path, callback, *, steps=40, lr=1e-3, max_grad_norm=1.0, logging_s
         lr_scheduler_type="constant",
         **options,
     )
-    trainer = transformers.Trainer(model=tiny_gpt2(), args=args, train_dataset=Copies(), callbacks=[*before, callback])
+    trainer = transformers.Trainer(model=model or tiny_gpt2(), args=args, train_dataset=Copies(), callbacks=[*before, callback])
     trainer.train()
     return trainer, callback.report
 
@@ -109,3 +109,12 @@ def test_stop_on_critical_stops_the_trainer(tmp_path):
         trainer, report = train(tmp_path, callback, lr=ABSURD_LR, max_grad_norm=0.0, steps=60, logging_steps=5, optim="sgd")
     assert trainer.state.global_step < 60
     assert any(f.at_least("critical") for f in report.findings)
+
+
+def test_untied_embedding_with_mostly_unused_rows_is_not_a_vanishing_gradient(tmp_path):
+    """Only the rows of tokens in the batch get gradient: 64 of 20,000 here, and that is not vanishing."""
+    model = tiny_gpt2(vocab_size=20_000, tie_word_embeddings=False)
+    callback = GradWatchCallback(print_report=False, every_n_steps=5)
+    _, report = train(tmp_path, callback, model=model, steps=40)
+    assert report.layers[0]["name"] == "transformer.wte" and report.layers[-1]["name"] == "lm_head"
+    assert report.findings == [], [(f.symptom, f.message) for f in report.findings]
