@@ -141,6 +141,9 @@ class TorchSession:
         if self._disabled_everywhere:
             self.collector.discard()
             return None
+        if self.main and not torch_distributed.is_main():  # watch() ran before init_process_group
+            self.main = False
+            self.monitor.warn_on, self.monitor.summary_path = None, None
         packed = self.guard.run(COLLECTOR, self.collector.pack) if self._stepped else None
         if not self._stepped:
             self.collector.discard()

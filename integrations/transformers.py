@@ -87,18 +87,23 @@ class GradWatchCallback(TrainerCallback):  # type: ignore[misc]
         self.report: Report | None = None
         self._main = True
         self._max_grad_norm: float | None = None
+        self._handles: list[Any] = []
+        self._reset()
+
+    def _reset(self) -> None:
+        """Per-run state: a callback may watch several ``trainer.train()`` calls, one report each."""
         self._lr: float | None = None
         self._deferred = False  # a sampled step waits for the Trainer's logged pre-clip norm
         self._model_loss = False  # the model returned a loss at least once
         self._unlogged: dict[str, float] = {}  # scalars of the latest sample, for the Trainer's log of that step
         self._unlogged_step = -1
         self._norms_used = dict.fromkeys(NORM_KINDS, 0)
-        self._handles: list[Any] = []
 
     # -- life cycle --------------------------------------------------------------------------
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, optimizer: Any = None, **kwargs: Any) -> None:
-        if model is None or self.session is not None:
-            return
+        if model is None or (self.session is not None and self.report is None):
+            return  # already watching this run
+        self._reset()
         self._main = bool(state.is_world_process_zero)
         clip = getattr(args, "max_grad_norm", None)
         self._max_grad_norm = float(clip) if clip else None

@@ -47,3 +47,9 @@ def test_ranks_stop_together_when_only_one_rank_finds_the_problem():
     zero, one = ranks
     assert "vanishing_gradients" in zero["findings"] and "vanishing_gradients" not in one["findings"]
     assert zero["steps_run"] == one["steps_run"] < 60, "both ranks leave the loop at the same step"
+
+
+def test_watch_called_before_init_process_group_still_reports_from_rank_zero_only():
+    zero, one = run_ranks(workers.fit, init_process_group=False, model="sick", how="none", steps=20, late_init=True)
+    assert "vanishing_gradients" in zero["findings"] and "vanishing_gradients" in zero["printed"]
+    assert one["warnings"] == [] and one["printed"] == ""

@@ -56,8 +56,12 @@ def fit(
     fault: str | None = None,
     fault_rank: int = 1,
     stop_on: str | None = None,
+    late_init: bool = False,
 ) -> dict[str, Any]:
-    """Train ``model`` wrapped ``how`` under ``watch()``; what this rank saw, said and wrote."""
+    """Train ``model`` wrapped ``how`` under ``watch()``; what this rank saw, said and wrote.
+
+    ``late_init``: create the process group only after ``watch()`` (from the torchrun variables).
+    """
     torch.set_num_threads(1)
     net = wrap(build(model), how)
     optimizer = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9)
@@ -71,6 +75,8 @@ def fit(
         summary = summary.format(rank=rank) if summary else None
         watcher = watch(net, optimizer, summary_path=summary, every_n_steps=10)
         watcher.session.stop_on = stop_on
+        if late_init:
+            torch.distributed.init_process_group("gloo")
         collector = watcher.session.collector
         sizes = [(local(p).numel(), p.numel()) for p in collector.params]
         for i in range(steps):
