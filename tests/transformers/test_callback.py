@@ -87,12 +87,13 @@ def test_healthy_fine_tune_is_silent_and_logs_gradwatch_scalars(tmp_path):
     assert [entry for entry in recorder.logs if "gradwatch/grad_norm" in entry] == [
         {k: v for k, v in entry.items() if k != "step"} for entry in logged
     ], "a logger callback listed before gradwatch still receives its scalars"
-    for entry in logged:  # clipping at 1.0 bit or not: the pre-clip norm is what gradwatch reports
-        assert entry["gradwatch/grad_norm"] == pytest.approx(entry["grad_norm"], rel=0.05)
+    assert any(entry["grad_norm"] > 1.0 for entry in logged), "clipping at 1.0 bit on some logged step"
+    assert any("pre-clip (rescaled with the Trainer's grad_norm)" in note for note in report.notes)
+    for entry in logged:  # clipped or not, gradwatch reports the pre-clip norm on the steps the Trainer logs
+        assert entry["gradwatch/grad_norm"] == pytest.approx(entry["grad_norm"], rel=1e-4)
     facts = report.facts
     assert facts.residual is True and facts.grad_clipping is True
     assert "GELU" in facts.activation_counts() and "transformer.ln_f" in facts.normalization
-    assert any("gradient norms" in note for note in report.notes)
 
 
 def test_absurd_learning_rate_without_clipping_reports_exploding_or_nonfinite(tmp_path):
