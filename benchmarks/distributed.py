@@ -33,7 +33,7 @@ def wrapped(how: str) -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
         return nn.parallel.DistributedDataParallel(model), x, y
     from torch.distributed.fsdp import fully_shard
 
-    for module in model:
+    for module in model.modules():
         if isinstance(module, nn.Linear):
             fully_shard(module)
     fully_shard(model)

@@ -187,10 +187,11 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
     while True:
         if isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
             model = model.module
-        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):  # torch.compile's OptimizedModule
-            model = model._orig_mod
         else:
-            return model
+            inner = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule
+            if not isinstance(inner, torch.nn.Module):
+                return model
+            model = inner
 
 
 def _scaled_grad(layer: LayerStats, factor: float) -> LayerStats:
