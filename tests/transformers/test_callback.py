@@ -119,3 +119,11 @@ def test_untied_embedding_with_mostly_unused_rows_is_not_a_vanishing_gradient(tm
     _, report = train(tmp_path, callback, model=model, steps=40)
     assert report.layers[0]["name"] == "transformer.wte" and report.layers[-1]["name"] == "lm_head"
     assert report.findings == [], [(f.symptom, f.message) for f in report.findings]
+
+
+def test_gradient_accumulation_counts_optimizer_steps(tmp_path):
+    callback = GradWatchCallback(print_report=False, every_n_steps=5)
+    trainer, report = train(tmp_path, callback, steps=20, gradient_accumulation_steps=2)
+    assert trainer.state.global_step == report.steps == 20
+    assert report.layers[0]["history"]["step"] == [1, 2, 4, 5, 10, 15, 20]
+    assert report.findings == [], [(f.symptom, f.message) for f in report.findings]
