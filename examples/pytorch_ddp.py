@@ -1,7 +1,7 @@
 """Plain PyTorch under torch.distributed: the same two lines of gradwatch on every rank.
 
-    torchrun --nproc-per-node 2 examples/pytorch_ddp.py --steps 200                   # DDP
-    torchrun --nproc-per-node 2 examples/pytorch_ddp.py --steps 200 --sharding fsdp2  # FSDP2 (fully_shard)
+    torchrun --standalone --nproc-per-node 2 examples/pytorch_ddp.py --steps 200                   # DDP
+    torchrun --standalone --nproc-per-node 2 examples/pytorch_ddp.py --steps 200 --sharding fsdp2  # FSDP2 (fully_shard)
 
 Every rank measures; the statistics are combined across ranks (FSDP2: from each
 rank's own shards, never a gathered parameter) and only rank 0 warns, prints
@@ -50,4 +50,5 @@ with watch(model, optimizer, summary_path=args.summary) as watcher:
         loss.backward()
         optimizer.step()
         watcher.step(loss)
+dist.barrier()  # rank 0 may still be printing the report: leave together
 dist.destroy_process_group()

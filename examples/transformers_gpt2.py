@@ -2,7 +2,7 @@
 
     python examples/transformers_gpt2.py --steps 60
     python examples/transformers_gpt2.py --steps 60 --lr 30 --optim sgd --max-grad-norm 0   # a run that blows up
-    torchrun --nproc-per-node 2 examples/transformers_gpt2.py --steps 60                     # DDP on 2 CPU processes
+    torchrun --standalone --nproc-per-node 2 examples/transformers_gpt2.py --steps 60                     # DDP on 2 CPU processes
 """
 
 import argparse

@@ -76,6 +76,8 @@ def _entry(
     try:
         result = target(rank, world_size, **kwargs)
         torch.save(result, Path(out) / f"{rank}.pt")
+        if dist.is_initialized():
+            dist.barrier()  # leave together: gloo may abort a rank whose peer tears down mid-exchange
     finally:
         if dist.is_initialized():
             dist.destroy_process_group()

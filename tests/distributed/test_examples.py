@@ -17,7 +17,7 @@ pytestmark = pytest.mark.distributed
 
 def test_torchrun_example_reports_once_from_rank_zero(tmp_path):
     summary = tmp_path / "gw.json"
-    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", str(ROOT / "examples" / "pytorch_ddp.py")]
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2", str(ROOT / "examples" / "pytorch_ddp.py")]
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1"}
     run = subprocess.run(
         [*command, "--steps", "40", "--summary", str(summary)], check=False, capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120
