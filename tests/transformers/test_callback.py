@@ -13,6 +13,7 @@ import jsonschema
 from gradwatch.integrations.transformers import GradWatchCallback
 
 from gradwatch import GradWatchWarning
+from gradwatch.detectors import Detector, default_detectors
 from gradwatch.report import schema_path
 
 VOCAB, LENGTH = 64, 16
@@ -64,8 +65,7 @@ def train(tmp_path, callback, *, steps=40, lr=1e-3, max_grad_norm=1.0, logging_s
         save_strategy="no",
         disable_tqdm=True,
         seed=0,
-        lr_scheduler_type="constant",
-        **options,
+        **{"lr_scheduler_type": "constant", **options},
     )
     trainer = transformers.Trainer(model=model or tiny_gpt2(), args=args, train_dataset=Copies(), callbacks=[*before, callback])
     trainer.train()
@@ -127,3 +127,28 @@ def test_gradient_accumulation_counts_optimizer_steps(tmp_path):
     assert trainer.state.global_step == report.steps == 20
     assert report.layers[0]["history"]["step"] == [1, 2, 4, 5, 10, 15, 20]
     assert report.findings == [], [(f.symptom, f.message) for f in report.findings]
+
+
+class Probe(Detector):
+    """Records the learning rate and loss of every sample it is shown; never finds anything."""
+
+    symptom = "probe"
+
+    def __init__(self) -> None:
+        self.seen: dict[int, tuple[float | None, float | None]] = {}
+
+    def observe(self, sample, facts):
+        self.seen[sample.step] = (sample.lr, sample.loss)
+        return None
+
+
+def test_learning_rate_from_the_scheduler_and_loss_from_the_trainer(tmp_path):
+    probe = Probe()
+    callback = GradWatchCallback(print_report=False, detectors=[*default_detectors(), probe])
+    trainer, _ = train(tmp_path, callback, steps=40, lr_scheduler_type="linear", warmup_steps=10)
+    assert sorted(probe.seen) == [1, 2, 4, 8, 10, 20, 30, 40]
+    assert [probe.seen[s][0] for s in (1, 2, 4, 8)] == pytest.approx([0.0, 1e-4, 3e-4, 7e-4]), "the LR each step used (warmup)"
+    for entry in trainer.state.log_history:
+        if "loss" in entry and entry["step"] > 10:  # the Trainer's logging window = the steps since the previous sample
+            lr, loss = probe.seen[entry["step"]]
+            assert lr == pytest.approx(entry["learning_rate"]) and loss == pytest.approx(entry["loss"], rel=1e-4)
