@@ -139,7 +139,6 @@ class Probe(Detector):
 
     def observe(self, sample, facts):
         self.seen[sample.step] = (sample.lr, sample.loss)
-        return None
 
 
 def test_learning_rate_from_the_scheduler_and_loss_from_the_trainer(tmp_path):
