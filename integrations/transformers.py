@@ -191,11 +191,10 @@ class GradWatchCallback(TrainerCallback):  # type: ignore[misc]
         limit = self._max_grad_norm
         scale = (pre_clip + 1e-6) / limit if limit is not None and pre_clip is not None and pre_clip > limit else None
         stats = self.session.end_step(state.global_step, lr=self._lr, grad_scale=scale)
-        if stats is None:
-            return control
-        self._norms_used[_norms_kind(stats, limit, pre_clip)] += 1
-        self._unlogged = self.guard.run(PART, _scalars, stats, self.log_layers) or {}
-        self._unlogged_step = stats.step
+        if stats is not None:
+            self._norms_used[_norms_kind(stats, limit, pre_clip)] += 1
+            self._unlogged = self.guard.run(PART, _scalars, stats, self.log_layers) or {}
+            self._unlogged_step = stats.step
         if self.session.stop_requested and not control.should_training_stop:
             control.should_training_stop = True  # decided by every rank together (TorchSession.end_step)
             serious = [f for f in self.session.monitor.findings.values() if self.stop_on and f.at_least(self.stop_on)]
