@@ -17,6 +17,7 @@ from gradwatch.monitor import format_warning
 from gradwatch.report import SEVERITY_RANK, Report
 from gradwatch.safety import FaultGuard, warn
 
+from . import torch_distributed
 from ._torch import torch
 from .torch_session import TorchSession
 
@@ -42,8 +43,8 @@ class GradWatchCallback(*_callback_bases()):  # type: ignore[misc]
     ``stop_on``: ``"critical"`` (or ``"warning"``) sets ``trainer.should_stop``
     once such a finding appears; off by default. ``log_layers``: also send
     per-layer series to the loggers, not just a few scalars. Only global rank
-    zero warns, logs, prints and writes; under DDP the statistics it sees are
-    the ones combined across ranks.
+    zero warns, logs, prints and writes; under DDP and FSDP2 strategies the
+    statistics every rank sees are the ones combined across ranks.
     """
 
     def __init__(
@@ -136,7 +137,9 @@ class GradWatchCallback(*_callback_bases()):  # type: ignore[misc]
             self.session.add_loss(loss * trainer.accumulate_grad_batches if accumulated else loss)
         if trainer.global_step == self._step_at_batch_start:
             return  # inside an accumulation window: no optimizer step yet
-        stats = self.session.end_step(trainer.global_step - 1)  # combined across ranks under DDP/FSDP
+        other = trainer.world_size > 1 and not torch_distributed.active()  # ranks not joined by torch.distributed (XLA)
+        reduce = (lambda t: trainer.strategy.reduce(t, reduce_op="mean")) if other else None
+        stats = self.session.end_step(trainer.global_step - 1, reduce=reduce)  # combined across ranks
         if stats is not None and trainer.is_global_zero and trainer.loggers:
             self.guard.run("lightning logging", _log, trainer, stats.scalars(per_layer=self.log_layers))
         self._maybe_stop(trainer)

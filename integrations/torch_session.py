@@ -13,7 +13,7 @@ rank whose collector failed never leaves the others waiting in a collective.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
@@ -100,6 +100,7 @@ class TorchSession:
         *,
         lr: float | None = None,
         grad_scale: float | None = None,
+        reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
     ) -> StepStats | None:
         """After the optimizer step: bring a sampled step to the host and diagnose it.
 
@@ -107,6 +108,8 @@ class TorchSession:
         better than the optimizer's current one (a scheduler may have moved on).
         ``grad_scale``: multiply the measured gradient norms by it (undoes a
         clipping whose coefficient became known only after the gradients were read).
+        ``reduce``: a mean over processes that torch.distributed does not connect
+        (Lightning on XLA); under torch.distributed the session combines samples itself.
         """
         if not self._sampled:
             return None
@@ -120,7 +123,7 @@ class TorchSession:
             self.collector.discard()
             return None
         else:
-            stats = self.guard.run(COLLECTOR, self.collector.flush, step, lr)
+            stats = self.guard.run(COLLECTOR, self.collector.flush, step, lr, reduce)
         if stats is not None and grad_scale is not None:
             stats = replace(stats, layers=tuple(_scaled_grad(layer, grad_scale) for layer in stats.layers))
         if stats is not None:
