@@ -11,7 +11,7 @@ STAMP  := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) install torch==2.13.0
-	$(PIP) install -e ".[torch,lightning,tensorflow,jax,dev]"
+	$(PIP) install -e ".[torch,lightning,tensorflow,jax,transformers,dev]"
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -25,6 +25,7 @@ from gradwatch.options import (
 from gradwatch.report import Report
 from gradwatch.safety import FaultGuard, warn
 
+from . import torch_distributed
 from ._torch import torch
 from .torch_session import TorchSession
 
@@ -50,8 +51,8 @@ class GradWatchCallback(*_callback_bases()):  # type: ignore[misc]
     ``stop_on``: ``"critical"`` (or ``"warning"``) sets ``trainer.should_stop``
     once such a finding appears; off by default. ``log_layers``: also send
     per-layer series to the loggers, not just a few scalars. Only global rank
-    zero warns, logs, prints and writes; under DDP the statistics it sees are
-    the ones combined across ranks.
+    zero warns, logs, prints and writes; under DDP and FSDP2 strategies the
+    statistics every rank sees are the ones combined across ranks.
     """
 
     def __init__(
@@ -104,6 +105,7 @@ class GradWatchCallback(*_callback_bases()):  # type: ignore[misc]
             pl_module,
             framework="lightning",
             guard=self.guard,
+            stop_on=self.stop_on,
             every_n_steps=self.every_n_steps or trainer.log_every_n_steps,
             warn_on=self.warn_on if zero else None,
             summary_path=self.summary_path if zero else None,
@@ -151,22 +153,20 @@ class GradWatchCallback(*_callback_bases()):  # type: ignore[misc]
             self.session.add_loss(loss * trainer.accumulate_grad_batches if accumulated else loss)
         if trainer.global_step == self._step_at_batch_start:
             return  # inside an accumulation window: no optimizer step yet
-        reduce = (lambda t: trainer.strategy.reduce(t, reduce_op="mean")) if trainer.world_size > 1 else None
-        stats = self.session.end_step(trainer.global_step - 1, reduce=reduce)
-        if stats is None:
-            return
-        if trainer.is_global_zero and trainer.loggers:
+        other = trainer.world_size > 1 and not torch_distributed.active()  # ranks not joined by torch.distributed (XLA)
+        reduce = (lambda t: trainer.strategy.reduce(t, reduce_op="mean")) if other else None
+        stats = self.session.end_step(trainer.global_step - 1, reduce=reduce)  # combined across ranks
+        if stats is not None and trainer.is_global_zero and trainer.loggers:
             self.guard.run("lightning logging", _log, trainer, stats.scalars(per_layer=self.log_layers))
         self._maybe_stop(trainer)
 
     def _maybe_stop(self, trainer: Any) -> None:
-        if self.stop_on is None or trainer.should_stop or self.session is None:
+        if self.session is None or not self.session.stop_requested or trainer.should_stop:
             return
-        serious = [f for f in self.session.monitor.findings.values() if f.at_least(self.stop_on)]
-        if serious:  # every rank sees the same reduced statistics, so every rank decides the same
-            trainer.should_stop = True
-            if trainer.is_global_zero:
-                warn(f"gradwatch: stopping training (stop_on={self.stop_on!r}): {format_warning(serious[0])}")
+        trainer.should_stop = True  # decided by every rank together (TorchSession.end_step)
+        serious = [f for f in self.session.monitor.findings.values() if self.stop_on and f.at_least(self.stop_on)]
+        if trainer.is_global_zero and serious:
+            warn(f"gradwatch: stopping training (stop_on={self.stop_on!r}): {format_warning(serious[0])}")
 
     # -- checkpointing -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

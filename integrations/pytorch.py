@@ -28,6 +28,7 @@ from gradwatch.options import check_flag
 from gradwatch.report import Report
 from gradwatch.safety import FaultGuard
 
+from . import torch_distributed
 from ._torch import torch
 from .torch_session import COLLECTOR, TorchSession
 from .torch_trial import trial
@@ -120,7 +121,7 @@ class Watcher:
 
     def _start_step(self) -> None:
         self.session.begin_step(self.global_step)
-        if not _distributed():  # under DDP backward sees each rank's own, not yet averaged, gradients
+        if not torch_distributed.active():  # under DDP backward sees each rank's own, not yet averaged, gradients
             self.session.arm_backward(self.global_step, full=self.optimizer is None)
 
     def step(self, loss: torch.Tensor | float | None = None) -> None:
@@ -151,8 +152,7 @@ class Watcher:
                 handle.remove()
             self._handles.clear()
             self.session.disarm()
-            if not _distributed():
-                self.session.final_sample(self.global_step)
+            self.session.final_sample(self.global_step)
             self._explain_missing_samples()
             self._report = self.session.close(self.global_step, print_report=self.print_report)
         return self._report
@@ -183,10 +183,6 @@ class Watcher:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
-
-
-def _distributed() -> bool:
-    return torch.distributed.is_available() and torch.distributed.is_initialized()
 
 
 def watch(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, **options: Any) -> Watcher:

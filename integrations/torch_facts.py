@@ -23,6 +23,53 @@ LOSS_NODES = {
 RESIDUAL_NAME = re.compile(r"residual|resblock|basicblock|bottleneck|skip", re.IGNORECASE)
 
 
+def module_kind(module: torch.nn.Module) -> str:
+    """The module's class name; for a module FSDP2's ``fully_shard`` re-classed (``FSDPLinear``), the original one."""
+    cls = type(module)
+    if cls.__name__.startswith("FSDP") and any(base.__name__ == "FSDPModule" for base in cls.__mro__):
+        return next(base.__name__ for base in cls.__mro__[1:] if base.__name__ != "FSDPModule" and not base.__name__.startswith("FSDP"))
+    return cls.__name__
+
+
+def activation_kind(module: torch.nn.Module) -> str | None:
+    """The activation a module applies, by class name; Hugging Face's ``NewGELUActivation`` and kin count as GELU/SiLU."""
+    kind = module_kind(module)
+    if kind in ACTIVATIONS:
+        return kind
+    if not kind.endswith("Activation") and not kind.startswith("GELU"):
+        return None
+    for family in ("GELU", "SiLU"):
+        if family.lower() in kind.lower():
+            return family
+    stem = kind.removesuffix("Activation")
+    return stem if stem in ACTIVATIONS else None
+
+
+def local(tensor: torch.Tensor) -> torch.Tensor:
+    """This rank's part of a DTensor (an FSDP2 shard); any other tensor as it is."""
+    to_local = getattr(tensor, "to_local", None)
+    return to_local() if to_local is not None and _is_dtensor(tensor) else tensor
+
+
+def shard_count(tensor: torch.Tensor) -> int:
+    """Into how many distinct pieces a DTensor is split over its mesh (FSDP2: the world size; HSDP: the shard group); 1 otherwise."""
+    if not _is_dtensor(tensor):
+        return 1
+    mesh, count = tensor.device_mesh, 1  # type: ignore[attr-defined]
+    for dim, placement in enumerate(tensor.placements):  # type: ignore[attr-defined]
+        if placement.is_shard():
+            count *= mesh.size(dim)
+    return count
+
+
+def _is_dtensor(tensor: object) -> bool:
+    try:
+        from torch.distributed.tensor import DTensor
+    except ImportError:  # torch < 2.4, or no distributed support
+        return False
+    return isinstance(tensor, DTensor)
+
+
 def parameterised_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
     """Modules that own parameters directly, in registration (usually forward) order."""
     return [
@@ -33,7 +80,7 @@ def parameterised_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Mo
 
 
 def activation_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
-    return [(name, m) for name, m in model.named_modules() if type(m).__name__ in ACTIVATIONS]
+    return [(name, m) for name, m in model.named_modules() if module_kind(m) in ACTIVATIONS]
 
 
 def model_facts(
@@ -48,12 +95,13 @@ def model_facts(
     residual = None
     custom_containers = False
     for name, module in model.named_modules():
-        kind = type(module).__name__
+        kind = module_kind(module)
         if RESIDUAL_NAME.search(kind):
             residual = True
-        if kind in ACTIVATIONS:
+        applied = activation_kind(module)
+        if applied is not None:
             for index in pending:
-                layers[index] = replace(layers[index], activation=kind, activation_module=name)
+                layers[index] = replace(layers[index], activation=applied, activation_module=name)
             pending = []
             continue
         if "Norm" in kind:
@@ -106,15 +154,19 @@ def _rnn_activation(module: torch.nn.Module) -> str:
 
 
 def _weight(module: torch.nn.Module) -> torch.Tensor | None:
+    """The layer's weight matrix (this rank's rows of a sharded one)."""
     weight = getattr(module, "weight", None)
     if weight is None:
         weight = getattr(module, "weight_hh_l0", None)
-    return weight if isinstance(weight, torch.Tensor) and weight.dim() >= 2 and weight.numel() > 0 else None
+    if not isinstance(weight, torch.Tensor) or weight.dim() < 2:
+        return None
+    weight = local(weight)
+    return weight if weight.numel() > 0 else None
 
 
 def _fan_in(module: torch.nn.Module) -> int | None:
     weight = _weight(module)
-    return int(weight[0].numel()) if weight is not None else None
+    return math.prod(weight.shape[1:]) if weight is not None else None
 
 
 def _units(module: torch.nn.Module) -> int | None:

@@ -7,6 +7,11 @@ what to measure and hands samples to the core ``Monitor``. Loops that update
 the weights by hand have no optimizer step to hook: ``arm_backward`` has the
 backward pass itself deliver the gradients, and ``after_manual_update`` marks
 the update.
+
+Under torch.distributed (DDP, FSDP) every rank measures, the samples are
+combined across ranks, and only global rank 0 warns, prints and writes. Whether
+a sample counts and whether to stop are decided by all ranks together, so a
+rank whose collector failed never leaves the others waiting in a collective.
 """
 
 from __future__ import annotations
@@ -17,9 +22,10 @@ from typing import Any
 
 from gradwatch.monitor import Monitor
 from gradwatch.report import MIN_SAMPLES_TO_CLEAR, Report
-from gradwatch.safety import FaultGuard
-from gradwatch.stats import StepStats
+from gradwatch.safety import FaultGuard, warn
+from gradwatch.stats import LayerStats, StepStats
 
+from . import torch_distributed
 from ._torch import torch
 from .torch_facts import loss_kind, model_facts
 from .torch_stats import TorchCollector
@@ -30,9 +36,23 @@ COLLECTOR = "pytorch collector"
 class TorchSession:
     """A ``TorchCollector`` and a ``Monitor`` for one model, driven by optimizer steps."""
 
-    def __init__(self, model: torch.nn.Module, *, framework: str, guard: FaultGuard, **monitor_options: Any) -> None:
-        self.model = model
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        *,
+        framework: str,
+        guard: FaultGuard,
+        stop_on: str | None = None,
+        **monitor_options: Any,
+    ) -> None:
+        self.model = model = unwrap(model)
         self.guard = guard
+        self.main = torch_distributed.is_main()
+        if not self.main:  # other ranks measure and combine, but stay silent
+            monitor_options.update(warn_on=None, summary_path=None)
+        self.stop_on = stop_on
+        self.stop_requested = False  # set on every rank at once when stop_on's severity is reached
+        self._disabled_everywhere = False
         self.collector = TorchCollector(model, guard=guard)
         self.monitor = Monitor(model_facts(model), framework=framework, guard=guard, **monitor_options)
         self.optimizers: list[torch.optim.Optimizer] = []
@@ -53,6 +73,11 @@ class TorchSession:
         first = self.optimizers[0] if self.optimizers else None
         self.monitor.facts = replace(model_facts(self.model, set(self.collector.layer_names), first), loss=self._known_loss())
         self._handles += [optimizer.register_step_post_hook(self._after_step) for optimizer in self.optimizers]
+
+    @property
+    def pending(self) -> bool:
+        """A sampled step's gradients were read and ``end_step`` has not run yet."""
+        return self._sampled
 
     def begin_step(self, step: int) -> None:
         """Before the forward pass of optimizer step ``step``: arm the activation hooks if it is sampled."""
@@ -114,43 +139,100 @@ class TorchSession:
                 self.monitor.facts = replace(self.monitor.facts, loss=self._loss_kind)
         self.guard.run("loss", self.collector.add_loss, loss)
 
-    def end_step(self, step: int, *, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> StepStats | None:
-        """After the optimizer step: bring a sampled step to the host and diagnose it."""
+    def end_step(
+        self,
+        step: int,
+        *,
+        lr: float | None = None,
+        grad_scale: float | None = None,
+        reduce: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> StepStats | None:
+        """After the optimizer step: bring a sampled step to the host and diagnose it.
+
+        ``lr``: the learning rate the step used, where the adapter knows it
+        better than the optimizer's current one (a scheduler may have moved on).
+        ``grad_scale``: multiply the measured gradient norms by it (undoes a
+        clipping whose coefficient became known only after the gradients were read).
+        ``reduce``: a mean over processes that torch.distributed does not connect
+        (Lightning on XLA); under torch.distributed the session combines samples itself.
+        """
         if not self._sampled:
             return None
         self._sampled = False
-        if not self._stepped:  # the optimizer step was skipped: not evidence of anything
+        if lr is None and self.optimizers:
+            lr = _lr(self.optimizers[0])
+        if torch_distributed.active():
+            stats = self._combine(step, lr)
+        elif not self._stepped:  # the optimizer step was skipped: not evidence of anything
             self.skipped_steps += 1
             self.collector.discard()
             return None
-        return self._observe(step, reduce)
+        else:
+            stats = self.guard.run(COLLECTOR, self.collector.flush, step, lr, reduce)
+        if stats is not None and grad_scale is not None:
+            stats = replace(stats, layers=tuple(_scaled_grad(layer, grad_scale) for layer in stats.layers))
+        if stats is not None:
+            self.last_observed = step
+            self.monitor.observe(stats)
+        if self.stop_on is not None and not self._disabled_everywhere:
+            serious = any(f.at_least(self.stop_on) for f in self.monitor.findings.values())
+            self.stop_requested = torch_distributed.agree([1.0 if serious else 0.0])[0] > 0
+        return stats
+
+    def _combine(self, step: int, lr: float | None) -> StepStats | None:
+        """The sample combined over all ranks; every rank calls this at the same sampled steps.
+
+        First the ranks agree (one small all-reduce) that each packed a sample of
+        the same layout and that no optimizer step was skipped; then the samples
+        are averaged (one all-reduce). A rank that failed makes every rank drop
+        the collector, instead of leaving them waiting in the second collective.
+        """
+        if self._disabled_everywhere:
+            self.collector.discard()
+            return None
+        if self.main and not torch_distributed.is_main():  # watch() ran before init_process_group
+            self.main = False
+            self.monitor.warn_on, self.monitor.summary_path = None, None
+        packed = self.guard.run(COLLECTOR, self.collector.pack) if self._stepped else None
+        if not self._stepped:
+            self.collector.discard()
+        size = float(packed.values.numel()) if packed is not None else -1.0
+        failed_rank = torch_distributed.rank() + 1.0 if self._stepped and packed is None else 0.0
+        failed, skipped, largest, smallest = torch_distributed.agree(
+            [failed_rank, 0.0 if self._stepped else 1.0, size, -size]
+        )
+        if skipped:
+            self.skipped_steps += 1
+            return None
+        if failed or largest != -smallest or packed is None:
+            self._disabled_everywhere = True
+            if self.guard.enabled(COLLECTOR):
+                cause = f"a failure on rank {int(failed) - 1}" if failed else "samples of different layouts on the ranks"
+                self.guard.failed[COLLECTOR] = f"disabled on every rank after {cause}"
+                if self.main:
+                    warn(f"gradwatch: {COLLECTOR} {self.guard.failed[COLLECTOR]}; training continues")
+            return None
+        values = torch_distributed.mean_across_ranks(packed.values).tolist()
+        return self.guard.run(COLLECTOR, self.collector.unpack, packed, values, step, lr)
 
     def final_sample(self, steps: int) -> None:
         """One last look when the run's last step was not sampled: weights, loss, gradients left in ``.grad``.
 
         It is kept when it shows NaN/Inf (a run that stopped itself on a NaN loss)
         or when the run is too short to judge without it; otherwise the last
-        regular sample, with its activations, stays the latest evidence.
+        regular sample, with its activations, stays the latest evidence. Single
+        process only: the ranks of a distributed run may not close together.
         """
         last = steps - 1
-        if last < 0 or (self.last_observed is not None and self.last_observed >= last):
+        if last < 0 or torch_distributed.active() or (self.last_observed is not None and self.last_observed >= last):
             return
         self._sampled = False
         self.guard.run(COLLECTOR, self.collector.capture_gradients)
-        self._observe(last, None, keep=lambda stats: not stats.finite or self.monitor.samples < MIN_SAMPLES_TO_CLEAR)
-
-    def _observe(
-        self,
-        step: int,
-        reduce: Callable[[torch.Tensor], torch.Tensor] | None,
-        keep: Callable[[StepStats], bool] | None = None,
-    ) -> StepStats | None:
         lr = _lr(self.optimizers[0]) if self.optimizers else None
-        stats = self.guard.run(COLLECTOR, self.collector.flush, step, lr, reduce)
-        if stats is not None and (keep is None or keep(stats)):
-            self.last_observed = step
+        stats = self.guard.run(COLLECTOR, self.collector.flush, last, lr)
+        if stats is not None and (not stats.finite or self.monitor.samples < MIN_SAMPLES_TO_CLEAR):
+            self.last_observed = last
             self.monitor.observe(stats)
-        return stats
 
     def close(self, steps: int, *, print_report: bool) -> Report:
         """Remove every hook, write the summary, print the console report."""
@@ -162,11 +244,27 @@ class TorchSession:
         if self.skipped_steps:
             self.monitor.notes.append(f"{self.skipped_steps} sampled step(s) skipped by the AMP grad scaler were ignored")
         report = self.monitor.save(steps)
-        if print_report:
+        if print_report and self.main:
             from gradwatch.console import print_report as show
 
             self.guard.run("console report", show, report)
         return report
+
+
+def unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The user's own module inside DDP/DataParallel or ``torch.compile``, so layer names are theirs."""
+    while True:
+        if isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+            model = model.module
+        else:
+            inner = getattr(model, "_orig_mod", None)  # torch.compile's OptimizedModule
+            if not isinstance(inner, torch.nn.Module):
+                return model
+            model = inner
+
+
+def _scaled_grad(layer: LayerStats, factor: float) -> LayerStats:
+    return replace(layer, grad_norm=layer.grad_norm * factor) if layer.grad_norm is not None else layer
 
 
 def _lr(optimizer: torch.optim.Optimizer) -> float | None:

@@ -22,6 +22,7 @@ EXAMPLES = {
     "pytorch_rnn.py": (["--steps", "30"], "vanishing_gradients"),
     "lightning_mlp.py": (["--steps", "60"], None),
     "keras_mlp.py": (["--epochs", "1"], "vanishing_gradients"),
+    "transformers_gpt2.py": (["--steps", "40", "--lr", "30", "--optim", "sgd", "--max-grad-norm", "0"], "nonfinite"),
 }
 
 

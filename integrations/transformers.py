@@ -1,0 +1,270 @@
+"""Hugging Face Transformers: ``Trainer(..., callbacks=[GradWatchCallback(summary_path="gradwatch.json")])``.
+
+The callback translates Trainer events into the PyTorch session's calls:
+gradients are read in ``on_pre_optimizer_step``, update sizes by an optimizer
+post-step hook, the loss from the ``loss`` the model returns to the Trainer
+(or, for a custom ``compute_loss``, from the Trainer's logged loss), the
+learning rate from the Trainer's scheduler.
+
+Clipping: the Trainer clips before ``on_pre_optimizer_step``. Without clipping
+(``max_grad_norm`` 0 or None) the gradients read are the raw ones. With it, a
+sampled step the Trainer also logs is scaled back to its pre-clip size with the
+Trainer's own pre-clip global norm (``grad_norm`` in its logs): clipping
+multiplies every gradient by the same factor. Other sampled steps keep the
+post-clip values; the summary's notes say how many steps used which.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Sequence
+from dataclasses import replace
+from typing import Any
+
+from gradwatch.detectors import Detector
+from gradwatch.monitor import format_warning
+from gradwatch.report import SEVERITY_RANK, Report
+from gradwatch.safety import FaultGuard, warn
+from gradwatch.stats import StepStats
+
+from ._torch import torch
+from .torch_session import TorchSession
+
+try:
+    from transformers import TrainerCallback
+except ImportError as exc:  # pragma: no cover - exercised only without transformers
+    raise ImportError('gradwatch\'s Transformers callback needs transformers: pip install "gradwatch[transformers]"') from exc
+
+PART = "transformers callback"
+NORM_KINDS = ("raw (no clipping)", "raw (below max_grad_norm)", "pre-clip (rescaled with the Trainer's grad_norm)", "post-clip")
+DEFAULT_EVERY = 20  # when the Trainer does not log every N steps
+
+
+class GradWatchCallback(TrainerCallback):  # type: ignore[misc]
+    """Diagnoses a Hugging Face ``Trainer`` run: live warnings, a console report, a JSON summary.
+
+    ``every_n_steps``: measure every n-th optimizer step (default: the
+    Trainer's ``logging_steps``), plus steps 1, 2, 4, … below n; steps are the
+    Trainer's ``global_step`` (1-based), so sampled steps line up with logged
+    ones. ``stop_on``: ``"critical"`` (or ``"warning"``) sets
+    ``control.should_training_stop`` once such a finding appears. ``log_layers``:
+    also put per-layer series in the Trainer's logs. Only the main process
+    warns, prints and writes; under DDP the statistics it sees are combined
+    across ranks, and every rank stops together.
+    """
+
+    def __init__(
+        self,
+        *,
+        summary_path: str | os.PathLike[str] | None = None,
+        every_n_steps: int | None = None,
+        stop_on: str | None = None,
+        log_layers: bool = False,
+        detectors: Sequence[Detector] | None = None,
+        history_size: int = 128,
+        warn_on: str | None = "warning",
+        print_report: bool = True,
+        autosave_every_n_steps: int | None = 500,
+        strict: bool = False,
+    ) -> None:
+        if stop_on is not None and stop_on not in SEVERITY_RANK:
+            raise ValueError(f"stop_on must be one of {sorted(SEVERITY_RANK)} or None, got {stop_on!r}")
+        self.options: dict[str, Any] = {
+            "detectors": detectors,
+            "history_size": history_size,
+            "autosave_every_n_steps": autosave_every_n_steps,
+        }
+        self.summary_path = summary_path
+        self.every_n_steps = every_n_steps
+        self.stop_on = stop_on
+        self.log_layers = log_layers
+        self.warn_on = warn_on
+        self.print_report = print_report
+        self.guard = FaultGuard(strict=strict)
+        self.session: TorchSession | None = None
+        self.report: Report | None = None
+        self._main = True
+        self._max_grad_norm: float | None = None
+        self._handles: list[Any] = []
+        self._reset()
+
+    def _reset(self) -> None:
+        """Per-run state: a callback may watch several ``trainer.train()`` calls, one report each."""
+        self._lr: float | None = None
+        self._deferred = False  # a sampled step waits for the Trainer's logged pre-clip norm
+        self._model_loss = False  # the model returned a loss at least once
+        self._unlogged: dict[str, float] = {}  # scalars of the latest sample, for the Trainer's log of that step
+        self._unlogged_step = -1
+        self._norms_used = dict.fromkeys(NORM_KINDS, 0)
+
+    # -- life cycle --------------------------------------------------------------------------
+    def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, optimizer: Any = None, **kwargs: Any) -> None:
+        if model is None or (self.session is not None and self.report is None):
+            return  # already watching this run
+        self._reset()
+        self._main = bool(state.is_world_process_zero)
+        clip = getattr(args, "max_grad_norm", None)
+        self._max_grad_norm = float(clip) if clip else None
+        by_steps = getattr(args.logging_strategy, "value", args.logging_strategy) == "steps"
+        every = self.every_n_steps or (state.logging_steps if by_steps else None)
+        self.session = TorchSession(
+            model,
+            framework="transformers",
+            guard=self.guard,
+            stop_on=self.stop_on,
+            every_n_steps=max(int(every or DEFAULT_EVERY), 1),
+            warn_on=self.warn_on if self._main else None,
+            summary_path=self.summary_path if self._main else None,
+            **self.options,
+        )
+        self.report = None
+        inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
+        if isinstance(inner, torch.optim.Optimizer):
+            self.guard.run(PART, self.session.bind, [inner])
+        self.session.monitor.facts = replace(
+            self.session.monitor.facts,
+            residual=True if _is_transformer(model) else self.session.monitor.facts.residual,
+            grad_clipping=self._max_grad_norm is not None,
+            lr=float(args.learning_rate),
+        )
+        self._handles.append(model.register_forward_hook(self._loss_hook))
+        self.guard.run(PART, _run_before_loggers, self)
+
+    def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.session is None or self.report is not None:
+            return
+        if self._deferred:
+            self._finish(state, control, pre_clip=None)
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        used = [f"{count} sampled step(s): {kind}" for kind, count in self._norms_used.items() if count]
+        if used:
+            self.session.monitor.notes.append("gradient norms: " + "; ".join(used))
+        self.report = self.session.close(state.global_step, print_report=self.print_report and self._main)
+
+    # -- one optimizer step ------------------------------------------------------------------
+    def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        if self.session is None:
+            return
+        if self._deferred:  # the Trainer did not log after all
+            self._finish(state, control, pre_clip=None)
+        self.session.begin_step(state.global_step + 1)
+
+    def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, lr_scheduler: Any = None, **kwargs: Any) -> None:
+        if self.session is None:
+            return
+        step = state.global_step + 1
+        self.session.before_step(step)
+        if self.session.monitor.should_sample(step):
+            self._lr = self.guard.run(PART, _scheduler_lr, lr_scheduler)
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
+        if self.session is None or not self.session.pending:
+            return control
+        if self._max_grad_norm is not None and control.should_log:
+            self._deferred = True  # the Trainer logs this step next, with its pre-clip norm
+            return control
+        return self._finish(state, control, pre_clip=None)
+
+    def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        if self.session is None or logs is None:
+            return control
+        logged_loss = _finite(logs.get("loss"))
+        if not self._model_loss and logged_loss is not None:
+            self.session.add_loss(logged_loss)  # a custom compute_loss: take the Trainer's logged loss
+        if self._deferred:
+            self._finish(state, control, pre_clip=_finite(logs.get("grad_norm")))
+        if self._unlogged and self._main and self._unlogged_step == state.global_step:
+            logs.update(self._unlogged)
+            if state.log_history and state.log_history[-1].get("step") == state.global_step:
+                state.log_history[-1].update(self._unlogged)
+        self._unlogged = {}
+        return control
+
+    def _finish(self, state: Any, control: Any, *, pre_clip: float | None) -> Any:
+        """Diagnose the pending sample; ``pre_clip``: the Trainer's pre-clip global norm of that step."""
+        self._deferred = False
+        assert self.session is not None
+        limit = self._max_grad_norm
+        scale = (pre_clip + 1e-6) / limit if limit is not None and pre_clip is not None and pre_clip > limit else None
+        stats = self.session.end_step(state.global_step, lr=self._lr, grad_scale=scale)
+        if stats is not None:
+            self._norms_used[_norms_kind(stats, limit, pre_clip)] += 1
+            self._unlogged = self.guard.run(PART, _scalars, stats, self.log_layers) or {}
+            self._unlogged_step = stats.step
+        if self.session.stop_requested and not control.should_training_stop:
+            control.should_training_stop = True  # decided by every rank together (TorchSession.end_step)
+            serious = [f for f in self.session.monitor.findings.values() if self.stop_on and f.at_least(self.stop_on)]
+            if self._main and serious:
+                warn(f"gradwatch: stopping training (stop_on={self.stop_on!r}): {format_warning(serious[0])}")
+        return control
+
+    def _loss_hook(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        if self.session is None or not module.training or not torch.is_grad_enabled():
+            return
+        loss = output.get("loss") if isinstance(output, dict) else getattr(output, "loss", None)
+        if isinstance(loss, torch.Tensor) and loss.numel() > 0:
+            self._model_loss = True
+            self.session.add_loss(loss)
+
+
+def _norms_kind(stats: StepStats, limit: float | None, pre_clip: float | None) -> str:
+    """Which gradient norms a sample holds (see the module docstring)."""
+    if limit is None:
+        return NORM_KINDS[0]
+    if pre_clip is not None:
+        return NORM_KINDS[2]
+    total = math.sqrt(sum(layer.grad_norm**2 for layer in stats.layers if layer.grad_norm is not None))
+    return NORM_KINDS[1] if total < limit * (1 - 1e-3) else NORM_KINDS[3]  # clipping leaves the total at the limit
+
+
+def _is_transformer(model: Any) -> bool:
+    """Transformer models of the Hub add each block's input back to its output (residual connections)."""
+    config = getattr(model, "config", None)
+    return any(getattr(config, name, None) for name in ("n_layer", "num_hidden_layers", "num_layers"))
+
+
+def _scheduler_lr(scheduler: Any) -> float | None:
+    """The learning rate this step uses: the scheduler steps after the optimizer."""
+    if scheduler is None or not hasattr(scheduler, "get_last_lr"):
+        return None
+    value = scheduler.get_last_lr()[0]
+    return float(value.item() if isinstance(value, torch.Tensor) else value)
+
+
+def _scalars(stats: StepStats, per_layer: bool) -> dict[str, float]:
+    return {k: v for k, v in stats.scalars(per_layer=per_layer).items() if math.isfinite(v)}
+
+
+def _finite(value: Any) -> float | None:
+    """A logged number as a float when it is a finite one."""
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def _run_before_loggers(callback: GradWatchCallback) -> None:
+    """Move the callback right after the Trainer's flow callback, so logger callbacks see its scalars.
+
+    The Trainer puts user callbacks after its reporting ones (TensorBoard, W&B,
+    the printer); ``on_log`` can only add to what later callbacks receive. The
+    handler is the caller of this event (``CallbackHandler.call_event``); when
+    it cannot be found the order is left alone and the scalars still reach
+    ``trainer.state.log_history``.
+    """
+    frame = sys._getframe(2)  # _run_before_loggers <- guard.run <- on_train_begin <- call_event
+    for _ in range(4):
+        frame = frame.f_back  # type: ignore[assignment]
+        if frame is None:
+            return
+        handler = frame.f_locals.get("self")
+        callbacks = getattr(handler, "callbacks", None)
+        if type(handler).__name__ == "CallbackHandler" and isinstance(callbacks, list) and callback in callbacks:
+            callbacks.remove(callback)
+            flow = next((i for i, c in enumerate(callbacks) if type(c).__name__ == "DefaultFlowCallback"), -1)
+            callbacks.insert(flow + 1, callback)
+            return
+
+
+__all__ = ["GradWatchCallback"]
