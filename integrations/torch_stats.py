@@ -49,7 +49,7 @@ class _Sample:
     before: list[Any] | None = None
     weight_norms: Any = None  # squared, before the optimizer step: the scale a step is judged against
     update_norms: Any = None
-    activations: dict[str, tuple[str, Any]] = field(default_factory=dict)  # name -> (kind, saturated share; None for ReLU)
+    activations: dict[str, tuple[str, Any, int]] = field(default_factory=dict)  # name -> (kind, saturated share or unit maxima, rows)
     sequences: dict[str, Any] = field(default_factory=dict)  # recurrent layer -> per-time-step input-gradient norms
     raw_grad_sq: Any = None  # squared total gradient norm as backward produced it (before any clipping)
     backward_passes: int = 0
@@ -202,16 +202,12 @@ class TorchCollector:
         if not isinstance(output, torch.Tensor) or output.numel() == 0 or not output.is_floating_point():
             return
         output = output.detach()
-        if kind in DEAD_KINDS:
+        if kind in DEAD_KINDS:  # the windows are kept in ``pack``: the hook may run inside a compiled graph
             units = output.movedim(unit_dim, -1).reshape(-1, output.shape[unit_dim]) if output.dim() > 1 else output[None]
-            _, maxima, rows = self._dead_window.get(name, (kind, None, 0))
-            unit_maxima = units.amax(0)
-            maxima = unit_maxima if maxima is None else torch.maximum(maxima, unit_maxima)
-            self._dead_window[name] = (kind, maxima, rows + units.shape[0])
-            self._sample.activations[name] = (kind, None)
+            self._sample.activations[name] = (kind, units.amax(0), units.shape[0])
         else:
             tail = (output < 0.01) | (output > 0.99) if kind == "Sigmoid" else output.abs() > 0.99
-            self._sample.activations[name] = (kind, tail.float().mean())
+            self._sample.activations[name] = (kind, tail.float().mean(), 0)
 
     @torch.no_grad()
     def capture_gradients(self, *, scale: float | None = None, grads: list[Any] | None = None, weights: bool = True) -> None:
@@ -316,7 +312,11 @@ class TorchCollector:
         sample, self._sample = self._sample, _Sample()
         if sample.weight_norms is None and self.params:
             sample.weight_norms = self._weight_squares()
-        saturated = [(name, kind, share) for name, (kind, share) in sample.activations.items() if share is not None]
+        saturated = [(name, kind, share) for name, (kind, share, _) in sample.activations.items() if kind not in DEAD_KINDS]
+        for name, (kind, maxima, rows) in sample.activations.items():
+            if kind in DEAD_KINDS:
+                _, kept, seen = self._dead_window.get(name, (kind, None, 0))
+                self._dead_window[name] = (kind, maxima if kept is None else torch.maximum(kept, maxima), seen + rows)
         dead = _windows(self._dead_window, lambda entry: entry[2])
         rows = _windows(self._row_window, lambda entry: entry[1])
         sequences = [(name, profile) for name, profile in sample.sequences.items() if profile is not None]
