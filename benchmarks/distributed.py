@@ -18,8 +18,9 @@ from datetime import timedelta
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-from gradwatch.integrations.pytorch import watch
 from torch import nn
+
+from gradwatch.integrations.pytorch import watch
 
 from .overhead import mlp, table_row
 

@@ -43,7 +43,7 @@ else:
 optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
 
 with watch(model, optimizer, summary_path=args.summary) as watcher:
-    for step in range(args.steps):
+    for _ in range(args.steps):
         batch = torch.randint(0, len(x), (64,))[rank::world]  # each rank trains on its share of the batch
         loss = nn.functional.cross_entropy(model(x[batch]), y[batch])
         optimizer.zero_grad()

@@ -9,16 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from gradwatch.integrations.demo import deep_mlp, teacher_data
-from gradwatch.integrations.pytorch import watch
-from gradwatch.integrations.torch_facts import local
-from gradwatch.integrations.torch_stats import TorchCollector
 from torch import nn
 from torch.nn import functional as F
 
 from benchmarks.clinic.torch_cases import HIDDEN, he, mlp
 from gradwatch import GradWatchWarning
 from gradwatch.detectors.vanishing import VanishingGradients
+from gradwatch.integrations.demo import deep_mlp, teacher_data
+from gradwatch.integrations.pytorch import watch
+from gradwatch.integrations.torch_facts import local
+from gradwatch.integrations.torch_stats import TorchCollector
 
 BATCH = 64  # global batch; each of the ranks trains on its share of it
 
@@ -121,11 +121,11 @@ def _inject(part: str) -> None:
 def lightning_fit(rank: int, world_size: int, *, model: str = "sick", steps: int = 40, summary: str | None = None) -> dict[str, Any]:
     """A Lightning fit under ``ModelParallelStrategy`` (FSDP2 ``fully_shard`` in ``configure_model``)."""
     import lightning.pytorch as L
-    from gradwatch.integrations.lightning import GradWatchCallback
     from lightning.pytorch.strategies import ModelParallelStrategy
     from torch.distributed.fsdp import fully_shard
 
     from benchmarks.clinic.lightning_cases import Classifier, loader
+    from gradwatch.integrations.lightning import GradWatchCallback
 
     class Sharded(Classifier):
         def configure_model(self) -> None:
@@ -170,7 +170,6 @@ def trainer_fit(rank: int, world_size: int, *, lr: float, steps: int = 20, stop_
     import tempfile
 
     from gradwatch.integrations.transformers import GradWatchCallback
-
     from tests.transformers.test_callback import train
 
     callback = GradWatchCallback(print_report=True, every_n_steps=2, stop_on=stop_on)

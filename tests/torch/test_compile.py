@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
+
 from gradwatch.integrations.demo import teacher_data
 from gradwatch.integrations.pytorch import watch
-from torch import nn
 
 dynamo = pytest.importorskip("torch._dynamo")
 from torch._dynamo.utils import counters

@@ -10,10 +10,10 @@ transformers = pytest.importorskip("transformers")
 torch = pytest.importorskip("torch")
 
 import jsonschema
-from gradwatch.integrations.transformers import GradWatchCallback
 
 from gradwatch import GradWatchWarning
 from gradwatch.detectors import Detector, default_detectors
+from gradwatch.integrations.transformers import GradWatchCallback
 from gradwatch.report import schema_path
 
 VOCAB, LENGTH = 64, 16
