@@ -11,10 +11,10 @@ import json
 import math
 import os
 import statistics
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from . import remedies as ranking
 from .report import Report, SummaryError, read_json, write_atomic
@@ -354,3 +354,49 @@ __all__ = [
     "trial_schema_path",
     "variant_row",
 ]
+
+
+class Variant(Protocol):
+    """What an adapter plans to try: the remedy ids it applies and what it changes, in words."""
+
+    remedies: tuple[str, ...]
+    words: tuple[str, ...]
+
+
+V = TypeVar("V", bound=Variant)
+
+
+def train_variants(
+    planned: Sequence[V],
+    run: Callable[[V, str], tuple[Report, Sequence[float], float]],
+    baseline: TrialRow,
+    *,
+    max_variants: int,
+    progress: Any,
+) -> tuple[list[TrialRow], list[NotApplicable]]:
+    """Train the first ``max_variants`` planned variants, one row each.
+
+    The rest, and variants this model cannot train with, are listed as not tried
+    with the reason, never dropped. ``run(variant, name)`` trains one and returns
+    its report, per-step losses and seconds; ``progress`` has ``start`` and ``advance``.
+    """
+    skipped = [NotApplicable(" + ".join(v.remedies), f"not tried: beyond max_variants={max_variants}") for v in planned[max_variants:]]
+    chosen = planned[:max_variants]
+    progress.start("variants", total=1 + len(chosen))
+    rows: list[TrialRow] = []
+    for index, variant in enumerate(chosen, 1):
+        label = " + ".join(variant.remedies)
+        progress.start(label)
+        try:
+            report, losses, seconds = run(variant, f"variant-{index}")
+        except Exception as exc:  # a variant this model cannot train with is reported, not raised
+            skipped.append(NotApplicable(label, f"the variant failed to train: {error_line(exc)}"))
+        else:
+            rows.append(variant_row(variant.remedies, "; ".join(variant.words), baseline, symptoms_of(report), losses, seconds))
+        progress.advance()
+    return rows, skipped
+
+
+def error_line(exc: BaseException) -> str:
+    """An exception as one short line, for the reason a variant was not tried."""
+    return f"{type(exc).__name__}: {' '.join(str(exc).split())[:200]}"

@@ -30,12 +30,13 @@ from gradwatch.trial import (
     WEIGHT_DECAY_SCALE,
     NotApplicable,
     TrialResult,
-    TrialRow,
     combinations,
+    error_line,
     lr_lower_scales,
     lr_raise_scales,
     ranked_remedies,
     symptoms_of,
+    train_variants,
     variant_row,
 )
 
@@ -109,20 +110,8 @@ def trial(
         progress.advance()
         ranked = ranked_remedies(report, remedies)
         planned, skipped = _plan(ranked, report, runner)
-        skipped += [NotApplicable(" + ".join(r.remedies), f"not tried: beyond max_variants={max_variants}") for r in planned[max_variants:]]
-        planned = planned[:max_variants]
-        progress.start("variants", total=1 + len(planned))
-        rows: list[TrialRow] = []
-        for index, recipe in enumerate(planned, 1):
-            label = " + ".join(recipe.remedies)
-            progress.start(label)
-            try:
-                report, losses, seconds = runner.run(recipe, f"variant-{index}")
-            except Exception as exc:  # noqa: BLE001  (a variant this model cannot train with is reported, not raised)
-                skipped.append(NotApplicable(label, f"the variant failed to train: {_one_line(exc)}"))
-            else:
-                rows.append(variant_row(recipe.remedies, "; ".join(recipe.words), baseline, symptoms_of(report), losses, seconds))
-            progress.advance()
+        rows, not_tried = train_variants(planned, runner.run, baseline, max_variants=max_variants, progress=progress)
+        skipped += not_tried
     result = TrialResult(f"keras/{keras.backend.backend()}", runner.steps, seed, baseline, rows, skipped, ranked=ranked)
     if report.facts.regularized:
         result.notes.append("losses exclude the layers' regularization penalties, so variants that change them compare on the data")
@@ -229,7 +218,7 @@ def _plan(ranked: Sequence[str], report: Report, runner: _Runner) -> tuple[list[
                 for _, edit in recipe.edits:
                     model = edit(model, names)
             except Exception as exc:  # noqa: BLE001  (this model cannot take the edit: say so)
-                skipped.append(NotApplicable(remedy, f"the model could not be rebuilt with it: {_one_line(exc)}"))
+                skipped.append(NotApplicable(remedy, f"the model could not be rebuilt with it: {error_line(exc)}"))
             else:
                 recipes.append(recipe)
     singles = [r for r in recipes if len(r.remedies) == 1]
@@ -527,9 +516,6 @@ def _count(indices: Sequence[int], noun: str) -> str:
     return f"{len(indices)} {noun}{'s' if len(indices) != 1 else ''} (model.layers[{shown}])"
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:200]}"
 
 
 __all__ = ["KerasRecipe", "trial"]

@@ -28,13 +28,13 @@ from gradwatch.trial import (
     WEIGHT_DECAY_SCALE,
     NotApplicable,
     TrialResult,
-    TrialRow,
     combinations,
     combines,
     lr_lower_scales,
     lr_raise_scales,
     ranked_remedies,
     symptoms_of,
+    train_variants,
     variant_row,
 )
 
@@ -133,20 +133,8 @@ def trial(
         progress.advance()
         ranked = ranked_remedies(report, remedies)
         planned, skipped = _plan(ranked, report, probe)
-        skipped += [NotApplicable(" + ".join(r.remedies), f"not tried: beyond max_variants={max_variants}") for r in planned[max_variants:]]
-        planned = planned[:max_variants]
-        progress.start("variants", total=1 + len(planned))
-        rows: list[TrialRow] = []
-        for index, recipe in enumerate(planned, 1):
-            label = " + ".join(recipe.remedies)
-            progress.start(label)
-            try:
-                report, losses, seconds = runner.run(recipe, f"variant-{index}")
-            except Exception as exc:  # noqa: BLE001  (a variant this model cannot train with is reported, not raised)
-                skipped.append(NotApplicable(label, f"the variant failed to train: {_one_line(exc)}"))
-            else:
-                rows.append(variant_row(recipe.remedies, "; ".join(recipe.words), baseline, symptoms_of(report), losses, seconds))
-            progress.advance()
+        rows, not_tried = train_variants(planned, runner.run, baseline, max_variants=max_variants, progress=progress)
+        skipped += not_tried
     result = TrialResult("pytorch", steps, seed, baseline, rows, skipped, ranked=ranked)
     if print_report:
         print_trial(result)
@@ -481,9 +469,6 @@ def _count(names: Sequence[str], noun: str) -> str:
     return f"{len(names)} {noun}{'s' if len(names) != 1 else ''} ({shown})"
 
 
-def _one_line(exc: BaseException) -> str:
-    text = " ".join(str(exc).split())
-    return f"{type(exc).__name__}: {text[:200]}"
 
 
 __all__ = ["Recipe", "trial"]

@@ -192,3 +192,33 @@ def test_learning_rate_lower_is_sized_on_the_first_recorded_steps():
     blown = Report("x", 100, layers=[layer(10.0, None, None), layer(3.0, 1e9, None), layer(20.0, None, None)])
     assert lr_lower_scales(blown) == [(0.1, "the usual first step down"), (1e-4, "sized on the median layer's first steps")]
     assert lr_lower_scales(Report("x", 100, layers=[layer(2e-3, 5e-3, 1e-2)])) == [(0.1, "the usual first step down")]
+
+
+def test_variants_beyond_the_limit_or_failing_to_train_are_listed_not_dropped():
+    from dataclasses import dataclass as dc
+
+    from gradwatch import Monitor
+    from gradwatch.trial import train_variants, variant_row
+
+    @dc
+    class Plan:
+        remedies: tuple[str, ...]
+        words: tuple[str, ...]
+
+    class Progress:
+        def start(self, *args: object, **kwargs: object) -> None: ...
+        def advance(self) -> None: ...
+
+    def run(plan: Plan, name: str) -> tuple[object, list[float], float]:
+        if plan.remedies == ("lower_lr",):
+            raise RuntimeError("CUDA out of\\nmemory")
+        return Monitor().report(), [1.0, 0.5], 0.1
+
+    baseline = variant_row((), "your model as built", None, ["exploding_gradients"], [2.0, 2.0], 0.1)
+    plans = [Plan(("gradient_clipping",), ("clip",)), Plan(("lower_lr",), ("lr / 10",)), Plan(("matched_init",), ("He",))]
+    rows, skipped = train_variants(plans, run, baseline, max_variants=2, progress=Progress())  # type: ignore[arg-type]
+    assert [r.remedies for r in rows] == [("gradient_clipping",)] and rows[0].loss_ratio == pytest.approx(0.25)
+    assert [(s.remedy, s.reason) for s in skipped] == [
+        ("matched_init", "not tried: beyond max_variants=2"),
+        ("lower_lr", "the variant failed to train: RuntimeError: CUDA out of\\nmemory"),
+    ]
