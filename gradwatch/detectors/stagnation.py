@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 
 from ..facts import ModelFacts
@@ -31,8 +32,9 @@ class EarlyStagnation(Detector):
     gradients (median ``|g|/|W|`` under ``max_relative_grad``): an adaptive
     optimizer keeps moving the weights on a vanishing gradient, and moving
     weights are not progress. Slow starters with real gradients are left
-    alone, unless the output layer cannot fit the loss (then nothing will
-    take off). A run that improved once is still stuck when its gradients die
+    alone, unless the output layer cannot fit the loss, or the weights have
+    shrunk below ``shrunk_fraction`` of their start (a pull to zero winning
+    over the data): then nothing will take off. A run that improved once is still stuck when its gradients die
     (median ``|g|/|W|`` under ``max_relative_grad`` on ``patience`` samples)
     while the loss stays above ``1 - stuck_improvement`` of its start; a run
     that converged has a loss far below its start, and a late plateau after
@@ -40,7 +42,7 @@ class EarlyStagnation(Detector):
     """
 
     symptom = "early_stagnation"
-    state = ("early_losses", "recent_losses", "streak", "previous_lr", "retired", "frozen_streak", "first_loss", "constant_samples")
+    state = ("early_losses", "recent_losses", "streak", "previous_lr", "retired", "frozen_streak", "first_loss", "constant_samples", "first_weight")
 
     def __init__(
         self,
@@ -49,6 +51,7 @@ class EarlyStagnation(Detector):
         max_relative_update: float = 1e-4,
         max_relative_grad: float = 1e-4,
         stuck_improvement: float = 0.5,
+        shrunk_fraction: float = 0.5,
         patience: int = 4,
         min_steps: int = 40,
         frozen_samples: int = 2,
@@ -57,6 +60,8 @@ class EarlyStagnation(Detector):
         self.max_relative_update = check_positive("max_relative_update", max_relative_update)
         self.max_relative_grad = check_positive("max_relative_grad", max_relative_grad)
         self.stuck_improvement = check_fraction("stuck_improvement", stuck_improvement)
+        self.shrunk_fraction = check_fraction("shrunk_fraction", shrunk_fraction)
+        self.first_weight: float | None = None
         self.patience = check_count("patience", patience)
         self.min_steps = check_count("min_steps", min_steps)
         self.frozen_samples = check_count("frozen_samples", frozen_samples)
@@ -132,12 +137,18 @@ class EarlyStagnation(Detector):
         median_grad = statistics.median(grads) if grads else None
         tiny_steps = median_update is not None and median_update < self.max_relative_update
         tiny_grads = median_grad is not None and median_grad < self.max_relative_grad
+        weights = [s.weight_norm for s in sample.layers if finite(s.weight_norm)]
+        total_weight = math.sqrt(sum(w * w for w in weights)) if weights else None
+        if self.first_weight is None:
+            self.first_weight = total_weight
+        first = self.first_weight
+        shrunk = total_weight is not None and first is not None and total_weight < self.shrunk_fraction * first
         start, now = statistics.median(self.early_losses), statistics.median(self.recent_losses)
         improvement = (start - now) / max(abs(start), 1e-12)
         if self.retired:  # it improved once: still stuck if the gradient died while the loss stayed high
             slow = not warming_up and tiny_grads and improvement < self.stuck_improvement
         else:
-            slow = not warming_up and (tiny_steps or tiny_grads or cannot_fit)
+            slow = not warming_up and (tiny_steps or tiny_grads or cannot_fit or shrunk)
         self.streak = self.streak + 1 if slow else 0
         if sample.step < self.min_steps:
             return None

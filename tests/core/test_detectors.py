@@ -367,3 +367,13 @@ def test_stuck_after_an_early_drop_when_the_gradient_dies_at_a_high_loss():
     assert first.first_step == 160 and first.evidence["median_relative_grad"] == pytest.approx(1e-6)
     converged = [sample(s, [0.01 if s < 100 else 1e-6] * 3, loss=(2.3 if s < 40 else 0.2) + 0.01 * math.sin(s)) for s in steps]
     assert feed(EarlyStagnation(), converged) == [None] * len(steps)  # the gradient shrank with the loss
+
+
+def test_a_flat_loss_while_the_weights_shrink_away_is_stagnation():
+    steps = list(range(0, 200, 20))
+    shrinking = [sample(s, [0.05] * 3, weights=[max(0.2, 1.0 - s / 100)] * 3, relative_updates=[1e-3] * 3, loss=2.3 + 0.01 * math.sin(s)) for s in steps]
+    results = feed(EarlyStagnation(), shrinking)
+    first = next(r for r in results if r is not None)
+    assert first.first_step == 120  # weights under half their start from step 60 on, 4 samples in a row
+    steady = [replace(x, layers=tuple(replace(layer, weight_norm=1.0) for layer in x.layers)) for x in shrinking]
+    assert feed(EarlyStagnation(), steady) == [None] * len(steps)
