@@ -102,6 +102,28 @@ class Monitor:
             self.save()
         return raised
 
+    def first_at_least(self, severity: str | None) -> Finding | None:
+        """The most severe finding at ``severity`` or above (None for no severity): what ``stop_on`` acts on."""
+        if severity is None:
+            return None
+        serious = [f for f in self.findings.values() if f.at_least(severity)]
+        return max(serious, key=lambda f: SEVERITY_RANK[f.severity], default=None)
+
+    def stop(self, stop_on: str) -> None:
+        """Say once, as a warning, that training stops because of ``stop_on``'s finding."""
+        finding = self.first_at_least(stop_on)
+        if finding is not None:
+            warn(f"gradwatch: stopping training (stop_on={stop_on!r}): {format_warning(finding)}")
+
+    def close(self, steps: int | None = None, *, print_report: bool = True) -> Report:
+        """The end of a run: write the summary and print the console report (a failure of either is contained)."""
+        report = self.save(steps)
+        if print_report:
+            from .console import print_report as show
+
+            self.guard.run("console report", show, report)
+        return report
+
     def save(self, steps: int | None = None) -> Report:
         """Write the summary to ``summary_path`` (if any) atomically; returns the report."""
         report = self.report(steps)

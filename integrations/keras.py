@@ -13,10 +13,10 @@ from collections.abc import Sequence
 from typing import Any
 
 from gradwatch.detectors import Detector
-from gradwatch.monitor import Monitor, format_warning
+from gradwatch.monitor import Monitor
 from gradwatch.options import check_flag, check_severity
 from gradwatch.report import Report
-from gradwatch.safety import FaultGuard, warn
+from gradwatch.safety import FaultGuard
 
 from ._keras import keras, ops
 from .keras_facts import learning_rate, model_facts
@@ -120,12 +120,9 @@ class GradWatchCallback(keras.callbacks.Callback):
             self._maybe_stop()
 
     def _maybe_stop(self) -> None:
-        if self.stop_on is None or self.model.stop_training:
-            return
-        serious = [f for f in self.monitor.findings.values() if f.at_least(self.stop_on)]
-        if serious:
+        if self.stop_on is not None and not self.model.stop_training and self.monitor.first_at_least(self.stop_on):
             self.model.stop_training = True
-            warn(f"gradwatch: stopping training (stop_on={self.stop_on!r}): {format_warning(serious[0])}")
+            self.monitor.stop(self.stop_on)
 
     def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._read_sampled_step()  # before validation batches run through the measured layers
@@ -141,11 +138,7 @@ class GradWatchCallback(keras.callbacks.Callback):
         if self.collector is not None:
             self.collector.uninstall()
             self.guard.run(COLLECTOR, self.model.make_train_function, True)  # back to the unwrapped step
-        self.report = self.monitor.save(self.step)
-        if self.print_report:
-            from gradwatch.console import print_report
-
-            self.guard.run("console report", print_report, self.report)
+        self.report = self.monitor.close(self.step, print_report=self.print_report)
 
     def state_dict(self) -> dict[str, Any]:
         return {"step": self.step, "monitor": self.monitor.state_dict()}

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import Any
 
 from gradwatch.detectors import Detector
-from gradwatch.monitor import format_warning
 from gradwatch.options import (
     check_count,
     check_detectors,
@@ -23,7 +22,7 @@ from gradwatch.options import (
     check_summary_path,
 )
 from gradwatch.report import Report
-from gradwatch.safety import FaultGuard, warn
+from gradwatch.safety import FaultGuard
 
 from . import torch_distributed
 from ._torch import torch
@@ -164,9 +163,8 @@ class GradWatchCallback(*_callback_bases()):  # type: ignore[misc]
         if self.session is None or not self.session.stop_requested or trainer.should_stop:
             return
         trainer.should_stop = True  # decided by every rank together (TorchSession.end_step)
-        serious = [f for f in self.session.monitor.findings.values() if self.stop_on and f.at_least(self.stop_on)]
-        if trainer.is_global_zero and serious:
-            warn(f"gradwatch: stopping training (stop_on={self.stop_on!r}): {format_warning(serious[0])}")
+        if trainer.is_global_zero and self.stop_on is not None:
+            self.session.monitor.stop(self.stop_on)
 
     # -- checkpointing -----------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:

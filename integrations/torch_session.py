@@ -175,7 +175,7 @@ class TorchSession:
             self.last_observed = step
             self.monitor.observe(stats)
         if self.stop_on is not None and not self._disabled_everywhere:
-            serious = any(f.at_least(self.stop_on) for f in self.monitor.findings.values())
+            serious = self.monitor.first_at_least(self.stop_on) is not None
             self.stop_requested = torch_distributed.agree([1.0 if serious else 0.0])[0] > 0
         return stats
 
@@ -243,12 +243,7 @@ class TorchSession:
         self.collector.detach()
         if self.skipped_steps:
             self.monitor.notes.append(f"{self.skipped_steps} sampled step(s) skipped by the AMP grad scaler were ignored")
-        report = self.monitor.save(steps)
-        if print_report and self.main:
-            from gradwatch.console import print_report as show
-
-            self.guard.run("console report", show, report)
-        return report
+        return self.monitor.close(steps, print_report=print_report and self.main)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

@@ -24,9 +24,9 @@ from dataclasses import replace
 from typing import Any
 
 from gradwatch.detectors import Detector
-from gradwatch.monitor import format_warning
-from gradwatch.report import SEVERITY_RANK, Report
-from gradwatch.safety import FaultGuard, warn
+from gradwatch.options import check_severity
+from gradwatch.report import Report
+from gradwatch.safety import FaultGuard
 from gradwatch.stats import StepStats
 
 from ._torch import torch
@@ -69,8 +69,7 @@ class GradWatchCallback(TrainerCallback):  # type: ignore[misc]
         autosave_every_n_steps: int | None = 500,
         strict: bool = False,
     ) -> None:
-        if stop_on is not None and stop_on not in SEVERITY_RANK:
-            raise ValueError(f"stop_on must be one of {sorted(SEVERITY_RANK)} or None, got {stop_on!r}")
+        check_severity("stop_on", stop_on)
         self.options: dict[str, Any] = {
             "detectors": detectors,
             "history_size": history_size,
@@ -197,9 +196,8 @@ class GradWatchCallback(TrainerCallback):  # type: ignore[misc]
             self._unlogged_step = stats.step
         if self.session.stop_requested and not control.should_training_stop:
             control.should_training_stop = True  # decided by every rank together (TorchSession.end_step)
-            serious = [f for f in self.session.monitor.findings.values() if self.stop_on and f.at_least(self.stop_on)]
-            if self._main and serious:
-                warn(f"gradwatch: stopping training (stop_on={self.stop_on!r}): {format_warning(serious[0])}")
+            if self._main and self.stop_on is not None:
+                self.session.monitor.stop(self.stop_on)
         return control
 
     def _loss_hook(self, module: torch.nn.Module, args: Any, output: Any) -> None:

@@ -103,3 +103,16 @@ def test_nan_in_one_layer_does_not_poison_other_detectors():
         grads = [math.nan, 0.01, 0.01] if step == 1 else [0.01, 0.01, 0.01]
         monitor.observe(sample(step, grads, relative_updates=[1e-3] * 3, loss=1.0 - 0.01 * step))
     assert [f.symptom for f in monitor.report().findings] == ["nonfinite"]
+
+
+def test_stop_on_acts_on_the_most_severe_finding_and_close_writes_and_prints(tmp_path, capsys):
+    monitor = Monitor(warn_on=None, summary_path=tmp_path / "gw.json")
+    for step in range(3):
+        monitor.observe(sample(step, [1e-9, 1e-6, 1e-1], loss=2.3 - 0.1 * step))
+    assert monitor.first_at_least("critical").symptom == "vanishing_gradients"
+    assert monitor.first_at_least(None) is None
+    with pytest.warns(GradWatchWarning, match=r"stopping training \(stop_on='warning'\): gradwatch: vanishing_gradients"):
+        monitor.stop("warning")
+    report = monitor.close(print_report=True)
+    assert (tmp_path / "gw.json").exists() and report.findings[0].symptom == "vanishing_gradients"
+    assert "vanishing_gradients" in capsys.readouterr().err
