@@ -21,15 +21,13 @@ from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
 
-import torch.optim.optimizer as optim_hooks
-
 from gradwatch.detectors import Detector
 from gradwatch.options import check_flag
 from gradwatch.report import Report
 from gradwatch.safety import FaultGuard
 
 from . import torch_distributed
-from ._torch import torch
+from ._torch import register_optimizer_step_pre_hook, torch
 from .torch_session import COLLECTOR, TorchSession
 from .torch_trial import trial
 
@@ -89,7 +87,7 @@ class Watcher:
         if optimizer is not None:
             self._bind(optimizer)
         else:  # bind to the first optimizer that steps this model's parameters
-            self._handles.append(optim_hooks.register_optimizer_step_pre_hook(self._bind_first))
+            self._handles.append(register_optimizer_step_pre_hook(self._bind_first))
         self._start_step()
 
     def _bind(self, optimizer: torch.optim.Optimizer) -> None:
@@ -102,8 +100,8 @@ class Watcher:
         if self.optimizer is None and self.guard.enabled(COLLECTOR):
             own = {id(p) for p in self.model.parameters()}
             if any(id(p) in own for group in optimizer.param_groups for p in group["params"]):
+                # the optimizer's own pre-hooks run after the global ones: _pre_hook runs in this very step
                 self.guard.run(COLLECTOR, self._bind, optimizer)
-                self._pre_hook(optimizer, args, kwargs)
 
     def _pre_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if self._pending:  # the user does not call step(): finish the previous step here

@@ -337,3 +337,25 @@ def test_a_closure_optimizer_is_measured_from_the_gradients_its_step_made():
             watcher.step(optimizer.step(closure))
     history = watcher.report().layers[0]["history"]
     assert history["step"] == [0, 1, 2] and all(g is not None and g > 0 for g in history["grad_norm"])
+
+
+def test_binding_to_the_first_optimizer_runs_its_pre_hook_once_per_step(monkeypatch):
+    from gradwatch.integrations.pytorch import Watcher
+
+    calls = []
+    original = Watcher._pre_hook
+    monkeypatch.setattr(Watcher, "_pre_hook", lambda self, *a: calls.append(self.global_step) or original(self, *a))
+    model = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
+    with watch(model, print_report=False) as watcher:
+        optimizer = torch.optim.SGD(model.parameters(), lr=0.01)  # created after watch()
+        loop(model, optimizer, watcher, steps=3)
+    assert calls == [0, 1, 2] and watcher.report().sampled_steps == 3
+
+
+def test_without_torch_the_adapter_says_how_to_install_it():
+    import subprocess
+    import sys
+
+    code = "import sys; sys.modules['torch'] = None\ntry:\n    import gradwatch.integrations.pytorch\nexcept ImportError as e:\n    print(e)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert 'pip install "gradwatch[torch]"' in out
