@@ -253,6 +253,8 @@ class KerasCollector:
         with_grad_layers: set[int] = set()
         measured = self._received if self.backend == "jax" else (ops.convert_to_numpy(self._grad_sq), ops.convert_to_numpy(self._column_max))
         self._received = None
+        if not self.guard.enabled(RECORDER):  # its variables still hold the last good sample: not this step's
+            measured = None
         if measured is not None and self._with_grad:
             squares = np.asarray(measured[0], dtype=np.float64)[: len(self.variables)]
             grad = np.sqrt(np.bincount(self.owners, squares, n))

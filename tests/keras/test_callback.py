@@ -212,3 +212,19 @@ def test_mirrored_strategy_reports_the_all_reduced_gradients():
     lr = 0.01  # plain SGD: update = lr * applied gradient
     assert [lr * g for g in mirrored["grad"]] == pytest.approx(mirrored["update"], rel=1e-4)
     assert len(mirrored["time"]) == 12 and mirrored["time"] == pytest.approx(single["time"], rel=1e-5)
+
+
+def test_a_recorder_that_fails_after_good_samples_reports_no_stale_gradients(monkeypatch):
+    """The second fit retraces the step and the recorder fails then: its variables still hold the first fit's norms."""
+    model, callback = dense_stack("relu", 2), GradWatchCallback(print_report=False, warn_on=None)
+    model.compile(optimizer=sgd(0.01), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = data()
+    model.fit(x[:256], y[:256], batch_size=64, epochs=1, verbose=0, callbacks=[callback])
+    monkeypatch.setattr(KerasCollector, "_measure", _raise)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(x[:256], y[:256], batch_size=64, epochs=2, verbose=0, callbacks=[callback])
+    history = callback.report.layers[0]["history"]
+    first_fit = history["step"].index(4)
+    assert all(g is not None for g in history["grad_norm"][:first_fit])
+    assert history["grad_norm"][first_fit:] == [None] * (len(history["step"]) - first_fit)
