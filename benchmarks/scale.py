@@ -2,8 +2,10 @@
 
 For a 500-layer MLP and a ~100M-parameter MLP: the time of a plain training
 step, the extra time of a sampled step (gradient/weight/update reads, one
-transfer) and the peak memory it adds (resident set, measured in a fresh
-process per configuration). Then 50,000 samples (a 1M-step run sampled every
+transfer), the physical floor of a sampled step (one fused pass over the
+gradients and one over the weights: ``torch._foreach_norm`` of both) and the
+ratio of the extra time to it, and the peak memory a sampled step adds
+(resident set, measured in a fresh process per configuration). Then 50,000 samples (a 1M-step run sampled every
 20 steps) through the core: time per sample and the size of the history kept.
 """
 
@@ -48,7 +50,22 @@ def _measure(config: str, watched: bool) -> dict[str, float]:
             watcher.step(loss)
         times.append(time.perf_counter() - start)
     params = sum(p.numel() for p in model.parameters())
-    return {"seconds": statistics.median(times[1:]), "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "params": params}
+    floor = []
+    if not watched:  # one read of the gradients and one of the weights, the way a sampled step must at least
+        model(x).square().mean().backward()
+        grads, weights = [p.grad for p in model.parameters()], list(model.parameters())
+        for _ in range(6):
+            start = time.perf_counter()
+            with torch.no_grad():
+                torch.stack(torch._foreach_norm(grads)).sum().item()
+                torch.stack(torch._foreach_norm(weights)).sum().item()
+            floor.append(time.perf_counter() - start)
+    return {
+        "seconds": statistics.median(times[1:]),
+        "floor": statistics.median(floor[1:]) if floor else 0.0,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "params": params,
+    }
 
 
 def stream(samples: int = 50_000, layers: int = 10) -> dict[str, float]:
@@ -81,16 +98,21 @@ def main() -> None:
     if args.child:
         print(json.dumps(_measure(args.child[0], args.child[1] == "watched")))
         return
-    print(f"{'model':<10} {'params':>12} {'plain s/step':>13} {'sampled s/step':>15} {'extra s':>8} {'peak RSS MB plain':>18} {'added MB':>9}")
+    print(
+        f"{'model':<10} {'params':>12} {'plain s/step':>13} {'sampled s/step':>15} {'extra s':>8} {'floor s':>8} "
+        f"{'extra/floor':>11} {'peak RSS MB plain':>18} {'added MB':>9}"
+    )
     for config in ("mlp500", "mlp100m"):
         runs = {}
         for mode in ("plain", "watched"):
             out = subprocess.run([sys.executable, "-m", "benchmarks.scale", "--child", config, mode], capture_output=True, text=True, check=True)
             runs[mode] = json.loads(out.stdout.strip().splitlines()[-1])
         plain, watched = runs["plain"], runs["watched"]
+        extra = watched["seconds"] - plain["seconds"]
         print(
-            f"{config:<10} {plain['params']:>12,} {plain['seconds']:>13.4f} {watched['seconds']:>15.4f} "
-            f"{watched['seconds'] - plain['seconds']:>8.4f} {plain['peak_rss_mb']:>18.0f} {watched['peak_rss_mb'] - plain['peak_rss_mb']:>9.0f}"
+            f"{config:<10} {plain['params']:>12,} {plain['seconds']:>13.4f} {watched['seconds']:>15.4f} {extra:>8.4f} "
+            f"{plain['floor']:>8.4f} {extra / plain['floor']:>11.1f} {plain['peak_rss_mb']:>18.0f} "
+            f"{watched['peak_rss_mb'] - plain['peak_rss_mb']:>9.0f}"
         )
     result = stream()
     print(

@@ -60,7 +60,7 @@ class TorchSession:
         self._handles: list[Any] = []
         self._sampled = False  # this optimizer step is being measured
         self._stepped = False  # ... and its optimizer.step() really ran (an AMP scaler may skip it)
-        self._backward_hook: Any = None
+        self._backward_hooks: list[Any] = []
         self._loss_kind: str | None = None
         self.last_observed: int | None = None
         self.collector.attach()
@@ -83,40 +83,52 @@ class TorchSession:
         """Before the forward pass of optimizer step ``step``: arm the activation hooks if it is sampled."""
         self.collector.sampling = self.monitor.should_sample(step)
 
-    def before_step(self, step: int, *, scale: float | None = None, grads: list[Any] | None = None) -> None:
+    def before_step(self, step: int, *, scale: float | None = None) -> None:
         """After backward, before ``optimizer.step()``: read gradients if ``step`` is sampled."""
         if self._sampled:  # several optimizers in one step: the first one's gradients are the sample
             return
         self._sampled = self.monitor.should_sample(step)
         self._stepped = False
         if self._sampled:
-            self.guard.run(COLLECTOR, self.collector.capture_gradients, scale=scale, grads=grads)
+            self.guard.run(COLLECTOR, self.collector.capture_gradients, scale=scale)
 
     def arm_backward(self, step: int, *, full: bool) -> None:
-        """If ``step`` is sampled, have its backward pass hand the gradients over as it produces them.
+        """If ``step`` is sampled, read the gradients as soon as backward has accumulated them all.
 
-        ``full``: take the whole sample from them (no optimizer step will be seen:
-        the loop updates the weights by hand); otherwise only the total norm
-        before any clipping the training code applies.
+        ``full``: take the whole sample then (no optimizer step will be seen: the
+        loop updates the weights by hand, and may zero the gradients before
+        ``watcher.step``); otherwise only the total norm, before any clipping the
+        training code applies. The hooks hold no gradient (a held one would make
+        autograd copy it) and count passes: a second backward in the same step
+        (accumulation) makes that total unusable.
         """
         self.disarm()
-        if not self.monitor.should_sample(step) or not self.collector.params or not self.guard.enabled(COLLECTOR):
+        params = self.collector.params
+        if not self.monitor.should_sample(step) or not params or not self.guard.enabled(COLLECTOR):
             return
+        waiting, passes = [len(params)], [0]
 
-        def received(grads: Any) -> None:
+        def accumulated(param: torch.Tensor) -> None:
+            waiting[0] -= 1
+            if waiting[0] > 0:
+                return
+            waiting[0], passes[0] = len(params), passes[0] + 1
             if full:
-                self.before_step(step, grads=list(grads))
+                self.before_step(step)
+            elif passes[0] == 1:
+                self.collector.capture_backward_total()
             else:
-                self.collector.capture_backward_total(list(grads))
+                self.collector.note_backward_pass()
 
-        hook = torch.autograd.graph.register_multi_grad_hook
-        self._backward_hook = hook(self.collector.params, lambda grads: self.guard.run(COLLECTOR, received, grads))
+        self._backward_hooks = [
+            p.register_post_accumulate_grad_hook(lambda p: self.guard.run(COLLECTOR, accumulated, p)) for p in params
+        ]
 
     def disarm(self) -> None:
-        """Remove the backward hook of ``arm_backward``, if any."""
-        if self._backward_hook is not None:
-            self._backward_hook.remove()
-            self._backward_hook = None
+        """Remove the backward hooks of ``arm_backward``, if any."""
+        for handle in self._backward_hooks:
+            handle.remove()
+        self._backward_hooks = []
 
     def after_manual_update(self) -> None:
         """The training code changed the weights itself: measure the update as if an optimizer had stepped."""

@@ -210,17 +210,14 @@ class TorchCollector:
             self._sample.activations[name] = (kind, tail.float().mean(), 0)
 
     @torch.no_grad()
-    def capture_gradients(self, *, scale: float | None = None, grads: list[Any] | None = None, weights: bool = True) -> None:
+    def capture_gradients(self, *, scale: float | None = None, weights: bool = True) -> None:
         """Gradient norms per layer and zero-gradient rows; weight norms and a snapshot before the step.
 
         ``scale``: divide gradients by it (a loss scale an AMP scaler left in place).
-        ``grads``: the gradients as a backward hook received them (aligned with the
-        watched parameters), for loops that update the weights by hand; default ``.grad``.
         ``weights``: also take the weight norms and the snapshot for the update.
         """
         sample = self._sample
-        given = grads if grads is not None else [p.grad for p in self.params]
-        grads = {i: local(g) for i, g in enumerate(given) if g is not None and not g.is_sparse}
+        grads = {i: local(p.grad) for i, p in enumerate(self.params) if p.grad is not None and not p.grad.is_sparse}
         with_grad = list(grads)
         rowed = [i for i in with_grad if i in self.row_params]
         others = [i for i in with_grad if i not in self.row_params]
@@ -240,13 +237,15 @@ class TorchCollector:
             sample.before = self._watched_elements()
 
     @torch.no_grad()
-    def capture_backward_total(self, grads: list[Any]) -> None:
-        """Add one backward pass's squared total gradient norm, before any clipping the user applies."""
-        present = [local(g) for g in grads if g is not None and not g.is_sparse]
+    def capture_backward_total(self) -> None:
+        """The squared total gradient norm right after backward, before any clipping the user applies."""
+        present = [local(p.grad) for p in self.params if p.grad is not None and not p.grad.is_sparse]
         if present:
-            total = torch.stack(torch._foreach_norm(present, 2, dtype=torch.float32)).square().sum()
-            sample = self._sample
-            sample.raw_grad_sq = total if sample.raw_grad_sq is None else sample.raw_grad_sq + total
+            self._sample.raw_grad_sq = torch.stack(torch._foreach_norm(present, 2, dtype=torch.float32)).square().sum()
+        self.note_backward_pass()
+
+    def note_backward_pass(self) -> None:
+        """Count a backward pass of the sampled step (the pre-clip total holds for exactly one)."""
         self._sample.backward_passes += 1
 
     @property
