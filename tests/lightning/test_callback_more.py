@@ -44,6 +44,7 @@ class SplitReLU(L.LightningModule):
         Path(self.out_dir, f"rank{self.global_rank}.json").write_text(json.dumps(None if path is None else str(path)))
 
 
+@pytest.mark.flaky(reruns=2, only_rerun=["SIGABRT"])  # gloo on this CPU machine sometimes aborts a rank at exit (also before gradwatch's changes)
 def test_ddp_spawn_combines_activation_statistics_and_writes_one_summary(tmp_path):
     data = DataLoader(TensorDataset(torch.ones(64, 4), torch.zeros(64, dtype=torch.long)), batch_size=8)
     model = SplitReLU(str(tmp_path))
