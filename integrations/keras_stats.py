@@ -34,6 +34,7 @@ from .keras_facts import activation_of, trainable_layers
 
 RECORDER = "keras gradient recorder"
 ACTIVATIONS = "keras activation probe"
+INPUTS = "keras input probe"
 UNIT_KINDS = ("Dense", "Conv1D", "Conv2D", "Conv3D", "EinsumDense")
 RECURRENT_KINDS = ("SimpleRNN", "LSTM", "GRU")
 DEAD_KINDS = ("ReLU", "ReLU6")
@@ -78,6 +79,8 @@ class KerasCollector:
             steps = _time_steps(layer)
             if type(layer).__name__ in RECURRENT_KINDS and steps and self.backend != "jax":
                 self._probes[layer.name] = (layer, _variable(steps, "gradwatch_time"))
+        # the first trainable layer's input: mean |x| and std (unscaled features are a cause of their own)
+        self._inputs = (layers[0], _variable(2, "gradwatch_inputs", fill=np.nan)) if layers and self.backend != "jax" else None
         # (layer, activation kind, measured value): the saturated share, or ReLU unit maxima and rows over the window
         self._activations: list[tuple[Any, str, Any]] = []
         for layer in model.layers if self.backend != "jax" else ():
@@ -132,6 +135,8 @@ class KerasCollector:
             layer.call = _probed_call(layer, profile)
         for layer, kind, share in self._activations:
             layer.call = self._measured_call(layer, kind, share)
+        if self._inputs is not None:
+            self._inputs[0].call = self._input_call(*self._inputs)
 
     def uninstall(self) -> None:
         """Remove the wrappers: the instance attributes shadowed the class methods."""
@@ -139,7 +144,9 @@ class KerasCollector:
             for name in ("apply", "_all_reduce_sum_gradients"):
                 self._optimizer.__dict__.pop(name, None)
             self._optimizer = None
-            for layer in [layer for layer, _ in self._probes.values()] + [layer for layer, _, _ in self._activations]:
+            wrapped = [layer for layer, _ in self._probes.values()] + [layer for layer, _, _ in self._activations]
+            wrapped += [self._inputs[0]] if self._inputs is not None else []
+            for layer in {id(layer): layer for layer in wrapped}.values():  # a layer may carry two wrappers
                 del layer.call
 
     def arm(self, on: bool) -> None:
@@ -203,6 +210,18 @@ class KerasCollector:
             output = call(*args, **kwargs)
             self._on_sampled_steps(ACTIVATIONS, lambda: record(output))
             return output
+
+        return measured
+
+    def _input_call(self, layer: Any, scale: Any) -> Any:
+        """``layer.call`` that also measures its input's scale on sampled steps (float inputs only)."""
+        call = layer.call
+
+        def measured(inputs: Any, *args: Any, **kwargs: Any) -> Any:
+            if keras.backend.is_float_dtype(keras.backend.standardize_dtype(getattr(inputs, "dtype", "int32"))):
+                x = ops.cast(inputs, "float32")
+                self._on_sampled_steps(INPUTS, lambda: scale.assign(ops.stack([ops.mean(ops.abs(x)), ops.std(x)])))
+            return call(inputs, *args, **kwargs)
 
         return measured
 
@@ -283,7 +302,18 @@ class KerasCollector:
             for layer, kind, value in self._activations
             if self.guard.enabled(ACTIVATIONS) and (stats := _activation_stats(layer.name, kind, value, self.full_batch))
         )
-        return StepStats(step=step, layers=layers, loss=None if loss is None else float(loss), lr=lr, sequences=sequences, activations=activations)
+        scale = np.asarray(ops.convert_to_numpy(self._inputs[1]), dtype=np.float64) if self._inputs and self.guard.enabled(INPUTS) else None
+        mean_abs, std = (float(scale[0]), float(scale[1])) if scale is not None and np.isfinite(scale).all() else (None, None)
+        return StepStats(
+            step=step,
+            layers=layers,
+            loss=None if loss is None else float(loss),
+            lr=lr,
+            sequences=sequences,
+            activations=activations,
+            input_mean_abs=mean_abs,
+            input_std=std,
+        )
 
 
     def _zero_columns(self, column_max: np.ndarray, rows: float) -> dict[int, tuple[float, int | None]]:

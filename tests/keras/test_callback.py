@@ -228,3 +228,17 @@ def test_a_recorder_that_fails_after_good_samples_reports_no_stale_gradients(mon
     first_fit = history["step"].index(4)
     assert all(g is not None for g in history["grad_norm"][:first_fit])
     assert history["grad_norm"][first_fit:] == [None] * (len(history["step"]) - first_fit)
+
+
+def test_unscaled_inputs_are_measured_and_standardising_comes_first():
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 5000, (512, 4)).astype("float32")
+    y = (x[:, 0] > 2500).astype("float32")
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(1, activation="sigmoid")])
+    model.compile(keras.optimizers.SGD(0.1), "binary_crossentropy")
+    callback = GradWatchCallback(print_report=False, warn_on=None)
+    model.fit(x, y, epochs=3, batch_size=32, verbose=0, callbacks=[callback])
+    mean_abs, std = callback.monitor.input_scale
+    assert mean_abs == pytest.approx(float(np.abs(x).mean()), rel=0.15) and std == pytest.approx(float(x.std()), rel=0.15)
+    assert callback.report.findings and all(f.remedies[0].id == "standardize_inputs" for f in callback.report.findings)
