@@ -13,14 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from gradwatch.detectors import Detector
-from gradwatch.options import (
-    check_count,
-    check_detectors,
-    check_flag,
-    check_optional_count,
-    check_severity,
-    check_summary_path,
-)
+from gradwatch.options import check_callback_options
 from gradwatch.report import Report
 from gradwatch.safety import FaultGuard
 
@@ -69,15 +62,17 @@ class GradWatchCallback(*_callback_bases()):  # type: ignore[misc]
         strict: bool = False,
     ) -> None:
         # The session (and its Monitor) is built in setup(): check every option now, before the fit starts.
-        check_optional_count("every_n_steps", every_n_steps)
-        check_severity("stop_on", stop_on)
-        check_flag("log_layers", log_layers)
-        detectors = check_detectors(detectors)
-        check_count("history_size", history_size, minimum=2)
-        check_severity("warn_on", warn_on)
-        check_flag("print_report", print_report)
-        check_optional_count("autosave_every_n_steps", autosave_every_n_steps)
-        summary_path = check_summary_path(summary_path)
+        detectors, summary_path = check_callback_options(
+            summary_path=summary_path,
+            every_n_steps=every_n_steps,
+            stop_on=stop_on,
+            log_layers=log_layers,
+            detectors=detectors,
+            history_size=history_size,
+            warn_on=warn_on,
+            print_report=print_report,
+            autosave_every_n_steps=autosave_every_n_steps,
+        )
         self.options: dict[str, Any] = {
             "detectors": detectors,
             "history_size": history_size,

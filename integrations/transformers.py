@@ -24,7 +24,7 @@ from dataclasses import replace
 from typing import Any
 
 from gradwatch.detectors import Detector
-from gradwatch.options import check_severity
+from gradwatch.options import check_callback_options
 from gradwatch.report import Report
 from gradwatch.safety import FaultGuard
 from gradwatch.stats import StepStats
@@ -69,7 +69,17 @@ class GradWatchCallback(TrainerCallback):  # type: ignore[misc]
         autosave_every_n_steps: int | None = 500,
         strict: bool = False,
     ) -> None:
-        check_severity("stop_on", stop_on)
+        detectors, summary_path = check_callback_options(
+            summary_path=summary_path,
+            every_n_steps=every_n_steps,
+            stop_on=stop_on,
+            log_layers=log_layers,
+            detectors=detectors,
+            history_size=history_size,
+            warn_on=warn_on,
+            print_report=print_report,
+            autosave_every_n_steps=autosave_every_n_steps,
+        )
         self.options: dict[str, Any] = {
             "detectors": detectors,
             "history_size": history_size,
