@@ -23,7 +23,7 @@ from typing import Any
 
 from gradwatch.detectors import Detector
 from gradwatch.options import check_flag
-from gradwatch.report import Report
+from gradwatch.report import MIN_SAMPLES_TO_CLEAR, Report
 from gradwatch.safety import FaultGuard
 
 from . import torch_distributed
@@ -149,7 +149,6 @@ class Watcher:
             for handle in self._handles:
                 handle.remove()
             self._handles.clear()
-            self.session.disarm()
             self.session.final_sample(self.global_step)
             self._explain_missing_samples()
             self._report = self.session.close(self.global_step, print_report=self.print_report)
@@ -162,7 +161,7 @@ class Watcher:
             why = "no training step was seen: call watcher.step(loss) once per step (or step an optimizer)"
         elif samples == 0:
             why = "no step could be measured: no backward pass reached the model's trainable parameters"
-        elif samples < 3 and self.global_step < 3:
+        elif samples < MIN_SAMPLES_TO_CLEAR and self.global_step < MIN_SAMPLES_TO_CLEAR:
             why = f"the run had only {self.global_step} step(s)"
         else:
             return
