@@ -27,6 +27,8 @@ class History:
         self.kinds: dict[str, str] = {}
         self.series: dict[str, dict[str, list[float | None]]] = {}
         self.time_profiles: dict[str, list[float]] = {}  # latest per-time-step gradient of recurrent layers
+        self._layouts: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[list[list[float | None]], list[int] | None]] = {}
+        self._column_count = 0
 
     def add(self, sample: StepStats, kinds: dict[str, str]) -> None:
         """Record ``sample`` if it falls on the current stride (time profiles: always the latest)."""
@@ -36,28 +38,50 @@ class History:
             return
         if len(self.steps) == self.capacity:
             self._halve()
-        row: dict[str, dict[str, float | None]] = {}  # a Keras layer is also its own activation
-        for layer in sample.layers:
-            row.setdefault(layer.name, {}).update({m: getattr(layer, m) for m in LAYER_METRICS})
-        for a in sample.activations:
-            row.setdefault(a.name, {}).update({m: getattr(a, m) for m in ACTIVATION_METRICS})
         known = len(self.steps)
-        for name, values in row.items():
+        layout = (tuple(layer.name for layer in sample.layers), tuple(a.name for a in sample.activations))
+        if layout not in self._layouts:
+            if len(self._layouts) >= 64:  # layouts that keep changing: forget the old ones
+                self._layouts.clear()
+            self._layouts[layout] = self._columns(layout, kinds, known)
+        columns, keep = self._layouts[layout]
+        values = [getattr(layer, metric) for layer in sample.layers for metric in LAYER_METRICS]
+        values += [getattr(a, metric) for a in sample.activations for metric in ACTIVATION_METRICS]
+        for column, value in zip(columns, values if keep is None else [values[i] for i in keep]):
+            column.append(value)
+        self.steps.append(sample.step)
+        if len(columns) < self._column_count:  # series not in this sample get a gap
+            for series in self.series.values():
+                for column in series.values():
+                    if len(column) == known:
+                        column.append(None)
+
+    def _columns(
+        self, layout: tuple[tuple[str, ...], tuple[str, ...]], kinds: dict[str, str], known: int
+    ) -> tuple[list[list[float | None]], list[int] | None]:
+        """The series the values of a sample with this layout go to, and which values (None: all, in order).
+
+        A Keras layer is also its own activation; a name twice in a sample keeps its last value.
+        """
+        keys = [(name, metric) for name in layout[0] for metric in LAYER_METRICS]
+        keys += [(name, metric) for name in layout[1] for metric in ACTIVATION_METRICS]
+        last = {key: position for position, key in enumerate(keys)}
+        keep = sorted(last.values())
+        columns: list[list[float | None]] = []
+        for name, metric in (keys[i] for i in keep):
             self.kinds.setdefault(name, kinds.get(name, "?"))
             series = self.series.setdefault(name, {})
-            for metric, value in values.items():
-                series.setdefault(metric, [None] * known).append(value)
-        for series in self.series.values():  # not in this sample
-            for column in series.values():
-                if len(column) == known:
-                    column.append(None)
-        self.steps.append(sample.step)
+            if metric not in series:
+                series[metric] = [None] * known
+                self._column_count += 1
+            columns.append(series[metric])
+        return columns, keep if len(keep) < len(keys) else None
 
     def _halve(self) -> None:
         self.steps = self.steps[::2]
         for series in self.series.values():
-            for metric in series:
-                series[metric] = series[metric][::2]
+            for column in series.values():
+                column[:] = column[::2]  # in place: the layouts keep pointing at it
         self.stride *= 2
 
     def to_layers(self) -> list[dict[str, Any]]:
@@ -93,3 +117,4 @@ class History:
         self.kinds = dict(state["kinds"])
         self.series = {n: {m: list(v) for m, v in s.items()} for n, s in state["series"].items()}
         self.time_profiles = {n: list(v) for n, v in state.get("time_profiles", {}).items()}
+        self._layouts, self._column_count = {}, sum(len(s) for s in self.series.values())

@@ -7,11 +7,11 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeGuard
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class LayerStats:
     """Statistics of one trainable layer (all the parameters it owns directly).
 
@@ -28,25 +28,22 @@ class LayerStats:
     zero_grad_rows: float | None = None
     zero_grad_window: int | None = None
 
-    @property
-    def relative_grad(self) -> float | None:
-        """``|g| / |W|``: the gradient on the scale of the weights it moves."""
-        return ratio(self.grad_norm, self.weight_norm)
+    relative_grad: float | None = field(init=False, repr=False, compare=False)
+    """``|g| / |W|``: the gradient on the scale of the weights it moves."""
+    relative_update: float | None = field(init=False, repr=False, compare=False)
+    """``|ΔW| / |W|`` across the optimizer step, ``|W|`` before it (healthy is about 1e-3)."""
+    finite: bool = field(init=False, repr=False, compare=False)
+    """False when a measured gradient, weight or update norm is NaN or infinite."""
 
-    @property
-    def relative_update(self) -> float | None:
-        """``|ΔW| / |W|`` across the optimizer step, ``|W|`` before it (healthy is about 1e-3)."""
-        return ratio(self.update_norm, self.weight_norm)
-
-    @property
-    def finite(self) -> bool:
-        """False when a measured gradient, weight or update norm is NaN or infinite."""
-        return all(
-            v is None or math.isfinite(v) for v in (self.grad_norm, self.weight_norm, self.update_norm)
-        )
+    def __post_init__(self) -> None:  # derived once: the detectors read them for every layer of every sample
+        object.__setattr__(self, "relative_grad", ratio(self.grad_norm, self.weight_norm))
+        object.__setattr__(self, "relative_update", ratio(self.update_norm, self.weight_norm))
+        grad, weight, update = self.grad_norm, self.weight_norm, self.update_norm
+        finite = (grad is None or math.isfinite(grad)) and (weight is None or math.isfinite(weight)) and (update is None or math.isfinite(update))
+        object.__setattr__(self, "finite", finite)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class ActivationStats:
     """Output statistics of one activation module on one training batch.
 
@@ -65,7 +62,7 @@ class ActivationStats:
     window: int | None = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class SequenceStats:
     """How much gradient reaches each time step of a recurrent layer's input.
 
@@ -77,7 +74,7 @@ class SequenceStats:
     grad_by_step: tuple[float, ...]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class StepStats:
     """Everything measured at one sampled optimizer step (0-based ``step``).
 
@@ -99,10 +96,12 @@ class StepStats:
     input_mean_abs: float | None = None
     input_std: float | None = None
 
-    @property
-    def finite(self) -> bool:
-        """False when the loss or any layer's norms hold NaN or infinity."""
-        return (self.loss is None or math.isfinite(self.loss)) and all(layer.finite for layer in self.layers)
+    finite: bool = field(init=False, repr=False, compare=False)
+    """False when the loss or any layer's norms hold NaN or infinity."""
+
+    def __post_init__(self) -> None:
+        finite = (self.loss is None or math.isfinite(self.loss)) and all(layer.finite for layer in self.layers)
+        object.__setattr__(self, "finite", finite)
 
     def scalars(self, *, per_layer: bool = False) -> dict[str, float]:
         """A few numbers for experiment loggers, keyed ``gradwatch/...`` (measured values only)."""

@@ -55,6 +55,7 @@ class TorchSession:
         self._disabled_everywhere = False
         self.collector = TorchCollector(model, guard=guard)
         self.monitor = Monitor(model_facts(model), framework=framework, guard=guard, **monitor_options)
+        self.collector.use_facts(self.monitor.facts)
         self.optimizers: list[torch.optim.Optimizer] = []
         self.skipped_steps = 0
         self._handles: list[Any] = []
@@ -72,6 +73,7 @@ class TorchSession:
         self.collector.set_trainable(params)
         first = self.optimizers[0] if self.optimizers else None
         self.monitor.facts = replace(model_facts(self.model, set(self.collector.layer_names), first), loss=self._known_loss())
+        self.collector.use_facts(self.monitor.facts)
         self._handles += [optimizer.register_step_post_hook(self._after_step) for optimizer in self.optimizers]
 
     @property
@@ -93,35 +95,38 @@ class TorchSession:
             self.guard.run(COLLECTOR, self.collector.capture_gradients, scale=scale)
 
     def arm_backward(self, step: int, *, full: bool) -> None:
-        """If ``step`` is sampled, read the gradients as soon as backward has accumulated them all.
+        """If ``step`` is sampled, read the gradients as soon as a backward pass has accumulated them all.
 
         ``full``: take the whole sample then (no optimizer step will be seen: the
         loop updates the weights by hand, and may zero the gradients before
-        ``watcher.step``); otherwise only the total norm, before any clipping the
-        training code applies. The hooks hold no gradient (a held one would make
-        autograd copy it) and count passes: a second backward in the same step
-        (accumulation) makes that total unusable.
+        ``watcher.step``); otherwise read the gradients before any clipping the
+        training code applies, and again at the optimizer step only if they
+        changed. The first and last trainable parameters carry a hook that
+        queues the read for the end of the backward pass (when every gradient is
+        accumulated); the hooks hold no gradient (a held one would make autograd
+        copy it). A second backward in the same step (accumulation) makes the
+        pre-clip total unusable.
         """
         self.disarm()
         params = self.collector.params
         if not self.monitor.should_sample(step) or not params or not self.guard.enabled(COLLECTOR):
             return
-        waiting, passes = [len(params)], [0]
+        queued = [False]
 
-        def accumulated(param: torch.Tensor) -> None:
-            waiting[0] -= 1
-            if waiting[0] > 0:
-                return
-            waiting[0], passes[0] = len(params), passes[0] + 1
+        def backward_done() -> None:
+            queued[0] = False
             if full:
                 self.before_step(step)
-            elif passes[0] == 1:
-                self.collector.capture_backward_total()
             else:
-                self.collector.note_backward_pass()
+                self.collector.capture_after_backward()
+
+        def accumulated(param: torch.Tensor) -> None:
+            if not queued[0]:
+                queued[0] = True
+                torch.autograd.Variable._execution_engine.queue_callback(lambda: self.guard.run(COLLECTOR, backward_done))
 
         self._backward_hooks = [
-            p.register_post_accumulate_grad_hook(lambda p: self.guard.run(COLLECTOR, accumulated, p)) for p in params
+            p.register_post_accumulate_grad_hook(lambda p: self.guard.run(COLLECTOR, accumulated, p)) for p in {id(p): p for p in (params[0], params[-1])}.values()
         ]
 
     def disarm(self) -> None:

@@ -11,10 +11,12 @@ shard: a layer's squared norms are summed over ranks, never gathered.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
+from gradwatch.detectors.dead_relu import row_judged
+from gradwatch.facts import LayerFacts, ModelFacts
 from gradwatch.safety import FaultGuard
 from gradwatch.stats import ActivationStats, LayerStats, SequenceStats, StepStats
 
@@ -31,13 +33,15 @@ DEAD_KINDS = ("ReLU", "ReLU6")
 RECURRENT_TYPES = (torch.nn.RNN, torch.nn.LSTM, torch.nn.GRU)
 SATURATION_KINDS = ("Sigmoid", "Tanh")
 ROW_KINDS = ("Linear", "Conv1d", "Conv2d", "Conv3d")
-# Parameters above LARGE_PARAM elements have their update measured on a fixed random sample of
-# max(numel/UPDATE_SUBSAMPLE, MIN_SUBSET) elements (an unbiased estimate of |ΔW|², about 1% error
-# on |ΔW|), so a sampled step's snapshot costs a fraction of the model instead of a full copy.
+# A sampled step reads parameters, gradients and snapshots in groups: tensors of up to LARGE_PARAM
+# elements that share a shape are stacked and reduced with one kernel, larger ones are read alone.
+# The update of a larger one is measured on every k-th element, k a prime near numel/UPDATE_SUBSAMPLE
+# (at least MIN_SUBSET elements) coprime with its row length: an unbiased estimate of |ΔW|² (about
+# 1% error on |ΔW|), so the snapshot costs a fraction of the model instead of a full copy.
 LARGE_PARAM, UPDATE_SUBSAMPLE, MIN_SUBSET = 1 << 16, 64, 1 << 14
-# A unit is dead only if it never fires over sampled batches of at least this many rows in all:
-# one small batch leaves many units of a naturally sparse layer silent by chance.
 MIN_DEAD_ROWS = 256
+
+Group = tuple[int, ...]  # indices into ``TorchCollector.params`` read together
 
 
 @dataclass
@@ -46,7 +50,9 @@ class _Sample:
 
     grad_layers: list[int] = field(default_factory=list)
     grad_norms: Any = None  # per layer: summed squared norms (see ``TorchCollector.pack``)
-    before: list[Any] | None = None
+    grad_rows: list[tuple[Group, Any]] = field(default_factory=list)  # row norms of the row-judged weights, per group
+    grad_key: list[tuple[int, int]] | None = None  # identity and version of each gradient read: unchanged ones need no new read
+    before: list[Any] | None = None  # per weight group: the snapshot the update is measured against
     weight_norms: Any = None  # squared, before the optimizer step: the scale a step is judged against
     update_norms: Any = None
     activations: dict[str, tuple[str, Any, int]] = field(default_factory=dict)  # name -> (kind, saturated share or unit maxima, rows)
@@ -77,7 +83,7 @@ class TorchCollector:
         self._loss_tensor: torch.Tensor | None = None
         self._loss_float = 0.0
         self._loss_count = 0
-        self._dead_window: dict[str, tuple[str, Any, int]] = {}  # activation -> (kind, unit maxima, rows)
+        self._dead_window: _Window | None = None  # per-unit maxima of the ReLU outputs
         self._row_window: dict[int, tuple[Any, int]] = {}  # Linear/Conv weight -> (gradient row norm maxima, rows)
         self.set_trainable(None)
 
@@ -102,18 +108,17 @@ class TorchCollector:
                 self.row_params.update({len(self.params) + k: index for k, p in enumerate(own) if p is weight})
             self.params.extend(own)
             owners.extend([index] * len(own))
-        generator = torch.Generator().manual_seed(0)
         self.shards = [shard_count(p) for p in self.params]  # how many ranks hold distinct pieces of each
-        shards = [local(p) for p in self.params]
-        self._update_index = [
-            torch.randint(t.numel(), (max(t.numel() // UPDATE_SUBSAMPLE, MIN_SUBSET),), generator=generator).to(t.device)
-            if t.numel() > LARGE_PARAM
-            else None
-            for t in shards
-        ]
+        self._sharded = any(k > 1 or local(p) is not p for p, k in zip(self.params, self.shards))
+        self._update_stride = [_update_stride(t) for t in self._local(self.params)]  # 1: the whole tensor
+        self._update_scale = [t.numel() / len(range(0, t.numel(), k)) for t, k in zip(self._local(self.params), self._update_stride)]
         self._owner_list = owners
-        self._row_window = {}  # keyed by parameter index: starts afresh with the parameters
-        self._indices: dict[tuple[int, ...] | None, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self.row_facts: dict[int, LayerFacts | None] = {}  # what is known of each row-judged weight's layer
+        self._row_window: dict[Group, tuple[Any, int]] = {}  # weight group -> (gradient row norm maxima, rows)
+        self._indices: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor | None]] = {}
+        self._plans: dict[tuple[Any, ...], list[Group]] = {}
+        self._row_scale: dict[tuple[Group, ...], torch.Tensor] = {}
+        self._snapshots: dict[Group, torch.Tensor] = {}
 
     def attach(self) -> None:
         """Install forward hooks on ReLU, Sigmoid and Tanh modules (idempotent)."""
@@ -203,8 +208,12 @@ class TorchCollector:
             return
         output = output.detach()
         if kind in DEAD_KINDS:  # the windows are kept in ``pack``: the hook may run inside a compiled graph
-            units = output.movedim(unit_dim, -1).reshape(-1, output.shape[unit_dim]) if output.dim() > 1 else output[None]
-            self._sample.activations[name] = (kind, units.amax(0), units.shape[0])
+            if output.dim() < 2:
+                self._sample.activations[name] = (kind, output.clone(), 1)
+            else:
+                unit_dim %= output.dim()
+                others = [d for d in range(output.dim()) if d != unit_dim]
+                self._sample.activations[name] = (kind, output.amax(others), output.numel() // output.shape[unit_dim])
         else:
             tail = (output < 0.01) | (output > 0.99) if kind == "Sigmoid" else output.abs() > 0.99
             self._sample.activations[name] = (kind, tail.float().mean(), 0)
@@ -213,36 +222,31 @@ class TorchCollector:
     def capture_gradients(self, *, scale: float | None = None, weights: bool = True) -> None:
         """Gradient norms per layer and zero-gradient rows; weight norms and a snapshot before the step.
 
+        Gradients already read at the end of backward are read again only if
+        something changed them since (clipping, unscaling, a second backward).
         ``scale``: divide gradients by it (a loss scale an AMP scaler left in place).
         ``weights``: also take the weight norms and the snapshot for the update.
         """
         sample = self._sample
-        grads = {i: local(p.grad) for i, p in enumerate(self.params) if p.grad is not None and not p.grad.is_sparse}
-        with_grad = list(grads)
-        rowed = [i for i in with_grad if i in self.row_params]
-        others = [i for i in with_grad if i not in self.row_params]
-        # One read of a Linear/Conv weight's gradient gives both its norm and its all-zero rows (dead units).
-        row_norms = [torch.linalg.vector_norm(grads[i].flatten(1), dim=1, dtype=torch.float32) for i in rowed]
-        for i, norms in zip(rowed, row_norms):
-            maxima, rows = self._row_window.get(i, (None, 0))
-            self._row_window[i] = (norms if maxima is None else torch.maximum(maxima, norms), rows + max(sample.batch_rows, 1))
-        if with_grad:
-            other_grads = [grads[i] for i in others]
-            norms = [*(torch._foreach_norm(other_grads, 2, dtype=torch.float32) if others else ()), *(torch._foreach_norm(row_norms, 2) if rowed else ())]
-            squares = self._per_layer(norms, others + rowed)
-            sample.grad_norms = squares / scale**2 if scale else squares
-            sample.grad_layers = sorted({self._owner_list[i] for i in with_grad})
+        if sample.grad_key is None or sample.grad_key != self._grad_key():
+            self._read_gradients()
+        if scale and sample.grad_norms is not None:
+            sample.grad_norms = sample.grad_norms / scale**2
         if self.params and weights:
-            sample.weight_norms = self._weight_squares()
-            sample.before = self._watched_elements()
+            self._snapshot_weights()
 
     @torch.no_grad()
-    def capture_backward_total(self) -> None:
-        """The squared total gradient norm right after backward, before any clipping the user applies."""
-        present = [local(p.grad) for p in self.params if p.grad is not None and not p.grad.is_sparse]
-        if present:
-            self._sample.raw_grad_sq = torch.stack(torch._foreach_norm(present, 2, dtype=torch.float32)).square().sum()
+    def capture_after_backward(self) -> None:
+        """At the end of a sampled step's first backward pass: the gradients as backward produced them.
+
+        Their total is the norm before any clipping the user applies; the
+        per-layer read is kept for the optimizer step if nothing changes them.
+        """
         self.note_backward_pass()
+        if self._sample.backward_passes == 1:
+            self._read_gradients()
+            if self._sample.grad_norms is not None:
+                self._sample.raw_grad_sq = self._sample.grad_norms.sum()
 
     def note_backward_pass(self) -> None:
         """Count a backward pass of the sampled step (the pre-clip total holds for exactly one)."""
@@ -253,27 +257,106 @@ class TorchCollector:
         """Whether the pending sample holds gradient norms."""
         return bool(self._sample.grad_layers)
 
+    def _grad_key(self) -> list[tuple[int, int]]:
+        return [(id(g), g._version) for g in (p.grad for p in self.params) if g is not None]
+
+    def _local(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+        """This rank's pieces of the tensors (see ``local``); the tensors themselves when none is sharded."""
+        return [local(t) for t in tensors] if self._sharded else tensors
+
+    def _read_gradients(self) -> None:
+        """One read of every dense gradient: per-layer squared norms and, where needed, row norms."""
+        sample = self._sample
+        present = [(i, g) for i, g in enumerate([p.grad for p in self.params]) if g is not None]
+        sample.grad_key = [(id(g), g._version) for _, g in present]
+        dense = [(i, g) for i, g in present if g.layout == torch.strided]
+        grads = dict(zip([i for i, _ in dense], self._local([g for _, g in dense])))
+        sample.grad_rows = []
+        if not grads:
+            return
+        rowed = self._rows_wanted(grads)
+        squares, order = [], []
+        for group in self._plan(grads, rowed):
+            stacked = _stacked(grads, group)
+            if group[0] in rowed:  # one read gives the norm and the all-zero rows (dead units)
+                rows = torch.linalg.vector_norm(stacked.flatten(2), dim=2, dtype=torch.float32)
+                sample.grad_rows.append((group, rows))
+                squares.append(rows.square().sum(1))
+            else:
+                squares.append(torch.linalg.vector_norm(stacked.flatten(1), dim=1, dtype=torch.float32).square())
+            order += group
+        sample.grad_norms = self._per_layer(torch.cat(squares), order)
+        sample.grad_layers = sorted({self._owner_list[i] for i in grads})
+
+    def use_facts(self, facts: ModelFacts) -> None:
+        """Learn the layers' activations, so that rows no detector reads are not measured."""
+        known = {layer.name: layer for layer in facts.layers}
+        self.row_facts = {i: known.get(self.layer_names[layer]) for i, layer in self.row_params.items()}
+
+    def _rows_wanted(self, grads: dict[int, torch.Tensor]) -> set[int]:
+        """The weights whose zero gradient rows may judge dead units this sample (not the output layer's)."""
+        measured = {name for name, (kind, _, _) in self._sample.activations.items() if kind in DEAD_KINDS}
+        last = len(self.layer_names) - 1
+        return {
+            i for i in grads
+            if i in self.row_params and self.row_params[i] != last and row_judged(self.row_facts.get(i), measured)
+        }
+
+    def _snapshot_weights(self) -> None:
+        """Weight norms before the step, and the copy (a strided sample of large ones) the update is measured from.
+
+        Groups of small weights are copied into buffers kept between samples (no allocation after the first).
+        """
+        weights = dict(enumerate(self._local(self.params)))
+        squares, order, before = [], [], []
+        for group in self._plan(weights):
+            if len(group) > 1:
+                tensors = [weights[i] for i in group]
+                buffer = self._snapshots.get(group)
+                if buffer is None or buffer.shape[1:] != tensors[0].shape or buffer.dtype != tensors[0].dtype or buffer.device != tensors[0].device:
+                    buffer = self._snapshots[group] = torch.stack(tensors)
+                else:
+                    torch.stack(tensors, out=buffer)
+                before.append(buffer)
+            else:
+                before.append(weights[group[0]].reshape(1, -1)[:, :: self._update_stride[group[0]]].clone())
+            squares.append(torch.linalg.vector_norm(_stacked(weights, group).flatten(1) if len(group) == 1 else before[-1].flatten(1), dim=1, dtype=torch.float32).square())
+            order += group
+        self._sample.weight_norms = self._per_layer(torch.cat(squares), order)
+        self._sample.before = before
+
     @torch.no_grad()
     def capture_updates(self) -> None:
         """The size of the optimizer step ``|ΔW|``, from the snapshot taken with the gradients."""
         sample = self._sample
-        if sample.before is not None:
-            torch._foreach_sub_(sample.before, self._watched_elements(copy=False))  # the snapshot becomes -ΔW
-            norms = torch._foreach_norm(sample.before, 2, dtype=torch.float32)
-            scale = [(local(p).numel() / len(i)) ** 0.5 if i is not None else 1.0 for p, i in zip(self.params, self._update_index)]
-            sample.update_norms = self._per_layer(torch._foreach_mul(norms, scale))
-            sample.before = None
+        if sample.before is None:
+            return
+        weights = dict(enumerate(self._local(self.params)))
+        groups = self._plan(weights)
+        squares = []
+        for group, delta in zip(groups, sample.before):  # each snapshot becomes -ΔW
+            if len(group) > 1:
+                torch._foreach_sub_(delta.unbind(0), [weights[i] for i in group])
+            else:
+                delta.sub_(weights[group[0]].reshape(1, -1)[:, :: self._update_stride[group[0]]])
+            square = torch.linalg.vector_norm(delta.flatten(1), dim=1, dtype=torch.float32).square()
+            squares.append(square * self._update_scale[group[0]] if len(group) == 1 and self._update_scale[group[0]] != 1.0 else square)
+        sample.update_norms = self._per_layer(torch.cat(squares), [i for g in groups for i in g])
+        sample.before = None
 
-    def _weight_squares(self) -> torch.Tensor:
-        return self._per_layer(torch._foreach_norm([local(p) for p in self.params], 2, dtype=torch.float32))
-
-    def _watched_elements(self, *, copy: bool = True) -> list[torch.Tensor]:
-        """The parameters (copies, or views where ``copy`` is false); a fixed random subset of the elements for large ones."""
-        tensors = [local(p.detach()) for p in self.params]
-        return [
-            (t.clone() if copy else t) if index is None else t.reshape(-1)[index]
-            for t, index in zip(tensors, self._update_index)
-        ]
+    def _plan(self, tensors: dict[int, torch.Tensor], rowed: Collection[int] = ()) -> list[Group]:
+        """Groups of tensors read with one kernel each: small ones alike in shape, dtype, device and ``rowed``
+        stacked (one copy), others alone."""
+        first = next(iter(tensors.values()))
+        key = (first.device, first.dtype, tuple(tensors), tuple(sorted(rowed)))
+        groups = self._plans.get(key)
+        if groups is None:
+            buckets: dict[Any, list[int]] = {}
+            for i, t in tensors.items():
+                shape = (tuple(t.shape), t.dtype, t.device, i in rowed) if t.numel() <= LARGE_PARAM else i
+                buckets.setdefault(shape, []).append(i)
+            groups = self._plans[key] = [tuple(members) for members in buckets.values()]
+        return groups
 
     def add_loss(self, loss: torch.Tensor | float) -> None:
         """Accumulate the step's loss without a host sync (a tensor stays on its device)."""
@@ -301,6 +384,7 @@ class TorchCollector:
         packed = self.pack()
         return self.unpack(packed, (reduce(packed.values) if reduce is not None else packed.values).tolist(), step, lr)
 
+    @torch.no_grad()
     def pack(self) -> Packed:
         """The pending sample as one device vector whose mean over ranks is the combined sample; resets it.
 
@@ -310,29 +394,32 @@ class TorchCollector:
         """
         sample, self._sample = self._sample, _Sample()
         if sample.weight_norms is None and self.params:
-            sample.weight_norms = self._weight_squares()
+            weights = self._local(self.params)
+            norms = torch._foreach_norm(weights, 2, dtype=torch.float32)
+            sample.weight_norms = self._per_layer(torch.stack(norms).square(), list(range(len(weights))))
         saturated = [(name, kind, share) for name, (kind, share, _) in sample.activations.items() if kind not in DEAD_KINDS]
-        for name, (kind, maxima, rows) in sample.activations.items():
-            if kind in DEAD_KINDS:
-                _, kept, seen = self._dead_window.get(name, (kind, None, 0))
-                self._dead_window[name] = (kind, maxima if kept is None else torch.maximum(kept, maxima), seen + rows)
-        dead = _windows(self._dead_window, lambda entry: entry[2])
-        rows = _windows(self._row_window, lambda entry: entry[1])
+        dead = [(name, kind, maxima, rows) for name, (kind, maxima, rows) in sample.activations.items() if kind in DEAD_KINDS]
+        if dead:
+            self._dead_window = _Window.extend(self._dead_window, dead)
+        dead, dead_shares = self._dead_window.take() if self._dead_window is not None else ([], None)
+        for group, norms in sample.grad_rows:
+            maxima, seen = self._row_window.get(group, (None, 0))
+            self._row_window[group] = (norms if maxima is None else torch.maximum(maxima, norms), seen + max(sample.batch_rows, 1))
+        row_windows = {group: self._row_window[group] for group, _ in sample.grad_rows}
+        self._row_window = {group: entry for group, entry in row_windows.items() if entry[1] < MIN_DEAD_ROWS}
         sequences = [(name, profile) for name, profile in sample.sequences.items() if profile is not None]
         parts: dict[str, Any] = {
             "grad": sample.grad_norms,
             "weight": sample.weight_norms,
             "update": sample.update_norms,
-            "dead": _share_not_positive([maxima for _, maxima, _ in dead.values()]) if dead else None,
+            "dead": dead_shares,
             "saturated": torch.stack([share for _, _, share in saturated]) if saturated else None,
             "sequences": torch.cat([profile for _, profile in sequences]) if sequences else None,
             "raw_grad_sq": sample.raw_grad_sq if sample.backward_passes == 1 else None,
             "inputs": sample.inputs,
         }
-        if rows:
-            not_positive, sizes = _count_not_positive([maxima for maxima, _ in rows.values()])
-            factor = torch.tensor([float(self.shards[i]) for i in rows], device=sizes.device)
-            parts["rows"] = torch.cat([not_positive * factor, sizes * factor])
+        if row_windows:
+            parts["rows"] = self._count_zero_rows(row_windows)
         present = {name: part.float().reshape(-1) for name, part in parts.items() if part is not None}
         device = next(iter(present.values())).device if present else torch.device("cpu")
         loss = self._loss_tensor.reshape(1) + self._loss_float if self._loss_tensor is not None else torch.full((1,), self._loss_float)
@@ -343,11 +430,22 @@ class TorchCollector:
             values,
             sample,
             layout=[(name, part.numel()) for name, part in present.items()],
-            dead=[(name, kind, seen) for name, (kind, _, seen) in dead.items()],
-            rows=[(self.row_params[i], seen) for i, (_, seen) in rows.items()],
+            dead=dead,
+            rows=[(self.row_params[i], seen) for group, (_, seen) in row_windows.items() for i in group],
             saturated=[(name, kind) for name, kind, _ in saturated],
             sequences=[(name, int(profile.shape[0])) for name, profile in sequences],
         )
+
+    def _count_zero_rows(self, windows: dict[Group, tuple[Any, int]]) -> torch.Tensor:
+        """Per row-judged weight: its rows never with gradient, then its rows; each times its shard count."""
+        zero = torch.cat([(~(maxima > 0)).float().sum(1) for maxima, _ in windows.values()])
+        key = tuple(windows)
+        scale = self._row_scale.get(key)
+        if scale is None:
+            shards = [float(self.shards[i]) for group in windows for i in group]
+            rows = [float(maxima.shape[1]) for maxima, _ in windows.values() for _ in range(maxima.shape[0])]
+            scale = self._row_scale[key] = torch.tensor([shards, [r * k for r, k in zip(rows, shards)]], device=zero.device)
+        return torch.cat([zero * scale[0], scale[1]])
 
     def unpack(self, packed: Packed, values: list[float], step: int, lr: float | None = None) -> StepStats:
         """The ``StepStats`` of a packed sample from its (combined) values."""
@@ -394,19 +492,16 @@ class TorchCollector:
             input_std=inputs[1],
         )
 
-    def _per_layer(self, norms: Sequence[torch.Tensor], params: list[int] | None = None) -> torch.Tensor:
-        """Per-layer sums of squared per-parameter norms, on the device.
+    def _per_layer(self, squares: torch.Tensor, params: list[int]) -> torch.Tensor:
+        """Per-layer sums of squared per-parameter norms (``params``: whose each one is), on the device.
 
-        ``params``: which parameter each norm belongs to (default: all, in
-        order). A parameter sharded ``k`` ways counts ``k`` times (see ``pack``).
+        A parameter sharded ``k`` ways counts ``k`` times (see ``pack``).
         """
-        squares = torch.stack(list(norms)).square()
-        key = tuple(params) if params is not None else None
+        key = tuple(params)
         cached = self._indices.get(key)
         if cached is None:  # built once per distinct order: no host-to-device copy on later sampled steps
-            order = list(params) if params is not None else list(range(len(self.params)))
-            index = torch.tensor([self._owner_list[i] for i in order], dtype=torch.long, device=squares.device)
-            shards = [float(self.shards[i]) for i in order]
+            index = torch.tensor([self._owner_list[i] for i in params], dtype=torch.long, device=squares.device)
+            shards = [float(self.shards[i]) for i in params]
             factor = torch.tensor(shards, device=squares.device) if any(k != 1.0 for k in shards) else None
             cached = self._indices[key] = (index, factor)
         index, factor = cached
@@ -432,38 +527,79 @@ class Packed:
     sequences: list[tuple[str, int]]
 
 
+def _stacked(tensors: dict[int, torch.Tensor], group: Group) -> torch.Tensor:
+    """The group's tensors along a new first axis: stacked (a copy) or, for a lone one, a view."""
+    if len(group) == 1:
+        return tensors[group[0]].unsqueeze(0)
+    return torch.stack([tensors[i] for i in group])
+
+
+def _update_stride(tensor: torch.Tensor) -> int:
+    """Every how many elements a parameter's update is sampled: 1 up to ``LARGE_PARAM`` elements, else the
+    largest prime keeping ``numel / UPDATE_SUBSAMPLE`` (at least ``MIN_SUBSET``) that does not divide its rows."""
+    numel = tensor.numel()
+    if numel <= LARGE_PARAM:
+        return 1
+    row = tensor.shape[-1] if tensor.dim() else 1
+    for stride in range(numel // max(numel // UPDATE_SUBSAMPLE, MIN_SUBSET), 1, -1):
+        if row % stride and all(stride % k for k in range(2, math.isqrt(stride) + 1)):
+            return stride
+    return 1
+
+
 def _roots(squares: list[float]) -> list[float]:
     """Layer norms from summed squares (a NaN or infinity stays what it is: evidence)."""
     return [math.sqrt(max(v, 0.0)) if math.isfinite(v) else v for v in squares]
 
 
-def _count_not_positive(maxima: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-    """For each vector, how many entries are not above zero, and how many it has (on the device, no host sync).
+class _Window:
+    """Per-unit maxima of several activations over windows of rows, kept in one device vector.
 
-    One grouped computation for all layers instead of a few kernels per layer.
+    A unit never positive over its window is dead. Each activation's window
+    grows by the rows of every sampled batch and starts afresh once it has
+    seen ``MIN_DEAD_ROWS`` rows; the whole vector is updated with one kernel.
     """
-    device = maxima[0].device
-    counts = [m.numel() for m in maxima]
-    sizes = torch.tensor(counts, device=device, dtype=torch.float32)
-    segments = torch.repeat_interleave(torch.arange(len(maxima), device=device), sizes.long(), output_size=sum(counts))
-    alive = torch.zeros(len(maxima), device=device).index_add_(0, segments, (torch.cat(maxima) > 0).float())
-    return sizes - alive, sizes
 
+    def __init__(self, entries: list[tuple[str, str, torch.Tensor, int]]) -> None:
+        self.names = [name for name, _, _, _ in entries]
+        self.kinds = [kind for _, kind, _, _ in entries]
+        self.sizes = [maxima.numel() for _, _, maxima, _ in entries]
+        self.maxima = torch.cat([maxima for _, _, maxima, _ in entries])  # each 1-D: one value per unit
+        self.seen = [rows for _, _, _, rows in entries]  # 0: empty (started afresh)
+        device = self.maxima.device
+        self.segments = torch.repeat_interleave(torch.arange(len(entries), device=device), torch.tensor(self.sizes, device=device))
+        self.units = torch.tensor(self.sizes, dtype=torch.float32, device=device)
 
-def _share_not_positive(maxima: list[torch.Tensor]) -> torch.Tensor:
-    """For each vector, the share of entries not above zero (a unit never active, a gradient row all zero)."""
-    not_positive, sizes = _count_not_positive(maxima)
-    return not_positive / sizes
+    @classmethod
+    def extend(cls, window: _Window | None, entries: list[tuple[str, str, torch.Tensor, int]]) -> _Window:
+        """``window`` with a sampled batch's maxima added; a new window if the activations are not the same."""
+        if window is None or window.names != [e[0] for e in entries] or window.sizes != [e[2].numel() for e in entries]:
+            return cls(entries)
+        current = torch.cat([maxima for _, _, maxima, _ in entries])
+        empty = [seen == 0 for seen in window.seen]
+        if all(empty):
+            window.maxima = current
+        elif not any(empty):
+            window.maxima = torch.maximum(window.maxima, current)
+        else:
+            restart = torch.tensor(empty, device=current.device)[window.segments]
+            window.maxima = torch.where(restart, current, torch.maximum(window.maxima, current))
+        window.seen = [seen + rows for seen, (_, _, _, rows) in zip(window.seen, entries)]
+        return window
+
+    def take(self) -> tuple[list[tuple[str, str, int]], torch.Tensor | None]:
+        """The windows holding rows (name, kind, rows) and their dead shares; full ones start afresh."""
+        held = [i for i, seen in enumerate(self.seen) if seen > 0]
+        if not held:
+            return [], None
+        dead = torch.zeros(len(self.sizes), device=self.maxima.device).index_add_(0, self.segments, (~(self.maxima > 0)).float())
+        shares = dead / self.units
+        if len(held) < len(self.sizes):
+            shares = shares[torch.tensor(held, device=shares.device)]
+        report = [(self.names[i], self.kinds[i], self.seen[i]) for i in held]
+        self.seen = [0 if seen >= MIN_DEAD_ROWS else seen for seen in self.seen]
+        return report, shares
 
 
 def _take(cursor: Any, count: int) -> list[float]:
     return [next(cursor) for _ in range(count)]
-
-
-def _windows(windows: dict[Any, Any], rows: Callable[[Any], int]) -> dict[Any, Any]:
-    """Every window as it stands; those that have seen ``MIN_DEAD_ROWS`` rows start afresh."""
-    current = dict(windows)
-    for key, entry in current.items():
-        if rows(entry) >= MIN_DEAD_ROWS:
-            del windows[key]
-    return current

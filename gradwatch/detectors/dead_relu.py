@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from ..facts import ModelFacts
+from collections.abc import Collection
+
+from ..facts import LayerFacts, ModelFacts
 from ..report import Finding
 from ..stats import StepStats, finite
 from .base import Detector, check_count, check_fraction, fmt
@@ -79,6 +81,12 @@ class DeadReLU(Detector):
         return self.critical_share if window >= self.min_window else None
 
 
+def row_judged(layer: LayerFacts | None, measured: Collection[str]) -> bool:
+    """Whether a layer's units may be judged by its zero gradient rows: the activation after it is a
+    ReLU or unknown, and not measured at an activation module (``measured``: those that were)."""
+    return layer is None or (layer.activation in (None, *DEAD_KINDS) and layer.activation_module not in measured)
+
+
 def _row_layers(sample: StepStats, facts: ModelFacts) -> set[str]:
     """Layers judged by zero gradient rows: ReLU or unknown activation, not measured at an
     activation module, not the output layer, and not starved: when the next layer up passes
@@ -90,6 +98,6 @@ def _row_layers(sample: StepStats, facts: ModelFacts) -> set[str]:
         layer = known.get(stats.name)
         if above.grad_norm == 0:
             continue
-        if layer is None or (layer.activation in (None, *DEAD_KINDS) and layer.activation_module not in measured):
+        if row_judged(layer, measured):
             rows.add(stats.name)
     return rows

@@ -29,7 +29,17 @@ def build(name: str) -> nn.Module:
     model = mlp(HIDDEN, init=he)
     if name == "dead":
         nn.init.constant_(model[2].bias, -6.0)  # the second hidden layer never fires
+        for i, module in enumerate(model):  # a ReLU applied functionally: units are judged by gradient rows
+            if isinstance(module, nn.ReLU):
+                model[i] = FunctionalReLU()
     return model
+
+
+class FunctionalReLU(nn.Module):
+    """``F.relu`` in a module gradwatch does not recognise, as in code that calls it inside ``forward``."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.relu(x)
 
 
 def wrap(model: nn.Module, how: str) -> nn.Module:

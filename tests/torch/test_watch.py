@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gc
 import json
+import math
 import warnings
 import weakref
 
@@ -317,6 +318,30 @@ def test_gradient_norm_before_the_users_clipping_is_measured():
         assert stats.grad_norm_unclipped == pytest.approx(total, rel=1e-5)
         clipped = sum(layer.grad_norm**2 for layer in stats.layers) ** 0.5
         assert clipped == pytest.approx(0.01, rel=1e-3)
+
+
+@pytest.mark.parametrize("clip", [False, True])
+def test_gradients_are_read_again_only_when_the_training_code_changed_them(clip, monkeypatch):
+    """One read at the end of backward serves the optimizer step too, unless clipping rewrote the gradients."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = teacher_data(64)
+    reads, original = [], TorchCollector._read_gradients
+    monkeypatch.setattr(TorchCollector, "_read_gradients", lambda self: reads.append(1) or original(self))
+    norms = []
+    with watch(model, optimizer, print_report=False, warn_on=None) as watcher:
+        for _ in range(3):
+            optimizer.zero_grad()
+            nn.functional.cross_entropy(model(x), y).backward()
+            if clip:
+                nn.utils.clip_grad_norm_(model.parameters(), 0.01)
+            norms.append(float(torch.cat([p.grad.flatten() for p in model.parameters()]).norm()))
+            optimizer.step()
+            watcher.step()
+    assert len(reads) == (6 if clip else 3)
+    measured = [math.sqrt(sum(g**2 for g in h)) for h in zip(*(layer["history"]["grad_norm"] for layer in watcher.report().layers if "grad_norm" in layer["history"]))]
+    assert measured == pytest.approx(norms, rel=1e-5), "the norms are those the optimizer stepped with"
 
 
 def test_a_closure_optimizer_is_measured_from_the_gradients_its_step_made():
