@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from gradwatch.blocks import BLOCK, sampled_elements, update_stride
 from gradwatch.safety import FaultGuard
 from gradwatch.stats import ActivationStats, LayerStats, SequenceStats, StepStats
 
@@ -92,7 +93,16 @@ class KerasCollector:
             elif (units := _units(layer)) is not None:
                 window = (_variable(units, "gradwatch_unit_max", fill=-np.inf), _variable((), "gradwatch_rows"))
                 self._activations.append((layer, kind, window))
-        self._before: list[np.ndarray] | None = None
+        self._before: list[Any] | None = None
+        self._weight_sq: Any = None
+        sizes = [(int(np.prod(v.shape)), int(v.shape[-1]) if len(v.shape) else 1) for v in self.variables]
+        self._strides = [update_stride(numel, row) for numel, row in sizes]
+        self._update_scale = ops.convert_to_tensor(
+            np.asarray([numel / sampled_elements(numel, k) for (numel, _), k in zip(sizes, self._strides)] or [1.0], dtype="float32")
+        )
+        self._square_sum = _fused_square_sum() if self.backend == "tensorflow" else _square_sum
+        self._compiled_snapshot = _compiled(self._snapshot, self.backend)  # one graph call instead of an op per variable
+        self._compiled_update = _compiled(self._update_squares, self.backend)
         self.full_batch = False  # one batch is the whole training set: a dead-unit window is one batch
         self.armed = False  # set through arm(): gradients are measured on sampled steps only
         self._schedule: tuple[int, int] = (0, 1)  # JAX: (optimizer iterations at step 0, every_n_steps)
@@ -188,7 +198,7 @@ class KerasCollector:
                 by_position[position] = grad / scale if scale else grad
         self._with_grad.update(by_position)
         zero = ops.zeros((), "float32")
-        squares = [ops.sum(ops.square(by_position[i])) if i in by_position else zero for i in range(len(self.variables))]
+        squares = [self._square_sum(by_position[i]) if i in by_position else zero for i in range(len(self.variables))]
         columns = [_column_max(by_position[i]) if i in by_position else ops.zeros((units,), "float32") for i, _, units in self.unit_kernels]
         return ops.stack(squares or [zero]), ops.concatenate(columns) if columns else ops.zeros((1,), "float32")
 
@@ -250,8 +260,15 @@ class KerasCollector:
             self._model.jax_state_sync()
 
     def snapshot(self) -> None:
-        """Copy the weights on the device before a sampled step (to measure the step's update)."""
-        self._before = [ops.copy(v.value) for v in self.variables]
+        """Before a sampled step, on the device: the weights' squared norms, and a copy of the
+        elements the step's update is measured on (a sample of the large ones, see ``gradwatch.blocks``)."""
+        self._weight_sq, self._before = self._compiled_snapshot([v.value for v in self.variables])
+
+    def _snapshot(self, values: list[Any]) -> tuple[Any, list[Any]]:
+        return ops.stack([self._square_sum(v) for v in values]), [ops.copy(_sampled(v, k)) for v, k in zip(values, self._strides)]
+
+    def _update_squares(self, values: list[Any], before: list[Any]) -> Any:
+        return ops.stack([self._square_sum(_sampled(v, k) - b) for v, k, b in zip(values, self._strides, before)]) * self._update_scale
 
     def read(self, step: int, *, loss: float | None, lr: float | None, rows: float | None = None) -> StepStats:
         """Statistics of the step that just ended: norms reduced on the device, one host read.
@@ -259,15 +276,14 @@ class KerasCollector:
         ``rows``: the batch size of that step, for the dead-unit windows.
         """
         n = len(self.layer_names)
-        weights = self._before if self._before is not None else [v.value for v in self.variables]  # |W| before the step
-        weight_sq = [ops.sum(ops.square(ops.cast(w, "float32"))) for w in weights]
-        packed = [ops.stack(weight_sq)]
+        current = [v.value for v in self.variables]
+        packed = [self._weight_sq if self._weight_sq is not None else self._compiled_snapshot(current)[0]]  # |W| before the step
         if self._before is not None:
-            packed.append(ops.stack([ops.sum(ops.square(ops.cast(v.value - b, "float32"))) for v, b in zip(self.variables, self._before)]))
+            packed.append(self._compiled_update(current, self._before))
         values = np.asarray(ops.convert_to_numpy(ops.concatenate(packed)), dtype=np.float64)
         weight = np.sqrt(np.bincount(self.owners, values[: len(self.variables)], n))
         update = np.sqrt(np.bincount(self.owners, values[len(self.variables) :], n)) if self._before is not None else None
-        self._before = None
+        self._before = self._weight_sq = None
         grad: np.ndarray | None = None
         with_grad_layers: set[int] = set()
         measured = self._received if self.backend == "jax" else (ops.convert_to_numpy(self._grad_sq), ops.convert_to_numpy(self._column_max))
@@ -443,6 +459,41 @@ def _saturated_share(output: Any, kind: str) -> Any:
     output = ops.cast(output, "float32")
     tail = ops.logical_or(output < 0.01, output > 0.99) if kind == "Sigmoid" else ops.abs(output) > 0.99
     return ops.mean(ops.cast(tail, "float32"))
+
+
+def _square_sum(x: Any) -> Any:
+    """``sum(x²)`` in float32."""
+    return ops.sum(ops.square(ops.cast(x, "float32")))
+
+
+def _fused_square_sum() -> Callable[[Any], Any]:
+    """``sum(x²)`` in float32 with TensorFlow's one-pass kernel (``l2_loss`` is half of it), as
+    ``tf.linalg.global_norm`` does; the generic square-then-sum writes a copy of ``x`` first."""
+    import tensorflow as tf
+
+    return lambda x: 2.0 * tf.nn.l2_loss(tf.cast(x, tf.float32))
+
+
+def _compiled(fn: Callable[..., Any], backend: str) -> Callable[..., Any]:
+    """``fn`` as one compiled graph on TensorFlow and JAX (eager ops cost tens of µs each); as it is on torch."""
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(fn, reduce_retracing=True)
+    if backend == "jax":
+        import jax
+
+        return jax.jit(fn)
+    return fn
+
+
+def _sampled(x: Any, stride: int) -> Any:
+    """The elements of ``x`` its update is measured on: all, or every ``stride``-th block (``gradwatch.blocks``)."""
+    if stride == 1:
+        return x
+    flat = ops.reshape(x, (-1,))
+    whole = int(flat.shape[0]) // BLOCK * BLOCK
+    return ops.reshape(flat[:whole], (-1, BLOCK))[::stride]
 
 
 def _column_max(grad: Any) -> Any:

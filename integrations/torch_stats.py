@@ -15,6 +15,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
+from gradwatch.blocks import BLOCK, LARGE_PARAM, sampled_elements, update_stride
 from gradwatch.detectors.dead_relu import row_judged
 from gradwatch.facts import LayerFacts, ModelFacts
 from gradwatch.safety import FaultGuard
@@ -33,13 +34,8 @@ DEAD_KINDS = ("ReLU", "ReLU6")
 RECURRENT_TYPES = (torch.nn.RNN, torch.nn.LSTM, torch.nn.GRU)
 SATURATION_KINDS = ("Sigmoid", "Tanh")
 ROW_KINDS = ("Linear", "Conv1d", "Conv2d", "Conv3d")
-# A sampled step reads parameters, gradients and snapshots in groups: tensors of up to LARGE_PARAM
-# elements that share a shape are stacked and reduced with one kernel, larger ones are read alone.
-# The update of a larger one is measured on every k-th block of BLOCK contiguous elements (one cache
-# line of float32), k a prime keeping numel/UPDATE_SUBSAMPLE elements (at least MIN_SUBSET) whose
-# blocks fall at shifting places in the rows: an unbiased estimate of |ΔW|² (about 1% error on |ΔW|)
-# that reads a fraction of the weights instead of copying them all.
-LARGE_PARAM, UPDATE_SUBSAMPLE, MIN_SUBSET, BLOCK = 1 << 16, 64, 1 << 14, 16
+# A sampled step reads small tensors that share a shape stacked (one kernel for the group), larger
+# ones alone; the update of a large one is measured on a sample of it (see ``gradwatch.blocks``).
 MIN_DEAD_ROWS = 256
 
 Group = tuple[int, ...]  # indices into ``TorchCollector.params`` read together
@@ -111,8 +107,8 @@ class TorchCollector:
             owners.extend([index] * len(own))
         self.shards = [shard_count(p) for p in self.params]  # how many ranks hold distinct pieces of each
         self._sharded = any(k > 1 or local(p) is not p for p, k in zip(self.params, self.shards))
-        self._update_stride = [_update_stride(t) for t in self._local(self.params)]  # 1: the whole tensor
-        self._update_scale = [t.numel() / _sampled(t, k).numel() for t, k in zip(self._local(self.params), self._update_stride)]
+        self._update_stride = [update_stride(t.numel(), t.shape[-1] if t.dim() else 1) for t in self._local(self.params)]
+        self._update_scale = [t.numel() / sampled_elements(t.numel(), k) for t, k in zip(self._local(self.params), self._update_stride)]
         self._owner_list = owners
         self.row_facts: dict[int, LayerFacts | None] = {}  # what is known of each row-judged weight's layer
         self._row_window: dict[Group, tuple[Any, int]] = {}  # weight group -> (gradient row norm maxima, rows)
@@ -533,20 +529,6 @@ def _stacked(tensors: dict[int, torch.Tensor], group: Group) -> torch.Tensor:
     if len(group) == 1:
         return tensors[group[0]].unsqueeze(0)
     return torch.stack([tensors[i] for i in group])
-
-
-def _update_stride(tensor: torch.Tensor) -> int:
-    """Every how many blocks of ``BLOCK`` elements a parameter's update is sampled: 1 (all of it) up to
-    ``LARGE_PARAM`` elements, else the largest prime keeping ``numel / UPDATE_SUBSAMPLE`` elements (at
-    least ``MIN_SUBSET``) that shifts the sampled blocks along its rows."""
-    numel = tensor.numel()
-    if numel <= LARGE_PARAM:
-        return 1
-    row = tensor.shape[-1] if tensor.dim() else 1
-    for stride in range(numel // max(numel // UPDATE_SUBSAMPLE, MIN_SUBSET), 1, -1):
-        if (stride * BLOCK) % row and all(stride % k for k in range(2, math.isqrt(stride) + 1)):
-            return stride
-    return 1
 
 
 def _sampled(tensor: torch.Tensor, stride: int) -> torch.Tensor:
