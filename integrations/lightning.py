@@ -136,7 +136,7 @@ class GradWatchCallback(*_callback_bases()):  # type: ignore[misc]
 
     def on_before_optimizer_step(self, trainer: Any, pl_module: torch.nn.Module, optimizer: Any) -> None:
         if self.session is not None:
-            self.session.before_step(trainer.global_step, scale=_scale_left_in_gradients(trainer, optimizer))
+            self.session.before_step(trainer.global_step, scale=_scale_left_in_gradients(trainer, optimizer), optimizer=_unwrap(optimizer))
 
     def on_train_batch_end(self, trainer: Any, pl_module: torch.nn.Module, outputs: Any, batch: Any, batch_idx: int) -> None:
         if self.session is None:
@@ -149,7 +149,7 @@ class GradWatchCallback(*_callback_bases()):  # type: ignore[misc]
             return  # inside an accumulation window: no optimizer step yet
         other = trainer.world_size > 1 and not torch_distributed.active()  # ranks not joined by torch.distributed (XLA)
         reduce = (lambda t: trainer.strategy.reduce(t, reduce_op="mean")) if other else None
-        stats = self.session.end_step(trainer.global_step - 1, reduce=reduce)  # combined across ranks
+        stats = self.session.end_step(self._step_at_batch_start, reduce=reduce)  # combined across ranks
         if stats is not None and trainer.is_global_zero and trainer.loggers:
             self.guard.run("lightning logging", _log, trainer, stats.scalars(per_layer=self.log_layers))
         self._maybe_stop(trainer)
@@ -169,6 +169,11 @@ class GradWatchCallback(*_callback_bases()):  # type: ignore[misc]
         self._restored = state_dict
         if self.session is not None:
             self.session.monitor.load_state_dict(state_dict)
+
+
+def _unwrap(optimizer: Any) -> Any:
+    """The torch optimizer inside Lightning's ``LightningOptimizer`` wrapper."""
+    return getattr(optimizer, "optimizer", optimizer) if not isinstance(optimizer, torch.optim.Optimizer) else optimizer
 
 
 def _scale_left_in_gradients(trainer: Any, optimizer: Any) -> float | None:

@@ -64,6 +64,9 @@ class TorchSession:
         self._backward_hooks: list[Any] = []
         self._loss_kind: str | None = None
         self.last_observed: int | None = None
+        self._shares: dict[int, list[int]] = {}  # optimizer -> the parameters it steps, when there are several
+        self._batch_step: int | None = None  # the step a batch began at (several optimizers: one sample per batch)
+        self._pending_shares: set[int] = set()  # optimizers whose gradients were read and whose step is awaited
         self.collector.attach()
 
     def bind(self, optimizers: Sequence[torch.optim.Optimizer]) -> None:
@@ -75,6 +78,9 @@ class TorchSession:
         self.monitor.facts = replace(model_facts(self.model, set(self.collector.layer_names), first), loss=self._known_loss())
         self.collector.use_facts(self.monitor.facts)
         self._handles += [optimizer.register_step_post_hook(self._after_step) for optimizer in self.optimizers]
+        index = {id(p): i for i, p in enumerate(self.collector.params)}
+        shares = {id(o): [index[id(p)] for g in o.param_groups for p in g["params"] if id(p) in index] for o in self.optimizers}
+        self._shares = shares if len(shares) > 1 else {}  # several optimizers step in turn: each reads its own
 
     @property
     def pending(self) -> bool:
@@ -83,10 +89,24 @@ class TorchSession:
 
     def begin_step(self, step: int) -> None:
         """Before the forward pass of optimizer step ``step``: arm the activation hooks if it is sampled."""
+        self._batch_step = step
         self.collector.sampling = self.monitor.should_sample(step)
 
-    def before_step(self, step: int, *, scale: float | None = None) -> None:
-        """After backward, before ``optimizer.step()``: read gradients if ``step`` is sampled."""
+    def before_step(self, step: int, *, scale: float | None = None, optimizer: torch.optim.Optimizer | None = None) -> None:
+        """After backward, before ``optimizer.step()``: read gradients if ``step`` is sampled.
+
+        Where several optimizers step in turn (Lightning's manual optimization),
+        each one's parameters are read before its own step, and the batch is
+        sampled as the step it began at.
+        """
+        share = self._shares.get(id(optimizer)) if optimizer is not None else None
+        if share is not None:
+            if not self._sampled:
+                self._sampled, self._stepped = self.monitor.should_sample(self._batch_step if self._batch_step is not None else step), False
+            if self._sampled and id(optimizer) not in self._pending_shares:
+                self._pending_shares.add(id(optimizer))
+                self.guard.run(COLLECTOR, self.collector.capture_gradients, scale=scale, only=share)
+            return
         if self._sampled:  # several optimizers in one step: the first one's gradients are the sample
             return
         self._sampled = self.monitor.should_sample(step)
@@ -140,6 +160,11 @@ class TorchSession:
         self._after_step(None, (), {})
 
     def _after_step(self, optimizer: torch.optim.Optimizer | None, args: Any, kwargs: Any) -> None:
+        if self._sampled and id(optimizer) in self._pending_shares:
+            self._pending_shares.discard(id(optimizer))
+            self._stepped = True
+            self.guard.run(COLLECTOR, self.collector.capture_updates, self._shares[id(optimizer)])
+            return
         if self._sampled and not self._stepped:
             self._stepped = True
             self.guard.run(COLLECTOR, self.collector.capture_updates)
@@ -176,6 +201,7 @@ class TorchSession:
         if not self._sampled:
             return None
         self._sampled = False
+        self._pending_shares.clear()
         if lr is None and self.optimizers:
             lr = _lr(self.optimizers[0])
         if torch_distributed.active():

@@ -49,9 +49,11 @@ class _Sample:
     grad_norms: Any = None  # per layer: summed squared norms (see ``TorchCollector.pack``)
     grad_rows: list[tuple[Group, Any]] = field(default_factory=list)  # row norms of the row-judged weights, per group
     grad_key: list[tuple[int, int]] | None = None  # identity and version of each gradient read: unchanged ones need no new read
-    before: list[Any] | None = None  # per weight group: the snapshot the update is measured against
+    before: dict[tuple[int, ...] | None, list[Any]] = field(default_factory=dict)  # parameters read (None: all) -> per group, the snapshot
     weight_norms: Any = None  # squared, before the optimizer step: the scale a step is judged against
     update_norms: Any = None
+    weighed: set[int] = field(default_factory=set)  # parameters whose weight norm was read
+    updated: set[int] = field(default_factory=set)  # layers whose update was measured
     activations: dict[str, tuple[str, Any, int]] = field(default_factory=dict)  # name -> (kind, saturated share or unit maxima, rows)
     sequences: dict[str, Any] = field(default_factory=dict)  # recurrent layer -> per-time-step input-gradient norms
     raw_grad_sq: Any = None  # squared total gradient norm as backward produced it (before any clipping)
@@ -216,21 +218,28 @@ class TorchCollector:
             self._sample.activations[name] = (kind, tail.float().mean(), 0)
 
     @torch.no_grad()
-    def capture_gradients(self, *, scale: float | None = None, weights: bool = True) -> None:
+    def capture_gradients(self, *, scale: float | None = None, weights: bool = True, only: list[int] | None = None) -> None:
         """Gradient norms per layer and zero-gradient rows; weight norms and a snapshot before the step.
 
         Gradients already read at the end of backward are read again only if
         something changed them since (clipping, unscaling, a second backward).
         ``scale``: divide gradients by it (a loss scale an AMP scaler left in place).
         ``weights``: also take the weight norms and the snapshot for the update.
+        ``only``: read these parameters (indices into ``params``: one optimizer's
+        share, when several step in turn); the sample adds up the shares.
         """
         sample = self._sample
-        if sample.grad_key is None or sample.grad_key != self._grad_key():
-            self._read_gradients()
-        if scale and sample.grad_norms is not None:
-            sample.grad_norms = sample.grad_norms / scale**2
+        if only is None:
+            reuse = sample.grad_key is not None and sample.grad_key == self._grad_key()
+            part = sample.grad_norms if reuse else self._read_gradients()
+            sample.grad_norms = None
+        else:
+            part = self._read_gradients(only)
+        if part is not None:
+            part = part / scale**2 if scale else part
+            sample.grad_norms = part if sample.grad_norms is None else sample.grad_norms + part
         if self.params and weights:
-            self._snapshot_weights()
+            self._snapshot_weights(only)
 
     @torch.no_grad()
     def capture_after_backward(self) -> None:
@@ -241,7 +250,7 @@ class TorchCollector:
         """
         self.note_backward_pass()
         if self._sample.backward_passes == 1:
-            self._read_gradients()
+            self._sample.grad_norms = self._read_gradients()
             if self._sample.grad_norms is not None:
                 self._sample.raw_grad_sq = self._sample.grad_norms.sum()
 
@@ -261,16 +270,19 @@ class TorchCollector:
         """This rank's pieces of the tensors (see ``local``); the tensors themselves when none is sharded."""
         return [local(t) for t in tensors] if self._sharded else tensors
 
-    def _read_gradients(self) -> None:
-        """One read of every dense gradient: per-layer squared norms and, where needed, row norms."""
+    def _read_gradients(self, only: list[int] | None = None) -> torch.Tensor | None:
+        """One read of the dense gradients (``only``: of these parameters): per-layer squared norms and,
+        where needed, row norms. A read of all of them replaces an earlier one; shares add up."""
         sample = self._sample
-        present = [(i, g) for i, g in enumerate([p.grad for p in self.params]) if g is not None]
-        sample.grad_key = [(id(g), g._version) for _, g in present]
+        indices = range(len(self.params)) if only is None else only
+        present = [(i, g) for i, g in zip(indices, [self.params[i].grad for i in indices]) if g is not None]
+        if only is None:
+            sample.grad_key = [(id(g), g._version) for _, g in present]
+            sample.grad_rows, sample.grad_layers = [], []
         dense = [(i, g) for i, g in present if g.layout == torch.strided]
         grads = dict(zip([i for i, _ in dense], self._local([g for _, g in dense])))
-        sample.grad_rows = []
         if not grads:
-            return
+            return None
         rowed = self._rows_wanted(grads)
         squares, order = [], []
         for group in self._plan(grads, rowed):
@@ -282,8 +294,8 @@ class TorchCollector:
             else:
                 squares.append(torch.linalg.vector_norm(stacked.flatten(1), dim=1, dtype=torch.float32).square())
             order += group
-        sample.grad_norms = self._per_layer(torch.cat(squares), order)
-        sample.grad_layers = sorted({self._owner_list[i] for i in grads})
+        sample.grad_layers = sorted(set(sample.grad_layers) | {self._owner_list[i] for i in grads})
+        return self._per_layer(torch.cat(squares), order)
 
     def use_facts(self, facts: ModelFacts) -> None:
         """Learn the layers' activations, so that rows no detector reads are not measured."""
@@ -299,12 +311,12 @@ class TorchCollector:
             if i in self.row_params and self.row_params[i] != last and row_judged(self.row_facts.get(i), measured)
         }
 
-    def _snapshot_weights(self) -> None:
+    def _snapshot_weights(self, only: list[int] | None = None) -> None:
         """Weight norms before the step, and the copy (a strided sample of large ones) the update is measured from.
 
         Groups of small weights are copied into buffers kept between samples (no allocation after the first).
         """
-        weights = dict(enumerate(self._local(self.params)))
+        weights = self._weights(only)
         squares, order, before = [], [], []
         for group in self._plan(weights):
             if len(group) > 1:
@@ -319,27 +331,35 @@ class TorchCollector:
                 before.append(_sampled(weights[group[0]], self._update_stride[group[0]]).clone())
             squares.append(torch.linalg.vector_norm(_stacked(weights, group).flatten(1) if len(group) == 1 else before[-1].flatten(1), dim=1, dtype=torch.float32).square())
             order += group
-        self._sample.weight_norms = self._per_layer(torch.cat(squares), order)
-        self._sample.before = before
+        part = self._per_layer(torch.cat(squares), order)
+        self._sample.weight_norms = part if self._sample.weight_norms is None else self._sample.weight_norms + part
+        self._sample.weighed.update(weights)
+        self._sample.before[None if only is None else tuple(only)] = before
+
+    def _weights(self, only: list[int] | None) -> dict[int, torch.Tensor]:
+        indices = list(range(len(self.params))) if only is None else only
+        return dict(zip(indices, self._local([self.params[i] for i in indices])))
 
     @torch.no_grad()
-    def capture_updates(self) -> None:
-        """The size of the optimizer step ``|ΔW|``, from the snapshot taken with the gradients."""
+    def capture_updates(self, only: list[int] | None = None) -> None:
+        """The size of the optimizer step ``|ΔW|``, from the snapshot taken with the gradients (of ``only``)."""
         sample = self._sample
-        if sample.before is None:
+        before = sample.before.pop(None if only is None else tuple(only), None)
+        if before is None:
             return
-        weights = dict(enumerate(self._local(self.params)))
+        weights = self._weights(only)
         groups = self._plan(weights)
         squares = []
-        for group, delta in zip(groups, sample.before):  # each snapshot becomes -ΔW
+        for group, delta in zip(groups, before):  # each snapshot becomes -ΔW
             if len(group) > 1:
                 torch._foreach_sub_(delta.unbind(0), [weights[i] for i in group])
             else:
                 delta.sub_(_sampled(weights[group[0]], self._update_stride[group[0]]))
             square = torch.linalg.vector_norm(delta.reshape(len(group), -1), dim=1, dtype=torch.float32).square()
             squares.append(square * self._update_scale[group[0]] if len(group) == 1 and self._update_scale[group[0]] != 1.0 else square)
-        sample.update_norms = self._per_layer(torch.cat(squares), [i for g in groups for i in g])
-        sample.before = None
+        part = self._per_layer(torch.cat(squares), [i for g in groups for i in g])
+        sample.update_norms = part if sample.update_norms is None else sample.update_norms + part
+        sample.updated.update(self._owner_list[i] for i in weights)
 
     def _plan(self, tensors: dict[int, torch.Tensor], rowed: Collection[int] = ()) -> list[Group]:
         """Groups of tensors read with one kernel each: small ones alike in shape, dtype, device and ``rowed``
@@ -390,10 +410,11 @@ class TorchCollector:
         windows are reported as they stand, and start afresh once full.
         """
         sample, self._sample = self._sample, _Sample()
-        if sample.weight_norms is None and self.params:
-            weights = self._local(self.params)
-            norms = torch._foreach_norm(weights, 2, dtype=torch.float32)
-            sample.weight_norms = self._per_layer(torch.stack(norms).square(), list(range(len(weights))))
+        unread = [i for i in range(len(self.params)) if i not in sample.weighed]
+        if unread:  # no snapshot, or one optimizer of several did not step
+            norms = torch._foreach_norm(self._local([self.params[i] for i in unread]), 2, dtype=torch.float32)
+            part = self._per_layer(torch.stack(norms).square(), unread)
+            sample.weight_norms = part if sample.weight_norms is None else sample.weight_norms + part
         saturated = [(name, kind, share) for name, (kind, share, _) in sample.activations.items() if kind not in DEAD_KINDS]
         dead = [(name, kind, maxima, rows) for name, (kind, maxima, rows) in sample.activations.items() if kind in DEAD_KINDS]
         if dead:
@@ -465,7 +486,7 @@ class TorchCollector:
                 name,
                 grad_norm=grad[i] if i in has_grad else None,
                 weight_norm=weight[i],
-                update_norm=update[i],
+                update_norm=update[i] if i in packed.sample.updated else None,
                 zero_grad_rows=zero_rows[i][0] if i in zero_rows else None,
                 zero_grad_window=zero_rows[i][1] if i in zero_rows else None,
             )

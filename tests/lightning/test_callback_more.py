@@ -106,6 +106,63 @@ def test_manual_optimization_with_two_optimizers():
     assert {"a.0", "a.2", "b"} <= names and callback.report.healthy
 
 
+class RecordedTwoOptimizers(TwoOptimizers):
+    """``TwoOptimizers`` that records, per batch and network, the gradient norm its optimizer stepped with and the update."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[dict[str, tuple[float, float]]] = []
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        seen = {}
+        for optimizer, net, name in zip(self.optimizers(), (self.a, self.b), ("a", "b")):
+            loss = F.cross_entropy(net(x), y)
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            params = list(net.parameters()) if name == "b" else list(net[0].parameters())
+            grad = float(torch.cat([p.grad.flatten() for p in params]).norm())
+            before = [p.detach().clone() for p in params]
+            optimizer.step()
+            seen[name] = (grad, float(torch.cat([(p.detach() - b).flatten() for p, b in zip(params, before)]).norm()))
+        self.seen.append(seen)
+        return loss
+
+
+def test_manual_optimization_with_two_optimizers_measures_each_networks_own_step():
+    """Each optimizer's parameters are read before its own step: no stale gradients, no zero updates."""
+    module = RecordedTwoOptimizers()
+    callback = GradWatchCallback(print_report=False, strict=True, every_n_steps=1, warn_on=None)
+    trainer(callbacks=[callback], max_steps=12).fit(module, loader())
+    layers = {layer["name"]: layer["history"] for layer in callback.report.layers}
+    assert layers["b"]["step"] == [0, 2, 4, 6, 8, 10], "a batch is labelled with the step it started at"
+    for name, layer in (("a", "a.0"), ("b", "b")):
+        assert layers[layer]["grad_norm"] == pytest.approx([seen[name][0] for seen in module.seen], rel=1e-4)
+        assert layers[layer]["update_norm"] == pytest.approx([seen[name][1] for seen in module.seen], rel=1e-3)
+
+
+class AlternatingOptimizers(TwoOptimizers):
+    """The second network steps on every other batch only (a discriminator trained half as often)."""
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        for optimizer, net in list(zip(self.optimizers(), (self.a, self.b)))[: 2 if batch_idx % 2 == 0 else 1]:
+            loss = F.cross_entropy(net(x), y)
+            optimizer.zero_grad()
+            self.manual_backward(loss)
+            optimizer.step()
+        return loss
+
+
+def test_an_optimizer_that_does_not_step_leaves_its_layers_unmeasured_not_zero():
+    callback = GradWatchCallback(print_report=False, strict=True, every_n_steps=1, warn_on=None)
+    trainer(callbacks=[callback], max_steps=9).fit(AlternatingOptimizers(), loader())
+    b = next(layer["history"] for layer in callback.report.layers if layer["name"] == "b")
+    assert b["step"] == [0, 2, 3, 5, 6, 8]  # a batch of two steps, then one of one, ...
+    assert [u is not None for u in b["update_norm"]] == [True, False] * 3, "no update is not a zero update"
+    assert all(w > 0.1 for w in b["weight_norm"]), "the weight norm of a layer that did not step is still measured"
+
+
 def test_pytorch_lightning_trainer_accepts_the_same_callback():
     pl = pytest.importorskip("pytorch_lightning")
 
