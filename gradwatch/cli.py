@@ -27,7 +27,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from gradwatch.integrations.demo import run_demo
+    from gradwatch.demo import run_demo
 
     run_demo(args.out, steps=args.steps)
     return 0

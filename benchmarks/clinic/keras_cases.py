@@ -14,17 +14,16 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 from gradwatch import Report  # noqa: E402
-from gradwatch.integrations.demo import teacher_data  # noqa: E402
 from gradwatch.integrations.keras import GradWatchCallback  # noqa: E402
 
 from .case import Case  # noqa: E402
+from .data import teacher_arrays  # noqa: E402
 
 EPOCHS, BATCH = 10, 64  # 2048 samples: 320 optimizer steps, like the PyTorch cases
 
 
 def data() -> tuple[np.ndarray, np.ndarray]:
-    x, y = teacher_data(2048)
-    return x.numpy(), y.numpy()
+    return teacher_arrays()
 
 
 def dense_stack(activation: str, depth: int, *, batch_norm: bool = False, **dense: Any) -> keras.Sequential:

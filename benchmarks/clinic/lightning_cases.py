@@ -11,7 +11,7 @@ from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
 from gradwatch import Report
-from gradwatch.integrations.demo import deep_mlp, teacher_data
+from gradwatch.demo import deep_mlp, teacher_data
 from gradwatch.integrations.lightning import GradWatchCallback
 
 from .case import Case

@@ -11,7 +11,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from gradwatch import Report
-from gradwatch.integrations.demo import deep_mlp, teacher_data
+from gradwatch.demo import deep_mlp, teacher_data
 from gradwatch.integrations.pytorch import watch
 
 from .case import Case

@@ -14,8 +14,8 @@ from torch.nn import functional as F
 
 from benchmarks.clinic.torch_cases import HIDDEN, he, mlp
 from gradwatch import GradWatchWarning
+from gradwatch.demo import deep_mlp, teacher_data
 from gradwatch.detectors.vanishing import VanishingGradients
-from gradwatch.integrations.demo import deep_mlp, teacher_data
 from gradwatch.integrations.pytorch import watch
 from gradwatch.integrations.torch_facts import local
 from gradwatch.integrations.torch_stats import TorchCollector

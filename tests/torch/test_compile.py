@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from gradwatch.integrations.demo import teacher_data
+from gradwatch.demo import teacher_data
 from gradwatch.integrations.pytorch import watch
 
 dynamo = pytest.importorskip("torch._dynamo")

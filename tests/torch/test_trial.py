@@ -12,7 +12,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from benchmarks.clinic.torch_cases import HIDDEN, FunctionalReLUNet, he, mlp
-from gradwatch.integrations.demo import deep_mlp, teacher_data
+from gradwatch.demo import deep_mlp, teacher_data
 from gradwatch.integrations.pytorch import trial
 from gradwatch.integrations.torch_trial import Recipe, _Runner, plan_gated_rnn
 from gradwatch.trial import load_trial, trial_schema_path

@@ -15,7 +15,7 @@ from torch import nn
 
 from benchmarks.clinic import torch_cases as cases
 from gradwatch import GradWatchWarning
-from gradwatch.integrations.demo import teacher_data
+from gradwatch.demo import teacher_data
 from gradwatch.integrations.pytorch import watch
 from gradwatch.integrations.torch_stats import TorchCollector
 from gradwatch.report import schema_path
@@ -384,3 +384,11 @@ def test_without_torch_the_adapter_says_how_to_install_it():
     code = "import sys; sys.modules['torch'] = None\ntry:\n    import gradwatch.integrations.pytorch\nexcept ImportError as e:\n    print(e)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert 'pip install "gradwatch[torch]"' in out
+
+
+def test_the_stored_teacher_arrays_are_the_demos_teacher_data():
+    from benchmarks.clinic.data import teacher_arrays
+
+    x, y = teacher_data(2048)
+    stored_x, stored_y = teacher_arrays()
+    assert (stored_x == x.numpy()).all() and (stored_y == y.numpy()).all()

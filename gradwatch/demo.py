@@ -1,15 +1,17 @@
 """``gradwatch demo``: a deep sigmoid MLP with vanishing gradients, then the same model remedied.
 
 Data is generated (a fixed random "teacher" network labels Gaussian inputs),
-so the demo needs no download and gives the same numbers on every run.
+so the demo needs no download and gives the same numbers on every run. The
+demo is a PyTorch program: importing this module needs torch (``import
+gradwatch`` does not import it).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
 
-from ._torch import torch
-from .pytorch import watch
+from gradwatch.integrations._torch import torch
+from gradwatch.integrations.pytorch import watch
 
 DEPTH, WIDTH, FEATURES, CLASSES, BATCH = 10, 64, 16, 3, 64
 
