@@ -19,7 +19,7 @@ from .options import (
     check_severity,
     check_summary_path,
 )
-from .report import SEVERITY_RANK, Finding, Report, layer_list
+from .report import SEVERITY_RANK, Finding, Report, Severity, layer_list
 from .safety import FaultGuard, warn
 from .stats import StepStats
 
@@ -45,7 +45,7 @@ class Monitor:
         every_n_steps: int = 20,
         detectors: Sequence[Detector] | None = None,
         history_size: int = 128,
-        warn_on: str | None = "warning",
+        warn_on: Severity | None = "warning",
         guard: FaultGuard | None = None,
         summary_path: str | os.PathLike[str] | None = None,
         autosave_every_n_steps: int | None = 500,
@@ -109,7 +109,7 @@ class Monitor:
         serious = [f for f in self.findings.values() if f.at_least(severity)]
         return max(serious, key=lambda f: SEVERITY_RANK[f.severity], default=None)
 
-    def stop(self, stop_on: str) -> None:
+    def stop(self, stop_on: Severity) -> None:
         """Say once, as a warning, that training stops because of ``stop_on``'s finding."""
         finding = self.first_at_least(stop_on)
         if finding is not None:

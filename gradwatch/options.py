@@ -12,9 +12,9 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast, get_args
 
-from .report import SEVERITY_RANK
+from .report import SEVERITY_RANK, Severity, StopSeverity
 
 if TYPE_CHECKING:
     from .detectors.base import Detector
@@ -60,12 +60,17 @@ def check_flag(name: str, value: Any) -> bool:
     return value
 
 
-def check_severity(name: str, value: Any) -> str | None:
-    """One of the severities, or None (off)."""
-    if value is not None and (not isinstance(value, str) or value not in SEVERITY_RANK):
-        choices = ", ".join(repr(s) for s in SEVERITY_RANK)
+def check_severity(name: str, value: Any, *, allowed: Sequence[str] = tuple(SEVERITY_RANK)) -> Severity | None:
+    """One of the ``allowed`` severities, or None (off)."""
+    if value is not None and (not isinstance(value, str) or value not in allowed):
+        choices = ", ".join(repr(s) for s in allowed)
         raise OptionError(f"{name} must be one of {choices} or None, got {_show(value)}")
-    return value
+    return cast("Severity | None", value)
+
+
+def check_stop_on(value: Any) -> StopSeverity | None:
+    """``stop_on``: ``"warning"``, ``"critical"`` or None (an ``info`` finding is no reason to stop)."""
+    return cast("StopSeverity | None", check_severity("stop_on", value, allowed=get_args(StopSeverity)))
 
 
 def check_detectors(value: Any) -> list[Detector] | None:
@@ -142,7 +147,7 @@ def check_callback_options(
     Returns the checked detectors and summary path.
     """
     check_optional_count("every_n_steps", every_n_steps)
-    check_severity("stop_on", stop_on)
+    check_stop_on(stop_on)
     check_flag("log_layers", log_layers)
     checked = check_detectors(detectors)
     check_count("history_size", history_size, minimum=2)

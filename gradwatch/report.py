@@ -25,6 +25,7 @@ SYMPTOMS = (
     "early_stagnation",
 )
 Severity = Literal["info", "warning", "critical"]
+StopSeverity = Literal["warning", "critical"]  # what ``stop_on`` accepts: an ``info`` finding is no reason to stop
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
 MAX_SUMMARY_BYTES = 64 * 1024 * 1024
 # Fewer sampled steps than this cannot support "no problems found": detectors need a few samples in a row.

@@ -14,8 +14,8 @@ from typing import Any
 
 from gradwatch.detectors import Detector
 from gradwatch.monitor import Monitor
-from gradwatch.options import check_flag, check_severity
-from gradwatch.report import Report
+from gradwatch.options import check_flag, check_stop_on
+from gradwatch.report import Report, Severity, StopSeverity
 from gradwatch.safety import FaultGuard
 
 from ._keras import keras, ops
@@ -42,16 +42,16 @@ class GradWatchCallback(keras.callbacks.Callback):
         *,
         summary_path: str | os.PathLike[str] | None = None,
         every_n_steps: int = 20,
-        stop_on: str | None = None,
+        stop_on: StopSeverity | None = None,
         detectors: Sequence[Detector] | None = None,
         history_size: int = 128,
-        warn_on: str | None = "warning",
+        warn_on: Severity | None = "warning",
         print_report: bool = True,
         autosave_every_n_steps: int | None = 500,
         strict: bool = False,
     ) -> None:
         super().__init__()
-        check_severity("stop_on", stop_on)
+        check_stop_on(stop_on)
         check_flag("print_report", print_report)  # the other options are checked by FaultGuard and Monitor
         self.guard = FaultGuard(strict=strict)
         self.monitor = Monitor(

@@ -23,7 +23,7 @@ from typing import Any
 
 from gradwatch.detectors import Detector
 from gradwatch.options import check_flag
-from gradwatch.report import MIN_SAMPLES_TO_CLEAR, Report
+from gradwatch.report import MIN_SAMPLES_TO_CLEAR, Report, Severity
 from gradwatch.safety import FaultGuard
 
 from . import torch_distributed
@@ -54,7 +54,7 @@ class Watcher:
         every_n_steps: int = 20,
         detectors: Sequence[Detector] | None = None,
         history_size: int = 128,
-        warn_on: str | None = "warning",
+        warn_on: Severity | None = "warning",
         print_report: bool = True,
         autosave_every_n_steps: int | None = 500,
         strict: bool = False,

@@ -21,7 +21,7 @@ from dataclasses import replace
 from typing import Any
 
 from gradwatch.monitor import Monitor
-from gradwatch.report import MIN_SAMPLES_TO_CLEAR, Report
+from gradwatch.report import MIN_SAMPLES_TO_CLEAR, Report, StopSeverity
 from gradwatch.safety import FaultGuard, warn
 from gradwatch.stats import LayerStats, StepStats
 
@@ -42,7 +42,7 @@ class TorchSession:
         *,
         framework: str,
         guard: FaultGuard,
-        stop_on: str | None = None,
+        stop_on: StopSeverity | None = None,
         **monitor_options: Any,
     ) -> None:
         self.model = model = unwrap(model)

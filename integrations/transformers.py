@@ -25,7 +25,7 @@ from typing import Any
 
 from gradwatch.detectors import Detector
 from gradwatch.options import check_callback_options
-from gradwatch.report import Report
+from gradwatch.report import Report, Severity, StopSeverity
 from gradwatch.safety import FaultGuard
 from gradwatch.stats import StepStats
 
@@ -60,11 +60,11 @@ class GradWatchCallback(TrainerCallback):  # type: ignore[misc]
         *,
         summary_path: str | os.PathLike[str] | None = None,
         every_n_steps: int | None = None,
-        stop_on: str | None = None,
+        stop_on: StopSeverity | None = None,
         log_layers: bool = False,
         detectors: Sequence[Detector] | None = None,
         history_size: int = 128,
-        warn_on: str | None = "warning",
+        warn_on: Severity | None = "warning",
         print_report: bool = True,
         autosave_every_n_steps: int | None = 500,
         strict: bool = False,

@@ -29,9 +29,11 @@ SHARED: list[tuple[str, Any, str]] = [
     ("detectors", [VanishingGradients], "detectors must be a list of gradwatch detectors such as"),
     ("detectors", [VanishingGradients(), VanishingGradients()], "detectors holds two detectors of 'vanishing_gradients'"),
 ]
+STOP_SEVERITIES = "'warning', 'critical' or None"
 STOP_ON: list[tuple[str, Any, str]] = [
-    ("stop_on", "fatal", f"stop_on must be one of {SEVERITIES}, got 'fatal'"),
-    ("stop_on", True, f"stop_on must be one of {SEVERITIES}, got True"),
+    ("stop_on", "fatal", f"stop_on must be one of {STOP_SEVERITIES}, got 'fatal'"),
+    ("stop_on", True, f"stop_on must be one of {STOP_SEVERITIES}, got True"),
+    ("stop_on", "info", f"stop_on must be one of {STOP_SEVERITIES}, got 'info'"),  # an info finding is no reason to stop
 ]
 
 
