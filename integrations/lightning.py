@@ -162,6 +162,11 @@ class GradWatchCallback(*_callback_bases()):  # type: ignore[misc]
             self.session.monitor.stop(self.stop_on)
 
     # -- checkpointing -----------------------------------------------------------------------
+    @property
+    def state_key(self) -> str:
+        """Two gradwatch callbacks in one Trainer (say, different summary paths) keep separate checkpoint state."""
+        return f"{type(self).__qualname__}{{'summary_path': {str(self.summary_path) if self.summary_path else None!r}}}"
+
     def state_dict(self) -> dict[str, Any]:
         return self.session.monitor.state_dict() if self.session is not None else dict(self._restored or {})
 

@@ -15,7 +15,6 @@ on-device addition for the loss.
 
 from __future__ import annotations
 
-import inspect
 import os
 from collections.abc import Sequence
 from types import TracebackType
@@ -33,17 +32,8 @@ from .torch_trial import trial
 
 
 class Watcher:
-    """Watches one model (and the optimizer that trains it) until ``close()``.
-
-    ``optimizer``: the optimizer to hook; ``None`` binds to the first optimizer
-    that steps this model's parameters (it may be created after ``watch``).
-    ``summary_path``: where the JSON summary is written on ``close()`` and, during
-    the run, every ``autosave_every_n_steps`` steps (None: never).
-    ``every_n_steps``: measure every n-th optimizer step, plus steps 1, 2, 4, …
-    below n. ``warn_on``: lowest severity raised as a live ``GradWatchWarning``
-    (None: none). ``print_report``: print the console report on ``close()``.
-    ``strict``: re-raise gradwatch's own errors instead of disabling the part.
-    """
+    """Watches one model (and the optimizer that trains it) until ``close()``; made by ``watch()``,
+    whose docstring lists the options."""
 
     def __init__(
         self,
@@ -182,13 +172,64 @@ class Watcher:
         self.close()
 
 
-def watch(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, **options: Any) -> Watcher:
-    """Start diagnosing ``model``'s training; ``options`` are ``Watcher``'s keyword arguments."""
-    known = [name for name in inspect.signature(Watcher).parameters if name not in ("model", "optimizer")]
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        raise TypeError(f"watch() has no option {', '.join(map(repr, unknown))}; its options are {', '.join(known)}")
-    return Watcher(model, optimizer, **options)
+def watch(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    *,
+    summary_path: str | os.PathLike[str] | None = None,
+    every_n_steps: int = 20,
+    detectors: Sequence[Detector] | None = None,
+    history_size: int = 128,
+    warn_on: Severity | None = "warning",
+    print_report: bool = True,
+    autosave_every_n_steps: int | None = 500,
+    strict: bool = False,
+) -> Watcher:
+    """Start diagnosing ``model``'s training.
+
+    Args:
+        model: the module being trained (DDP, DataParallel and ``torch.compile``
+            wrappers are seen through).
+        optimizer: the optimizer that steps it; None binds to the first one that
+            does (it may be created later). Loops that update the weights by hand
+            need none: call ``watcher.step(loss)`` after each update.
+        summary_path: where the JSON summary is written at ``close()`` and every
+            ``autosave_every_n_steps`` steps; None: nowhere.
+        every_n_steps: measure every n-th optimizer step, and steps 1, 2, 4, …
+            below n.
+        detectors: the detectors to run (default: all, with their defaults).
+        history_size: per-layer points kept for the summary and pictures.
+        warn_on: the lowest severity raised as a live ``GradWatchWarning``; None: none.
+        print_report: print the console report at ``close()``.
+        autosave_every_n_steps: how often the summary is rewritten during the run.
+        strict: re-raise gradwatch's own errors instead of disabling the failing part.
+
+    Returns:
+        A ``Watcher``; use it as a context manager, or call ``close()`` at the end.
+
+    Raises:
+        TypeError: ``model`` is not a module, or ``optimizer`` not an optimizer.
+        gradwatch.options.OptionError: an option is out of range (one line naming it).
+
+    Example:
+        >>> with watch(model, optimizer, summary_path="gradwatch.json") as watcher:
+        ...     for x, y in loader:
+        ...         loss = loss_fn(model(x), y)
+        ...         optimizer.zero_grad(); loss.backward(); optimizer.step()
+        ...         watcher.step(loss)
+    """
+    return Watcher(
+        model,
+        optimizer,
+        summary_path=summary_path,
+        every_n_steps=every_n_steps,
+        detectors=detectors,
+        history_size=history_size,
+        warn_on=warn_on,
+        print_report=print_report,
+        autosave_every_n_steps=autosave_every_n_steps,
+        strict=strict,
+    )
 
 
 __all__ = ["Watcher", "trial", "watch"]

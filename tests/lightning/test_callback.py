@@ -6,6 +6,7 @@ import json
 
 import jsonschema
 import pytest
+import torch
 
 from benchmarks.clinic.lightning_cases import healthy, loader, sick, trainer
 from gradwatch import GradWatchWarning
@@ -64,3 +65,14 @@ def test_resume_from_checkpoint_continues_the_diagnosis(tmp_path):
     assert report.finding("vanishing_gradients").first_step == 2, "the finding from before the checkpoint survives"
     steps = report.layers[0]["history"]["step"]
     assert steps[:7] == [0, 1, 2, 4, 8, 16, 20] and steps[-1] == 100, "history continues across the resume"
+
+
+def test_two_callbacks_keep_their_own_checkpoint_state(tmp_path):
+    """Two gradwatch callbacks (one per summary) resume each its own diagnosis."""
+    one, two = (GradWatchCallback(print_report=False, warn_on=None, summary_path=tmp_path / f"{n}.json") for n in ("a", "b"))
+    two_keys = {one.state_key, two.state_key}
+    run = trainer(callbacks=[one, two], max_steps=40)
+    run.fit(sick(), loader())
+    run.save_checkpoint(tmp_path / "half.ckpt")
+    saved = torch.load(tmp_path / "half.ckpt", weights_only=False)["callbacks"]
+    assert two_keys <= set(saved) and len(two_keys) == 2

@@ -22,6 +22,6 @@ def test_a_bad_option_fails_at_watch_and_leaves_no_hook(tmp_path, case):
     assert all(not m._forward_hooks and not m._forward_pre_hooks for m in model.modules()), "nothing stays attached"
 
 
-def test_a_misspelt_option_lists_the_valid_ones():
-    with pytest.raises(TypeError, match="watch\\(\\) has no option 'every_n_step'; its options are summary_path, every_n_steps"):
+def test_a_misspelt_option_is_named():
+    with pytest.raises(TypeError, match="watch\\(\\) got an unexpected keyword argument 'every_n_step'"):
         watch(nn.Linear(2, 2), every_n_step=5)
