@@ -13,6 +13,7 @@ steady-state cost.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import logging
 import statistics
 import tempfile
@@ -228,12 +229,15 @@ def main() -> None:
             print(table_row(f"{name} lightning: callback", runs["none"], runs["gradwatch"]), flush=True)
             print(table_row(f"{name} lightning: grad_norm/{args.every}", runs["none"], runs["grad_norm"]), flush=True)
     if "keras" in args.frameworks:
-        keras_runs: dict[str, list[float]] = {"plain": [], "gradwatch": [], "tensorboard": []}
+        keras_runs: dict[str, list[float]] = {"plain": [], "gradwatch": []}
+        if importlib.util.find_spec("tensorboard") is not None:  # the peer needs the [bench] extra
+            keras_runs["tensorboard"] = []
         for _ in range(args.repeats):
             for variant, samples in keras_runs.items():
                 samples.append(run_keras(variant, steps=args.steps, warmup=args.warmup, every=args.every))
         print(table_row("mlp keras/tf: callback", keras_runs["plain"], keras_runs["gradwatch"]), flush=True)
-        print(table_row("mlp keras/tf: TensorBoard hist", keras_runs["plain"], keras_runs["tensorboard"]), flush=True)
+        if "tensorboard" in keras_runs:
+            print(table_row("mlp keras/tf: TensorBoard hist", keras_runs["plain"], keras_runs["tensorboard"]), flush=True)
 
 
 if __name__ == "__main__":

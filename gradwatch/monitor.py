@@ -17,9 +17,10 @@ from .options import (
     check_detectors,
     check_optional_count,
     check_severity,
+    check_stop_on,
     check_summary_path,
 )
-from .report import SEVERITY_RANK, Finding, Report, Severity, layer_list
+from .report import SEVERITY_RANK, Finding, Report, Severity, StopSeverity, layer_list
 from .safety import FaultGuard, warn
 from .stats import StepStats
 
@@ -30,6 +31,8 @@ class Monitor:
     Adapters call ``should_sample(step)`` to decide whether to measure, then
     ``observe(stats)``. A new finding (or one that got more severe) is raised
     once as a ``GradWatchWarning`` and logged on the ``gradwatch`` logger.
+    With ``stop_on``, ``should_stop()`` says when training should end; the
+    adapter ends it and calls ``stop()`` to say why.
 
     Sampling: every step that is a power of two below ``every_n_steps`` (so
     trouble at initialisation is seen early), then every ``every_n_steps``-th.
@@ -46,6 +49,7 @@ class Monitor:
         detectors: Sequence[Detector] | None = None,
         history_size: int = 128,
         warn_on: Severity | None = "warning",
+        stop_on: StopSeverity | None = None,
         guard: FaultGuard | None = None,
         summary_path: str | os.PathLike[str] | None = None,
         autosave_every_n_steps: int | None = 500,
@@ -53,6 +57,7 @@ class Monitor:
         self.every_n_steps = check_count("every_n_steps", every_n_steps)
         self.autosave_every_n_steps = check_optional_count("autosave_every_n_steps", autosave_every_n_steps)
         self.warn_on = check_severity("warn_on", warn_on)
+        self.stop_on = check_stop_on(stop_on)
         self.history = History(check_count("history_size", history_size, minimum=2))
         chosen = check_detectors(detectors)
         self.detectors = default_detectors() if chosen is None else chosen
@@ -109,11 +114,15 @@ class Monitor:
         serious = [f for f in self.findings.values() if f.at_least(severity)]
         return max(serious, key=lambda f: SEVERITY_RANK[f.severity], default=None)
 
-    def stop(self, stop_on: Severity) -> None:
-        """Say once, as a warning, that training stops because of ``stop_on``'s finding."""
-        finding = self.first_at_least(stop_on)
+    def should_stop(self) -> bool:
+        """Whether a finding has reached ``stop_on`` (never without ``stop_on``)."""
+        return self.first_at_least(self.stop_on) is not None
+
+    def stop(self) -> None:
+        """Say, as a warning, that training stops because of the finding that reached ``stop_on``."""
+        finding = self.first_at_least(self.stop_on)
         if finding is not None:
-            warn(f"gradwatch: stopping training (stop_on={stop_on!r}): {format_warning(finding)}")
+            warn(f"gradwatch: stopping training (stop_on={self.stop_on!r}): {format_warning(finding)}")
 
     def close(self, steps: int | None = None, *, print_report: bool = True) -> Report:
         """The end of a run: write the summary and print the console report (a failure of either is contained)."""

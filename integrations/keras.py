@@ -14,7 +14,7 @@ from typing import Any
 
 from gradwatch.detectors import Detector
 from gradwatch.monitor import Monitor
-from gradwatch.options import check_flag, check_stop_on
+from gradwatch.options import check_flag
 from gradwatch.report import Report, Severity, StopSeverity
 from gradwatch.safety import FaultGuard
 
@@ -51,7 +51,6 @@ class GradWatchCallback(keras.callbacks.Callback):
         strict: bool = False,
     ) -> None:
         super().__init__()
-        check_stop_on(stop_on)
         check_flag("print_report", print_report)  # the other options are checked by FaultGuard and Monitor
         self.guard = FaultGuard(strict=strict)
         self.monitor = Monitor(
@@ -60,11 +59,11 @@ class GradWatchCallback(keras.callbacks.Callback):
             detectors=detectors,
             history_size=history_size,
             warn_on=warn_on,
+            stop_on=stop_on,
             guard=self.guard,
             summary_path=summary_path,
             autosave_every_n_steps=autosave_every_n_steps,
         )
-        self.stop_on = stop_on
         self.print_report = print_report
         self.collector: KerasCollector | None = None
         self.report: Report | None = None
@@ -120,9 +119,9 @@ class GradWatchCallback(keras.callbacks.Callback):
             self._maybe_stop()
 
     def _maybe_stop(self) -> None:
-        if self.stop_on is not None and not self.model.stop_training and self.monitor.first_at_least(self.stop_on):
+        if not self.model.stop_training and self.monitor.should_stop():
             self.model.stop_training = True
-            self.monitor.stop(self.stop_on)
+            self.monitor.stop()
 
     def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._read_sampled_step()  # before validation batches run through the measured layers

@@ -158,8 +158,8 @@ class GradWatchCallback(*_callback_bases()):  # type: ignore[misc]
         if self.session is None or not self.session.stop_requested or trainer.should_stop:
             return
         trainer.should_stop = True  # decided by every rank together (TorchSession.end_step)
-        if trainer.is_global_zero and self.stop_on is not None:
-            self.session.monitor.stop(self.stop_on)
+        if trainer.is_global_zero:
+            self.session.monitor.stop()
 
     # -- checkpointing -----------------------------------------------------------------------
     @property

@@ -21,7 +21,7 @@ from dataclasses import replace
 from typing import Any
 
 from gradwatch.monitor import Monitor
-from gradwatch.report import MIN_SAMPLES_TO_CLEAR, Report, StopSeverity
+from gradwatch.report import MIN_SAMPLES_TO_CLEAR, Report
 from gradwatch.safety import FaultGuard, warn
 from gradwatch.stats import LayerStats, StepStats
 
@@ -42,7 +42,6 @@ class TorchSession:
         *,
         framework: str,
         guard: FaultGuard,
-        stop_on: StopSeverity | None = None,
         **monitor_options: Any,
     ) -> None:
         self.model = model = unwrap(model)
@@ -50,8 +49,7 @@ class TorchSession:
         self.main = torch_distributed.is_main()
         if not self.main:  # other ranks measure and combine, but stay silent
             monitor_options.update(warn_on=None, summary_path=None)
-        self.stop_on = stop_on
-        self.stop_requested = False  # set on every rank at once when stop_on's severity is reached
+        self.stop_requested = False  # set on every rank at once when the monitor's stop_on is reached
         self._disabled_everywhere = False
         self.collector = TorchCollector(model, guard=guard)
         self.monitor = Monitor(model_facts(model), framework=framework, guard=guard, **monitor_options)
@@ -217,8 +215,8 @@ class TorchSession:
         if stats is not None:
             self.last_observed = step
             self.monitor.observe(stats)
-        if self.stop_on is not None and not self._disabled_everywhere:
-            serious = self.monitor.first_at_least(self.stop_on) is not None
+        if self.monitor.stop_on is not None and not self._disabled_everywhere:
+            serious = self.monitor.should_stop()
             self.stop_requested = torch_distributed.agree([1.0 if serious else 0.0])[0] > 0
         return stats
 

@@ -206,8 +206,8 @@ class GradWatchCallback(TrainerCallback):  # type: ignore[misc]
             self._unlogged_step = stats.step
         if self.session.stop_requested and not control.should_training_stop:
             control.should_training_stop = True  # decided by every rank together (TorchSession.end_step)
-            if self._main and self.stop_on is not None:
-                self.session.monitor.stop(self.stop_on)
+            if self._main:
+                self.session.monitor.stop()
         return control
 
     def _loss_hook(self, module: torch.nn.Module, args: Any, output: Any) -> None:

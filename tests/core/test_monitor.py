@@ -106,13 +106,15 @@ def test_nan_in_one_layer_does_not_poison_other_detectors():
 
 
 def test_stop_on_acts_on_the_most_severe_finding_and_close_writes_and_prints(tmp_path, capsys):
-    monitor = Monitor(warn_on=None, summary_path=tmp_path / "gw.json")
+    monitor = Monitor(warn_on=None, stop_on="warning", summary_path=tmp_path / "gw.json")
+    assert not monitor.should_stop()
     for step in range(3):
         monitor.observe(sample(step, [1e-9, 1e-6, 1e-1], loss=2.3 - 0.1 * step))
     assert monitor.first_at_least("critical").symptom == "vanishing_gradients"
     assert monitor.first_at_least(None) is None
+    assert monitor.should_stop() and not Monitor(warn_on=None).should_stop(), "no stop_on, no stop"
     with pytest.warns(GradWatchWarning, match=r"stopping training \(stop_on='warning'\): gradwatch: vanishing_gradients"):
-        monitor.stop("warning")
+        monitor.stop()
     report = monitor.close(print_report=True)
     assert (tmp_path / "gw.json").exists() and report.findings[0].symptom == "vanishing_gradients"
     assert "vanishing_gradients" in capsys.readouterr().err
