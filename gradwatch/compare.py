@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from .history import relative_grads
 from .report import SEVERITY_RANK, Report
 
 
@@ -66,7 +66,4 @@ def latest_flow(report: Report) -> dict[str, float]:
 
 
 def _last_ratio(history: dict[str, Any]) -> float | None:
-    for grad, weight in zip(reversed(history.get("grad_norm", [])), reversed(history.get("weight_norm", []))):
-        if grad is not None and weight and math.isfinite(grad) and math.isfinite(weight):
-            return float(grad) / float(weight)
-    return None
+    return next((r for r in reversed(relative_grads(history)) if r is not None), None)

@@ -14,6 +14,9 @@ RELU_FAMILY = frozenset({"ReLU", "ReLU6", "LeakyReLU", "PReLU", "RReLU", "ELU", 
 SATURATING = frozenset({"Sigmoid", "Tanh", "Hardsigmoid", "Hardtanh", "Softsign", "LogSigmoid"})
 RECURRENT = frozenset({"RNN", "LSTM", "GRU", "SimpleRNN"})
 GATED_RECURRENT = frozenset({"LSTM", "GRU"})
+DEAD_KINDS = frozenset({"ReLU", "ReLU6"})  # a unit never positive over many rows is dead: measured per unit
+# outputs outside (low, high) sit in an activation's flat tails, where its local derivative is below about 0.01
+SATURATED_OUTSIDE = {"Sigmoid": (0.01, 0.99), "Tanh": (-0.99, 0.99)}
 
 
 @dataclass(frozen=True)

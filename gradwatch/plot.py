@@ -7,6 +7,7 @@ import math
 import os
 from typing import Any
 
+from .history import relative_grads
 from .report import Report
 
 FINDING_COLOURS = {"critical": "#d62728", "warning": "#ff7f0e", "info": "#1f77b4"}
@@ -29,14 +30,10 @@ def flow_matrix(report: Report) -> tuple[list[str], list[int], list[list[float]]
     names, rows, steps = [], [], []
     for layer in report.layers:
         history = layer.get("history", {})
-        grads, weights = history.get("grad_norm"), history.get("weight_norm")
-        if not grads or not weights:
+        if not history.get("grad_norm") or not history.get("weight_norm"):
             continue
         steps = history["step"]
-        row = [
-            math.log10(g / w) if g and w and math.isfinite(g) and math.isfinite(w) and g > 0 and w > 0 else math.nan
-            for g, w in zip(grads, weights)
-        ]
+        row = [math.log10(r) if r is not None and r > 0 else math.nan for r in relative_grads(history)]
         names.append(layer["name"])
         rows.append(row)
     return names, steps, rows

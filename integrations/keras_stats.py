@@ -27,6 +27,7 @@ from typing import Any
 import numpy as np
 
 from gradwatch.blocks import BLOCK, sampled_elements, update_stride
+from gradwatch.facts import DEAD_KINDS, SATURATED_OUTSIDE
 from gradwatch.safety import FaultGuard
 from gradwatch.stats import ActivationStats, LayerStats, SequenceStats, StepStats
 
@@ -38,8 +39,7 @@ ACTIVATIONS = "keras activation probe"
 INPUTS = "keras input probe"
 UNIT_KINDS = ("Dense", "Conv1D", "Conv2D", "Conv3D", "EinsumDense")
 RECURRENT_KINDS = ("SimpleRNN", "LSTM", "GRU")
-DEAD_KINDS = ("ReLU", "ReLU6")
-PROBED_ACTIVATIONS = (*DEAD_KINDS, "Sigmoid", "Tanh")
+PROBED_ACTIVATIONS = (*DEAD_KINDS, *SATURATED_OUTSIDE)
 MIN_DEAD_ROWS = 256  # a unit is dead only if it never fires over sampled batches of this many rows in all
 
 
@@ -457,7 +457,8 @@ def _units_last(output: Any, unit_axis: int) -> Any:
 def _saturated_share(output: Any, kind: str) -> Any:
     """Share of sigmoid/tanh outputs in the flat tails, where the local slope is below about 0.01."""
     output = ops.cast(output, "float32")
-    tail = ops.logical_or(output < 0.01, output > 0.99) if kind == "Sigmoid" else ops.abs(output) > 0.99
+    low, high = SATURATED_OUTSIDE[kind]
+    tail = ops.logical_or(output < low, output > high)
     return ops.mean(ops.cast(tail, "float32"))
 
 

@@ -17,7 +17,7 @@ from typing import Any
 
 from gradwatch.blocks import BLOCK, LARGE_PARAM, sampled_elements, update_stride
 from gradwatch.detectors.dead_relu import row_judged
-from gradwatch.facts import LayerFacts, ModelFacts
+from gradwatch.facts import DEAD_KINDS, SATURATED_OUTSIDE, LayerFacts, ModelFacts
 from gradwatch.safety import FaultGuard
 from gradwatch.stats import ActivationStats, LayerStats, SequenceStats, StepStats
 
@@ -30,9 +30,7 @@ from .torch_facts import (
     shard_count,
 )
 
-DEAD_KINDS = ("ReLU", "ReLU6")
 RECURRENT_TYPES = (torch.nn.RNN, torch.nn.LSTM, torch.nn.GRU)
-SATURATION_KINDS = ("Sigmoid", "Tanh")
 ROW_KINDS = ("Linear", "Conv1d", "Conv2d", "Conv3d")
 # A sampled step reads small tensors that share a shape stacked (one kernel for the group), larger
 # ones alone; the update of a large one is measured on a sample of it (see ``gradwatch.blocks``).
@@ -132,7 +130,7 @@ class TorchCollector:
             conv_before[name] = last_conv
         for name, module in activation_modules(self.model):
             kind = module_kind(module)
-            if kind in DEAD_KINDS or kind in SATURATION_KINDS:
+            if kind in DEAD_KINDS or kind in SATURATED_OUTSIDE:
                 hook = self._activation_hook(name, kind, 1 if conv_before[name] else -1)
                 self._handles.append(module.register_forward_hook(hook))
         for name, module in self.model.named_modules():
@@ -214,7 +212,8 @@ class TorchCollector:
                 others = [d for d in range(output.dim()) if d != unit_dim]
                 self._sample.activations[name] = (kind, output.amax(others), output.numel() // output.shape[unit_dim])
         else:
-            tail = (output < 0.01) | (output > 0.99) if kind == "Sigmoid" else output.abs() > 0.99
+            low, high = SATURATED_OUTSIDE[kind]
+            tail = (output < low) | (output > high)
             self._sample.activations[name] = (kind, tail.float().mean(), 0)
 
     @torch.no_grad()

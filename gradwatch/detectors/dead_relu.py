@@ -4,12 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Collection
 
-from ..facts import LayerFacts, ModelFacts
+from ..facts import DEAD_KINDS, LayerFacts, ModelFacts
 from ..report import Finding
 from ..stats import StepStats, finite
 from .base import Detector, check_count, check_fraction, fmt
-
-DEAD_KINDS = frozenset({"ReLU", "ReLU6"})
 
 
 class DeadReLU(Detector):
