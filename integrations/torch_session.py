@@ -31,6 +31,7 @@ from .torch_facts import loss_kind, model_facts
 from .torch_stats import TorchCollector
 
 COLLECTOR = "pytorch collector"
+BACKWARD = "end-of-backward hook"  # without it, gradients are read at the optimizer step (after any clipping)
 
 
 class TorchSession:
@@ -127,7 +128,7 @@ class TorchSession:
         """
         self.disarm()
         params = self.collector.params
-        if not self.monitor.should_sample(step) or not params or not self.guard.enabled(COLLECTOR):
+        if not self.monitor.should_sample(step) or not params or not self.guard.enabled(COLLECTOR) or not self.guard.enabled(BACKWARD):
             return
         queued = [False]
 
@@ -143,9 +144,8 @@ class TorchSession:
                 queued[0] = True
                 torch.autograd.Variable._execution_engine.queue_callback(lambda: self.guard.run(COLLECTOR, backward_done))
 
-        self._backward_hooks = [
-            p.register_post_accumulate_grad_hook(lambda p: self.guard.run(COLLECTOR, accumulated, p)) for p in {id(p): p for p in (params[0], params[-1])}.values()
-        ]
+        ends = {id(p): p for p in (params[0], params[-1])}.values()  # a failure here costs the end-of-backward read only
+        self._backward_hooks = [p.register_post_accumulate_grad_hook(lambda p: self.guard.run(BACKWARD, accumulated, p)) for p in ends]
 
     def disarm(self) -> None:
         """Remove the backward hooks of ``arm_backward``, if any."""

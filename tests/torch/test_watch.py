@@ -392,3 +392,31 @@ def test_the_stored_teacher_arrays_are_the_demos_teacher_data():
     x, y = teacher_data(2048)
     stored_x, stored_y = teacher_arrays()
     assert (stored_x == x.numpy()).all() and (stored_y == y.numpy()).all()
+
+
+def test_without_the_end_of_backward_callback_the_optimizer_step_still_reads(monkeypatch):
+    """An autograd engine that refuses queued callbacks costs the pre-clip total, not the collector."""
+    real = torch.autograd.Variable._execution_engine
+
+    class Refusing:  # the real engine, except that it takes no queued callback
+        def __getattr__(self, name):  # type: ignore[no-untyped-def]
+            return getattr(real, name)
+
+        def queue_callback(self, callback):  # type: ignore[no-untyped-def]
+            raise RuntimeError("no callbacks here")
+
+    monkeypatch.setattr(torch.autograd.Variable, "_execution_engine", Refusing())
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    x, y = teacher_data(64)
+    with pytest.warns(GradWatchWarning, match="end-of-backward hook failed"):
+        with watch(model, optimizer, print_report=False, warn_on=None) as watcher:
+            for _ in range(4):
+                optimizer.zero_grad()
+                nn.functional.cross_entropy(model(x), y).backward()
+                optimizer.step()
+                watcher.step()
+    report = watcher.report()
+    assert report.sampled_steps == 3 and not report.too_little_measured  # steps 0, 1 and 2
+    assert all("grad_norm" in layer["history"] for layer in report.layers if layer["name"] in ("0", "2"))
