@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
-from .history import relative_grads
 from .report import SEVERITY_RANK, Report
 
 
@@ -41,9 +39,9 @@ def _paired_flow(before: Report, after: Report) -> list[tuple[str, float | None,
     flows = latest_flow(before), latest_flow(after)
     by_kind: list[dict[str, list[tuple[str, float]]]] = [{}, {}]
     for report, flow, groups in zip((before, after), flows, by_kind):
-        for layer in report.layers:
-            if layer["name"] in flow:
-                groups.setdefault(layer.get("kind", "?"), []).append((layer["name"], flow[layer["name"]]))
+        for layer in report.histories():
+            if layer.name in flow:
+                groups.setdefault(layer.kind, []).append((layer.name, flow[layer.name]))
     rows: list[tuple[str, float | None, float | None]] = []
     for kind in list(by_kind[0]) + [k for k in by_kind[1] if k not in by_kind[0]]:
         old, new = by_kind[0].get(kind, []), by_kind[1].get(kind, [])
@@ -57,13 +55,5 @@ def _paired_flow(before: Report, after: Report) -> list[tuple[str, float | None,
 
 def latest_flow(report: Report) -> dict[str, float]:
     """Latest measured ``|g|/|W|`` per layer from the summary's history."""
-    flow = {}
-    for layer in report.layers:
-        value = _last_ratio(layer.get("history", {}))
-        if value is not None:
-            flow[layer["name"]] = value
-    return flow
-
-
-def _last_ratio(history: dict[str, Any]) -> float | None:
-    return next((r for r in reversed(relative_grads(history)) if r is not None), None)
+    latest = ((layer.name, layer.latest_relative_grad()) for layer in report.histories())
+    return {name: value for name, value in latest if value is not None}

@@ -54,7 +54,7 @@ def build(report: Report) -> Panel:
     flow = _flow(report)
     if flow is not None:
         parts.append(flow)
-    parts.extend(_time_profile(layer) for layer in report.layers if layer.get("time_profile"))
+    parts.extend(_time_profile(layer.name, layer.time_profile) for layer in report.histories() if layer.time_profile)
     parts.extend(Text(f"note: {printable(note)}", style="dim") for note in report.notes)
     title = Text(f"gradwatch · {printable(report.framework)} · {report.measured_line()}")  # Text: never parsed as markup
     border = "yellow" if report.healthy and report.too_little_measured else STYLE.get(report.worst() or "", "green")
@@ -95,7 +95,7 @@ def _finding(finding: Finding) -> Group:
 
 def _flow(report: Report) -> Group | None:
     """Latest |g|/|W| per layer as a bar on a fixed log scale: where the gradient stops flowing."""
-    kinds = {layer["name"]: layer.get("kind", "") for layer in report.layers}
+    kinds = {layer.name: layer.kind for layer in report.histories()}
     rows = [(name, kinds[name], value) for name, value in latest_flow(report).items()]
     if len(rows) < 2:
         return None
@@ -110,18 +110,18 @@ def _flow(report: Report) -> Group | None:
     return Group(Text(f"\ngradient flow |g|/|W| per layer, latest sample (log bars, 1e{low}..1e{high}):"), table)
 
 
-def _time_profile(layer: dict[str, Any]) -> Text:
+def _time_profile(name: str, profile: list[float]) -> Text:
     """Gradient reaching each time step of a recurrent layer, first to last, as a log-scale sparkline."""
-    values = [v if v is not None and v > 0 else None for v in layer["time_profile"]]
+    values = [v if v is not None and v > 0 else None for v in profile]
     logs = [math.log10(v) for v in values if v is not None]
     if not logs:
-        return Text(f"\n{printable(layer['name'])}: no gradient reached its input")
+        return Text(f"\n{printable(name)}: no gradient reached its input")
     low, high = min(logs), max(logs)
     width = 48
     picks = [values[round(i * (len(values) - 1) / (width - 1))] for i in range(min(width, len(values)))]
     line = "".join(" " if v is None else SPARKS[round((math.log10(v) - low) / ((high - low) or 1) * (len(SPARKS) - 1))] for v in picks)
     first = f"{values[0] / 10**high:.2g}" if values[0] else "0 (below float range)"
-    return Text(f"\ngradient reaching each time step of {printable(layer['name'])} (first → last, log scale), first/peak {first}:\n  {line}")
+    return Text(f"\ngradient reaching each time step of {printable(name)} (first → last, log scale), first/peak {first}:\n  {line}")
 
 
 def _bar(share: float) -> str:

@@ -6,18 +6,12 @@ full every other point is dropped and the sampling stride doubles.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from typing import Any
 
-from .stats import StepStats, ratio
+from .stats import StepStats
 
 LAYER_METRICS = ("grad_norm", "weight_norm", "update_norm", "zero_grad_rows")
 ACTIVATION_METRICS = ("dead_share", "saturated_share")
-
-
-def relative_grads(history: Mapping[str, Any]) -> list[float | None]:
-    """``|g| / |W|`` at each sampled step of one layer's summary history (None where either is unknown)."""
-    return [ratio(g, w) for g, w in zip(history.get("grad_norm") or [], history.get("weight_norm") or [])]
 
 
 class History:

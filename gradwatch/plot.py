@@ -7,7 +7,6 @@ import math
 import os
 from typing import Any
 
-from .history import relative_grads
 from .report import Report
 
 FINDING_COLOURS = {"critical": "#d62728", "warning": "#ff7f0e", "info": "#1f77b4"}
@@ -28,13 +27,12 @@ def _pyplot() -> Any:
 def flow_matrix(report: Report) -> tuple[list[str], list[int], list[list[float]]]:
     """log10(|g|/|W|) per layer (rows, bottom layer first) and sampled step (columns); NaN where unknown."""
     names, rows, steps = [], [], []
-    for layer in report.layers:
-        history = layer.get("history", {})
-        if not history.get("grad_norm") or not history.get("weight_norm"):
+    for layer in report.histories():
+        if not any(g is not None for g in layer.grad_norm) or not any(w is not None for w in layer.weight_norm):
             continue
-        steps = history["step"]
-        row = [math.log10(r) if r is not None and r > 0 else math.nan for r in relative_grads(history)]
-        names.append(layer["name"])
+        steps = layer.steps
+        row = [math.log10(r) if r is not None and r > 0 else math.nan for r in layer.relative_grads()]
+        names.append(layer.name)
         rows.append(row)
     return names, steps, rows
 
@@ -43,7 +41,7 @@ def plot_report(report: Report, path: str | os.PathLike[str] | None = None) -> b
     """Draw the gradient-flow heatmap (and time profiles of recurrent layers); returns PNG bytes."""
     plt = _pyplot()
     names, steps, rows = flow_matrix(report)
-    profiles = [layer for layer in report.layers if layer.get("time_profile")]
+    profiles = [layer for layer in report.histories() if layer.time_profile]
     panels = 1 + bool(profiles)
     rows_high = min(max(len(names), 4), MAX_LABELLED_ROWS)
     figure, axes = plt.subplots(panels, 1, figsize=(9, 2.2 + 0.28 * rows_high + 2.6 * bool(profiles)), squeeze=False)
@@ -66,8 +64,8 @@ def plot_report(report: Report, path: str | os.PathLike[str] | None = None) -> b
     if profiles:
         time_axis = axes[1][0]
         for layer in profiles:
-            values = [v if v and v > 0 else math.nan for v in layer["time_profile"]]
-            time_axis.semilogy(range(len(values)), values, label=_literal(layer["name"]))
+            values = [v if v and v > 0 else math.nan for v in layer.time_profile or []]
+            time_axis.semilogy(range(len(values)), values, label=_literal(layer.name))
         time_axis.set_xlabel("time step (first → last)")
         time_axis.set_ylabel("|dL/dx_t|")
         time_axis.set_title("gradient reaching each time step (latest sample)", fontsize=10)

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from .facts import ModelFacts
+from .stats import ratio
 
 SCHEMA = "gradwatch.summary/1"
 SYMPTOMS = (
@@ -88,6 +89,58 @@ class Finding:
         )
 
 
+@dataclass(frozen=True)
+class LayerHistory:
+    """One layer's (or activation's) sampled series, as the console, ``compare`` and the pictures read them.
+
+    Each series has a value per entry of ``steps`` (None where it was not measured then);
+    ``time_profile`` is a recurrent layer's latest gradient per time step.
+    """
+
+    name: str
+    kind: str
+    steps: list[int]
+    grad_norm: list[float | None]
+    weight_norm: list[float | None]
+    update_norm: list[float | None]
+    zero_grad_rows: list[float | None]
+    dead_share: list[float | None]
+    saturated_share: list[float | None]
+    time_profile: list[float] | None = None
+
+    @classmethod
+    def from_summary(cls, layer: dict[str, Any]) -> LayerHistory:
+        """From one entry of a summary's ``layers`` (a missing series reads as not measured)."""
+        history = layer.get("history", {})
+        steps = list(history.get("step", []))
+
+        def series(metric: str) -> list[float | None]:
+            values = history.get(metric)
+            return list(values) if values is not None else [None] * len(steps)
+
+        profile = layer.get("time_profile")
+        return cls(
+            name=layer["name"],
+            kind=layer.get("kind", "?"),
+            steps=steps,
+            grad_norm=series("grad_norm"),
+            weight_norm=series("weight_norm"),
+            update_norm=series("update_norm"),
+            zero_grad_rows=series("zero_grad_rows"),
+            dead_share=series("dead_share"),
+            saturated_share=series("saturated_share"),
+            time_profile=list(profile) if profile else None,
+        )
+
+    def relative_grads(self) -> list[float | None]:
+        """``|g| / |W|`` at each sampled step (None where either is unknown)."""
+        return [ratio(g, w) for g, w in zip(self.grad_norm, self.weight_norm)]
+
+    def latest_relative_grad(self) -> float | None:
+        """The last measured ``|g| / |W|``."""
+        return next((r for r in reversed(self.relative_grads()) if r is not None), None)
+
+
 @dataclass
 class Report:
     """What a run looked like: findings plus a bounded per-layer history."""
@@ -100,6 +153,10 @@ class Report:
     every_n_steps: int | None = None
     notes: list[str] = field(default_factory=list)
     sampled_steps: int | None = None
+
+    def histories(self) -> list[LayerHistory]:
+        """``layers`` as typed series, bottom layer first."""
+        return [LayerHistory.from_summary(layer) for layer in self.layers]
 
     @property
     def healthy(self) -> bool:

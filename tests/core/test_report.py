@@ -167,3 +167,14 @@ def test_import_gradwatch_loads_no_framework():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+def test_layer_histories_read_a_summary_as_typed_series():
+    from gradwatch.report import LayerHistory
+
+    layer = {"name": "fc1", "kind": "Linear", "history": {"step": [0, 20, 40], "grad_norm": [0.2, None, 0.01], "weight_norm": [2.0, 2.0, 0.0]}}
+    history = LayerHistory.from_summary(layer)
+    assert history.relative_grads() == [0.1, None, None] and history.latest_relative_grad() == 0.1
+    assert history.dead_share == [None, None, None] and history.time_profile is None
+    relu = LayerHistory.from_summary({"name": "act", "history": {"step": [0], "dead_share": [0.5]}})
+    assert relu.kind == "?" and relu.latest_relative_grad() is None and relu.dead_share == [0.5]
