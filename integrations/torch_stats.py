@@ -375,11 +375,15 @@ class TorchCollector:
         return groups
 
     def add_loss(self, loss: torch.Tensor | float) -> None:
-        """Accumulate the step's loss without a host sync (a tensor stays on its device)."""
+        """Accumulate the step's loss without a host sync or an allocation (a tensor stays on its device,
+        added in place into a sum that starts as a copy of the first loss after each sample)."""
         if isinstance(loss, torch.Tensor):
             value = loss.detach().float()
-            value = value.mean() if value.dim() else value  # the usual 0-d loss costs one addition per step
-            self._loss_tensor = value if self._loss_tensor is None else self._loss_tensor + value
+            value = value.mean() if value.dim() else value  # the usual 0-d loss costs one in-place addition
+            if self._loss_tensor is None or self._loss_tensor.device != value.device:
+                self._loss_tensor = value.clone() if self._loss_tensor is None else self._loss_tensor.to(value.device) + value
+            else:
+                self._loss_tensor.add_(value)
         else:
             self._loss_float += float(loss)
         self._loss_count += 1

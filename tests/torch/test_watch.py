@@ -420,3 +420,24 @@ def test_without_the_end_of_backward_callback_the_optimizer_step_still_reads(mon
     report = watcher.report()
     assert report.sampled_steps == 3 and not report.too_little_measured  # steps 0, 1 and 2
     assert all("grad_norm" in layer["history"] for layer in report.layers if layer["name"] in ("0", "2"))
+
+
+def test_unsampled_steps_add_the_loss_in_place_and_leave_the_users_loss_alone():
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randn(16, 4)
+    sums, losses = [], []
+    with watch(model, optimizer, every_n_steps=10, print_report=False, warn_on=None) as watcher:
+        for step in range(10):
+            loss = model(x).square().mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            kept = loss.item()
+            watcher.step(loss)
+            losses.append((loss, kept))
+            if step in (5, 6, 7):  # between the samples at steps 4 and 8
+                sums.append(watcher.session.collector._loss_tensor)
+    assert len({id(t) for t in sums}) == 1, "unsampled steps add into one tensor: no allocation per step"
+    assert all(loss.item() == kept for loss, kept in losses), "the training loop's loss tensors are untouched"
+    assert float(sums[-1]) == pytest.approx(sum(kept for _, kept in losses[5:9]), rel=1e-6)  # the sample at step 8 holds 5..8
