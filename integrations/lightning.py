@@ -165,7 +165,7 @@ class GradWatchCallback(*_callback_bases()):  # type: ignore[misc]
     @property
     def state_key(self) -> str:
         """Two gradwatch callbacks in one Trainer (say, different summary paths) keep separate checkpoint state."""
-        return f"{type(self).__qualname__}{{'summary_path': {str(self.summary_path) if self.summary_path else None!r}}}"
+        return self._generate_state_key(summary_path=str(self.summary_path) if self.summary_path else None)
 
     def state_dict(self) -> dict[str, Any]:
         return self.session.monitor.state_dict() if self.session is not None else dict(self._restored or {})

@@ -65,7 +65,7 @@ class TorchSession:
         self.last_observed: int | None = None
         self._shares: dict[int, list[int]] = {}  # optimizer -> the parameters it steps, when there are several
         self._batch_step: int | None = None  # the step a batch began at (several optimizers: one sample per batch)
-        self._pending_shares: set[int] = set()  # optimizers whose gradients were read and whose step is awaited
+        self._read_shares: set[int] = set()  # optimizers whose parameters this sampled batch has read (once each)
         self.collector.attach()
 
     def bind(self, optimizers: Sequence[torch.optim.Optimizer]) -> None:
@@ -102,8 +102,8 @@ class TorchSession:
         if share is not None:
             if not self._sampled:
                 self._sampled, self._stepped = self.monitor.should_sample(self._batch_step if self._batch_step is not None else step), False
-            if self._sampled and id(optimizer) not in self._pending_shares:
-                self._pending_shares.add(id(optimizer))
+            if self._sampled and id(optimizer) not in self._read_shares:
+                self._read_shares.add(id(optimizer))
                 self.guard.run(COLLECTOR, self.collector.capture_gradients, scale=scale, only=share)
             return
         if self._sampled:  # several optimizers in one step: the first one's gradients are the sample
@@ -158,8 +158,7 @@ class TorchSession:
         self._after_step(None, (), {})
 
     def _after_step(self, optimizer: torch.optim.Optimizer | None, args: Any, kwargs: Any) -> None:
-        if self._sampled and id(optimizer) in self._pending_shares:
-            self._pending_shares.discard(id(optimizer))
+        if self._sampled and id(optimizer) in self._read_shares:  # a second step of it measures nothing more
             self._stepped = True
             self.guard.run(COLLECTOR, self.collector.capture_updates, self._shares[id(optimizer)])
             return
@@ -199,7 +198,7 @@ class TorchSession:
         if not self._sampled:
             return None
         self._sampled = False
-        self._pending_shares.clear()
+        self._read_shares.clear()
         if lr is None and self.optimizers:
             lr = _lr(self.optimizers[0])
         if torch_distributed.active():

@@ -229,7 +229,7 @@ class TorchCollector:
         """
         sample = self._sample
         if only is None:
-            reuse = sample.grad_key is not None and sample.grad_key == self._grad_key()
+            reuse = sample.grad_key is not None and sample.grad_key == _grad_key([p.grad for p in self.params])
             part = sample.grad_norms if reuse else self._read_gradients()
             sample.grad_norms = None
         else:
@@ -262,9 +262,6 @@ class TorchCollector:
         """Whether the pending sample holds gradient norms."""
         return bool(self._sample.grad_layers)
 
-    def _grad_key(self) -> list[tuple[int, int]]:
-        return [(id(g), g._version) for g in (p.grad for p in self.params) if g is not None]
-
     def _local(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
         """This rank's pieces of the tensors (see ``local``); the tensors themselves when none is sharded."""
         return [local(t) for t in tensors] if self._sharded else tensors
@@ -274,9 +271,10 @@ class TorchCollector:
         where needed, row norms. A read of all of them replaces an earlier one; shares add up."""
         sample = self._sample
         indices = range(len(self.params)) if only is None else only
-        present = [(i, g) for i, g in zip(indices, [self.params[i].grad for i in indices]) if g is not None]
+        found = [self.params[i].grad for i in indices]
+        present = [(i, g) for i, g in zip(indices, found) if g is not None]
         if only is None:
-            sample.grad_key = [(id(g), g._version) for _, g in present]
+            sample.grad_key = _grad_key(found)
             sample.grad_rows, sample.grad_layers = [], []
         dense = [(i, g) for i, g in present if g.layout == torch.strided]
         grads = dict(zip([i for i, _ in dense], self._local([g for _, g in dense])))
@@ -311,7 +309,7 @@ class TorchCollector:
         }
 
     def _snapshot_weights(self, only: list[int] | None = None) -> None:
-        """Weight norms before the step, and the copy (a strided sample of large ones) the update is measured from.
+        """Weight norms before the step, and the copy (a block sample of large ones) the update is measured from.
 
         Groups of small weights are copied into buffers kept between samples (no allocation after the first).
         """
@@ -326,9 +324,11 @@ class TorchCollector:
                 else:
                     torch.stack(tensors, out=buffer)
                 before.append(buffer)
+                whole = buffer  # the copy is read for the norms: it is where the weights are now
             else:
+                whole = weights[group[0]].reshape(1, -1)
                 before.append(_sampled(weights[group[0]], self._update_stride[group[0]]).clone())
-            squares.append(torch.linalg.vector_norm(_stacked(weights, group).flatten(1) if len(group) == 1 else before[-1].flatten(1), dim=1, dtype=torch.float32).square())
+            squares.append(torch.linalg.vector_norm(whole.flatten(1), dim=1, dtype=torch.float32).square())
             order += group
         part = self._per_layer(torch.cat(squares), order)
         self._sample.weight_norms = part if self._sample.weight_norms is None else self._sample.weight_norms + part
@@ -546,6 +546,11 @@ class Packed:
     rows: list[tuple[int, int]]
     saturated: list[tuple[str, str]]
     sequences: list[tuple[str, int]]
+
+
+def _grad_key(grads: list[torch.Tensor | None]) -> list[tuple[int, int]]:
+    """Identity and version of each gradient: a gradient replaced or changed in place reads differently."""
+    return [(id(g), g._version) for g in grads if g is not None]
 
 
 def _stacked(tensors: dict[int, torch.Tensor], group: Group) -> torch.Tensor:
