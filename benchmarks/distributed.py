@@ -73,7 +73,9 @@ def worker(rank: int, world: int, port: int, args: argparse.Namespace) -> None:
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=world, timeout=timedelta(minutes=5))
     try:
         if rank == 0:
-            print(f"torch {torch.__version__}, {world} ranks × 1 thread (gloo), median of {args.repeats} paired runs × {args.steps} steps, sampling every {args.every} steps")
+            print(
+                f"torch {torch.__version__}, {world} ranks × 1 thread (gloo), median of {args.repeats} paired runs × {args.steps} steps, sampling every {args.every} steps"
+            )
             print(f"{'configuration':<28} {'base ms/step':>14} {'with ms/step':>16} {'ratio':>7}", flush=True)
         for how in args.how:
             times: dict[bool, list[float]] = {False: [], True: []}

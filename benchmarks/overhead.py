@@ -208,7 +208,9 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="torch device for the PyTorch rows, e.g. cuda")
     args = parser.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats} runs × {args.steps} steps, sampling every {args.every} steps")
+    print(
+        f"torch {torch.__version__}, {torch.get_num_threads()} threads, median of {args.repeats} runs × {args.steps} steps, sampling every {args.every} steps"
+    )
     print(f"{'configuration':<28} {'base ms/step':>14} {'with ms/step':>16} {'ratio':>7}")
     for name in args.models:
         make = MODELS[name]

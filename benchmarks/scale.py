@@ -272,7 +272,9 @@ def main() -> None:
     profiles = {}
     for config in args.models:
         timing = _child("time", config, str(args.steps), "1" if args.profile else "0")
-        plain, watched = (_child("rss", config, mode)["peak_rss_mb"] for mode in ("plain", "watched")) if config != "keras_mlp" else (float("nan"),) * 2
+        plain, watched = (
+            (_child("rss", config, mode)["peak_rss_mb"] for mode in ("plain", "watched")) if config != "keras_mlp" else (float("nan"),) * 2
+        )
         profiles[config] = timing["parts"]
         print(
             f"{config:<10} {timing['params']:>12,} {timing['plain']:>13.4f} {timing['watched']:>15.4f} {timing['extra']:>8.4f} "

@@ -1,6 +1,6 @@
 """Keras 3: one callback in model.fit (KERAS_BACKEND=tensorflow by default; torch works too).
 
-    python examples/keras_mlp.py --epochs 5
+python examples/keras_mlp.py --epochs 5
 """
 
 import argparse

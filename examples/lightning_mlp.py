@@ -1,6 +1,6 @@
 """PyTorch Lightning: one callback.
 
-    python examples/lightning_mlp.py --steps 300
+python examples/lightning_mlp.py --steps 300
 """
 
 import argparse

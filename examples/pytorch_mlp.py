@@ -1,6 +1,6 @@
 """Plain PyTorch: two lines of gradwatch around an ordinary training loop.
 
-    python examples/pytorch_mlp.py --steps 300
+python examples/pytorch_mlp.py --steps 300
 """
 
 import argparse

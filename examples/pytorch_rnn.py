@@ -1,6 +1,6 @@
 """A vanilla RNN that must remember the first of 100 time steps: gradwatch shows the gradient dying out in time.
 
-    python examples/pytorch_rnn.py --steps 200
+python examples/pytorch_rnn.py --steps 200
 """
 
 import argparse

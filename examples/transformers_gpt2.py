@@ -1,8 +1,8 @@
 """Hugging Face Trainer: a tiny GPT-2 built from a config (nothing downloaded), diagnosed by one callback.
 
-    python examples/transformers_gpt2.py --steps 60
-    python examples/transformers_gpt2.py --steps 60 --lr 30 --optim sgd --max-grad-norm 0   # a run that blows up
-    torchrun --standalone --nproc-per-node 2 examples/transformers_gpt2.py --steps 60                     # DDP on 2 CPU processes
+python examples/transformers_gpt2.py --steps 60
+python examples/transformers_gpt2.py --steps 60 --lr 30 --optim sgd --max-grad-norm 0   # a run that blows up
+torchrun --standalone --nproc-per-node 2 examples/transformers_gpt2.py --steps 60                     # DDP on 2 CPU processes
 """
 
 import argparse

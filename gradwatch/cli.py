@@ -104,9 +104,7 @@ def _parser() -> argparse.ArgumentParser:
     report.add_argument("path")
     report.set_defaults(run=_report)
 
-    check = commands.add_parser(
-        "check", help="exit 1 if the summary has a finding at or above a severity, 3 if too little was measured (CI gate)"
-    )
+    check = commands.add_parser("check", help="exit 1 if the summary has a finding at or above a severity, 3 if too little was measured (CI gate)")
     check.add_argument("path")
     check.add_argument("--fail-on", choices=[s for s in SEVERITY_RANK if s != "info"], default="warning")
     check.set_defaults(run=_check)

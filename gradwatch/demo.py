@@ -72,8 +72,10 @@ def run_demo(out: str | Path = "gradwatch-demo", *, steps: int = 300) -> dict[st
         results[name] = train(model, out / f"{name}.json", steps=steps)
         print(f"held-out accuracy of the {name} model: {results[name]:.1%}  (summary: {out / f'{name}.json'})")
     _pictures(out, list(results))
-    print(f"\nsame data, same optimizer: {results['sigmoid']:.1%} with Sigmoid, {results['remedied']:.1%} with "
-          "ReLU + He init + BatchNorm, the top remedies gradwatch ranked for the sick model.")
+    print(
+        f"\nsame data, same optimizer: {results['sigmoid']:.1%} with Sigmoid, {results['remedied']:.1%} with "
+        "ReLU + He init + BatchNorm, the top remedies gradwatch ranked for the sick model."
+    )
     return results
 
 

@@ -204,4 +204,3 @@ def format_warning(finding: Finding) -> str:
     tips = "; ".join(r.title for r in finding.remedies[:2])
     tail = f" — try: {tips}" if tips else ""
     return f"gradwatch: {finding.symptom} ({finding.severity}) from step {finding.first_step}{where}: {finding.message}{tail}"
-

@@ -155,4 +155,3 @@ def check_callback_options(
     check_flag("print_report", print_report)
     check_optional_count("autosave_every_n_steps", autosave_every_n_steps)
     return checked, check_summary_path(summary_path)
-

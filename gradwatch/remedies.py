@@ -158,14 +158,25 @@ REMEDIES: dict[str, tuple[str, Rule]] = {
 # Which remedies each symptom considers, with a weight for how directly they address it.
 CANDIDATES: dict[str, dict[str, float]] = {
     "vanishing_gradients": {
-        "gated_rnn": 1.0, "relu_family": 1.0, "skip_connections": 0.9, "normalization": 0.8,
-        "matched_init": 0.8, "layerwise_pretraining": 1.0,
+        "gated_rnn": 1.0,
+        "relu_family": 1.0,
+        "skip_connections": 0.9,
+        "normalization": 0.8,
+        "matched_init": 0.8,
+        "layerwise_pretraining": 1.0,
     },
     "vanishing_gradients:time": {
-        "gated_rnn": 1.0, "truncated_bptt": 1.0, "recurrent_init": 1.0, "gradient_clipping": 0.3,
+        "gated_rnn": 1.0,
+        "truncated_bptt": 1.0,
+        "recurrent_init": 1.0,
+        "gradient_clipping": 0.3,
     },
     "exploding_gradients": {
-        "gradient_clipping": 1.0, "lower_lr": 0.9, "matched_init": 0.8, "normalization": 0.7, "gated_rnn": 0.6,
+        "gradient_clipping": 1.0,
+        "lower_lr": 0.9,
+        "matched_init": 0.8,
+        "normalization": 0.7,
+        "gated_rnn": 0.6,
     },
     "nonfinite": {"lower_lr": 1.0, "gradient_clipping": 0.9, "normalization": 0.5, "matched_init": 0.5},
     "dead_relu": {"leaky_relu": 1.0, "lower_lr": 0.7, "matched_init": 0.8, "normalization": 0.7},

@@ -331,7 +331,6 @@ class KerasCollector:
             input_std=std,
         )
 
-
     def _zero_columns(self, column_max: np.ndarray, rows: float) -> dict[int, tuple[float, int | None]]:
         """Share of units whose kernel column got no gradient over a window of ``MIN_DEAD_ROWS`` rows, per layer.
 

@@ -516,6 +516,4 @@ def _count(indices: Sequence[int], noun: str) -> str:
     return f"{len(indices)} {noun}{'s' if len(indices) != 1 else ''} (model.layers[{shown}])"
 
 
-
-
 __all__ = ["KerasRecipe", "trial"]

@@ -73,9 +73,7 @@ def _is_dtensor(tensor: object) -> bool:
 def parameterised_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
     """Modules that own parameters directly, in registration (usually forward) order."""
     return [
-        (name or type(model).__name__, module)
-        for name, module in model.named_modules()
-        if next(module.parameters(recurse=False), None) is not None
+        (name or type(model).__name__, module) for name, module in model.named_modules() if next(module.parameters(recurse=False), None) is not None
     ]
 
 
@@ -83,9 +81,7 @@ def activation_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Modul
     return [(name, m) for name, m in model.named_modules() if module_kind(m) in ACTIVATIONS]
 
 
-def model_facts(
-    model: torch.nn.Module, trainable: Iterable[str] | None = None, optimizer: torch.optim.Optimizer | None = None
-) -> ModelFacts:
+def model_facts(model: torch.nn.Module, trainable: Iterable[str] | None = None, optimizer: torch.optim.Optimizer | None = None) -> ModelFacts:
     """Read what remedies need to know: activations per layer, norms, recurrence, residuals, optimizer."""
     trainable_names = set(trainable) if trainable is not None else None
     layers: list[LayerFacts] = []
@@ -108,9 +104,11 @@ def model_facts(
             normalization.append(name)
         if kind in RECURRENT:
             recurrent.append(kind)
-        elif next(module.children(), None) is not None and not isinstance(
-            module, (torch.nn.Sequential, torch.nn.ModuleList, torch.nn.ModuleDict)
-        ) and module is not model:
+        elif (
+            next(module.children(), None) is not None
+            and not isinstance(module, (torch.nn.Sequential, torch.nn.ModuleList, torch.nn.ModuleDict))
+            and module is not model
+        ):
             custom_containers = True
         if next(module.parameters(recurse=False), None) is None:
             continue

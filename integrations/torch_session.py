@@ -238,9 +238,7 @@ class TorchSession:
             self.collector.discard()
         size = float(packed.values.numel()) if packed is not None else -1.0
         failed_rank = torch_distributed.rank() + 1.0 if self._stepped and packed is None else 0.0
-        failed, skipped, largest, smallest = torch_distributed.agree(
-            [failed_rank, 0.0 if self._stepped else 1.0, size, -size]
-        )
+        failed, skipped, largest, smallest = torch_distributed.agree([failed_rank, 0.0 if self._stepped else 1.0, size, -size])
         if skipped:
             self.skipped_steps += 1
             return None

@@ -303,10 +303,7 @@ class TorchCollector:
         """The weights whose zero gradient rows may judge dead units this sample (not the output layer's)."""
         measured = {name for name, (kind, _, _) in self._sample.activations.items() if kind in DEAD_KINDS}
         last = len(self.layer_names) - 1
-        return {
-            i for i in grads
-            if i in self.row_params and self.row_params[i] != last and row_judged(self.row_facts.get(i), measured)
-        }
+        return {i for i in grads if i in self.row_params and self.row_params[i] != last and row_judged(self.row_facts.get(i), measured)}
 
     def _snapshot_weights(self, only: list[int] | None = None) -> None:
         """Weight norms before the step, and the copy (a block sample of large ones) the update is measured from.
@@ -392,9 +389,7 @@ class TorchCollector:
         """Drop the pending sample (its optimizer step was skipped); losses are kept."""
         self._sample = _Sample()
 
-    def flush(
-        self, step: int, lr: float | None = None, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None
-    ) -> StepStats:
+    def flush(self, step: int, lr: float | None = None, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> StepStats:
         """Bring the pending sample to the host in one transfer and reset it.
 
         ``reduce`` combines the packed statistics across processes (an

@@ -305,7 +305,11 @@ def plan_matched_init(report: Report, probe: Probe) -> list[Recipe] | str:
     layers = [name for name, module in probe.model.named_modules() if isinstance(module, WEIGHTED)]
     if not layers:
         return "no Linear or Conv layer to re-initialise"
-    return [Recipe(("matched_init",), (f"He/LeCun/Xavier init by each layer's activation, biases 0, in {_count(layers, 'layer')}",), ((2, _matched_init),))]
+    return [
+        Recipe(
+            ("matched_init",), (f"He/LeCun/Xavier init by each layer's activation, biases 0, in {_count(layers, 'layer')}",), ((2, _matched_init),)
+        )
+    ]
 
 
 def _matched_init(model: torch.nn.Module) -> None:
@@ -411,7 +415,13 @@ def plan_gated_rnn(report: Report, probe: Probe) -> list[Recipe] | str:
         for name in names:
             _set_module(model, name, _gru_like(model.get_submodule(name)))
 
-    return [Recipe(("gated_rnn",), (f"nn.RNN → nn.GRU of the same size (a drop-in: same output and hidden-state shapes) in {_count(names, 'module')}",), ((0, edit),))]
+    return [
+        Recipe(
+            ("gated_rnn",),
+            (f"nn.RNN → nn.GRU of the same size (a drop-in: same output and hidden-state shapes) in {_count(names, 'module')}",),
+            ((0, edit),),
+        )
+    ]
 
 
 def _gru_like(rnn: torch.nn.Module) -> torch.nn.Module:
@@ -442,7 +452,9 @@ def plan_recurrent_init(report: Report, probe: Probe) -> list[Recipe] | str:
                     elif param_name.startswith("bias_hh") and isinstance(module, (nn.LSTM, nn.LSTMCell)):
                         param.zero_()[module.hidden_size : 2 * module.hidden_size] = 1.0  # forget gate open
 
-    return [Recipe(("recurrent_init",), (f"orthogonal hidden-to-hidden weights (LSTM forget-gate bias 1) in {_count(names, 'module')}",), ((2, edit),))]
+    return [
+        Recipe(("recurrent_init",), (f"orthogonal hidden-to-hidden weights (LSTM forget-gate bias 1) in {_count(names, 'module')}",), ((2, edit),))
+    ]
 
 
 PLANNERS: dict[str, Callable[[Report, Probe], list[Recipe] | str]] = {
@@ -467,8 +479,6 @@ def _set_module(model: torch.nn.Module, name: str, module: torch.nn.Module) -> N
 def _count(names: Sequence[str], noun: str) -> str:
     shown = ", ".join(names) if len(names) <= 3 else f"{names[0]} … {names[-1]}"
     return f"{len(names)} {noun}{'s' if len(names) != 1 else ''} ({shown})"
-
-
 
 
 __all__ = ["Recipe", "trial"]

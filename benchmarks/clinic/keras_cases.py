@@ -111,15 +111,33 @@ def recurrent(cell: str, steps: int) -> Setup:
 HE = {"kernel_initializer": "he_normal"}
 CASES = [
     Case("keras_deep_sigmoid", "keras", "vanishing_gradients", run(lambda: dense_stack("sigmoid", 10), lambda: sgd(0.05)), "10 sigmoid Dense"),
-    Case("keras_deep_sigmoid_xla", "keras", "vanishing_gradients", run(lambda: dense_stack("sigmoid", 10), lambda: sgd(0.05), jit_compile=True), "same, jit_compile"),
+    Case(
+        "keras_deep_sigmoid_xla",
+        "keras",
+        "vanishing_gradients",
+        run(lambda: dense_stack("sigmoid", 10), lambda: sgd(0.05), jit_compile=True),
+        "same, jit_compile",
+    ),
     Case("keras_dead_bias", "keras", "dead_relu", run(dead_bias, lambda: sgd(0.05)), "Dense bias -6"),
     Case("keras_tiny_lr", "keras", "early_stagnation", run(lambda: dense_stack("relu", 4, **HE), lambda: keras.optimizers.SGD(1e-7)), "SGD lr 1e-7"),
-    Case("keras_heavy_l2", "keras", "weight_collapse", run(lambda: dense_stack("relu", 4, kernel_regularizer=keras.regularizers.L2(1.0), **HE), lambda: keras.optimizers.SGD(0.05)), "L2 factor 1"),
+    Case(
+        "keras_heavy_l2",
+        "keras",
+        "weight_collapse",
+        run(lambda: dense_stack("relu", 4, kernel_regularizer=keras.regularizers.L2(1.0), **HE), lambda: keras.optimizers.SGD(0.05)),
+        "L2 factor 1",
+    ),
     Case("keras_huge_lr", "keras", "nonfinite", run(lambda: dense_stack("relu", 4, **HE), lambda: keras.optimizers.SGD(1e4)), "SGD lr 1e4"),
     Case("keras_relu_bn", "keras", None, run(lambda: dense_stack("relu", 10, batch_norm=True, **HE), lambda: sgd(0.05)), "10 Dense+BN+ReLU"),
     Case("keras_shallow_sigmoid", "keras", None, run(lambda: dense_stack("sigmoid", 1), lambda: sgd(0.5)), "trap: 1 sigmoid layer"),
     Case("keras_simple_rnn_T100", "keras", "vanishing_gradients", recurrent("SimpleRNN", 100), "label = first of 100 steps"),
     Case("keras_gru_T10", "keras", None, recurrent("GRU", 10), "GRU, label = first of 10 steps"),
     Case("keras_lstm_T10", "keras", None, recurrent("LSTM", 10), "LSTM, label = first of 10 steps"),
-    Case("keras_adamw", "keras", None, run(lambda: dense_stack("relu", 4, **HE), lambda: keras.optimizers.AdamW(1e-3, weight_decay=0.05)), "trap: AdamW wd 0.05"),
+    Case(
+        "keras_adamw",
+        "keras",
+        None,
+        run(lambda: dense_stack("relu", 4, **HE), lambda: keras.optimizers.AdamW(1e-3, weight_decay=0.05)),
+        "trap: AdamW wd 0.05",
+    ),
 ]

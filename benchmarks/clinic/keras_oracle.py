@@ -115,7 +115,7 @@ class OracleCallback(keras.callbacks.Callback):
         self.probe_at = {max(1, math.ceil(0.2 * self.total)): "p20", max(1, math.ceil(0.5 * self.total)): "p50"}
         index = np.arange(min(256, n))
         self.probe_x, self.probe_y = rows(setup.x, index), setup.y[index]
-        self.activity_x = setup.probe if setup.probe is not None else rows(setup.x, np.arange(n)[:max(256, min(n, 1024))])
+        self.activity_x = setup.probe if setup.probe is not None else rows(setup.x, np.arange(n)[: max(256, min(n, 1024))])
         self.losses: list[float] = []
         self.probes: dict[str, dict[str, Any]] = {}
         self.accuracy: float | None = None

@@ -145,9 +145,7 @@ class OracleRecorder:
         record: dict[str, Any] = {"step": self.steps_done, "loss": float(loss.detach())}
         if probe.time_axis is not None:
             per_step = grads[0].detach().transpose(0, probe.time_axis).reshape(x.shape[probe.time_axis], -1).norm(dim=1)
-            record["time_ratio"] = (
-                float(per_step[probe.informative_from] / per_step[-1]) if float(per_step[-1]) > 0 else math.nan
-            )
+            record["time_ratio"] = float(per_step[probe.informative_from] / per_step[-1]) if float(per_step[-1]) > 0 else math.nan
             norms = norms[1:]
         if probe.classify:
             record["acc"] = float((out.detach().argmax(-1) == probe.y).float().mean())
@@ -222,11 +220,7 @@ def summarise(rec: OracleRecorder, reference_loss: float | None = None) -> dict[
         present.append("vanishing_gradients")
     if all(map(_finite, (at20["loss"], end["loss"]))) and (
         (at20["loss"] >= 0.95 * start["loss"] and end["loss"] >= 0.9 * start["loss"])
-        or (
-            reference_loss is not None
-            and abs(end["loss"] - at20["loss"]) <= 0.05 * at20["loss"]
-            and end["loss"] >= 3 * reference_loss
-        )
+        or (reference_loss is not None and abs(end["loss"] - at20["loss"]) <= 0.05 * at20["loss"] and end["loss"] >= 3 * reference_loss)
     ):
         present.append("early_stagnation")
     if present:

@@ -74,9 +74,7 @@ def mnist(n: int = 10000) -> tuple[torch.Tensor, torch.Tensor]:
     return F.interpolate(x, size=28, mode="bilinear")[:n], torch.tensor(digits.target)[:n]
 
 
-def split(
-    x: torch.Tensor, y: torch.Tensor, n_probe: int = 512
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def split(x: torch.Tensor, y: torch.Tensor, n_probe: int = 512) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Train rows and a held-out probe batch (the last ``n_probe`` rows)."""
     return x[:-n_probe], y[:-n_probe], x[-n_probe:], y[-n_probe:]
 
@@ -95,9 +93,7 @@ def char_corpus() -> tuple[torch.Tensor, int]:
     return torch.tensor([index[c] for c in text]), len(vocab)
 
 
-def random_windows(
-    corpus: torch.Tensor, batch: int, length: int, gen: torch.Generator
-) -> tuple[torch.Tensor, torch.Tensor]:
+def random_windows(corpus: torch.Tensor, batch: int, length: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     starts = torch.randint(0, len(corpus) - length - 1, (batch,), generator=gen)
     x = torch.stack([corpus[s : s + length] for s in starts.tolist()])
     y = torch.stack([corpus[s + 1 : s + length + 1] for s in starts.tolist()])
@@ -544,9 +540,7 @@ def breast_cancer(attach: Attach, *, scale: bool = True, squash: str = "sigmoid"
         inst.step(loss)
 
 
-def make_regression_line(
-    attach: Attach, *, epochs: int = 20, lr: float = 0.01, sigmoid_output: bool = False, nan_stop: bool = False
-) -> None:
+def make_regression_line(attach: Attach, *, epochs: int = 20, lr: float = 0.01, sigmoid_output: bool = False, nan_stop: bool = False) -> None:
     """One feature, full batch, nn.Linear under MSE and SGD lr 0.01 (the tutorial runs 100 epochs)."""
     from sklearn.datasets import make_regression
 

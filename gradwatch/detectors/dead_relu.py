@@ -71,7 +71,6 @@ class DeadReLU(Detector):
             source={name: ("gradient rows" if name in rows else "activations") for name in dead},
         )
 
-
     def _limit(self, window: int | None) -> float | None:
         """The dead share a window of ``window`` rows must exceed, or None if it is too small to judge."""
         if window is None or window >= self.full_window:

@@ -57,4 +57,3 @@ class NonFinite(Detector):
 
 def _bad(value: float | None) -> bool:
     return value is not None and not math.isfinite(value)
-

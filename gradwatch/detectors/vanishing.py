@@ -164,8 +164,7 @@ class VanishingGradients(Detector):
             sample,
             severity,
             [s.name for s, _ in sick],
-            f"{start} (about ×{fmt(per_step)} per step back); only the last {horizon} steps get more than "
-            f"{fmt(self.max_ratio)} of it{progress}",
+            f"{start} (about ×{fmt(per_step)} per step back); only the last {horizon} steps get more than {fmt(self.max_ratio)} of it{progress}",
             axis="time",
             layer=seq.name,
             time_steps=steps,

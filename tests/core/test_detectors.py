@@ -310,7 +310,10 @@ def test_a_loss_constant_since_the_start_freezes_a_run_even_with_gradients():
 
 
 def test_a_softmax_over_one_unit_is_named_as_the_cause():
-    facts = ModelFacts(layers=(LayerFacts("hidden", "Dense", activation="ReLU"), LayerFacts("out", "Dense", activation="Softmax", units=1)), loss="binary_crossentropy")
+    facts = ModelFacts(
+        layers=(LayerFacts("hidden", "Dense", activation="ReLU"), LayerFacts("out", "Dense", activation="Softmax", units=1)),
+        loss="binary_crossentropy",
+    )
     monitor = Monitor(facts, warn_on=None)
     for s in range(2):
         monitor.observe(sample(s, [0.0, 0.0], loss=7.7))
@@ -361,7 +364,9 @@ def test_a_sigmoid_regression_output_is_a_cause_only_when_the_loss_shows_the_tar
 
 def test_stuck_after_an_early_drop_when_the_gradient_dies_at_a_high_loss():
     steps = list(range(0, 400, 20))
-    drop = [sample(s, [0.01 if s < 100 else 1e-6] * 3, relative_updates=[1e-3] * 3, loss=(2.3 if s < 40 else 1.9) + 0.01 * math.sin(s)) for s in steps]
+    drop = [
+        sample(s, [0.01 if s < 100 else 1e-6] * 3, relative_updates=[1e-3] * 3, loss=(2.3 if s < 40 else 1.9) + 0.01 * math.sin(s)) for s in steps
+    ]
     results = feed(EarlyStagnation(), drop)
     first = next(r for r in results if r is not None)
     assert first.first_step == 160 and first.evidence["median_relative_grad"] == pytest.approx(1e-6)
@@ -371,7 +376,9 @@ def test_stuck_after_an_early_drop_when_the_gradient_dies_at_a_high_loss():
 
 def test_a_flat_loss_while_the_weights_shrink_away_is_stagnation():
     steps = list(range(0, 200, 20))
-    shrinking = [sample(s, [0.05] * 3, weights=[max(0.2, 1.0 - s / 100)] * 3, relative_updates=[1e-3] * 3, loss=2.3 + 0.01 * math.sin(s)) for s in steps]
+    shrinking = [
+        sample(s, [0.05] * 3, weights=[max(0.2, 1.0 - s / 100)] * 3, relative_updates=[1e-3] * 3, loss=2.3 + 0.01 * math.sin(s)) for s in steps
+    ]
     results = feed(EarlyStagnation(), shrinking)
     first = next(r for r in results if r is not None)
     assert first.first_step == 120  # weights under half their start from step 60 on, 4 samples in a row

@@ -54,14 +54,37 @@ ORIGINAL = FOLDER / "original.json"
 ORIGINAL.write_text(json.dumps(SUMMARIES[0]))
 
 TEXTS = [
-    "[/]", "[bold red]x[/]", "[/bold]", "", " ", "[", "]", "$\\frac{1}{", "$x$", "$", "<script>alert(1)</script>", "&amp;", '"',
-    "\x1b[31mred", "\x00", "\n\n", "\r", "\u202eevil", "e\u0301", "\U0001f600", "\ud800", "%s%d{0}", "l0", "info", "NaN",
-    "x" * 3000, "名前", "\\",
+    "[/]",
+    "[bold red]x[/]",
+    "[/bold]",
+    "",
+    " ",
+    "[",
+    "]",
+    "$\\frac{1}{",
+    "$x$",
+    "$",
+    "<script>alert(1)</script>",
+    "&amp;",
+    '"',
+    "\x1b[31mred",
+    "\x00",
+    "\n\n",
+    "\r",
+    "\u202eevil",
+    "e\u0301",
+    "\U0001f600",
+    "\ud800",
+    "%s%d{0}",
+    "l0",
+    "info",
+    "NaN",
+    "x" * 3000,
+    "名前",
+    "\\",
 ]
 NUMBERS = [0, -0.0, -1, 1, 3, 2**63, 10**30, -(10**30), 1e308, -1e308, 5e-324, 1e-300, 0.5, float("nan"), float("inf"), float("-inf")]
-scalars = st.one_of(
-    st.sampled_from(TEXTS), st.sampled_from(NUMBERS), st.none(), st.booleans(), st.text(max_size=20), st.floats(), st.integers()
-)
+scalars = st.one_of(st.sampled_from(TEXTS), st.sampled_from(NUMBERS), st.none(), st.booleans(), st.text(max_size=20), st.floats(), st.integers())
 values = st.recursive(scalars, lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(TEXTS), inner, max_size=3), max_leaves=6)
 FINITE = [0, -0.0, 1, 3, 2**63, 10**30, 1e308, -1e308, 5e-324, 1e-300, 0.5, -2.5]
 same_kind = {

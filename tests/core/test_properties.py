@@ -26,8 +26,7 @@ def steps(draw: st.DrawFn) -> list[StepStats]:
     stream = []
     for step in sorted(draw(st.sets(st.integers(0, 10_000), min_size=1, max_size=10))):
         layers = tuple(
-            LayerStats(name, *(frozen[:4] if constant else draw(st.tuples(numbers, numbers, numbers, numbers))))
-            for name in NAMES[:n_layers]
+            LayerStats(name, *(frozen[:4] if constant else draw(st.tuples(numbers, numbers, numbers, numbers)))) for name in NAMES[:n_layers]
         )
         acts = tuple(
             ActivationStats(f"a{i}", kind, draw(numbers), draw(numbers))

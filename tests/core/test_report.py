@@ -46,7 +46,7 @@ def test_summary_validates_against_the_shipped_schema_and_round_trips(tmp_path):
         ("[1, 2]", "not a gradwatch summary"),
         ('{"schema": "gradwatch.summary/1", "framework": "x"}', "invalid summary at \\$.steps: required field is missing"),
         ("[" * 200_000 + "]" * 200_000, "JSON nested 200000 levels deep; a summary is at most 64 deep"),
-        ('{"a": "' + "[" * 100 + '"}', 'unsupported summary schema null'),  # brackets inside a string do not nest
+        ('{"a": "' + "[" * 100 + '"}', "unsupported summary schema null"),  # brackets inside a string do not nest
         ("\xff\xfe{}", "not UTF-8 text"),
         ('{"schema": "gradwatch.summary/1", "steps": ' + "9" * 5000 + "}", "invalid JSON: Exceeds the limit"),
     ],
@@ -83,8 +83,14 @@ def _set(path, value):
         (_set(["findings", 1, "first_step"], "3"), '$.findings[1].first_step: expected integer, got "3"'),
         (_set(["findings", 0, "last_step"], -1), "$.findings[0].last_step: expected a number >= 0, got -1"),
         (lambda d: d["findings"][0].pop("symptom"), "$.findings[0].symptom: required field is missing"),
-        (_set(["layers", 2, "history", "grad_norm", 1], float("nan")), "$.layers[2].history.grad_norm[1]: expected number or null, got NaN (not a finite number)"),
-        (_set(["layers", 0, "history", "weight_norm", 0], float("inf")), "$.layers[0].history.weight_norm[0]: expected number or null, got Infinity (not a finite number)"),
+        (
+            _set(["layers", 2, "history", "grad_norm", 1], float("nan")),
+            "$.layers[2].history.grad_norm[1]: expected number or null, got NaN (not a finite number)",
+        ),
+        (
+            _set(["layers", 0, "history", "weight_norm", 0], float("inf")),
+            "$.layers[0].history.weight_norm[0]: expected number or null, got Infinity (not a finite number)",
+        ),
         (_set(["layers", 0, "history", "weight_norm"], [1.0]), "$.layers[0].history.weight_norm: 1 values for 4 sampled steps"),
         (_set(["layers", 3, "history", "step"], [0, 1, 2, 5]), "$.layers[3].history.step: differs from $.layers[0].history.step"),
         (_set(["layers", 1, "time_profile"], ["x"]), '$.layers[1].time_profile[0]: expected number or null, got "x"'),
@@ -148,9 +154,7 @@ def test_nesting_scan_counts_only_brackets_outside_strings():
 def test_remedies_fit_the_model():
     vanilla = ModelFacts(layers=(LayerFacts("rnn", "RNN", activation="Tanh"), LayerFacts("fc", "Linear")), recurrent=("RNN",))
     assert rank("vanishing_gradients", vanilla)[0].id == "gated_rnn"
-    relu_bn = ModelFacts(
-        layers=tuple(LayerFacts(f"l{i}", "Linear", activation="ReLU") for i in range(8)), normalization=("bn",), residual=True
-    )
+    relu_bn = ModelFacts(layers=tuple(LayerFacts(f"l{i}", "Linear", activation="ReLU") for i in range(8)), normalization=("bn",), residual=True)
     ids = [r.id for r in rank("vanishing_gradients", relu_bn)]
     assert "relu_family" not in ids and "normalization" not in ids and "skip_connections" not in ids
     sigmoid = ModelFacts(layers=tuple(LayerFacts(f"l{i}", "Linear", activation="Sigmoid") for i in range(9)) + (LayerFacts("out", "Linear"),))

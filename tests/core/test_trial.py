@@ -145,10 +145,7 @@ def test_progress_is_silent_when_disabled(capsys):
 
 
 def test_trial_module_loads_no_framework():
-    code = (
-        "import sys, gradwatch.trial; "
-        "print(sorted(m for m in ('torch','tensorflow','keras','rich','jax') if m in sys.modules))"
-    )
+    code = "import sys, gradwatch.trial; print(sorted(m for m in ('torch','tensorflow','keras','rich','jax') if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

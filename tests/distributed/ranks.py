@@ -57,9 +57,7 @@ def run_ranks(
         return [torch.load(Path(out) / f"{rank}.pt", weights_only=False) for rank in range(world_size)]
 
 
-def _entry(
-    rank: int, target: Callable[..., Any], port: int, world_size: int, out: str, init: bool, kwargs: dict[str, Any]
-) -> None:
+def _entry(rank: int, target: Callable[..., Any], port: int, world_size: int, out: str, init: bool, kwargs: dict[str, Any]) -> None:
     torch.set_num_threads(1)
     os.environ.setdefault("GLOO_SOCKET_IFNAME", "lo")
     if init:

@@ -9,10 +9,14 @@ from gradwatch.options import OptionError
 
 from ..option_cases import SHARED, STOP_ON, case_id, concrete
 
-CASES = SHARED + STOP_ON + [
-    ("log_layers", "yes", "log_layers must be True or False, got 'yes'"),
-    ("every_n_steps", -3, "every_n_steps must be an integer >= 1 or None, got -3"),
-]
+CASES = (
+    SHARED
+    + STOP_ON
+    + [
+        ("log_layers", "yes", "log_layers must be True or False, got 'yes'"),
+        ("every_n_steps", -3, "every_n_steps must be an integer >= 1 or None, got -3"),
+    ]
+)
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)

@@ -112,7 +112,10 @@ class Tied(nn.Module):
 ODD = {
     "tied weights, buffers, zero-size layer": lambda: (Tied(), lambda: torch.randint(0, 10, (16,))),
     "sparse gradients": lambda: (nn.Sequential(nn.Embedding(10, 4, sparse=True), nn.Linear(4, 2)), lambda: torch.randint(0, 10, (16,))),
-    "bfloat16 model": lambda: (nn.Sequential(nn.Linear(8, 8), nn.GELU(), nn.Linear(8, 2)).to(torch.bfloat16), lambda: torch.randn(16, 8, dtype=torch.bfloat16)),
+    "bfloat16 model": lambda: (
+        nn.Sequential(nn.Linear(8, 8), nn.GELU(), nn.Linear(8, 2)).to(torch.bfloat16),
+        lambda: torch.randn(16, 8, dtype=torch.bfloat16),
+    ),
     "no activation at all": lambda: (nn.Sequential(nn.Linear(8, 8), nn.Linear(8, 2)), lambda: torch.randn(16, 8)),
 }
 

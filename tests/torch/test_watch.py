@@ -104,6 +104,7 @@ def test_dead_units_are_judged_over_256_rows():
     assert [row[0][1] for row in shares] == [64, 128, 192, 256, 64]  # a window of 256 rows, then a new one
     assert [row[1] for row in shares] == [64, 128, 192, 256, 64]
 
+
 def test_only_sampled_steps_reach_the_host(monkeypatch):
     flushes = []
     original = TorchCollector.flush
@@ -199,9 +200,7 @@ def test_watcher_state_dict_round_trip_continues_the_diagnosis():
 
     resumed, straight = run(25), run(60)
     assert resumed["steps"] == straight["steps"] == 60
-    assert [(f["symptom"], f["first_step"]) for f in resumed["findings"]] == [
-        (f["symptom"], f["first_step"]) for f in straight["findings"]
-    ]
+    assert [(f["symptom"], f["first_step"]) for f in resumed["findings"]] == [(f["symptom"], f["first_step"]) for f in straight["findings"]]
 
 
 def test_bad_arguments_fail_with_one_line_errors():
@@ -340,7 +339,10 @@ def test_gradients_are_read_again_only_when_the_training_code_changed_them(clip,
             optimizer.step()
             watcher.step()
     assert len(reads) == (6 if clip else 3)
-    measured = [math.sqrt(sum(g**2 for g in h)) for h in zip(*(layer["history"]["grad_norm"] for layer in watcher.report().layers if "grad_norm" in layer["history"]))]
+    measured = [
+        math.sqrt(sum(g**2 for g in h))
+        for h in zip(*(layer["history"]["grad_norm"] for layer in watcher.report().layers if "grad_norm" in layer["history"]))
+    ]
     assert measured == pytest.approx(norms, rel=1e-5), "the norms are those the optimizer stepped with"
 
 
