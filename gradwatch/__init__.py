@@ -10,6 +10,7 @@ from .facts import LayerFacts, ModelFacts
 from .monitor import Monitor
 from .report import SCHEMA, SYMPTOMS, Finding, Remedy, Report, SummaryError, load_summary
 from .safety import GradWatchWarning
+from .session import Session
 from .stats import ActivationStats, LayerStats, SequenceStats, StepStats
 
 __version__ = "0.1.0"
@@ -27,6 +28,7 @@ __all__ = [
     "Remedy",
     "Report",
     "SequenceStats",
+    "Session",
     "StepStats",
     "SummaryError",
     "__version__",

@@ -128,30 +128,3 @@ def check_summary_path(value: Any, name: str = "summary_path") -> Path | None:
 def _show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."
-
-
-def check_callback_options(
-    *,
-    summary_path: Any,
-    every_n_steps: Any,
-    stop_on: Any,
-    log_layers: Any,
-    detectors: Any,
-    history_size: Any,
-    warn_on: Any,
-    print_report: Any,
-    autosave_every_n_steps: Any,
-) -> tuple[list[Detector] | None, Path | None]:
-    """Every option of a callback whose monitor is built only when training starts, checked at construction.
-
-    Returns the checked detectors and summary path.
-    """
-    check_optional_count("every_n_steps", every_n_steps)
-    check_stop_on(stop_on)
-    check_flag("log_layers", log_layers)
-    checked = check_detectors(detectors)
-    check_count("history_size", history_size, minimum=2)
-    check_severity("warn_on", warn_on)
-    check_flag("print_report", print_report)
-    check_optional_count("autosave_every_n_steps", autosave_every_n_steps)
-    return checked, check_summary_path(summary_path)

@@ -14,9 +14,8 @@ from typing import Any
 
 from gradwatch.detectors import Detector
 from gradwatch.monitor import Monitor
-from gradwatch.options import check_flag
 from gradwatch.report import Report, Severity, StopSeverity
-from gradwatch.safety import FaultGuard
+from gradwatch.session import Session
 
 from ._keras import keras, ops
 from .keras_facts import learning_rate, model_facts
@@ -51,26 +50,32 @@ class GradWatchCallback(keras.callbacks.Callback):
         strict: bool = False,
     ) -> None:
         super().__init__()
-        check_flag("print_report", print_report)  # the other options are checked by FaultGuard and Monitor
-        self.guard = FaultGuard(strict=strict)
-        self.monitor = Monitor(
-            framework=f"keras/{keras.backend.backend()}",
+        self.session = Session(
+            f"keras/{keras.backend.backend()}",
+            summary_path=summary_path,
             every_n_steps=every_n_steps,
+            stop_on=stop_on,
             detectors=detectors,
             history_size=history_size,
             warn_on=warn_on,
-            stop_on=stop_on,
-            guard=self.guard,
-            summary_path=summary_path,
+            print_report=print_report,
             autosave_every_n_steps=autosave_every_n_steps,
+            strict=strict,
         )
-        self.print_report = print_report
+        self.guard = self.session.guard
         self.collector: KerasCollector | None = None
-        self.report: Report | None = None
         self.step = 0
         self._sampled = False
         self._loss_before: tuple[float, float] | None = None
-        self._latest: dict[str, float] = {}
+
+    @property
+    def monitor(self) -> Monitor:
+        return self.session.monitor
+
+    @property
+    def report(self) -> Report | None:
+        """The report of the latest ``fit``, once it ended (``session.report()``: the diagnosis so far)."""
+        return self.session.final
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
         self.guard.run(COLLECTOR, self._begin)
@@ -80,12 +85,11 @@ class GradWatchCallback(keras.callbacks.Callback):
         if self.collector is None:
             self.collector = KerasCollector(self.model, guard=self.guard)
         self.collector.full_batch = (self.params or {}).get("steps") == 1
-        self.monitor.facts = model_facts(self.model, optimizer)
+        facts = model_facts(self.model, optimizer)
+        self.session.start(facts, resume=True)  # successive fit calls continue one diagnosis
         strategy = getattr(self.model, "distribute_strategy", None)  # TensorFlow only
-        if self.monitor.facts.grad_clipping and strategy is not None and strategy.num_replicas_in_sync > 1:
-            note = "gradient norms are measured after Keras clipped each replica's gradients (tf.distribute sums them after clipping)"
-            if note not in self.monitor.notes:
-                self.monitor.notes.append(note)
+        if facts.grad_clipping and strategy is not None and strategy.num_replicas_in_sync > 1:
+            self.session.note("gradient norms are measured after Keras clipped each replica's gradients (tf.distribute sums them after clipping)")
         self.collector.install(optimizer, first_step=self.step, every_n_steps=self.monitor.every_n_steps)
         self.model.make_train_function(force=True)  # retrace so the wrapped optimizer is in the graph
 
@@ -94,7 +98,7 @@ class GradWatchCallback(keras.callbacks.Callback):
     # read at the next batch's start instead (or at the end of fit).
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         self._read_sampled_step()
-        self._sampled = self.collector is not None and self.monitor.should_sample(self.step)
+        self._sampled = self.collector is not None and self.session.should_sample(self.step)
         if self._sampled:
             self.guard.run(COLLECTOR, self.collector.sync)
             self.guard.run(COLLECTOR, self.collector.arm, True)
@@ -113,15 +117,9 @@ class GradWatchCallback(keras.callbacks.Callback):
         rows = after[1] - self._loss_before[1] if after and self._loss_before and after[1] > self._loss_before[1] else None
         lr = learning_rate(self.model.optimizer)
         stats = self.guard.run(COLLECTOR, self.collector.read, self.step - 1, loss=loss, lr=lr, rows=rows)
-        if stats is not None:
-            self.monitor.observe(stats)
-            self._latest = stats.scalars()
-            self._maybe_stop()
-
-    def _maybe_stop(self) -> None:
-        if not self.model.stop_training and self.monitor.should_stop():
+        if stats is not None and self.session.record(stats) and not self.model.stop_training:
             self.model.stop_training = True
-            self.monitor.stop()
+            self.session.stop()
 
     def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._read_sampled_step()  # before validation batches run through the measured layers
@@ -129,7 +127,7 @@ class GradWatchCallback(keras.callbacks.Callback):
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
         self._read_sampled_step()
         if logs is not None:
-            logs.update(self._latest)
+            logs.update(self.session.latest)
             logs["gradwatch/findings"] = float(sum(f.at_least("warning") for f in self.monitor.findings.values()))
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
@@ -137,14 +135,14 @@ class GradWatchCallback(keras.callbacks.Callback):
         if self.collector is not None:
             self.collector.uninstall()
             self.guard.run(COLLECTOR, self.model.make_train_function, True)  # back to the unwrapped step
-        self.report = self.monitor.close(self.step, print_report=self.print_report)
+        self.session.close(self.step)
 
     def state_dict(self) -> dict[str, Any]:
-        return {"step": self.step, "monitor": self.monitor.state_dict()}
+        return {"step": self.step, "monitor": self.session.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
-        self.monitor.load_state_dict(state["monitor"])
+        self.session.load_state_dict(state["monitor"])
 
 
 def _loss_totals(model: Any) -> tuple[float, float] | None:

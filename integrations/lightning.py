@@ -13,13 +13,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from gradwatch.detectors import Detector
-from gradwatch.options import check_callback_options
 from gradwatch.report import Report, Severity, StopSeverity
-from gradwatch.safety import FaultGuard
+from gradwatch.session import Session
 
 from . import torch_distributed
 from ._torch import torch
-from .torch_session import TorchSession
+from .torch_cycle import TorchCycle
 
 
 def _callback_bases() -> tuple[type, ...]:
@@ -61,8 +60,8 @@ class GradWatchCallback(*_callback_bases()):  # type: ignore[misc]
         autosave_every_n_steps: int | None = 500,
         strict: bool = False,
     ) -> None:
-        # The session (and its Monitor) is built in setup(): check every option now, before the fit starts.
-        detectors, summary_path = check_callback_options(
+        self.session = Session(
+            "lightning",
             summary_path=summary_path,
             every_n_steps=every_n_steps,
             stop_on=stop_on,
@@ -72,46 +71,26 @@ class GradWatchCallback(*_callback_bases()):  # type: ignore[misc]
             warn_on=warn_on,
             print_report=print_report,
             autosave_every_n_steps=autosave_every_n_steps,
+            strict=strict,
         )
-        self.options: dict[str, Any] = {
-            "detectors": detectors,
-            "history_size": history_size,
-            "autosave_every_n_steps": autosave_every_n_steps,
-        }
-        self.summary_path = summary_path
-        self.every_n_steps = every_n_steps
-        self.stop_on = stop_on
-        self.log_layers = log_layers
-        self.warn_on = warn_on
-        self.print_report = print_report
-        self.guard = FaultGuard(strict=strict)
-        self.session: TorchSession | None = None
-        self.report: Report | None = None
-        self._restored: dict[str, Any] | None = None
+        self.guard = self.session.guard
+        self.cycle: TorchCycle | None = None  # one per fit
         self._step_at_batch_start = 0
+
+    @property
+    def report(self) -> Report | None:
+        """The report of the latest fit, once it ended (``session.report()``: the diagnosis so far)."""
+        return self.session.final
 
     # -- life cycle --------------------------------------------------------------------------
     def setup(self, trainer: Any, pl_module: torch.nn.Module, stage: str) -> None:
-        if stage != "fit":
-            return
-        zero = trainer.is_global_zero
-        self.session = TorchSession(
-            pl_module,
-            framework="lightning",
-            guard=self.guard,
-            stop_on=self.stop_on,
-            every_n_steps=self.every_n_steps or trainer.log_every_n_steps,
-            warn_on=self.warn_on if zero else None,
-            summary_path=self.summary_path if zero else None,
-            **self.options,
-        )
-        self.report = None
-        if self._restored is not None:
-            self.session.monitor.load_state_dict(self._restored)
+        if stage == "fit":
+            every = trainer.log_every_n_steps
+            self.cycle = TorchCycle(pl_module, self.session, main=trainer.is_global_zero, every_n_steps=every)
 
     def on_fit_start(self, trainer: Any, pl_module: torch.nn.Module) -> None:
-        if self.session is not None:
-            self.guard.run("lightning callback", self.session.bind, trainer.optimizers)
+        if self.cycle is not None:
+            self.guard.run("lightning callback", self.cycle.bind, trainer.optimizers)
 
     def on_fit_end(self, trainer: Any, pl_module: torch.nn.Module) -> None:
         self._close(trainer)
@@ -124,56 +103,49 @@ class GradWatchCallback(*_callback_bases()):  # type: ignore[misc]
             self._close(trainer)
 
     def _close(self, trainer: Any) -> None:
-        if self.session is not None and self.report is None:
-            print_report = self.print_report and trainer.is_global_zero
-            self.report = self.session.close(trainer.global_step, print_report=print_report)
+        if self.cycle is not None:  # a second call (teardown after on_fit_end) returns the same report
+            self.cycle.close(trainer.global_step)
 
     # -- one optimizer step ------------------------------------------------------------------
     def on_train_batch_start(self, trainer: Any, pl_module: torch.nn.Module, batch: Any, batch_idx: int) -> None:
         self._step_at_batch_start = trainer.global_step
-        if self.session is not None:
-            self.session.begin_step(trainer.global_step)
+        if self.cycle is not None:
+            self.cycle.begin_step(trainer.global_step)
 
     def on_before_optimizer_step(self, trainer: Any, pl_module: torch.nn.Module, optimizer: Any) -> None:
-        if self.session is not None:
-            self.session.before_step(trainer.global_step, scale=_scale_left_in_gradients(trainer, optimizer), optimizer=_unwrap(optimizer))
+        if self.cycle is not None:
+            self.cycle.before_step(trainer.global_step, scale=_scale_left_in_gradients(trainer, optimizer), optimizer=_unwrap(optimizer))
 
     def on_train_batch_end(self, trainer: Any, pl_module: torch.nn.Module, outputs: Any, batch: Any, batch_idx: int) -> None:
-        if self.session is None:
+        if self.cycle is None:
             return
         loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
         if isinstance(loss, torch.Tensor):
             accumulated = pl_module.automatic_optimization and trainer.accumulate_grad_batches > 1
-            self.session.add_loss(loss * trainer.accumulate_grad_batches if accumulated else loss)
+            self.cycle.add_loss(loss * trainer.accumulate_grad_batches if accumulated else loss)
         if trainer.global_step == self._step_at_batch_start:
             return  # inside an accumulation window: no optimizer step yet
         other = trainer.world_size > 1 and not torch_distributed.active()  # ranks not joined by torch.distributed (XLA)
         reduce = (lambda t: trainer.strategy.reduce(t, reduce_op="mean")) if other else None
-        stats = self.session.end_step(self._step_at_batch_start, reduce=reduce)  # combined across ranks
+        stats = self.cycle.end_step(self._step_at_batch_start, reduce=reduce)  # combined across ranks
         if stats is not None and trainer.is_global_zero and trainer.loggers:
-            self.guard.run("lightning logging", _log, trainer, stats.scalars(per_layer=self.log_layers))
-        self._maybe_stop(trainer)
-
-    def _maybe_stop(self, trainer: Any) -> None:
-        if self.session is None or not self.session.stop_requested or trainer.should_stop:
-            return
-        trainer.should_stop = True  # decided by every rank together (TorchSession.end_step)
-        if trainer.is_global_zero:
-            self.session.monitor.stop()
+            self.guard.run("lightning logging", _log, trainer, self.session.latest)
+        if self.session.stop_requested and not trainer.should_stop:  # decided by every rank together
+            trainer.should_stop = True
+            self.session.stop()
 
     # -- checkpointing -----------------------------------------------------------------------
     @property
     def state_key(self) -> str:
         """Two gradwatch callbacks in one Trainer (say, different summary paths) keep separate checkpoint state."""
-        return self._generate_state_key(summary_path=str(self.summary_path) if self.summary_path else None)
+        path = self.session.summary_path
+        return self._generate_state_key(summary_path=str(path) if path else None)
 
     def state_dict(self) -> dict[str, Any]:
-        return self.session.monitor.state_dict() if self.session is not None else dict(self._restored or {})
+        return self.session.state_dict()
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        self._restored = state_dict
-        if self.session is not None:
-            self.session.monitor.load_state_dict(state_dict)
+        self.session.load_state_dict(state_dict)
 
 
 def _unwrap(optimizer: Any) -> Any:

@@ -21,13 +21,12 @@ from types import TracebackType
 from typing import Any
 
 from gradwatch.detectors import Detector
-from gradwatch.options import check_flag
-from gradwatch.report import MIN_SAMPLES_TO_CLEAR, Report, Severity
-from gradwatch.safety import FaultGuard
+from gradwatch.report import Report, Severity
+from gradwatch.session import Session
 
 from . import torch_distributed
 from ._torch import register_optimizer_step_pre_hook, torch
-from .torch_session import COLLECTOR, TorchSession
+from .torch_cycle import COLLECTOR, TorchCycle
 from .torch_trial import trial
 
 
@@ -35,45 +34,19 @@ class Watcher:
     """Watches one model (and the optimizer that trains it) until ``close()``; made by ``watch()``,
     whose docstring lists the options."""
 
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        optimizer: torch.optim.Optimizer | None = None,
-        *,
-        summary_path: str | os.PathLike[str] | None = None,
-        every_n_steps: int = 20,
-        detectors: Sequence[Detector] | None = None,
-        history_size: int = 128,
-        warn_on: Severity | None = "warning",
-        print_report: bool = True,
-        autosave_every_n_steps: int | None = 500,
-        strict: bool = False,
-    ) -> None:
+    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, **options: Any) -> None:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"watch() needs a torch.nn.Module, got {type(model).__name__}")
         if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
-        check_flag("print_report", print_report)  # the other options are checked by FaultGuard and Monitor
-        self.guard = FaultGuard(strict=strict)
+        self.session = Session("pytorch", **options)
+        self.guard, self.monitor = self.session.guard, self.session.monitor
         self.model = model
-        self.print_report = print_report
-        self.session = TorchSession(
-            model,
-            framework="pytorch",
-            guard=self.guard,
-            every_n_steps=every_n_steps,
-            detectors=detectors,
-            history_size=history_size,
-            warn_on=warn_on,
-            summary_path=summary_path,
-            autosave_every_n_steps=autosave_every_n_steps,
-        )
-        self.monitor = self.session.monitor
+        self.cycle = TorchCycle(model, self.session)
         self.optimizer: torch.optim.Optimizer | None = None
         self.global_step = 0
         self._pending = False  # an optimizer step ran and step() has not been called since
         self._handles: list[Any] = []
-        self._report: Report | None = None
         if optimizer is not None:
             self._bind(optimizer)
         else:  # bind to the first optimizer that steps this model's parameters
@@ -82,7 +55,7 @@ class Watcher:
 
     def _bind(self, optimizer: torch.optim.Optimizer) -> None:
         self.optimizer = optimizer
-        self.session.bind([optimizer])
+        self.cycle.bind([optimizer])
         self._handles.append(optimizer.register_step_pre_hook(self._pre_hook))
         self._handles.append(optimizer.register_step_post_hook(self._post_hook))
 
@@ -96,7 +69,7 @@ class Watcher:
     def _pre_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         if self._pending:  # the user does not call step(): finish the previous step here
             self._finish()
-        self.session.before_step(self.global_step)
+        self.cycle.before_step(self.global_step)
 
     def _post_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self.global_step += 1
@@ -104,13 +77,13 @@ class Watcher:
 
     def _finish(self) -> None:
         self._pending = False
-        self.session.end_step(self.global_step - 1)
+        self.cycle.end_step(self.global_step - 1)
         self._start_step()
 
     def _start_step(self) -> None:
-        self.session.begin_step(self.global_step)
+        self.cycle.begin_step(self.global_step)
         if not torch_distributed.active():  # under DDP backward sees each rank's own, not yet averaged, gradients
-            self.session.arm_backward(self.global_step, full=self.optimizer is None)
+            self.cycle.arm_backward(self.global_step, full=self.optimizer is None)
 
     def step(self, loss: torch.Tensor | float | None = None) -> None:
         """Mark the end of a training step, with its loss (a tensor is never synced here).
@@ -119,51 +92,38 @@ class Watcher:
         the weights by hand and this call ends the step.
         """
         if loss is not None:
-            self.session.add_loss(loss)
+            self.cycle.add_loss(loss)
         if self._pending:
             self._finish()
         elif self.optimizer is None:
-            self.session.after_manual_update()
+            self.cycle.after_manual_update()
             self.global_step += 1
             self._finish()
 
     def report(self) -> Report:
-        """The diagnosis so far, without closing."""
-        return self.monitor.report(self.global_step)
+        """The diagnosis so far (after ``close()``: the final report)."""
+        return self.session.report() if self.session.final is not None else self.monitor.report(self.global_step)
 
     def close(self) -> Report:
         """Remove every hook, print the console report, write the JSON summary; returns the report."""
-        if self._report is None:
+        if self.session.final is None:
             if self._pending:
                 self._finish()
             for handle in self._handles:
                 handle.remove()
             self._handles.clear()
-            self.session.final_sample(self.global_step)
-            self._explain_missing_samples()
-            self._report = self.session.close(self.global_step, print_report=self.print_report)
-        return self._report
-
-    def _explain_missing_samples(self) -> None:
-        """Say why a run has too few samples to judge (the report then gives no clean bill)."""
-        samples = self.monitor.samples
-        if self.global_step == 0:
-            why = "no training step was seen: call watcher.step(loss) once per step (or step an optimizer)"
-        elif samples == 0:
-            why = "no step could be measured: no backward pass reached the model's trainable parameters"
-        elif samples < MIN_SAMPLES_TO_CLEAR and self.global_step < MIN_SAMPLES_TO_CLEAR:
-            why = f"the run had only {self.global_step} step(s)"
-        else:
-            return
-        self.monitor.notes.append(why)
+            self.cycle.final_sample(self.global_step)
+            unseen = "no training step was seen: call watcher.step(loss) once per step (or step an optimizer)"
+            self.cycle.close(self.global_step, unseen=unseen)
+        return self.session.report()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"global_step": self.global_step, "monitor": self.monitor.state_dict()}
+        return {"global_step": self.global_step, "monitor": self.session.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.global_step = int(state["global_step"])
-        self.monitor.load_state_dict(state["monitor"])
-        self.session.begin_step(self.global_step)
+        self.session.load_state_dict(state["monitor"])
+        self.cycle.begin_step(self.global_step)
 
     def __enter__(self) -> Watcher:
         return self

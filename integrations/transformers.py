@@ -24,13 +24,12 @@ from dataclasses import replace
 from typing import Any
 
 from gradwatch.detectors import Detector
-from gradwatch.options import check_callback_options
 from gradwatch.report import Report, Severity, StopSeverity
-from gradwatch.safety import FaultGuard
+from gradwatch.session import Session
 from gradwatch.stats import StepStats
 
 from ._torch import torch
-from .torch_session import TorchSession
+from .torch_cycle import TorchCycle
 
 try:
     from transformers import TrainerCallback
@@ -39,7 +38,6 @@ except ImportError as exc:  # pragma: no cover - exercised only without transfor
 
 PART = "transformers callback"
 NORM_KINDS = ("raw (no clipping)", "raw (below max_grad_norm)", "pre-clip (rescaled with the Trainer's grad_norm)", "post-clip")
-DEFAULT_EVERY = 20  # when the Trainer does not log every N steps
 
 
 class GradWatchCallback(TrainerCallback):  # type: ignore[misc]
@@ -69,7 +67,8 @@ class GradWatchCallback(TrainerCallback):  # type: ignore[misc]
         autosave_every_n_steps: int | None = 500,
         strict: bool = False,
     ) -> None:
-        detectors, summary_path = check_callback_options(
+        self.session = Session(
+            "transformers",
             summary_path=summary_path,
             every_n_steps=every_n_steps,
             stop_on=stop_on,
@@ -79,22 +78,10 @@ class GradWatchCallback(TrainerCallback):  # type: ignore[misc]
             warn_on=warn_on,
             print_report=print_report,
             autosave_every_n_steps=autosave_every_n_steps,
+            strict=strict,
         )
-        self.options: dict[str, Any] = {
-            "detectors": detectors,
-            "history_size": history_size,
-            "autosave_every_n_steps": autosave_every_n_steps,
-        }
-        self.summary_path = summary_path
-        self.every_n_steps = every_n_steps
-        self.stop_on = stop_on
-        self.log_layers = log_layers
-        self.warn_on = warn_on
-        self.print_report = print_report
-        self.guard = FaultGuard(strict=strict)
-        self.session: TorchSession | None = None
-        self.report: Report | None = None
-        self._main = True
+        self.guard = self.session.guard
+        self.cycle: TorchCycle | None = None  # one per trainer.train() call
         self._max_grad_norm: float | None = None
         self._handles: list[Any] = []
         self._reset()
@@ -108,33 +95,28 @@ class GradWatchCallback(TrainerCallback):  # type: ignore[misc]
         self._unlogged_step = -1
         self._norms_used = dict.fromkeys(NORM_KINDS, 0)
 
+    @property
+    def report(self) -> Report | None:
+        """The report of the latest ``train()``, once it ended (``session.report()``: the diagnosis so far)."""
+        return self.session.final
+
     # -- life cycle --------------------------------------------------------------------------
     def on_train_begin(self, args: Any, state: Any, control: Any, model: Any = None, optimizer: Any = None, **kwargs: Any) -> None:
-        if model is None or (self.session is not None and self.report is None):
+        if model is None or self.cycle is not None:
             return  # already watching this run
         self._reset()
-        self._main = bool(state.is_world_process_zero)
         clip = getattr(args, "max_grad_norm", None)
         self._max_grad_norm = float(clip) if clip else None
         by_steps = getattr(args.logging_strategy, "value", args.logging_strategy) == "steps"
-        every = self.every_n_steps or (state.logging_steps if by_steps else None)
-        self.session = TorchSession(
-            model,
-            framework="transformers",
-            guard=self.guard,
-            stop_on=self.stop_on,
-            every_n_steps=max(int(every or DEFAULT_EVERY), 1),
-            warn_on=self.warn_on if self._main else None,
-            summary_path=self.summary_path if self._main else None,
-            **self.options,
-        )
-        self.report = None
+        every = state.logging_steps if by_steps else None
+        self.cycle = TorchCycle(model, self.session, main=bool(state.is_world_process_zero), every_n_steps=every)
         inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
         if isinstance(inner, torch.optim.Optimizer):
-            self.guard.run(PART, self.session.bind, [inner])
-        self.session.monitor.facts = replace(
-            self.session.monitor.facts,
-            residual=True if _is_transformer(model) else self.session.monitor.facts.residual,
+            self.guard.run(PART, self.cycle.bind, [inner])
+        monitor = self.session.monitor
+        monitor.facts = replace(
+            monitor.facts,
+            residual=True if _is_transformer(model) else monitor.facts.residual,
             grad_clipping=self._max_grad_norm is not None,
             lr=float(args.learning_rate),
         )
@@ -142,7 +124,7 @@ class GradWatchCallback(TrainerCallback):  # type: ignore[misc]
         self.guard.run(PART, _run_before_loggers, self)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.session is None or self.report is not None:
+        if self.cycle is None:
             return
         if self._deferred:
             self._finish(state, control, pre_clip=None)
@@ -151,27 +133,28 @@ class GradWatchCallback(TrainerCallback):  # type: ignore[misc]
         self._handles.clear()
         used = [f"{count} sampled step(s): {kind}" for kind, count in self._norms_used.items() if count]
         if used:
-            self.session.monitor.notes.append("gradient norms: " + "; ".join(used))
-        self.report = self.session.close(state.global_step, print_report=self.print_report and self._main)
+            self.session.note("gradient norms: " + "; ".join(used))
+        self.cycle.close(state.global_step)
+        self.cycle = None
 
     # -- one optimizer step ------------------------------------------------------------------
     def on_step_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        if self.session is None:
+        if self.cycle is None:
             return
         if self._deferred:  # the Trainer did not log after all
             self._finish(state, control, pre_clip=None)
-        self.session.begin_step(state.global_step + 1)
+        self.cycle.begin_step(state.global_step + 1)
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, lr_scheduler: Any = None, **kwargs: Any) -> None:
-        if self.session is None:
+        if self.cycle is None:
             return
         step = state.global_step + 1
-        self.session.before_step(step)
-        if self.session.monitor.should_sample(step):
+        self.cycle.before_step(step)
+        if self.session.should_sample(step):
             self._lr = self.guard.run(PART, _scheduler_lr, lr_scheduler)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-        if self.session is None or not self.session.pending:
+        if self.cycle is None or not self.cycle.pending:
             return control
         if self._max_grad_norm is not None and control.should_log:
             self._deferred = True  # the Trainer logs this step next, with its pre-clip norm
@@ -179,14 +162,14 @@ class GradWatchCallback(TrainerCallback):  # type: ignore[misc]
         return self._finish(state, control, pre_clip=None)
 
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> Any:
-        if self.session is None or logs is None:
+        if self.cycle is None or logs is None:
             return control
         logged_loss = _finite(logs.get("loss"))
         if not self._model_loss and logged_loss is not None:
-            self.session.add_loss(logged_loss)  # a custom compute_loss: take the Trainer's logged loss
+            self.cycle.add_loss(logged_loss)  # a custom compute_loss: take the Trainer's logged loss
         if self._deferred:
             self._finish(state, control, pre_clip=_finite(logs.get("grad_norm")))
-        if self._unlogged and self._main and self._unlogged_step == state.global_step:
+        if self._unlogged and self.session.main and self._unlogged_step == state.global_step:
             logs.update(self._unlogged)
             if state.log_history and state.log_history[-1].get("step") == state.global_step:
                 state.log_history[-1].update(self._unlogged)
@@ -196,27 +179,26 @@ class GradWatchCallback(TrainerCallback):  # type: ignore[misc]
     def _finish(self, state: Any, control: Any, *, pre_clip: float | None) -> Any:
         """Diagnose the pending sample; ``pre_clip``: the Trainer's pre-clip global norm of that step."""
         self._deferred = False
-        assert self.session is not None
+        assert self.cycle is not None
         limit = self._max_grad_norm
         scale = (pre_clip + 1e-6) / limit if limit is not None and pre_clip is not None and pre_clip > limit else None
-        stats = self.session.end_step(state.global_step, lr=self._lr, grad_scale=scale)
+        stats = self.cycle.end_step(state.global_step, lr=self._lr, grad_scale=scale)
         if stats is not None:
             self._norms_used[_norms_kind(stats, limit, pre_clip)] += 1
-            self._unlogged = self.guard.run(PART, _scalars, stats, self.log_layers) or {}
+            self._unlogged = {k: v for k, v in self.session.latest.items() if math.isfinite(v)}
             self._unlogged_step = stats.step
         if self.session.stop_requested and not control.should_training_stop:
-            control.should_training_stop = True  # decided by every rank together (TorchSession.end_step)
-            if self._main:
-                self.session.monitor.stop()
+            control.should_training_stop = True  # decided by every rank together
+            self.session.stop()
         return control
 
     def _loss_hook(self, module: torch.nn.Module, args: Any, output: Any) -> None:
-        if self.session is None or not module.training or not torch.is_grad_enabled():
+        if self.cycle is None or not module.training or not torch.is_grad_enabled():
             return
         loss = output.get("loss") if isinstance(output, dict) else getattr(output, "loss", None)
         if isinstance(loss, torch.Tensor) and loss.numel() > 0:
             self._model_loss = True
-            self.session.add_loss(loss)
+            self.cycle.add_loss(loss)
 
 
 def _norms_kind(stats: StepStats, limit: float | None, pre_clip: float | None) -> str:
@@ -241,10 +223,6 @@ def _scheduler_lr(scheduler: Any) -> float | None:
         return None
     value = scheduler.get_last_lr()[0]
     return float(value.item() if isinstance(value, torch.Tensor) else value)
-
-
-def _scalars(stats: StepStats, per_layer: bool) -> dict[str, float]:
-    return {k: v for k, v in stats.scalars(per_layer=per_layer).items() if math.isfinite(v)}
 
 
 def _finite(value: Any) -> float | None:

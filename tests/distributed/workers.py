@@ -87,7 +87,7 @@ def fit(
         watcher.session.monitor.stop_on = stop_on
         if late_init:
             torch.distributed.init_process_group("gloo")
-        collector = watcher.session.collector
+        collector = watcher.cycle.collector
         sizes = [(local(p).numel(), p.numel()) for p in collector.params]
         for i in range(steps):
             start = (i * BATCH) % (len(x) - BATCH)
@@ -171,7 +171,7 @@ def lightning_fit(rank: int, world_size: int, *, model: str = "sick", steps: int
         "layers": report.layers,
         "warnings": [str(w.message) for w in caught if issubclass(w.category, GradWatchWarning)],
         "wrote": summary is not None and Path(summary.format(rank=rank)).exists(),
-        "sharded": sum(k > 1 for k in callback.session.collector.shards),
+        "sharded": sum(k > 1 for k in callback.cycle.collector.shards),
     }
 
 

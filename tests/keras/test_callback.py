@@ -47,6 +47,7 @@ def test_epoch_logs_reach_csv_logger_and_the_optimizer_is_restored(tmp_path):
     assert len(rows) == 2 and float(rows[1]["gradwatch/grad_norm"]) > 0 and rows[1]["gradwatch/findings"] == "0.0"
     assert "apply" not in vars(model.optimizer), "the wrapper is removed after fit"
     model.fit(x, y, batch_size=64, epochs=1, verbose=0, callbacks=[callback])  # reusable across fits
+    assert callback.session.report() is callback.report, "one way to the report on every adapter"
     assert callback.report.steps == 96 and callback.report.layers[0]["history"]["step"][-1] == 80
 
 

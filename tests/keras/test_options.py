@@ -9,7 +9,7 @@ from gradwatch.options import OptionError
 
 from ..option_cases import SHARED, STOP_ON, case_id, concrete
 
-CASES = SHARED + STOP_ON + [("every_n_steps", None, "every_n_steps must be an integer >= 1, got None")]
+CASES = SHARED + STOP_ON  # every_n_steps=None: the default schedule (tests/core/test_session.py)
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)

@@ -17,6 +17,7 @@ from gradwatch.report import schema_path
 def fit(model, callback, **trainer_options):
     run = trainer(callbacks=[callback], **trainer_options)
     run.fit(model, loader())
+    assert callback.session.report() is callback.report, "one way to the report on every adapter"
     return run, callback.report
 
 

@@ -124,6 +124,7 @@ def test_frozen_layers_are_never_evidence():
     with watch(model, optimizer, print_report=False, warn_on=None) as watcher:
         loop(model, optimizer, watcher)
     report = watcher.close()
+    assert watcher.session.report() is report and watcher.report() is report, "one way to the report on every adapter"
     assert [layer["name"] for layer in report.layers if "grad_norm" in layer["history"]] == ["18", "20"]
     assert report.finding("vanishing_gradients") is None
     assert [layer.trainable for layer in report.facts.layers].count(True) == 2
@@ -206,7 +207,7 @@ def test_watcher_state_dict_round_trip_continues_the_diagnosis():
 def test_bad_arguments_fail_with_one_line_errors():
     with pytest.raises(TypeError, match="watch\\(\\) needs a torch.nn.Module, got str"):
         watch("model")
-    with pytest.raises(ValueError, match="every_n_steps must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match="every_n_steps must be an integer >= 1 or None, got 0"):
         watch(nn.Linear(2, 2), every_n_steps=0)
 
 
@@ -439,7 +440,7 @@ def test_unsampled_steps_add_the_loss_in_place_and_leave_the_users_loss_alone():
             watcher.step(loss)
             losses.append((loss, kept))
             if step in (5, 6, 7):  # between the samples at steps 4 and 8
-                sums.append(watcher.session.collector._loss_tensor)
+                sums.append(watcher.cycle.collector._loss_tensor)
     assert len({id(t) for t in sums}) == 1, "unsampled steps add into one tensor: no allocation per step"
     assert all(loss.item() == kept for loss, kept in losses), "the training loop's loss tensors are untouched"
     assert float(sums[-1]) == pytest.approx(sum(kept for _, kept in losses[5:9]), rel=1e-6)  # the sample at step 8 holds 5..8

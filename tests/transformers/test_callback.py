@@ -69,6 +69,7 @@ def train(tmp_path, callback, *, steps=40, lr=1e-3, max_grad_norm=1.0, logging_s
     )
     trainer = transformers.Trainer(model=model or tiny_gpt2(), args=args, train_dataset=Copies(), callbacks=[*before, callback])
     trainer.train()
+    assert callback.session.report() is callback.report, "one way to the report on every adapter"
     return trainer, callback.report
 
 

@@ -1,9 +1,10 @@
-"""The measurement cycle of one PyTorch model, shared by ``watch()`` and the Lightning callback.
+"""The measurement cycle of one PyTorch model, shared by ``watch()``, the Lightning and the Trainer callbacks.
 
 Adapters translate their framework's events into four calls per optimizer
 step: ``begin_step`` (before forward), ``before_step`` (gradients final),
-``add_loss`` and ``end_step`` (after the optimizer step); the session decides
-what to measure and hands samples to the core ``Monitor``. Loops that update
+``add_loss`` and ``end_step`` (after the optimizer step); the cycle drives the
+``TorchCollector`` and hands its samples to the core ``Session``, which decides
+what to measure and what it means. Loops that update
 the weights by hand have no optimizer step to hook: ``arm_backward`` has the
 backward pass itself deliver the gradients, and ``after_manual_update`` marks
 the update.
@@ -22,7 +23,8 @@ from typing import Any
 
 from gradwatch.monitor import Monitor
 from gradwatch.report import MIN_SAMPLES_TO_CLEAR, Report
-from gradwatch.safety import FaultGuard, warn
+from gradwatch.safety import warn
+from gradwatch.session import Session
 from gradwatch.stats import LayerStats, StepStats
 
 from . import torch_distributed
@@ -34,35 +36,26 @@ COLLECTOR = "pytorch collector"
 BACKWARD = "end-of-backward hook"  # without it, gradients are read at the optimizer step (after any clipping)
 
 
-class TorchSession:
-    """A ``TorchCollector`` and a ``Monitor`` for one model, driven by optimizer steps."""
+class TorchCycle:
+    """A ``TorchCollector`` for one model, driven by optimizer steps, reporting to a core ``Session``.
 
-    def __init__(
-        self,
-        model: torch.nn.Module,
-        *,
-        framework: str,
-        guard: FaultGuard,
-        **monitor_options: Any,
-    ) -> None:
+    Starts a run of ``session`` (``main`` and ``every_n_steps`` as in ``Session.start``).
+    """
+
+    def __init__(self, model: torch.nn.Module, session: Session, *, main: bool = True, every_n_steps: int | None = None) -> None:
         self.model = model = unwrap(model)
-        self.guard = guard
-        self.main = torch_distributed.is_main()
-        if not self.main:  # other ranks measure and combine, but stay silent
-            monitor_options.update(warn_on=None, summary_path=None)
-        self.stop_requested = False  # set on every rank at once when the monitor's stop_on is reached
+        self.session = session
+        self.guard = session.guard
+        session.start(model_facts(model), main=main and torch_distributed.is_main(), every_n_steps=every_n_steps)
         self._disabled_everywhere = False
-        self.collector = TorchCollector(model, guard=guard)
-        self.monitor = Monitor(model_facts(model), framework=framework, guard=guard, **monitor_options)
+        self.collector = TorchCollector(model, guard=self.guard)
         self.collector.use_facts(self.monitor.facts)
         self.optimizers: list[torch.optim.Optimizer] = []
-        self.skipped_steps = 0
         self._handles: list[Any] = []
         self._sampled = False  # this optimizer step is being measured
         self._stepped = False  # ... and its optimizer.step() really ran (an AMP scaler may skip it)
         self._backward_hooks: list[Any] = []
         self._loss_kind: str | None = None
-        self.last_observed: int | None = None
         self._shares: dict[int, list[int]] = {}  # optimizer -> the parameters it steps, when there are several
         self._batch_step: int | None = None  # the step a batch began at (several optimizers: one sample per batch)
         self._read_shares: set[int] = set()  # optimizers whose parameters this sampled batch has read (once each)
@@ -82,6 +75,10 @@ class TorchSession:
         self._shares = shares if len(shares) > 1 else {}  # several optimizers step in turn: each reads its own
 
     @property
+    def monitor(self) -> Monitor:
+        return self.session.monitor
+
+    @property
     def pending(self) -> bool:
         """A sampled step's gradients were read and ``end_step`` has not run yet."""
         return self._sampled
@@ -89,7 +86,7 @@ class TorchSession:
     def begin_step(self, step: int) -> None:
         """Before the forward pass of optimizer step ``step``: arm the activation hooks if it is sampled."""
         self._batch_step = step
-        self.collector.sampling = self.monitor.should_sample(step)
+        self.collector.sampling = self.session.should_sample(step)
 
     def before_step(self, step: int, *, scale: float | None = None, optimizer: torch.optim.Optimizer | None = None) -> None:
         """After backward, before ``optimizer.step()``: read gradients if ``step`` is sampled.
@@ -101,14 +98,14 @@ class TorchSession:
         share = self._shares.get(id(optimizer)) if optimizer is not None else None
         if share is not None:
             if not self._sampled:
-                self._sampled, self._stepped = self.monitor.should_sample(self._batch_step if self._batch_step is not None else step), False
+                self._sampled, self._stepped = self.session.should_sample(self._batch_step if self._batch_step is not None else step), False
             if self._sampled and id(optimizer) not in self._read_shares:
                 self._read_shares.add(id(optimizer))
                 self.guard.run(COLLECTOR, self.collector.capture_gradients, scale=scale, only=share)
             return
         if self._sampled:  # several optimizers in one step: the first one's gradients are the sample
             return
-        self._sampled = self.monitor.should_sample(step)
+        self._sampled = self.session.should_sample(step)
         self._stepped = False
         if self._sampled:
             self.guard.run(COLLECTOR, self.collector.capture_gradients, scale=scale)
@@ -128,7 +125,7 @@ class TorchSession:
         """
         self.disarm()
         params = self.collector.params
-        if not self.monitor.should_sample(step) or not params or not self.guard.enabled(COLLECTOR) or not self.guard.enabled(BACKWARD):
+        if not self.session.should_sample(step) or not params or not self.guard.enabled(COLLECTOR) or not self.guard.enabled(BACKWARD):
             return
         queued = [False]
 
@@ -193,7 +190,8 @@ class TorchSession:
         ``grad_scale``: multiply the measured gradient norms by it (undoes a
         clipping whose coefficient became known only after the gradients were read).
         ``reduce``: a mean over processes that torch.distributed does not connect
-        (Lightning on XLA); under torch.distributed the session combines samples itself.
+        (Lightning on XLA); under torch.distributed the cycle combines samples itself.
+        Whether to stop (``session.stop_requested``) is decided by every rank together.
         """
         if not self._sampled:
             return None
@@ -204,19 +202,15 @@ class TorchSession:
         if torch_distributed.active():
             stats = self._combine(step, lr)
         elif not self._stepped:  # the optimizer step was skipped: not evidence of anything
-            self.skipped_steps += 1
+            self.session.skipped_steps += 1
             self.collector.discard()
             return None
         else:
             stats = self.guard.run(COLLECTOR, self.collector.flush, step, lr, reduce)
         if stats is not None and grad_scale is not None:
             stats = replace(stats, layers=tuple(_scaled_grad(layer, grad_scale) for layer in stats.layers))
-        if stats is not None:
-            self.last_observed = step
-            self.monitor.observe(stats)
-        if self.monitor.stop_on is not None and not self._disabled_everywhere:
-            serious = self.monitor.should_stop()
-            self.stop_requested = torch_distributed.agree([1.0 if serious else 0.0])[0] > 0
+        if not self._disabled_everywhere:
+            self.session.record(stats, agree=_agree)
         return stats
 
     def _combine(self, step: int, lr: float | None) -> StepStats | None:
@@ -230,9 +224,8 @@ class TorchSession:
         if self._disabled_everywhere:
             self.collector.discard()
             return None
-        if self.main and not torch_distributed.is_main():  # watch() ran before init_process_group
-            self.main = False
-            self.monitor.warn_on, self.monitor.summary_path = None, None
+        if self.session.main and not torch_distributed.is_main():  # watch() ran before init_process_group
+            self.session.set_main(False)
         packed = self.guard.run(COLLECTOR, self.collector.pack) if self._stepped else None
         if not self._stepped:
             self.collector.discard()
@@ -240,14 +233,14 @@ class TorchSession:
         failed_rank = torch_distributed.rank() + 1.0 if self._stepped and packed is None else 0.0
         failed, skipped, largest, smallest = torch_distributed.agree([failed_rank, 0.0 if self._stepped else 1.0, size, -size])
         if skipped:
-            self.skipped_steps += 1
+            self.session.skipped_steps += 1
             return None
         if failed or largest != -smallest or packed is None:
             self._disabled_everywhere = True
             if self.guard.enabled(COLLECTOR):
                 cause = f"a failure on rank {int(failed) - 1}" if failed else "samples of different layouts on the ranks"
                 self.guard.failed[COLLECTOR] = f"disabled on every rank after {cause}"
-                if self.main:
+                if self.session.main:
                     warn(f"gradwatch: {COLLECTOR} {self.guard.failed[COLLECTOR]}; training continues")
             return None
         values = torch_distributed.mean_across_ranks(packed.values).tolist()
@@ -262,26 +255,24 @@ class TorchSession:
         process only: the ranks of a distributed run may not close together.
         """
         last = steps - 1
-        if last < 0 or torch_distributed.active() or (self.last_observed is not None and self.last_observed >= last):
+        observed = self.session.last_observed
+        if last < 0 or torch_distributed.active() or (observed is not None and observed >= last):
             return
         self._sampled = False
         self.guard.run(COLLECTOR, self.collector.capture_gradients)
         lr = _lr(self.optimizers[0]) if self.optimizers else None
         stats = self.guard.run(COLLECTOR, self.collector.flush, last, lr)
         if stats is not None and (not stats.finite or self.monitor.samples < MIN_SAMPLES_TO_CLEAR):
-            self.last_observed = last
-            self.monitor.observe(stats)
+            self.session.record(stats)
 
-    def close(self, steps: int, *, print_report: bool) -> Report:
-        """Remove every hook, write the summary, print the console report."""
+    def close(self, steps: int, *, unseen: str = "no training step was seen") -> Report:
+        """Remove every hook; the session writes the summary and prints the console report."""
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
         self.disarm()
         self.collector.detach()
-        if self.skipped_steps:
-            self.monitor.notes.append(f"{self.skipped_steps} sampled step(s) skipped by the AMP grad scaler were ignored")
-        return self.monitor.close(steps, print_report=print_report and self.main)
+        return self.session.close(steps, unseen=unseen)
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:
@@ -294,6 +285,11 @@ def unwrap(model: torch.nn.Module) -> torch.nn.Module:
             if not isinstance(inner, torch.nn.Module):
                 return model
             model = inner
+
+
+def _agree(serious: bool) -> bool:
+    """Any rank that wants to stop makes every rank stop (one small all-reduce; a no-op in one process)."""
+    return torch_distributed.agree([1.0 if serious else 0.0])[0] > 0
 
 
 def _scaled_grad(layer: LayerStats, factor: float) -> LayerStats:

@@ -1,0 +1,163 @@
+"""One watched run, framework-free: the options, the schedule, observe, ``stop_on``, autosave and close.
+
+Every adapter holds one ``Session`` and only translates its framework's
+events into these calls:
+
+    session = Session("keras/tensorflow", summary_path=..., stop_on=...)  # bad options fail here
+    session.start(model_facts(model))                   # the run begins (facts, rank, default interval)
+    if session.should_sample(step): ...                 # the adapter's collector measures this step
+    if session.record(stats): ...                       # diagnose it; True: end training, then session.stop()
+    report = session.close(steps)                       # notes, console report, JSON summary
+
+The adapter's collector does the measuring (arm before forward, capture the
+gradients and the update, flush to a ``StepStats``); the session decides what
+to measure and what the measurements mean.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from .detectors import Detector
+from .facts import ModelFacts
+from .monitor import Monitor
+from .options import check_flag, check_optional_count
+from .report import MIN_SAMPLES_TO_CLEAR, Report, Severity, StopSeverity
+from .safety import FaultGuard
+from .stats import StepStats
+
+DEFAULT_EVERY_N_STEPS = 20
+
+
+class Session:
+    """The diagnosis of one run (or of successive runs of one model, with ``start(resume=True)``).
+
+    ``every_n_steps=None`` takes the framework's own logging interval, given to
+    ``start``. Only the main process (``start(main=True)``) warns, prints and
+    writes; the others measure and take part in collective decisions silently.
+    """
+
+    def __init__(
+        self,
+        framework: str,
+        *,
+        summary_path: str | os.PathLike[str] | None = None,
+        every_n_steps: int | None = DEFAULT_EVERY_N_STEPS,
+        stop_on: StopSeverity | None = None,
+        detectors: Sequence[Detector] | None = None,
+        history_size: int = 128,
+        warn_on: Severity | None = "warning",
+        print_report: bool = True,
+        autosave_every_n_steps: int | None = 500,
+        log_layers: bool = False,
+        strict: bool = False,
+    ) -> None:
+        self.guard = FaultGuard(strict=strict)
+        self.every_n_steps = check_optional_count("every_n_steps", every_n_steps)
+        self.print_report = check_flag("print_report", print_report)
+        self.log_layers = check_flag("log_layers", log_layers)
+        self._options: dict[str, Any] = {
+            "framework": framework,
+            "stop_on": stop_on,
+            "history_size": history_size,
+            "warn_on": warn_on,
+            "summary_path": summary_path,
+            "autosave_every_n_steps": autosave_every_n_steps,
+        }
+        self.monitor = Monitor(detectors=detectors, guard=self.guard, **self._options)  # checks the other options now
+        self.summary_path = self.monitor.summary_path  # the checked path (only the main process writes it)
+        self._options.update(detectors=detectors, summary_path=self.summary_path)
+        self.main = True
+        self.final: Report | None = None  # the report of the last closed run
+        self.latest: dict[str, float] = {}  # the latest sample's scalars, for experiment loggers
+        self.last_observed: int | None = None  # the step of the latest sample diagnosed
+        self.stop_requested = False
+        self.skipped_steps = 0  # sampled steps whose optimizer step did not run (an AMP scaler skipped it)
+        self._begun = False  # a run has started on this monitor
+
+    def start(self, facts: ModelFacts, *, main: bool = True, every_n_steps: int | None = None, resume: bool = False) -> Monitor:
+        """A run begins: ``facts`` of its model; ``main``: this process reports; ``every_n_steps``: the
+        framework's logging interval, used when the user chose none; ``resume``: go on with the previous
+        run's diagnosis (Keras' successive ``fit`` calls) instead of a fresh one. A diagnosis loaded
+        from a checkpoint before the first run is continued."""
+        if self._begun and not resume:
+            self.monitor = Monitor(guard=self.guard, **self._options)
+        self._begun = True
+        self.monitor.facts = facts
+        self.monitor.every_n_steps = self.every_n_steps or max(int(every_n_steps or DEFAULT_EVERY_N_STEPS), 1)
+        self.set_main(main)
+        self.final, self.stop_requested, self.skipped_steps, self.last_observed = None, False, 0, None
+        return self.monitor
+
+    def set_main(self, main: bool) -> None:
+        """Whether this process reports; the others neither warn nor write."""
+        self.main = main
+        self.monitor.warn_on = self._options["warn_on"] if main else None
+        self.monitor.summary_path = self.summary_path if main else None
+
+    def should_sample(self, step: int) -> bool:
+        """Whether step ``step`` (0-based) is measured: see ``Monitor``'s sampling schedule."""
+        return self.monitor.should_sample(step)
+
+    def record(self, stats: StepStats | None, *, agree: Callable[[bool], bool] | None = None) -> bool:
+        """Diagnose a measured step (None: this process has no sample of it); True once training should stop.
+
+        ``agree``: where several processes must stop together, turns this
+        process's answer into everyone's (any process saying yes makes it yes).
+        """
+        if stats is not None:
+            self.last_observed = stats.step
+            self.monitor.observe(stats)
+            self.latest = stats.scalars(per_layer=self.log_layers)
+        if self.monitor.stop_on is None:
+            return False
+        serious = self.monitor.should_stop()
+        self.stop_requested = agree(serious) if agree is not None else serious
+        return self.stop_requested
+
+    def stop(self) -> None:
+        """Say why training stops (the adapter ended it because ``record`` returned True)."""
+        if self.main:
+            self.monitor.stop()
+
+    def note(self, text: str) -> None:
+        """Add a line to the summary's notes (once)."""
+        if text not in self.monitor.notes:
+            self.monitor.notes.append(text)
+
+    def report(self) -> Report:
+        """The diagnosis so far, or the closed run's report."""
+        return self.final if self.final is not None else self.monitor.report()
+
+    def close(self, steps: int, *, unseen: str = "no training step was seen") -> Report:
+        """The run's end: notes on what was not measured, the console report, the JSON summary.
+
+        ``unseen``: the adapter's advice when no step reached it. A second call
+        returns the same report.
+        """
+        if self.final is not None:
+            return self.final
+        if self.skipped_steps:
+            self.note(f"{self.skipped_steps} sampled step(s) skipped by the AMP grad scaler were ignored")
+        samples = self.monitor.samples
+        if steps == 0:
+            self.note(unseen)
+        elif samples == 0:
+            self.note("no step could be measured: no backward pass reached the model's trainable parameters")
+        elif samples < MIN_SAMPLES_TO_CLEAR and steps < MIN_SAMPLES_TO_CLEAR:
+            self.note(f"the run had only {steps} step(s)")
+        self.final = self.monitor.close(steps, print_report=self.print_report and self.main)
+        return self.final
+
+    def state_dict(self) -> dict[str, Any]:
+        """The diagnosis so far, for a checkpoint."""
+        return self.monitor.state_dict()
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue a checkpointed diagnosis."""
+        self.monitor.load_state_dict(state)
+
+
+__all__ = ["DEFAULT_EVERY_N_STEPS", "Session"]

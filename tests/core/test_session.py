@@ -1,0 +1,128 @@
+"""The framework-free session every adapter drives: options, start, record, stop, close, checkpoints."""
+
+from __future__ import annotations
+
+import math
+import warnings
+
+import pytest
+
+from gradwatch import GradWatchWarning, ModelFacts
+from gradwatch.options import OptionError
+from gradwatch.session import Session
+
+from .streams import sample
+
+VANISHING = [1e-9, 1e-6, 1e-1]  # the bottom layer learns 1e8 times slower than the top: critical
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"every_n_steps": 0}, "every_n_steps"),
+        ({"stop_on": "info"}, "'warning', 'critical'"),
+        ({"print_report": "yes"}, "print_report"),
+        ({"log_layers": 1}, "log_layers"),
+        ({"history_size": 1}, "history_size"),
+        ({"strict": None}, "strict"),
+    ],
+)
+def test_a_bad_option_fails_at_construction_in_one_line(options, message):
+    with pytest.raises(OptionError, match=message) as caught:
+        Session("test", **options)
+    assert "\n" not in str(caught.value)
+
+
+def test_the_frameworks_interval_is_used_only_when_the_user_chose_none():
+    assert Session("test", every_n_steps=None).start(ModelFacts(), every_n_steps=50).every_n_steps == 50
+    assert Session("test", every_n_steps=None).start(ModelFacts()).every_n_steps == 20
+    assert Session("test", every_n_steps=7).start(ModelFacts(), every_n_steps=50).every_n_steps == 7
+
+
+def test_record_asks_to_stop_at_stop_on_and_only_the_main_process_says_why():
+    session = Session("test", warn_on=None, stop_on="critical", print_report=False)
+    session.start(ModelFacts())
+    votes = []
+
+    def agree(serious: bool) -> bool:  # another process always wants to go on: the vote is what counts
+        votes.append(serious)
+        return False
+
+    for step in range(3):
+        assert not session.record(sample(step, VANISHING, loss=2.3), agree=agree) and not session.stop_requested
+    assert votes[-1] and not votes[0], "this process saw a critical finding and voted to stop"
+    assert session.record(sample(3, VANISHING, loss=2.2)), "alone, its own vote decides"
+    with pytest.warns(GradWatchWarning, match=r"stopping training \(stop_on='critical'\)"):
+        session.stop()
+    session.set_main(False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        session.stop()  # silent on the other processes
+    assert not Session("test", warn_on=None).start(ModelFacts()).should_stop()
+
+
+def test_other_processes_measure_but_never_warn_or_write(tmp_path):
+    path = tmp_path / "gw.json"
+    session = Session("test", summary_path=path, print_report=False)
+    session.start(ModelFacts(), main=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        for step in range(4):
+            session.record(sample(step, VANISHING, loss=2.3))
+        report = session.close(4)
+    assert report.findings[0].symptom == "vanishing_gradients" and not path.exists()
+    assert session.summary_path == path, "the configured path is kept for the main process"
+
+
+@pytest.mark.parametrize(
+    ("steps", "samples", "note"),
+    [
+        (0, 0, "no training step was seen: say hello"),
+        (5, 0, "no step could be measured"),
+        (2, 2, "the run had only 2 step(s)"),
+        (40, 6, None),
+    ],
+)
+def test_close_says_why_a_run_was_not_measured(steps, samples, note):
+    session = Session("test", warn_on=None, print_report=False)
+    session.start(ModelFacts())
+    for step in range(samples):
+        session.record(sample(step, loss=1.0 - 0.01 * step))
+    report = session.close(steps, unseen="no training step was seen: say hello")
+    if note is None:
+        assert not report.notes
+    else:
+        assert any(n.startswith(note) for n in report.notes), report.notes
+    assert session.close(steps) is report and session.report() is report, "closing twice gives the same report"
+
+
+def test_a_fresh_start_forgets_the_last_run_and_a_resumed_one_continues(tmp_path):
+    session = Session("test", warn_on=None, print_report=False)
+    session.start(ModelFacts())
+    for step in range(3):
+        session.record(sample(step, VANISHING, loss=2.3))
+    first = session.close(3)
+    session.start(ModelFacts(), resume=True)
+    assert session.final is None and session.report().findings == first.findings
+    session.record(sample(3, loss=2.0))
+    assert session.close(4).sampled_steps == 4
+    session.start(ModelFacts())
+    assert session.report().findings == [] and session.monitor.samples == 0
+
+
+def test_a_checkpointed_diagnosis_loaded_before_the_run_is_continued():
+    before = Session("test", warn_on=None, print_report=False)
+    before.start(ModelFacts())
+    for step in range(3):
+        before.record(sample(step, VANISHING, loss=2.3))
+    after = Session("test", warn_on=None, print_report=False)
+    after.load_state_dict(before.state_dict())
+    after.start(ModelFacts())
+    assert after.monitor.samples == 3 and after.report().findings == before.report().findings
+
+
+def test_latest_scalars_follow_log_layers():
+    session = Session("test", warn_on=None, log_layers=True)
+    session.start(ModelFacts())
+    session.record(sample(0, [0.5, math.nan, 0.1], loss=1.0))
+    assert "gradwatch/grad_norm/l0" in session.latest and "gradwatch/grad_norm" in session.latest
