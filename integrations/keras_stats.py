@@ -10,13 +10,9 @@
   on sampled steps (dead units, saturation) on the training batch itself.
 - Weights and update sizes are reduced on the device around sampled steps.
 
-How a sampled step is told apart and how numbers leave the graph depends on
-the backend: a flag variable and a graph ``cond`` writing gradwatch variables
-on TensorFlow; a Python test on torch (eager). On JAX the train step is a pure
-function, so the ``cond`` tests the optimizer's iteration counter against the
-Monitor's schedule and the sampled branch hands the norms to the host with
-``jax.debug.callback``; time profiles and activations are not measured there
-(the forward pass cannot see that counter), dead units come from gradients.
+How a sampled step is told apart inside the step and how the numbers leave it
+depends on the backend: see ``keras_backends`` (on JAX only the gradients,
+weights and updates are measured; dead units come from the gradients).
 """
 
 from __future__ import annotations
@@ -32,6 +28,7 @@ from gradwatch.safety import FaultGuard
 from gradwatch.stats import ActivationStats, LayerStats, SequenceStats, StepStats
 
 from ._keras import keras, ops
+from .keras_backends import for_current, state_variable
 from .keras_facts import activation_of, trainable_layers
 
 RECORDER = "keras gradient recorder"
@@ -64,34 +61,30 @@ class KerasCollector:
                 self.variables.append(variable)
                 owners.append(index)
         self.owners = np.asarray(owners, dtype=np.int64)
-        self.backend = keras.backend.backend()
+        self.backend = backend = for_current(len(self.variables), sum(units for _, _, units in self.unit_kernels))
         self._model = model
         # keyed by the Keras variable and by its backend variable (what Keras's all-reduce passes)
         self._position = {id(x): i for i, v in enumerate(self.variables) for x in (v, v.value)}
         self._with_grad: set[int] = set()
-        self._grad_sq = _variable(max(len(self.variables), 1), "gradwatch_grad_sq")
-        self._flag = _variable((), "gradwatch_sampled")
-        # per unit of every Dense/Conv kernel: the largest |gradient| in its column on the sampled batch
-        self._column_max = _variable(max(sum(units for _, _, units in self.unit_kernels), 1), "gradwatch_column_max")
         self._column_window: dict[int, tuple[np.ndarray, float]] = {}  # layer -> (column maxima, rows) until MIN_DEAD_ROWS
         self._optimizer: Any = None
         self._probes: dict[str, tuple[Any, Any]] = {}  # recurrent layer name -> (layer, per-time-step gradient norms)
         for layer in layers:
             steps = _time_steps(layer)
-            if type(layer).__name__ in RECURRENT_KINDS and steps and self.backend != "jax":
-                self._probes[layer.name] = (layer, _variable(steps, "gradwatch_time"))
+            if type(layer).__name__ in RECURRENT_KINDS and steps and backend.forward_probes:
+                self._probes[layer.name] = (layer, state_variable(steps, "gradwatch_time"))
         # the first trainable layer's input: mean |x| and std (unscaled features are a cause of their own)
-        self._inputs = (layers[0], _variable(2, "gradwatch_inputs", fill=np.nan)) if layers and self.backend != "jax" else None
+        self._inputs = (layers[0], state_variable(2, "gradwatch_inputs", fill=np.nan)) if layers and backend.forward_probes else None
         # (layer, activation kind, measured value): the saturated share, or ReLU unit maxima and rows over the window
         self._activations: list[tuple[Any, str, Any]] = []
-        for layer in model.layers if self.backend != "jax" else ():
+        for layer in model.layers if backend.forward_probes else ():
             kind = activation_of(layer)
             if kind not in PROBED_ACTIVATIONS or type(layer).__name__ in RECURRENT_KINDS:
                 continue
             if kind not in DEAD_KINDS:
-                self._activations.append((layer, kind, _variable((), "gradwatch_activation")))
+                self._activations.append((layer, kind, state_variable((), "gradwatch_activation")))
             elif (units := _units(layer)) is not None:
-                window = (_variable(units, "gradwatch_unit_max", fill=-np.inf), _variable((), "gradwatch_rows"))
+                window = (state_variable(units, "gradwatch_unit_max", fill=-np.inf), state_variable((), "gradwatch_rows"))
                 self._activations.append((layer, kind, window))
         self._before: list[Any] | None = None
         self._weight_sq: Any = None
@@ -100,13 +93,9 @@ class KerasCollector:
         self._update_scale = ops.convert_to_tensor(
             np.asarray([numel / sampled_elements(numel, k) for (numel, _), k in zip(sizes, self._strides)] or [1.0], dtype="float32")
         )
-        self._square_sum = _fused_square_sum() if self.backend == "tensorflow" else _square_sum
-        self._compiled_snapshot = _compiled(self._snapshot, self.backend)  # one graph call instead of an op per variable
-        self._compiled_update = _compiled(self._update_squares, self.backend)
+        self._compiled_snapshot = backend.compile(self._snapshot)  # one device call instead of an op per variable
+        self._compiled_update = backend.compile(self._update_squares)
         self.full_batch = False  # one batch is the whole training set: a dead-unit window is one batch
-        self.armed = False  # set through arm(): gradients are measured on sampled steps only
-        self._schedule: tuple[int, int] = (0, 1)  # JAX: (optimizer iterations at step 0, every_n_steps)
-        self._received: tuple[np.ndarray, np.ndarray] | None = None  # JAX: norms sent by the sampled branch
 
     # -- gradients, inside the train step -----------------------------------------------------
     def install(self, optimizer: Any, *, first_step: int, every_n_steps: int) -> None:
@@ -120,7 +109,8 @@ class KerasCollector:
         """
         if self._optimizer is not None:
             return
-        self._schedule = (int(ops.convert_to_numpy(optimizer.iterations)) - first_step, every_n_steps)
+        offset = int(ops.convert_to_numpy(optimizer.iterations)) - first_step
+        self.backend.schedule(optimizer, offset=offset, every_n_steps=every_n_steps)
         original_apply = optimizer.apply
 
         def apply(grads: Any, trainable_variables: Any = None) -> Any:
@@ -160,33 +150,16 @@ class KerasCollector:
                 del layer.call
 
     def arm(self, on: bool) -> None:
-        """Measure gradients on the coming step or not: a Python flag eagerly, a variable in TF graphs.
-
-        On JAX the graph decides from the optimizer's iteration counter instead.
-        """
-        self.armed = on
-        if self.backend == "tensorflow":
-            self._flag.assign(1.0 if on else 0.0)
+        """Measure on the coming step or not (on JAX the graph decides from the optimizer's counter)."""
+        self.backend.arm(on)
 
     def _record_when_sampled(self, grads: list[Any], variables: list[Any], scale: float | None) -> None:
-        keep = self._send_to_host if self.backend == "jax" else self._keep_in_variables
-        self._on_sampled_steps(RECORDER, lambda: keep(*self._measure(grads, variables, scale)))
+        self._on_sampled_steps(RECORDER, lambda: self.backend.keep(*self._measure(grads, variables, scale)))
 
     def _on_sampled_steps(self, part: str, work: Callable[[], Any]) -> None:
-        """Run ``work`` on sampled steps only: a Python test eagerly (torch), a graph ``cond`` otherwise."""
-        if not self.guard.enabled(part):
-            return
-
-        def branch() -> Any:
-            self.guard.run(part, work)
-            return ops.zeros((), "float32")
-
-        if self.backend == "torch":
-            if self.armed:
-                branch()
-        else:
-            sampled = self._sampled_in_graph() if self.backend == "jax" else self._flag > 0
-            ops.cond(sampled, branch, lambda: ops.zeros((), "float32"))
+        """Run ``work`` on sampled steps only, the backend's way; a failure disables ``part``."""
+        if self.guard.enabled(part):
+            self.backend.when_sampled(lambda: self.guard.run(part, work))
 
     def _measure(self, grads: list[Any], variables: list[Any], scale: float | None) -> tuple[Any, Any]:
         """Squared gradient norm of every variable and the share of dead units of every Dense/Conv kernel."""
@@ -198,7 +171,7 @@ class KerasCollector:
                 by_position[position] = grad / scale if scale else grad
         self._with_grad.update(by_position)
         zero = ops.zeros((), "float32")
-        squares = [self._square_sum(by_position[i]) if i in by_position else zero for i in range(len(self.variables))]
+        squares = [self.backend.square_sum(by_position[i]) if i in by_position else zero for i in range(len(self.variables))]
         columns = [_column_max(by_position[i]) if i in by_position else ops.zeros((units,), "float32") for i, _, units in self.unit_kernels]
         return ops.stack(squares or [zero]), ops.concatenate(columns) if columns else ops.zeros((1,), "float32")
 
@@ -235,29 +208,10 @@ class KerasCollector:
 
         return measured
 
-    def _keep_in_variables(self, squares: Any, columns: Any) -> None:
-        self._grad_sq.assign(squares)
-        self._column_max.assign(columns)
-
-    def _send_to_host(self, squares: Any, dead: Any) -> None:
-        import jax
-
-        def receive(squares: Any, dead: Any) -> None:
-            self._received = (np.asarray(squares), np.asarray(dead))
-
-        jax.debug.callback(receive, squares, dead)
-
-    def _sampled_in_graph(self) -> Any:
-        """``Monitor.should_sample`` of this step, from the optimizer's iteration counter (a traced value)."""
-        offset, n = self._schedule
-        step = ops.cast(self._optimizer.iterations, "int32") - offset
-        return ops.logical_or(step % n == 0, ops.logical_and(step < n, ops.bitwise_and(step, step - 1) == 0))
-
     # -- weights and updates, around the step on the host -------------------------------------
     def sync(self) -> None:
-        """JAX ``fit`` keeps weights and metrics outside the model's variables between syncs: put them back."""
-        if self.backend == "jax":
-            self._model.jax_state_sync()
+        """Bring weights and metrics into the model's variables (JAX ``fit`` keeps them apart between syncs)."""
+        self.backend.sync(self._model)
 
     def snapshot(self) -> None:
         """Before a sampled step, on the device: the weights' squared norms, and a copy of the
@@ -265,10 +219,12 @@ class KerasCollector:
         self._weight_sq, self._before = self._compiled_snapshot([v.value for v in self.variables])
 
     def _snapshot(self, values: list[Any]) -> tuple[Any, list[Any]]:
-        return ops.stack([self._square_sum(v) for v in values]), [ops.copy(_sampled(v, k)) for v, k in zip(values, self._strides)]
+        square_sum = self.backend.square_sum
+        return ops.stack([square_sum(v) for v in values]), [ops.copy(_sampled(v, k)) for v, k in zip(values, self._strides)]
 
     def _update_squares(self, values: list[Any], before: list[Any]) -> Any:
-        return ops.stack([self._square_sum(_sampled(v, k) - b) for v, k, b in zip(values, self._strides, before)]) * self._update_scale
+        square_sum = self.backend.square_sum
+        return ops.stack([square_sum(_sampled(v, k) - b) for v, k, b in zip(values, self._strides, before)]) * self._update_scale
 
     def read(self, step: int, *, loss: float | None, lr: float | None, rows: float | None = None) -> StepStats:
         """Statistics of the step that just ended: norms reduced on the device, one host read.
@@ -286,8 +242,7 @@ class KerasCollector:
         self._before = self._weight_sq = None
         grad: np.ndarray | None = None
         with_grad_layers: set[int] = set()
-        measured = self._received if self.backend == "jax" else (ops.convert_to_numpy(self._grad_sq), ops.convert_to_numpy(self._column_max))
-        self._received = None
+        measured = self.backend.take()
         if not self.guard.enabled(RECORDER):  # its variables still hold the last good sample: not this step's
             measured = None
         if measured is not None and self._with_grad:
@@ -383,16 +338,6 @@ def _units(layer: Any) -> int | None:
         return None
 
 
-def _variable(shape: int | tuple[()], name: str, fill: float = 0.0) -> Any:
-    """A float32 gradwatch variable.
-
-    Created outside any ``tf.distribute`` scope on purpose: a mirrored variable
-    cannot be assigned inside the graph ``cond`` of a replica (that needs a sync
-    point). Every replica writes the same all-reduced values into this one.
-    """
-    return keras.Variable(np.full(shape, fill, "float32"), trainable=False, name=name)
-
-
 def _replicas() -> int:
     """How many ``tf.distribute`` replicas run this step in sync (1 outside TensorFlow)."""
     if keras.backend.backend() != "tensorflow":
@@ -459,32 +404,6 @@ def _saturated_share(output: Any, kind: str) -> Any:
     low, high = SATURATED_OUTSIDE[kind]
     tail = ops.logical_or(output < low, output > high)
     return ops.mean(ops.cast(tail, "float32"))
-
-
-def _square_sum(x: Any) -> Any:
-    """``sum(x²)`` in float32."""
-    return ops.sum(ops.square(ops.cast(x, "float32")))
-
-
-def _fused_square_sum() -> Callable[[Any], Any]:
-    """``sum(x²)`` in float32 with TensorFlow's one-pass kernel (``l2_loss`` is half of it), as
-    ``tf.linalg.global_norm`` does; the generic square-then-sum writes a copy of ``x`` first."""
-    import tensorflow as tf
-
-    return lambda x: 2.0 * tf.nn.l2_loss(tf.cast(x, tf.float32))
-
-
-def _compiled(fn: Callable[..., Any], backend: str) -> Callable[..., Any]:
-    """``fn`` as one compiled graph on TensorFlow and JAX (eager ops cost tens of µs each); as it is on torch."""
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return tf.function(fn, reduce_retracing=True)
-    if backend == "jax":
-        import jax
-
-        return jax.jit(fn)
-    return fn
 
 
 def _sampled(x: Any, stride: int) -> Any:
