@@ -50,7 +50,7 @@ def _time(config: str, steps: int, profile: bool) -> dict[str, Any]:
 
     import torch
 
-    from gradwatch.integrations import torch_stats
+    from gradwatch.integrations import torch_probes, torch_stats
     from gradwatch.integrations.pytorch import watch
     from gradwatch.monitor import Monitor
 
@@ -63,7 +63,8 @@ def _time(config: str, steps: int, profile: bool) -> dict[str, Any]:
     parts: dict[str, float] = {}
     if profile:
         for owner, names in (
-            (torch_stats.TorchCollector, ("_record_activation", "_read_gradients", "capture_gradients", "capture_updates", "pack", "unpack")),
+            (torch_probes.ForwardProbes, ("_record_activation",)),
+            (torch_stats.TorchCollector, ("_read_gradients", "capture_gradients", "capture_updates", "pack", "unpack")),
             (Monitor, ("observe",)),
         ):
             for name in names:

@@ -59,7 +59,7 @@ class TorchCycle:
         self._shares: dict[int, list[int]] = {}  # optimizer -> the parameters it steps, when there are several
         self._batch_step: int | None = None  # the step a batch began at (several optimizers: one sample per batch)
         self._read_shares: set[int] = set()  # optimizers whose parameters this sampled batch has read (once each)
-        self.collector.attach()
+        self.collector.probes.attach()
 
     def bind(self, optimizers: Sequence[torch.optim.Optimizer]) -> None:
         """Watch the parameters these optimizers train and learn their settings."""
@@ -86,7 +86,7 @@ class TorchCycle:
     def begin_step(self, step: int) -> None:
         """Before the forward pass of optimizer step ``step``: arm the activation hooks if it is sampled."""
         self._batch_step = step
-        self.collector.sampling = self.session.should_sample(step)
+        self.collector.probes.sampling = self.session.should_sample(step)
 
     def before_step(self, step: int, *, scale: float | None = None, optimizer: torch.optim.Optimizer | None = None) -> None:
         """After backward, before ``optimizer.step()``: read gradients if ``step`` is sampled.
@@ -271,7 +271,7 @@ class TorchCycle:
             handle.remove()
         self._handles.clear()
         self.disarm()
-        self.collector.detach()
+        self.collector.probes.detach()
         return self.session.close(steps, unseen=unseen)
 
 

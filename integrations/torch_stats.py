@@ -17,24 +17,20 @@ from typing import Any
 
 from gradwatch.blocks import BLOCK, LARGE_PARAM, sampled_elements, update_stride
 from gradwatch.detectors.dead_relu import row_judged
-from gradwatch.facts import DEAD_KINDS, SATURATED_OUTSIDE, LayerFacts, ModelFacts
+from gradwatch.facts import LayerFacts, ModelFacts
 from gradwatch.safety import FaultGuard
 from gradwatch.stats import ActivationStats, LayerStats, SequenceStats, StepStats
 
 from ._torch import torch
 from .torch_facts import (
-    activation_modules,
     local,
     module_kind,
     parameterised_modules,
     shard_count,
 )
+from .torch_probes import MIN_DEAD_ROWS, ForwardProbes
 
-RECURRENT_TYPES = (torch.nn.RNN, torch.nn.LSTM, torch.nn.GRU)
 ROW_KINDS = ("Linear", "Conv1d", "Conv2d", "Conv3d")
-# A sampled step reads small tensors that share a shape stacked (one kernel for the group), larger
-# ones alone; the update of a large one is measured on a sample of it (see ``gradwatch.blocks``).
-MIN_DEAD_ROWS = 256
 
 Group = tuple[int, ...]  # indices into ``TorchCollector.params`` read together
 
@@ -52,12 +48,8 @@ class _Sample:
     update_norms: Any = None
     weighed: set[int] = field(default_factory=set)  # parameters whose weight norm was read
     updated: set[int] = field(default_factory=set)  # layers whose update was measured
-    activations: dict[str, tuple[str, Any, int]] = field(default_factory=dict)  # name -> (kind, saturated share or unit maxima, rows)
-    sequences: dict[str, Any] = field(default_factory=dict)  # recurrent layer -> per-time-step input-gradient norms
     raw_grad_sq: Any = None  # squared total gradient norm as backward produced it (before any clipping)
     backward_passes: int = 0
-    inputs: Any = None  # mean |x| and std of the first layer's input
-    batch_rows: int = 0  # rows of the first layer's input (for the dead-unit windows)
 
 
 class TorchCollector:
@@ -66,21 +58,21 @@ class TorchCollector:
     ``trainable`` restricts the layers to parameters an optimizer updates
     (frozen or un-optimised parameters are never evidence). Call
     ``capture_gradients`` after backward and before the optimizer step,
-    ``capture_updates`` right after it, and ``flush`` to get a ``StepStats``.
-    Dead units are judged over windows of sampled batches growing to
-    ``MIN_DEAD_ROWS`` rows: per-unit maxima stay on the device until then.
+    ``capture_updates`` right after it, and ``flush`` to get a ``StepStats``
+    (``pack`` and ``unpack`` are its two halves, around a combine across ranks).
+    What the forward pass shows comes from its ``probes`` (``torch_probes``).
+    Zero gradient rows are judged over windows of sampled batches growing to
+    ``MIN_DEAD_ROWS`` rows: per-row maxima stay on the device until then.
     """
 
     def __init__(self, model: torch.nn.Module, *, guard: FaultGuard | None = None) -> None:
         self.guard = guard or FaultGuard()
         self.model = model
-        self.sampling = True
-        self._handles: list[Any] = []
+        self.probes = ForwardProbes(model, self.guard)  # activations, input scale, time profiles
         self._sample = _Sample()
         self._loss_tensor: torch.Tensor | None = None
         self._loss_float = 0.0
         self._loss_count = 0
-        self._dead_window: _Window | None = None  # per-unit maxima of the ReLU outputs
         self._row_window: dict[int, tuple[Any, int]] = {}  # Linear/Conv weight -> (gradient row norm maxima, rows)
         self.set_trainable(None)
 
@@ -116,105 +108,6 @@ class TorchCollector:
         self._plans: dict[tuple[Any, ...], list[Group]] = {}
         self._row_scale: dict[tuple[Group, ...], torch.Tensor] = {}
         self._snapshots: dict[Group, torch.Tensor] = {}
-
-    def attach(self) -> None:
-        """Install forward hooks on ReLU, Sigmoid and Tanh modules (idempotent)."""
-        if self._handles:
-            return
-        conv_before: dict[str, bool] = {}
-        last_conv = False
-        for name, module in self.model.named_modules():
-            kind = module_kind(module)
-            if next(module.parameters(recurse=False), None) is not None:
-                last_conv = kind.startswith("Conv")
-            conv_before[name] = last_conv
-        for name, module in activation_modules(self.model):
-            kind = module_kind(module)
-            if kind in DEAD_KINDS or kind in SATURATED_OUTSIDE:
-                hook = self._activation_hook(name, kind, 1 if conv_before[name] else -1)
-                self._handles.append(module.register_forward_hook(hook))
-        for name, module in self.model.named_modules():
-            if isinstance(module, RECURRENT_TYPES):
-                self._handles.append(module.register_forward_pre_hook(self._sequence_hook(name, module.batch_first)))
-        first = next(iter(parameterised_modules(self.model)), None)
-        if first is not None:
-            self._handles.append(first[1].register_forward_pre_hook(self._input_hook))
-
-    def detach(self) -> None:
-        """Remove every hook this collector installed."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-
-    def _activation_hook(self, name: str, kind: str, unit_dim: int) -> Any:
-        def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
-            if self.sampling and name not in self._sample.activations and module.training and torch.is_grad_enabled():
-                self.guard.run("activation hook", self._record_activation, name, kind, unit_dim, output)
-
-        return hook
-
-    def _input_hook(self, module: torch.nn.Module, args: tuple[Any, ...]) -> None:
-        if self.sampling and self._sample.inputs is None and module.training and torch.is_grad_enabled():
-            self.guard.run("input hook", self._record_inputs, args)
-
-    def _record_inputs(self, args: tuple[Any, ...]) -> None:
-        """Rows and scale of the model's first layer input: unscaled features are a cause of their own."""
-        x = local(args[0]) if args and isinstance(args[0], torch.Tensor) else None
-        if x is None or x.dim() == 0:
-            return
-        self._sample.batch_rows = int(x.shape[0])
-        if x.is_floating_point() and x.numel() > 1:
-            x = x.detach().float()
-            self._sample.inputs = torch.stack([x.abs().mean(), x.std()])
-
-    def _sequence_hook(self, name: str, batch_first: bool) -> Any:
-        def hook(module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
-            if self.sampling and name not in self._sample.sequences and module.training and torch.is_grad_enabled():
-                return self.guard.run("recurrent hook", self._watch_sequence, name, batch_first, args)
-            return None
-
-        return hook
-
-    def _watch_sequence(self, name: str, batch_first: bool, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
-        """Have backward report the gradient reaching each time step of the layer's input.
-
-        An input that needs no gradient (raw data) is swapped for a detached copy
-        that does; nothing below it needed a gradient, so training is unchanged.
-        """
-        inputs = args[0] if args else None
-        if not isinstance(inputs, torch.Tensor) or not inputs.is_floating_point() or inputs.dim() < 2:
-            return None
-        time_dim = 1 if batch_first and inputs.dim() == 3 else 0
-        replaced = None
-        if not inputs.requires_grad:
-            inputs = inputs.detach().requires_grad_(True)
-            replaced = (inputs, *args[1:])
-        other = [d for d in range(inputs.dim()) if d != time_dim]
-        sequences = self._sample.sequences
-        sequences[name] = None  # armed once per sampled step
-
-        def record(grad: torch.Tensor) -> None:
-            sequences[name] = grad.detach().float().square().sum(other).sqrt()
-
-        inputs.register_hook(lambda grad: self.guard.run("recurrent hook", record, grad))
-        return replaced
-
-    def _record_activation(self, name: str, kind: str, unit_dim: int, output: Any) -> None:
-        """One small reduction per module here; the shares are finished for all modules at once in ``flush``."""
-        if not isinstance(output, torch.Tensor) or output.numel() == 0 or not output.is_floating_point():
-            return
-        output = output.detach()
-        if kind in DEAD_KINDS:  # the windows are kept in ``pack``: the hook may run inside a compiled graph
-            if output.dim() < 2:
-                self._sample.activations[name] = (kind, output.clone(), 1)
-            else:
-                unit_dim %= output.dim()
-                others = [d for d in range(output.dim()) if d != unit_dim]
-                self._sample.activations[name] = (kind, output.amax(others), output.numel() // output.shape[unit_dim])
-        else:
-            low, high = SATURATED_OUTSIDE[kind]
-            tail = (output < low) | (output > high)
-            self._sample.activations[name] = (kind, tail.float().mean(), 0)
 
     @torch.no_grad()
     def capture_gradients(self, *, scale: float | None = None, weights: bool = True, only: list[int] | None = None) -> None:
@@ -301,7 +194,7 @@ class TorchCollector:
 
     def _rows_wanted(self, grads: dict[int, torch.Tensor]) -> set[int]:
         """The weights whose zero gradient rows may judge dead units this sample (not the output layer's)."""
-        measured = {name for name, (kind, _, _) in self._sample.activations.items() if kind in DEAD_KINDS}
+        measured = self.probes.measured_dead()
         last = len(self.layer_names) - 1
         return {i for i in grads if i in self.row_params and self.row_params[i] != last and row_judged(self.row_facts.get(i), measured)}
 
@@ -388,6 +281,7 @@ class TorchCollector:
     def discard(self) -> None:
         """Drop the pending sample (its optimizer step was skipped); losses are kept."""
         self._sample = _Sample()
+        self.probes.discard()
 
     def flush(self, step: int, lr: float | None = None, reduce: Callable[[torch.Tensor], torch.Tensor] | None = None) -> StepStats:
         """Bring the pending sample to the host in one transfer and reset it.
@@ -413,26 +307,22 @@ class TorchCollector:
             norms = torch._foreach_norm(self._local([self.params[i] for i in unread]), 2, dtype=torch.float32)
             part = self._per_layer(torch.stack(norms).square(), unread)
             sample.weight_norms = part if sample.weight_norms is None else sample.weight_norms + part
-        saturated = [(name, kind, share) for name, (kind, share, _) in sample.activations.items() if kind not in DEAD_KINDS]
-        dead = [(name, kind, maxima, rows) for name, (kind, maxima, rows) in sample.activations.items() if kind in DEAD_KINDS]
-        if dead:
-            self._dead_window = _Window.extend(self._dead_window, dead)
-        dead, dead_shares = self._dead_window.take() if self._dead_window is not None else ([], None)
+        forward = self.probes.take()
         for group, norms in sample.grad_rows:
             maxima, seen = self._row_window.get(group, (None, 0))
-            self._row_window[group] = (norms if maxima is None else torch.maximum(maxima, norms), seen + max(sample.batch_rows, 1))
+            self._row_window[group] = (norms if maxima is None else torch.maximum(maxima, norms), seen + max(forward.batch_rows, 1))
         row_windows = {group: self._row_window[group] for group, _ in sample.grad_rows}
         self._row_window = {group: entry for group, entry in row_windows.items() if entry[1] < MIN_DEAD_ROWS}
-        sequences = [(name, profile) for name, profile in sample.sequences.items() if profile is not None]
+        sequences = forward.sequences
         parts: dict[str, Any] = {
             "grad": sample.grad_norms,
             "weight": sample.weight_norms,
             "update": sample.update_norms,
-            "dead": dead_shares,
-            "saturated": torch.stack([share for _, _, share in saturated]) if saturated else None,
+            "dead": forward.dead_shares,
+            "saturated": forward.saturated_shares,
             "sequences": torch.cat([profile for _, profile in sequences]) if sequences else None,
             "raw_grad_sq": sample.raw_grad_sq if sample.backward_passes == 1 else None,
-            "inputs": sample.inputs,
+            "inputs": forward.inputs,
         }
         if row_windows:
             parts["rows"] = self._count_zero_rows(row_windows)
@@ -446,9 +336,9 @@ class TorchCollector:
             values,
             sample,
             layout=[(name, part.numel()) for name, part in present.items()],
-            dead=dead,
+            dead=forward.dead,
             rows=[(self.row_params[i], seen) for group, (_, seen) in row_windows.items() for i in group],
-            saturated=[(name, kind) for name, kind, _ in saturated],
+            saturated=forward.saturated,
             sequences=[(name, int(profile.shape[0])) for name, profile in sequences],
         )
 
@@ -567,55 +457,6 @@ def _sampled(tensor: torch.Tensor, stride: int) -> torch.Tensor:
 def _roots(squares: list[float]) -> list[float]:
     """Layer norms from summed squares (a NaN or infinity stays what it is: evidence)."""
     return [math.sqrt(max(v, 0.0)) if math.isfinite(v) else v for v in squares]
-
-
-class _Window:
-    """Per-unit maxima of several activations over windows of rows, kept in one device vector.
-
-    A unit never positive over its window is dead. Each activation's window
-    grows by the rows of every sampled batch and starts afresh once it has
-    seen ``MIN_DEAD_ROWS`` rows; the whole vector is updated with one kernel.
-    """
-
-    def __init__(self, entries: list[tuple[str, str, torch.Tensor, int]]) -> None:
-        self.names = [name for name, _, _, _ in entries]
-        self.kinds = [kind for _, kind, _, _ in entries]
-        self.sizes = [maxima.numel() for _, _, maxima, _ in entries]
-        self.maxima = torch.cat([maxima for _, _, maxima, _ in entries])  # each 1-D: one value per unit
-        self.seen = [rows for _, _, _, rows in entries]  # 0: empty (started afresh)
-        device = self.maxima.device
-        self.segments = torch.repeat_interleave(torch.arange(len(entries), device=device), torch.tensor(self.sizes, device=device))
-        self.units = torch.tensor(self.sizes, dtype=torch.float32, device=device)
-
-    @classmethod
-    def extend(cls, window: _Window | None, entries: list[tuple[str, str, torch.Tensor, int]]) -> _Window:
-        """``window`` with a sampled batch's maxima added; a new window if the activations are not the same."""
-        if window is None or window.names != [e[0] for e in entries] or window.sizes != [e[2].numel() for e in entries]:
-            return cls(entries)
-        current = torch.cat([maxima for _, _, maxima, _ in entries])
-        empty = [seen == 0 for seen in window.seen]
-        if all(empty):
-            window.maxima = current
-        elif not any(empty):
-            window.maxima = torch.maximum(window.maxima, current)
-        else:
-            restart = torch.tensor(empty, device=current.device)[window.segments]
-            window.maxima = torch.where(restart, current, torch.maximum(window.maxima, current))
-        window.seen = [seen + rows for seen, (_, _, _, rows) in zip(window.seen, entries)]
-        return window
-
-    def take(self) -> tuple[list[tuple[str, str, int]], torch.Tensor | None]:
-        """The windows holding rows (name, kind, rows) and their dead shares; full ones start afresh."""
-        held = [i for i, seen in enumerate(self.seen) if seen > 0]
-        if not held:
-            return [], None
-        dead = torch.zeros(len(self.sizes), device=self.maxima.device).index_add_(0, self.segments, (~(self.maxima > 0)).float())
-        shares = dead / self.units
-        if len(held) < len(self.sizes):
-            shares = shares[torch.tensor(held, device=shares.device)]
-        report = [(self.names[i], self.kinds[i], self.seen[i]) for i in held]
-        self.seen = [0 if seen >= MIN_DEAD_ROWS else seen for seen in self.seen]
-        return report, shares
 
 
 def _take(cursor: Any, count: int) -> list[float]:

@@ -19,6 +19,7 @@ import gradwatch.console
 from gradwatch import load_summary
 from gradwatch.detectors import VanishingGradients
 from gradwatch.integrations.pytorch import watch
+from gradwatch.integrations.torch_probes import ForwardProbes
 from gradwatch.integrations.torch_stats import TorchCollector
 from gradwatch.report import Report, schema_path
 
@@ -39,7 +40,7 @@ def _raise(*args, **kwargs):
 
 FAULTS = {
     "pytorch collector": (TorchCollector, "capture_gradients"),
-    "activation hook": (TorchCollector, "_record_activation"),
+    "activation hook": (ForwardProbes, "_record_activation"),
     "loss": (TorchCollector, "add_loss"),
     "detector vanishing_gradients": (VanishingGradients, "observe"),
     "JSON writer": (Report, "write_json"),

@@ -57,7 +57,7 @@ def test_statistics_match_a_direct_computation():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
     collector = TorchCollector(model)
-    collector.attach()
+    collector.probes.attach()
     x = torch.randn(256, 4)  # a full window for dead units
     out = model(x)
     hidden = torch.relu(model[0](x))
@@ -91,10 +91,10 @@ def test_dead_units_are_judged_over_256_rows():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
     collector = TorchCollector(model)
-    collector.attach()
+    collector.probes.attach()
     shares = []
     for _ in range(5):
-        collector.sampling = True
+        collector.probes.sampling = True
         model(torch.randn(64, 4)).square().mean().backward()
         collector.capture_gradients()
         collector.capture_updates()
@@ -228,7 +228,7 @@ def test_time_profile_matches_autograd_and_leaves_training_unchanged():
     model.zero_grad()
 
     collector = TorchCollector(model)
-    collector.attach()
+    collector.probes.attach()
     loss_of_model = head(model.rnn(x)[0][:, -1]).square().mean()
     loss_of_model.backward()
     for p, g in zip(rnn.parameters(), expected_param_grads):

@@ -1,0 +1,232 @@
+"""What only the forward pass of a sampled step shows, for the PyTorch collector.
+
+Forward hooks on ReLU, sigmoid and tanh modules reduce their outputs (unit
+maxima for dead units, the saturated share); a pre-hook on the first layer
+reads the input's rows and scale; a pre-hook on each recurrent layer has
+backward report the gradient reaching every time step of its input. Hooks do
+nothing on unsampled steps. Dead units are judged over windows of sampled
+batches growing to ``MIN_DEAD_ROWS`` rows, kept on the device until then.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from gradwatch.facts import DEAD_KINDS, SATURATED_OUTSIDE
+from gradwatch.safety import FaultGuard
+
+from ._torch import torch
+from .torch_facts import activation_modules, local, module_kind, parameterised_modules
+
+RECURRENT_TYPES = (torch.nn.RNN, torch.nn.LSTM, torch.nn.GRU)
+MIN_DEAD_ROWS = 256
+
+
+@dataclass
+class Seen:
+    """What the forward pass of the pending sampled step recorded (device tensors)."""
+
+    activations: dict[str, tuple[str, Any, int]] = field(default_factory=dict)  # name -> (kind, saturated share or unit maxima, rows)
+    sequences: dict[str, Any] = field(default_factory=dict)  # recurrent layer -> per-time-step input-gradient norms
+    inputs: Any = None  # mean |x| and std of the first layer's input
+    batch_rows: int = 0  # rows of the first layer's input (for the dead-unit windows)
+
+
+@dataclass
+class Forward:
+    """The forward half of a sample, ready to pack: names and kinds, with their values as device vectors."""
+
+    dead: list[tuple[str, str, int]]  # (name, kind, rows in its window) of each dead-unit share
+    dead_shares: Any
+    saturated: list[tuple[str, str]]
+    saturated_shares: Any
+    sequences: list[tuple[str, Any]]  # (recurrent layer, per-time-step norms)
+    inputs: Any
+    batch_rows: int
+
+
+class ForwardProbes:
+    """The forward hooks of one model; ``sampling`` says whether the current step is measured."""
+
+    def __init__(self, model: torch.nn.Module, guard: FaultGuard) -> None:
+        self.model = model
+        self.guard = guard
+        self.sampling = True
+        self.seen = Seen()
+        self._handles: list[Any] = []
+        self._dead_window: _Window | None = None  # per-unit maxima of the ReLU outputs
+
+    def measured_dead(self) -> set[str]:
+        """Activation modules whose dead units this step measures."""
+        return {name for name, (kind, _, _) in self.seen.activations.items() if kind in DEAD_KINDS}
+
+    def discard(self) -> None:
+        """Drop what the pending step recorded."""
+        self.seen = Seen()
+
+    def take(self) -> Forward:
+        """The pending step's forward half, with the dead-unit windows grown by it; resets it."""
+        seen, self.seen = self.seen, Seen()
+        saturated = [(name, kind, share) for name, (kind, share, _) in seen.activations.items() if kind not in DEAD_KINDS]
+        dead = [(name, kind, maxima, rows) for name, (kind, maxima, rows) in seen.activations.items() if kind in DEAD_KINDS]
+        if dead:
+            self._dead_window = _Window.extend(self._dead_window, dead)
+        windows, shares = self._dead_window.take() if self._dead_window is not None else ([], None)
+        return Forward(
+            dead=windows,
+            dead_shares=shares,
+            saturated=[(name, kind) for name, kind, _ in saturated],
+            saturated_shares=torch.stack([share for _, _, share in saturated]) if saturated else None,
+            sequences=[(name, profile) for name, profile in seen.sequences.items() if profile is not None],
+            inputs=seen.inputs,
+            batch_rows=seen.batch_rows,
+        )
+
+    def attach(self) -> None:
+        """Install forward hooks on ReLU, Sigmoid and Tanh modules (idempotent)."""
+        if self._handles:
+            return
+        conv_before: dict[str, bool] = {}
+        last_conv = False
+        for name, module in self.model.named_modules():
+            kind = module_kind(module)
+            if next(module.parameters(recurse=False), None) is not None:
+                last_conv = kind.startswith("Conv")
+            conv_before[name] = last_conv
+        for name, module in activation_modules(self.model):
+            kind = module_kind(module)
+            if kind in DEAD_KINDS or kind in SATURATED_OUTSIDE:
+                hook = self._activation_hook(name, kind, 1 if conv_before[name] else -1)
+                self._handles.append(module.register_forward_hook(hook))
+        for name, module in self.model.named_modules():
+            if isinstance(module, RECURRENT_TYPES):
+                self._handles.append(module.register_forward_pre_hook(self._sequence_hook(name, module.batch_first)))
+        first = next(iter(parameterised_modules(self.model)), None)
+        if first is not None:
+            self._handles.append(first[1].register_forward_pre_hook(self._input_hook))
+
+    def detach(self) -> None:
+        """Remove every hook this collector installed."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+
+    def _activation_hook(self, name: str, kind: str, unit_dim: int) -> Any:
+        def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
+            if self.sampling and name not in self.seen.activations and module.training and torch.is_grad_enabled():
+                self.guard.run("activation hook", self._record_activation, name, kind, unit_dim, output)
+
+        return hook
+
+    def _input_hook(self, module: torch.nn.Module, args: tuple[Any, ...]) -> None:
+        if self.sampling and self.seen.inputs is None and module.training and torch.is_grad_enabled():
+            self.guard.run("input hook", self._record_inputs, args)
+
+    def _record_inputs(self, args: tuple[Any, ...]) -> None:
+        """Rows and scale of the model's first layer input: unscaled features are a cause of their own."""
+        x = local(args[0]) if args and isinstance(args[0], torch.Tensor) else None
+        if x is None or x.dim() == 0:
+            return
+        self.seen.batch_rows = int(x.shape[0])
+        if x.is_floating_point() and x.numel() > 1:
+            x = x.detach().float()
+            self.seen.inputs = torch.stack([x.abs().mean(), x.std()])
+
+    def _sequence_hook(self, name: str, batch_first: bool) -> Any:
+        def hook(module: torch.nn.Module, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+            if self.sampling and name not in self.seen.sequences and module.training and torch.is_grad_enabled():
+                return self.guard.run("recurrent hook", self._watch_sequence, name, batch_first, args)
+            return None
+
+        return hook
+
+    def _watch_sequence(self, name: str, batch_first: bool, args: tuple[Any, ...]) -> tuple[Any, ...] | None:
+        """Have backward report the gradient reaching each time step of the layer's input.
+
+        An input that needs no gradient (raw data) is swapped for a detached copy
+        that does; nothing below it needed a gradient, so training is unchanged.
+        """
+        inputs = args[0] if args else None
+        if not isinstance(inputs, torch.Tensor) or not inputs.is_floating_point() or inputs.dim() < 2:
+            return None
+        time_dim = 1 if batch_first and inputs.dim() == 3 else 0
+        replaced = None
+        if not inputs.requires_grad:
+            inputs = inputs.detach().requires_grad_(True)
+            replaced = (inputs, *args[1:])
+        other = [d for d in range(inputs.dim()) if d != time_dim]
+        sequences = self.seen.sequences
+        sequences[name] = None  # armed once per sampled step
+
+        def record(grad: torch.Tensor) -> None:
+            sequences[name] = grad.detach().float().square().sum(other).sqrt()
+
+        inputs.register_hook(lambda grad: self.guard.run("recurrent hook", record, grad))
+        return replaced
+
+    def _record_activation(self, name: str, kind: str, unit_dim: int, output: Any) -> None:
+        """One small reduction per module here; the shares are finished for all modules at once in ``flush``."""
+        if not isinstance(output, torch.Tensor) or output.numel() == 0 or not output.is_floating_point():
+            return
+        output = output.detach()
+        if kind in DEAD_KINDS:  # the windows are kept in ``pack``: the hook may run inside a compiled graph
+            if output.dim() < 2:
+                self.seen.activations[name] = (kind, output.clone(), 1)
+            else:
+                unit_dim %= output.dim()
+                others = [d for d in range(output.dim()) if d != unit_dim]
+                self.seen.activations[name] = (kind, output.amax(others), output.numel() // output.shape[unit_dim])
+        else:
+            low, high = SATURATED_OUTSIDE[kind]
+            tail = (output < low) | (output > high)
+            self.seen.activations[name] = (kind, tail.float().mean(), 0)
+
+
+class _Window:
+    """Per-unit maxima of several activations over windows of rows, kept in one device vector.
+
+    A unit never positive over its window is dead. Each activation's window
+    grows by the rows of every sampled batch and starts afresh once it has
+    seen ``MIN_DEAD_ROWS`` rows; the whole vector is updated with one kernel.
+    """
+
+    def __init__(self, entries: list[tuple[str, str, torch.Tensor, int]]) -> None:
+        self.names = [name for name, _, _, _ in entries]
+        self.kinds = [kind for _, kind, _, _ in entries]
+        self.sizes = [maxima.numel() for _, _, maxima, _ in entries]
+        self.maxima = torch.cat([maxima for _, _, maxima, _ in entries])  # each 1-D: one value per unit
+        self.seen = [rows for _, _, _, rows in entries]  # 0: empty (started afresh)
+        device = self.maxima.device
+        self.segments = torch.repeat_interleave(torch.arange(len(entries), device=device), torch.tensor(self.sizes, device=device))
+        self.units = torch.tensor(self.sizes, dtype=torch.float32, device=device)
+
+    @classmethod
+    def extend(cls, window: _Window | None, entries: list[tuple[str, str, torch.Tensor, int]]) -> _Window:
+        """``window`` with a sampled batch's maxima added; a new window if the activations are not the same."""
+        if window is None or window.names != [e[0] for e in entries] or window.sizes != [e[2].numel() for e in entries]:
+            return cls(entries)
+        current = torch.cat([maxima for _, _, maxima, _ in entries])
+        empty = [seen == 0 for seen in window.seen]
+        if all(empty):
+            window.maxima = current
+        elif not any(empty):
+            window.maxima = torch.maximum(window.maxima, current)
+        else:
+            restart = torch.tensor(empty, device=current.device)[window.segments]
+            window.maxima = torch.where(restart, current, torch.maximum(window.maxima, current))
+        window.seen = [seen + rows for seen, (_, _, _, rows) in zip(window.seen, entries)]
+        return window
+
+    def take(self) -> tuple[list[tuple[str, str, int]], torch.Tensor | None]:
+        """The windows holding rows (name, kind, rows) and their dead shares; full ones start afresh."""
+        held = [i for i, seen in enumerate(self.seen) if seen > 0]
+        if not held:
+            return [], None
+        dead = torch.zeros(len(self.sizes), device=self.maxima.device).index_add_(0, self.segments, (~(self.maxima > 0)).float())
+        shares = dead / self.units
+        if len(held) < len(self.sizes):
+            shares = shares[torch.tensor(held, device=shares.device)]
+        report = [(self.names[i], self.kinds[i], self.seen[i]) for i in held]
+        self.seen = [0 if seen >= MIN_DEAD_ROWS else seen for seen in self.seen]
+        return report, shares
