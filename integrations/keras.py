@@ -97,20 +97,24 @@ class GradWatchCallback(keras.callbacks.Callback):
     # the logs into Python floats (a host sync) after every batch. The previous sampled step is
     # read at the next batch's start instead (or at the end of fit).
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        self._read_sampled_step()
+        totals = self._read_sampled_step(disarm=False)  # the loss tracker as this batch finds it, if read
         self._sampled = self.collector is not None and self.session.should_sample(self.step)
+        if self.collector is not None:
+            self.guard.run(COLLECTOR, self.collector.arm, self._sampled)
         if self._sampled:
-            self.guard.run(COLLECTOR, self.collector.sync)
-            self.guard.run(COLLECTOR, self.collector.arm, True)
+            if totals is None:
+                self.guard.run(COLLECTOR, self.collector.sync)
             self.guard.run(COLLECTOR, self.collector.snapshot)
-            self._loss_before = self.guard.run(COLLECTOR, _loss_totals, self.model)
+            self._loss_before = totals or self.guard.run(COLLECTOR, _loss_totals, self.model)
         self.step += 1
 
-    def _read_sampled_step(self) -> None:
+    def _read_sampled_step(self, *, disarm: bool = True) -> tuple[float, float] | None:
+        """Diagnose the sampled step that just ended, if any; returns the loss tracker's totals read."""
         if not self._sampled or self.collector is None:
-            return
+            return None
         self._sampled = False
-        self.guard.run(COLLECTOR, self.collector.arm, False)
+        if disarm:
+            self.guard.run(COLLECTOR, self.collector.arm, False)
         self.guard.run(COLLECTOR, self.collector.sync)
         after = self.guard.run(COLLECTOR, _loss_totals, self.model)
         loss = _batch_loss(self._loss_before, after)
@@ -120,6 +124,7 @@ class GradWatchCallback(keras.callbacks.Callback):
         if stats is not None and self.session.record(stats) and not self.model.stop_training:
             self.model.stop_training = True
             self.session.stop()
+        return after
 
     def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._read_sampled_step()  # before validation batches run through the measured layers

@@ -29,7 +29,7 @@ class KerasBackend:
     def __init__(self, variables: int, units: int) -> None:
         self.armed = False
         self._grad_sq = state_variable(max(variables, 1), "gradwatch_grad_sq")
-        self._column_max = state_variable(max(units, 1), "gradwatch_column_max")  # per unit: largest |gradient| in its column
+        self._column_sq = state_variable(max(units, 1), "gradwatch_column_sq")  # per unit: squared norm of its gradient column
 
     def schedule(self, optimizer: Any, *, offset: int, every_n_steps: int) -> None:
         """The sampling schedule, for backends that decide inside the graph (``offset``: iterations at step 0)."""
@@ -44,13 +44,13 @@ class KerasBackend:
             work()
 
     def keep(self, squares: Any, columns: Any) -> None:
-        """Hand the sampled step's squared gradient norms and column maxima out of the step."""
+        """Hand the sampled step's squared gradient norms and per-unit column norms out of the step."""
         self._grad_sq.assign(squares)
-        self._column_max.assign(columns)
+        self._column_sq.assign(columns)
 
     def take(self) -> tuple[np.ndarray, np.ndarray] | None:
         """What ``keep`` handed out on the last sampled step (None: nothing)."""
-        return ops.convert_to_numpy(self._grad_sq), ops.convert_to_numpy(self._column_max)
+        return ops.convert_to_numpy(self._grad_sq), ops.convert_to_numpy(self._column_sq)
 
     def sync(self, model: Any) -> None:
         """Bring the weights and metrics into the model's variables before they are read."""
@@ -58,6 +58,11 @@ class KerasBackend:
     def square_sum(self, x: Any) -> Any:
         """``sum(x²)`` in float32."""
         return ops.sum(ops.square(ops.cast(x, "float32")))
+
+    def column_square_sums(self, x: Any) -> Any:
+        """``sum(x², axis=0)`` of a 2-D float32 ``x``, as a product with a row of ones: a summation down
+        the columns of a row-major matrix is a strided reduction, the product reads it in order."""
+        return ops.matmul(ops.ones((1, x.shape[0]), "float32"), ops.square(x))[0]
 
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         """``fn`` as one device call where eager ops cost tens of µs each."""
@@ -72,8 +77,9 @@ class TensorFlowBackend(KerasBackend):
         self._flag = state_variable((), "gradwatch_sampled")
 
     def arm(self, on: bool) -> None:
-        self.armed = on
-        self._flag.assign(1.0 if on else 0.0)
+        if on != self.armed:  # an assignment is an eager op: only when the answer changes
+            self._flag.assign(1.0 if on else 0.0)
+            self.armed = on
 
     def when_sampled(self, work: Callable[[], Any]) -> None:
         _cond(self._flag > 0, work)

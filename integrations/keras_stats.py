@@ -66,7 +66,7 @@ class KerasCollector:
         # keyed by the Keras variable and by its backend variable (what Keras's all-reduce passes)
         self._position = {id(x): i for i, v in enumerate(self.variables) for x in (v, v.value)}
         self._with_grad: set[int] = set()
-        self._column_window: dict[int, tuple[np.ndarray, float]] = {}  # layer -> (column maxima, rows) until MIN_DEAD_ROWS
+        self._column_window: dict[int, tuple[np.ndarray, float]] = {}  # layer -> (column maxima of squared norms, rows) until MIN_DEAD_ROWS
         self._optimizer: Any = None
         self._probes: dict[str, tuple[Any, Any]] = {}  # recurrent layer name -> (layer, per-time-step gradient norms)
         for layer in layers:
@@ -95,6 +95,7 @@ class KerasCollector:
         )
         self._compiled_snapshot = backend.compile(self._snapshot)  # one device call instead of an op per variable
         self._compiled_update = backend.compile(self._update_squares)
+        self._compiled_activations = backend.compile(self._activation_readout)
         self.full_batch = False  # one batch is the whole training set: a dead-unit window is one batch
 
     # -- gradients, inside the train step -----------------------------------------------------
@@ -162,7 +163,8 @@ class KerasCollector:
             self.backend.when_sampled(lambda: self.guard.run(part, work))
 
     def _measure(self, grads: list[Any], variables: list[Any], scale: float | None) -> tuple[Any, Any]:
-        """Squared gradient norm of every variable and the share of dead units of every Dense/Conv kernel."""
+        """Squared gradient norm of every variable, and per unit of every Dense/Conv kernel the squared norm
+        of its gradient column (zero: the unit got no gradient on this batch)."""
         by_position = {}
         for grad, variable in zip(grads, variables):
             position = self._position.get(id(variable))
@@ -171,9 +173,15 @@ class KerasCollector:
                 by_position[position] = grad / scale if scale else grad
         self._with_grad.update(by_position)
         zero = ops.zeros((), "float32")
-        squares = [self.backend.square_sum(by_position[i]) if i in by_position else zero for i in range(len(self.variables))]
-        columns = [_column_max(by_position[i]) if i in by_position else ops.zeros((units,), "float32") for i, _, units in self.unit_kernels]
-        return ops.stack(squares or [zero]), ops.concatenate(columns) if columns else ops.zeros((1,), "float32")
+        columns = {
+            i: self.backend.column_square_sums(ops.reshape(by_position[i], (-1, units))) for i, _, units in self.unit_kernels if i in by_position
+        }
+        square_sum = self.backend.square_sum  # a kernel's total comes from its column sums: one pass over it
+        squares = [
+            (ops.sum(columns[i]) if i in columns else square_sum(by_position[i])) if i in by_position else zero for i in range(len(self.variables))
+        ]
+        per_unit = [columns.get(i, ops.zeros((units,), "float32")) for i, _, units in self.unit_kernels]
+        return ops.stack(squares or [zero]), ops.concatenate(per_unit) if per_unit else ops.zeros((1,), "float32")
 
     def _measured_call(self, layer: Any, kind: str, share: Any) -> Any:
         """``layer.call`` that also measures its output on sampled steps."""
@@ -268,12 +276,8 @@ class KerasCollector:
             for name, (_, profile) in self._probes.items()
             if self._with_grad
         )
-        activations = tuple(
-            stats
-            for layer, kind, value in self._activations
-            if self.guard.enabled(ACTIVATIONS) and (stats := _activation_stats(layer.name, kind, value, self.full_batch))
-        )
-        scale = np.asarray(ops.convert_to_numpy(self._inputs[1]), dtype=np.float64) if self._inputs and self.guard.enabled(INPUTS) else None
+        activations = self._read_activations() if self._activations and self.guard.enabled(ACTIVATIONS) else ()
+        scale = np.asarray(ops.convert_to_numpy(self._inputs[1].value), dtype=np.float64) if self._inputs and self.guard.enabled(INPUTS) else None
         mean_abs, std = (float(scale[0]), float(scale[1])) if scale is not None and np.isfinite(scale).all() else (None, None)
         return StepStats(
             step=step,
@@ -286,14 +290,43 @@ class KerasCollector:
             input_std=std,
         )
 
-    def _zero_columns(self, column_max: np.ndarray, rows: float) -> dict[int, tuple[float, int | None]]:
+    def _read_activations(self) -> tuple[ActivationStats, ...]:
+        """The saturated share of the sampled batch, or the dead share over each ReLU window so far
+        (``None`` window: the whole training set, full-batch); one device call and one host read."""
+        limit = ops.convert_to_tensor(0.0 if self.full_batch else float(MIN_DEAD_ROWS))
+        values = np.asarray(ops.convert_to_numpy(self._compiled_activations(limit)), dtype=np.float64).reshape(-1, 2)
+        stats = []
+        for (layer, kind, _), (value, seen) in zip(self._activations, values):
+            if kind not in DEAD_KINDS:
+                stats.append(ActivationStats(layer.name, kind, saturated_share=float(value)))
+            elif seen > 0:
+                stats.append(ActivationStats(layer.name, kind, dead_share=float(value), window=None if self.full_batch else int(seen)))
+        return tuple(stats)
+
+    def _activation_readout(self, limit: Any) -> Any:
+        """Per measured activation (its value, rows): a window with at least ``limit`` rows starts afresh."""
+        readout, full = [], []
+        for _, kind, value in self._activations:
+            if kind not in DEAD_KINDS:
+                readout += [ops.cast(value, "float32"), ops.zeros((), "float32")]
+                continue
+            maxima, rows = value
+            readout += [ops.mean(ops.cast(maxima <= 0, "float32")), ops.cast(rows, "float32")]
+            full.append((maxima, rows, rows >= limit))
+        result = ops.stack(readout)  # a new tensor: read before the windows restart
+        for maxima, rows, done in full:
+            maxima.assign(ops.where(done, ops.full_like(maxima, -np.inf), maxima))
+            rows.assign(ops.where(done, ops.zeros_like(rows), rows))
+        return result
+
+    def _zero_columns(self, column_sq: np.ndarray, rows: float) -> dict[int, tuple[float, int | None]]:
         """Share of units whose kernel column got no gradient over a window of ``MIN_DEAD_ROWS`` rows, per layer.
 
         Column maxima are kept on the host across sampled steps until the window is full.
         """
         shares, start = {}, 0
         for position, layer, units in self.unit_kernels:
-            column = column_max[start : start + units]
+            column = column_sq[start : start + units]
             start += units
             if position not in self._with_grad:
                 continue
@@ -305,24 +338,6 @@ class KerasCollector:
             else:
                 self._column_window[layer] = (kept, seen)
         return shares
-
-
-def _activation_stats(name: str, kind: str, value: Any, full_batch: bool) -> ActivationStats | None:
-    """The saturated share of the sampled batch, or the dead share over the ReLU window so far.
-
-    A window restarts once it has seen ``MIN_DEAD_ROWS`` rows (or the whole training set, full-batch).
-    """
-    if kind not in DEAD_KINDS:
-        return ActivationStats(name, kind, saturated_share=float(ops.convert_to_numpy(value)))
-    maxima, rows = value
-    seen = int(ops.convert_to_numpy(rows))
-    if seen == 0:
-        return None
-    share = float(np.mean(np.asarray(ops.convert_to_numpy(maxima)) <= 0))
-    if seen >= MIN_DEAD_ROWS or full_batch:
-        maxima.assign(np.full(maxima.shape, -np.inf, "float32"))
-        rows.assign(np.zeros((), "float32"))
-    return ActivationStats(name, kind, dead_share=share, window=None if full_batch else seen)
 
 
 def _units(layer: Any) -> int | None:
@@ -413,8 +428,3 @@ def _sampled(x: Any, stride: int) -> Any:
     flat = ops.reshape(x, (-1,))
     whole = int(flat.shape[0]) // BLOCK * BLOCK
     return ops.reshape(flat[:whole], (-1, BLOCK))[::stride]
-
-
-def _column_max(grad: Any) -> Any:
-    """The largest |gradient| in each output unit's column (last axis) of a kernel: 0 for a unit that got none."""
-    return ops.max(ops.abs(ops.reshape(grad, (-1, grad.shape[-1]))), axis=0)
