@@ -108,13 +108,16 @@ def _time(config: str, steps: int, profile: bool) -> dict[str, Any]:
     }
 
 
-def _time_keras(steps: int) -> dict[str, Any]:
+def _time_keras(steps: int, profile: bool) -> dict[str, Any]:
     """Runs in a child process, on one thread: the Keras (TensorFlow) 6×1024 MLP, plain and watched.
 
     Rounds of 5 batches of ``fit`` alternate between a plain and a watched copy
     (every batch sampled); the floor is ``tf.linalg.global_norm`` of the
     gradients and of the weights (the fused pass Keras itself uses for
-    ``global_clipnorm``), warm.
+    ``global_clipnorm``), warm, in every round. ``profile``: also the time of
+    the callback's host work per sampled batch (reading the previous sampled
+    step, the weight snapshot, the loss tracker); the rest of the extra time is
+    the sampled branch inside the compiled step.
     """
     import os
 
@@ -126,6 +129,8 @@ def _time_keras(steps: int) -> dict[str, Any]:
     import keras
     import numpy as np
 
+    from gradwatch.integrations import keras as keras_adapter
+    from gradwatch.integrations import keras_stats
     from gradwatch.integrations.keras import GradWatchCallback
 
     keras.utils.set_random_seed(0)
@@ -159,6 +164,15 @@ def _time_keras(steps: int) -> dict[str, Any]:
         def on_train_batch_begin(self, index: int, logs: object = None) -> None:
             self.start = time.perf_counter()
 
+    parts: dict[str, float] = {}
+    if profile:
+        for owner, names in (
+            (GradWatchCallback, ("on_train_batch_begin",)),
+            (keras_stats.KerasCollector, ("read", "snapshot")),
+            (keras_adapter, ("_loss_totals",)),
+        ):
+            for name in names:
+                setattr(owner, name, _timed(getattr(owner, name), name, parts))
     plain, watched = build(), build()
     watcher = GradWatchCallback(every_n_steps=1, print_report=False, warn_on=None)
     clocks = {"plain": Clock(), "watched": Clock()}
@@ -175,6 +189,8 @@ def _time_keras(steps: int) -> dict[str, Any]:
             model.fit(x, y, batch_size=batch, epochs=1, verbose=0, shuffle=False, callbacks=[clock, *extra, clock.last])
             if i:  # the first round warms up
                 clock.kept.extend(clock.times[1:])
+            elif name == "watched":
+                parts.clear()
         for _ in range(per_round):  # the floor in every round too, so that it drifts with the machine
             tf.linalg.global_norm(grads).numpy(), tf.linalg.global_norm(plain.trainable_variables).numpy()
             start = time.perf_counter()
@@ -188,7 +204,7 @@ def _time_keras(steps: int) -> dict[str, Any]:
         "watched": watched_s,
         "extra": watched_s - plain_s,
         "floor": statistics.median(floor),
-        "parts": {},
+        "parts": {name: seconds / ((rounds - 1) * per_round) for name, seconds in parts.items()},
     }
 
 
@@ -264,7 +280,7 @@ def main() -> None:
         if kind == "rss":
             result = _peak_rss(config, rest[0] == "watched")
         else:
-            result = _time_keras(int(rest[0])) if config == "keras_mlp" else _time(config, int(rest[0]), rest[1] == "1")
+            result = _time_keras(int(rest[0]), rest[1] == "1") if config == "keras_mlp" else _time(config, int(rest[0]), rest[1] == "1")
         print(json.dumps(result))
         return
     print(
