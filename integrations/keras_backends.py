@@ -48,9 +48,13 @@ class KerasBackend:
         self._grad_sq.assign(squares)
         self._column_sq.assign(columns)
 
+    def kept(self) -> list[Any]:
+        """The variables ``keep`` writes (read with the step's other statistics); none where they leave otherwise."""
+        return [self._grad_sq, self._column_sq]
+
     def take(self) -> tuple[np.ndarray, np.ndarray] | None:
-        """What ``keep`` handed out on the last sampled step (None: nothing)."""
-        return ops.convert_to_numpy(self._grad_sq), ops.convert_to_numpy(self._column_sq)
+        """What ``keep`` handed out on the last sampled step (None: nothing), where ``kept`` has no variables."""
+        return None
 
     def sync(self, model: Any) -> None:
         """Bring the weights and metrics into the model's variables before they are read."""
@@ -125,6 +129,9 @@ class JaxBackend(KerasBackend):
             self._received = (np.asarray(squares), np.asarray(columns))
 
         jax.debug.callback(receive, squares, columns)
+
+    def kept(self) -> list[Any]:
+        return []
 
     def take(self) -> tuple[np.ndarray, np.ndarray] | None:
         received, self._received = self._received, None

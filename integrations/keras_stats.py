@@ -94,8 +94,8 @@ class KerasCollector:
             np.asarray([numel / sampled_elements(numel, k) for (numel, _), k in zip(sizes, self._strides)] or [1.0], dtype="float32")
         )
         self._compiled_snapshot = backend.compile(self._snapshot)  # one device call instead of an op per variable
-        self._compiled_update = backend.compile(self._update_squares)
-        self._compiled_activations = backend.compile(self._activation_readout)
+        self._compiled_readout = backend.compile(self._readout)
+        self._units = max(sum(units for _, _, units in self.unit_kernels), 1)
         self.full_batch = False  # one batch is the whole training set: a dead-unit window is one batch
 
     # -- gradients, inside the train step -----------------------------------------------------
@@ -235,27 +235,25 @@ class KerasCollector:
         return ops.stack([square_sum(_sampled(v, k) - b) for v, k, b in zip(values, self._strides, before)]) * self._update_scale
 
     def read(self, step: int, *, loss: float | None, lr: float | None, rows: float | None = None) -> StepStats:
-        """Statistics of the step that just ended: norms reduced on the device, one host read.
+        """Statistics of the step that just ended: everything reduced on the device in one compiled call,
+        then one host read.
 
         ``rows``: the batch size of that step, for the dead-unit windows.
         """
-        n = len(self.layer_names)
-        current = [v.value for v in self.variables]
-        packed = [self._weight_sq if self._weight_sq is not None else self._compiled_snapshot(current)[0]]  # |W| before the step
-        if self._before is not None:
-            packed.append(self._compiled_update(current, self._before))
-        values = np.asarray(ops.convert_to_numpy(ops.concatenate(packed)), dtype=np.float64)
-        weight = np.sqrt(np.bincount(self.owners, values[: len(self.variables)], n))
-        update = np.sqrt(np.bincount(self.owners, values[len(self.variables) :], n)) if self._before is not None else None
+        n, count = len(self.layer_names), len(self.variables)
+        limit = ops.convert_to_tensor(0.0 if self.full_batch else float(MIN_DEAD_ROWS))
+        values = self._compiled_readout([v.value for v in self.variables], self._before, self._weight_sq, limit)
+        cursor = _Cursor(np.asarray(ops.convert_to_numpy(values), dtype=np.float64))
+        weight = np.sqrt(np.bincount(self.owners, cursor.take(count), n))
+        update = np.sqrt(np.bincount(self.owners, cursor.take(count), n)) if self._before is not None else None
         self._before = self._weight_sq = None
-        grad: np.ndarray | None = None
-        with_grad_layers: set[int] = set()
-        measured = self.backend.take()
+        measured = (cursor.take(max(count, 1)), cursor.take(self._units)) if self.backend.kept() else self.backend.take()
         if not self.guard.enabled(RECORDER):  # its variables still hold the last good sample: not this step's
             measured = None
+        grad: np.ndarray | None = None
+        with_grad_layers: set[int] = set()
         if measured is not None and self._with_grad:
-            squares = np.asarray(measured[0], dtype=np.float64)[: len(self.variables)]
-            grad = np.sqrt(np.bincount(self.owners, squares, n))
+            grad = np.sqrt(np.bincount(self.owners, np.asarray(measured[0], dtype=np.float64)[:count], n))
             with_grad_layers = {int(self.owners[i]) for i in self._with_grad}
         zero_units: dict[int, tuple[float, int | None]] = {}
         if measured is not None and self.unit_kernels and self._with_grad:
@@ -271,30 +269,41 @@ class KerasCollector:
             )
             for i, name in enumerate(self.layer_names)
         )
-        sequences = tuple(
-            SequenceStats(name, tuple(float(v) for v in ops.convert_to_numpy(profile)))
-            for name, (_, profile) in self._probes.items()
-            if self._with_grad
+        activations = self._activation_stats(cursor.take(2 * len(self._activations)).reshape(-1, 2))
+        scale = cursor.take(2) if self._inputs else None
+        profiles = [(name, cursor.take(int(profile.shape[0]))) for name, (_, profile) in self._probes.items()]
+        mean_abs, std = (
+            (float(scale[0]), float(scale[1])) if scale is not None and self.guard.enabled(INPUTS) and np.isfinite(scale).all() else (None, None)
         )
-        activations = self._read_activations() if self._activations and self.guard.enabled(ACTIVATIONS) else ()
-        scale = np.asarray(ops.convert_to_numpy(self._inputs[1].value), dtype=np.float64) if self._inputs and self.guard.enabled(INPUTS) else None
-        mean_abs, std = (float(scale[0]), float(scale[1])) if scale is not None and np.isfinite(scale).all() else (None, None)
         return StepStats(
             step=step,
             layers=layers,
             loss=None if loss is None else float(loss),
             lr=lr,
-            sequences=sequences,
-            activations=activations,
+            sequences=tuple(SequenceStats(name, tuple(float(v) for v in profile)) for name, profile in profiles if self._with_grad),
+            activations=activations if self.guard.enabled(ACTIVATIONS) else (),
             input_mean_abs=mean_abs,
             input_std=std,
         )
 
-    def _read_activations(self) -> tuple[ActivationStats, ...]:
+    def _readout(self, values: list[Any], before: list[Any] | None, weight_sq: Any, limit: Any) -> Any:
+        """One vector of all a sampled step's statistics, in ``read``'s order: weight norms before the
+        step (from the snapshot, else now), the update, the gradient numbers kept in variables, the
+        activations (their windows restart at ``limit`` rows), the input scale, the time profiles."""
+        parts = [weight_sq if weight_sq is not None else self._snapshot(values)[0]]
+        if before is not None:
+            parts.append(self._update_squares(values, before))
+        parts += self.backend.kept()
+        if self._activations:
+            parts.append(self._activation_readout(limit))
+        if self._inputs is not None:
+            parts.append(self._inputs[1])
+        parts += [profile for _, profile in self._probes.values()]
+        return ops.concatenate([ops.reshape(ops.cast(part, "float32"), (-1,)) for part in parts])
+
+    def _activation_stats(self, values: np.ndarray) -> tuple[ActivationStats, ...]:
         """The saturated share of the sampled batch, or the dead share over each ReLU window so far
-        (``None`` window: the whole training set, full-batch); one device call and one host read."""
-        limit = ops.convert_to_tensor(0.0 if self.full_batch else float(MIN_DEAD_ROWS))
-        values = np.asarray(ops.convert_to_numpy(self._compiled_activations(limit)), dtype=np.float64).reshape(-1, 2)
+        (``None`` window: the whole training set, full-batch)."""
         stats = []
         for (layer, kind, _), (value, seen) in zip(self._activations, values):
             if kind not in DEAD_KINDS:
@@ -428,3 +437,14 @@ def _sampled(x: Any, stride: int) -> Any:
     flat = ops.reshape(x, (-1,))
     whole = int(flat.shape[0]) // BLOCK * BLOCK
     return ops.reshape(flat[:whole], (-1, BLOCK))[::stride]
+
+
+class _Cursor:
+    """Reads consecutive pieces of one host vector."""
+
+    def __init__(self, values: np.ndarray) -> None:
+        self.values, self.start = values, 0
+
+    def take(self, count: int) -> np.ndarray:
+        self.start += count
+        return self.values[self.start - count : self.start]
