@@ -59,8 +59,13 @@ class FaultGuard:
         try:
             return fn(*args, **kwargs)
         except Exception as exc:
-            if self.strict:
-                raise
-            self.failed[part] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"  # one line
-            warn(f"gradwatch: {part} failed and is now disabled ({self.failed[part]}); training continues")
+            self.fail(part, exc)
             return None
+
+    def fail(self, part: str, exc: Exception) -> None:
+        """Switch ``part`` off after ``exc`` with one warning (re-raised when strict): for hot paths that
+        catch errors themselves rather than pay for ``run``'s call."""
+        if self.strict:
+            raise exc
+        self.failed[part] = f"{type(exc).__name__}: {' '.join(str(exc).split())[:300]}"  # one line
+        warn(f"gradwatch: {part} failed and is now disabled ({self.failed[part]}); training continues")

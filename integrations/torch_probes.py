@@ -10,6 +10,7 @@ batches growing to ``MIN_DEAD_ROWS`` rows, kept on the device until then.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,6 +22,7 @@ from .torch_facts import activation_modules, local, module_kind, parameterised_m
 
 RECURRENT_TYPES = (torch.nn.RNN, torch.nn.LSTM, torch.nn.GRU)
 MIN_DEAD_ROWS = 256
+ACTIVATION_HOOK = "activation hook"
 
 
 @dataclass
@@ -113,9 +115,14 @@ class ForwardProbes:
         self._handles.clear()
 
     def _activation_hook(self, name: str, kind: str, unit_dim: int) -> Any:
+        failed = self.guard.failed  # the hook runs for every module of every forward: it is kept lean
+
         def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
-            if self.sampling and name not in self.seen.activations and module.training and torch.is_grad_enabled():
-                self.guard.run("activation hook", self._record_activation, name, kind, unit_dim, output)
+            if self.sampling and module.training and torch.is_grad_enabled() and name not in self.seen.activations and ACTIVATION_HOOK not in failed:
+                try:
+                    self._record_activation(name, kind, unit_dim, output)
+                except Exception as exc:
+                    self.guard.fail(ACTIVATION_HOOK, exc)
 
         return hook
 
@@ -166,21 +173,27 @@ class ForwardProbes:
         return replaced
 
     def _record_activation(self, name: str, kind: str, unit_dim: int, output: Any) -> None:
-        """One small reduction per module here; the shares are finished for all modules at once in ``flush``."""
-        if not isinstance(output, torch.Tensor) or output.numel() == 0 or not output.is_floating_point():
+        """One small reduction per module here; the shares are finished for all modules at once in ``take``."""
+        if not isinstance(output, torch.Tensor) or not output.is_floating_point() or output.numel() == 0:
             return
         output = output.detach()
-        if kind in DEAD_KINDS:  # the windows are kept in ``pack``: the hook may run inside a compiled graph
-            if output.dim() < 2:
+        if kind in DEAD_KINDS:  # the windows are kept in ``take``: the hook may run inside a compiled graph
+            dims = output.dim()
+            if dims < 2:
                 self.seen.activations[name] = (kind, output.clone(), 1)
             else:
-                unit_dim %= output.dim()
-                others = [d for d in range(output.dim()) if d != unit_dim]
-                self.seen.activations[name] = (kind, output.amax(others), output.numel() // output.shape[unit_dim])
+                unit_dim %= dims
+                self.seen.activations[name] = (kind, output.amax(_other_dims(dims, unit_dim)), output.numel() // output.shape[unit_dim])
         else:
             low, high = SATURATED_OUTSIDE[kind]
             tail = (output < low) | (output > high)
             self.seen.activations[name] = (kind, tail.float().mean(), 0)
+
+
+@functools.cache
+def _other_dims(dims: int, unit_dim: int) -> list[int]:
+    """Every dimension of a ``dims``-dimensional output but its units'."""
+    return [d for d in range(dims) if d != unit_dim]
 
 
 class _Window:

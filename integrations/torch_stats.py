@@ -43,7 +43,9 @@ class _Sample:
     grad_norms: Any = None  # per layer: summed squared norms (see ``TorchCollector.pack``)
     grad_rows: list[tuple[Group, Any]] = field(default_factory=list)  # row norms of the row-judged weights, per group
     grad_key: list[tuple[int, int]] | None = None  # identity and version of each gradient read: unchanged ones need no new read
-    before: dict[tuple[int, ...] | None, list[Any]] = field(default_factory=dict)  # parameters read (None: all) -> per group, the snapshot
+    before: dict[tuple[int, ...] | None, list[tuple[Any, tuple[Any, ...]]]] = field(
+        default_factory=dict
+    )  # parameters read (None: all) -> per group, the snapshot and its rows
     weight_norms: Any = None  # squared, before the optimizer step: the scale a step is judged against
     update_norms: Any = None
     weighed: set[int] = field(default_factory=set)  # parameters whose weight norm was read
@@ -107,7 +109,7 @@ class TorchCollector:
         self._indices: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor | None]] = {}
         self._plans: dict[tuple[Any, ...], list[Group]] = {}
         self._row_scale: dict[tuple[Group, ...], torch.Tensor] = {}
-        self._snapshots: dict[Group, torch.Tensor] = {}
+        self._snapshots: dict[Group, tuple[torch.Tensor, tuple[torch.Tensor, ...]]] = {}  # buffer and its rows (views)
 
     @torch.no_grad()
     def capture_gradients(self, *, scale: float | None = None, weights: bool = True, only: list[int] | None = None) -> None:
@@ -208,16 +210,17 @@ class TorchCollector:
         for group in self._plan(weights):
             if len(group) > 1:
                 tensors = [weights[i] for i in group]
-                buffer = self._snapshots.get(group)
-                if buffer is None or buffer.shape[1:] != tensors[0].shape or buffer.dtype != tensors[0].dtype or buffer.device != tensors[0].device:
-                    buffer = self._snapshots[group] = torch.stack(tensors)
+                kept = self._snapshots.get(group)
+                if kept is None or kept[0].shape[1:] != tensors[0].shape or kept[0].dtype != tensors[0].dtype or kept[0].device != tensors[0].device:
+                    buffer = torch.stack(tensors)
+                    kept = self._snapshots[group] = (buffer, buffer.unbind(0))  # views made once: each costs microseconds
                 else:
-                    torch.stack(tensors, out=buffer)
-                before.append(buffer)
-                whole = buffer  # the copy is read for the norms: it is where the weights are now
+                    torch.stack(tensors, out=kept[0])
+                before.append(kept)
+                whole = kept[0]  # the copy is read for the norms: it is where the weights are now
             else:
                 whole = weights[group[0]].reshape(1, -1)
-                before.append(_sampled(weights[group[0]], self._update_stride[group[0]]).clone())
+                before.append((_sampled(weights[group[0]], self._update_stride[group[0]]).clone(), ()))
             squares.append(torch.linalg.vector_norm(whole.flatten(1), dim=1, dtype=torch.float32).square())
             order += group
         part = self._per_layer(torch.cat(squares), order)
@@ -239,9 +242,9 @@ class TorchCollector:
         weights = self._weights(only)
         groups = self._plan(weights)
         squares = []
-        for group, delta in zip(groups, before):  # each snapshot becomes -ΔW
+        for group, (delta, rows) in zip(groups, before):  # each snapshot becomes -ΔW
             if len(group) > 1:
-                torch._foreach_sub_(delta.unbind(0), [weights[i] for i in group])
+                torch._foreach_sub_(list(rows), [weights[i] for i in group])
             else:
                 delta.sub_(_sampled(weights[group[0]], self._update_stride[group[0]]))
             square = torch.linalg.vector_norm(delta.reshape(len(group), -1), dim=1, dtype=torch.float32).square()
