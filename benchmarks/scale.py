@@ -129,7 +129,6 @@ def _time_keras(steps: int, profile: bool) -> dict[str, Any]:
     import keras
     import numpy as np
 
-    from gradwatch.integrations import keras as keras_adapter
     from gradwatch.integrations import keras_stats
     from gradwatch.integrations.keras import GradWatchCallback
 
@@ -169,7 +168,7 @@ def _time_keras(steps: int, profile: bool) -> dict[str, Any]:
         for owner, names in (
             (GradWatchCallback, ("on_train_batch_begin",)),
             (keras_stats.KerasCollector, ("read", "snapshot")),
-            (keras_adapter, ("_loss_totals",)),
+            (keras_stats, ("_loss_totals",)),
         ):
             for name in names:
                 setattr(owner, name, _timed(getattr(owner, name), name, parts))

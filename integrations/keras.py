@@ -17,7 +17,7 @@ from gradwatch.monitor import Monitor
 from gradwatch.report import Report, Severity, StopSeverity
 from gradwatch.session import Session
 
-from ._keras import keras, ops
+from ._keras import keras
 from .keras_facts import learning_rate, model_facts
 from .keras_stats import KerasCollector
 from .keras_trial import trial
@@ -66,7 +66,6 @@ class GradWatchCallback(keras.callbacks.Callback):
         self.collector: KerasCollector | None = None
         self.step = 0
         self._sampled = False
-        self._loss_before: tuple[float, float] | None = None
 
     @property
     def monitor(self) -> Monitor:
@@ -97,34 +96,26 @@ class GradWatchCallback(keras.callbacks.Callback):
     # the logs into Python floats (a host sync) after every batch. The previous sampled step is
     # read at the next batch's start instead (or at the end of fit).
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
-        totals = self._read_sampled_step(disarm=False)  # the loss tracker as this batch finds it, if read
+        in_sync = self._read_sampled_step(disarm=False)  # a read leaves the variables and loss totals current
         self._sampled = self.collector is not None and self.session.should_sample(self.step)
         if self.collector is not None:
             self.guard.run(COLLECTOR, self.collector.arm, self._sampled)
         if self._sampled:
-            if totals is None:
-                self.guard.run(COLLECTOR, self.collector.sync)
-            self.guard.run(COLLECTOR, self.collector.snapshot)
-            self._loss_before = totals or self.guard.run(COLLECTOR, _loss_totals, self.model)
+            self.guard.run(COLLECTOR, self.collector.begin_sample, self.collector.loss_totals if in_sync else None)
         self.step += 1
 
-    def _read_sampled_step(self, *, disarm: bool = True) -> tuple[float, float] | None:
-        """Diagnose the sampled step that just ended, if any; returns the loss tracker's totals read."""
+    def _read_sampled_step(self, *, disarm: bool = True) -> bool:
+        """Diagnose the sampled step that just ended, if any; True if it was read."""
         if not self._sampled or self.collector is None:
-            return None
+            return False
         self._sampled = False
         if disarm:
             self.guard.run(COLLECTOR, self.collector.arm, False)
-        self.guard.run(COLLECTOR, self.collector.sync)
-        after = self.guard.run(COLLECTOR, _loss_totals, self.model)
-        loss = _batch_loss(self._loss_before, after)
-        rows = after[1] - self._loss_before[1] if after and self._loss_before and after[1] > self._loss_before[1] else None
-        lr = learning_rate(self.model.optimizer)
-        stats = self.guard.run(COLLECTOR, self.collector.read, self.step - 1, loss=loss, lr=lr, rows=rows)
+        stats = self.guard.run(COLLECTOR, self.collector.read, self.step - 1, lr=learning_rate(self.model.optimizer))
         if stats is not None and self.session.record(stats) and not self.model.stop_training:
             self.model.stop_training = True
             self.session.stop()
-        return after
+        return stats is not None
 
     def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
         self._read_sampled_step()  # before validation batches run through the measured layers
@@ -148,29 +139,6 @@ class GradWatchCallback(keras.callbacks.Callback):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.step = int(state["step"])
         self.session.load_state_dict(state["monitor"])
-
-
-def _loss_totals(model: Any) -> tuple[float, float] | None:
-    """The running total and count of Keras' loss tracker (a host read: sampled steps only)."""
-    tracker = next((m for m in model.metrics if m.name == "loss"), None)
-    if tracker is None or not hasattr(tracker, "total") or not hasattr(tracker, "count"):
-        return None
-    return float(ops.convert_to_numpy(tracker.total)), float(ops.convert_to_numpy(tracker.count))
-
-
-def _batch_loss(before: tuple[float, float] | None, after: tuple[float, float] | None) -> float | None:
-    """The sampled batch's own loss, from the tracker's totals around it.
-
-    Keras shows a running mean from the epoch start, which hides a loss that
-    freezes or climbs; the difference of the running totals is the batch's mean.
-    Where the tracker was reset in between, the running mean is all there is.
-    """
-    if after is None:
-        return None
-    total, count = after
-    if before is not None and count > before[1]:
-        return (total - before[0]) / (count - before[1])
-    return total / count if count else None
 
 
 __all__ = ["GradWatchCallback", "trial"]

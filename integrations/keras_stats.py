@@ -97,6 +97,8 @@ class KerasCollector:
         self._compiled_readout = backend.compile(self._readout)
         self._units = max(sum(units for _, _, units in self.unit_kernels), 1)
         self.full_batch = False  # one batch is the whole training set: a dead-unit window is one batch
+        self._loss_before: tuple[float, float] | None = None
+        self.loss_totals: tuple[float, float] | None = None  # the tracker's (total, count) at the latest read
 
     # -- gradients, inside the train step -----------------------------------------------------
     def install(self, optimizer: Any, *, first_step: int, every_n_steps: int) -> None:
@@ -221,6 +223,14 @@ class KerasCollector:
         """Bring weights and metrics into the model's variables (JAX ``fit`` keeps them apart between syncs)."""
         self.backend.sync(self._model)
 
+    def begin_sample(self, loss_totals: tuple[float, float] | None = None) -> None:
+        """Before a sampled step: the model's variables brought up to date, then ``snapshot``; the loss
+        tracker's totals as the step finds them (``loss_totals``: just read by ``read``, in sync)."""
+        if loss_totals is None:
+            self.sync()
+        self.snapshot()
+        self._loss_before = loss_totals or _loss_totals(self._model)
+
     def snapshot(self) -> None:
         """Before a sampled step, on the device: the weights' squared norms, and a copy of the
         elements the step's update is measured on (a sample of the large ones, see ``gradwatch.blocks``)."""
@@ -234,12 +244,15 @@ class KerasCollector:
         square_sum = self.backend.square_sum
         return ops.stack([square_sum(_sampled(v, k) - b) for v, k, b in zip(values, self._strides, before)]) * self._update_scale
 
-    def read(self, step: int, *, loss: float | None, lr: float | None, rows: float | None = None) -> StepStats:
+    def read(self, step: int, *, lr: float | None) -> StepStats:
         """Statistics of the step that just ended: everything reduced on the device in one compiled call,
-        then one host read.
-
-        ``rows``: the batch size of that step, for the dead-unit windows.
-        """
+        then one host read; the loss and the batch's rows from the loss tracker's totals around the step
+        (``loss_totals``: as this read left them)."""
+        self.sync()
+        before, after = self._loss_before, _loss_totals(self._model)
+        self._loss_before, self.loss_totals = None, after
+        rows = after[1] - before[1] if after and before and after[1] > before[1] else None
+        loss = _batch_loss(before, after)
         n, count = len(self.layer_names), len(self.variables)
         limit = ops.convert_to_tensor(0.0 if self.full_batch else float(MIN_DEAD_ROWS))
         values = self._compiled_readout([v.value for v in self.variables], self._before, self._weight_sq, limit)
@@ -347,6 +360,29 @@ class KerasCollector:
             else:
                 self._column_window[layer] = (kept, seen)
         return shares
+
+
+def _loss_totals(model: Any) -> tuple[float, float] | None:
+    """The running total and count of Keras' loss tracker (a host read: sampled steps only)."""
+    tracker = next((m for m in model.metrics if m.name == "loss"), None)
+    if tracker is None or not hasattr(tracker, "total") or not hasattr(tracker, "count"):
+        return None
+    return float(ops.convert_to_numpy(tracker.total)), float(ops.convert_to_numpy(tracker.count))
+
+
+def _batch_loss(before: tuple[float, float] | None, after: tuple[float, float] | None) -> float | None:
+    """The sampled batch's own loss, from the tracker's totals around it.
+
+    Keras shows a running mean from the epoch start, which hides a loss that
+    freezes or climbs; the difference of the running totals is the batch's mean.
+    Where the tracker was reset in between, the running mean is all there is.
+    """
+    if after is None:
+        return None
+    total, count = after
+    if before is not None and count > before[1]:
+        return (total - before[0]) / (count - before[1])
+    return total / count if count else None
 
 
 def _units(layer: Any) -> int | None:
