@@ -37,6 +37,13 @@ STOP_ON: list[tuple[str, Any, str]] = [
 ]
 
 
+# the options of the callbacks whose trainer has its own logging (Lightning, Transformers)
+LOGGING: list[tuple[str, Any, str]] = [
+    ("log_layers", "yes", "log_layers must be True or False, got 'yes'"),
+    ("every_n_steps", -3, "every_n_steps must be an integer >= 1 or None, got -3"),
+]
+
+
 def case_id(case: tuple[str, Any, str]) -> str:
     name, value, _ = case
     return f"{name}={value!r}"[:40]

@@ -1,4 +1,4 @@
-"""Every option of the Lightning callback is checked at construction (its session is only built in setup)."""
+"""Every option of the Lightning callback is checked at construction, not when the Trainer sets it up."""
 
 from __future__ import annotations
 
@@ -7,16 +7,9 @@ import pytest
 from gradwatch.integrations.lightning import GradWatchCallback
 from gradwatch.options import OptionError
 
-from ..option_cases import SHARED, STOP_ON, case_id, concrete
+from ..option_cases import LOGGING, SHARED, STOP_ON, case_id, concrete
 
-CASES = (
-    SHARED
-    + STOP_ON
-    + [
-        ("log_layers", "yes", "log_layers must be True or False, got 'yes'"),
-        ("every_n_steps", -3, "every_n_steps must be an integer >= 1 or None, got -3"),
-    ]
-)
+CASES = SHARED + STOP_ON + LOGGING
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
