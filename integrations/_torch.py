@@ -1,6 +1,10 @@
-"""Imports PyTorch for the adapters, or fails with the exact install line."""
+"""Imports PyTorch for the adapters, or fails with the exact install line; the hook wrapper they share."""
 
 from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable
+from typing import Any
 
 try:
     import torch
@@ -8,4 +12,27 @@ try:
 except ImportError as exc:  # pragma: no cover - exercised only without torch
     raise ImportError('gradwatch\'s PyTorch adapter needs PyTorch: pip install "gradwatch[torch]"') from exc
 
-__all__ = ["register_optimizer_step_pre_hook", "torch"]
+
+class ModelHook:
+    """A hook gradwatch registers on a module of the user's model.
+
+    A module's hooks travel with it into ``torch.save(model)`` and
+    ``copy.deepcopy(model)``, where a closure cannot be pickled (the save
+    fails) or keeps reporting into this run (an EMA copy, say). A copy gets
+    a no-op from the standard library instead: the saved model loads without
+    gradwatch and the copy reports nothing.
+    """
+
+    __slots__ = ("fn",)
+
+    def __init__(self, fn: Callable[..., Any]) -> None:
+        self.fn = fn
+
+    def __call__(self, *args: Any) -> Any:
+        return self.fn(*args)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return getattr, (contextlib.nullcontext(), "__exit__")  # takes any arguments, returns None
+
+
+__all__ = ["ModelHook", "register_optimizer_step_pre_hook", "torch"]

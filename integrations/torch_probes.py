@@ -17,7 +17,7 @@ from typing import Any
 from gradwatch.facts import DEAD_KINDS, SATURATED_OUTSIDE
 from gradwatch.safety import FaultGuard
 
-from ._torch import torch
+from ._torch import ModelHook, torch
 from .torch_facts import activation_modules, local, module_kind, parameterised_modules
 
 RECURRENT_TYPES = (torch.nn.RNN, torch.nn.LSTM, torch.nn.GRU)
@@ -100,13 +100,13 @@ class ForwardProbes:
             kind = module_kind(module)
             if kind in DEAD_KINDS or kind in SATURATED_OUTSIDE:
                 hook = self._activation_hook(name, kind, 1 if conv_before[name] else -1)
-                self._handles.append(module.register_forward_hook(hook))
+                self._handles.append(module.register_forward_hook(ModelHook(hook)))
         for name, module in self.model.named_modules():
             if isinstance(module, RECURRENT_TYPES):
-                self._handles.append(module.register_forward_pre_hook(self._sequence_hook(name, module.batch_first)))
+                self._handles.append(module.register_forward_pre_hook(ModelHook(self._sequence_hook(name, module.batch_first))))
         first = next(iter(parameterised_modules(self.model)), None)
         if first is not None:
-            self._handles.append(first[1].register_forward_pre_hook(self._input_hook))
+            self._handles.append(first[1].register_forward_pre_hook(ModelHook(self._input_hook)))
 
     def detach(self) -> None:
         """Remove every hook this collector installed."""

@@ -28,7 +28,7 @@ from gradwatch.report import Report, Severity, StopSeverity
 from gradwatch.session import Session
 from gradwatch.stats import StepStats
 
-from ._torch import torch
+from ._torch import ModelHook, torch
 from .torch_cycle import TorchCycle
 
 try:
@@ -120,7 +120,7 @@ class GradWatchCallback(TrainerCallback):  # type: ignore[misc]
             grad_clipping=self._max_grad_norm is not None,
             lr=float(args.learning_rate),
         )
-        self._handles.append(model.register_forward_hook(self._loss_hook))
+        self._handles.append(model.register_forward_hook(ModelHook(self._loss_hook)))
         self.guard.run(PART, _run_before_loggers, self)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import signal
 import subprocess
@@ -134,3 +135,48 @@ def test_odd_models_train_and_report_without_internal_errors(case):
     assert not [w for w in caught if "failed" in str(w.message)]
     report = watcher.close()
     assert report.steps == 25 and report.layers
+
+
+MODEL_SOURCE = """
+import torch
+from torch import nn
+
+
+class Recurrent(nn.Module):  # every kind of hook gradwatch puts on a model: first-layer input, recurrent input, activations
+    def __init__(self):
+        super().__init__()
+        self.rnn = nn.GRU(8, 8, batch_first=True)
+        self.head = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.Tanh(), nn.Linear(8, 2))
+
+    def forward(self, x):
+        return self.head(self.rnn(x)[0][:, -1])
+"""
+
+
+def test_a_watched_model_can_be_saved_whole_and_copied(tmp_path, monkeypatch):
+    """``torch.save(model)`` mid-run works and the file loads where gradwatch is not installed;
+    a deep copy (an EMA model, say) trains without reporting into the run."""
+    (tmp_path / "user_model.py").write_text(MODEL_SOURCE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    torch.manual_seed(0)
+    model = __import__("user_model").Recurrent()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    x = torch.randn(4, 5, 8)
+    with watch(model, optimizer, every_n_steps=1, print_report=False, strict=True) as watcher:
+        train(model, optimizer, watcher, steps=3, make_input=lambda: x)
+        torch.save(model, tmp_path / "model.pt")
+        twin = copy.deepcopy(model)
+        twin(x).square().mean().backward()  # a training-mode forward on a sampled step
+        assert not watcher.cycle.collector.probes.seen.activations, "the copy reported into the run"
+        train(model, optimizer, watcher, steps=2, make_input=lambda: x)
+    assert watcher.close().steps == 5
+    load = f"""
+        import sys, torch
+        sys.modules["gradwatch"] = None  # as if gradwatch were not installed
+        sys.path.insert(0, {str(tmp_path)!r})
+        model = torch.load({str(tmp_path / "model.pt")!r}, weights_only=False)
+        print(model(torch.randn(4, 5, 8)).shape)
+    """
+    done = subprocess.run([sys.executable, "-c", textwrap.dedent(load)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "torch.Size([4, 2])"
