@@ -16,6 +16,7 @@ on-device addition for the loss.
 from __future__ import annotations
 
 import os
+import weakref
 from collections.abc import Sequence
 from types import TracebackType
 from typing import Any
@@ -46,34 +47,65 @@ class Watcher:
         self.optimizer: torch.optim.Optimizer | None = None
         self.global_step = 0
         self._pending = False  # an optimizer step ran and step() has not been called since
-        self._handles: list[Any] = []
+        self._ends_at_optimizer = False  # the loop does not call step(): each step ends with the optimizer's
+        self._other: tuple[torch.optim.Optimizer, int] | None = None  # another optimizer of this model, its steps in a row
+        self._trains_model: weakref.WeakKeyDictionary[torch.optim.Optimizer, bool] = weakref.WeakKeyDictionary()
+        self._optimizer_hooks: list[Any] = []
+        self._global_hook = register_optimizer_step_pre_hook(self._any_step)
         if optimizer is not None:
             self._bind(optimizer)
-        else:  # bind to the first optimizer that steps this model's parameters
-            self._handles.append(register_optimizer_step_pre_hook(self._bind_first))
         self._start_step()
 
     def _bind(self, optimizer: torch.optim.Optimizer) -> None:
+        for handle in self._optimizer_hooks:
+            handle.remove()
         self.optimizer = optimizer
         self.cycle.bind([optimizer])
-        self._handles.append(optimizer.register_step_pre_hook(self._pre_hook))
-        self._handles.append(optimizer.register_step_post_hook(self._post_hook))
+        self._optimizer_hooks = [optimizer.register_step_pre_hook(self._pre_hook), optimizer.register_step_post_hook(self._post_hook)]
 
-    def _bind_first(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        if self.optimizer is None and self.guard.enabled(COLLECTOR):
+    def _any_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
+        """Any optimizer's step, before its own pre-hooks: bind to the first that trains this model, and
+        follow the loop to another one when it steps twice with no step of the bound one in between."""
+        if optimizer is self.optimizer or not self.guard.enabled(COLLECTOR):
+            return
+        if optimizer not in self._trains_model:
             own = {id(p) for p in self.model.parameters()}
-            if any(id(p) in own for group in optimizer.param_groups for p in group["params"]):
-                # the optimizer's own pre-hooks run after the global ones: _pre_hook runs in this very step
-                self.guard.run(COLLECTOR, self._bind, optimizer)
+            self._trains_model[optimizer] = any(id(p) in own for group in optimizer.param_groups for p in group["params"])
+        if not self._trains_model[optimizer]:
+            return
+        if self.optimizer is None:  # its own pre-hooks run after this one: _pre_hook runs in this very step
+            self.guard.run(COLLECTOR, self._bind, optimizer)
+            return
+        streak = self._other[1] + 1 if self._other is not None and self._other[0] is optimizer else 1
+        self._other = (optimizer, streak)
+        if streak == 2:
+            self.guard.run(COLLECTOR, self._switch, optimizer)
+
+    def _switch(self, optimizer: torch.optim.Optimizer) -> None:
+        """The loop moved on to another optimizer (a second training stage): measure with it from now on."""
+        if self._pending:
+            self._finish()
+        self.global_step += 1  # the new optimizer's first step, not measured
+        self.session.note(
+            f"from step {self.global_step - 1} the model was trained by another optimizer ({type(optimizer).__name__}); "
+            f"step {self.global_step - 1} was not measured, the steps after it were"
+        )
+        self.cycle.collector.discard()
+        self._bind(optimizer)
+        self._start_step()
 
     def _pre_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        if self._pending:  # the user does not call step(): finish the previous step here
+        self._other = None
+        if self._pending:  # step() was not called after the last optimizer step: end steps at the optimizer's
             self._finish()
+            self._ends_at_optimizer = True
         self.cycle.before_step(self.global_step)
 
     def _post_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
         self.global_step += 1
         self._pending = True
+        if self._ends_at_optimizer:  # before the next forward, so that it and its backward are measured as the next step
+            self._finish()
 
     def _finish(self) -> None:
         self._pending = False
@@ -109,9 +141,9 @@ class Watcher:
         if self.session.final is None:
             if self._pending:
                 self._finish()
-            for handle in self._handles:
+            for handle in [self._global_hook, *self._optimizer_hooks]:
                 handle.remove()
-            self._handles.clear()
+            self._optimizer_hooks.clear()
             self.cycle.final_sample(self.global_step)
             unseen = "no training step was seen: call watcher.step(loss) once per step (or step an optimizer)"
             self.cycle.close(self.global_step, unseen=unseen)

@@ -51,7 +51,7 @@ class TorchCycle:
         self.collector = TorchCollector(model, guard=self.guard)
         self.collector.use_facts(self.monitor.facts)
         self.optimizers: list[torch.optim.Optimizer] = []
-        self._handles: list[Any] = []
+        self._step_hooks: list[Any] = []  # on the bound optimizers
         self._sampled = False  # this optimizer step is being measured
         self._stepped = False  # ... and its optimizer.step() really ran (an AMP scaler may skip it)
         self._backward_hooks: list[Any] = []
@@ -62,14 +62,16 @@ class TorchCycle:
         self.collector.probes.attach()
 
     def bind(self, optimizers: Sequence[torch.optim.Optimizer]) -> None:
-        """Watch the parameters these optimizers train and learn their settings."""
+        """Watch the parameters these optimizers train and learn their settings (replacing any bound before)."""
+        for handle in self._step_hooks:
+            handle.remove()
         self.optimizers = list(optimizers)
         params = [p for optimizer in optimizers for group in optimizer.param_groups for p in group["params"]]
         self.collector.set_trainable(params)
         first = self.optimizers[0] if self.optimizers else None
         self.monitor.facts = replace(model_facts(self.model, set(self.collector.layer_names), first), loss=self._known_loss())
         self.collector.use_facts(self.monitor.facts)
-        self._handles += [optimizer.register_step_post_hook(self._after_step) for optimizer in self.optimizers]
+        self._step_hooks = [optimizer.register_step_post_hook(self._after_step) for optimizer in self.optimizers]
         index = {id(p): i for i, p in enumerate(self.collector.params)}
         shares = {id(o): [index[id(p)] for g in o.param_groups for p in g["params"] if id(p) in index] for o in self.optimizers}
         self._shares = shares if len(shares) > 1 else {}  # several optimizers step in turn: each reads its own
@@ -267,9 +269,9 @@ class TorchCycle:
 
     def close(self, steps: int, *, unseen: str = "no training step was seen") -> Report:
         """Remove every hook; the session writes the summary and prints the console report."""
-        for handle in self._handles:
+        for handle in self._step_hooks:
             handle.remove()
-        self._handles.clear()
+        self._step_hooks.clear()
         self.disarm()
         self.collector.probes.detach()
         return self.session.close(steps, unseen=unseen)

@@ -143,6 +143,42 @@ def test_optimizer_created_after_watch_and_no_step_calls():
     assert report.layers[0]["history"]["step"] == [0, 1, 2, 4, 8, 16, 20]
 
 
+@pytest.mark.parametrize("call_step", [True, False])
+def test_each_sample_holds_its_own_steps_gradients(monkeypatch, call_step):
+    """With or without ``watcher.step()`` calls, the norms of sample k are step k's, not a neighbour's."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    actual, sampled = [], {}
+    with watch(model, optimizer, every_n_steps=1, print_report=False, warn_on=None) as watcher:
+        observe = watcher.monitor.observe
+        monkeypatch.setattr(watcher.monitor, "observe", lambda stats: sampled.update({stats.step: stats}) or observe(stats))
+        for i in range(8):
+            loss = model(torch.randn(32, 4) * (i + 1)).square().mean()  # every step's gradients differ
+            optimizer.zero_grad()
+            loss.backward()
+            actual.append(math.sqrt(sum(p.grad.square().sum().item() for p in model[0].parameters())))
+            optimizer.step()
+            if call_step:
+                watcher.step(loss)
+    assert sorted(sampled) == list(range(8))
+    assert [sampled[k].layers[0].grad_norm for k in range(8)] == pytest.approx(actual, rel=1e-5)
+
+
+def test_a_new_optimizer_for_a_second_stage_is_followed_and_noted():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 3))
+    first = torch.optim.SGD(model.parameters(), lr=0.05)
+    with watch(model, first, every_n_steps=5, print_report=False, warn_on=None) as watcher:
+        loop(model, first, watcher, steps=10)
+        second = torch.optim.Adam(model.parameters(), lr=1e-3)  # fine-tuning stage
+        loop(model, second, watcher, steps=30)
+    report = watcher.close()
+    assert watcher.optimizer is second and report.facts.optimizer == "Adam"
+    assert report.steps == 40 and max(report.layers[0]["history"]["step"]) >= 35
+    assert any("another optimizer (Adam)" in note and "step 10 was not measured" in note for note in report.notes)
+
+
 def test_injected_collector_fault_warns_once_and_training_continues(monkeypatch):
     def boom(self, **kwargs):
         raise RuntimeError("injected")
