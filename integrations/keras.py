@@ -97,12 +97,29 @@ class GradWatchCallback(keras.callbacks.Callback):
     # read at the next batch's start instead (or at the end of fit).
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
         in_sync = self._read_sampled_step(disarm=False)  # a read leaves the variables and loss totals current
-        self._sampled = self.collector is not None and self.session.should_sample(self.step)
+        steps = self._steps_in_call(batch)
+        self._sampled = self.collector is not None and any(self.session.should_sample(s) for s in range(self.step, self.step + steps))
         if self.collector is not None:
             self.guard.run(COLLECTOR, self.collector.arm, self._sampled)
         if self._sampled:
-            self.guard.run(COLLECTOR, self.collector.begin_sample, self.collector.loss_totals if in_sync else None)
-        self.step += 1
+            self.guard.run(COLLECTOR, self.collector.begin_sample, self.collector.loss_totals if in_sync else None, updates=steps == 1)
+        self.step += steps
+
+    def _steps_in_call(self, batch: int) -> int:
+        """Optimizer steps until the next batch callback: ``steps_per_execution`` runs several per call.
+
+        A sample of several is labelled with the last of them, whose gradients it holds; the update of
+        one step cannot be told apart in it, so it is not measured.
+        """
+        per_call = getattr(self.model, "steps_per_execution", 1)
+        if not isinstance(per_call, int) or per_call <= 1:
+            return 1
+        self.session.note(
+            f"steps_per_execution={per_call}: the callback sees one call per {per_call} steps; each sample holds the "
+            "last step's gradients, and update sizes are not measured"
+        )
+        epoch_steps = (self.params or {}).get("steps")
+        return max(min(per_call, epoch_steps - batch), 1) if isinstance(epoch_steps, int) else per_call
 
     def _read_sampled_step(self, *, disarm: bool = True) -> bool:
         """Diagnose the sampled step that just ended, if any; True if it was read."""

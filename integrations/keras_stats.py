@@ -223,12 +223,15 @@ class KerasCollector:
         """Bring weights and metrics into the model's variables (JAX ``fit`` keeps them apart between syncs)."""
         self.backend.sync(self._model)
 
-    def begin_sample(self, loss_totals: tuple[float, float] | None = None) -> None:
+    def begin_sample(self, loss_totals: tuple[float, float] | None = None, *, updates: bool = True) -> None:
         """Before a sampled step: the model's variables brought up to date, then ``snapshot``; the loss
-        tracker's totals as the step finds them (``loss_totals``: just read by ``read``, in sync)."""
+        tracker's totals as the step finds them (``loss_totals``: just read by ``read``, in sync).
+        ``updates``: measure the step's update (not where one call runs several steps)."""
         if loss_totals is None:
             self.sync()
         self.snapshot()
+        if not updates:
+            self._before = None
         self._loss_before = loss_totals or _loss_totals(self._model)
 
     def snapshot(self) -> None:

@@ -101,6 +101,20 @@ def test_state_dict_round_trip_continues_the_diagnosis():
     assert second.report.finding("vanishing_gradients").first_step == first.report.finding("vanishing_gradients").first_step
 
 
+def test_steps_per_execution_counts_every_optimizer_step():
+    """One batch callback per 5 steps: steps are the optimizer's, samples are labelled with the step whose
+    gradients they hold, and the update of one step, not measurable there, is left out (with a note)."""
+    model = dense_stack("relu", 3)
+    model.compile(sgd(0.01), "sparse_categorical_crossentropy", steps_per_execution=5)
+    callback = GradWatchCallback(every_n_steps=10, print_report=False, warn_on=None)
+    model.fit(*data(), batch_size=64, epochs=1, verbose=0, callbacks=[callback])
+    report = callback.report
+    assert report.steps == int(model.optimizer.iterations.numpy()) == 32
+    history = report.layers[0]["history"]
+    assert history["step"] == [4, 9, 14, 24, 31]  # the calls holding steps 0, 1, 2, 4 | 8 | 10 | 20 | 30 and "update_norm" not in history
+    assert any("steps_per_execution=5" in note for note in report.notes)
+
+
 def _raise(*args, **kwargs):
     raise RuntimeError("injected fault")
 
