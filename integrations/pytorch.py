@@ -23,12 +23,15 @@ from typing import Any
 
 from gradwatch.detectors import Detector
 from gradwatch.report import Report, Severity
+from gradwatch.safety import warn
 from gradwatch.session import Session
 
 from . import torch_distributed
 from ._torch import register_optimizer_step_pre_hook, torch
 from .torch_cycle import COLLECTOR, TorchCycle
 from .torch_trial import trial
+
+_WATCHERS: weakref.WeakKeyDictionary[torch.nn.Module, weakref.ref[Watcher]] = weakref.WeakKeyDictionary()  # model -> its watcher
 
 
 class Watcher:
@@ -44,6 +47,12 @@ class Watcher:
         self.guard, self.monitor = self.session.guard, self.session.monitor
         self.model = model
         self.cycle = TorchCycle(model, self.session)
+        earlier = _WATCHERS[self.cycle.model]() if self.cycle.model in _WATCHERS else None
+        if earlier is not None and earlier.session.final is None:  # a notebook cell run again, say
+            warn("gradwatch: this model was already watched; the earlier watcher is closed (one watcher per model)")
+            earlier.session.print_report = False
+            earlier.close()
+        _WATCHERS[self.cycle.model] = weakref.ref(self)
         self.optimizer: torch.optim.Optimizer | None = None
         self.global_step = 0
         self._pending = False  # an optimizer step ran and step() has not been called since

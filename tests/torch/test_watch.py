@@ -179,6 +179,19 @@ def test_a_new_optimizer_for_a_second_stage_is_followed_and_noted():
     assert any("another optimizer (Adam)" in note and "step 10 was not measured" in note for note in report.notes)
 
 
+def test_watching_a_model_again_closes_the_earlier_watcher():
+    """A notebook cell run twice: one watcher measures, the earlier one is closed, not left hooked."""
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    first = watch(model, optimizer, print_report=False)
+    with pytest.warns(GradWatchWarning, match="already watched; the earlier watcher is closed"):
+        second = watch(model, optimizer, print_report=False)
+    assert first.session.final is not None and first.session.final.steps == 0
+    assert len(model[1]._forward_hooks) == 1 and len(optimizer._optimizer_step_pre_hooks) == 1
+    loop(model, optimizer, second, steps=5)
+    assert second.close().steps == 5 and first.global_step == 0
+
+
 def test_injected_collector_fault_warns_once_and_training_continues(monkeypatch):
     def boom(self, **kwargs):
         raise RuntimeError("injected")
