@@ -129,6 +129,8 @@ class GradWatchCallback(keras.callbacks.Callback):
         if disarm:
             self.guard.run(COLLECTOR, self.collector.arm, False)
         stats = self.guard.run(COLLECTOR, self.collector.read, self.step - 1, lr=learning_rate(self.model.optimizer))
+        if stats is not None and stats.loss is None:
+            self.session.note("the loss was not measured: the model has no mean metric named 'loss' or '...loss'")
         if stats is not None and self.session.record(stats) and not self.model.stop_training:
             self.model.stop_training = True
             self.session.stop()

@@ -365,10 +365,17 @@ class KerasCollector:
         return shares
 
 
+def loss_tracker(model: Any) -> Any:
+    """The mean metric that tracks the training loss: Keras' own ``loss``, or where a custom
+    ``train_step`` keeps its own, the first one named ``...loss`` (``total_loss``, ``reconstruction_loss``)."""
+    means = [m for m in model.metrics if hasattr(m, "total") and hasattr(m, "count")]
+    return next((m for m in means if m.name == "loss"), None) or next((m for m in means if m.name.endswith("loss")), None)
+
+
 def _loss_totals(model: Any) -> tuple[float, float] | None:
-    """The running total and count of Keras' loss tracker (a host read: sampled steps only)."""
-    tracker = next((m for m in model.metrics if m.name == "loss"), None)
-    if tracker is None or not hasattr(tracker, "total") or not hasattr(tracker, "count"):
+    """The running total and count of the loss tracker (a host read: sampled steps only)."""
+    tracker = loss_tracker(model)
+    if tracker is None:
         return None
     return float(ops.convert_to_numpy(tracker.total)), float(ops.convert_to_numpy(tracker.count))
 

@@ -115,6 +115,52 @@ def test_steps_per_execution_counts_every_optimizer_step():
     assert any("steps_per_execution=5" in note for note in report.notes)
 
 
+class OwnTrainStep(keras.Model):
+    """A custom ``train_step`` with its own loss metric, as in Keras' VAE and GAN examples."""
+
+    def __init__(self, tracker_name: str | None) -> None:
+        super().__init__()
+        self.encoder, self.decoder = keras.layers.Dense(8, activation="relu"), keras.layers.Dense(16)
+        self.tracker = keras.metrics.Mean(name=tracker_name) if tracker_name else None
+
+    def call(self, x):
+        return self.decoder(self.encoder(x))
+
+    @property
+    def metrics(self):
+        return [self.tracker] if self.tracker else []
+
+    def train_step(self, data):
+        import tensorflow as tf
+
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_mean(tf.square(self(data, training=True) - data))
+        self.optimizer.apply_gradients(zip(tape.gradient(loss, self.trainable_weights), self.trainable_weights))
+        if self.tracker:
+            self.tracker.update_state(loss)
+            return {self.tracker.name: self.tracker.result()}
+        return {"mse": loss}  # a value, not a metric: nothing to read the loss from
+
+
+@pytest.mark.parametrize("tracker_name", ["reconstruction_loss", None])
+def test_a_custom_train_step_loss_is_read_from_its_own_metric(monkeypatch, tracker_name):
+    if keras.backend.backend() != "tensorflow":
+        pytest.skip("the model's train_step is written for TensorFlow")
+    keras.utils.set_random_seed(0)
+    model = OwnTrainStep(tracker_name)
+    model.compile(keras.optimizers.Adam(1e-3))
+    callback = GradWatchCallback(every_n_steps=4, print_report=False, warn_on=None)
+    losses = []
+    record = callback.session.record
+    monkeypatch.setattr(callback.session, "record", lambda stats, **kw: losses.append(stats.loss) or record(stats, **kw))
+    model.fit(np.random.default_rng(0).normal(size=(256, 16)).astype("float32"), epochs=1, batch_size=32, verbose=0, callbacks=[callback])
+    notes = callback.report.notes
+    if tracker_name:
+        assert len(losses) == 4 and all(loss is not None and 0 < loss < 10 for loss in losses) and not notes
+    else:
+        assert any("the loss was not measured" in note for note in notes)
+
+
 def _raise(*args, **kwargs):
     raise RuntimeError("injected fault")
 
