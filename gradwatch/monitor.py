@@ -81,7 +81,8 @@ class Monitor:
     def observe(self, sample: StepStats) -> list[Finding]:
         """Run every detector on ``sample``; return findings that are new or got worse."""
         self.steps = max(self.steps, sample.step + 1)
-        self.samples += 1
+        if any(layer.grad_norm is not None for layer in sample.layers):  # a sample without gradients clears nothing
+            self.samples += 1
         if sample.loss is not None and math.isfinite(sample.loss):
             self.last_loss = sample.loss
         if sample.input_mean_abs is not None and sample.input_std is not None:

@@ -43,6 +43,8 @@ class Watcher:
             raise TypeError(f"watch() needs a torch.nn.Module, got {type(model).__name__}")
         if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
+        if optimizer is not None and not _trains(optimizer, model):
+            raise ValueError("the optimizer trains none of the model's parameters: pass the one that steps this model, or None")
         self.session = Session("pytorch", **options)
         self.guard, self.monitor = self.session.guard, self.session.monitor
         self.model = model
@@ -78,8 +80,7 @@ class Watcher:
         if optimizer is self.optimizer or not self.guard.enabled(COLLECTOR):
             return
         if optimizer not in self._trains_model:
-            own = {id(p) for p in self.model.parameters()}
-            self._trains_model[optimizer] = any(id(p) in own for group in optimizer.param_groups for p in group["params"])
+            self._trains_model[optimizer] = _trains(optimizer, self.model)
         if not self._trains_model[optimizer]:
             return
         if self.optimizer is None:  # its own pre-hooks run after this one: _pre_hook runs in this very step
@@ -173,6 +174,12 @@ class Watcher:
         self.close()
 
 
+def _trains(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> bool:
+    """Whether ``optimizer`` steps any parameter of ``model``."""
+    own = {id(p) for p in model.parameters()}
+    return any(id(p) in own for group in optimizer.param_groups for p in group["params"])
+
+
 def watch(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer | None = None,
@@ -210,6 +217,7 @@ def watch(
 
     Raises:
         TypeError: ``model`` is not a module, or ``optimizer`` not an optimizer.
+        ValueError: ``optimizer`` trains none of ``model``'s parameters.
         gradwatch.options.OptionError: an option is out of range (one line naming it).
 
     Example:

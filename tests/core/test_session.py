@@ -10,6 +10,7 @@ import pytest
 from gradwatch import GradWatchWarning, ModelFacts
 from gradwatch.options import OptionError
 from gradwatch.session import Session
+from gradwatch.stats import LayerStats, StepStats
 
 from .streams import sample
 
@@ -94,6 +95,18 @@ def test_close_says_why_a_run_was_not_measured(steps, samples, note):
     else:
         assert any(n.startswith(note) for n in report.notes), report.notes
     assert session.close(steps) is report and session.report() is report, "closing twice gives the same report"
+
+
+def test_samples_without_gradients_clear_nothing():
+    """Steps whose gradients never reached the watched layers (another model was trained) are not a
+    clean bill, however many there were."""
+    session = Session("test", warn_on=None, print_report=False)
+    session.start(ModelFacts())
+    for step in range(0, 40, 5):
+        session.record(StepStats(step, layers=(LayerStats("fc", weight_norm=1.0),), loss=1.0))
+    report = session.close(40)
+    assert report.sampled_steps == 0 and report.too_little_measured
+    assert any(note.startswith("no step could be measured") for note in report.notes)
 
 
 def test_a_fresh_start_forgets_the_last_run_and_a_resumed_one_continues(tmp_path):

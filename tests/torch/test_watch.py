@@ -258,6 +258,21 @@ def test_bad_arguments_fail_with_one_line_errors():
         watch("model")
     with pytest.raises(ValueError, match="every_n_steps must be an integer >= 1 or None, got 0"):
         watch(nn.Linear(2, 2), every_n_steps=0)
+    other = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)
+    with pytest.raises(ValueError, match="^the optimizer trains none of the model's parameters: pass the one"):
+        watch(nn.Linear(2, 2), other)
+
+
+def test_a_model_that_is_never_trained_gets_no_clean_bill():
+    """watch(model), then the loop trains a re-created model: forty steps, none of them measured."""
+    watched = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 3))
+    trained = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 3))
+    optimizer = torch.optim.SGD(trained.parameters(), lr=0.05)
+    with watch(watched, print_report=False) as watcher:
+        loop(trained, optimizer, watcher, steps=40)
+    report = watcher.close()
+    assert report.steps == 40 and report.sampled_steps == 0 and report.too_little_measured
+    assert any(note.startswith("no step could be measured") for note in report.notes)
 
 
 def test_time_profile_matches_autograd_and_leaves_training_unchanged():
