@@ -66,6 +66,7 @@ class GradWatchCallback(keras.callbacks.Callback):
         self.collector: KerasCollector | None = None
         self.step = 0
         self._sampled = False
+        self._unbuilt = False  # fit began before the model had weights: measuring starts once it has
 
     @property
     def monitor(self) -> Monitor:
@@ -80,6 +81,9 @@ class GradWatchCallback(keras.callbacks.Callback):
         self.guard.run(COLLECTOR, self._begin)
 
     def _begin(self) -> None:
+        self._unbuilt = not self.model.trainable_weights  # a subclassed model gets its weights in its first step
+        if self._unbuilt:
+            return
         optimizer = self.model.optimizer
         if self.collector is None:
             self.collector = KerasCollector(self.model, guard=self.guard)
@@ -96,6 +100,9 @@ class GradWatchCallback(keras.callbacks.Callback):
     # the logs into Python floats (a host sync) after every batch. The previous sampled step is
     # read at the next batch's start instead (or at the end of fit).
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if self._unbuilt and self.model.trainable_weights:
+            self.session.note(f"the model was built by its first training step: measured from step {self.step}")
+            self.guard.run(COLLECTOR, self._begin)
         in_sync = self._read_sampled_step(disarm=False)  # a read leaves the variables and loss totals current
         steps = self._steps_in_call(batch)
         self._sampled = self.collector is not None and any(self.session.should_sample(s) for s in range(self.step, self.step + steps))
