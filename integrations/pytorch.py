@@ -75,21 +75,23 @@ class Watcher:
         self._optimizer_hooks = [optimizer.register_step_pre_hook(self._pre_hook), optimizer.register_step_post_hook(self._post_hook)]
 
     def _any_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        """Any optimizer's step, before its own pre-hooks: bind to the first that trains this model, and
+        if optimizer is not self.optimizer:  # every optimizer step in the process comes here: kept cheap
+            self.guard.run(COLLECTOR, self._follow, optimizer)
+
+    def _follow(self, optimizer: torch.optim.Optimizer) -> None:
+        """Another optimizer steps, before its own pre-hooks: bind to the first that trains this model, and
         follow the loop to another one when it steps twice with no step of the bound one in between."""
-        if optimizer is self.optimizer or not self.guard.enabled(COLLECTOR):
-            return
         if optimizer not in self._trains_model:
             self._trains_model[optimizer] = _trains(optimizer, self.model)
         if not self._trains_model[optimizer]:
             return
         if self.optimizer is None:  # its own pre-hooks run after this one: _pre_hook runs in this very step
-            self.guard.run(COLLECTOR, self._bind, optimizer)
+            self._bind(optimizer)
             return
         streak = self._other[1] + 1 if self._other is not None and self._other[0] is optimizer else 1
         self._other = (optimizer, streak)
         if streak == 2:
-            self.guard.run(COLLECTOR, self._switch, optimizer)
+            self._switch(optimizer)
 
     def _switch(self, optimizer: torch.optim.Optimizer) -> None:
         """The loop moved on to another optimizer (a second training stage): measure with it from now on."""

@@ -29,7 +29,7 @@ from gradwatch.stats import LayerStats, StepStats
 
 from . import torch_distributed
 from ._torch import torch
-from .torch_facts import loss_kind, model_facts
+from .torch_facts import is_lazy, loss_kind, model_facts
 from .torch_stats import TorchCollector
 
 COLLECTOR = "pytorch collector"
@@ -76,6 +76,15 @@ class TorchCycle:
         shares = {id(o): [index[id(p)] for g in o.param_groups for p in g["params"] if id(p) in index] for o in self.optimizers}
         self._shares = shares if len(shares) > 1 else {}  # several optimizers step in turn: each reads its own
 
+    def _materialized(self) -> None:
+        """Lazy modules got their parameters in a first forward: watch them too."""
+        if self.optimizers:
+            self.bind(self.optimizers)
+        else:
+            self.collector.set_trainable(None)
+            self.monitor.facts = replace(model_facts(self.model, set(self.collector.layer_names)), loss=self._known_loss())
+            self.collector.use_facts(self.monitor.facts)
+
     @property
     def monitor(self) -> Monitor:
         return self.session.monitor
@@ -97,6 +106,8 @@ class TorchCycle:
         each one's parameters are read before its own step, and the batch is
         sampled as the step it began at.
         """
+        if self.collector.lazy and not any(is_lazy(p) for p in self.collector.lazy):
+            self._materialized()
         share = self._shares.get(id(optimizer)) if optimizer is not None else None
         if share is not None:
             if not self._sampled:

@@ -51,6 +51,11 @@ def local(tensor: torch.Tensor) -> torch.Tensor:
     return to_local() if to_local is not None and _is_dtensor(tensor) else tensor
 
 
+def is_lazy(tensor: torch.Tensor) -> bool:
+    """A parameter of a lazy module (``nn.LazyLinear``) before its first forward: it has no shape yet."""
+    return isinstance(tensor, torch.nn.parameter.UninitializedTensorMixin)
+
+
 def shard_count(tensor: torch.Tensor) -> int:
     """Into how many distinct pieces a DTensor is split over its mesh (FSDP2: the world size; HSDP: the shard group); 1 otherwise."""
     if not _is_dtensor(tensor):
@@ -156,7 +161,7 @@ def _weight(module: torch.nn.Module) -> torch.Tensor | None:
     weight = getattr(module, "weight", None)
     if weight is None:
         weight = getattr(module, "weight_hh_l0", None)
-    if not isinstance(weight, torch.Tensor) or weight.dim() < 2:
+    if not isinstance(weight, torch.Tensor) or is_lazy(weight) or weight.dim() < 2:
         return None
     weight = local(weight)
     return weight if weight.numel() > 0 else None

@@ -23,6 +23,7 @@ from gradwatch.stats import ActivationStats, LayerStats, SequenceStats, StepStat
 
 from ._torch import torch
 from .torch_facts import (
+    is_lazy,
     local,
     module_kind,
     parameterised_modules,
@@ -85,10 +86,12 @@ class TorchCollector:
         self.params: list[torch.nn.Parameter] = []
         owners: list[int] = []
         self.row_params: dict[int, int] = {}  # parameter index -> layer index, for Linear/Conv weights
+        self.lazy: list[torch.nn.Parameter] = []  # lazy modules' parameters, left out until their first forward
         seen: set[int] = set()  # a tied parameter (an LM head sharing the embedding) belongs to its first owner
         for name, module in parameterised_modules(self.model):
             own = [p for p in module.parameters(recurse=False) if p.requires_grad and (ids is None or id(p) in ids)]
-            own = [p for p in own if p.numel() > 0 and p.dtype.is_floating_point and id(p) not in seen]
+            self.lazy += [p for p in own if is_lazy(p)]
+            own = [p for p in own if not is_lazy(p) and p.numel() > 0 and p.dtype.is_floating_point and id(p) not in seen]
             seen.update(id(p) for p in own)
             if not own:
                 continue

@@ -192,6 +192,22 @@ def test_watching_a_model_again_closes_the_earlier_watcher():
     assert second.close().steps == 5 and first.global_step == 0
 
 
+@pytest.mark.parametrize("optimizer_first", [True, False])
+def test_lazy_modules_are_measured_once_they_have_parameters(optimizer_first):
+    """d2l-style ``nn.LazyLinear`` models: watch() before their first forward, with or without the optimizer."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.LazyLinear(32), nn.ReLU(), nn.LazyLinear(3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05) if optimizer_first else None
+    with watch(model, optimizer, every_n_steps=5, print_report=False, warn_on=None) as watcher:
+        if optimizer is None:
+            model(torch.zeros(1, 16))  # the dry run the PyTorch docs advise before making the optimizer
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+        loop(model, optimizer, watcher, steps=20)
+    report = watcher.close()
+    trained = {layer["name"]: layer["history"] for layer in report.layers if "grad_norm" in layer["history"]}
+    assert set(trained) == {"0", "2"} and report.sampled_steps == 7 and report.facts.layers[0].fan_in == 16
+
+
 def test_injected_collector_fault_warns_once_and_training_continues(monkeypatch):
     def boom(self, **kwargs):
         raise RuntimeError("injected")
