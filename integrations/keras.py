@@ -67,6 +67,7 @@ class GradWatchCallback(keras.callbacks.Callback):
         self.step = 0
         self._sampled = False
         self._unbuilt = False  # fit began before the model had weights: measuring starts once it has
+        self._per_call = 1  # optimizer steps per batch callback (steps_per_execution)
 
     @property
     def monitor(self) -> Monitor:
@@ -81,6 +82,7 @@ class GradWatchCallback(keras.callbacks.Callback):
         self.guard.run(COLLECTOR, self._begin)
 
     def _begin(self) -> None:
+        self._per_call = self._steps_per_execution()
         self._unbuilt = not self.model.trainable_weights  # a subclassed model gets its weights in its first step
         if self._unbuilt:
             return
@@ -112,8 +114,8 @@ class GradWatchCallback(keras.callbacks.Callback):
             self.guard.run(COLLECTOR, self.collector.begin_sample, self.collector.loss_totals if in_sync else None, updates=steps == 1)
         self.step += steps
 
-    def _steps_in_call(self, batch: int) -> int:
-        """Optimizer steps until the next batch callback: ``steps_per_execution`` runs several per call.
+    def _steps_per_execution(self) -> int:
+        """Optimizer steps per batch callback: ``steps_per_execution`` runs several in one call.
 
         A sample of several is labelled with the last of them, whose gradients it holds; the update of
         one step cannot be told apart in it, so it is not measured.
@@ -125,8 +127,14 @@ class GradWatchCallback(keras.callbacks.Callback):
             f"steps_per_execution={per_call}: the callback sees one call per {per_call} steps; each sample holds the "
             "last step's gradients, and update sizes are not measured"
         )
+        return per_call
+
+    def _steps_in_call(self, batch: int) -> int:
+        """Optimizer steps until the next batch callback (the epoch's last call may hold fewer)."""
+        if self._per_call == 1:
+            return 1
         epoch_steps = (self.params or {}).get("steps")
-        return max(min(per_call, epoch_steps - batch), 1) if isinstance(epoch_steps, int) else per_call
+        return max(min(self._per_call, epoch_steps - batch), 1) if isinstance(epoch_steps, int) else self._per_call
 
     def _read_sampled_step(self, *, disarm: bool = True) -> bool:
         """Diagnose the sampled step that just ended, if any; True if it was read."""

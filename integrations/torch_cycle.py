@@ -62,12 +62,13 @@ class TorchCycle:
         self.collector.probes.attach()
 
     def bind(self, optimizers: Sequence[torch.optim.Optimizer]) -> None:
-        """Watch the parameters these optimizers train and learn their settings (replacing any bound before)."""
+        """Watch the parameters these optimizers train (none given: every trainable one) and learn their
+        settings, replacing any bound before."""
         for handle in self._step_hooks:
             handle.remove()
         self.optimizers = list(optimizers)
         params = [p for optimizer in optimizers for group in optimizer.param_groups for p in group["params"]]
-        self.collector.set_trainable(params)
+        self.collector.set_trainable(params if self.optimizers else None)
         first = self.optimizers[0] if self.optimizers else None
         self.monitor.facts = replace(model_facts(self.model, set(self.collector.layer_names), first), loss=self._known_loss())
         self.collector.use_facts(self.monitor.facts)
@@ -75,15 +76,6 @@ class TorchCycle:
         index = {id(p): i for i, p in enumerate(self.collector.params)}
         shares = {id(o): [index[id(p)] for g in o.param_groups for p in g["params"] if id(p) in index] for o in self.optimizers}
         self._shares = shares if len(shares) > 1 else {}  # several optimizers step in turn: each reads its own
-
-    def _materialized(self) -> None:
-        """Lazy modules got their parameters in a first forward: watch them too."""
-        if self.optimizers:
-            self.bind(self.optimizers)
-        else:
-            self.collector.set_trainable(None)
-            self.monitor.facts = replace(model_facts(self.model, set(self.collector.layer_names)), loss=self._known_loss())
-            self.collector.use_facts(self.monitor.facts)
 
     @property
     def monitor(self) -> Monitor:
@@ -107,7 +99,7 @@ class TorchCycle:
         sampled as the step it began at.
         """
         if self.collector.lazy and not any(is_lazy(p) for p in self.collector.lazy):
-            self._materialized()
+            self.bind(self.optimizers)  # lazy modules got their parameters in a first forward: watch them too
         share = self._shares.get(id(optimizer)) if optimizer is not None else None
         if share is not None:
             if not self._sampled:
