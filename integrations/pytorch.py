@@ -27,8 +27,9 @@ from gradwatch.safety import warn
 from gradwatch.session import Session
 
 from . import torch_distributed
-from ._torch import register_optimizer_step_pre_hook, torch
-from .torch_cycle import COLLECTOR, TorchCycle
+from ._torch import torch
+from .torch_cycle import TorchCycle
+from .torch_optimizers import OptimizerBinding, trains
 from .torch_trial import trial
 
 _WATCHERS: weakref.WeakKeyDictionary[torch.nn.Module, weakref.ref[Watcher]] = weakref.WeakKeyDictionary()  # model -> its watcher
@@ -43,7 +44,7 @@ class Watcher:
             raise TypeError(f"watch() needs a torch.nn.Module, got {type(model).__name__}")
         if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
             raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
-        if optimizer is not None and not _trains(optimizer, model):
+        if optimizer is not None and not trains(optimizer, model):
             raise ValueError("the optimizer trains none of the model's parameters: pass the one that steps this model, or None")
         self.session = Session("pytorch", **options)
         self.guard, self.monitor = self.session.guard, self.session.monitor
@@ -55,59 +56,35 @@ class Watcher:
             earlier.session.print_report = False
             earlier.close()
         _WATCHERS[self.cycle.model] = weakref.ref(self)
-        self.optimizer: torch.optim.Optimizer | None = None
         self.global_step = 0
         self._pending = False  # an optimizer step ran and step() has not been called since
         self._ends_at_optimizer = False  # the loop does not call step(): each step ends with the optimizer's
-        self._other: tuple[torch.optim.Optimizer, int] | None = None  # another optimizer of this model, its steps in a row
-        self._trains_model: weakref.WeakKeyDictionary[torch.optim.Optimizer, bool] = weakref.WeakKeyDictionary()
-        self._optimizer_hooks: list[Any] = []
-        self._global_hook = register_optimizer_step_pre_hook(self._any_step)
+        self.binding = OptimizerBinding(self.cycle.model, self.guard, self._pre_hook, self._post_hook, self._bound)
         if optimizer is not None:
-            self._bind(optimizer)
+            self.binding.bind(optimizer)
         self._start_step()
 
-    def _bind(self, optimizer: torch.optim.Optimizer) -> None:
-        for handle in self._optimizer_hooks:
-            handle.remove()
-        self.optimizer = optimizer
+    @property
+    def optimizer(self) -> torch.optim.Optimizer | None:
+        """The optimizer measured: the one given, else the latest that trains the model."""
+        return self.binding.optimizer
+
+    def _bound(self, optimizer: torch.optim.Optimizer, moved: bool) -> None:
+        if moved:  # a second training stage: its first step is not measured
+            if self._pending:
+                self._finish()
+            self.global_step += 1
+            step = self.global_step - 1
+            self.session.note(
+                f"from step {step} the model was trained by another optimizer ({type(optimizer).__name__}); "
+                f"step {step} was not measured, the steps after it were"
+            )
+            self.cycle.collector.discard()
         self.cycle.bind([optimizer])
-        self._optimizer_hooks = [optimizer.register_step_pre_hook(self._pre_hook), optimizer.register_step_post_hook(self._post_hook)]
-
-    def _any_step(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        if optimizer is not self.optimizer:  # every optimizer step in the process comes here: kept cheap
-            self.guard.run(COLLECTOR, self._follow, optimizer)
-
-    def _follow(self, optimizer: torch.optim.Optimizer) -> None:
-        """Another optimizer steps, before its own pre-hooks: bind to the first that trains this model, and
-        follow the loop to another one when it steps twice with no step of the bound one in between."""
-        if optimizer not in self._trains_model:
-            self._trains_model[optimizer] = _trains(optimizer, self.model)
-        if not self._trains_model[optimizer]:
-            return
-        if self.optimizer is None:  # its own pre-hooks run after this one: _pre_hook runs in this very step
-            self._bind(optimizer)
-            return
-        streak = self._other[1] + 1 if self._other is not None and self._other[0] is optimizer else 1
-        self._other = (optimizer, streak)
-        if streak == 2:
-            self._switch(optimizer)
-
-    def _switch(self, optimizer: torch.optim.Optimizer) -> None:
-        """The loop moved on to another optimizer (a second training stage): measure with it from now on."""
-        if self._pending:
-            self._finish()
-        self.global_step += 1  # the new optimizer's first step, not measured
-        self.session.note(
-            f"from step {self.global_step - 1} the model was trained by another optimizer ({type(optimizer).__name__}); "
-            f"step {self.global_step - 1} was not measured, the steps after it were"
-        )
-        self.cycle.collector.discard()
-        self._bind(optimizer)
-        self._start_step()
+        if moved:
+            self._start_step()
 
     def _pre_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
-        self._other = None
         if self._pending:  # step() was not called after the last optimizer step: end steps at the optimizer's
             self._finish()
             self._ends_at_optimizer = True
@@ -153,9 +130,7 @@ class Watcher:
         if self.session.final is None:
             if self._pending:
                 self._finish()
-            for handle in [self._global_hook, *self._optimizer_hooks]:
-                handle.remove()
-            self._optimizer_hooks.clear()
+            self.binding.remove()
             self.cycle.final_sample(self.global_step)
             unseen = "no training step was seen: call watcher.step(loss) once per step (or step an optimizer)"
             self.cycle.close(self.global_step, unseen=unseen)
@@ -174,12 +149,6 @@ class Watcher:
 
     def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
-
-
-def _trains(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> bool:
-    """Whether ``optimizer`` steps any parameter of ``model``."""
-    own = {id(p) for p in model.parameters()}
-    return any(id(p) in own for group in optimizer.param_groups for p in group["params"])
 
 
 def watch(

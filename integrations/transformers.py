@@ -6,19 +6,16 @@ post-step hook, the loss from the ``loss`` the model returns to the Trainer
 (or, for a custom ``compute_loss``, from the Trainer's logged loss), the
 learning rate from the Trainer's scheduler.
 
-Clipping: the Trainer clips before ``on_pre_optimizer_step``. Without clipping
-(``max_grad_norm`` 0 or None) the gradients read are the raw ones. With it, a
-sampled step the Trainer also logs is scaled back to its pre-clip size with the
-Trainer's own pre-clip global norm (``grad_norm`` in its logs): clipping
-multiplies every gradient by the same factor. Other sampled steps keep the
-post-clip values; the summary's notes say how many steps used which.
+Clipping: the Trainer clips before ``on_pre_optimizer_step``. A sampled step
+that the Trainer also logs is scaled back to its pre-clip size with the
+Trainer's logged ``grad_norm`` (``PreClipNorms``); the summary's notes say how
+many sampled steps hold which norms.
 """
 
 from __future__ import annotations
 
 import math
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -26,10 +23,10 @@ from typing import Any
 from gradwatch.detectors import Detector
 from gradwatch.report import Report, Severity, StopSeverity
 from gradwatch.session import Session
-from gradwatch.stats import StepStats
 
 from ._torch import ModelHook, torch
 from .torch_cycle import TorchCycle
+from .transformers_support import PreClipNorms, finite, is_transformer, run_before_loggers, scheduler_lr
 
 try:
     from transformers import TrainerCallback
@@ -37,7 +34,6 @@ except ImportError as exc:  # pragma: no cover - exercised only without transfor
     raise ImportError('gradwatch\'s Transformers callback needs transformers: pip install "gradwatch[transformers]"') from exc
 
 PART = "transformers callback"
-NORM_KINDS = ("raw (no clipping)", "raw (below max_grad_norm)", "pre-clip (rescaled with the Trainer's grad_norm)", "post-clip")
 
 
 class GradWatchCallback(TrainerCallback):  # type: ignore[misc]
@@ -82,7 +78,7 @@ class GradWatchCallback(TrainerCallback):  # type: ignore[misc]
         )
         self.guard = self.session.guard
         self.cycle: TorchCycle | None = None  # one per trainer.train() call
-        self._max_grad_norm: float | None = None
+        self._clipping = PreClipNorms(None)
         self._handles: list[Any] = []
         self._reset()
 
@@ -93,7 +89,6 @@ class GradWatchCallback(TrainerCallback):  # type: ignore[misc]
         self._model_loss = False  # the model returned a loss at least once
         self._unlogged: dict[str, float] = {}  # scalars of the latest sample, for the Trainer's log of that step
         self._unlogged_step = -1
-        self._norms_used = dict.fromkeys(NORM_KINDS, 0)
 
     @property
     def report(self) -> Report | None:
@@ -105,8 +100,7 @@ class GradWatchCallback(TrainerCallback):  # type: ignore[misc]
         if model is None or self.cycle is not None:
             return  # already watching this run
         self._reset()
-        clip = getattr(args, "max_grad_norm", None)
-        self._max_grad_norm = float(clip) if clip else None
+        self._clipping = PreClipNorms(getattr(args, "max_grad_norm", None))
         by_steps = getattr(args.logging_strategy, "value", args.logging_strategy) == "steps"
         every = state.logging_steps if by_steps else None
         self.cycle = TorchCycle(model, self.session, main=bool(state.is_world_process_zero), every_n_steps=every)
@@ -116,12 +110,12 @@ class GradWatchCallback(TrainerCallback):  # type: ignore[misc]
         monitor = self.session.monitor
         monitor.facts = replace(
             monitor.facts,
-            residual=True if _is_transformer(model) else monitor.facts.residual,
-            grad_clipping=self._max_grad_norm is not None,
+            residual=True if is_transformer(model) else monitor.facts.residual,
+            grad_clipping=self._clipping.limit is not None,
             lr=float(args.learning_rate),
         )
         self._handles.append(model.register_forward_hook(ModelHook(self._loss_hook)))
-        self.guard.run(PART, _run_before_loggers, self)
+        self.guard.run(PART, run_before_loggers, self)
 
     def on_train_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         if self.cycle is None:
@@ -131,9 +125,8 @@ class GradWatchCallback(TrainerCallback):  # type: ignore[misc]
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
-        used = [f"{count} sampled step(s): {kind}" for kind, count in self._norms_used.items() if count]
-        if used:
-            self.session.note("gradient norms: " + "; ".join(used))
+        if note := self._clipping.note():
+            self.session.note(note)
         self.cycle.close(state.global_step)
         self.cycle = None
 
@@ -151,12 +144,12 @@ class GradWatchCallback(TrainerCallback):  # type: ignore[misc]
         step = state.global_step + 1
         self.cycle.before_step(step)
         if self.session.should_sample(step):
-            self._lr = self.guard.run(PART, _scheduler_lr, lr_scheduler)
+            self._lr = self.guard.run(PART, scheduler_lr, lr_scheduler)
 
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
         if self.cycle is None or not self.cycle.pending:
             return control
-        if self._max_grad_norm is not None and control.should_log:
+        if self._clipping.limit is not None and control.should_log:
             self._deferred = True  # the Trainer logs this step next, with its pre-clip norm
             return control
         return self._finish(state, control, pre_clip=None)
@@ -164,11 +157,11 @@ class GradWatchCallback(TrainerCallback):  # type: ignore[misc]
     def on_log(self, args: Any, state: Any, control: Any, logs: dict[str, Any] | None = None, **kwargs: Any) -> Any:
         if self.cycle is None or logs is None:
             return control
-        logged_loss = _finite(logs.get("loss"))
+        logged_loss = finite(logs.get("loss"))
         if not self._model_loss and logged_loss is not None:
             self.cycle.add_loss(logged_loss)  # a custom compute_loss: take the Trainer's logged loss
         if self._deferred:
-            self._finish(state, control, pre_clip=_finite(logs.get("grad_norm")))
+            self._finish(state, control, pre_clip=finite(logs.get("grad_norm")))
         if self._unlogged and self.session.main and self._unlogged_step == state.global_step:
             logs.update(self._unlogged)
             if state.log_history and state.log_history[-1].get("step") == state.global_step:
@@ -180,11 +173,9 @@ class GradWatchCallback(TrainerCallback):  # type: ignore[misc]
         """Diagnose the pending sample; ``pre_clip``: the Trainer's pre-clip global norm of that step."""
         self._deferred = False
         assert self.cycle is not None
-        limit = self._max_grad_norm
-        scale = (pre_clip + 1e-6) / limit if limit is not None and pre_clip is not None and pre_clip > limit else None
-        stats = self.cycle.end_step(state.global_step, lr=self._lr, grad_scale=scale)
+        stats = self.cycle.end_step(state.global_step, lr=self._lr, grad_scale=self._clipping.scale(pre_clip))
         if stats is not None:
-            self._norms_used[_norms_kind(stats, limit, pre_clip)] += 1
+            self._clipping.count(stats, pre_clip)
             self._unlogged = {k: v for k, v in self.session.latest.items() if math.isfinite(v)}
             self._unlogged_step = stats.step
         if self.session.stop_requested and not control.should_training_stop:
@@ -199,58 +190,6 @@ class GradWatchCallback(TrainerCallback):  # type: ignore[misc]
         if isinstance(loss, torch.Tensor) and loss.numel() > 0:
             self._model_loss = True
             self.cycle.add_loss(loss)
-
-
-def _norms_kind(stats: StepStats, limit: float | None, pre_clip: float | None) -> str:
-    """Which gradient norms a sample holds (see the module docstring)."""
-    if limit is None:
-        return NORM_KINDS[0]
-    if pre_clip is not None:
-        return NORM_KINDS[2]
-    total = math.sqrt(sum(layer.grad_norm**2 for layer in stats.layers if layer.grad_norm is not None))
-    return NORM_KINDS[1] if total < limit * (1 - 1e-3) else NORM_KINDS[3]  # clipping leaves the total at the limit
-
-
-def _is_transformer(model: Any) -> bool:
-    """Transformer models of the Hub add each block's input back to its output (residual connections)."""
-    config = getattr(model, "config", None)
-    return any(getattr(config, name, None) for name in ("n_layer", "num_hidden_layers", "num_layers"))
-
-
-def _scheduler_lr(scheduler: Any) -> float | None:
-    """The learning rate this step uses: the scheduler steps after the optimizer."""
-    if scheduler is None or not hasattr(scheduler, "get_last_lr"):
-        return None
-    value = scheduler.get_last_lr()[0]
-    return float(value.item() if isinstance(value, torch.Tensor) else value)
-
-
-def _finite(value: Any) -> float | None:
-    """A logged number as a float when it is a finite one."""
-    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
-
-
-def _run_before_loggers(callback: GradWatchCallback) -> None:
-    """Move the callback right after the Trainer's flow callback, so logger callbacks see its scalars.
-
-    The Trainer puts user callbacks after its reporting ones (TensorBoard, W&B,
-    the printer); ``on_log`` can only add to what later callbacks receive. The
-    handler is the caller of this event (``CallbackHandler.call_event``); when
-    it cannot be found the order is left alone and the scalars still reach
-    ``trainer.state.log_history``.
-    """
-    frame = sys._getframe(2)  # _run_before_loggers <- guard.run <- on_train_begin <- call_event
-    for _ in range(4):
-        frame = frame.f_back  # type: ignore[assignment]
-        if frame is None:
-            return
-        handler = frame.f_locals.get("self")
-        callbacks = getattr(handler, "callbacks", None)
-        if type(handler).__name__ == "CallbackHandler" and isinstance(callbacks, list) and callback in callbacks:
-            callbacks.remove(callback)
-            flow = next((i for i, c in enumerate(callbacks) if type(c).__name__ == "DefaultFlowCallback"), -1)
-            callbacks.insert(flow + 1, callback)
-            return
 
 
 __all__ = ["GradWatchCallback"]
