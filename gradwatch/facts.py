@@ -15,6 +15,8 @@ SATURATING = frozenset({"Sigmoid", "Tanh", "Hardsigmoid", "Hardtanh", "Softsign"
 RECURRENT = frozenset({"RNN", "LSTM", "GRU", "SimpleRNN"})
 GATED_RECURRENT = frozenset({"LSTM", "GRU"})
 DEAD_KINDS = frozenset({"ReLU", "ReLU6"})  # a unit never positive over many rows is dead: measured per unit
+# optimizers whose step runs several iterations on a curvature model: a step as large as the weights is by design
+QUASI_NEWTON = frozenset({"LBFGS"})
 # outputs outside (low, high) sit in an activation's flat tails, where its local derivative is below about 0.01
 SATURATED_OUTSIDE = {"Sigmoid": (0.01, 0.99), "Tanh": (-0.99, 0.99)}
 
@@ -98,4 +100,4 @@ def _field_names(kind: type) -> set[str]:
     return {f.name for f in fields(kind)}
 
 
-__all__ = ["GATED_RECURRENT", "RECURRENT", "RELU_FAMILY", "SATURATING", "LayerFacts", "ModelFacts"]
+__all__ = ["GATED_RECURRENT", "QUASI_NEWTON", "RECURRENT", "RELU_FAMILY", "SATURATING", "LayerFacts", "ModelFacts"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 
-from ..facts import ModelFacts
+from ..facts import QUASI_NEWTON, ModelFacts
 from ..report import Finding
 from ..stats import StepStats, finite
 from .base import Detector, check_count, check_positive, fmt
@@ -17,7 +17,9 @@ class ExplodingGradients(Detector):
     Rules (any of them, on ``min_consecutive`` sampled steps in a row):
 
     - some layer's relative update ``|ΔW|/|W|`` (``|W|`` before the step)
-      exceeds ``max_relative_update``: the step is as large as the layer;
+      exceeds ``max_relative_update``: the step is as large as the layer
+      (not for quasi-Newton optimizers such as L-BFGS, whose steps are that
+      large by design);
     - the total gradient norm exceeds ``max_growth`` times its lowest level over
       the first ``baseline_samples`` samples (the lowest: a run may blow up in
       its first steps); the norm before the training code's own clipping is
@@ -70,7 +72,8 @@ class ExplodingGradients(Detector):
             growth = unclipped / reference if reference > 0 and len(self.baseline) > 1 else None
 
         updates = {s.name: s.relative_update for s in sample.layers if finite(s.relative_update)}
-        big_updates = {n: u for n, u in updates.items() if u > self.max_relative_update}
+        judge_updates = facts.optimizer not in QUASI_NEWTON
+        big_updates = {n: u for n, u in updates.items() if u > self.max_relative_update and judge_updates}
         # every layer, each measured: a layer starting at zero or pulled by its own L2 penalty says nothing
         penalized = set(facts.regularized)
         judged = [s.relative_grad for s in sample.layers if s.name not in penalized]

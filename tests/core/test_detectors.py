@@ -72,6 +72,15 @@ def test_exploding_on_updates_as_large_as_the_weights():
     assert critical.severity == "critical"
 
 
+def test_exploding_leaves_quasi_newton_steps_alone_but_not_their_loss():
+    """An L-BFGS step runs several iterations toward the minimum of a curvature model: it may be as large as the weights."""
+    big_steps = [sample(s, relative_updates=[0.5, 3.0, 1.5], loss=1.0 / (s + 1)) for s in range(4)]
+    assert feed(ExplodingGradients(), big_steps, ModelFacts(optimizer="LBFGS")) == [None] * 4
+    assert feed(ExplodingGradients(), big_steps, ModelFacts(optimizer="SGD"))[1] is not None
+    climbing = [sample(s, relative_updates=[0.5, 3.0, 1.5], loss=100.0**s) for s in range(4)]
+    assert feed(ExplodingGradients(), climbing, ModelFacts(optimizer="LBFGS"))[-1] is not None
+
+
 def test_exploding_on_growth_over_the_early_lowest_level():
     norms = [2.0, 3.0, 4.0, 150.0, 400.0]  # baseline: the lowest of the first three, 2 → growth 75 then 200
     results = feed(ExplodingGradients(), [sample(s, [n, 0.0, 0.0]) for s, n in enumerate(norms)])

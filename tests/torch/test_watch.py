@@ -447,6 +447,30 @@ def test_a_closure_optimizer_is_measured_from_the_gradients_its_step_made():
     assert history["step"] == [0, 1, 2] and all(g is not None and g > 0 for g in history["grad_norm"])
 
 
+def test_a_healthy_lbfgs_fit_raises_no_alarm():
+    """L-BFGS moves a small layer by more than its norm in its first steps, by design: that is no explosion."""
+    torch.manual_seed(0)
+    x = torch.linspace(-3, 3, 200).unsqueeze(1)
+    y = torch.sin(2 * x)
+    model = nn.Sequential(nn.Linear(1, 32), nn.Tanh(), nn.Linear(32, 32), nn.Tanh(), nn.Linear(32, 1))
+    optimizer = torch.optim.LBFGS(model.parameters(), lr=0.5, max_iter=10)
+
+    def closure():  # type: ignore[no-untyped-def]
+        optimizer.zero_grad()
+        loss = nn.functional.mse_loss(model(x), y)
+        loss.backward()
+        return loss
+
+    with watch(model, optimizer, every_n_steps=1, print_report=False, warn_on=None) as watcher:
+        losses = []
+        for _ in range(15):
+            losses.append(float(optimizer.step(closure)))
+            watcher.step(losses[-1])
+    report = watcher.report()
+    assert losses[-1] < 0.01 * losses[0] and report.sampled_steps >= 10
+    assert [f.symptom for f in report.findings] == []
+
+
 def test_binding_to_the_first_optimizer_runs_its_pre_hook_once_per_step(monkeypatch):
     from gradwatch.integrations.pytorch import Watcher
 
