@@ -27,7 +27,7 @@ from gradwatch.safety import warn
 from gradwatch.session import Session
 
 from . import torch_distributed
-from ._torch import torch
+from ._torch import ModelHook, torch
 from .torch_cycle import TorchCycle
 from .torch_optimizers import OptimizerBinding, trains
 from .torch_trial import trial
@@ -58,7 +58,10 @@ class Watcher:
         _WATCHERS[self.cycle.model] = weakref.ref(self)
         self.global_step = 0
         self._pending = False  # an optimizer step ran and step() has not been called since
-        self._ends_at_optimizer = False  # the loop does not call step(): each step ends with the optimizer's
+        self._ends_at_optimizer = False  # the loop does not call step() after the optimizer's: each step ends with it
+        self._called_early = False  # step() came before this step's optimizer step ...
+        self._forward_since_call = False  # ... and the model ran since (gradient accumulation), or not (step() is
+        self._forward_hook = self.cycle.model.register_forward_pre_hook(ModelHook(self._forward))  # placed early)
         self.binding = OptimizerBinding(self.cycle.model, self.guard, self._pre_hook, self._post_hook, self._bound)
         if optimizer is not None:
             self.binding.bind(optimizer)
@@ -88,6 +91,9 @@ class Watcher:
         if self._pending:  # step() was not called after the last optimizer step: end steps at the optimizer's
             self._finish()
             self._ends_at_optimizer = True
+        elif self._called_early and not self._forward_since_call:  # step(loss) between backward and the optimizer
+            self._ends_at_optimizer = True
+        self._called_early = False
         self.cycle.before_step(self.global_step)
 
     def _post_hook(self, optimizer: torch.optim.Optimizer, args: Any, kwargs: Any) -> None:
@@ -95,6 +101,9 @@ class Watcher:
         self._pending = True
         if self._ends_at_optimizer:  # before the next forward, so that it and its backward are measured as the next step
             self._finish()
+
+    def _forward(self, module: torch.nn.Module, args: Any) -> None:
+        self._forward_since_call = True
 
     def _finish(self) -> None:
         self._pending = False
@@ -107,10 +116,11 @@ class Watcher:
             self.cycle.arm_backward(self.global_step, full=self.optimizer is None)
 
     def step(self, loss: torch.Tensor | float | None = None) -> None:
-        """Mark the end of a training step, with its loss (a tensor is never synced here).
+        """Hand over the step's loss (a tensor is never synced here); after the optimizer step, end the step.
 
-        Without an optimizer step since the last call, the loop is taken to update
-        the weights by hand and this call ends the step.
+        The call may also come before ``backward()`` or ``optimizer.step()``, or once
+        per micro-batch: steps then end at the optimizer's. Without an optimizer,
+        the loop is taken to update the weights by hand and this call ends the step.
         """
         if loss is not None:
             self.cycle.add_loss(loss)
@@ -120,6 +130,8 @@ class Watcher:
             self.cycle.after_manual_update()
             self.global_step += 1
             self._finish()
+        else:
+            self._called_early, self._forward_since_call = True, False
 
     def report(self) -> Report:
         """The diagnosis so far (after ``close()``: the final report)."""
@@ -131,6 +143,7 @@ class Watcher:
             if self._pending:
                 self._finish()
             self.binding.remove()
+            self._forward_hook.remove()
             self.cycle.final_sample(self.global_step)
             unseen = "no training step was seen: call watcher.step(loss) once per step (or step an optimizer)"
             self.cycle.close(self.global_step, unseen=unseen)

@@ -143,26 +143,56 @@ def test_optimizer_created_after_watch_and_no_step_calls():
     assert report.layers[0]["history"]["step"] == [0, 1, 2, 4, 8, 16, 20]
 
 
-@pytest.mark.parametrize("call_step", [True, False])
-def test_each_sample_holds_its_own_steps_gradients(monkeypatch, call_step):
-    """With or without ``watcher.step()`` calls, the norms of sample k are step k's, not a neighbour's."""
+@pytest.mark.parametrize("placement", ["after the optimizer", "before the optimizer", "before backward", "never"])
+def test_each_sample_holds_its_own_steps_gradients_and_loss(monkeypatch, placement):
+    """Wherever the loop calls ``watcher.step(loss)`` (or not at all), sample k holds step k's norms and loss."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-    actual, sampled = [], {}
+    actual, losses, sampled = [], [], {}
     with watch(model, optimizer, every_n_steps=1, print_report=False, warn_on=None) as watcher:
         observe = watcher.monitor.observe
         monkeypatch.setattr(watcher.monitor, "observe", lambda stats: sampled.update({stats.step: stats}) or observe(stats))
         for i in range(8):
             loss = model(torch.randn(32, 4) * (i + 1)).square().mean()  # every step's gradients differ
+            losses.append(loss.item())
             optimizer.zero_grad()
+            if placement == "before backward":
+                watcher.step(loss)
             loss.backward()
             actual.append(math.sqrt(sum(p.grad.square().sum().item() for p in model[0].parameters())))
+            if placement == "before the optimizer":
+                watcher.step(loss)
             optimizer.step()
-            if call_step:
+            if placement == "after the optimizer":
                 watcher.step(loss)
     assert sorted(sampled) == list(range(8))
     assert [sampled[k].layers[0].grad_norm for k in range(8)] == pytest.approx(actual, rel=1e-5)
+    if placement != "never":
+        assert [sampled[k].loss for k in range(8)] == pytest.approx(losses, rel=1e-5)
+
+
+def test_gradient_accumulation_with_a_step_call_per_micro_batch(monkeypatch):
+    """step(loss) after every micro-batch, the optimizer every second one: a sample is one optimizer step."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    actual, losses, sampled = [], [], {}
+    with watch(model, optimizer, every_n_steps=1, print_report=False, warn_on=None) as watcher:
+        observe = watcher.monitor.observe
+        monkeypatch.setattr(watcher.monitor, "observe", lambda stats: sampled.update({stats.step: stats}) or observe(stats))
+        for i in range(12):
+            loss = model(torch.randn(32, 4) * (i + 1)).square().mean()
+            losses.append(loss.item())
+            loss.backward()
+            if i % 2 == 1:
+                actual.append(math.sqrt(sum(p.grad.square().sum().item() for p in model[0].parameters())))
+                optimizer.step()
+                optimizer.zero_grad()
+            watcher.step(loss)
+    assert sorted(sampled) == list(range(6))
+    assert [sampled[k].layers[0].grad_norm for k in range(6)] == pytest.approx(actual, rel=1e-5)
+    assert [sampled[k].loss for k in range(6)] == pytest.approx([(a + b) / 2 for a, b in zip(losses[::2], losses[1::2])], rel=1e-5)
 
 
 def test_a_new_optimizer_for_a_second_stage_is_followed_and_noted():
