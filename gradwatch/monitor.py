@@ -20,7 +20,7 @@ from .options import (
     check_stop_on,
     check_summary_path,
 )
-from .report import SEVERITY_RANK, Finding, Report, Severity, StopSeverity, layer_list
+from .report import SEVERITY_RANK, Finding, Remedy, Report, Severity, StopSeverity, layer_list
 from .safety import FaultGuard, warn
 from .stats import StepStats
 
@@ -72,6 +72,7 @@ class Monitor:
         self.input_scale: tuple[float, float] | None = None  # latest mean |x| and std of the model's input
         self.last_loss: float | None = None
         self.notes: list[str] = []
+        self._ranked: tuple[ModelFacts, dict[str, tuple[Remedy, ...]]] = (self.facts, {})  # remedies per symptom, for these facts
 
     def should_sample(self, step: int) -> bool:
         """Whether the adapter should measure optimizer step ``step`` (0-based)."""
@@ -145,7 +146,7 @@ class Monitor:
         """Keep the first step of a symptom, the latest evidence and the worst severity."""
         known = self.findings.get(found.symptom)
         causes = find_causes(self.facts, self.input_scale, self.last_loss) if found.symptom != "weight_collapse" else []
-        found.remedies = remedies.for_finding(found, self.facts, framework=self.framework)
+        found.remedies = self._remedies(found)
         if causes:
             found.message += "; likely cause: " + "; ".join(cause.text for cause in causes)
             found.evidence["causes"] = [cause.id for cause in causes]
@@ -160,6 +161,16 @@ class Monitor:
         found.layers = tuple(dict.fromkeys(known.layers + found.layers))
         self.findings[found.symptom] = found
         return worse
+
+    def _remedies(self, found: Finding) -> tuple[Remedy, ...]:
+        """``remedies.for_finding``, ranked once per symptom while the facts stay the same object."""
+        facts, ranked = self._ranked
+        if facts is not self.facts:
+            self._ranked = facts, ranked = self.facts, {}
+        key = remedies.symptom_key(found)
+        if key not in ranked:
+            ranked[key] = remedies.rank(key, self.facts, framework=self.framework)
+        return ranked[key]
 
     def report(self, steps: int | None = None) -> Report:
         """The findings so far, most severe first, with the downsampled history."""

@@ -202,8 +202,13 @@ HOW: dict[str, dict[str, str]] = {
 
 def for_finding(finding: Finding, facts: ModelFacts, *, framework: str = "unknown") -> tuple[Remedy, ...]:
     """Remedies for a finding: vanishing through time has remedies of its own."""
+    return rank(symptom_key(finding), facts, framework=framework)
+
+
+def symptom_key(finding: Finding) -> str:
+    """The key ``rank`` takes for a finding: its symptom, ``vanishing_gradients:time`` for decay through time."""
     through_time = finding.symptom == "vanishing_gradients" and finding.evidence.get("axis") == "time"
-    return rank(f"{finding.symptom}:time" if through_time else finding.symptom, facts, framework=framework)
+    return f"{finding.symptom}:time" if through_time else finding.symptom
 
 
 def rank(symptom: str, facts: ModelFacts, *, framework: str = "unknown") -> tuple[Remedy, ...]:
@@ -223,4 +228,4 @@ def rank(symptom: str, facts: ModelFacts, *, framework: str = "unknown") -> tupl
     return tuple(remedy for _, remedy in scored)
 
 
-__all__ = ["CANDIDATES", "REMEDIES", "for_finding", "rank"]
+__all__ = ["CANDIDATES", "REMEDIES", "for_finding", "rank", "symptom_key"]

@@ -108,6 +108,7 @@ class TorchCollector:
         self._update_scale = [t.numel() / sampled_elements(t.numel(), k) for t, k in zip(self._local(self.params), self._update_stride)]
         self._owner_list = owners
         self.row_facts: dict[int, LayerFacts | None] = {}  # what is known of each row-judged weight's layer
+        self._judge_rows()
         self._row_window: dict[Group, tuple[Any, int]] = {}  # weight group -> (gradient row norm maxima, rows)
         self._indices: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor | None]] = {}
         self._plans: dict[tuple[Any, ...], list[Group]] = {}
@@ -170,12 +171,13 @@ class TorchCollector:
         sample = self._sample
         indices = range(len(self.params)) if only is None else only
         found = [self.params[i].grad for i in indices]
-        present = [(i, g) for i, g in zip(indices, found) if g is not None]
         if only is None:
             sample.grad_key = _grad_key(found)
             sample.grad_rows, sample.grad_layers = [], []
-        dense = [(i, g) for i, g in present if g.layout == torch.strided]
-        grads = dict(zip([i for i, _ in dense], self._local([g for _, g in dense])))
+        strided = torch.strided
+        grads = {i: g for i, g in zip(indices, found) if g is not None and g.layout == strided}
+        if self._sharded:
+            grads = dict(zip(grads, self._local(list(grads.values()))))
         if not grads:
             return None
         rowed = self._rows_wanted(grads)
@@ -196,12 +198,22 @@ class TorchCollector:
         """Learn the layers' activations, so that rows no detector reads are not measured."""
         known = {layer.name: layer for layer in facts.layers}
         self.row_facts = {i: known.get(self.layer_names[layer]) for i, layer in self.row_params.items()}
+        self._judge_rows()
+
+    def _judge_rows(self) -> None:
+        """Which weights' rows may judge dead units (see ``row_judged``), each with the activation module whose
+        own measurement, when taken, makes the rows unneeded."""
+        last = len(self.layer_names) - 1
+        self._row_candidates = {
+            i: facts.activation_module if facts is not None else None
+            for i, layer in self.row_params.items()
+            if layer != last and row_judged(facts := self.row_facts.get(i), ())
+        }
 
     def _rows_wanted(self, grads: dict[int, torch.Tensor]) -> set[int]:
         """The weights whose zero gradient rows may judge dead units this sample (not the output layer's)."""
         measured = self.probes.measured_dead()
-        last = len(self.layer_names) - 1
-        return {i for i in grads if i in self.row_params and self.row_params[i] != last and row_judged(self.row_facts.get(i), measured)}
+        return {i for i, module in self._row_candidates.items() if i in grads and (module is None or module not in measured)}
 
     def _snapshot_weights(self, only: list[int] | None = None) -> None:
         """Weight norms before the step, and the copy (a block sample of large ones) the update is measured from.

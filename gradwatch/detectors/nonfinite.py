@@ -28,6 +28,8 @@ class NonFinite(Detector):
     def observe(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
         since = self.previous_step
         self.previous_step = sample.step
+        if sample.finite:  # computed once per sample from the same values
+            return None
         bad_grads = [s.name for s in sample.layers if _bad(s.grad_norm)]
         bad_weights = [s.name for s in sample.layers if _bad(s.weight_norm) or _bad(s.update_norm)]
         bad_loss = _bad(sample.loss)
