@@ -42,11 +42,20 @@ class Watcher:
     def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, **options: Any) -> None:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"watch() needs a torch.nn.Module, got {type(model).__name__}")
+        handwritten = None  # an optimizer of the user's own making: no step hooks, steps end at step()
         if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
-            raise TypeError(f"optimizer must be a torch.optim.Optimizer or None, got {type(optimizer).__name__}")
+            inner = getattr(optimizer, "optimizer", None)  # Lightning's and other wrappers
+            if isinstance(inner, torch.optim.Optimizer):
+                optimizer = inner
+            elif callable(getattr(optimizer, "step", None)):
+                handwritten, optimizer = type(optimizer).__name__, None
+            else:
+                raise TypeError(f"optimizer must be a torch.optim.Optimizer, an object with a step() method, or None; got {type(optimizer).__name__}")
         if optimizer is not None and not trains(optimizer, model):
             raise ValueError("the optimizer trains none of the model's parameters: pass the one that steps this model, or None")
         self.session = Session("pytorch", **options)
+        if handwritten:
+            self.session.note(f"{handwritten} is not a torch.optim.Optimizer: each step ends at watcher.step(), as for an update by hand")
         self.guard, self.monitor = self.session.guard, self.session.monitor
         self.model = model
         self.cycle = TorchCycle(model, self.session)
@@ -183,8 +192,9 @@ def watch(
         model: the module being trained (DDP, DataParallel and ``torch.compile``
             wrappers are seen through).
         optimizer: the optimizer that steps it; None binds to the first one that
-            does (it may be created later). Loops that update the weights by hand
-            need none: call ``watcher.step(loss)`` after each update.
+            does (it may be created later). Loops that update the weights by hand,
+            or with an optimizer class of their own (not a ``torch.optim.Optimizer``),
+            call ``watcher.step(loss)`` after each update.
         summary_path: where the JSON summary is written at ``close()`` and every
             ``autosave_every_n_steps`` steps; None: nowhere.
         every_n_steps: measure every n-th optimizer step, and steps 1, 2, 4, …
@@ -200,7 +210,7 @@ def watch(
         A ``Watcher``; use it as a context manager, or call ``close()`` at the end.
 
     Raises:
-        TypeError: ``model`` is not a module, or ``optimizer`` not an optimizer.
+        TypeError: ``model`` is not a module, or ``optimizer`` has no ``step()``.
         ValueError: ``optimizer`` trains none of ``model``'s parameters.
         gradwatch.options.OptionError: an option is out of range (one line naming it).
 

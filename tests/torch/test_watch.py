@@ -309,6 +309,39 @@ def test_bad_arguments_fail_with_one_line_errors():
         watch(nn.Linear(2, 2), other)
 
 
+def test_an_optimizer_class_of_the_users_own_is_measured_as_an_update_by_hand():
+    """A hand-written optimizer (as in d2l or a course) has no step hooks: steps end at watcher.step()."""
+
+    class PlainSGD:
+        def __init__(self, params, lr):  # type: ignore[no-untyped-def]
+            self.params, self.lr = list(params), lr
+
+        def zero_grad(self):  # type: ignore[no-untyped-def]
+            for p in self.params:
+                p.grad = None
+
+        @torch.no_grad()
+        def step(self):  # type: ignore[no-untyped-def]
+            for p in self.params:
+                p -= self.lr * p.grad
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 3))
+    optimizer = PlainSGD(model.parameters(), lr=0.05)
+    with watch(model, optimizer, every_n_steps=5, print_report=False, warn_on=None) as watcher:
+        loop(model, optimizer, watcher, steps=20)
+    report = watcher.close()
+    history = report.layers[0]["history"]
+    assert report.steps == 20 and history["step"] == [0, 1, 2, 4, 5, 10, 15]
+    assert all(u is not None and u > 0 for u in history["update_norm"])
+    assert any("PlainSGD is not a torch.optim.Optimizer" in note for note in report.notes)
+    with pytest.raises(TypeError, match="an object with a step\\(\\) method, or None; got int"):
+        watch(model, 3)
+    wrapped = type("Wrapper", (), {"optimizer": torch.optim.SGD(model.parameters(), lr=0.1), "step": lambda self: None})()
+    with watch(model, wrapped, print_report=False) as watcher:
+        assert watcher.optimizer is wrapped.optimizer  # a wrapper (Lightning's, say) is seen through
+
+
 def test_a_model_that_is_never_trained_gets_no_clean_bill():
     """watch(model), then the loop trains a re-created model: forty steps, none of them measured."""
     watched = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 3))
