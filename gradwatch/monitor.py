@@ -130,10 +130,14 @@ class Monitor:
         """The end of a run: write the summary and print the console report (a failure of either is contained)."""
         report = self.save(steps)
         if print_report:
-            from .console import print_report as show
-
-            self.guard.run("console report", show, report)
+            self.show(report)
         return report
+
+    def show(self, report: Report) -> None:
+        """Print the console report (a failure is contained)."""
+        from .console import print_report
+
+        self.guard.run("console report", print_report, report)
 
     def save(self, steps: int | None = None) -> Report:
         """Write the summary to ``summary_path`` (if any) atomically; returns the report."""

@@ -76,6 +76,7 @@ class Session:
         self.stop_requested = False
         self.skipped_steps = 0  # sampled steps whose optimizer step did not run (an AMP scaler skipped it)
         self._begun = False  # a run has started on this monitor
+        self._printed: tuple[Any, ...] | None = None  # the verdict of the last report printed for this diagnosis
 
     def start(self, facts: ModelFacts, *, main: bool = True, every_n_steps: int | None = None, resume: bool = False) -> Monitor:
         """A run begins: ``facts`` of its model; ``main``: this process reports; ``every_n_steps``: the
@@ -84,6 +85,7 @@ class Session:
         from a checkpoint before the first run is continued."""
         if self._begun and not resume:
             self.monitor = Monitor(guard=self.guard, **self._options)
+            self._printed = None
         self._begun = True
         self.monitor.facts = facts
         self.monitor.every_n_steps = self.every_n_steps or max(int(every_n_steps or DEFAULT_EVERY_N_STEPS), 1)
@@ -135,7 +137,8 @@ class Session:
         """The run's end: notes on what was not measured, the console report, the JSON summary.
 
         ``unseen``: the adapter's advice when no step reached it. A second call
-        returns the same report.
+        returns the same report. A resumed diagnosis (Keras' successive ``fit``
+        calls) prints its report again only when its findings changed.
         """
         if self.final is not None:
             return self.final
@@ -148,8 +151,12 @@ class Session:
             self.note("no step could be measured: no backward pass reached the model's trainable parameters")
         elif samples < MIN_SAMPLES_TO_CLEAR and steps < MIN_SAMPLES_TO_CLEAR:
             self.note(f"the run had only {steps} step(s)")
-        self.final = self.monitor.close(steps, print_report=self.print_report and self.main)
-        return self.final
+        self.final = report = self.monitor.close(steps, print_report=False)
+        verdict = (tuple((f.symptom, f.severity) for f in report.findings), report.too_little_measured)
+        if self.print_report and self.main and verdict != self._printed:  # a resumed run: only when it changed
+            self._printed = verdict
+            self.monitor.show(report)
+        return report
 
     def state_dict(self) -> dict[str, Any]:
         """The diagnosis so far, for a checkpoint."""

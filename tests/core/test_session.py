@@ -123,6 +123,26 @@ def test_a_fresh_start_forgets_the_last_run_and_a_resumed_one_continues(tmp_path
     assert session.report().findings == [] and session.monitor.samples == 0
 
 
+def test_a_resumed_diagnosis_prints_its_report_again_only_when_its_findings_change(capsys):
+    """Keras code often calls fit(epochs=1) in a loop: one report per change, not one per call."""
+    session = Session("test", warn_on=None)
+    printed = []
+
+    def run(steps: range, relative_grads: list[float], *, resume: bool = True) -> None:
+        session.start(ModelFacts(), resume=resume)
+        for step in steps:
+            session.record(sample(step, relative_grads, loss=2.0))
+        session.close(steps.stop)
+        printed.append(capsys.readouterr().err.count("gradwatch ·"))
+
+    run(range(0, 3), [0.01] * 3, resume=False)
+    run(range(3, 6), [0.01] * 3)
+    run(range(6, 9), VANISHING)
+    run(range(9, 12), VANISHING)
+    run(range(0, 3), VANISHING, resume=False)  # a fresh diagnosis always prints
+    assert printed == [1, 0, 1, 0, 1]
+
+
 def test_a_checkpointed_diagnosis_loaded_before_the_run_is_continued():
     before = Session("test", warn_on=None, print_report=False)
     before.start(ModelFacts())
