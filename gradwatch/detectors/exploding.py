@@ -25,9 +25,12 @@ class ExplodingGradients(Detector):
       its first steps); the norm before the training code's own clipping is
       used where the adapter measured it, so clipping cannot hide the growth;
     - every layer's gradient exceeds ``max_relative_grad`` times its weights
-      (an adaptive optimizer bounds the step, so update sizes alone miss it);
-      layers with an L2 penalty of their own are left out (its pull alone is
-      ``2λ|W|``), and the rule needs two layers or more, all measured;
+      (an adaptive optimizer bounds the step, so update sizes alone miss it)
+      after the total gradient norm grew ``relative_grad_growth`` times over its
+      early lowest level (a loss summed over the batch and the pixels has such
+      gradients from the first step on, and an adaptive optimizer takes them in
+      stride); layers with an L2 penalty of their own are left out (its pull
+      alone is ``2λ|W|``), and the rule needs two layers or more, all measured;
     - the loss (median of the two latest samples) climbs above
       ``max_loss_growth`` times its lowest level over the first samples.
 
@@ -44,6 +47,7 @@ class ExplodingGradients(Detector):
         max_relative_update: float = 1.0,
         max_growth: float = 100.0,
         max_relative_grad: float = 10.0,
+        relative_grad_growth: float = 10.0,
         max_loss_growth: float = 10.0,
         baseline_samples: int = 3,
         min_consecutive: int = 2,
@@ -51,6 +55,7 @@ class ExplodingGradients(Detector):
         self.max_relative_update = check_positive("max_relative_update", max_relative_update)
         self.max_growth = check_positive("max_growth", max_growth)
         self.max_relative_grad = check_positive("max_relative_grad", max_relative_grad)
+        self.relative_grad_growth = check_positive("relative_grad_growth", relative_grad_growth)
         self.max_loss_growth = check_positive("max_loss_growth", max_loss_growth)
         self.baseline_samples = check_count("baseline_samples", baseline_samples)
         self.min_consecutive = check_count("min_consecutive", min_consecutive)
@@ -79,7 +84,8 @@ class ExplodingGradients(Detector):
         judged = [s.relative_grad for s in sample.layers if s.name not in penalized]
         measured = [g for g in judged if finite(g)]
         least_grad = min(measured) if len(judged) >= 2 and len(measured) == len(judged) else None
-        grads_over_weights = least_grad is not None and least_grad > self.max_relative_grad
+        grew = growth is not None and growth > self.relative_grad_growth
+        grads_over_weights = grew and least_grad is not None and least_grad > self.max_relative_grad
         start, now = min(self.losses.early_losses, default=None), self.losses.now
         loss_growth = now / start if self.losses.count > 1 and start and start > 0 and now is not None else None
         climbing = loss_growth is not None and loss_growth > self.max_loss_growth

@@ -510,6 +510,35 @@ def test_a_closure_optimizer_is_measured_from_the_gradients_its_step_made():
     assert history["step"] == [0, 1, 2] and all(g is not None and g > 0 for g in history["grad_norm"])
 
 
+def test_a_vae_with_a_summed_loss_raises_no_alarm():
+    """A loss summed over the batch and the pixels (the usual VAE objective) gives gradients far above
+    the weights from the first step on; Adam takes them in stride and the model learns."""
+    torch.manual_seed(0)
+    rows, cols = torch.meshgrid(torch.arange(16.0), torch.arange(16.0), indexing="ij")
+    centres, radii = torch.rand(1024, 2, 1, 1) * 10 + 3, torch.rand(1024, 1, 1) * 3 + 2
+    images = ((rows - centres[:, 0]).square() + (cols - centres[:, 1]).square() < radii.square()).float().flatten(1)  # discs
+    encoder, mean, log_var = nn.Linear(256, 128), nn.Linear(128, 8), nn.Linear(128, 8)
+    decoder = nn.Sequential(nn.Linear(8, 128), nn.ReLU(), nn.Linear(128, 256))
+    model = nn.ModuleList([encoder, mean, log_var, decoder])
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    losses = []
+    with watch(model, optimizer, every_n_steps=4, print_report=False, warn_on=None) as watcher:
+        for _ in range(3):
+            for x in images.split(64):
+                hidden = torch.relu(encoder(x))
+                mu, lv = mean(hidden), log_var(hidden)
+                logits = decoder(mu + torch.randn_like(mu) * torch.exp(0.5 * lv))
+                kl = -0.5 * torch.sum(1 + lv - mu.square() - lv.exp())
+                loss = nn.functional.binary_cross_entropy_with_logits(logits, x, reduction="sum") + kl
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                watcher.step(loss)
+                losses.append(loss.item())
+    assert sum(losses[-8:]) < 0.7 * sum(losses[:8])
+    assert [f.symptom for f in watcher.report().findings] == []
+
+
 def test_a_healthy_lbfgs_fit_raises_no_alarm():
     """L-BFGS moves a small layer by more than its norm in its first steps, by design: that is no explosion."""
     torch.manual_seed(0)
