@@ -44,9 +44,7 @@ class _Sample:
     grad_norms: Any = None  # per layer: summed squared norms (see ``TorchCollector.pack``)
     grad_rows: list[tuple[Group, Any]] = field(default_factory=list)  # row norms of the row-judged weights, per group
     grad_key: list[tuple[int, int]] | None = None  # identity and version of each gradient read: unchanged ones need no new read
-    before: dict[tuple[int, ...] | None, list[tuple[Any, tuple[Any, ...]]]] = field(
-        default_factory=dict
-    )  # parameters read (None: all) -> per group, the snapshot and its rows
+    before: dict[tuple[int, ...] | None, list[Any]] = field(default_factory=dict)  # parameters read (None: all) -> snapshots
     weight_norms: Any = None  # squared, before the optimizer step: the scale a step is judged against
     update_norms: Any = None
     weighed: set[int] = field(default_factory=set)  # parameters whose weight norm was read
@@ -113,7 +111,7 @@ class TorchCollector:
         self._indices: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor | None]] = {}
         self._plans: dict[tuple[Any, ...], list[Group]] = {}
         self._row_scale: dict[tuple[Group, ...], torch.Tensor] = {}
-        self._snapshots: dict[Group, tuple[torch.Tensor, tuple[torch.Tensor, ...]]] = {}  # buffer and its rows (views)
+        self._snapshots: dict[Group, torch.Tensor] = {}  # a group's weights before the step, stacked
 
     @torch.no_grad()
     def capture_gradients(self, *, scale: float | None = None, weights: bool = True, only: list[int] | None = None) -> None:
@@ -226,16 +224,15 @@ class TorchCollector:
             if len(group) > 1:
                 tensors = [weights[i] for i in group]
                 kept = self._snapshots.get(group)
-                if kept is None or kept[0].shape[1:] != tensors[0].shape or kept[0].dtype != tensors[0].dtype or kept[0].device != tensors[0].device:
-                    buffer = torch.stack(tensors)
-                    kept = self._snapshots[group] = (buffer, buffer.unbind(0))  # views made once: each costs microseconds
+                if kept is None or kept.shape[1:] != tensors[0].shape or kept.dtype != tensors[0].dtype or kept.device != tensors[0].device:
+                    kept = self._snapshots[group] = torch.stack(tensors)
                 else:
-                    torch.stack(tensors, out=kept[0])
+                    torch.stack(tensors, out=kept)
                 before.append(kept)
-                whole = kept[0]  # the copy is read for the norms: it is where the weights are now
+                whole = kept  # the copy is read for the norms: it is where the weights are now
             else:
                 whole = weights[group[0]].reshape(1, -1)
-                before.append((_sampled(weights[group[0]], self._update_stride[group[0]]).clone(), ()))
+                before.append(_sampled(weights[group[0]], self._update_stride[group[0]]).clone())
             squares.append(torch.linalg.vector_norm(whole.flatten(1), dim=1, dtype=torch.float32).square())
             order += group
         part = self._per_layer(torch.cat(squares), order)
@@ -257,9 +254,9 @@ class TorchCollector:
         weights = self._weights(only)
         groups = self._plan(weights)
         squares = []
-        for group, (delta, rows) in zip(groups, before):  # each snapshot becomes -ΔW
-            if len(group) > 1:
-                torch._foreach_sub_(list(rows), [weights[i] for i in group])
+        for group, delta in zip(groups, before):  # each snapshot becomes -ΔW
+            if len(group) > 1:  # one stacked copy and one subtraction: a foreach pass costs microseconds per tensor
+                delta.sub_(torch.stack([weights[i] for i in group]))
             else:
                 delta.sub_(_sampled(weights[group[0]], self._update_stride[group[0]]))
             square = torch.linalg.vector_norm(delta.reshape(len(group), -1), dim=1, dtype=torch.float32).square()
