@@ -112,6 +112,7 @@ class TorchCollector:
         self._plans: dict[tuple[Any, ...], list[Group]] = {}
         self._row_scale: dict[tuple[Group, ...], torch.Tensor] = {}
         self._snapshots: dict[Group, torch.Tensor] = {}  # a group's weights before the step, stacked
+        self._scratch: dict[tuple[Any, ...], torch.Tensor] = {}  # stacking buffers, by count, shape, dtype and device
 
     @torch.no_grad()
     def capture_gradients(self, *, scale: float | None = None, weights: bool = True, only: list[int] | None = None) -> None:
@@ -181,7 +182,7 @@ class TorchCollector:
         rowed = self._rows_wanted(grads)
         squares, order = [], []
         for group in self._plan(grads, rowed):
-            stacked = _stacked(grads, group)
+            stacked = self._stacked([grads[i] for i in group])
             if group[0] in rowed:  # one read gives the norm and the all-zero rows (dead units)
                 rows = torch.linalg.vector_norm(stacked.flatten(2), dim=2, dtype=torch.float32)
                 sample.grad_rows.append((group, rows))
@@ -255,8 +256,8 @@ class TorchCollector:
         groups = self._plan(weights)
         squares = []
         for group, delta in zip(groups, before):  # each snapshot becomes -ΔW
-            if len(group) > 1:  # one stacked copy and one subtraction: a foreach pass costs microseconds per tensor
-                delta.sub_(torch.stack([weights[i] for i in group]))
+            if len(group) > 1:  # one stacked copy and one subtraction: a foreach pass costs microseconds per tensor on CPU
+                delta.sub_(self._stacked([weights[i] for i in group]))
             else:
                 delta.sub_(_sampled(weights[group[0]], self._update_stride[group[0]]))
             square = torch.linalg.vector_norm(delta.reshape(len(group), -1), dim=1, dtype=torch.float32).square()
@@ -264,6 +265,18 @@ class TorchCollector:
         part = self._per_layer(torch.cat(squares), [i for g in groups for i in g])
         sample.update_norms = part if sample.update_norms is None else sample.update_norms + part
         sample.updated.update(self._owner_list[i] for i in weights)
+
+    def _stacked(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+        """The tensors along a new first axis: a lone one as a view, several copied into a buffer kept for
+        their count and shape (a fresh large block at every sampled step costs page faults on CPU)."""
+        if len(tensors) == 1:
+            return tensors[0].unsqueeze(0)
+        first = tensors[0]
+        key = (len(tensors), first.shape, first.dtype, first.device)
+        buffer = self._scratch.get(key)
+        if buffer is None:
+            buffer = self._scratch[key] = torch.empty((len(tensors), *first.shape), dtype=first.dtype, device=first.device)
+        return torch.stack(tensors, out=buffer)
 
     def _plan(self, tensors: dict[int, torch.Tensor], rowed: Collection[int] = ()) -> list[Group]:
         """Groups of tensors read with one kernel each: small ones alike in shape, dtype, device and ``rowed``
@@ -451,13 +464,6 @@ class Packed:
 def _grad_key(grads: list[torch.Tensor | None]) -> list[tuple[int, int]]:
     """Identity and version of each gradient: a gradient replaced or changed in place reads differently."""
     return [(id(g), g._version) for g in grads if g is not None]
-
-
-def _stacked(tensors: dict[int, torch.Tensor], group: Group) -> torch.Tensor:
-    """The group's tensors along a new first axis: stacked (a copy) or, for a lone one, a view."""
-    if len(group) == 1:
-        return tensors[group[0]].unsqueeze(0)
-    return torch.stack([tensors[i] for i in group])
 
 
 def _sampled(tensor: torch.Tensor, stride: int) -> torch.Tensor:
