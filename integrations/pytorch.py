@@ -29,7 +29,7 @@ from gradwatch.session import Session
 from . import torch_distributed
 from ._torch import ModelHook, torch
 from .torch_cycle import TorchCycle
-from .torch_optimizers import OptimizerBinding, trains
+from .torch_optimizers import OptimizerBinding, hookable, trains
 from .torch_trial import trial
 
 _WATCHERS: weakref.WeakKeyDictionary[torch.nn.Module, weakref.ref[Watcher]] = weakref.WeakKeyDictionary()  # model -> its watcher
@@ -39,18 +39,10 @@ class Watcher:
     """Watches one model (and the optimizer that trains it) until ``close()``; made by ``watch()``,
     whose docstring lists the options."""
 
-    def __init__(self, model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, **options: Any) -> None:
+    def __init__(self, model: torch.nn.Module, optimizer: Any = None, **options: Any) -> None:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"watch() needs a torch.nn.Module, got {type(model).__name__}")
-        handwritten = None  # an optimizer of the user's own making: no step hooks, steps end at step()
-        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
-            inner = getattr(optimizer, "optimizer", None)  # Lightning's and other wrappers
-            if isinstance(inner, torch.optim.Optimizer):
-                optimizer = inner
-            elif callable(getattr(optimizer, "step", None)):
-                handwritten, optimizer = type(optimizer).__name__, None
-            else:
-                raise TypeError(f"optimizer must be a torch.optim.Optimizer, an object with a step() method, or None; got {type(optimizer).__name__}")
+        optimizer, handwritten = hookable(optimizer)
         if optimizer is not None and not trains(optimizer, model):
             raise ValueError("the optimizer trains none of the model's parameters: pass the one that steps this model, or None")
         self.session = Session("pytorch", **options)

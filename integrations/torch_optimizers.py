@@ -69,10 +69,24 @@ class OptimizerBinding:
             self.bind(optimizer, moved=True)
 
 
+def hookable(optimizer: Any) -> tuple[torch.optim.Optimizer | None, str | None]:
+    """The torch optimizer to hook: the one given or the one inside a wrapper (Lightning's, say); for an
+    optimizer class of the user's own (a ``step()`` but no ``torch.optim.Optimizer``): None and its name,
+    to be measured like an update by hand. Anything else is a ``TypeError``."""
+    if optimizer is None or isinstance(optimizer, torch.optim.Optimizer):
+        return optimizer, None
+    inner = getattr(optimizer, "optimizer", None)
+    if isinstance(inner, torch.optim.Optimizer):
+        return inner, None
+    if callable(getattr(optimizer, "step", None)):
+        return None, type(optimizer).__name__
+    raise TypeError(f"optimizer must be a torch.optim.Optimizer, an object with a step() method, or None; got {type(optimizer).__name__}")
+
+
 def trains(optimizer: torch.optim.Optimizer, model: torch.nn.Module) -> bool:
     """Whether ``optimizer`` steps any parameter of ``model``."""
     own = {id(p) for p in model.parameters()}
     return any(id(p) in own for group in optimizer.param_groups for p in group["params"])
 
 
-__all__ = ["OptimizerBinding", "trains"]
+__all__ = ["OptimizerBinding", "hookable", "trains"]
