@@ -640,3 +640,22 @@ def test_unsampled_steps_add_the_loss_in_place_and_leave_the_users_loss_alone():
     assert len({id(t) for t in sums}) == 1, "unsampled steps add into one tensor: no allocation per step"
     assert all(loss.item() == kept for loss, kept in losses), "the training loop's loss tensors are untouched"
     assert float(sums[-1]) == pytest.approx(sum(kept for _, kept in losses[5:9]), rel=1e-6)  # the sample at step 8 holds 5..8
+
+
+def test_a_watched_model_can_be_traced_and_exported_in_eval_mode():
+    """The FAQ's promise: torch.jit.trace and torch.export see through gradwatch's hooks, and training goes on."""
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with watch(model, optimizer, every_n_steps=1, print_report=False, warn_on=None) as watcher:
+        x = torch.randn(2, 4)
+        model.eval()
+        traced, exported = torch.jit.trace(model, x), torch.export.export(model, (x,))
+        model.train()
+        assert torch.allclose(traced(x), model(x)) and torch.allclose(exported.module()(x), model(x))
+        for _ in range(3):
+            loss = model(torch.randn(16, 4)).square().mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            watcher.step(loss)
+    assert watcher.report().sampled_steps == 3
