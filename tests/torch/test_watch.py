@@ -539,6 +539,29 @@ def test_a_vae_with_a_summed_loss_raises_no_alarm():
     assert [f.symptom for f in watcher.report().findings] == []
 
 
+@pytest.mark.parametrize("lr", [1e-2, 1e-3])
+def test_regression_on_targets_in_the_thousands_raises_no_alarm(lr):
+    """Raw targets in the thousands under MSE: gradients dwarf the weights and grow while Adam fits them."""
+    generator = torch.Generator().manual_seed(0)
+    x = torch.rand(2048, 8, generator=generator) * 10
+    y = (x @ torch.tensor([300.0, -200, 150, 80, 0, 0, 40, 10]) + 500).unsqueeze(1)
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1))
+    optimizer = torch.optim.Adam(model.parameters(), lr=lr)
+    losses = []
+    with watch(model, optimizer, print_report=False, warn_on=None) as watcher:
+        for _ in range(10):
+            for batch in range(0, 2048, 64):
+                loss = nn.functional.mse_loss(model(x[batch : batch + 64]), y[batch : batch + 64])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                watcher.step(loss)
+                losses.append(loss.item())
+    assert losses[-1] < 0.2 * losses[0]
+    assert [f.symptom for f in watcher.report().findings] == []
+
+
 def test_a_healthy_lbfgs_fit_raises_no_alarm():
     """L-BFGS moves a small layer by more than its norm in its first steps, by design: that is no explosion."""
     torch.manual_seed(0)
