@@ -13,23 +13,27 @@ from .base import Detector
 class NonFinite(Detector):
     """Flags the first sampled step where a loss, gradient or weight norm is NaN/Inf.
 
-    Always critical. The evidence names the window of steps in which it
-    appeared (after the previous sample) and the layers affected, in forward
-    order, split by gradients and weights.
+    Always critical. The message and evidence name the window of steps in which
+    it first appeared (after the previous sample), which later samples that
+    still hold NaN/Inf keep, and the layers affected now, in forward order,
+    split by gradients and weights.
     """
 
     symptom = "nonfinite"
-    state = ("previous_step",)
+    state = ("previous_step", "first_window")
     sees_nonfinite = True
 
     def __init__(self) -> None:
         self.previous_step: int | None = None
+        self.first_window: list[int | None] | None = None  # [last finite sample's step, first non-finite one's]
 
     def observe(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
-        since = self.previous_step
+        if self.first_window is None:
+            self.first_window = None if sample.finite else [self.previous_step, sample.step]
         self.previous_step = sample.step
         if sample.finite:  # computed once per sample from the same values
             return None
+        since, first = self.first_window or [None, sample.step]
         bad_grads = [s.name for s in sample.layers if _bad(s.grad_norm)]
         bad_weights = [s.name for s in sample.layers if _bad(s.weight_norm) or _bad(s.update_norm)]
         bad_loss = _bad(sample.loss)
@@ -42,7 +46,9 @@ class NonFinite(Detector):
             where.append(f"gradients of {layer_list(bad_grads)}")
         if bad_weights:
             where.append(f"weights of {layer_list(bad_weights)}")
-        window = f"between step {since + 1} and {sample.step}" if since is not None else f"by step {sample.step}"
+        window = f"between step {since + 1} and {first}" if since is not None else f"by step {first}"
+        if first != sample.step:
+            window += f" (still at step {sample.step})"
         layers = list(dict.fromkeys(bad_grads + bad_weights))
         return self.finding(
             sample,

@@ -111,6 +111,8 @@ def test_nonfinite_names_window_and_layers():
     assert finding.layers == ("l1", "l2")
     assert "between step 1 and 20" in finding.message and "loss nan" in finding.message
     assert finding.evidence["first_layer"] == "l1"
+    later = detector.observe(sample(40, [math.nan, math.nan, math.nan], loss=math.nan), ModelFacts())
+    assert "appeared between step 1 and 20 (still at step 40)" in later.message and later.evidence["after_step"] == 0
 
 
 # -- weight collapse -----------------------------------------------------------------------------
