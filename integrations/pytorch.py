@@ -60,9 +60,9 @@ class Watcher:
         self.global_step = 0
         self._pending = False  # an optimizer step ran and step() has not been called since
         self._ends_at_optimizer = False  # the loop does not call step() after the optimizer's: each step ends with it
-        self._called_early = False  # step() came before this step's optimizer step ...
-        self._forward_since_call = False  # ... and the model ran since (gradient accumulation), or not (step() is
-        self._forward_hook = self.cycle.model.register_forward_pre_hook(ModelHook(self._forward))  # placed early)
+        self._called_early = False  # step() came before this step's optimizer step
+        self._forward_since_call = False  # the model ran since that call (gradient accumulation); if not, step() sits early
+        self._forward_hook = self.cycle.model.register_forward_pre_hook(ModelHook(self._forward))
         self.binding = OptimizerBinding(self.cycle.model, self.guard, self._pre_hook, self._post_hook, self._bound)
         if optimizer is not None:
             self.binding.bind(optimizer)
@@ -77,8 +77,8 @@ class Watcher:
         if moved:  # a second training stage: its first step is not measured
             if self._pending:
                 self._finish()
+            step = self.global_step
             self.global_step += 1
-            step = self.global_step - 1
             self.session.note(
                 f"from step {step} the model was trained by another optimizer ({type(optimizer).__name__}); "
                 f"step {step} was not measured, the steps after it were"
