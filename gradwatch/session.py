@@ -151,7 +151,7 @@ class Session:
             self.note("no step could be measured: no backward pass reached the model's trainable parameters")
         elif samples < MIN_SAMPLES_TO_CLEAR and steps < MIN_SAMPLES_TO_CLEAR:
             self.note(f"the run had only {steps} step(s)")
-        self.final = report = self.monitor.close(steps, print_report=False)
+        self.final = report = self.monitor.save(steps)
         verdict = (tuple((f.symptom, f.severity) for f in report.findings), report.too_little_measured)
         if self.print_report and self.main and verdict != self._printed:  # a resumed run: only when it changed
             self._printed = verdict

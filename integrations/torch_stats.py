@@ -111,8 +111,7 @@ class TorchCollector:
         self._indices: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor | None]] = {}
         self._plans: dict[tuple[Any, ...], list[Group]] = {}
         self._row_scale: dict[tuple[Group, ...], torch.Tensor] = {}
-        self._snapshots: dict[Group, torch.Tensor] = {}  # a group's weights before the step, stacked
-        self._scratch: dict[tuple[Any, ...], torch.Tensor] = {}  # stacking buffers, by count, shape, dtype and device
+        self._buffers: dict[tuple[Any, ...], torch.Tensor] = {}  # stacking buffers (see ``_stacked``)
 
     @torch.no_grad()
     def capture_gradients(self, *, scale: float | None = None, weights: bool = True, only: list[int] | None = None) -> None:
@@ -223,14 +222,8 @@ class TorchCollector:
         squares, order, before = [], [], []
         for group in self._plan(weights):
             if len(group) > 1:
-                tensors = [weights[i] for i in group]
-                kept = self._snapshots.get(group)
-                if kept is None or kept.shape[1:] != tensors[0].shape or kept.dtype != tensors[0].dtype or kept.device != tensors[0].device:
-                    kept = self._snapshots[group] = torch.stack(tensors)
-                else:
-                    torch.stack(tensors, out=kept)
-                before.append(kept)
-                whole = kept  # the copy is read for the norms: it is where the weights are now
+                whole = self._stacked([weights[i] for i in group], keep=group)  # read for the norms: the weights as they are
+                before.append(whole)
             else:
                 whole = weights[group[0]].reshape(1, -1)
                 before.append(_sampled(weights[group[0]], self._update_stride[group[0]]).clone())
@@ -266,16 +259,20 @@ class TorchCollector:
         sample.update_norms = part if sample.update_norms is None else sample.update_norms + part
         sample.updated.update(self._owner_list[i] for i in weights)
 
-    def _stacked(self, tensors: list[torch.Tensor]) -> torch.Tensor:
+    def _stacked(self, tensors: list[torch.Tensor], *, keep: Group | None = None) -> torch.Tensor:
         """The tensors along a new first axis: a lone one as a view, several copied into a buffer kept for
-        their count and shape (a fresh large block at every sampled step costs page faults on CPU)."""
+        their count and shape (a fresh large block at every sampled step costs page faults on CPU).
+
+        ``keep``: a buffer of that group's own, for a copy that must outlive the next stacking (the snapshot
+        an update is measured from); otherwise buffers are shared scratch.
+        """
         if len(tensors) == 1:
             return tensors[0].unsqueeze(0)
         first = tensors[0]
-        key = (len(tensors), first.shape, first.dtype, first.device)
-        buffer = self._scratch.get(key)
+        key = (keep, len(tensors), first.shape, first.dtype, first.device)
+        buffer = self._buffers.get(key)
         if buffer is None:
-            buffer = self._scratch[key] = torch.empty((len(tensors), *first.shape), dtype=first.dtype, device=first.device)
+            buffer = self._buffers[key] = torch.empty((len(tensors), *first.shape), dtype=first.dtype, device=first.device)
         return torch.stack(tensors, out=buffer)
 
     def _plan(self, tensors: dict[int, torch.Tensor], rowed: Collection[int] = ()) -> list[Group]:

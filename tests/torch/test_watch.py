@@ -143,16 +143,27 @@ def test_optimizer_created_after_watch_and_no_step_calls():
     assert report.layers[0]["history"]["step"] == [0, 1, 2, 4, 8, 16, 20]
 
 
+def _small_regression():  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
+    return model, torch.optim.SGD(model.parameters(), lr=0.05)
+
+
+def _recorded(monkeypatch, watcher):  # type: ignore[no-untyped-def]
+    """The samples the watcher diagnoses from now on, by step."""
+    sampled = {}
+    observe = watcher.monitor.observe
+    monkeypatch.setattr(watcher.monitor, "observe", lambda stats: sampled.update({stats.step: stats}) or observe(stats))
+    return sampled
+
+
 @pytest.mark.parametrize("placement", ["after the optimizer", "before the optimizer", "before backward", "never"])
 def test_each_sample_holds_its_own_steps_gradients_and_loss(monkeypatch, placement):
     """Wherever the loop calls ``watcher.step(loss)`` (or not at all), sample k holds step k's norms and loss."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-    actual, losses, sampled = [], [], {}
+    model, optimizer = _small_regression()
+    actual, losses = [], []
     with watch(model, optimizer, every_n_steps=1, print_report=False, warn_on=None) as watcher:
-        observe = watcher.monitor.observe
-        monkeypatch.setattr(watcher.monitor, "observe", lambda stats: sampled.update({stats.step: stats}) or observe(stats))
+        sampled = _recorded(monkeypatch, watcher)
         for i in range(8):
             loss = model(torch.randn(32, 4) * (i + 1)).square().mean()  # every step's gradients differ
             losses.append(loss.item())
@@ -174,13 +185,10 @@ def test_each_sample_holds_its_own_steps_gradients_and_loss(monkeypatch, placeme
 
 def test_gradient_accumulation_with_a_step_call_per_micro_batch(monkeypatch):
     """step(loss) after every micro-batch, the optimizer every second one: a sample is one optimizer step."""
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 1))
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
-    actual, losses, sampled = [], [], {}
+    model, optimizer = _small_regression()
+    actual, losses = [], []
     with watch(model, optimizer, every_n_steps=1, print_report=False, warn_on=None) as watcher:
-        observe = watcher.monitor.observe
-        monkeypatch.setattr(watcher.monitor, "observe", lambda stats: sampled.update({stats.step: stats}) or observe(stats))
+        sampled = _recorded(monkeypatch, watcher)
         for i in range(12):
             loss = model(torch.randn(32, 4) * (i + 1)).square().mean()
             losses.append(loss.item())
