@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import functools
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
+from gradwatch.blocks import LARGE_PARAM
 from gradwatch.facts import DEAD_KINDS, SATURATED_OUTSIDE
 from gradwatch.safety import FaultGuard
 
@@ -23,6 +24,21 @@ from .torch_facts import activation_modules, local, module_kind, parameterised_m
 RECURRENT_TYPES = (torch.nn.RNN, torch.nn.LSTM, torch.nn.GRU)
 MIN_DEAD_ROWS = 256
 ACTIVATION_HOOK = "activation hook"
+HELD_ELEMENTS = 1 << 22  # small ReLU outputs held at once for grouped reductions (16 MiB in float32)
+HELD_CHUNK = 1 << 18  # elements of like-shaped outputs reduced together, while still in cache
+
+
+class _Held(NamedTuple):
+    """A small ReLU output held for a reduction with like ones (see ``ForwardProbes._reduce``)."""
+
+    name: str
+    kind: str
+    rows: int
+    output: Any
+    version: int  # its version when recorded: a later one means it was overwritten since
+
+
+_Entry = tuple[str, str, int, int]  # an activation's name, kind, units and rows
 
 
 @dataclass
@@ -30,6 +46,9 @@ class Seen:
     """What the forward pass of the pending sampled step recorded (device tensors)."""
 
     activations: dict[str, tuple[str, Any, int]] = field(default_factory=dict)  # name -> (kind, saturated share or unit maxima, rows)
+    held: dict[tuple[Any, ...], list[_Held]] = field(default_factory=dict)  # small ReLU outputs by shape, waiting for ``_reduce``
+    held_elements: int = 0
+    reduced: list[tuple[list[_Entry], Any]] = field(default_factory=list)  # (activations, their unit maxima in one vector)
     sequences: dict[str, Any] = field(default_factory=dict)  # recurrent layer -> per-time-step input-gradient norms
     inputs: Any = None  # mean |x| and std of the first layer's input
     batch_rows: int = 0  # rows of the first layer's input (for the dead-unit windows)
@@ -58,10 +77,11 @@ class ForwardProbes:
         self.seen = Seen()
         self._handles: list[Any] = []
         self._dead_window: _Window | None = None  # per-unit maxima of the ReLU outputs
+        self._buffers: dict[tuple[Any, ...], torch.Tensor] = {}  # for stacking held outputs, per count and shape
 
-    def measured_dead(self) -> set[str]:
-        """Activation modules whose dead units this step measures."""
-        return {name for name, (kind, _, _) in self.seen.activations.items() if kind in DEAD_KINDS}
+    def measures(self, name: str) -> bool:
+        """Whether this step measures the activation module ``name``."""
+        return name in self.seen.activations
 
     def discard(self) -> None:
         """Drop what the pending step recorded."""
@@ -70,10 +90,18 @@ class ForwardProbes:
     def take(self) -> Forward:
         """The pending step's forward half, with the dead-unit windows grown by it; resets it."""
         seen, self.seen = self.seen, Seen()
+        for key in list(seen.held):
+            self._reduce(seen, key)
         saturated = [(name, kind, share) for name, (kind, share, _) in seen.activations.items() if kind not in DEAD_KINDS]
-        dead = [(name, kind, maxima, rows) for name, (kind, maxima, rows) in seen.activations.items() if kind in DEAD_KINDS]
-        if dead:
-            self._dead_window = _Window.extend(self._dead_window, dead)
+        entries = [
+            (name, kind, maxima.numel(), rows) for name, (kind, maxima, rows) in seen.activations.items() if kind in DEAD_KINDS and maxima is not None
+        ]
+        pieces = [maxima for name, (kind, maxima, rows) in seen.activations.items() if kind in DEAD_KINDS and maxima is not None]
+        for reduced, maxima in seen.reduced:
+            entries += reduced
+            pieces.append(maxima)
+        if entries:
+            self._dead_window = _Window.extend(self._dead_window, entries, torch.cat(pieces) if len(pieces) > 1 else pieces[0])
         windows, shares = self._dead_window.take() if self._dead_window is not None else ([], None)
         return Forward(
             dead=windows,
@@ -84,6 +112,23 @@ class ForwardProbes:
             inputs=seen.inputs,
             batch_rows=seen.batch_rows,
         )
+
+    @torch.no_grad()
+    def _reduce(self, seen: Seen, key: tuple[Any, ...]) -> None:
+        """Per-unit maxima of the outputs held under ``key`` (shape, dtype, device, unit dimension): one stacked copy
+        into a buffer kept between samples and one ``amax`` (a small kernel per module costs microseconds on CPU).
+        An output overwritten since its forward is left out: it is not evidence."""
+        held = [h for h in seen.held.pop(key) if h.output._version == h.version]
+        shape, dtype, device, unit_dim = key
+        seen.held_elements -= sum(h.output.numel() for h in held)
+        if not held:
+            return
+        count = (len(held), *key)
+        buffer = self._buffers.get(count)
+        if buffer is None:
+            buffer = self._buffers[count] = torch.empty((len(held), *shape), dtype=dtype, device=device)
+        maxima = torch.stack([h.output for h in held], out=buffer).amax(_other_dims(len(shape) + 1, unit_dim + 1, keep_first=True))
+        seen.reduced.append(([(h.name, h.kind, shape[unit_dim], h.rows) for h in held], maxima.reshape(-1)))
 
     def attach(self) -> None:
         """Install forward hooks on ReLU, Sigmoid and Tanh modules (idempotent)."""
@@ -178,12 +223,22 @@ class ForwardProbes:
             return
         output = output.detach()
         if kind in DEAD_KINDS:  # the windows are kept in ``take``: the hook may run inside a compiled graph
-            dims = output.dim()
+            dims, size, seen = output.dim(), output.numel(), self.seen
             if dims < 2:
-                self.seen.activations[name] = (kind, output.clone(), 1)
-            else:
-                unit_dim %= dims
-                self.seen.activations[name] = (kind, output.amax(_other_dims(dims, unit_dim)), output.numel() // output.shape[unit_dim])
+                seen.activations[name] = (kind, output.clone(), 1)
+                return
+            unit_dim %= dims
+            rows = size // output.shape[unit_dim]
+            if size > LARGE_PARAM or seen.held_elements + size > HELD_ELEMENTS or torch.compiler.is_compiling():
+                seen.activations[name] = (kind, output.amax(_other_dims(dims, unit_dim)), rows)
+                return
+            key = (output.shape, output.dtype, output.device, unit_dim)  # like outputs are reduced together
+            group = seen.held.setdefault(key, [])
+            group.append(_Held(name, kind, rows, output, output._version))
+            seen.held_elements += size
+            seen.activations[name] = (kind, None, rows)  # measured with its group
+            if len(group) * size >= HELD_CHUNK:
+                self._reduce(seen, key)
         else:
             low, high = SATURATED_OUTSIDE[kind]
             tail = (output < low) | (output > high)
@@ -191,9 +246,9 @@ class ForwardProbes:
 
 
 @functools.cache
-def _other_dims(dims: int, unit_dim: int) -> list[int]:
-    """Every dimension of a ``dims``-dimensional output but its units'."""
-    return [d for d in range(dims) if d != unit_dim]
+def _other_dims(dims: int, unit_dim: int, *, keep_first: bool = False) -> list[int]:
+    """Every dimension of a ``dims``-dimensional output but its units' (and the first, ``keep_first``)."""
+    return [d for d in range(1 if keep_first else 0, dims) if d != unit_dim]
 
 
 class _Window:
@@ -204,22 +259,21 @@ class _Window:
     seen ``MIN_DEAD_ROWS`` rows; the whole vector is updated with one kernel.
     """
 
-    def __init__(self, entries: list[tuple[str, str, torch.Tensor, int]]) -> None:
+    def __init__(self, entries: list[_Entry], maxima: torch.Tensor) -> None:
         self.names = [name for name, _, _, _ in entries]
         self.kinds = [kind for _, kind, _, _ in entries]
-        self.sizes = [maxima.numel() for _, _, maxima, _ in entries]
-        self.maxima = torch.cat([maxima for _, _, maxima, _ in entries])  # each 1-D: one value per unit
+        self.sizes = [units for _, _, units, _ in entries]
+        self.maxima = maxima  # one value per unit, activation after activation
         self.seen = [rows for _, _, _, rows in entries]  # 0: empty (started afresh)
-        device = self.maxima.device
+        device = maxima.device
         self.segments = torch.repeat_interleave(torch.arange(len(entries), device=device), torch.tensor(self.sizes, device=device))
         self.units = torch.tensor(self.sizes, dtype=torch.float32, device=device)
 
     @classmethod
-    def extend(cls, window: _Window | None, entries: list[tuple[str, str, torch.Tensor, int]]) -> _Window:
+    def extend(cls, window: _Window | None, entries: list[_Entry], current: torch.Tensor) -> _Window:
         """``window`` with a sampled batch's maxima added; a new window if the activations are not the same."""
-        if window is None or window.names != [e[0] for e in entries] or window.sizes != [e[2].numel() for e in entries]:
-            return cls(entries)
-        current = torch.cat([maxima for _, _, maxima, _ in entries])
+        if window is None or window.names != [e[0] for e in entries] or window.sizes != [e[2] for e in entries]:
+            return cls(entries, current)
         empty = [seen == 0 for seen in window.seen]
         if all(empty):
             window.maxima = current

@@ -105,6 +105,8 @@ class TorchCollector:
         self._update_stride = [update_stride(t.numel(), t.shape[-1] if t.dim() else 1) for t in self._local(self.params)]
         self._update_scale = [t.numel() / sampled_elements(t.numel(), k) for t, k in zip(self._local(self.params), self._update_stride)]
         self._owner_list = owners
+        self._every_layer = list(range(len(self.layer_names)))
+        self._all_weights = dict(enumerate(self.params))  # read as they are (not sharded: see ``_weights``)
         self.row_facts: dict[int, LayerFacts | None] = {}  # what is known of each row-judged weight's layer
         self._judge_rows()
         self._row_window: dict[Group, tuple[Any, int]] = {}  # weight group -> (gradient row norm maxima, rows)
@@ -168,7 +170,7 @@ class TorchCollector:
         where needed, row norms. A read of all of them replaces an earlier one; shares add up."""
         sample = self._sample
         indices = range(len(self.params)) if only is None else only
-        found = [self.params[i].grad for i in indices]
+        found = [p.grad for p in self.params] if only is None else [self.params[i].grad for i in only]
         if only is None:
             sample.grad_key = _grad_key(found)
             sample.grad_rows, sample.grad_layers = [], []
@@ -189,7 +191,8 @@ class TorchCollector:
             else:
                 squares.append(torch.linalg.vector_norm(stacked.flatten(1), dim=1, dtype=torch.float32).square())
             order += group
-        sample.grad_layers = sorted(set(sample.grad_layers) | {self._owner_list[i] for i in grads})
+        every = len(grads) == len(self.params)  # the usual case: every layer has a gradient
+        sample.grad_layers = self._every_layer if every else sorted(set(sample.grad_layers) | {self._owner_list[i] for i in grads})
         return self._per_layer(torch.cat(squares), order)
 
     def use_facts(self, facts: ModelFacts) -> None:
@@ -210,8 +213,8 @@ class TorchCollector:
 
     def _rows_wanted(self, grads: dict[int, torch.Tensor]) -> set[int]:
         """The weights whose zero gradient rows may judge dead units this sample (not the output layer's)."""
-        measured = self.probes.measured_dead()
-        return {i for i, module in self._row_candidates.items() if i in grads and (module is None or module not in measured)}
+        measures = self.probes.measures  # a candidate's activation module is ReLU-like (see ``row_judged``)
+        return {i for i, module in self._row_candidates.items() if i in grads and (module is None or not measures(module))}
 
     def _snapshot_weights(self, only: list[int] | None = None) -> None:
         """Weight norms before the step, and the copy (a block sample of large ones) the update is measured from.
@@ -235,6 +238,8 @@ class TorchCollector:
         self._sample.before[None if only is None else tuple(only)] = before
 
     def _weights(self, only: list[int] | None) -> dict[int, torch.Tensor]:
+        if only is None and not self._sharded:
+            return self._all_weights
         indices = list(range(len(self.params))) if only is None else only
         return dict(zip(indices, self._local([self.params[i] for i in indices])))
 

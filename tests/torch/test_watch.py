@@ -87,6 +87,53 @@ def test_statistics_match_a_direct_computation():
     assert stats.input_mean_abs == pytest.approx(float(x.abs().mean())) and stats.input_std == pytest.approx(float(x.std()))
 
 
+class _Shifted(nn.Module):
+    """A ReLU6 whose output the forward then overwrites in place (legal: its backward reads the input)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.act = nn.ReLU6()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(x).sub_(100.0)
+
+
+def test_dead_units_of_many_modules_match_a_direct_computation_and_overwritten_outputs_are_left_out():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 4, 3),
+        nn.ReLU(),
+        nn.Flatten(),  # channels are the units
+        nn.Linear(144, 16),
+        nn.ReLU(),
+        nn.Linear(16, 16),
+        nn.ReLU(),
+        nn.Linear(16, 8),
+        nn.ReLU(),  # two alike
+        nn.Linear(8, 8),
+        _Shifted(),
+        nn.Linear(8, 2),
+    )
+    with torch.no_grad():
+        model[5].bias[:6] = -50.0  # six units of the second ReLU never fire
+    collector = TorchCollector(model)
+    collector.probes.attach()
+    outputs = {}
+    for name in ("1", "4", "6", "8", "10.act"):
+        model.get_submodule(name).register_forward_hook(lambda module, args, out, name=name: outputs.__setitem__(name, out.detach().clone()))
+    x = torch.randn(256, 1, 8, 8)
+    model(x).square().mean().backward()
+    collector.capture_gradients()
+    collector.capture_updates()
+    stats = collector.flush(step=0)
+    shares = {a.name: a.dead_share for a in stats.activations}
+    for name, out in outputs.items():
+        units = out.transpose(0, 1).flatten(1) if out.dim() == 4 else out.t()
+        dead = float((units.amax(1) <= 0).float().mean())
+        assert shares.get(name, dead) == pytest.approx(dead), name  # an output overwritten since may go unmeasured
+    assert shares["6"] >= 6 / 16 and {"1", "4", "6", "8"} <= set(shares)
+
+
 def test_dead_units_are_judged_over_256_rows():
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2))
