@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 
 LARGE_PARAM, UPDATE_SUBSAMPLE, MIN_SUBSET, BLOCK = 1 << 16, 64, 1 << 14, 16
+CACHE_CHUNK = 1 << 18  # elements of small tensors copied together and read again at once, while still in cache
 
 
 def update_stride(numel: int, row: int) -> int:

@@ -30,8 +30,11 @@ class History:
         self._layouts: dict[tuple[tuple[str, ...], tuple[str, ...]], tuple[list[list[float | None]], list[int] | None]] = {}
         self._column_count = 0
 
-    def add(self, sample: StepStats, kinds: dict[str, str]) -> None:
-        """Record ``sample`` if it falls on the current stride (time profiles: always the latest)."""
+    def add(self, sample: StepStats, layer_kinds: dict[str, str]) -> None:
+        """Record ``sample`` if it falls on the current stride (time profiles: always the latest).
+
+        ``layer_kinds``: the model's layer kinds by name (a layer may apply its own activation: its kind wins).
+        """
         self.time_profiles.update({seq.name: list(seq.grad_by_step) for seq in sample.sequences})
         self.seen += 1
         if (self.seen - 1) % self.stride:
@@ -43,6 +46,7 @@ class History:
         if layout not in self._layouts:
             if len(self._layouts) >= 64:  # layouts that keep changing: forget the old ones
                 self._layouts.clear()
+            kinds = {a.name: a.kind for a in sample.activations} | layer_kinds
             self._layouts[layout] = self._columns(layout, kinds, known)
         columns, keep = self._layouts[layout]
         values = [getattr(layer, metric) for layer in sample.layers for metric in LAYER_METRICS]

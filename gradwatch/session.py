@@ -71,7 +71,7 @@ class Session:
         self._options.update(detectors=detectors, summary_path=self.summary_path)
         self.main = True
         self.final: Report | None = None  # the report of the last closed run
-        self.latest: dict[str, float] = {}  # the latest sample's scalars, for experiment loggers
+        self._latest: tuple[StepStats | None, dict[str, float] | None] = (None, {})  # the latest sample, its scalars once asked for
         self.last_observed: int | None = None  # the step of the latest sample diagnosed
         self.stop_requested = False
         self.skipped_steps = 0  # sampled steps whose optimizer step did not run (an AMP scaler skipped it)
@@ -93,6 +93,15 @@ class Session:
         self.final, self.stop_requested, self.skipped_steps, self.last_observed = None, False, 0, None
         return self.monitor
 
+    @property
+    def latest(self) -> dict[str, float]:
+        """The latest sample's scalars, for experiment loggers (computed when first asked for)."""
+        stats, scalars = self._latest
+        if scalars is None:
+            scalars = stats.scalars(per_layer=self.log_layers) if stats is not None else {}
+            self._latest = (stats, scalars)
+        return scalars
+
     def set_main(self, main: bool) -> None:
         """Whether this process reports; the others neither warn nor write."""
         self.main = main
@@ -112,7 +121,7 @@ class Session:
         if stats is not None:
             self.last_observed = stats.step
             self.monitor.observe(stats)
-            self.latest = stats.scalars(per_layer=self.log_layers)
+            self._latest = (stats, None)
         if self.monitor.stop_on is None:
             return False
         serious = self.monitor.should_stop()

@@ -11,10 +11,11 @@ batches growing to ``MIN_DEAD_ROWS`` rows, kept on the device until then.
 from __future__ import annotations
 
 import functools
+import math
 from dataclasses import dataclass, field
-from typing import Any, NamedTuple
+from typing import Any
 
-from gradwatch.blocks import LARGE_PARAM
+from gradwatch.blocks import CACHE_CHUNK, LARGE_PARAM
 from gradwatch.facts import DEAD_KINDS, SATURATED_OUTSIDE
 from gradwatch.safety import FaultGuard
 
@@ -25,17 +26,9 @@ RECURRENT_TYPES = (torch.nn.RNN, torch.nn.LSTM, torch.nn.GRU)
 MIN_DEAD_ROWS = 256
 ACTIVATION_HOOK = "activation hook"
 HELD_ELEMENTS = 1 << 22  # small ReLU outputs held at once for grouped reductions (16 MiB in float32)
-HELD_CHUNK = 1 << 18  # elements of like-shaped outputs reduced together, while still in cache
 
 
-class _Held(NamedTuple):
-    """A small ReLU output held for a reduction with like ones (see ``ForwardProbes._reduce``)."""
-
-    name: str
-    kind: str
-    rows: int
-    output: Any
-    version: int  # its version when recorded: a later one means it was overwritten since
+_Held = tuple[str, str, int, Any, int]  # a small ReLU output held for ``_reduce``: name, kind, rows, output, its version then
 
 
 _Entry = tuple[str, str, int, int]  # an activation's name, kind, units and rows
@@ -118,17 +111,18 @@ class ForwardProbes:
         """Per-unit maxima of the outputs held under ``key`` (shape, dtype, device, unit dimension): one stacked copy
         into a buffer kept between samples and one ``amax`` (a small kernel per module costs microseconds on CPU).
         An output overwritten since its forward is left out: it is not evidence."""
-        held = [h for h in seen.held.pop(key) if h.output._version == h.version]
+        group = seen.held.pop(key)
+        held = [(name, kind, rows, output) for name, kind, rows, output, version in group if output._version == version]  # else overwritten
         shape, dtype, device, unit_dim = key
-        seen.held_elements -= sum(h.output.numel() for h in held)
+        seen.held_elements -= len(group) * math.prod(shape)
         if not held:
             return
         count = (len(held), *key)
         buffer = self._buffers.get(count)
         if buffer is None:
             buffer = self._buffers[count] = torch.empty((len(held), *shape), dtype=dtype, device=device)
-        maxima = torch.stack([h.output for h in held], out=buffer).amax(_other_dims(len(shape) + 1, unit_dim + 1, keep_first=True))
-        seen.reduced.append(([(h.name, h.kind, shape[unit_dim], h.rows) for h in held], maxima.reshape(-1)))
+        maxima = torch.stack([output for _, _, _, output in held], out=buffer).amax(_other_dims(len(shape) + 1, unit_dim + 1, keep_first=True))
+        seen.reduced.append(([(name, kind, shape[unit_dim], rows) for name, kind, rows, _ in held], maxima.reshape(-1)))
 
     def attach(self) -> None:
         """Install forward hooks on ReLU, Sigmoid and Tanh modules (idempotent)."""
@@ -234,10 +228,10 @@ class ForwardProbes:
                 return
             key = (output.shape, output.dtype, output.device, unit_dim)  # like outputs are reduced together
             group = seen.held.setdefault(key, [])
-            group.append(_Held(name, kind, rows, output, output._version))
+            group.append((name, kind, rows, output, output._version))
             seen.held_elements += size
             seen.activations[name] = (kind, None, rows)  # measured with its group
-            if len(group) * size >= HELD_CHUNK:
+            if len(group) * size >= CACHE_CHUNK:
                 self._reduce(seen, key)
         else:
             low, high = SATURATED_OUTSIDE[kind]

@@ -11,11 +11,12 @@ shard: a layer's squared norms are summed over ranks, never gathered.
 from __future__ import annotations
 
 import math
+import operator
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from gradwatch.blocks import BLOCK, LARGE_PARAM, sampled_elements, update_stride
+from gradwatch.blocks import BLOCK, CACHE_CHUNK, LARGE_PARAM, sampled_elements, update_stride
 from gradwatch.detectors.dead_relu import row_judged
 from gradwatch.facts import LayerFacts, ModelFacts
 from gradwatch.safety import FaultGuard
@@ -33,6 +34,7 @@ from .torch_probes import MIN_DEAD_ROWS, ForwardProbes
 
 ROW_KINDS = ("Linear", "Conv1d", "Conv2d", "Conv3d")
 
+_VERSION = operator.attrgetter("_version")
 Group = tuple[int, ...]  # indices into ``TorchCollector.params`` read together
 
 
@@ -43,7 +45,7 @@ class _Sample:
     grad_layers: list[int] = field(default_factory=list)
     grad_norms: Any = None  # per layer: summed squared norms (see ``TorchCollector.pack``)
     grad_rows: list[tuple[Group, Any]] = field(default_factory=list)  # row norms of the row-judged weights, per group
-    grad_key: list[tuple[int, int]] | None = None  # identity and version of each gradient read: unchanged ones need no new read
+    grad_key: tuple[list[int], list[int]] | None = None  # identity and version of each gradient read: unchanged ones need no new read
     before: dict[tuple[int, ...] | None, list[Any]] = field(default_factory=dict)  # parameters read (None: all) -> snapshots
     weight_norms: Any = None  # squared, before the optimizer step: the scale a step is judged against
     update_norms: Any = None
@@ -254,15 +256,17 @@ class TorchCollector:
         groups = self._plan(weights)
         squares = []
         for group, delta in zip(groups, before):  # each snapshot becomes -ΔW
-            if len(group) > 1:  # one stacked copy and one subtraction: a foreach pass costs microseconds per tensor on CPU
-                delta.sub_(self._stacked([weights[i] for i in group]))
+            if len(group) > 1:  # stacked copies and subtractions: a foreach pass costs microseconds per tensor on CPU
+                per = max(1, CACHE_CHUNK // delta[0].numel())  # a chunk's copy is still in cache when subtracted
+                for start in range(0, len(group), per):
+                    delta[start : start + per].sub_(self._stacked([weights[i] for i in group[start : start + per]]))
             else:
                 delta.sub_(_sampled(weights[group[0]], self._update_stride[group[0]]))
             square = torch.linalg.vector_norm(delta.reshape(len(group), -1), dim=1, dtype=torch.float32).square()
             squares.append(square * self._update_scale[group[0]] if len(group) == 1 and self._update_scale[group[0]] != 1.0 else square)
         part = self._per_layer(torch.cat(squares), [i for g in groups for i in g])
         sample.update_norms = part if sample.update_norms is None else sample.update_norms + part
-        sample.updated.update(self._owner_list[i] for i in weights)
+        sample.updated.update(self._every_layer if only is None else [self._owner_list[i] for i in weights])
 
     def _stacked(self, tensors: list[torch.Tensor], *, keep: Group | None = None) -> torch.Tensor:
         """The tensors along a new first axis: a lone one as a view, several copied into a buffer kept for
@@ -332,7 +336,7 @@ class TorchCollector:
         windows are reported as they stand, and start afresh once full.
         """
         sample, self._sample = self._sample, _Sample()
-        unread = [i for i in range(len(self.params)) if i not in sample.weighed]
+        unread = [i for i in range(len(self.params)) if i not in sample.weighed] if len(sample.weighed) < len(self.params) else []
         if unread:  # no snapshot, or one optimizer of several did not step
             norms = torch._foreach_norm(self._local([self.params[i] for i in unread]), 2, dtype=torch.float32)
             part = self._per_layer(torch.stack(norms).square(), unread)
@@ -463,9 +467,10 @@ class Packed:
     sequences: list[tuple[str, int]]
 
 
-def _grad_key(grads: list[torch.Tensor | None]) -> list[tuple[int, int]]:
+def _grad_key(grads: list[torch.Tensor | None]) -> tuple[list[int], list[int]]:
     """Identity and version of each gradient: a gradient replaced or changed in place reads differently."""
-    return [(id(g), g._version) for g in grads if g is not None]
+    present = [g for g in grads if g is not None]
+    return list(map(id, present)), list(map(_VERSION, present))
 
 
 def _sampled(tensor: torch.Tensor, stride: int) -> torch.Tensor:

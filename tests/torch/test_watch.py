@@ -109,7 +109,9 @@ def test_dead_units_of_many_modules_match_a_direct_computation_and_overwritten_o
         nn.Linear(16, 16),
         nn.ReLU(),
         nn.Linear(16, 8),
-        nn.ReLU(),  # two alike
+        nn.ReLU(),
+        nn.Linear(8, 8),
+        nn.ReLU6(),  # two of the same shape and another kind
         nn.Linear(8, 8),
         _Shifted(),
         nn.Linear(8, 2),
@@ -119,7 +121,7 @@ def test_dead_units_of_many_modules_match_a_direct_computation_and_overwritten_o
     collector = TorchCollector(model)
     collector.probes.attach()
     outputs = {}
-    for name in ("1", "4", "6", "8", "10.act"):
+    for name in ("1", "4", "6", "8", "10", "12.act"):
         model.get_submodule(name).register_forward_hook(lambda module, args, out, name=name: outputs.__setitem__(name, out.detach().clone()))
     x = torch.randn(256, 1, 8, 8)
     model(x).square().mean().backward()
@@ -127,11 +129,12 @@ def test_dead_units_of_many_modules_match_a_direct_computation_and_overwritten_o
     collector.capture_updates()
     stats = collector.flush(step=0)
     shares = {a.name: a.dead_share for a in stats.activations}
+    assert {a.name: a.kind for a in stats.activations if a.name in ("8", "10")} == {"8": "ReLU", "10": "ReLU6"}
     for name, out in outputs.items():
         units = out.transpose(0, 1).flatten(1) if out.dim() == 4 else out.t()
         dead = float((units.amax(1) <= 0).float().mean())
         assert shares.get(name, dead) == pytest.approx(dead), name  # an output overwritten since may go unmeasured
-    assert shares["6"] >= 6 / 16 and {"1", "4", "6", "8"} <= set(shares)
+    assert shares["6"] >= 6 / 16 and {"1", "4", "6", "8", "10"} <= set(shares)
 
 
 def test_dead_units_are_judged_over_256_rows():
