@@ -393,29 +393,22 @@ class TorchCollector:
         parts, start = {}, 0
         for name, length in packed.layout:
             parts[name], start = values[start : start + length], start + length
-        grad, weight, update = (_roots(parts[key]) if key in parts else [None] * n for key in ("grad", "weight", "update"))
+        unmeasured: list[float | None] = [None] * n
+        grad, weight, update = (_roots(parts[key]) if key in parts else unmeasured for key in ("grad", "weight", "update"))
+        grad = _only(grad, packed.sample.grad_layers)
+        update = _only(update, packed.sample.updated)
+        zero_rows, zero_window = list(unmeasured), list(unmeasured)
         counts, k = parts.get("rows", []), len(packed.rows)
-        zero_rows: dict[int, tuple[float, int]] = {}
         for j, (layer, seen) in enumerate(packed.rows):  # a layer's weight is its one row-judged parameter
             if counts[k + j] > 0:
-                zero_rows[layer] = (counts[j] / counts[k + j], seen)
+                zero_rows[layer], zero_window[layer] = counts[j] / counts[k + j], seen
         loss_sum, loss_count = parts["loss"]
         raw = parts.get("raw_grad_sq")
         inputs = parts.get("inputs", [None, None])
-        has_grad = set(packed.sample.grad_layers)
-        layers = tuple(
-            LayerStats(
-                name,
-                grad_norm=grad[i] if i in has_grad else None,
-                weight_norm=weight[i],
-                update_norm=update[i] if i in packed.sample.updated else None,
-                zero_grad_rows=zero_rows[i][0] if i in zero_rows else None,
-                zero_grad_window=zero_rows[i][1] if i in zero_rows else None,
-            )
-            for i, name in enumerate(self.layer_names)
-        )
+        layers = tuple(map(LayerStats, self.layer_names, grad, weight, update, zero_rows, zero_window))  # fields in order
+        dead = parts.get("dead", [])
         activations = tuple(
-            [ActivationStats(name, kind, dead_share=share, window=seen) for (name, kind, seen), share in zip(packed.dead, parts.get("dead", []))]
+            [ActivationStats(name, kind, share, None, seen) for (name, kind, seen), share in zip(packed.dead, dead)]
             + [ActivationStats(name, kind, saturated_share=share) for (name, kind), share in zip(packed.saturated, parts.get("saturated", []))]
         )
         profile_values = iter(parts.get("sequences", []))
@@ -480,6 +473,13 @@ def _sampled(tensor: torch.Tensor, stride: int) -> torch.Tensor:
     if stride == 1:
         return flat.unsqueeze(0)
     return flat[: flat.numel() // BLOCK * BLOCK].view(-1, BLOCK)[::stride]
+
+
+def _only(values: list[float | None], measured: Collection[int]) -> list[float | None]:
+    """``values`` with None for the layers not in ``measured`` (the same list when every layer is)."""
+    if len(measured) == len(values):
+        return values
+    return [value if i in measured else None for i, value in enumerate(values)]
 
 
 def _roots(squares: list[float]) -> list[float]:
