@@ -62,6 +62,7 @@ class Watcher:
         self._ends_at_optimizer = False  # the loop does not call step() after the optimizer's: each step ends with it
         self._called_early = False  # step() came before this step's optimizer step
         self._forward_since_call = False  # the model ran since that call (gradient accumulation); if not, step() sits early
+        self._undecided = False  # a first step() with no optimizer seen yet: an update by hand, unless one steps before the next forward
         self._forward_hook = self.cycle.model.register_forward_pre_hook(ModelHook(self._forward))
         self.binding = OptimizerBinding(self.cycle.model, self.guard, self._pre_hook, self._post_hook, self._bound)
         if optimizer is not None:
@@ -74,6 +75,8 @@ class Watcher:
         return self.binding.optimizer
 
     def _bound(self, optimizer: torch.optim.Optimizer, moved: bool) -> None:
+        if self._undecided:  # step() came before the first optimizer step: it sits early
+            self._undecided, self._called_early, self._forward_since_call = False, True, False
         if moved:  # a second training stage: its first step is not measured
             if self._pending:
                 self._finish()
@@ -105,6 +108,8 @@ class Watcher:
 
     def _forward(self, module: torch.nn.Module, args: Any) -> None:
         self._forward_since_call = True
+        if self._undecided:
+            self._end_update_by_hand()
 
     def _finish(self) -> None:
         self._pending = False
@@ -125,14 +130,23 @@ class Watcher:
         """
         if loss is not None:
             self.cycle.add_loss(loss)
+        if self._undecided:
+            self._end_update_by_hand()
         if self._pending:
             self._finish()
+        elif self.optimizer is None and self.global_step == 0:  # an optimizer not seen yet may still step this one
+            self._undecided = True
         elif self.optimizer is None:
-            self.cycle.after_manual_update()
-            self.global_step += 1
-            self._finish()
+            self._end_update_by_hand()
         else:
             self._called_early, self._forward_since_call = True, False
+
+    def _end_update_by_hand(self) -> None:
+        """End a step whose weights the loop updated itself."""
+        self._undecided = False
+        self.cycle.after_manual_update()
+        self.global_step += 1
+        self._finish()
 
     def report(self) -> Report:
         """The diagnosis so far (after ``close()``: the final report)."""
@@ -141,6 +155,8 @@ class Watcher:
     def close(self) -> Report:
         """Remove every hook, print the console report, write the JSON summary; returns the report."""
         if self.session.final is None:
+            if self._undecided:
+                self._end_update_by_hand()
             if self._pending:
                 self._finish()
             self.binding.remove()

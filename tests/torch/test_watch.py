@@ -207,12 +207,14 @@ def _recorded(monkeypatch, watcher):  # type: ignore[no-untyped-def]
     return sampled
 
 
+@pytest.mark.parametrize("given", [True, False], ids=["optimizer given", "optimizer found"])
 @pytest.mark.parametrize("placement", ["after the optimizer", "before the optimizer", "before backward", "never"])
-def test_each_sample_holds_its_own_steps_gradients_and_loss(monkeypatch, placement):
-    """Wherever the loop calls ``watcher.step(loss)`` (or not at all), sample k holds step k's norms and loss."""
+def test_each_sample_holds_its_own_steps_gradients_and_loss(monkeypatch, placement, given):
+    """Wherever the loop calls ``watcher.step(loss)`` (or not at all), sample k holds step k's norms and loss,
+    whether ``watch()`` was given the optimizer or finds it at its first step."""
     model, optimizer = _small_regression()
     actual, losses = [], []
-    with watch(model, optimizer, every_n_steps=1, print_report=False, warn_on=None) as watcher:
+    with watch(model, optimizer if given else None, every_n_steps=1, print_report=False, warn_on=None) as watcher:
         sampled = _recorded(monkeypatch, watcher)
         for i in range(8):
             loss = model(torch.randn(32, 4) * (i + 1)).square().mean()  # every step's gradients differ
@@ -227,8 +229,9 @@ def test_each_sample_holds_its_own_steps_gradients_and_loss(monkeypatch, placeme
             optimizer.step()
             if placement == "after the optimizer":
                 watcher.step(loss)
-    assert sorted(sampled) == list(range(8))
+    assert sorted(sampled) == list(range(8)) and watcher.global_step == 8
     assert [sampled[k].layers[0].grad_norm for k in range(8)] == pytest.approx(actual, rel=1e-5)
+    assert [sampled[k].layers[0].update_norm for k in range(8)] == pytest.approx([0.05 * g for g in actual], rel=1e-4)  # SGD: lr × |g|
     if placement != "never":
         assert [sampled[k].loss for k in range(8)] == pytest.approx(losses, rel=1e-5)
 
