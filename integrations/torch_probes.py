@@ -212,7 +212,8 @@ class ForwardProbes:
         return replaced
 
     def _record_activation(self, name: str, kind: str, unit_dim: int, output: Any) -> None:
-        """One small reduction per module here; the shares are finished for all modules at once in ``take``."""
+        """Unit maxima of a ReLU-like output (small ones held and reduced with like ones, see ``_reduce``) or the
+        saturated share of a sigmoid or tanh; the shares are finished for all modules at once in ``take``."""
         if not isinstance(output, torch.Tensor) or not output.is_floating_point() or output.numel() == 0:
             return
         output = output.detach()
@@ -223,7 +224,8 @@ class ForwardProbes:
                 return
             unit_dim %= dims
             rows = size // output.shape[unit_dim]
-            if size > LARGE_PARAM or seen.held_elements + size > HELD_ELEMENTS or torch.compiler.is_compiling():
+            held = type(output) is torch.Tensor and size <= LARGE_PARAM and seen.held_elements + size <= HELD_ELEMENTS  # not a DTensor, say
+            if not held or torch.compiler.is_compiling():
                 seen.activations[name] = (kind, output.amax(_other_dims(dims, unit_dim)), rows)
                 return
             key = (output.shape, output.dtype, output.device, unit_dim)  # like outputs are reduced together
