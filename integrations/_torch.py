@@ -13,6 +13,9 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
     raise ImportError('gradwatch\'s PyTorch adapter needs PyTorch: pip install "gradwatch[torch]"') from exc
 
 
+is_compiling: Callable[[], bool] = getattr(torch.compiler, "is_compiling", None) or torch._dynamo.is_compiling  # the former from torch 2.3
+
+
 class ModelHook:
     """A hook gradwatch registers on a module of the user's model.
 
@@ -35,4 +38,4 @@ class ModelHook:
         return getattr, (contextlib.nullcontext(), "__exit__")  # takes any arguments, returns None
 
 
-__all__ = ["ModelHook", "register_optimizer_step_pre_hook", "torch"]
+__all__ = ["ModelHook", "is_compiling", "register_optimizer_step_pre_hook", "torch"]

@@ -27,7 +27,7 @@ from gradwatch.safety import warn
 from gradwatch.session import Session
 
 from . import torch_distributed
-from ._torch import ModelHook, torch
+from ._torch import ModelHook, is_compiling, torch
 from .torch_cycle import TorchCycle
 from .torch_optimizers import OptimizerBinding, hookable, trains
 from .torch_trial import trial
@@ -62,7 +62,10 @@ class Watcher:
         self._ends_at_optimizer = False  # the loop does not call step() after the optimizer's: each step ends with it
         self._called_early = False  # step() came before this step's optimizer step
         self._forward_since_call = False  # the model ran since that call (gradient accumulation); if not, step() sits early
-        self._undecided = False  # a first step() with no optimizer seen yet: an update by hand, unless one steps before the next forward
+        self._handwritten = handwritten is not None
+        self._ended_any = False  # a step of this watcher has ended
+        self._undecided = False  # a first step() before any optimizer step, the weights untouched: see ``step``
+        self._versions = [p._version for p in self.cycle.collector.params]  # the weights' versions before the first step
         self._forward_hook = self.cycle.model.register_forward_pre_hook(ModelHook(self._forward))
         self.binding = OptimizerBinding(self.cycle.model, self.guard, self._pre_hook, self._post_hook, self._bound)
         if optimizer is not None:
@@ -108,11 +111,11 @@ class Watcher:
 
     def _forward(self, module: torch.nn.Module, args: Any) -> None:
         self._forward_since_call = True
-        if self._undecided:
+        if not is_compiling() and self._undecided:  # (a traced hook neither reads the flag nor ends a step)
             self._end_update_by_hand()
 
     def _finish(self) -> None:
-        self._pending = False
+        self._pending, self._ended_any = False, True
         self.cycle.end_step(self.global_step - 1)
         self._start_step()
 
@@ -126,20 +129,27 @@ class Watcher:
 
         The call may also come before ``backward()`` or ``optimizer.step()``, or once
         per micro-batch: steps then end at the optimizer's. Without an optimizer,
-        the loop is taken to update the weights by hand and this call ends the step.
+        the loop is taken to update the weights by hand and this call ends the step;
+        only a first call that finds the weights untouched, with no optimizer seen yet,
+        waits: an optimizer stepping next makes it an early call, the next forward,
+        ``step()`` or ``close()`` an update by hand (``p.data -= ...`` leaves no trace).
         """
-        if loss is not None:
-            self.cycle.add_loss(loss)
         if self._undecided:
             self._end_update_by_hand()
+        if loss is not None:
+            self.cycle.add_loss(loss)
         if self._pending:
             self._finish()
-        elif self.optimizer is None and self.global_step == 0:  # an optimizer not seen yet may still step this one
-            self._undecided = True
-        elif self.optimizer is None:
+        elif self.optimizer is not None:
+            self._called_early, self._forward_since_call = True, False
+        elif self._handwritten or self._ended_any or self._updated():
             self._end_update_by_hand()
         else:
-            self._called_early, self._forward_since_call = True, False
+            self._undecided = True
+
+    def _updated(self) -> bool:
+        """Whether the weights changed in place since watching began (an update by hand, ``p -= lr * p.grad``)."""
+        return [p._version for p in self.cycle.collector.params] != self._versions
 
     def _end_update_by_hand(self) -> None:
         """End a step whose weights the loop updated itself."""
@@ -150,7 +160,7 @@ class Watcher:
 
     def report(self) -> Report:
         """The diagnosis so far (after ``close()``: the final report)."""
-        return self.session.report() if self.session.final is not None else self.monitor.report(self.global_step)
+        return self.session.report() if self.session.final is not None else self.monitor.report(self.global_step + self._undecided)
 
     def close(self) -> Report:
         """Remove every hook, print the console report, write the JSON summary; returns the report."""
@@ -167,10 +177,10 @@ class Watcher:
         return self.session.report()
 
     def state_dict(self) -> dict[str, Any]:
-        return {"global_step": self.global_step, "monitor": self.session.state_dict()}
+        return {"global_step": self.global_step + self._undecided, "monitor": self.session.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.global_step = int(state["global_step"])
+        self.global_step, self._undecided = int(state["global_step"]), False
         self.session.load_state_dict(state["monitor"])
         self.cycle.begin_step(self.global_step)
 

@@ -1,7 +1,8 @@
 """What only the forward pass of a sampled step shows, for the PyTorch collector.
 
 Forward hooks on ReLU, sigmoid and tanh modules reduce their outputs (unit
-maxima for dead units, the saturated share); a pre-hook on the first layer
+maxima for dead units, small ones in groups of like shape; the saturated
+share); a pre-hook on the first layer
 reads the input's rows and scale; a pre-hook on each recurrent layer has
 backward report the gradient reaching every time step of its input. Hooks do
 nothing on unsampled steps. Dead units are judged over windows of sampled
@@ -11,6 +12,7 @@ batches growing to ``MIN_DEAD_ROWS`` rows, kept on the device until then.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -19,13 +21,14 @@ from gradwatch.blocks import CACHE_CHUNK, LARGE_PARAM
 from gradwatch.facts import DEAD_KINDS, SATURATED_OUTSIDE
 from gradwatch.safety import FaultGuard
 
-from ._torch import ModelHook, torch
+from ._torch import ModelHook, is_compiling, torch
 from .torch_facts import activation_modules, local, module_kind, parameterised_modules
 
 RECURRENT_TYPES = (torch.nn.RNN, torch.nn.LSTM, torch.nn.GRU)
 MIN_DEAD_ROWS = 256
 ACTIVATION_HOOK = "activation hook"
 HELD_ELEMENTS = 1 << 22  # small ReLU outputs held at once for grouped reductions (16 MiB in float32)
+KEPT = 64  # stacking buffers and unit orders kept at most (shapes that keep changing: the old ones are dropped)
 
 
 _Held = tuple[str, str, int, Any, int]  # a small ReLU output held for ``_reduce``: name, kind, rows, output, its version then
@@ -39,7 +42,7 @@ class Seen:
     """What the forward pass of the pending sampled step recorded (device tensors)."""
 
     activations: dict[str, tuple[str, Any, int]] = field(default_factory=dict)  # name -> (kind, saturated share or unit maxima, rows)
-    held: dict[tuple[Any, ...], list[_Held]] = field(default_factory=dict)  # small ReLU outputs by shape, waiting for ``_reduce``
+    held: dict[tuple[Any, ...], list[_Held]] = field(default_factory=dict)  # (shape, dtype, device, unit dim) -> outputs for ``_reduce``
     held_elements: int = 0
     reduced: list[tuple[list[_Entry], Any]] = field(default_factory=list)  # (activations, their unit maxima in one vector)
     sequences: dict[str, Any] = field(default_factory=dict)  # recurrent layer -> per-time-step input-gradient norms
@@ -71,9 +74,12 @@ class ForwardProbes:
         self._handles: list[Any] = []
         self._dead_window: _Window | None = None  # per-unit maxima of the ReLU outputs
         self._buffers: dict[tuple[Any, ...], torch.Tensor] = {}  # for stacking held outputs, per count and shape
+        self._orders: dict[tuple[tuple[str, int], ...], tuple[list[int], Any]] = {}  # entries as reduced -> forward order
+        self._direct: set[str] = set()  # modules whose output was once overwritten after the hook: reduced in it
 
     def measures(self, name: str) -> bool:
-        """Whether this step measures the activation module ``name``."""
+        """Whether this step measures the activation module ``name`` (so far: a held output overwritten
+        later is dropped, and its module reduced in the hook from the next sample on)."""
         return name in self.seen.activations
 
     def discard(self) -> None:
@@ -86,15 +92,9 @@ class ForwardProbes:
         for key in list(seen.held):
             self._reduce(seen, key)
         saturated = [(name, kind, share) for name, (kind, share, _) in seen.activations.items() if kind not in DEAD_KINDS]
-        entries = [
-            (name, kind, maxima.numel(), rows) for name, (kind, maxima, rows) in seen.activations.items() if kind in DEAD_KINDS and maxima is not None
-        ]
-        pieces = [maxima for name, (kind, maxima, rows) in seen.activations.items() if kind in DEAD_KINDS and maxima is not None]
-        for reduced, maxima in seen.reduced:
-            entries += reduced
-            pieces.append(maxima)
+        entries, maxima = self._unit_maxima(seen)
         if entries:
-            self._dead_window = _Window.extend(self._dead_window, entries, torch.cat(pieces) if len(pieces) > 1 else pieces[0])
+            self._dead_window = _Window.extend(self._dead_window, entries, maxima)
         windows, shares = self._dead_window.take() if self._dead_window is not None else ([], None)
         return Forward(
             dead=windows,
@@ -106,20 +106,55 @@ class ForwardProbes:
             batch_rows=seen.batch_rows,
         )
 
+    def _unit_maxima(self, seen: Seen) -> tuple[list[_Entry], Any]:
+        """The ReLU-like activations measured, as (name, kind, units, rows) in forward order, and their unit maxima
+        in one vector (those reduced in groups are put back in that order with one ``index_select``)."""
+        entries, pieces = [], []
+        for name, (kind, maxima, rows) in seen.activations.items():
+            if kind in DEAD_KINDS and maxima is not None:
+                entries.append((name, kind, maxima.numel(), rows))
+                pieces.append(maxima)
+        for reduced, maxima in seen.reduced:
+            entries += reduced
+            pieces.append(maxima)
+        if not entries:
+            return [], None
+        vector = torch.cat(pieces) if len(pieces) > 1 else pieces[0]
+        key = tuple((name, units) for name, _, units, _ in entries)
+        plan = self._orders.get(key)
+        if plan is None:  # built once per layout: where each entry goes, and where each unit's maximum comes from
+            position = {name: i for i, name in enumerate(seen.activations)}
+            index = sorted(range(len(entries)), key=lambda i: position[entries[i][0]])
+            starts = list(itertools.accumulate((size for _, size in key), initial=0))
+            in_order = index == list(range(len(index)))
+            gather = None if in_order else torch.cat([torch.arange(starts[i], starts[i + 1]) for i in index]).to(vector.device)
+            self._orders = self._orders if len(self._orders) < KEPT else {}
+            plan = self._orders[key] = (index, gather)
+        index, gather = plan
+        return (entries, vector) if gather is None else ([entries[i] for i in index], vector.index_select(0, gather))
+
     @torch.no_grad()
     def _reduce(self, seen: Seen, key: tuple[Any, ...]) -> None:
         """Per-unit maxima of the outputs held under ``key`` (shape, dtype, device, unit dimension): one stacked copy
         into a buffer kept between samples and one ``amax`` (a small kernel per module costs microseconds on CPU).
-        An output overwritten since its forward is left out: it is not evidence."""
+        An output overwritten since its forward is left out (it is not evidence) and its module is reduced in the
+        hook from then on."""
         group = seen.held.pop(key)
-        held = [(name, kind, rows, output) for name, kind, rows, output, version in group if output._version == version]  # else overwritten
         shape, dtype, device, unit_dim = key
         seen.held_elements -= len(group) * math.prod(shape)
+        held = []
+        for name, kind, rows, output, version in group:
+            if output._version == version:
+                held.append((name, kind, rows, output))
+            else:
+                del seen.activations[name]
+                self._direct.add(name)
         if not held:
             return
         count = (len(held), *key)
         buffer = self._buffers.get(count)
         if buffer is None:
+            self._buffers = self._buffers if len(self._buffers) < KEPT else {}
             buffer = self._buffers[count] = torch.empty((len(held), *shape), dtype=dtype, device=device)
         maxima = torch.stack([output for _, _, _, output in held], out=buffer).amax(_other_dims(len(shape) + 1, unit_dim + 1, keep_first=True))
         seen.reduced.append(([(name, kind, shape[unit_dim], rows) for name, kind, rows, _ in held], maxima.reshape(-1)))
@@ -224,8 +259,13 @@ class ForwardProbes:
                 return
             unit_dim %= dims
             rows = size // output.shape[unit_dim]
-            held = type(output) is torch.Tensor and size <= LARGE_PARAM and seen.held_elements + size <= HELD_ELEMENTS  # not a DTensor, say
-            if not held or torch.compiler.is_compiling():
+            if (
+                is_compiling()  # first: a traced hook then makes no guard on the size
+                or type(output) is not torch.Tensor  # a DTensor, say
+                or size > LARGE_PARAM
+                or seen.held_elements + size > HELD_ELEMENTS
+                or name in self._direct
+            ):
                 seen.activations[name] = (kind, output.amax(_other_dims(dims, unit_dim)), rows)
                 return
             key = (output.shape, output.dtype, output.device, unit_dim)  # like outputs are reduced together

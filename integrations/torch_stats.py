@@ -408,7 +408,7 @@ class TorchCollector:
         layers = tuple(map(LayerStats, self.layer_names, grad, weight, update, zero_rows, zero_window))  # fields in order
         dead = parts.get("dead", [])
         activations = tuple(
-            [ActivationStats(name, kind, share, None, seen) for (name, kind, seen), share in zip(packed.dead, dead)]
+            [ActivationStats(name, kind, share, window=seen) for (name, kind, seen), share in zip(packed.dead, dead)]
             + [ActivationStats(name, kind, saturated_share=share) for (name, kind), share in zip(packed.saturated, parts.get("saturated", []))]
         )
         profile_values = iter(parts.get("sequences", []))

@@ -159,3 +159,12 @@ def test_latest_scalars_follow_log_layers():
     session.start(ModelFacts())
     session.record(sample(0, [0.5, math.nan, 0.1], loss=1.0))
     assert "gradwatch/grad_norm/l0" in session.latest and "gradwatch/grad_norm" in session.latest
+
+
+def test_latest_scalars_are_those_of_the_latest_sample():
+    session = Session("test", warn_on=None)
+    session.start(ModelFacts())
+    assert session.latest == {}
+    for step, grad in enumerate((0.5, 2.0)):
+        session.record(sample(step, [grad], loss=1.0))
+        assert session.latest["gradwatch/grad_norm"] == pytest.approx(grad)

@@ -98,43 +98,53 @@ class _Shifted(nn.Module):
         return self.act(x).sub_(100.0)
 
 
-def test_dead_units_of_many_modules_match_a_direct_computation_and_overwritten_outputs_are_left_out():
+def test_dead_units_of_many_modules_match_a_direct_computation():
+    """Unit maxima of many ReLU modules, reduced in groups of like shape, come in forward order whatever the batch
+    size; an output overwritten after its forward is left out once, then measured in its own hook."""
     torch.manual_seed(0)
     model = nn.Sequential(
         nn.Conv2d(1, 4, 3),
-        nn.ReLU(),
-        nn.Flatten(),  # channels are the units
+        nn.ReLU(),  # channels are the units
+        nn.Flatten(),
         nn.Linear(144, 16),
-        nn.ReLU(),
-        nn.Linear(16, 16),
         nn.ReLU(),
         nn.Linear(16, 8),
         nn.ReLU(),
-        nn.Linear(8, 8),
-        nn.ReLU6(),  # two of the same shape and another kind
+        nn.Linear(8, 16),
+        nn.ReLU(),  # the shape of module 4's output again, after another shape
+        nn.Linear(16, 8),
+        nn.ReLU6(),  # the shape of module 6's output, another kind
         nn.Linear(8, 8),
         _Shifted(),
         nn.Linear(8, 2),
     )
     with torch.no_grad():
-        model[5].bias[:6] = -50.0  # six units of the second ReLU never fire
+        model[5].bias[:6] = -50.0  # six of module 6's eight units never fire
     collector = TorchCollector(model)
     collector.probes.attach()
-    outputs = {}
-    for name in ("1", "4", "6", "8", "10", "12.act"):
-        model.get_submodule(name).register_forward_hook(lambda module, args, out, name=name: outputs.__setitem__(name, out.detach().clone()))
-    x = torch.randn(256, 1, 8, 8)
-    model(x).square().mean().backward()
-    collector.capture_gradients()
-    collector.capture_updates()
-    stats = collector.flush(step=0)
-    shares = {a.name: a.dead_share for a in stats.activations}
-    assert {a.name: a.kind for a in stats.activations if a.name in ("8", "10")} == {"8": "ReLU", "10": "ReLU6"}
-    for name, out in outputs.items():
-        units = out.transpose(0, 1).flatten(1) if out.dim() == 4 else out.t()
-        dead = float((units.amax(1) <= 0).float().mean())
-        assert shares.get(name, dead) == pytest.approx(dead), name  # an output overwritten since may go unmeasured
-    assert shares["6"] >= 6 / 16 and {"1", "4", "6", "8", "10"} <= set(shares)
+    names = ["1", "4", "6", "8", "10", "12.act"]
+    outputs: dict[str, list[torch.Tensor]] = {name: [] for name in names}
+    for name in names:
+        model.get_submodule(name).register_forward_hook(lambda module, args, out, name=name: outputs[name].append(out.detach().clone()))
+    samples = []
+    for rows in (64, 48, 40):
+        collector.probes.sampling = True
+        model(torch.randn(rows, 1, 8, 8)).square().mean().backward()
+        collector.capture_gradients()
+        collector.capture_updates()
+        model.zero_grad()
+        samples.append(collector.flush(step=len(samples)))
+    first, _, last = samples
+    assert [a.name for a in first.activations] == names[:5], "forward order; the overwritten output is left out"
+    assert [(a.name, a.kind) for a in last.activations][3:] == [("8", "ReLU"), ("10", "ReLU6"), ("12.act", "ReLU6")]
+    assert [a.window for a in last.activations] == [40 * 36] + [88] * 5, "the windows go on across batch sizes"
+    for stats, window in ((first, slice(0, 1)), (last, slice(1, 3))):
+        for activation in stats.activations:
+            kept = outputs[activation.name][window]
+            out = torch.cat(kept[-1:] if activation.name == "1" else kept)  # the conv's window is full after one batch
+            units = out.transpose(0, 1).flatten(1) if out.dim() == 4 else out.t()
+            assert activation.dead_share == pytest.approx(float((units.amax(1) <= 0).float().mean())), activation.name
+    assert first.activations[2].dead_share >= 6 / 8
 
 
 def test_dead_units_are_judged_over_256_rows():
@@ -234,6 +244,28 @@ def test_each_sample_holds_its_own_steps_gradients_and_loss(monkeypatch, placeme
     assert [sampled[k].layers[0].update_norm for k in range(8)] == pytest.approx([0.05 * g for g in actual], rel=1e-4)  # SGD: lr × |g|
     if placement != "never":
         assert [sampled[k].loss for k in range(8)] == pytest.approx(losses, rel=1e-5)
+
+
+def test_an_update_by_hand_through_the_models_parts_is_measured_step_by_step(monkeypatch):
+    """No optimizer, and the loop calls the model's layers, never the model: each step() still ends its own step."""
+    model, _ = _small_regression()
+    actual, losses = [], []
+    with watch(model, every_n_steps=1, print_report=False, warn_on=None) as watcher:
+        sampled = _recorded(monkeypatch, watcher)
+        for i in range(6):
+            loss = model[2](model[1](model[0](torch.randn(32, 4) * (i + 1)))).square().mean()
+            losses.append(loss.item())
+            loss.backward()
+            actual.append(math.sqrt(sum(p.grad.square().sum().item() for p in model[0].parameters())))
+            with torch.no_grad():
+                for p in model.parameters():
+                    p -= 0.05 * p.grad
+                    p.grad = None
+            watcher.step(loss)
+    assert sorted(sampled) == list(range(6)) and watcher.global_step == 6
+    assert [sampled[k].layers[0].grad_norm for k in range(6)] == pytest.approx(actual, rel=1e-5)
+    assert [sampled[k].layers[0].update_norm for k in range(6)] == pytest.approx([0.05 * g for g in actual], rel=1e-4)
+    assert [sampled[k].loss for k in range(6)] == pytest.approx(losses, rel=1e-5)
 
 
 def test_gradient_accumulation_with_a_step_call_per_micro_batch(monkeypatch):
