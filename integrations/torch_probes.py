@@ -78,8 +78,8 @@ class ForwardProbes:
         self._direct: set[str] = set()  # modules whose output was once overwritten after the hook: reduced in it
 
     def measures(self, name: str) -> bool:
-        """Whether this step measures the activation module ``name`` (so far: a held output overwritten
-        later is dropped, and its module reduced in the hook from the next sample on)."""
+        """Whether this step measures the activation module ``name`` (as far as known now: an output held for
+        later and overwritten before it is read is dropped then, see ``_reduce``)."""
         return name in self.seen.activations
 
     def discard(self) -> None:
