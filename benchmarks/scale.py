@@ -10,12 +10,18 @@ adds where the extra time goes. Timings run on one thread, plain and watched
 steps in turn in one process (see ``_time``). Then 50,000 samples (a 1M-step
 run sampled every 20 steps) through the core: time per sample and the size of
 the history kept.
+
+``--baseline DIR`` compares instead: the extra time and ratio of this checkout
+and of another one (``git worktree add DIR REV``; its ``gradwatch/integrations``
+linked to its ``integrations/``, as the editable install maps them), run after
+run in turn, ``--pairs`` times per model.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -261,10 +267,33 @@ def stream(samples: int = 50_000, layers: int = 10) -> dict[str, float]:
     }
 
 
-def _child(*args: str) -> dict[str, Any]:
-    out = subprocess.run([sys.executable, "-m", "benchmarks.scale", "--child", *args], capture_output=True, text=True, check=True)
+def _child(*args: str, code: str | None = None) -> dict[str, Any]:
+    """``benchmarks.scale --child ARGS`` in a fresh process, with this checkout's code or that of ``code``
+    (run from it: ``-m`` puts the working directory ahead of ``PYTHONPATH``)."""
+    env = None if code is None else {**os.environ, "PYTHONPATH": code}
+    command = [sys.executable, "-m", "benchmarks.scale", "--child", *args]
+    out = subprocess.run(command, capture_output=True, text=True, check=True, cwd=code, env=env)
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
+
+
+def compare(baseline: str, models: list[str], steps: int, pairs: int) -> None:
+    """Extra ms per sampled step and extra / floor of the checkout ``baseline`` and of this one, alternated."""
+    if not os.path.isdir(os.path.join(baseline, "gradwatch", "integrations")):
+        sys.exit(f"--baseline {baseline}: no gradwatch/integrations there (ln -s ../integrations {baseline}/gradwatch/integrations)")
+    print(f"{'model':<10} {'code':<10} {'extra ms per run':<28} {'extra / floor per run':<24} {'median extra / floor':>20}")
+    for config in models:
+        runs: dict[str, list[dict[str, Any]]] = {"baseline": [], "this": []}
+        for _ in range(pairs):
+            for name, code in (("baseline", baseline), ("this", None)):
+                runs[name].append(_child("time", config, str(steps), "0", code=code))
+        for name, timings in runs.items():
+            extra = [1e3 * t["extra"] for t in timings]
+            ratios = [t["extra"] / t["floor"] for t in timings]
+            print(
+                f"{config:<10} {name:<10} {', '.join(f'{e:.1f}' for e in extra):<28} "
+                f"{', '.join(f'{r:.2f}' for r in ratios):<24} {statistics.median(ratios):>20.2f}"
+            )
 
 
 def main() -> None:
@@ -273,6 +302,8 @@ def main() -> None:
     parser.add_argument("--models", nargs="+", default=["mlp500", "mlp100m", "keras_mlp"], choices=["mlp500", "mlp100m", "keras_mlp"])
     parser.add_argument("--steps", type=int, default=30, help="timed rounds per model (default 30)")
     parser.add_argument("--profile", action="store_true", help="also print where a sampled step's extra time goes")
+    parser.add_argument("--baseline", metavar="DIR", help="compare with the code of another checkout, run after run (see above)")
+    parser.add_argument("--pairs", type=int, default=3, help="runs of each checkout per model with --baseline (default 3)")
     args = parser.parse_args()
     if args.child:
         kind, config, *rest = args.child
@@ -281,6 +312,9 @@ def main() -> None:
         else:
             result = _time_keras(int(rest[0]), rest[1] == "1") if config == "keras_mlp" else _time(config, int(rest[0]), rest[1] == "1")
         print(json.dumps(result))
+        return
+    if args.baseline:
+        compare(os.path.abspath(args.baseline), args.models, args.steps, args.pairs)
         return
     print(
         f"{'model':<10} {'params':>12} {'plain s/step':>13} {'sampled s/step':>15} {'extra s':>8} {'floor s':>8} "
