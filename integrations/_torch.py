@@ -1,4 +1,4 @@
-"""Imports PyTorch for the adapters, or fails with the exact install line; the hook wrapper they share."""
+"""Imports PyTorch for the adapters, or fails with the exact install line; the hook wrapper and stacking buffers they share."""
 
 from __future__ import annotations
 
@@ -38,4 +38,28 @@ class ModelHook:
         return getattr, (contextlib.nullcontext(), "__exit__")  # takes any arguments, returns None
 
 
-__all__ = ["ModelHook", "is_compiling", "register_optimizer_step_pre_hook", "torch"]
+class StackBuffers:
+    """Stacks like tensors along a new first axis into buffers kept per owner, count and shape (a fresh block
+    at every sampled step costs page faults on CPU). ``limit``: buffers kept at most, for shapes that may keep
+    changing (the old ones are dropped)."""
+
+    def __init__(self, limit: int | None = None) -> None:
+        self.limit = limit
+        self._kept: dict[tuple[Any, ...], torch.Tensor] = {}
+
+    def stack(self, tensors: list[torch.Tensor], *, owner: Any = None) -> torch.Tensor:
+        """The tensors stacked: a lone one as a view, several copied into a kept buffer. ``owner``: a buffer
+        of its own, for a copy that must outlive the next stacking (otherwise buffers are shared scratch)."""
+        if len(tensors) == 1:
+            return tensors[0].unsqueeze(0)
+        first = tensors[0]
+        key = (owner, len(tensors), first.shape, first.dtype, first.device)
+        buffer = self._kept.get(key)
+        if buffer is None:
+            if self.limit is not None and len(self._kept) >= self.limit:
+                self._kept.clear()
+            buffer = self._kept[key] = torch.empty((len(tensors), *first.shape), dtype=first.dtype, device=first.device)
+        return torch.stack(tensors, out=buffer)
+
+
+__all__ = ["ModelHook", "StackBuffers", "is_compiling", "register_optimizer_step_pre_hook", "torch"]

@@ -21,7 +21,7 @@ from gradwatch.blocks import CACHE_CHUNK, LARGE_PARAM
 from gradwatch.facts import DEAD_KINDS, SATURATED_OUTSIDE
 from gradwatch.safety import FaultGuard
 
-from ._torch import ModelHook, is_compiling, torch
+from ._torch import ModelHook, StackBuffers, is_compiling, torch
 from .torch_facts import activation_modules, local, module_kind, parameterised_modules
 
 RECURRENT_TYPES = (torch.nn.RNN, torch.nn.LSTM, torch.nn.GRU)
@@ -73,7 +73,7 @@ class ForwardProbes:
         self.seen = Seen()
         self._handles: list[Any] = []
         self._dead_window: _Window | None = None  # per-unit maxima of the ReLU outputs
-        self._buffers: dict[tuple[Any, ...], torch.Tensor] = {}  # for stacking held outputs, per count and shape
+        self._buffers = StackBuffers(limit=KEPT)  # for the held outputs
         self._orders: dict[tuple[tuple[str, int], ...], tuple[list[int], Any]] = {}  # entries as reduced -> forward order
         self._direct: set[str] = set()  # modules whose output was once overwritten after the hook: reduced in it
 
@@ -140,7 +140,7 @@ class ForwardProbes:
         An output overwritten since its forward is left out (it is not evidence) and its module is reduced in the
         hook from then on."""
         group = seen.held.pop(key)
-        shape, dtype, device, unit_dim = key
+        shape, _, _, unit_dim = key
         seen.held_elements -= len(group) * math.prod(shape)
         held = []
         for name, kind, rows, output, version in group:
@@ -151,12 +151,8 @@ class ForwardProbes:
                 self._direct.add(name)
         if not held:
             return
-        count = (len(held), *key)
-        buffer = self._buffers.get(count)
-        if buffer is None:
-            self._buffers = self._buffers if len(self._buffers) < KEPT else {}
-            buffer = self._buffers[count] = torch.empty((len(held), *shape), dtype=dtype, device=device)
-        maxima = torch.stack([output for _, _, _, output in held], out=buffer).amax(_other_dims(len(shape) + 1, unit_dim + 1, keep_first=True))
+        stacked = self._buffers.stack([output for _, _, _, output in held])
+        maxima = stacked.amax(_other_dims(len(shape) + 1, unit_dim + 1, keep_first=True))
         seen.reduced.append(([(name, kind, shape[unit_dim], rows) for name, kind, rows, _ in held], maxima.reshape(-1)))
 
     def attach(self) -> None:

@@ -22,7 +22,7 @@ from gradwatch.facts import LayerFacts, ModelFacts
 from gradwatch.safety import FaultGuard
 from gradwatch.stats import ActivationStats, LayerStats, SequenceStats, StepStats
 
-from ._torch import torch
+from ._torch import StackBuffers, torch
 from .torch_facts import (
     is_lazy,
     local,
@@ -115,7 +115,7 @@ class TorchCollector:
         self._indices: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor | None]] = {}
         self._plans: dict[tuple[Any, ...], list[Group]] = {}
         self._row_scale: dict[tuple[Group, ...], torch.Tensor] = {}
-        self._buffers: dict[tuple[Any, ...], torch.Tensor] = {}  # stacking buffers (see ``_stacked``)
+        self._buffers = StackBuffers()  # as many as the parameters' groups
 
     @torch.no_grad()
     def capture_gradients(self, *, scale: float | None = None, weights: bool = True, only: list[int] | None = None) -> None:
@@ -185,7 +185,7 @@ class TorchCollector:
         rowed = self._rows_wanted(grads)
         squares, order = [], []
         for group in self._plan(grads, rowed):
-            stacked = self._stacked([grads[i] for i in group])
+            stacked = self._buffers.stack([grads[i] for i in group])
             if group[0] in rowed:  # one read gives the norm and the all-zero rows (dead units)
                 rows = torch.linalg.vector_norm(stacked.flatten(2), dim=2, dtype=torch.float32)
                 sample.grad_rows.append((group, rows))
@@ -227,7 +227,7 @@ class TorchCollector:
         squares, order, before = [], [], []
         for group in self._plan(weights):
             if len(group) > 1:
-                whole = self._stacked([weights[i] for i in group], keep=group)  # read for the norms: the weights as they are
+                whole = self._buffers.stack([weights[i] for i in group], owner=group)  # read for the norms: the weights as they are
                 before.append(whole)
             else:
                 whole = weights[group[0]].reshape(1, -1)
@@ -259,7 +259,7 @@ class TorchCollector:
             if len(group) > 1:  # stacked copies and subtractions: a foreach pass costs microseconds per tensor on CPU
                 per = max(1, CACHE_CHUNK // delta[0].numel())  # a chunk's copy is still in cache when subtracted
                 for start in range(0, len(group), per):
-                    delta[start : start + per].sub_(self._stacked([weights[i] for i in group[start : start + per]]))
+                    delta[start : start + per].sub_(self._buffers.stack([weights[i] for i in group[start : start + per]]))
             else:
                 delta.sub_(_sampled(weights[group[0]], self._update_stride[group[0]]))
             square = torch.linalg.vector_norm(delta.reshape(len(group), -1), dim=1, dtype=torch.float32).square()
@@ -267,22 +267,6 @@ class TorchCollector:
         part = self._per_layer(torch.cat(squares), [i for g in groups for i in g])
         sample.update_norms = part if sample.update_norms is None else sample.update_norms + part
         sample.updated.update(self._every_layer if only is None else [self._owner_list[i] for i in weights])
-
-    def _stacked(self, tensors: list[torch.Tensor], *, keep: Group | None = None) -> torch.Tensor:
-        """The tensors along a new first axis: a lone one as a view, several copied into a buffer kept for
-        their count and shape (a fresh large block at every sampled step costs page faults on CPU).
-
-        ``keep``: a buffer of that group's own, for a copy that must outlive the next stacking (the snapshot
-        an update is measured from); otherwise buffers are shared scratch.
-        """
-        if len(tensors) == 1:
-            return tensors[0].unsqueeze(0)
-        first = tensors[0]
-        key = (keep, len(tensors), first.shape, first.dtype, first.device)
-        buffer = self._buffers.get(key)
-        if buffer is None:
-            buffer = self._buffers[key] = torch.empty((len(tensors), *first.shape), dtype=first.dtype, device=first.device)
-        return torch.stack(tensors, out=buffer)
 
     def _plan(self, tensors: dict[int, torch.Tensor], rowed: Collection[int] = ()) -> list[Group]:
         """Groups of tensors read with one kernel each: small ones alike in shape, dtype, device and ``rowed``
