@@ -69,7 +69,7 @@ def _time(config: str, steps: int, profile: bool) -> dict[str, Any]:
     parts: dict[str, float] = {}
     if profile:
         for owner, names in (
-            (torch_probes.ForwardProbes, ("_record_activation",)),
+            (torch_probes.ForwardProbes, ("_hold", "_record_activation", "_reduce_held")),
             (torch_stats.TorchCollector, ("_read_gradients", "capture_gradients", "capture_updates", "pack", "unpack")),
             (Monitor, ("observe",)),
         ):

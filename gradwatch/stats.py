@@ -1,7 +1,10 @@
 """Plain records of floats that adapters hand to the core, one per sampled step.
 
 ``None`` means "not measured"; a measured NaN or infinity is real evidence
-(of the ``nonfinite`` symptom), never a placeholder.
+(of the ``nonfinite`` symptom), never a placeholder. Treat the records as
+read-only (``dataclasses.replace`` makes a changed copy): the per-layer ones are
+built by the hundreds per sample and skip a frozen dataclass's slower
+construction, so their derived fields would not follow an assignment.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import TypeGuard
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class LayerStats:
     """Statistics of one trainable layer (all the parameters it owns directly).
 
@@ -36,14 +39,15 @@ class LayerStats:
     """False when a measured gradient, weight or update norm is NaN or infinite."""
 
     def __post_init__(self) -> None:  # derived once: the detectors read them for every layer of every sample
-        object.__setattr__(self, "relative_grad", ratio(self.grad_norm, self.weight_norm))
-        object.__setattr__(self, "relative_update", ratio(self.update_norm, self.weight_norm))
         grad, weight, update = self.grad_norm, self.weight_norm, self.update_norm
-        finite = (grad is None or math.isfinite(grad)) and (weight is None or math.isfinite(weight)) and (update is None or math.isfinite(update))
-        object.__setattr__(self, "finite", finite)
+        self.relative_grad = ratio(grad, weight)
+        self.relative_update = ratio(update, weight)
+        self.finite = (
+            (grad is None or math.isfinite(grad)) and (weight is None or math.isfinite(weight)) and (update is None or math.isfinite(update))
+        )
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class ActivationStats:
     """Output statistics of one activation module on one training batch.
 

@@ -248,7 +248,7 @@ class TorchCycle:
                 if self.session.main:
                     warn(f"gradwatch: {COLLECTOR} {self.guard.failed[COLLECTOR]}; training continues")
             return None
-        values = torch_distributed.mean_across_ranks(packed.values).tolist()
+        values = torch_distributed.mean_across_ranks(packed.values)
         return self.guard.run(COLLECTOR, self.collector.unpack, packed, values, step, lr)
 
     def final_sample(self, steps: int) -> None:

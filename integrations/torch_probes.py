@@ -1,8 +1,8 @@
 """What only the forward pass of a sampled step shows, for the PyTorch collector.
 
 Forward hooks on ReLU, sigmoid and tanh modules reduce their outputs (unit
-maxima for dead units, small ones in groups of like shape; the saturated
-share); a pre-hook on the first layer
+maxima for dead units, small ones in groups of like shape, by the end of the
+model's forward pass; the saturated share); a pre-hook on the first layer
 reads the input's rows and scale; a pre-hook on each recurrent layer has
 backward report the gradient reaching every time step of its input. Hooks do
 nothing on unsampled steps. Dead units are judged over windows of sampled
@@ -89,8 +89,7 @@ class ForwardProbes:
     def take(self) -> Forward:
         """The pending step's forward half, with the dead-unit windows grown by it; resets it."""
         seen, self.seen = self.seen, Seen()
-        for key in list(seen.held):
-            self._reduce(seen, key)
+        self._reduce_held(seen)
         saturated = [(name, kind, share) for name, (kind, share, _) in seen.activations.items() if kind not in DEAD_KINDS]
         entries, maxima = self._unit_maxima(seen)
         if entries:
@@ -156,7 +155,8 @@ class ForwardProbes:
         seen.reduced.append(([(name, kind, shape[unit_dim], rows) for name, kind, rows, _ in held], maxima.reshape(-1)))
 
     def attach(self) -> None:
-        """Install forward hooks on ReLU, Sigmoid and Tanh modules (idempotent)."""
+        """Install forward hooks on ReLU, Sigmoid and Tanh modules, the first layer, recurrent layers and the
+        model itself (idempotent)."""
         if self._handles:
             return
         conv_before: dict[str, bool] = {}
@@ -166,8 +166,10 @@ class ForwardProbes:
             if next(module.parameters(recurse=False), None) is not None:
                 last_conv = kind.startswith("Conv")
             conv_before[name] = last_conv
+        held_kinds = False
         for name, module in activation_modules(self.model):
             kind = module_kind(module)
+            held_kinds |= kind in DEAD_KINDS
             if kind in DEAD_KINDS or kind in SATURATED_OUTSIDE:
                 hook = self._activation_hook(name, kind, 1 if conv_before[name] else -1)
                 self._handles.append(module.register_forward_hook(ModelHook(hook)))
@@ -177,6 +179,8 @@ class ForwardProbes:
         first = next(iter(parameterised_modules(self.model)), None)
         if first is not None:
             self._handles.append(first[1].register_forward_pre_hook(ModelHook(self._input_hook)))
+        if held_kinds:
+            self._handles.append(self.model.register_forward_hook(ModelHook(self._forward_done)))
 
     def detach(self) -> None:
         """Remove every hook this collector installed."""
@@ -186,15 +190,28 @@ class ForwardProbes:
 
     def _activation_hook(self, name: str, kind: str, unit_dim: int) -> Any:
         failed = self.guard.failed  # the hook runs for every module of every forward: it is kept lean
+        dead = kind in DEAD_KINDS
 
         def hook(module: torch.nn.Module, args: Any, output: Any) -> None:
-            if self.sampling and module.training and torch.is_grad_enabled() and name not in self.seen.activations and ACTIVATION_HOOK not in failed:
+            if not (self.sampling and module.training) or ACTIVATION_HOOK in failed or not torch.is_grad_enabled():
+                return
+            if name not in self.seen.activations:
                 try:
-                    self._record_activation(name, kind, unit_dim, output)
+                    if not (dead and self._hold(name, kind, unit_dim, output)):
+                        self._record_activation(name, kind, unit_dim, output)
                 except Exception as exc:
                     self.guard.fail(ACTIVATION_HOOK, exc)
 
         return hook
+
+    def _forward_done(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        """At the end of the model's forward pass: reduce the outputs still held (they hold their graph)."""
+        if self.seen.held:
+            self.guard.run(ACTIVATION_HOOK, self._reduce_held, self.seen)
+
+    def _reduce_held(self, seen: Seen) -> None:
+        for key in list(seen.held):
+            self._reduce(seen, key)
 
     def _input_hook(self, module: torch.nn.Module, args: tuple[Any, ...]) -> None:
         if self.sampling and self.seen.inputs is None and module.training and torch.is_grad_enabled():
@@ -242,35 +259,44 @@ class ForwardProbes:
         inputs.register_hook(lambda grad: self.guard.run("recurrent hook", record, grad))
         return replaced
 
+    def _hold(self, name: str, kind: str, unit_dim: int, output: Any) -> bool:
+        """Hold a small ReLU-like output for ``_reduce`` with like ones; False if it is not one (a DTensor, a large
+        or a 1-d output, the hold budget spent, a module whose output was once overwritten, a traced hook).
+
+        The output is held as it is, not detached (a detached view costs microseconds per module in the forward
+        pass): ``_reduce`` reads it without recording a gradient when its group fills, at the end of the model's
+        forward pass, or when the sample is taken (a loop that calls only the model's parts)."""
+        if is_compiling() or type(output) is not torch.Tensor or name in self._direct:  # first: a traced hook makes no guard
+            return False
+        seen, shape, size = self.seen, output.shape, output.numel()
+        if len(shape) < 2 or not 0 < size <= LARGE_PARAM or seen.held_elements + size > HELD_ELEMENTS or not output.is_floating_point():
+            return False
+        unit_dim %= len(shape)
+        key = (shape, output.dtype, output.device, unit_dim)  # like outputs are reduced together
+        group = seen.held.get(key)
+        if group is None:
+            group = seen.held[key] = []
+        rows = size // shape[unit_dim]
+        group.append((name, kind, rows, output, output._version))
+        seen.held_elements += size
+        seen.activations[name] = (kind, None, rows)  # measured with its group
+        if len(group) * size >= CACHE_CHUNK:
+            self._reduce(seen, key)
+        return True
+
     def _record_activation(self, name: str, kind: str, unit_dim: int, output: Any) -> None:
-        """Unit maxima of a ReLU-like output (small ones held and reduced with like ones, see ``_reduce``) or the
-        saturated share of a sigmoid or tanh; the shares are finished for all modules at once in ``take``."""
+        """Unit maxima of a ReLU-like output not held (see ``_hold``) or the saturated share of a sigmoid or tanh;
+        the shares are finished for all modules at once in ``take``."""
         if not isinstance(output, torch.Tensor) or not output.is_floating_point() or output.numel() == 0:
             return
-        output = output.detach()
+        output = output.detach()  # the hook runs with gradients on
         if kind in DEAD_KINDS:  # the windows are kept in ``take``: the hook may run inside a compiled graph
-            dims, size, seen = output.dim(), output.numel(), self.seen
+            dims = output.dim()
             if dims < 2:
-                seen.activations[name] = (kind, output.clone(), 1)
+                self.seen.activations[name] = (kind, output.clone(), 1)
                 return
             unit_dim %= dims
-            rows = size // output.shape[unit_dim]
-            if (
-                is_compiling()  # first: a traced hook then makes no guard on the size
-                or type(output) is not torch.Tensor  # a DTensor, say
-                or size > LARGE_PARAM
-                or seen.held_elements + size > HELD_ELEMENTS
-                or name in self._direct
-            ):
-                seen.activations[name] = (kind, output.amax(_other_dims(dims, unit_dim)), rows)
-                return
-            key = (output.shape, output.dtype, output.device, unit_dim)  # like outputs are reduced together
-            group = seen.held.setdefault(key, [])
-            group.append((name, kind, rows, output, output._version))
-            seen.held_elements += size
-            seen.activations[name] = (kind, None, rows)  # measured with its group
-            if len(group) * size >= CACHE_CHUNK:
-                self._reduce(seen, key)
+            self.seen.activations[name] = (kind, output.amax(_other_dims(dims, unit_dim)), output.numel() // output.shape[unit_dim])
         else:
             low, high = SATURATED_OUTSIDE[kind]
             tail = (output < low) | (output > high)

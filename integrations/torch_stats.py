@@ -33,6 +33,7 @@ from .torch_facts import (
 from .torch_probes import MIN_DEAD_ROWS, ForwardProbes
 
 ROW_KINDS = ("Linear", "Conv1d", "Conv2d", "Conv3d")
+NORMS = ("grad", "weight", "update")  # per-layer squared norms, first in a packed sample
 
 _VERSION = operator.attrgetter("_version")
 Group = tuple[int, ...]  # indices into ``TorchCollector.params`` read together
@@ -309,7 +310,7 @@ class TorchCollector:
         transfer; every rank must call it.
         """
         packed = self.pack()
-        return self.unpack(packed, (reduce(packed.values) if reduce is not None else packed.values).tolist(), step, lr)
+        return self.unpack(packed, reduce(packed.values) if reduce is not None else packed.values, step, lr)
 
     @torch.no_grad()
     def pack(self) -> Packed:
@@ -371,14 +372,17 @@ class TorchCollector:
             scale = self._row_scale[key] = torch.tensor([shards, [r * k for r, k in zip(rows, shards)]], device=zero.device)
         return torch.cat([zero * scale[0], scale[1]])
 
-    def unpack(self, packed: Packed, values: list[float], step: int, lr: float | None = None) -> StepStats:
-        """The ``StepStats`` of a packed sample from its (combined) values."""
+    def unpack(self, packed: Packed, values: torch.Tensor, step: int, lr: float | None = None) -> StepStats:
+        """The ``StepStats`` of a packed sample from its (combined) values, brought to the host here."""
         n = len(self.layer_names)
+        squared = sum(length for name, length in packed.layout if name in NORMS)  # the norms lead the layout
+        values[:squared].sqrt_()  # a NaN or infinity stays what it is: evidence
+        host = values.tolist()
         parts, start = {}, 0
         for name, length in packed.layout:
-            parts[name], start = values[start : start + length], start + length
+            parts[name], start = host[start : start + length], start + length
         unmeasured: list[float | None] = [None] * n
-        grad, weight, update = (_roots(parts[key]) if key in parts else unmeasured for key in ("grad", "weight", "update"))
+        grad, weight, update = (parts.get(key, unmeasured) for key in NORMS)
         grad = _only(grad, packed.sample.grad_layers)
         update = _only(update, packed.sample.updated)
         zero_rows, zero_window = list(unmeasured), list(unmeasured)
@@ -464,11 +468,6 @@ def _only(values: list[float | None], measured: Collection[int]) -> list[float |
     if len(measured) == len(values):
         return values
     return [value if i in measured else None for i, value in enumerate(values)]
-
-
-def _roots(squares: list[float]) -> list[float]:
-    """Layer norms from summed squares (a NaN or infinity stays what it is: evidence)."""
-    return [math.sqrt(max(v, 0.0)) if math.isfinite(v) else v for v in squares]
 
 
 def _take(cursor: Any, count: int) -> list[float]:

@@ -189,7 +189,7 @@ def _raise(*args, **kwargs):
 
 FAULTS = {
     "pytorch collector": ("gradwatch.integrations.torch_stats.TorchCollector", "capture_gradients"),
-    "activation hook": ("gradwatch.integrations.torch_probes.ForwardProbes", "_record_activation"),
+    "activation hook": ("gradwatch.integrations.torch_probes.ForwardProbes", "_hold"),
     "lightning logging": ("gradwatch.integrations.lightning", "_log"),
     "detector vanishing_gradients": ("gradwatch.detectors.vanishing.VanishingGradients", "observe"),
     "JSON writer": ("gradwatch.report.Report", "write_json"),

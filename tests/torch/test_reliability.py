@@ -41,7 +41,7 @@ def _raise(*args, **kwargs):
 
 FAULTS = {
     "pytorch collector": (TorchCollector, "capture_gradients"),
-    "activation hook": (ForwardProbes, "_record_activation"),
+    "activation hook": (ForwardProbes, "_hold"),
     "loss": (TorchCollector, "add_loss"),
     "detector vanishing_gradients": (VanishingGradients, "observe"),
     "JSON writer": (Report, "write_json"),

@@ -363,6 +363,35 @@ def test_close_removes_every_hook_and_releases_the_model():
     assert ref() is None
 
 
+class _Saved:
+    """What autograd saved for backward (a detached copy: no cycle through the output's own node), boxed so that
+    a weak reference tells when the graph is freed."""
+
+    def __init__(self, tensor: torch.Tensor) -> None:
+        self.tensor = tensor.detach()
+
+
+def test_a_sampled_forward_without_backward_keeps_no_graph_alive():
+    """ReLU outputs held for grouped reductions are reduced by the end of the forward pass: a graph the training
+    code drops (a forward in train mode that never reaches backward) is freed at once, not at the next sample."""
+    model = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 3))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    saved: list[weakref.ref[_Saved]] = []
+
+    def pack(tensor: torch.Tensor) -> _Saved:
+        box = _Saved(tensor)
+        saved.append(weakref.ref(box))
+        return box
+
+    with watch(model, optimizer, every_n_steps=1, print_report=False) as watcher:
+        with torch.autograd.graph.saved_tensors_hooks(pack, lambda box: box.tensor):
+            out = model(torch.randn(32, 16))
+        assert saved and watcher.cycle.collector.probes.measures("3")
+        del out
+        assert [ref for ref in saved if ref() is not None] == []
+        loop(model, optimizer, watcher, steps=2)
+
+
 def test_summary_is_written_when_training_raises(tmp_path):
     model = nn.Sequential(nn.Linear(16, 8), nn.ReLU(), nn.Linear(8, 3))
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
