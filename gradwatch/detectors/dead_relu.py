@@ -88,13 +88,10 @@ def _row_layers(sample: StepStats, facts: ModelFacts) -> set[str]:
     """Layers judged by zero gradient rows: ReLU or unknown activation, not measured at an
     activation module, not the output layer, and not starved: when the next layer up passes
     no gradient at all, every row below is zero whether its units are alive or not."""
+    layers = sample.layers
+    rowed = [i for i in range(len(layers) - 1) if layers[i].zero_grad_rows is not None]
+    if not rowed:
+        return set()
     measured = {a.name for a in sample.activations if finite(a.dead_share)}
     known = {layer.name: layer for layer in facts.layers}
-    rows = set()
-    for stats, above in zip(sample.layers[:-1], sample.layers[1:]):
-        layer = known.get(stats.name)
-        if above.grad_norm == 0:
-            continue
-        if row_judged(layer, measured):
-            rows.add(stats.name)
-    return rows
+    return {layers[i].name for i in rowed if layers[i + 1].grad_norm != 0 and row_judged(known.get(layers[i].name), measured)}
