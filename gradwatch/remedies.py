@@ -135,6 +135,14 @@ def recurrent_init(facts: ModelFacts) -> tuple[float, str] | None:
     )
 
 
+def random_init(facts: ModelFacts) -> tuple[float, str] | None:
+    return 1.0, (
+        "units that start with equal weights get equal gradients and stay copies; keep the framework's random "
+        "default, or draw the weights (He/Kaiming for ReLU, Xavier/Glorot for tanh and sigmoid), and keep "
+        "constant or zero initialisation for biases"
+    )
+
+
 def pretraining(facts: ModelFacts) -> tuple[float, str] | None:
     return 0.1, "last resort: train the layers greedily one at a time (layer-wise pretraining), then fine-tune the whole network"
 
@@ -153,6 +161,7 @@ REMEDIES: dict[str, tuple[str, Rule]] = {
     "layerwise_pretraining": ("Layer-wise pretraining", pretraining),
     "truncated_bptt": ("Shorter BPTT windows or skip connections in time", truncated_bptt),
     "recurrent_init": ("Orthogonal or identity recurrent initialisation", recurrent_init),
+    "random_init": ("Initialise the weights randomly", random_init),
 }
 
 # Which remedies each symptom considers, with a weight for how directly they address it.
@@ -182,6 +191,7 @@ CANDIDATES: dict[str, dict[str, float]] = {
     "dead_relu": {"leaky_relu": 1.0, "lower_lr": 0.7, "matched_init": 0.8, "normalization": 0.7},
     "weight_collapse": {"reduce_weight_decay": 1.0, "lower_lr": 0.4},
     "early_stagnation": {"raise_lr": 1.0, "normalization": 0.6, "matched_init": 0.6, "relu_family": 0.6},
+    "early_stagnation:copies": {"random_init": 1.0, "matched_init": 0.5},
 }
 
 
@@ -206,9 +216,13 @@ def for_finding(finding: Finding, facts: ModelFacts, *, framework: str = "unknow
 
 
 def symptom_key(finding: Finding) -> str:
-    """The key ``rank`` takes for a finding: its symptom, ``vanishing_gradients:time`` for decay through time."""
-    through_time = finding.symptom == "vanishing_gradients" and finding.evidence.get("axis") == "time"
-    return f"{finding.symptom}:time" if through_time else finding.symptom
+    """The key ``rank`` takes for a finding: its symptom, ``vanishing_gradients:time`` for decay through time,
+    ``early_stagnation:copies`` for units that stay copies of each other."""
+    if finding.symptom == "vanishing_gradients" and finding.evidence.get("axis") == "time":
+        return "vanishing_gradients:time"
+    if finding.symptom == "early_stagnation" and "unit_spread" in finding.evidence:
+        return "early_stagnation:copies"
+    return finding.symptom
 
 
 def rank(symptom: str, facts: ModelFacts, *, framework: str = "unknown") -> tuple[Remedy, ...]:

@@ -22,6 +22,10 @@ class LayerStats:
     the share of output units whose whole gradient row is exactly zero, a
     dead-unit signal that needs no activation hook (it also covers ``F.relu``),
     over the training rows in ``zero_grad_window`` (several sampled batches).
+    ``unit_spread`` says how far the layer's units (output features or
+    channels) are from being copies of each other: the spread of their
+    weights about the mean unit, over their size (about 1 when random, 0 when
+    every unit has the same weights, as a constant initialisation leaves them).
     """
 
     name: str
@@ -30,6 +34,7 @@ class LayerStats:
     update_norm: float | None = None
     zero_grad_rows: float | None = None
     zero_grad_window: int | None = None
+    unit_spread: float | None = None
 
     relative_grad: float | None = field(init=False, repr=False, compare=False)
     """``|g| / |W|``: the gradient on the scale of the weights it moves."""

@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from gradwatch.blocks import BLOCK, CACHE_CHUNK, LARGE_PARAM, sampled_elements, update_stride
+from gradwatch.blocks import BLOCK, CACHE_CHUNK, LARGE_PARAM, SPREAD_INPUTS, sampled_elements, update_stride
 from gradwatch.detectors.dead_relu import row_judged
 from gradwatch.facts import LayerFacts, ModelFacts
 from gradwatch.safety import FaultGuard
@@ -51,6 +51,7 @@ class _Sample:
     weight_norms: Any = None  # squared, before the optimizer step: the scale a step is judged against
     update_norms: Any = None
     weighed: set[int] = field(default_factory=set)  # parameters whose weight norm was read
+    spreads: list[tuple[list[int], Any]] = field(default_factory=list)  # (layers, their units' spread) per weight group
     updated: set[int] = field(default_factory=set)  # layers whose update was measured
     raw_grad_sq: Any = None  # squared total gradient norm as backward produced it (before any clipping)
     backward_passes: int = 0
@@ -117,6 +118,7 @@ class TorchCollector:
         self._plans: dict[tuple[Any, ...], list[Group]] = {}
         self._row_scale: dict[tuple[Group, ...], torch.Tensor] = {}
         self._buffers = StackBuffers()  # as many as the parameters' groups
+        self._spread_inputs: dict[tuple[int, Any], torch.Tensor] = {}  # inputs per unit, device -> the subset read
 
     @torch.no_grad()
     def capture_gradients(self, *, scale: float | None = None, weights: bool = True, only: list[int] | None = None) -> None:
@@ -231,14 +233,32 @@ class TorchCollector:
                 whole = self._buffers.stack([weights[i] for i in group], owner=group)  # read for the norms: the weights as they are
                 before.append(whole)
             else:
-                whole = weights[group[0]].reshape(1, -1)
+                whole = weights[group[0]].unsqueeze(0)
                 before.append(_sampled(weights[group[0]], self._update_stride[group[0]]).clone())
             squares.append(torch.linalg.vector_norm(whole.flatten(1), dim=1, dtype=torch.float32).square())
             order += group
+            rowed = [k for k, i in enumerate(group) if i in self.row_params]  # Linear/Conv weights: their rows are units
+            if rowed and whole.shape[1] > 1 and not self._sharded:
+                spread = self._unit_spread(whole)
+                self._sample.spreads.append(([self.row_params[group[k]] for k in rowed], spread if len(rowed) == len(group) else spread[rowed]))
         part = self._per_layer(torch.cat(squares), order)
         self._sample.weight_norms = part if self._sample.weight_norms is None else self._sample.weight_norms + part
         self._sample.weighed.update(weights)
         self._sample.before[None if only is None else tuple(only)] = before
+
+    def _unit_spread(self, weights: torch.Tensor) -> torch.Tensor:
+        """How far a layer's units are from being copies of each other, per weight of a stack (units along the
+        second axis): the spread of the units' weights about their mean over their size, on a fixed subset of
+        ``SPREAD_INPUTS`` evenly spaced inputs. 0 when every unit has the same weights (all zero included)."""
+        rows = weights.flatten(2)
+        inputs = rows.shape[2]
+        index = self._spread_inputs.get((inputs, rows.device))
+        if index is None:
+            index = self._spread_inputs[(inputs, rows.device)] = torch.linspace(0, inputs - 1, min(inputs, SPREAD_INPUTS), device=rows.device).long()
+        subset = rows.index_select(2, index).float()
+        spread = (subset - subset.mean(1, keepdim=True)).square().sum((1, 2))
+        size = subset.square().sum((1, 2))
+        return torch.where(size > 0, spread / size, 0.0).sqrt()
 
     def _weights(self, only: list[int] | None) -> dict[int, torch.Tensor]:
         if only is None and not self._sharded:
@@ -342,6 +362,7 @@ class TorchCollector:
             "sequences": torch.cat([profile for _, profile in sequences]) if sequences else None,
             "raw_grad_sq": sample.raw_grad_sq if sample.backward_passes == 1 else None,
             "inputs": forward.inputs,
+            "spread": torch.cat([spread for _, spread in sample.spreads]) if sample.spreads else None,
         }
         if row_windows:
             parts["rows"] = self._count_zero_rows(row_windows)
@@ -359,6 +380,7 @@ class TorchCollector:
             rows=[(self.row_params[i], seen) for group, (_, seen) in row_windows.items() for i in group],
             saturated=forward.saturated,
             sequences=[(name, int(profile.shape[0])) for name, profile in sequences],
+            spread=[layer for layers, _ in sample.spreads for layer in layers],
         )
 
     def _count_zero_rows(self, windows: dict[Group, tuple[Any, int]]) -> torch.Tensor:
@@ -393,7 +415,10 @@ class TorchCollector:
         loss_sum, loss_count = parts["loss"]
         raw = parts.get("raw_grad_sq")
         inputs = parts.get("inputs", [None, None])
-        layers = tuple(map(LayerStats, self.layer_names, grad, weight, update, zero_rows, zero_window))  # fields in order
+        spread = list(unmeasured)
+        for layer, value in zip(packed.spread, parts.get("spread", [])):
+            spread[layer] = value
+        layers = tuple(map(LayerStats, self.layer_names, grad, weight, update, zero_rows, zero_window, spread))  # fields in order
         dead = parts.get("dead", [])
         activations = tuple(
             [ActivationStats(name, kind, share, window=seen) for (name, kind, seen), share in zip(packed.dead, dead)]
@@ -436,7 +461,7 @@ class Packed:
     """A sample packed by ``TorchCollector.pack``: the values to combine and how to read them back.
 
     ``layout`` names each part of ``values`` and its length, in order; the other
-    lists say what the dead-unit, zero-row, saturation and time-profile parts hold.
+    lists say what the dead-unit, zero-row, saturation, time-profile and units' spread parts hold.
     """
 
     values: torch.Tensor
@@ -446,6 +471,7 @@ class Packed:
     rows: list[tuple[int, int]]
     saturated: list[tuple[str, str]]
     sequences: list[tuple[str, int]]
+    spread: list[int]  # the layers of the units' spreads, in order
 
 
 def _grad_key(grads: list[torch.Tensor | None]) -> tuple[list[int], list[int]]:

@@ -39,10 +39,27 @@ class EarlyStagnation(Detector):
     while the loss stays above ``1 - stuck_improvement`` of its start; a run
     that converged has a loss far below its start, and a late plateau after
     converging is not stagnation.
+
+    Copies: the units of a hidden layer that trains (its update is not zero)
+    or gets no gradient at all stay copies of each other (``unit_spread`` under ``max_unit_spread``) on
+    ``frozen_samples`` samples in a row after the first step. Units that start
+    equal (a constant initialisation) get equal gradients and never diverge:
+    each layer works as one unit, whatever the loss does for now.
     """
 
     symptom = "early_stagnation"
-    state = ("early_losses", "recent_losses", "streak", "previous_lr", "retired", "frozen_streak", "first_loss", "constant_samples", "first_weight")
+    state = (
+        "early_losses",
+        "recent_losses",
+        "streak",
+        "previous_lr",
+        "retired",
+        "frozen_streak",
+        "first_loss",
+        "constant_samples",
+        "first_weight",
+        "copies_streak",
+    )
 
     def __init__(
         self,
@@ -55,6 +72,7 @@ class EarlyStagnation(Detector):
         patience: int = 4,
         min_steps: int = 40,
         frozen_samples: int = 2,
+        max_unit_spread: float = 1e-3,
     ) -> None:
         self.min_improvement = check_fraction("min_improvement", min_improvement)
         self.max_relative_update = check_positive("max_relative_update", max_relative_update)
@@ -65,6 +83,8 @@ class EarlyStagnation(Detector):
         self.patience = check_count("patience", patience)
         self.min_steps = check_count("min_steps", min_steps)
         self.frozen_samples = check_count("frozen_samples", frozen_samples)
+        self.max_unit_spread = check_fraction("max_unit_spread", max_unit_spread)
+        self.copies_streak = 0
         self.early_losses: list[float] = []  # sampled before min_steps: at most min_steps values
         self.recent_losses: list[float] = []  # the last `patience`
         self.previous_lr: float | None = None
@@ -78,8 +98,31 @@ class EarlyStagnation(Detector):
         from ..causes import output_cannot_fit  # causes render numbers with this package's fmt
 
         frozen = self._frozen(sample, facts)
+        copies = self._copies(sample)
         slow = self._slow(sample, output_cannot_fit(facts, sample.loss))
-        return frozen or slow
+        return frozen or copies or slow
+
+    def _copies(self, sample: StepStats) -> Finding | None:
+        copied = {
+            s.name: s.unit_spread
+            for s in sample.layers[:-1]  # not the output layer
+            if s.unit_spread is not None and s.unit_spread < self.max_unit_spread and (s.update_norm or s.grad_norm == 0)
+        }
+        self.copies_streak = self.copies_streak + 1 if copied and sample.step > 0 else 0
+        if self.copies_streak < self.frozen_samples:
+            return None
+        worst = max(copied, key=copied.__getitem__)
+        return self.finding(
+            sample,
+            "warning",
+            list(copied),
+            f"the units of {len(copied)} hidden layer(s) stay copies of each other as they train: {worst}'s units "
+            f"differ by {fmt(copied[worst])} of their size (random ones by about 1) after {sample.step} steps; units "
+            "that start equal (a constant initialisation) get equal gradients and never diverge, so each layer "
+            "works as a single unit",
+            unit_spread=copied,
+            samples_in_a_row=self.copies_streak,
+        )
 
     def _frozen(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
         grads = [s.grad_norm for s in sample.layers if s.grad_norm is not None]

@@ -14,6 +14,7 @@ def sample(
     weights: Sequence[float] | None = None,
     relative_updates: Sequence[float | None] | None = None,
     zero_rows: Sequence[float | None] | None = None,
+    unit_spreads: Sequence[float | None] | None = None,
     activations: Sequence[ActivationStats] = (),
     loss: float | None = None,
     lr: float | None = None,
@@ -23,6 +24,7 @@ def sample(
     weights = weights or [1.0] * n
     updates = relative_updates or [None] * n
     rows = zero_rows or [None] * n
+    spreads = unit_spreads or [None] * n
     layers = tuple(
         LayerStats(
             f"l{i}",
@@ -30,8 +32,9 @@ def sample(
             weight_norm=w,
             update_norm=None if u is None else u * w,
             zero_grad_rows=r,
+            unit_spread=spread,
         )
-        for i, (g, w, u, r) in enumerate(zip(relative_grads, weights, updates, rows))
+        for i, (g, w, u, r, spread) in enumerate(zip(relative_grads, weights, updates, rows, spreads))
     )
     return StepStats(step, layers, tuple(activations), loss=loss, lr=lr)
 

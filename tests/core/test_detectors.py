@@ -324,6 +324,34 @@ def test_a_loss_constant_since_the_start_freezes_a_run_even_with_gradients():
     assert feed(EarlyStagnation(), moved) == [None] * 5
 
 
+def _copies(step, spreads, updates=(1e-3, 1e-3, 1e-3), grads=(0.01, 0.01, 0.01)):
+    return sample(step, grads, relative_updates=updates, unit_spreads=spreads, loss=1.1 - 0.01 * step)
+
+
+def test_hidden_units_that_stay_copies_while_they_train_are_stagnation():
+    """A constant initialisation: units with equal weights get equal gradients and never diverge."""
+    results = feed(EarlyStagnation(), [_copies(s, [1e-7, 0.9, 0.0]) for s in (0, 1, 2, 4)])
+    assert results[:2] == [None, None], "after the first step, on two samples in a row"
+    assert results[2].layers == ("l0",) and results[2].evidence["unit_spread"] == {"l0": 1e-7}
+    monitor = Monitor(warn_on=None)
+    for s in (0, 1, 2):
+        monitor.observe(_copies(s, [0.0, 1e-6, 0.8], updates=(0.0, 1e-3, 1e-3), grads=(0.0, 0.01, 0.01)))  # l0: all zero, no gradient
+    finding = monitor.report().findings[0]
+    assert finding.layers == ("l0", "l1") and finding.remedies[0].id == "random_init"
+
+
+@pytest.mark.parametrize(
+    "spreads, updates",
+    [
+        ([0.9, 0.8, 0.0], (1e-3, 1e-3, 1e-3)),  # random units; a copied output layer (one bias, say) is no fault
+        ([0.0, 0.9, 0.9], (0.0, 1e-3, 1e-3)),  # zero weights that do not move though their gradient is not zero
+        ([None, None, None], (1e-3, 1e-3, 1e-3)),  # not measured
+    ],
+)
+def test_units_that_differ_or_do_not_train_are_no_copies(spreads, updates):
+    assert feed(EarlyStagnation(), [_copies(s, spreads, updates) for s in (0, 1, 2, 4)]) == [None] * 4
+
+
 def test_a_softmax_over_one_unit_is_named_as_the_cause():
     facts = ModelFacts(
         layers=(LayerFacts("hidden", "Dense", activation="ReLU"), LayerFacts("out", "Dense", activation="Softmax", units=1)),

@@ -10,7 +10,15 @@ from gradwatch.stats import ActivationStats, LayerStats
 
 def test_records_take_their_measured_fields_in_a_fixed_order():
     """Adapters build records positionally (one call per layer of every sample): the order is part of the API."""
-    assert [f.name for f in fields(LayerStats) if f.init] == ["name", "grad_norm", "weight_norm", "update_norm", "zero_grad_rows", "zero_grad_window"]
+    assert [f.name for f in fields(LayerStats) if f.init] == [
+        "name",
+        "grad_norm",
+        "weight_norm",
+        "update_norm",
+        "zero_grad_rows",
+        "zero_grad_window",
+        "unit_spread",
+    ]
     assert [f.name for f in fields(ActivationStats) if f.init] == ["name", "kind", "dead_share", "saturated_share", "window"]
 
 

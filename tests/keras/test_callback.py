@@ -91,6 +91,18 @@ def test_stop_on_critical_stops_training():
     assert report.finding("nonfinite") is not None and report.steps < 320
 
 
+@pytest.mark.parametrize("initializer", ["zeros", "glorot_uniform"])
+def test_units_that_start_as_copies_are_named(initializer):
+    """Zero kernels under sigmoids: the first layer's units get equal gradients and stay copies (the second's
+    diverge, fed by the output layer's random kernel)."""
+    model = dense_stack("sigmoid", 2, kernel_initializer=initializer)
+    finding = fit(model, sgd(0.05), epochs=1).finding("early_stagnation")
+    copies = finding is not None and "unit_spread" in finding.evidence
+    assert copies == (initializer == "zeros")
+    if copies:
+        assert finding.layers == (model.layers[0].name,) and finding.remedies[0].id == "random_init"
+
+
 def test_state_dict_round_trip_continues_the_diagnosis():
     first = GradWatchCallback(print_report=False, warn_on=None)
     model = dense_stack("sigmoid", 10)

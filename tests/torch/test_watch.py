@@ -87,6 +87,47 @@ def test_statistics_match_a_direct_computation():
     assert stats.input_mean_abs == pytest.approx(float(x.abs().mean())) and stats.input_std == pytest.approx(float(x.std()))
 
 
+class _Table(nn.Module):
+    """A 6×6 parameter of a module that is not a Linear: stacked with the Linear weights of its shape, no units."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.table = nn.Parameter(torch.zeros(6, 6))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x @ self.table
+
+
+def _spread(weight: torch.Tensor) -> float:
+    """The units' spread over every input, computed directly (the collector reads an evenly spaced subset)."""
+    rows = weight.detach().flatten(1)
+    return float(((rows - rows.mean(0)).square().sum() / rows.square().sum()).sqrt()) if rows.any() else 0.0
+
+
+def test_units_spread_is_zero_for_copies_and_near_one_for_random_units():
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 6, 3),  # 9 inputs per unit: all read
+        nn.Flatten(),
+        nn.Linear(216, 6),  # 216 inputs per unit: 32 read
+        nn.Linear(6, 6),
+        _Table(),
+        nn.Linear(6, 6),
+        nn.Linear(6, 1),  # one unit: no spread
+    )
+    with torch.no_grad():
+        model[3].weight.fill_(0.005)  # a constant initialisation
+        model[5].weight[:] = model[5].weight[0]  # every unit a copy of the first
+    collector = TorchCollector(model)
+    model(torch.randn(8, 1, 8, 8)).sum().backward()
+    collector.capture_gradients()
+    collector.capture_updates()
+    spreads = {layer.name: layer.unit_spread for layer in collector.flush(step=0).layers}
+    assert spreads["3"] < 1e-6 and spreads["5"] < 1e-6 and spreads["4"] is None and spreads["6"] is None
+    assert spreads["0"] == pytest.approx(_spread(model[0].weight), rel=1e-5)
+    assert 0.5 < spreads["2"] < 1.5 and _spread(model[2].weight) == pytest.approx(1.0, abs=0.1)
+
+
 class _Shifted(nn.Module):
     """A ReLU6 whose output the forward then overwrites in place (legal: its backward reads the input)."""
 
@@ -462,6 +503,28 @@ def test_an_optimizer_class_of_the_users_own_is_measured_as_an_update_by_hand():
     wrapped = type("Wrapper", (), {"optimizer": torch.optim.SGD(model.parameters(), lr=0.1), "step": lambda self: None})()
     with watch(model, wrapped, print_report=False) as watcher:
         assert watcher.optimizer is wrapped.optimizer  # a wrapper (Lightning's, say) is seen through
+
+
+@pytest.mark.parametrize("constant", [True, False])
+def test_a_constant_initialisation_is_named_and_a_random_one_is_not(constant):
+    """Every weight zero: the sigmoid units of each layer stay copies, and the loss sits at chance (ln 3)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.Sigmoid(), nn.Linear(32, 32), nn.Sigmoid(), nn.Linear(32, 3))
+    if constant:
+        with torch.no_grad():
+            for p in model.parameters():
+                p.zero_()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", GradWatchWarning)
+        with watch(model, optimizer, print_report=False) as watcher:
+            loop(model, optimizer, watcher, steps=40)
+    copies = [f for f in watcher.report().findings if f.symptom == "early_stagnation" and "unit_spread" in f.evidence]
+    if constant:
+        assert copies and copies[0].first_step == 2 and copies[0].layers == ("0", "2")
+        assert copies[0].remedies[0].id == "random_init"
+    else:
+        assert not copies
 
 
 def test_a_model_that_is_never_trained_gets_no_clean_bill():
