@@ -70,7 +70,7 @@ def _time(config: str, steps: int, profile: bool) -> dict[str, Any]:
     if profile:
         for owner, names in (
             (torch_probes.ForwardProbes, ("_hold", "_record_activation", "_reduce_held")),
-            (torch_stats.TorchCollector, ("_read_gradients", "capture_gradients", "capture_updates", "pack", "unpack")),
+            (torch_stats.TorchCollector, ("_read_gradients", "capture_gradients", "_unit_spread", "capture_updates", "pack", "unpack")),
             (Monitor, ("observe",)),
         ):
             for name in names:

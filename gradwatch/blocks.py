@@ -14,7 +14,7 @@ import math
 
 LARGE_PARAM, UPDATE_SUBSAMPLE, MIN_SUBSET, BLOCK = 1 << 16, 64, 1 << 14, 16
 CACHE_CHUNK = 1 << 18  # elements of small tensors copied together and read again at once, while still in cache
-SPREAD_INPUTS = 32  # inputs per unit read (evenly spaced) to tell whether a layer's units are copies of each other
+SPREAD_UNITS = 4  # units read whole to tell whether a layer's units are copies of each other (random ones never are)
 
 
 def update_stride(numel: int, row: int) -> int:

@@ -24,8 +24,9 @@ class LayerStats:
     over the training rows in ``zero_grad_window`` (several sampled batches).
     ``unit_spread`` says how far the layer's units (output features or
     channels) are from being copies of each other: the spread of their
-    weights about the mean unit, over their size (about 1 when random, 0 when
-    every unit has the same weights, as a constant initialisation leaves them).
+    weights about the mean unit, over their size, read on a few units (about
+    0.9 when random, 0 when they have the same weights, as a constant
+    initialisation leaves them; not measured when those weights are all zero).
     """
 
     name: str

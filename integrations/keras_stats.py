@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from gradwatch.blocks import BLOCK, SPREAD_INPUTS, sampled_elements, update_stride
+from gradwatch.blocks import BLOCK, SPREAD_UNITS, sampled_elements, update_stride
 from gradwatch.facts import DEAD_KINDS, SATURATED_OUTSIDE
 from gradwatch.safety import FaultGuard
 from gradwatch.stats import ActivationStats, LayerStats, SequenceStats, StepStats
@@ -96,10 +96,7 @@ class KerasCollector:
         self._compiled_snapshot = backend.compile(self._snapshot)  # one device call instead of an op per variable
         self._compiled_readout = backend.compile(self._readout)
         self._units = max(sum(units for _, _, units in self.unit_kernels), 1)
-        # kernels whose units' spread is read (two units or more), each with the fixed subset of inputs read
-        self._spread = [
-            (i, layer, units, _spread_inputs(int(np.prod(self.variables[i].shape)) // units)) for i, layer, units in self.unit_kernels if units > 1
-        ]
+        self._spread = [(i, layer, units) for i, layer, units in self.unit_kernels if units > 1]  # kernels whose units' spread is read
         self.full_batch = False  # one batch is the whole training set: a dead-unit window is one batch
         self._loss_before: tuple[float, float] | None = None
         self.loss_totals: tuple[float, float] | None = None  # the tracker's (total, count) at the latest read
@@ -266,7 +263,7 @@ class KerasCollector:
         cursor = _Cursor(np.asarray(ops.convert_to_numpy(values), dtype=np.float64))
         weight = np.sqrt(np.bincount(self.owners, cursor.take(count), n))
         update = np.sqrt(np.bincount(self.owners, cursor.take(count), n)) if self._before is not None else None
-        spread = dict(zip((layer for _, layer, _, _ in self._spread), cursor.take(len(self._spread)).tolist()))
+        spread = {layer: value for (_, layer, _), value in zip(self._spread, cursor.take(len(self._spread)).tolist()) if not np.isnan(value)}
         self._before = self._weight_sq = None
         measured = (cursor.take(max(count, 1)), cursor.take(self._units)) if self.backend.kept() else self.backend.take()
         if not self.guard.enabled(RECORDER):  # its variables still hold the last good sample: not this step's
@@ -316,7 +313,7 @@ class KerasCollector:
         parts = [weight_sq if weight_sq is not None else self._snapshot(values)[0]]
         if before is not None:
             parts.append(self._update_squares(values, before))
-        parts += [_unit_spread(ops.reshape(values[i], (-1, units)), inputs) for i, _, units, inputs in self._spread]
+        parts += [_unit_spread(ops.reshape(values[i], (-1, units))) for i, _, units in self._spread]
         parts += self.backend.kept()
         if self._activations:
             parts.append(self._activation_readout(limit))
@@ -484,18 +481,12 @@ def _saturated_share(output: Any, kind: str) -> Any:
     return ops.mean(ops.cast(tail, "float32"))
 
 
-def _spread_inputs(inputs: int) -> np.ndarray:
-    """The inputs per unit read for the units' spread: ``SPREAD_INPUTS`` evenly spaced ones (all if fewer)."""
-    return np.linspace(0, inputs - 1, min(inputs, SPREAD_INPUTS)).astype("int32")
-
-
-def _unit_spread(kernel: Any, inputs: np.ndarray) -> Any:
-    """How far a kernel's units (its columns) are from being copies of each other: their spread about the mean
-    unit over their size, on the rows ``inputs``; 0 when every unit has the same weights (all zero included)."""
-    subset = ops.cast(ops.take(kernel, ops.convert_to_tensor(inputs), axis=0), "float32")
-    spread = ops.sum(ops.square(subset - ops.mean(subset, axis=1, keepdims=True)))
-    size = ops.sum(ops.square(subset))
-    return ops.reshape(ops.sqrt(ops.where(size > 0, spread / ops.maximum(size, 1e-30), 0.0)), (1,))
+def _unit_spread(kernel: Any) -> Any:
+    """How far a kernel's units (its columns) are from being copies of each other: the spread of the first
+    ``SPREAD_UNITS`` units' weights about their mean over their size; NaN where those weights are all zero."""
+    units = ops.cast(kernel[:, :SPREAD_UNITS], "float32")
+    spread = ops.sum(ops.square(units - ops.mean(units, axis=1, keepdims=True)))
+    return ops.reshape(ops.sqrt(spread / ops.sum(ops.square(units))), (1,))
 
 
 def _sampled(x: Any, stride: int) -> Any:

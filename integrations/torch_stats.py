@@ -16,7 +16,7 @@ from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
-from gradwatch.blocks import BLOCK, CACHE_CHUNK, LARGE_PARAM, SPREAD_INPUTS, sampled_elements, update_stride
+from gradwatch.blocks import BLOCK, CACHE_CHUNK, LARGE_PARAM, SPREAD_UNITS, sampled_elements, update_stride
 from gradwatch.detectors.dead_relu import row_judged
 from gradwatch.facts import LayerFacts, ModelFacts
 from gradwatch.safety import FaultGuard
@@ -34,6 +34,7 @@ from .torch_probes import MIN_DEAD_ROWS, ForwardProbes
 
 ROW_KINDS = ("Linear", "Conv1d", "Conv2d", "Conv3d")
 NORMS = ("grad", "weight", "update")  # per-layer squared norms, first in a packed sample
+DIVERGED = 0.1  # a units' spread above this: the units differ for good (see ``TorchCollector._unit_spread``)
 
 _VERSION = operator.attrgetter("_version")
 Group = tuple[int, ...]  # indices into ``TorchCollector.params`` read together
@@ -118,7 +119,8 @@ class TorchCollector:
         self._plans: dict[tuple[Any, ...], list[Group]] = {}
         self._row_scale: dict[tuple[Group, ...], torch.Tensor] = {}
         self._buffers = StackBuffers()  # as many as the parameters' groups
-        self._spread_inputs: dict[tuple[int, Any], torch.Tensor] = {}  # inputs per unit, device -> the subset read
+        self._unit_weights = {layer: i for i, layer in self.row_params.items()}  # layer -> its Linear/Conv weight
+        self._spread_unread = set(self.row_params)  # weights whose units' spread is still read (see ``_unit_spread``)
 
     @torch.no_grad()
     def capture_gradients(self, *, scale: float | None = None, weights: bool = True, only: list[int] | None = None) -> None:
@@ -237,10 +239,9 @@ class TorchCollector:
                 before.append(_sampled(weights[group[0]], self._update_stride[group[0]]).clone())
             squares.append(torch.linalg.vector_norm(whole.flatten(1), dim=1, dtype=torch.float32).square())
             order += group
-            rowed = [k for k, i in enumerate(group) if i in self.row_params]  # Linear/Conv weights: their rows are units
-            if rowed and whole.shape[1] > 1 and not self._sharded:
-                spread = self._unit_spread(whole)
-                self._sample.spreads.append(([self.row_params[group[k]] for k in rowed], spread if len(rowed) == len(group) else spread[rowed]))
+            if not self._spread_unread.isdisjoint(group) and whole.shape[1] > 1 and not self._sharded:
+                layers = [self.row_params.get(i, -1) for i in group]  # -1: no layer's units (read along, not reported)
+                self._sample.spreads.append((layers, self._unit_spread(whole)))
         part = self._per_layer(torch.cat(squares), order)
         self._sample.weight_norms = part if self._sample.weight_norms is None else self._sample.weight_norms + part
         self._sample.weighed.update(weights)
@@ -248,17 +249,12 @@ class TorchCollector:
 
     def _unit_spread(self, weights: torch.Tensor) -> torch.Tensor:
         """How far a layer's units are from being copies of each other, per weight of a stack (units along the
-        second axis): the spread of the units' weights about their mean over their size, on a fixed subset of
-        ``SPREAD_INPUTS`` evenly spaced inputs. 0 when every unit has the same weights (all zero included)."""
-        rows = weights.flatten(2)
-        inputs = rows.shape[2]
-        index = self._spread_inputs.get((inputs, rows.device))
-        if index is None:
-            index = self._spread_inputs[(inputs, rows.device)] = torch.linspace(0, inputs - 1, min(inputs, SPREAD_INPUTS), device=rows.device).long()
-        subset = rows.index_select(2, index).float()
-        spread = (subset - subset.mean(1, keepdim=True)).square().sum((1, 2))
-        size = subset.square().sum((1, 2))
-        return torch.where(size > 0, spread / size, 0.0).sqrt()
+        second axis): the spread of the first ``SPREAD_UNITS`` units' weights about their mean over their size
+        (about 0.87 for random units, 0 for copies); NaN where those weights are all zero (no evidence).
+        Units seen to differ (by ``DIVERGED``) never become copies again: their weights are not read again."""
+        units = weights.flatten(2)[:, :SPREAD_UNITS].float()
+        spread = (units - units.mean(1, keepdim=True)).square().sum((1, 2))
+        return (spread / units.square().sum((1, 2))).sqrt()
 
     def _weights(self, only: list[int] | None) -> dict[int, torch.Tensor]:
         if only is None and not self._sharded:
@@ -417,7 +413,10 @@ class TorchCollector:
         inputs = parts.get("inputs", [None, None])
         spread = list(unmeasured)
         for layer, value in zip(packed.spread, parts.get("spread", [])):
-            spread[layer] = value
+            if layer >= 0 and not math.isnan(value):  # NaN: the units read were all zero
+                spread[layer] = value
+                if value > DIVERGED:
+                    self._spread_unread.discard(self._unit_weights[layer])
         layers = tuple(map(LayerStats, self.layer_names, grad, weight, update, zero_rows, zero_window, spread))  # fields in order
         dead = parts.get("dead", [])
         activations = tuple(
@@ -471,7 +470,7 @@ class Packed:
     rows: list[tuple[int, int]]
     saturated: list[tuple[str, str]]
     sequences: list[tuple[str, int]]
-    spread: list[int]  # the layers of the units' spreads, in order
+    spread: list[int]  # the layers of the units' spreads, in order (-1: a weight of no layer's units)
 
 
 def _grad_key(grads: list[torch.Tensor | None]) -> tuple[list[int], list[int]]:

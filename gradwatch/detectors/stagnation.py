@@ -117,7 +117,7 @@ class EarlyStagnation(Detector):
             "warning",
             list(copied),
             f"the units of {len(copied)} hidden layer(s) stay copies of each other as they train: {worst}'s units "
-            f"differ by {fmt(copied[worst])} of their size (random ones by about 1) after {sample.step} steps; units "
+            f"differ by {fmt(copied[worst])} of their size (random ones by about 0.9) after {sample.step} steps; units "
             "that start equal (a constant initialisation) get equal gradients and never diverge, so each layer "
             "works as a single unit",
             unit_spread=copied,

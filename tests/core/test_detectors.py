@@ -335,7 +335,7 @@ def test_hidden_units_that_stay_copies_while_they_train_are_stagnation():
     assert results[2].layers == ("l0",) and results[2].evidence["unit_spread"] == {"l0": 1e-7}
     monitor = Monitor(warn_on=None)
     for s in (0, 1, 2):
-        monitor.observe(_copies(s, [0.0, 1e-6, 0.8], updates=(0.0, 1e-3, 1e-3), grads=(0.0, 0.01, 0.01)))  # l0: all zero, no gradient
+        monitor.observe(_copies(s, [0.0, 1e-6, 0.8], updates=(0.0, 1e-3, 1e-3), grads=(0.0, 0.01, 0.01)))  # l0: copies that get no gradient
     finding = monitor.report().findings[0]
     assert finding.layers == ("l0", "l1") and finding.remedies[0].id == "random_init"
 
