@@ -17,7 +17,6 @@ from benchmarks.clinic import Case, evaluate
 SLOW = {"rk_forum_relu_line_s0", "rk_forum_relu_line_s6", "rk_tf_regress_fullbatch", "rk_tf_regress_sigmoid"}
 KNOWN = {
     "rt_linreg_unscaled_nanstop": "the loop stops on an Inf loss it never hands to gradwatch; only the explosion before it is seen",
-    "rt_uva_const_init": "stuck at a bad value after a 10% drop: nothing in the statistics tells it from a slow healthy run",
     "rl_mnist_hello_wd": "the stagnation a huge weight decay causes is caught only once the weights have halved, at 93% of the run",
     "rk_se_threshold_relu": "80% of 5 units dead with batches of 5 rows: too few rows to judge before the run ends",
     "rk_timeseries_lr1e-7": "caught, but a 48-step run ends before stagnation may be judged at step 40",
