@@ -41,10 +41,11 @@ class EarlyStagnation(Detector):
     converging is not stagnation.
 
     Copies: the units of a hidden layer that trains (its update is not zero)
-    or gets no gradient at all stay copies of each other (``unit_spread`` under ``max_unit_spread``) on
-    ``frozen_samples`` samples in a row after the first step. Units that start
-    equal (a constant initialisation) get equal gradients and never diverge:
-    each layer works as one unit, whatever the loss does for now.
+    or gets no gradient at all stay copies of each other (``unit_spread``
+    under ``max_unit_spread``), or its weights are all zero and get no
+    gradient, on ``frozen_samples`` samples in a row after the first step.
+    Units that start equal (a constant initialisation) get equal gradients
+    and never diverge: each layer works as one unit, whatever the loss does.
     """
 
     symptom = "early_stagnation"
@@ -104,9 +105,10 @@ class EarlyStagnation(Detector):
 
     def _copies(self, sample: StepStats) -> Finding | None:
         copied = {
-            s.name: s.unit_spread
+            s.name: s.unit_spread if s.unit_spread is not None else 0.0
             for s in sample.layers[:-1]  # not the output layer
-            if s.unit_spread is not None and s.unit_spread < self.max_unit_spread and (s.update_norm or s.grad_norm == 0)
+            if (s.unit_spread is not None and s.unit_spread < self.max_unit_spread and (s.update_norm or s.grad_norm == 0))
+            or (s.weight_norm == 0 and s.grad_norm == 0)  # all zero, and nothing moves it
         }
         self.copies_streak = self.copies_streak + 1 if copied and sample.step > 0 else 0
         if self.copies_streak < self.frozen_samples:

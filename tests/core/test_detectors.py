@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from gradwatch import ActivationStats, LayerFacts, ModelFacts, Monitor, SequenceStats, StepStats, remedies
+from gradwatch import ActivationStats, LayerFacts, LayerStats, ModelFacts, Monitor, SequenceStats, StepStats, remedies
 from gradwatch.detectors import (
     DeadReLU,
     EarlyStagnation,
@@ -350,6 +350,19 @@ def test_hidden_units_that_stay_copies_while_they_train_are_stagnation():
 )
 def test_units_that_differ_or_do_not_train_are_no_copies(spreads, updates):
     assert feed(EarlyStagnation(), [_copies(s, spreads, updates) for s in (0, 1, 2, 4)]) == [None] * 4
+
+
+def _zero_hidden(step: int, grad: float) -> StepStats:
+    layers = (LayerStats("l0", grad_norm=grad, weight_norm=0.0, update_norm=0.1 * grad), LayerStats("out", 0.1, 1.0, 0.01))
+    return StepStats(step, layers, loss=1.1 - 0.01 * step)
+
+
+def test_a_zero_hidden_layer_is_stuck_only_without_gradient():
+    """All-zero weights that get no gradient never change (a zero initialisation under tanh); zero weights with a
+    gradient (a LoRA up-projection, say) are meant to start there."""
+    results = feed(EarlyStagnation(), [_zero_hidden(s, 0.0) for s in (0, 1, 2)])
+    assert results[:2] == [None, None] and results[2].evidence["unit_spread"] == {"l0": 0.0}
+    assert feed(EarlyStagnation(), [_zero_hidden(s, 0.5) for s in (0, 1, 2)]) == [None] * 3
 
 
 def test_a_softmax_over_one_unit_is_named_as_the_cause():
