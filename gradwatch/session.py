@@ -157,7 +157,10 @@ class Session:
         if steps == 0:
             self.note(unseen)
         elif samples == 0:
-            self.note("no step could be measured: no backward pass reached the model's trainable parameters")
+            self.note(
+                "no step could be measured: no sampled optimizer step found a gradient (no backward pass reached "
+                "the model's trainable parameters, or the gradients were cleared between backward and the step)"
+            )
         elif samples < MIN_SAMPLES_TO_CLEAR and steps < MIN_SAMPLES_TO_CLEAR:
             self.note(f"the run had only {steps} step(s)")
         self.final = report = self.monitor.save(steps)
