@@ -118,10 +118,10 @@ class EarlyStagnation(Detector):
             sample,
             "warning",
             list(copied),
-            f"the units of {len(copied)} hidden layer(s) stay copies of each other as they train: {worst}'s units "
-            f"differ by {fmt(copied[worst])} of their size (random ones by about 0.9) after {sample.step} steps; units "
-            "that start equal (a constant initialisation) get equal gradients and never diverge, so each layer "
-            "works as a single unit",
+            f"the units of {len(copied)} hidden layer(s) stay copies of each other (or all zero, with no gradient) "
+            f"after {sample.step} steps: the most apart, in {worst}, differ by {fmt(copied[worst])} of their size "
+            "(random units by about 0.9); units that start equal (a constant initialisation) get equal gradients "
+            "and never diverge, so each layer works as a single unit",
             unit_spread=copied,
             samples_in_a_row=self.copies_streak,
         )
