@@ -34,6 +34,7 @@ NOT_AUTOMATIC = {
     "skip_connections": "changes the forward pass: where a residual path y = x + f(x) goes is a design decision of yours",
     "layerwise_pretraining": "needs a training schedule of its own (greedy layer by layer, then fine-tuning)",
     "truncated_bptt": "changes how your sequences are cut and fed, which lives in your data pipeline",
+    "random_init": "tried as matched_init, which draws every Linear/Conv/Dense layer's weights afresh",
 }
 
 

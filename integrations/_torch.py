@@ -48,8 +48,10 @@ class StackBuffers:
         self._kept: dict[tuple[Any, ...], torch.Tensor] = {}
 
     def stack(self, tensors: list[torch.Tensor], *, owner: Any = None) -> torch.Tensor:
-        """The tensors stacked: a lone one as a view, several copied into a kept buffer. ``owner``: a buffer
+        """The tensors stacked (at least two dimensions): a lone one as a view, several copied into a kept buffer. ``owner``: a buffer
         of its own, for a copy that must outlive the next stacking (otherwise buffers are shared scratch)."""
+        if tensors[0].dim() == 0:  # scalars (a learnt temperature, say) stack as one-element rows
+            tensors = [t.reshape(1) for t in tensors]
         if len(tensors) == 1:
             return tensors[0].unsqueeze(0)
         first = tensors[0]

@@ -235,7 +235,7 @@ class TorchCollector:
                 whole = self._buffers.stack([weights[i] for i in group], owner=group)  # read for the norms: the weights as they are
                 before.append(whole)
             else:
-                whole = weights[group[0]].unsqueeze(0)
+                whole = self._buffers.stack([weights[group[0]]])
                 before.append(_sampled(weights[group[0]], self._update_stride[group[0]]).clone())
             squares.append(torch.linalg.vector_norm(whole.flatten(1), dim=1, dtype=torch.float32).square())
             order += group

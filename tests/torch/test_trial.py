@@ -142,3 +142,15 @@ def test_bad_inputs_fail_up_front(batches):
     shared = mlp(HIDDEN)
     with pytest.raises(ValueError, match="fresh model"):
         trial(lambda: shared, sgd(0.1), batches, F.cross_entropy, 5, print_report=False)
+
+
+@pytest.mark.parametrize("adapter", ["torch_trial", "keras_trial"])
+def test_every_remedy_is_planned_or_says_why_not(adapter):
+    """A ranked remedy with neither a planner nor a reason would stop ``trial()`` with a KeyError."""
+    import importlib
+
+    from gradwatch.remedies import REMEDIES
+    from gradwatch.trial import NOT_AUTOMATIC
+
+    planners = importlib.import_module(f"gradwatch.integrations.{adapter}").PLANNERS
+    assert [remedy for remedy in REMEDIES if remedy not in planners and remedy not in NOT_AUTOMATIC] == []

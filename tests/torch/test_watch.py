@@ -877,3 +877,29 @@ def test_a_watched_model_can_be_traced_and_exported_in_eval_mode():
             optimizer.step()
             watcher.step(loss)
     assert watcher.report().sampled_steps == 3
+
+
+class _Scaled(nn.Module):
+    """A linear layer under two learnt scalars (a temperature and an offset, as in CLIP's logit scale)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(16, 3)
+        self.scale = nn.Parameter(torch.tensor(2.0))
+        self.offset = nn.Parameter(torch.tensor(0.5))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear(x) * self.scale + self.offset
+
+
+def test_scalar_parameters_are_measured():
+    torch.manual_seed(0)
+    model = _Scaled()
+    collector = TorchCollector(model)
+    x, y = teacher_data(64)
+    nn.functional.cross_entropy(model(x), y).backward()
+    collector.capture_gradients()
+    collector.capture_updates()
+    root = collector.flush(step=0).layers[0]  # the model's own parameters, under its class name
+    expected = float(torch.stack([model.scale.grad, model.offset.grad]).norm())
+    assert root.grad_norm == pytest.approx(expected, rel=1e-5) and root.weight_norm == pytest.approx(float(torch.tensor([2.0, 0.5]).norm()))
