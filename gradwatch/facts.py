@@ -15,6 +15,8 @@ SATURATING = frozenset({"Sigmoid", "Tanh", "Hardsigmoid", "Hardtanh", "Softsign"
 RECURRENT = frozenset({"RNN", "LSTM", "GRU", "SimpleRNN"})
 GATED_RECURRENT = frozenset({"LSTM", "GRU"})
 DEAD_KINDS = frozenset({"ReLU", "ReLU6"})  # a unit never positive over many rows is dead: measured per unit
+# layers with one weight row (PyTorch) or kernel column (Keras) per output unit: their units can be compared
+UNIT_LAYERS = frozenset({"Linear", "Conv1d", "Conv2d", "Conv3d", "Dense", "Conv1D", "Conv2D", "Conv3D", "EinsumDense"})
 # optimizers whose step runs several iterations on a curvature model: a step as large as the weights is by design
 QUASI_NEWTON = frozenset({"LBFGS"})
 # outputs outside (low, high) sit in an activation's flat tails, where its local derivative is below about 0.01

@@ -96,7 +96,8 @@ class KerasCollector:
         self._compiled_snapshot = backend.compile(self._snapshot)  # one device call instead of an op per variable
         self._compiled_readout = backend.compile(self._readout)
         self._units = max(sum(units for _, _, units in self.unit_kernels), 1)
-        self._spread = [(i, layer, units) for i, layer, units in self.unit_kernels if units > 1]  # kernels whose units' spread is read
+        # kernels whose units' spread is read: two units or more, all reading the same inputs (no grouped conv)
+        self._spread = [(i, layer, units) for i, layer, units in self.unit_kernels if units > 1 and getattr(layers[layer], "groups", 1) == 1]
         self.full_batch = False  # one batch is the whole training set: a dead-unit window is one batch
         self._loss_before: tuple[float, float] | None = None
         self.loss_totals: tuple[float, float] | None = None  # the tracker's (total, count) at the latest read

@@ -76,6 +76,7 @@ class ForwardProbes:
         self._buffers = StackBuffers(limit=KEPT)  # for the held outputs
         self._orders: dict[tuple[tuple[str, int], ...], tuple[list[int], Any]] = {}  # entries as reduced -> forward order
         self._direct: set[str] = set()  # modules whose output was once overwritten after the hook: reduced in it
+        self._in_forward = False  # inside the model's own forward: what it holds is reduced when that ends
 
     def measures(self, name: str) -> bool:
         """Whether this step measures the activation module ``name`` (as far as known now: an output held for
@@ -180,6 +181,7 @@ class ForwardProbes:
         if first is not None:
             self._handles.append(first[1].register_forward_pre_hook(ModelHook(self._input_hook)))
         if held_kinds:
+            self._handles.append(self.model.register_forward_pre_hook(ModelHook(self._forward_begins)))
             self._handles.append(self.model.register_forward_hook(ModelHook(self._forward_done)))
 
     def detach(self) -> None:
@@ -204,8 +206,12 @@ class ForwardProbes:
 
         return hook
 
+    def _forward_begins(self, module: torch.nn.Module, args: Any) -> None:
+        self._in_forward = True
+
     def _forward_done(self, module: torch.nn.Module, args: Any, output: Any) -> None:
         """At the end of the model's forward pass: reduce the outputs still held (they hold their graph)."""
+        self._in_forward = False
         if self.seen.held:
             self.guard.run(ACTIVATION_HOOK, self._reduce_held, self.seen)
 
@@ -263,15 +269,18 @@ class ForwardProbes:
         """Hold a small ReLU-like output for ``_reduce`` with like ones; False if it is not one (a DTensor, a large
         or a 1-d output, the hold budget spent, a module whose output was once overwritten, a traced hook).
 
-        The output is held as it is, not detached (a detached view costs microseconds per module in the forward
-        pass): ``_reduce`` reads it without recording a gradient when its group fills, at the end of the model's
-        forward pass, or when the sample is taken (a loop that calls only the model's parts)."""
+        Inside the model's own forward the output is held as it is, not detached (a detached view costs
+        microseconds per module): ``_reduce`` reads it without recording a gradient when its group fills or when
+        that forward ends. A loop that calls only the model's parts holds a detached view, kept until the sample
+        is taken: no graph outlives its step."""
         if is_compiling() or type(output) is not torch.Tensor or name in self._direct:  # first: a traced hook makes no guard
             return False
         seen, shape, size = self.seen, output.shape, output.numel()
         if len(shape) < 2 or not 0 < size <= LARGE_PARAM or seen.held_elements + size > HELD_ELEMENTS or not output.is_floating_point():
             return False
         unit_dim %= len(shape)
+        if not self._in_forward:
+            output = output.detach()
         key = (shape, output.dtype, output.device, unit_dim)  # like outputs are reduced together
         group = seen.held.get(key)
         if group is None:

@@ -91,6 +91,7 @@ class TorchCollector:
         self.row_params: dict[int, int] = {}  # parameter index -> layer index, for Linear/Conv weights
         self.lazy: list[torch.nn.Parameter] = []  # lazy modules' parameters, left out until their first forward
         seen: set[int] = set()  # a tied parameter (an LM head sharing the embedding) belongs to its first owner
+        grouped: set[int] = set()
         for name, module in parameterised_modules(self.model):
             own = [p for p in module.parameters(recurse=False) if p.requires_grad and (ids is None or id(p) in ids)]
             self.lazy += [p for p in own if is_lazy(p)]
@@ -103,6 +104,8 @@ class TorchCollector:
             weight = getattr(module, "weight", None)
             if module_kind(module) in ROW_KINDS and weight is not None and weight.dim() >= 2:
                 self.row_params.update({len(self.params) + k: index for k, p in enumerate(own) if p is weight})
+                if getattr(module, "groups", 1) != 1:  # a grouped conv's units read different inputs: never copies
+                    grouped.update(len(self.params) + k for k, p in enumerate(own) if p is weight)
             self.params.extend(own)
             owners.extend([index] * len(own))
         self.shards = [shard_count(p) for p in self.params]  # how many ranks hold distinct pieces of each
@@ -119,8 +122,9 @@ class TorchCollector:
         self._plans: dict[tuple[Any, ...], list[Group]] = {}
         self._row_scale: dict[tuple[Group, ...], torch.Tensor] = {}
         self._buffers = StackBuffers()  # as many as the parameters' groups
-        self._unit_weights = {layer: i for i, layer in self.row_params.items()}  # layer -> its Linear/Conv weight
-        self._spread_unread = set(self.row_params)  # weights whose units' spread is still read (see ``_unit_spread``)
+        self._spread_layers = {i: layer for i, layer in self.row_params.items() if i not in grouped}  # see ``_unit_spread``
+        self._unit_weights = {layer: i for i, layer in self._spread_layers.items()}  # layer -> its Linear/Conv weight
+        self._spread_unread = set(self._spread_layers)  # weights whose units' spread is still read
 
     @torch.no_grad()
     def capture_gradients(self, *, scale: float | None = None, weights: bool = True, only: list[int] | None = None) -> None:
@@ -240,7 +244,7 @@ class TorchCollector:
             squares.append(torch.linalg.vector_norm(whole.flatten(1), dim=1, dtype=torch.float32).square())
             order += group
             if not self._spread_unread.isdisjoint(group) and whole.shape[1] > 1 and not self._sharded:
-                layers = [self.row_params.get(i, -1) for i in group]  # -1: no layer's units (read along, not reported)
+                layers = [self._spread_layers.get(i, -1) for i in group]  # -1: no units to compare (read along, not reported)
                 self._sample.spreads.append((layers, self._unit_spread(whole)))
         part = self._per_layer(torch.cat(squares), order)
         self._sample.weight_norms = part if self._sample.weight_norms is None else self._sample.weight_norms + part
@@ -394,8 +398,7 @@ class TorchCollector:
         """The ``StepStats`` of a packed sample from its (combined) values, brought to the host here."""
         n = len(self.layer_names)
         squared = sum(length for name, length in packed.layout if name in NORMS)  # the norms lead the layout
-        values[:squared].sqrt_()  # a NaN or infinity stays what it is: evidence
-        host = values.tolist()
+        host = torch.cat((values[:squared].sqrt(), values[squared:])).tolist()  # a NaN or infinity stays: evidence
         parts, start = {}, 0
         for name, length in packed.layout:
             parts[name], start = host[start : start + length], start + length

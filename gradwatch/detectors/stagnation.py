@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import statistics
 
-from ..facts import ModelFacts
+from ..facts import UNIT_LAYERS, ModelFacts
 from ..report import Finding
 from ..stats import StepStats, finite
 from .base import Detector, check_count, check_fraction, check_positive, fmt
@@ -46,6 +46,8 @@ class EarlyStagnation(Detector):
     gradient, on ``frozen_samples`` samples in a row after the first step.
     Units that start equal (a constant initialisation) get equal gradients
     and never diverge: each layer works as one unit, whatever the loss does.
+    The limit sits between copies (rounding apart, about 1e-7) and units that
+    start equal but diverge, fed by a random layer above (1e-3 and growing).
     """
 
     symptom = "early_stagnation"
@@ -73,7 +75,7 @@ class EarlyStagnation(Detector):
         patience: int = 4,
         min_steps: int = 40,
         frozen_samples: int = 2,
-        max_unit_spread: float = 1e-3,
+        max_unit_spread: float = 1e-5,
     ) -> None:
         self.min_improvement = check_fraction("min_improvement", min_improvement)
         self.max_relative_update = check_positive("max_relative_update", max_relative_update)
@@ -86,6 +88,7 @@ class EarlyStagnation(Detector):
         self.frozen_samples = check_count("frozen_samples", frozen_samples)
         self.max_unit_spread = check_fraction("max_unit_spread", max_unit_spread)
         self.copies_streak = 0
+        self._kinds: tuple[ModelFacts | None, dict[str, str]] = (None, {})  # layer kinds, for these facts
         self.early_losses: list[float] = []  # sampled before min_steps: at most min_steps values
         self.recent_losses: list[float] = []  # the last `patience`
         self.previous_lr: float | None = None
@@ -99,16 +102,19 @@ class EarlyStagnation(Detector):
         from ..causes import output_cannot_fit  # causes render numbers with this package's fmt
 
         frozen = self._frozen(sample, facts)
-        copies = self._copies(sample)
+        copies = self._copies(sample, facts)
         slow = self._slow(sample, output_cannot_fit(facts, sample.loss))
         return frozen or copies or slow
 
-    def _copies(self, sample: StepStats) -> Finding | None:
+    def _copies(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
+        if self._kinds[0] is not facts:
+            self._kinds = (facts, {layer.name: layer.kind for layer in facts.layers})
+        kinds = self._kinds[1]
         copied = {
             s.name: s.unit_spread if s.unit_spread is not None else 0.0
             for s in sample.layers[:-1]  # not the output layer
             if (s.unit_spread is not None and s.unit_spread < self.max_unit_spread and (s.update_norm or s.grad_norm == 0))
-            or (s.weight_norm == 0 and s.grad_norm == 0)  # all zero, and nothing moves it
+            or (s.weight_norm == 0 and s.grad_norm == 0 and kinds.get(s.name) in UNIT_LAYERS)  # all zero, nothing moves it
         }
         self.copies_streak = self.copies_streak + 1 if copied and sample.step > 0 else 0
         if self.copies_streak < self.frozen_samples:

@@ -344,6 +344,7 @@ def test_hidden_units_that_stay_copies_while_they_train_are_stagnation():
     "spreads, updates",
     [
         ([0.9, 0.8, 0.0], (1e-3, 1e-3, 1e-3)),  # random units; a copied output layer (one bias, say) is no fault
+        ([9e-4, 0.9, 0.9], (1e-3, 1e-3, 1e-3)),  # a constant start the random layer above is pulling apart
         ([0.0, 0.9, 0.9], (0.0, 1e-3, 1e-3)),  # zero weights that do not move though their gradient is not zero
         ([None, None, None], (1e-3, 1e-3, 1e-3)),  # not measured
     ],
@@ -358,11 +359,14 @@ def _zero_hidden(step: int, grad: float) -> StepStats:
 
 
 def test_a_zero_hidden_layer_is_stuck_only_without_gradient():
-    """All-zero weights that get no gradient never change (a zero initialisation under tanh); zero weights with a
-    gradient (a LoRA up-projection, say) are meant to start there."""
-    results = feed(EarlyStagnation(), [_zero_hidden(s, 0.0) for s in (0, 1, 2)])
+    """All-zero weights of a layer with units that get no gradient never change (a zero initialisation under tanh);
+    zero weights with a gradient (a LoRA up-projection, say) are meant to start there."""
+    linear = ModelFacts(layers=(LayerFacts("l0", "Linear"), LayerFacts("out", "Linear")))
+    results = feed(EarlyStagnation(), [_zero_hidden(s, 0.0) for s in (0, 1, 2)], linear)
     assert results[:2] == [None, None] and results[2].evidence["unit_spread"] == {"l0": 0.0}
-    assert feed(EarlyStagnation(), [_zero_hidden(s, 0.5) for s in (0, 1, 2)]) == [None] * 3
+    assert feed(EarlyStagnation(), [_zero_hidden(s, 0.5) for s in (0, 1, 2)], linear) == [None] * 3
+    scale = ModelFacts(layers=(LayerFacts("l0", "LayerNorm"), LayerFacts("out", "Linear")))  # no units to compare
+    assert feed(EarlyStagnation(), [_zero_hidden(s, 0.0) for s in (0, 1, 2)], scale) == [None] * 3
 
 
 def test_a_softmax_over_one_unit_is_named_as_the_cause():

@@ -104,6 +104,17 @@ def _spread(weight: torch.Tensor) -> float:
     return float(((rows - rows.mean(0)).square().sum() / rows.square().sum()).sqrt())
 
 
+def test_a_grouped_convs_units_are_not_compared():
+    """Depthwise channels read different inputs: equal filters (an identity start) are no copies."""
+    model = nn.Sequential(nn.Conv2d(8, 8, 3, groups=8, padding=1), nn.ReLU(), nn.Conv2d(8, 4, 3))
+    nn.init.dirac_(model[0].weight, groups=8)
+    collector = TorchCollector(model)
+    model(torch.randn(2, 8, 6, 6)).sum().backward()
+    collector.capture_gradients()
+    collector.capture_updates()
+    assert [layer.unit_spread is None for layer in collector.flush(step=0).layers] == [True, False]
+
+
 def test_units_spread_is_zero_for_copies_and_near_one_for_random_units():
     """The spread of a layer's first units about their mean; the weights of copies go on being read."""
     torch.manual_seed(0)
@@ -441,6 +452,14 @@ def test_a_sampled_forward_without_backward_keeps_no_graph_alive():
         del out
         assert [ref for ref in saved if ref() is not None] == []
         loop(model, optimizer, watcher, steps=2)
+    probes = TorchCollector(model).probes  # a loop that calls only the model's parts: no end of its forward
+    probes.attach()
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda box: box.tensor):
+        out = model[4](model[3](model[2](model[1](model[0](torch.randn(32, 16))))))
+    assert probes.measures("3")
+    del out
+    assert [ref for ref in saved if ref() is not None] == []
+    assert len(probes.take().dead) == 2
 
 
 def test_summary_is_written_when_training_raises(tmp_path):
