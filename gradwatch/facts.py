@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import asdict, dataclass, fields
+from functools import cached_property
 from typing import Any
 
 RELU_FAMILY = frozenset({"ReLU", "ReLU6", "LeakyReLU", "PReLU", "RReLU", "ELU", "SELU", "CELU", "GELU", "SiLU", "Mish"})
@@ -65,6 +66,11 @@ class ModelFacts:
     grad_clipping: bool | None = None
     regularized: tuple[str, ...] = ()
     loss: str | None = None
+
+    @cached_property
+    def kinds(self) -> dict[str, str]:
+        """Each layer's kind by its name (computed once per facts object)."""
+        return {layer.name: layer.kind for layer in self.layers}
 
     @property
     def trainable_layers(self) -> tuple[LayerFacts, ...]:

@@ -73,7 +73,6 @@ class Monitor:
         self.last_loss: float | None = None
         self.notes: list[str] = []
         self._ranked: tuple[ModelFacts, dict[str, tuple[Remedy, ...]]] = (self.facts, {})  # remedies per symptom, for these facts
-        self._kinds: tuple[ModelFacts | None, dict[str, str]] = (None, {})  # layer kinds, for these facts
 
     def should_sample(self, step: int) -> bool:
         """Whether the adapter should measure optimizer step ``step`` (0-based)."""
@@ -89,9 +88,7 @@ class Monitor:
             self.last_loss = sample.loss
         if sample.input_mean_abs is not None and sample.input_std is not None:
             self.input_scale = (sample.input_mean_abs, sample.input_std)
-        if self._kinds[0] is not self.facts:
-            self._kinds = (self.facts, {layer.name: layer.kind for layer in self.facts.layers})
-        self.guard.run("history", self.history.add, sample, self._kinds[1])
+        self.guard.run("history", self.history.add, sample, self.facts.kinds)
         raised = []
         finite = sample.finite
         for detector in self.detectors:

@@ -52,7 +52,7 @@ class _Sample:
     weight_norms: Any = None  # squared, before the optimizer step: the scale a step is judged against
     update_norms: Any = None
     weighed: set[int] = field(default_factory=set)  # parameters whose weight norm was read
-    spreads: list[tuple[list[int], Any]] = field(default_factory=list)  # (layers, their units' spread) per weight group
+    spreads: list[tuple[Group, Any]] = field(default_factory=list)  # (weights, their units' spread) per weight group
     updated: set[int] = field(default_factory=set)  # layers whose update was measured
     raw_grad_sq: Any = None  # squared total gradient norm as backward produced it (before any clipping)
     backward_passes: int = 0
@@ -123,7 +123,6 @@ class TorchCollector:
         self._row_scale: dict[tuple[Group, ...], torch.Tensor] = {}
         self._buffers = StackBuffers()  # as many as the parameters' groups
         self._spread_layers = {i: layer for i, layer in self.row_params.items() if i not in grouped}  # see ``_unit_spread``
-        self._unit_weights = {layer: i for i, layer in self._spread_layers.items()}  # layer -> its Linear/Conv weight
         self._spread_unread = set(self._spread_layers)  # weights whose units' spread is still read
 
     @torch.no_grad()
@@ -244,8 +243,7 @@ class TorchCollector:
             squares.append(torch.linalg.vector_norm(whole.flatten(1), dim=1, dtype=torch.float32).square())
             order += group
             if not self._spread_unread.isdisjoint(group) and whole.shape[1] > 1 and not self._sharded:
-                layers = [self._spread_layers.get(i, -1) for i in group]  # -1: no units to compare (read along, not reported)
-                self._sample.spreads.append((layers, self._unit_spread(whole)))
+                self._sample.spreads.append((group, self._unit_spread(whole)))  # unpack keeps the weights with units
         part = self._per_layer(torch.cat(squares), order)
         self._sample.weight_norms = part if self._sample.weight_norms is None else self._sample.weight_norms + part
         self._sample.weighed.update(weights)
@@ -380,7 +378,7 @@ class TorchCollector:
             rows=[(self.row_params[i], seen) for group, (_, seen) in row_windows.items() for i in group],
             saturated=forward.saturated,
             sequences=[(name, int(profile.shape[0])) for name, profile in sequences],
-            spread=[layer for layers, _ in sample.spreads for layer in layers],
+            spread=[i for group, _ in sample.spreads for i in group],
         )
 
     def _count_zero_rows(self, windows: dict[Group, tuple[Any, int]]) -> torch.Tensor:
@@ -415,11 +413,12 @@ class TorchCollector:
         raw = parts.get("raw_grad_sq")
         inputs = parts.get("inputs", [None, None])
         spread = list(unmeasured)
-        for layer, value in zip(packed.spread, parts.get("spread", [])):
-            if layer >= 0 and not math.isnan(value):  # NaN: the units read were all zero
+        for i, value in zip(packed.spread, parts.get("spread", [])):
+            layer = self._spread_layers.get(i)  # None: a weight read along in its group, without units to compare
+            if layer is not None and not math.isnan(value):  # NaN: the units read were all zero
                 spread[layer] = value
                 if value > DIVERGED:
-                    self._spread_unread.discard(self._unit_weights[layer])
+                    self._spread_unread.discard(i)
         layers = tuple(map(LayerStats, self.layer_names, grad, weight, update, zero_rows, zero_window, spread))  # fields in order
         dead = parts.get("dead", [])
         activations = tuple(
@@ -473,7 +472,7 @@ class Packed:
     rows: list[tuple[int, int]]
     saturated: list[tuple[str, str]]
     sequences: list[tuple[str, int]]
-    spread: list[int]  # the layers of the units' spreads, in order (-1: a weight of no layer's units)
+    spread: list[int]  # the weights (indices into ``params``) of the units' spreads, in order
 
 
 def _grad_key(grads: list[torch.Tensor | None]) -> tuple[list[int], list[int]]:

@@ -88,7 +88,6 @@ class EarlyStagnation(Detector):
         self.frozen_samples = check_count("frozen_samples", frozen_samples)
         self.max_unit_spread = check_fraction("max_unit_spread", max_unit_spread)
         self.copies_streak = 0
-        self._kinds: tuple[ModelFacts | None, dict[str, str]] = (None, {})  # layer kinds, for these facts
         self.early_losses: list[float] = []  # sampled before min_steps: at most min_steps values
         self.recent_losses: list[float] = []  # the last `patience`
         self.previous_lr: float | None = None
@@ -107,9 +106,7 @@ class EarlyStagnation(Detector):
         return frozen or copies or slow
 
     def _copies(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
-        if self._kinds[0] is not facts:
-            self._kinds = (facts, {layer.name: layer.kind for layer in facts.layers})
-        kinds = self._kinds[1]
+        kinds = facts.kinds
         copied = {
             s.name: s.unit_spread if s.unit_spread is not None else 0.0
             for s in sample.layers[:-1]  # not the output layer
