@@ -29,7 +29,8 @@ from gradwatch.integrations.pytorch import watch
 from .case import Case
 from .real_oracle import Attach, Probe
 
-SHARED = Path(__file__).resolve().parents[3] / "shared" / "datasets"
+# The 10,000 MNIST test digits (LeCun, Cortes and Burges; CC BY-SA 3.0), as published in idx format.
+DATA = Path(__file__).resolve().parent / "data"
 Program = Callable[[Attach], None]
 
 
@@ -54,24 +55,11 @@ def gradwatch_run(program: Program) -> Callable[[], Report]:
 
 
 def mnist(n: int = 10000) -> tuple[torch.Tensor, torch.Tensor]:
-    """MNIST test digits [n, 1, 28, 28] in [0, 1] from shared/datasets; sklearn digits upsampled if absent."""
-    folder = SHARED / "mnist-t10k-idx"
-    if (folder / "t10k-images-idx3-ubyte.gz").exists():
-        images = np.frombuffer(
-            gzip.decompress((folder / "t10k-images-idx3-ubyte.gz").read_bytes())[16:],
-            np.uint8,
-        )
-        labels = np.frombuffer(
-            gzip.decompress((folder / "t10k-labels-idx1-ubyte.gz").read_bytes())[8:],
-            np.uint8,
-        )
-        x = torch.tensor(images.reshape(-1, 1, 28, 28)[:n], dtype=torch.float32) / 255.0
-        return x, torch.tensor(labels[:n], dtype=torch.long)
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    x = torch.tensor(digits.data, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
-    return F.interpolate(x, size=28, mode="bilinear")[:n], torch.tensor(digits.target)[:n]
+    """The first ``n`` MNIST test digits [n, 1, 28, 28] in [0, 1], with labels (shipped in ``data/``)."""
+    images = np.frombuffer(gzip.decompress((DATA / "t10k-images-idx3-ubyte.gz").read_bytes())[16:], np.uint8)
+    labels = np.frombuffer(gzip.decompress((DATA / "t10k-labels-idx1-ubyte.gz").read_bytes())[8:], np.uint8)
+    x = torch.tensor(images.reshape(-1, 1, 28, 28)[:n], dtype=torch.float32) / 255.0
+    return x, torch.tensor(labels[:n], dtype=torch.long)
 
 
 def split(x: torch.Tensor, y: torch.Tensor, n_probe: int = 512) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
