@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import argparse
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from .report import SEVERITY_RANK, SummaryError, load_summary, printable, read_json
+from . import __version__
+from .report import MIN_SAMPLES_TO_CLEAR, SEVERITY_RANK, SummaryError, load_summary, printable, read_json
 
 EXIT_FOUND, EXIT_USAGE, EXIT_UNMEASURED = 1, 2, 3
+BAD_INPUT = "  2  bad input (one line on stderr)"
+WRITTEN = "  0  written\n  2  bad input, or -o cannot be written (one line on stderr)"
+
+
+class UsageError(Exception):
+    """A one-line reason why a command cannot run (exit code 2)."""
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -18,10 +25,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.run(args))
-    except SummaryError as exc:
-        print(f"gradwatch: error: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except (ImportError, OSError) as exc:
+    except (SummaryError, UsageError, ImportError, OSError) as exc:
         print(f"gradwatch: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
 
@@ -61,9 +65,14 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _plot(args: argparse.Namespace) -> int:
-    from .plot import plot_report
+    from .plot import picture_format, plot_report
 
-    plot_report(load_summary(args.path), args.output)
+    try:
+        fmt = picture_format(args.output)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    target = _writable(args.output)
+    _write(target, plot_report(load_summary(args.path), format=fmt))
     print(f"wrote {args.output}")
     return 0
 
@@ -71,6 +80,7 @@ def _plot(args: argparse.Namespace) -> int:
 def _html(args: argparse.Namespace) -> int:
     from .html import render_html
 
+    target = _writable(args.output)
     report = load_summary(args.path)
     try:
         from .plot import plot_report
@@ -78,7 +88,7 @@ def _html(args: argparse.Namespace) -> int:
         png: bytes | None = plot_report(report)
     except ImportError:
         png = None  # the page still has findings and remedies, just no picture
-    Path(args.output).write_text(render_html(report, png), encoding="utf-8")
+    _write(target, render_html(report, png).encode("utf-8"))
     print(f"wrote {args.output}")
     return 0
 
@@ -87,43 +97,90 @@ def _compare(args: argparse.Namespace) -> int:
     from .compare import compare
     from .console import render_comparison
 
-    print(render_comparison(compare(load_summary(args.before), load_summary(args.after))), end="")
-    return 0
+    comparison = compare(load_summary(args.before), load_summary(args.after))
+    print(render_comparison(comparison), end="")
+    return 0 if comparison.improved else EXIT_FOUND
+
+
+def _writable(path: str) -> Path:
+    """``path`` as an output file, refused in one line (before any work) where its folder is missing."""
+    target = Path(path)
+    if not target.parent.is_dir():
+        problem = "is not a folder" if target.parent.exists() else "does not exist"
+        raise UsageError(f"cannot write {path}: folder {target.parent} {problem}")
+    if target.is_dir():
+        raise UsageError(f"cannot write {path}: it is a folder")
+    return target
+
+
+def _write(target: Path, data: bytes) -> None:
+    try:
+        target.write_bytes(data)
+    except OSError as exc:
+        raise UsageError(f"cannot write {target}: {exc.strerror or exc}") from None
 
 
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gradwatch", description="Diagnose training runs from the inside.")
+    parser.add_argument("--version", action="version", version=f"gradwatch {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
 
-    demo = commands.add_parser("demo", help="train a sick and a remedied model and show both reports (needs torch)")
+    demo = _verb(
+        commands,
+        "demo",
+        _demo,
+        "train a sick and a remedied model and show both reports (needs torch)",
+        "  0  done\n  2  torch is missing, or --out cannot be written",
+    )
     demo.add_argument("--out", default="gradwatch-demo", help="folder for the JSON summaries (default: %(default)s)")
     demo.add_argument("--steps", type=_positive, default=300, help="optimizer steps per model (default: %(default)s)")
-    demo.set_defaults(run=_demo)
 
-    report = commands.add_parser("report", help="render a JSON summary (or a remedy trial file) in the console")
+    report = _verb(commands, "report", _report, "render a JSON summary (or a remedy trial file) in the console", f"  0  rendered\n{BAD_INPUT}")
     report.add_argument("path")
-    report.set_defaults(run=_report)
 
-    check = commands.add_parser("check", help="exit 1 if the summary has a finding at or above a severity, 3 if too little was measured (CI gate)")
+    check = _verb(
+        commands,
+        "check",
+        _check,
+        "exit 1 if the summary has a finding at or above a severity, 3 if too little was measured (CI gate)",
+        "  0  no finding at --fail-on or above\n"
+        "  1  a finding at --fail-on or above (one line each on stdout)\n"
+        f"{BAD_INPUT}\n"
+        f"  3  too little measured to judge (fewer than {MIN_SAMPLES_TO_CLEAR} sampled steps)",
+    )
     check.add_argument("path")
-    check.add_argument("--fail-on", choices=[s for s in SEVERITY_RANK if s != "info"], default="warning")
-    check.set_defaults(run=_check)
+    severities = [s for s in SEVERITY_RANK if s != "info"]
+    check.add_argument("--fail-on", choices=severities, default="warning", help="lowest severity that fails (default: %(default)s)")
 
-    plot = commands.add_parser("plot", help="gradient-flow heatmap (and time profiles) as PNG (needs matplotlib)")
+    plot = _verb(commands, "plot", _plot, "gradient-flow heatmap (and time profiles) as PNG, SVG or PDF (needs matplotlib)", WRITTEN)
     plot.add_argument("path")
-    plot.add_argument("-o", "--output", default="gradwatch-flow.png")
-    plot.set_defaults(run=_plot)
+    plot.add_argument("-o", "--output", default="gradwatch-flow.png", help="picture file; .png, .svg or .pdf picks the format (default: %(default)s)")
 
-    html = commands.add_parser("html", help="one self-contained HTML report with the pictures embedded")
+    html = _verb(commands, "html", _html, "one self-contained HTML report with the pictures embedded", WRITTEN)
     html.add_argument("path")
-    html.add_argument("-o", "--output", default="gradwatch-report.html")
-    html.set_defaults(run=_html)
+    html.add_argument("-o", "--output", default="gradwatch-report.html", help="page file (default: %(default)s)")
 
-    compare = commands.add_parser("compare", help="what changed between two runs (before/after a remedy)")
-    compare.add_argument("before")
-    compare.add_argument("after")
-    compare.set_defaults(run=_compare)
+    compare = _verb(
+        commands,
+        "compare",
+        _compare,
+        "what changed between two runs (before/after a remedy); gates CI on new findings",
+        f"  0  no finding (warning or above) is new or worse in AFTER\n  1  a finding is new or worse in AFTER\n{BAD_INPUT}",
+    )
+    compare.add_argument("before", metavar="BEFORE", help="summary of the earlier run")
+    compare.add_argument("after", metavar="AFTER", help="summary of the later run")
     return parser
+
+
+def _verb(
+    commands: argparse._SubParsersAction[argparse.ArgumentParser], name: str, run: Callable[[argparse.Namespace], int], about: str, exits: str
+) -> argparse.ArgumentParser:
+    """A subcommand whose ``-h`` shows what it does and its exit codes."""
+    verb = commands.add_parser(
+        name, help=about, description=about, epilog=f"exit codes:\n{exits}", formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    verb.set_defaults(run=run)
+    return verb
 
 
 def _positive(text: str) -> int:

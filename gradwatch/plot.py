@@ -5,11 +5,13 @@ from __future__ import annotations
 import io
 import math
 import os
+from pathlib import Path
 from typing import Any
 
 from .report import Report
 
 FINDING_COLOURS = {"critical": "#d62728", "warning": "#ff7f0e", "info": "#1f77b4"}
+FORMATS = ("png", "svg", "pdf")  # what `gradwatch plot -o` writes, picked by the file's suffix
 MAX_LABELLED_ROWS = 120  # more layers than this: every k-th row is labelled and the figure stops growing
 
 
@@ -37,8 +39,22 @@ def flow_matrix(report: Report) -> tuple[list[str], list[int], list[list[float]]
     return names, steps, rows
 
 
-def plot_report(report: Report, path: str | os.PathLike[str] | None = None) -> bytes:
-    """Draw the gradient-flow heatmap (and time profiles of recurrent layers); returns PNG bytes."""
+def picture_format(path: str | os.PathLike[str]) -> str:
+    """The picture format the suffix of ``path`` names, one of ``FORMATS``; ``ValueError`` otherwise."""
+    suffix = Path(path).suffix.lower()
+    if suffix[1:] in FORMATS:
+        return suffix[1:]
+    problem = f"{suffix} is not a picture format gradwatch writes" if suffix else "no suffix names the picture format"
+    raise ValueError(f"cannot write {path}: {problem}; use .png, .svg or .pdf")
+
+
+def plot_report(report: Report, path: str | os.PathLike[str] | None = None, format: str | None = None) -> bytes:
+    """Draw the gradient-flow heatmap (and time profiles of recurrent layers); returns the picture's bytes.
+
+    ``format`` (png, svg or pdf) defaults to the one the suffix of ``path`` names, or PNG
+    without a path; the picture is written to ``path`` if given.
+    """
+    format = format or ("png" if path is None else picture_format(path))
     plt = _pyplot()
     names, steps, rows = flow_matrix(report)
     profiles = [layer for layer in report.histories() if layer.time_profile]
@@ -72,13 +88,12 @@ def plot_report(report: Report, path: str | os.PathLike[str] | None = None) -> b
         time_axis.legend(fontsize=8)
     figure.tight_layout()
     buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
+    figure.savefig(buffer, format=format, dpi=110)
     plt.close(figure)
-    png = buffer.getvalue()
+    picture = buffer.getvalue()
     if path is not None:
-        with open(path, "wb") as handle:
-            handle.write(png)
-    return png
+        Path(path).write_bytes(picture)
+    return picture
 
 
 def _literal(text: str) -> str:

@@ -7,6 +7,7 @@ import json
 import math
 import os
 import re
+import shlex
 import stat
 import tempfile
 from dataclasses import dataclass, field
@@ -220,8 +221,15 @@ class Report:
 
 def load_summary(path: str | os.PathLike[str]) -> Report:
     """Read and check a summary file; every failure is a ``SummaryError`` with a one-line message."""
+    from .trial import TRIAL_SCHEMA
+
     path = Path(path)
     data = read_json(path)
+    schema = data.get("schema") if isinstance(data, dict) else None
+    if schema == TRIAL_SCHEMA:
+        raise SummaryError(f"{path}: a remedy trial file ({TRIAL_SCHEMA}), not a summary: `gradwatch report {shlex.quote(str(path))}` renders it")
+    if not isinstance(schema, str):
+        raise SummaryError(f'{path}: not a gradwatch summary (no "schema": "{SCHEMA}" field)')
     try:
         return Report.from_summary(data)
     except SummaryError as exc:

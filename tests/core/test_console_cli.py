@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from gradwatch import LayerFacts, ModelFacts, Monitor
+from gradwatch import LayerFacts, ModelFacts, Monitor, __version__
 from gradwatch.cli import main
 from gradwatch.console import render
 
@@ -94,3 +94,101 @@ def test_cli_bad_input_is_one_line_and_exit_2(tmp_path, capsys, content, message
         assert main([command, str(path)]) == 2
         err = capsys.readouterr().err
         assert err.startswith("gradwatch: error: ") and message in err and err.count("\n") == 1
+
+
+def _exit_of(argv: list[str]) -> int:
+    """Exit code of an argparse action that ends the program (``--version``, ``-h``)."""
+    with pytest.raises(SystemExit) as stop:
+        main(argv)
+    return int(stop.value.code or 0)
+
+
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("gradwatch: error: ") and err.count("\n") == 1, err
+    return err.strip()
+
+
+def test_version(capsys):
+    assert _exit_of(["--version"]) == 0
+    assert capsys.readouterr().out == f"gradwatch {__version__}\n" == "gradwatch 0.1.0\n"
+
+
+def test_help_shows_defaults_and_exit_codes(capsys):
+    assert _exit_of(["check", "-h"]) == 0
+    text = capsys.readouterr().out
+    assert "(default: warning)" in text and "exit codes:" in text
+    assert all(f"\n  {code}  " in text for code in "0123"), text
+    for verb in ("report", "plot", "html", "compare"):
+        assert _exit_of([verb, "-h"]) == 0
+        assert "exit codes:\n  0  " in capsys.readouterr().out
+    assert _exit_of(["compare", "-h"]) == 0
+    assert "1  a finding is new or worse in AFTER" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("suffix, magic", [("png", b"\x89PNG"), ("svg", b"<?xml"), ("pdf", b"%PDF"), ("SVG", b"<?xml")])
+def test_plot_writes_the_format_the_suffix_names(tmp_path, capsys, suffix, magic):
+    pytest.importorskip("matplotlib")
+    path = _report().write_json(tmp_path / "gw.json")
+    out = tmp_path / f"flow.{suffix}"
+    assert main(["plot", str(path), "-o", str(out)]) == 0
+    assert out.read_bytes().startswith(magic)
+
+
+@pytest.mark.parametrize(
+    "name, problem", [("flow.jpg", ".jpg is not a picture format gradwatch writes"), ("flow", "no suffix names the picture format")]
+)
+def test_plot_refuses_an_unsupported_suffix(tmp_path, capsys, name, problem):
+    path = _report().write_json(tmp_path / "gw.json")
+    out = tmp_path / name
+    assert main(["plot", str(path), "-o", str(out)]) == 2
+    assert _one_line_error(capsys) == f"gradwatch: error: cannot write {out}: {problem}; use .png, .svg or .pdf"
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("verb, name", [("plot", "x.png"), ("html", "x.html")])
+def test_output_into_a_missing_folder_is_one_clear_line(tmp_path, capsys, verb, name):
+    path = _report().write_json(tmp_path / "gw.json")
+    out = tmp_path / "missing" / name
+    assert main([verb, str(path), "-o", str(out)]) == 2
+    assert _one_line_error(capsys) == f"gradwatch: error: cannot write {out}: folder {out.parent} does not exist"
+
+
+def test_compare_exit_code_gates_ci_on_new_or_worse_findings(tmp_path, capsys):
+    sick = _report().write_json(tmp_path / "sick.json")
+    monitor = Monitor(warn_on=None)
+    for step in range(3):
+        monitor.observe(sample(step))
+    healthy = monitor.report().write_json(tmp_path / "healthy.json")
+    worse = tmp_path / "worse.json"
+    data = json.loads(sick.read_text())
+    data["findings"][0]["severity"] = "critical"
+    worse.write_text(json.dumps(data))
+    assert main(["compare", str(healthy), str(sick)]) == 1  # new
+    assert main(["compare", str(sick), str(worse)]) == 1  # warning → critical
+    assert main(["compare", str(sick), str(healthy)]) == 0  # gone
+    assert main(["compare", str(worse), str(sick)]) == 0  # better
+    assert main(["compare", str(sick), str(sick)]) == 0
+    capsys.readouterr()
+    assert main(["compare", str(sick), str(tmp_path / "nothing.json")]) == 2
+    assert "no such file" in _one_line_error(capsys)
+
+
+@pytest.mark.parametrize("verb", [["check"], ["plot", "-o", "x.png"], ["html", "-o", "x.html"], ["compare", "{summary}"]])
+def test_a_trial_file_points_to_gradwatch_report(tmp_path, monkeypatch, capsys, verb):
+    monkeypatch.chdir(tmp_path)
+    summary = _report().write_json(tmp_path / "gw.json")
+    trial = tmp_path / "my trial.json"
+    trial.write_text(json.dumps({"schema": "gradwatch.trial/1", "rows": []}))
+    assert main([verb[0], str(trial), *(a.format(summary=summary) for a in verb[1:])]) == 2
+    message = f"gradwatch: error: {trial}: a remedy trial file (gradwatch.trial/1), not a summary: `gradwatch report '{trial}'` renders it"
+    assert _one_line_error(capsys) == message
+
+
+@pytest.mark.parametrize("content", ["[1, 2]", '{"a": 1}', '{"schema": null}', '"text"'])
+def test_a_file_that_is_no_summary_says_so(tmp_path, capsys, content):
+    path = tmp_path / "x.json"
+    path.write_text(content)
+    for verb in ("report", "check", "html"):
+        assert main([verb, str(path), *(["-o", str(tmp_path / "x.html")] if verb == "html" else [])]) == 2
+        assert _one_line_error(capsys) == f'gradwatch: error: {path}: not a gradwatch summary (no "schema": "gradwatch.summary/1" field)'
