@@ -14,11 +14,13 @@ from typing import Any
 
 from gradwatch.detectors import Detector
 from gradwatch.monitor import Monitor
+from gradwatch.options import check_flag
 from gradwatch.report import Report, Severity, StopSeverity
 from gradwatch.session import Session
 
 from ._keras import keras
 from .keras_facts import learning_rate, model_facts
+from .keras_fit import FitCalls, steps_in_call, steps_per_execution
 from .keras_stats import KerasCollector
 from .keras_trial import trial
 
@@ -30,10 +32,10 @@ class GradWatchCallback(keras.callbacks.Callback):
 
     ``every_n_steps``: measure every n-th training batch, plus batches 1, 2, 4,
     … below n. ``stop_on``: ``"critical"`` (or ``"warning"``) sets
-    ``model.stop_training`` once such a finding appears. At each epoch end a
-    few ``gradwatch/...`` values are added to ``logs`` (so CSVLogger and
-    TensorBoard record them). One callback can serve several ``fit`` calls;
-    the diagnosis continues across them.
+    ``model.stop_training`` once such a finding appears. ``log_metrics``: add a
+    few ``gradwatch/...`` values to ``logs`` at each epoch end (CSVLogger,
+    TensorBoard; the progress bar shows them too). One callback can serve
+    several ``fit`` calls; the diagnosis continues across them.
     """
 
     def __init__(
@@ -48,6 +50,7 @@ class GradWatchCallback(keras.callbacks.Callback):
         print_report: bool = True,
         autosave_every_n_steps: int | None = 500,
         strict: bool = False,
+        log_metrics: bool = False,
     ) -> None:
         super().__init__()
         self.session = Session(
@@ -63,6 +66,8 @@ class GradWatchCallback(keras.callbacks.Callback):
             strict=strict,
         )
         self.guard = self.session.guard
+        self.log_metrics = check_flag("log_metrics", log_metrics)
+        self._calls = FitCalls()  # which hook calls of this fit to act on (listed twice, a second callback)
         self.collector: KerasCollector | None = None
         self.step = 0
         self._sampled = False
@@ -79,10 +84,11 @@ class GradWatchCallback(keras.callbacks.Callback):
         return self.session.final
 
     def on_train_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self.guard.run(COLLECTOR, self._begin)
+        if self._calls.begin(self):
+            self.guard.run(COLLECTOR, self._begin)
 
     def _begin(self) -> None:
-        self._per_call = self._steps_per_execution()
+        self._per_call = steps_per_execution(self.model, self.session)
         self._unbuilt = not self.model.trainable_weights  # a subclassed model gets its weights in its first step
         if self._unbuilt:
             return
@@ -102,39 +108,19 @@ class GradWatchCallback(keras.callbacks.Callback):
     # the logs into Python floats (a host sync) after every batch. The previous sampled step is
     # read at the next batch's start instead (or at the end of fit).
     def on_train_batch_begin(self, batch: int, logs: dict[str, Any] | None = None) -> None:
+        if not self._calls.act("on_train_batch_begin"):
+            return
         if self._unbuilt and self.model.trainable_weights:
             self.session.note(f"the model was built by its first training step: measured from step {self.step}")
             self.guard.run(COLLECTOR, self._begin)
         in_sync = self._read_sampled_step(disarm=False)  # a read leaves the variables and loss totals current
-        steps = self._steps_in_call(batch)
+        steps = steps_in_call(self._per_call, self.params, batch)
         self._sampled = self.collector is not None and any(self.session.should_sample(s) for s in range(self.step, self.step + steps))
         if self.collector is not None:
             self.guard.run(COLLECTOR, self.collector.arm, self._sampled)
         if self._sampled:
             self.guard.run(COLLECTOR, self.collector.begin_sample, self.collector.loss_totals if in_sync else None, updates=steps == 1)
         self.step += steps
-
-    def _steps_per_execution(self) -> int:
-        """Optimizer steps per batch callback: ``steps_per_execution`` runs several in one call.
-
-        A sample of several is labelled with the last of them, whose gradients it holds; the update of
-        one step cannot be told apart in it, so it is not measured.
-        """
-        per_call = getattr(self.model, "steps_per_execution", 1)
-        if not isinstance(per_call, int) or per_call <= 1:
-            return 1
-        self.session.note(
-            f"steps_per_execution={per_call}: the callback sees one call per {per_call} steps; each sample holds the "
-            "last step's gradients, and update sizes are not measured"
-        )
-        return per_call
-
-    def _steps_in_call(self, batch: int) -> int:
-        """Optimizer steps until the next batch callback (the epoch's last call may hold fewer)."""
-        if self._per_call == 1:
-            return 1
-        epoch_steps = (self.params or {}).get("steps")
-        return max(min(self._per_call, epoch_steps - batch), 1) if isinstance(epoch_steps, int) else self._per_call
 
     def _read_sampled_step(self, *, disarm: bool = True) -> bool:
         """Diagnose the sampled step that just ended, if any; True if it was read."""
@@ -152,19 +138,24 @@ class GradWatchCallback(keras.callbacks.Callback):
         return stats is not None
 
     def on_test_begin(self, logs: dict[str, Any] | None = None) -> None:
-        self._read_sampled_step()  # before validation batches run through the measured layers
+        if self._calls.act("on_test_begin"):
+            self._read_sampled_step()  # before validation batches run through the measured layers
 
     def on_epoch_end(self, epoch: int, logs: dict[str, Any] | None = None) -> None:
+        if not self._calls.act("on_epoch_end"):
+            return
         self._read_sampled_step()
-        if logs is not None:
+        if logs is not None and self.log_metrics:
             logs.update(self.session.latest)
             logs["gradwatch/findings"] = float(sum(f.at_least("warning") for f in self.monitor.findings.values()))
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
+        if not self._calls.act("on_train_end"):
+            return
         self._read_sampled_step()
-        if self.collector is not None:
-            self.collector.uninstall()
+        if self.collector is not None and self.collector.uninstall():  # the optimizer and layers exactly as they were
             self.guard.run(COLLECTOR, self.model.make_train_function, True)  # back to the unwrapped step
+        self._calls.end(self)
         self.session.close(self.step)
 
     def state_dict(self) -> dict[str, Any]:

@@ -67,7 +67,7 @@ class KerasCollector:
         self._position = {id(x): i for i, v in enumerate(self.variables) for x in (v, v.value)}
         self._with_grad: set[int] = set()
         self._column_window: dict[int, tuple[np.ndarray, float]] = {}  # layer -> (column maxima of squared norms, rows) until MIN_DEAD_ROWS
-        self._optimizer: Any = None
+        self._patches = _Patches()  # the wrappers set on the optimizer and layers, and what they replaced
         self._probes: dict[str, tuple[Any, Any]] = {}  # recurrent layer name -> (layer, per-time-step gradient norms)
         for layer in layers:
             steps = _time_steps(layer)
@@ -112,8 +112,12 @@ class KerasCollector:
         makes itself (``_all_reduce_sum_gradients``) are recorded instead.
         ``first_step`` is the callback's step number of the coming batch.
         """
-        if self._optimizer is not None:
+        if self._patches.installed:
             return
+        layers = [layer for layer, _ in self._probes.values()] + [layer for layer, _, _ in self._activations]
+        self._patches.take_over([(optimizer, "apply"), (optimizer, "_all_reduce_sum_gradients"), *((layer, "call") for layer in layers)])
+        if self._inputs is not None:
+            self._patches.take_over([(self._inputs[0], "call")])
         offset = int(ops.convert_to_numpy(optimizer.iterations)) - first_step
         self.backend.schedule(optimizer, offset=offset, every_n_steps=every_n_steps)
         original_apply = optimizer.apply
@@ -124,7 +128,7 @@ class KerasCollector:
                 self._record_when_sampled(list(grads), list(variables), getattr(optimizer, "loss_scale_factor", None))
             return original_apply(grads, trainable_variables)
 
-        optimizer.apply = apply
+        self._patches.set(optimizer, "apply", apply)
         if hasattr(optimizer, "_all_reduce_sum_gradients"):  # TensorFlow
             original_reduce = optimizer._all_reduce_sum_gradients
 
@@ -134,25 +138,19 @@ class KerasCollector:
                     self._record_when_sampled([g for g, _ in summed], [v for _, v in summed], None)
                 return summed
 
-            optimizer._all_reduce_sum_gradients = all_reduce_sum_gradients
-        self._optimizer = optimizer
+            self._patches.set(optimizer, "_all_reduce_sum_gradients", all_reduce_sum_gradients)
         for layer, profile in self._probes.values():
-            layer.call = _probed_call(layer, profile)
+            self._patches.set(layer, "call", _probed_call(layer, profile))
         for layer, kind, share in self._activations:
-            layer.call = self._measured_call(layer, kind, share)
+            self._patches.set(layer, "call", self._measured_call(layer, kind, share))
         if self._inputs is not None:
-            self._inputs[0].call = self._input_call(*self._inputs)
+            self._patches.set(self._inputs[0], "call", self._input_call(*self._inputs))
 
-    def uninstall(self) -> None:
-        """Remove the wrappers: the instance attributes shadowed the class methods."""
-        if self._optimizer is not None:
-            for name in ("apply", "_all_reduce_sum_gradients"):
-                self._optimizer.__dict__.pop(name, None)
-            self._optimizer = None
-            wrapped = [layer for layer, _ in self._probes.values()] + [layer for layer, _, _ in self._activations]
-            wrapped += [self._inputs[0]] if self._inputs is not None else []
-            for layer in {id(layer): layer for layer in wrapped}.values():  # a layer may carry two wrappers
-                del layer.call
+    def uninstall(self) -> bool:
+        """Remove the wrappers, leaving the optimizer and layers exactly as ``install`` found them; True if installed."""
+        installed = self._patches.installed
+        self._patches.restore()
+        return installed
 
     def arm(self, on: bool) -> None:
         """Measure on the coming step or not (on JAX the graph decides from the optimizer's counter)."""
@@ -497,6 +495,41 @@ def _sampled(x: Any, stride: int) -> Any:
     flat = ops.reshape(x, (-1,))
     whole = int(flat.shape[0]) // BLOCK * BLOCK
     return ops.reshape(flat[:whole], (-1, BLOCK))[::stride]
+
+
+class _Patches:
+    """Instance attributes set over objects, and what each one replaced (restored exactly, newest first)."""
+
+    _ABSENT = object()
+
+    def __init__(self) -> None:
+        self._replaced: dict[tuple[int, str], tuple[Any, str, Any]] = {}
+
+    @property
+    def installed(self) -> bool:
+        return bool(self._replaced)
+
+    def take_over(self, targets: list[tuple[Any, str]]) -> None:
+        """Remove the wrappers another collector left on these attributes (its ``fit`` never reached ``on_train_end``)."""
+        for owner, name in targets:
+            earlier = getattr(vars(owner).get(name), "gradwatch_patches", None)
+            if isinstance(earlier, _Patches) and earlier is not self:
+                earlier.restore()
+
+    def set(self, owner: Any, name: str, value: Callable[..., Any]) -> None:
+        """``owner.name = value``; the first time, remember what ``owner``'s own ``name`` was (if any)."""
+        self._replaced.setdefault((id(owner), name), (owner, name, vars(owner).get(name, self._ABSENT)))
+        value.gradwatch_patches = self  # type: ignore[attr-defined]
+        setattr(owner, name, value)
+
+    def restore(self) -> None:
+        """Put back every replaced attribute (where there was none, the class's method shows again)."""
+        for owner, name, before in reversed(self._replaced.values()):
+            if before is self._ABSENT:
+                vars(owner).pop(name, None)
+            else:
+                vars(owner)[name] = before
+        self._replaced.clear()
 
 
 class _Cursor:

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 import gradwatch.console
-from benchmarks.clinic.keras_cases import data, dense_stack, fit, sgd
+from benchmarks.clinic.keras_cases import case_loss, data, dense_stack, fit, sgd
 from gradwatch import GradWatchWarning
 from gradwatch.detectors import VanishingGradients
 from gradwatch.integrations.keras import GradWatchCallback
@@ -40,7 +40,7 @@ def test_epoch_logs_reach_csv_logger_and_the_optimizer_is_restored(tmp_path):
     model = dense_stack("relu", 3, kernel_initializer="he_normal")
     model.compile(optimizer=sgd(0.05), loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     x, y = data()
-    callback = GradWatchCallback(print_report=False)
+    callback = GradWatchCallback(print_report=False, log_metrics=True)
     log = tmp_path / "log.csv"
     model.fit(x, y, batch_size=64, epochs=2, verbose=0, callbacks=[callback, keras.callbacks.CSVLogger(str(log))])
     rows = list(csv.DictReader(open(log)))
@@ -49,6 +49,87 @@ def test_epoch_logs_reach_csv_logger_and_the_optimizer_is_restored(tmp_path):
     model.fit(x, y, batch_size=64, epochs=1, verbose=0, callbacks=[callback])  # reusable across fits
     assert callback.session.report() is callback.report, "one way to the report on every adapter"
     assert callback.report.steps == 96 and callback.report.layers[0]["history"]["step"][-1] == 80
+
+
+def test_gradwatch_values_stay_off_the_progress_bar_by_default(capsys):
+    model = dense_stack("relu", 2)
+    model.compile(optimizer=sgd(0.01), loss=case_loss())
+    x, y = data()
+    callback = GradWatchCallback(every_n_steps=1, print_report=False, warn_on=None)
+    history = model.fit(x[:256], y[:256], batch_size=64, epochs=2, verbose=2, callbacks=[callback])
+    shown = capsys.readouterr().out
+    assert "loss:" in shown and "gradwatch/" not in shown
+    assert not [key for key in history.history if key.startswith("gradwatch/")] and callback.report.sampled_steps == 8
+
+
+def _messages(caught: list[warnings.WarningMessage], text: str) -> list[str]:
+    return [str(w.message) for w in caught if text in str(w.message)]
+
+
+def test_a_second_callback_on_the_model_is_ignored_and_the_model_is_restored_exactly():
+    """Both callbacks would wrap the same optimizer and layers; a user's own wrapper of ``call`` stays."""
+    model = dense_stack("relu", 2)
+    model.compile(optimizer=sgd(0.01), loss=case_loss())
+    relu = model.layers[0]
+
+    def own_call(*args, **kwargs):  # the user's instance attribute, over Dense.call
+        return type(relu).call(relu, *args, **kwargs)
+
+    relu.call = own_call
+    wrapped = [(owner, name) for owner in (*model.layers, model.optimizer) for name in ("call", "apply", "_all_reduce_sum_gradients")]
+    before = [vars(owner).get(name) for owner, name in wrapped]
+    first, second = GradWatchCallback(print_report=False, warn_on=None), GradWatchCallback(print_report=False, warn_on=None)
+    x, y = data()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(x[:512], y[:512], batch_size=64, epochs=2, verbose=0, callbacks=[first, second])
+    assert _messages(caught, "GradWatchCallback") == [
+        "gradwatch: a second GradWatchCallback on this model is ignored (one callback per model measures a fit)"
+    ]
+    assert first.report.steps == 16 and first.report.layers[0]["history"]["grad_norm"][0] > 0 and second.report is None
+    assert [vars(owner).get(name) for owner, name in wrapped] == before and relu.call is own_call
+    model.fit(x[:512], y[:512], batch_size=64, epochs=1, verbose=0, callbacks=[second])  # the model is free again
+    assert second.report.steps == 8 and [vars(owner).get(name) for owner, name in wrapped] == before
+
+
+class _Interrupt(keras.callbacks.Callback):
+    def on_train_batch_begin(self, batch, logs=None):
+        if batch == 3:
+            raise RuntimeError("interrupted")
+
+
+def test_wrappers_left_by_an_interrupted_fit_are_removed_by_the_next_callback():
+    """A fit that never reached on_train_end left its callback's wrappers: the next callback takes the model over."""
+    model = dense_stack("relu", 2)
+    model.compile(optimizer=sgd(0.01), loss=case_loss())
+    x, y = data()
+    stale = GradWatchCallback(every_n_steps=1, print_report=False)  # armed when the fit stopped
+    with pytest.raises(RuntimeError, match="interrupted"):
+        model.fit(x[:512], y[:512], batch_size=64, verbose=0, callbacks=[stale, _Interrupt()])
+    assert "apply" in vars(model.optimizer)
+    traced = []  # its recorder, were its wrapper still inside the next fit's step
+    stale.collector._measure = lambda *args: traced.append(args)
+    callback = GradWatchCallback(every_n_steps=1, print_report=False)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(x[:512], y[:512], batch_size=64, verbose=0, callbacks=[callback])
+    assert not _messages(caught, "gradwatch") and not traced and callback.report.sampled_steps == 8
+    assert not [owner for owner in (*model.layers, model.optimizer) if {"call", "apply"} & set(vars(owner))]
+
+
+def test_a_callback_listed_twice_counts_each_step_once():
+    model = dense_stack("relu", 2, kernel_initializer="he_normal")
+    model.compile(optimizer=sgd(0.01), loss=case_loss())
+    callback = GradWatchCallback(every_n_steps=4, print_report=False)
+    x, y = data()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        model.fit(x[:512], y[:512], batch_size=64, epochs=3, verbose=0, callbacks=[callback, callback], validation_data=(x[512:640], y[512:640]))
+    assert _messages(caught, "gradwatch") == ["gradwatch: this GradWatchCallback is listed twice in fit's callbacks; its repeated calls are ignored"]
+    report = callback.report
+    assert report.steps == 24 and report.layers[0]["history"]["step"] == [0, 1, 2, 4, 8, 12, 16, 20] and not report.findings
+    model.fit(x[:512], y[:512], batch_size=64, epochs=1, verbose=0, callbacks=[callback])  # listed once: every call counts
+    assert callback.report.steps == 32 and "apply" not in vars(model.optimizer)
 
 
 class Subclassed(keras.Model):

@@ -9,7 +9,8 @@ from gradwatch.options import OptionError
 
 from ..option_cases import SHARED, STOP_ON, case_id, concrete
 
-CASES = SHARED + STOP_ON  # every_n_steps=None: the default schedule (tests/core/test_session.py)
+LOG_METRICS = [("log_metrics", 1, "log_metrics must be True or False, got 1"), ("log_metrics", None, "log_metrics must be True or False, got None")]
+CASES = SHARED + STOP_ON + LOG_METRICS  # every_n_steps=None: the default schedule (tests/core/test_session.py)
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
