@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from rich.console import Console, Group
+from rich.console import Console, ConsoleOptions, Group
 from rich.padding import Padding
 from rich.panel import Panel
 from rich.progress import (
@@ -23,7 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .compare import Comparison, latest_flow
-from .report import Finding, Report, layer_list, printable
+from .report import Finding, Remedy, Report, layer_list, printable
 from .trial import TrialResult, TrialRow
 
 STYLE = {"critical": "bold red", "warning": "bold yellow", "info": "cyan"}
@@ -49,8 +49,12 @@ def print_report(report: Report, console: Console | None = None) -> None:
 def build(report: Report) -> Panel:
     """The renderable: a verdict line, one block per finding, the gradient flow."""
     parts: list[Any] = [_verdict(report)]
+    fullest: dict[str, Remedy] = {}  # a remedy shared by several findings is spelled out once, in its fullest reason
+    for remedy in (r for f in report.findings for r in f.remedies):
+        fullest[remedy.id] = max(fullest.get(remedy.id, remedy), remedy, key=lambda r: len(r.why))
+    shown: set[str] = set()
     for finding in report.findings:
-        parts.append(_finding(finding))
+        parts.append(_finding(finding, fullest, shown))
     flow = _flow(report)
     if flow is not None:
         parts.append(flow)
@@ -73,7 +77,7 @@ def _verdict(report: Report) -> Text:
     return Text(f"found: {counts}", style=STYLE[report.worst() or "info"])
 
 
-def _finding(finding: Finding) -> Group:
+def _finding(finding: Finding, fullest: dict[str, Remedy], shown: set[str]) -> Group:
     head = Text()
     head.append(f"\n{finding.severity.upper():<8} ", style=STYLE[finding.severity])
     head.append(finding.symptom, style="bold")
@@ -87,7 +91,9 @@ def _finding(finding: Finding) -> Group:
         table.add_column(justify="right", no_wrap=True)
         table.add_column(ratio=1)
         for rank, remedy in enumerate(finding.remedies, 1):
-            table.add_row(f"  {rank}.", Text.assemble((printable(remedy.title), "bold"), f" — {printable(remedy.why)}"))
+            why = "see above" if remedy.id in shown else printable(fullest.get(remedy.id, remedy).why)
+            shown.add(remedy.id)
+            table.add_row(f"  {rank}.", Text.assemble((printable(remedy.title), "bold"), f" — {why}"))
         lines.append(Text("  what to try, best fit first:"))
         lines.append(table)
     return Group(*lines)
@@ -96,18 +102,38 @@ def _finding(finding: Finding) -> Group:
 def _flow(report: Report) -> Group | None:
     """Latest |g|/|W| per layer as a bar on a fixed log scale: where the gradient stops flowing."""
     kinds = {layer.name: layer.kind for layer in report.histories()}
-    rows = [(name, kinds[name], value) for name, value in latest_flow(report).items()]
+    rows = [(printable(name), printable(kinds[name]), value) for name, value in latest_flow(report).items()]
     if len(rows) < 2:
         return None
-    table = Table(show_header=False, box=None, padding=(0, 1), pad_edge=False)
-    for justify in ("left", "left", "left", "right"):
-        table.add_column(justify=justify, no_wrap=True)
-    for name, kind, value in rows:
-        decades = math.log10(value) - FLOW_DECADES[0] if value > 0 else 0.0
-        share = min(max(decades / (FLOW_DECADES[1] - FLOW_DECADES[0]), 0.0), 1.0)
-        table.add_row(Text(f"  {printable(name)}"), Text(printable(kind)), _bar(share), f"{value:.2g}")
     low, high = FLOW_DECADES
-    return Group(Text(f"\ngradient flow |g|/|W| per layer, latest sample (log bars, 1e{low}..1e{high}):"), table)
+    return Group(Text(f"\ngradient flow |g|/|W| per layer, latest sample (log bars, 1e{low}..1e{high}):"), _FlowRows(rows))
+
+
+class _FlowRows:
+    """One line per layer: name, kind, bar, value; at any width the names and numbers show whole (long names
+    shorten the bar, then move the rest of the row to a line of its own)."""
+
+    def __init__(self, rows: list[tuple[str, str, float]]) -> None:
+        self.rows = rows
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> Iterator[Text]:
+        values = [f"{value:.2g}" for _, _, value in self.rows]
+        name_width = max(len(name) for name, _, _ in self.rows)
+        kind_width = max(len(kind) for _, kind, _ in self.rows)
+        value_width = max(map(len, values))
+        beside = options.max_width - 2 - name_width - 2  # room for kind, bar and value beside the name
+        if beside < kind_width + 2 + 4 + 2 + value_width:
+            name_width, beside = 0, options.max_width - 6  # each row's kind, bar and value go on a line of their own
+        bar_width = max(min(BAR_WIDTH, beside - kind_width - 2 - 2 - value_width), 1)
+        for (name, kind, value), shown in zip(self.rows, values):
+            decades = math.log10(value) - FLOW_DECADES[0] if value > 0 else 0.0
+            share = min(max(decades / (FLOW_DECADES[1] - FLOW_DECADES[0]), 0.0), 1.0)
+            rest = f"{kind:<{kind_width}}  {_bar(share, bar_width)}  {shown:>{value_width}}"
+            if name_width:
+                yield Text(f"  {name:<{name_width}}  {rest}", no_wrap=True, overflow="crop")
+            else:
+                yield Text(f"  {name}", overflow="fold")
+                yield Text(f"      {rest}", no_wrap=True, overflow="crop")
 
 
 def _time_profile(name: str, profile: list[float]) -> Text:
@@ -124,10 +150,10 @@ def _time_profile(name: str, profile: list[float]) -> Text:
     return Text(f"\ngradient reaching each time step of {printable(name)} (first → last, log scale), first/peak {first}:\n  {line}")
 
 
-def _bar(share: float) -> str:
-    eighths = round(share * BAR_WIDTH * 8)
+def _bar(share: float, width: int = BAR_WIDTH) -> str:
+    eighths = round(share * width * 8)
     full, rest = divmod(max(eighths, 1), 8)
-    return ("█" * full + (BLOCKS[rest] if rest else "")).ljust(BAR_WIDTH)
+    return ("█" * full + (BLOCKS[rest] if rest else "")).ljust(width)
 
 
 def render_comparison(comparison: Comparison, *, width: int = 100) -> str:
@@ -169,7 +195,7 @@ def build_trial(result: TrialResult) -> Panel:
         table = Table(box=None, padding=(0, 1), pad_edge=False, header_style="bold")
         table.add_column("remedies", max_width=20)
         table.add_column("what changed", ratio=3)
-        table.add_column("symptoms ≥ warning", ratio=2, min_width=19)
+        table.add_column("symptoms ≥ warning", no_wrap=True)
         for header, width in (("loss", 8), ("× base", 6), ("secs", 4)):
             table.add_column(header, justify="right", no_wrap=True, width=width)
         table.add_row(*_trial_cells(result, result.baseline, ""))

@@ -148,7 +148,7 @@ class Monitor:
         """Keep the first step of a symptom, the latest evidence and the worst severity."""
         known = self.findings.get(found.symptom)
         causes = find_causes(self.facts, self.input_scale, self.last_loss) if found.symptom != "weight_collapse" else []
-        found.remedies = self._remedies(found)
+        found.remedies = remedies.sized(found, self._remedies(found), self.facts)
         if causes:
             found.message += "; likely cause: " + "; ".join(cause.text for cause in causes)
             found.evidence["causes"] = [cause.id for cause in causes]

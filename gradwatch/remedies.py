@@ -215,6 +215,32 @@ def for_finding(finding: Finding, facts: ModelFacts, *, framework: str = "unknow
     return rank(symptom_key(finding), facts, framework=framework)
 
 
+# A healthy step changes a layer by about 0.1-1% of its norm (CS231n's rule of thumb is 1e-3); the upper end is the aim
+# when a measured step says by how much the learning rate overshoots.
+HEALTHY_UPDATE = 1e-2
+
+
+def sized(finding: Finding, ranked: tuple[Remedy, ...], facts: ModelFacts) -> tuple[Remedy, ...]:
+    """``ranked`` with "lower the learning rate" sized from the finding's measured steps, where it has them.
+
+    Plain SGD and Adam alike move the weights in proportion to the learning rate, so a step that changed a
+    layer by ``u`` times its norm asks for a rate about ``u / HEALTHY_UPDATE`` times smaller.
+    """
+    updates = finding.evidence.get("peak_update")
+    if facts.lr is None or not isinstance(updates, dict) or not updates:
+        return ranked
+    layer = max(updates, key=updates.__getitem__)
+    factor = float(updates[layer]) / HEALTHY_UPDATE
+    if not factor > 3:
+        return ranked
+    why = (
+        f"your learning rate is {facts.lr:.3g} and one step changed {layer} by {float(updates[layer]):.3g}× its norm, where a "
+        f"healthy step changes a layer by about 0.1–1%: try about {facts.lr / factor:.2g} (÷{factor:.3g}), then raise it "
+        "while the loss falls, or warm up to it"
+    )
+    return tuple(Remedy(r.id, r.title, why) if r.id == "lower_lr" else r for r in ranked)
+
+
 def symptom_key(finding: Finding) -> str:
     """The key ``rank`` takes for a finding: its symptom, ``vanishing_gradients:time`` for decay through time,
     ``early_stagnation:copies`` for units that stay copies of each other."""
@@ -242,4 +268,4 @@ def rank(symptom: str, facts: ModelFacts, *, framework: str = "unknown") -> tupl
     return tuple(remedy for _, remedy in scored)
 
 
-__all__ = ["CANDIDATES", "REMEDIES", "for_finding", "rank", "symptom_key"]
+__all__ = ["CANDIDATES", "REMEDIES", "for_finding", "rank", "sized", "symptom_key"]

@@ -127,9 +127,15 @@ class StepStats:
         }
         if per_layer:
             for layer in self.layers:
-                out[f"gradwatch/grad_norm/{layer.name}"] = layer.grad_norm
-                out[f"gradwatch/relative_update/{layer.name}"] = layer.relative_update
+                key = logger_key(layer.name)
+                out[f"gradwatch/grad_norm/{key}"] = layer.grad_norm
+                out[f"gradwatch/relative_update/{key}"] = layer.relative_update
         return {k: v for k, v in out.items() if v is not None}
+
+
+def logger_key(name: str) -> str:
+    """A layer name as experiment loggers take it (TensorBoard tags allow no brackets): ``net[0].fc`` is ``net.0.fc``."""
+    return name.replace("[", ".").replace("]", "").removeprefix("model.")
 
 
 def ratio(numerator: float | None, denominator: float | None) -> float | None:

@@ -42,6 +42,8 @@ class Watcher:
     def __init__(self, model: torch.nn.Module, optimizer: Any = None, **options: Any) -> None:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"watch() needs a torch.nn.Module, got {type(model).__name__}")
+        if next(model.parameters(), None) is None:
+            raise ValueError(f"watch() got a {type(model).__name__} with no parameters: there is nothing to train; pass the model you train")
         optimizer, handwritten = hookable(optimizer)
         if optimizer is not None and not trains(optimizer, model):
             raise ValueError("the optimizer trains none of the model's parameters: pass the one that steps this model, or None")
@@ -229,7 +231,7 @@ def watch(
 
     Raises:
         TypeError: ``model`` is not a module, or ``optimizer`` has no ``step()``.
-        ValueError: ``optimizer`` trains none of ``model``'s parameters.
+        ValueError: ``model`` has no parameters, or ``optimizer`` trains none of them.
         gradwatch.options.OptionError: an option is out of range (one line naming it).
 
     Example:

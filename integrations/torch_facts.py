@@ -21,6 +21,18 @@ LOSS_NODES = {
     "BinaryCrossEntropyWithLogitsBackward0": "binary_cross_entropy_with_logits",
 }
 RESIDUAL_NAME = re.compile(r"residual|resblock|basicblock|bottleneck|skip", re.IGNORECASE)
+_INDEX = re.compile(r"\.(\d+)(?=\.|$)")
+
+
+def module_path(name: str) -> str:
+    """A module's name as Python reaches it: ``encoder.0.fc`` is ``encoder[0].fc``, a top-level ``0`` is ``model[0]``."""
+    name = _INDEX.sub(r"[\1]", name)
+    return re.sub(r"^(\d+)", r"model[\1]", name)
+
+
+def named_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
+    """``model.named_modules()`` under the names users read (``module_path``); the model itself is ``""``."""
+    return [(module_path(name), module) for name, module in model.named_modules()]
 
 
 def module_kind(module: torch.nn.Module) -> str:
@@ -78,12 +90,12 @@ def _is_dtensor(tensor: object) -> bool:
 def parameterised_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
     """Modules that own parameters directly, in registration (usually forward) order."""
     return [
-        (name or type(model).__name__, module) for name, module in model.named_modules() if next(module.parameters(recurse=False), None) is not None
+        (name or type(model).__name__, module) for name, module in named_modules(model) if next(module.parameters(recurse=False), None) is not None
     ]
 
 
 def activation_modules(model: torch.nn.Module) -> list[tuple[str, torch.nn.Module]]:
-    return [(name, m) for name, m in model.named_modules() if module_kind(m) in ACTIVATIONS]
+    return [(name, m) for name, m in named_modules(model) if module_kind(m) in ACTIVATIONS]
 
 
 def model_facts(model: torch.nn.Module, trainable: Iterable[str] | None = None, optimizer: torch.optim.Optimizer | None = None) -> ModelFacts:
@@ -95,7 +107,7 @@ def model_facts(model: torch.nn.Module, trainable: Iterable[str] | None = None, 
     recurrent: list[str] = []
     residual = None
     custom_containers = False
-    for name, module in model.named_modules():
+    for name, module in named_modules(model):
         kind = module_kind(module)
         if RESIDUAL_NAME.search(kind):
             residual = True

@@ -22,7 +22,7 @@ from gradwatch.facts import DEAD_KINDS, SATURATED_OUTSIDE
 from gradwatch.safety import FaultGuard
 
 from ._torch import ModelHook, StackBuffers, is_compiling, torch
-from .torch_facts import activation_modules, local, module_kind, parameterised_modules
+from .torch_facts import activation_modules, local, module_kind, named_modules, parameterised_modules
 
 RECURRENT_TYPES = (torch.nn.RNN, torch.nn.LSTM, torch.nn.GRU)
 MIN_DEAD_ROWS = 256
@@ -162,7 +162,7 @@ class ForwardProbes:
             return
         conv_before: dict[str, bool] = {}
         last_conv = False
-        for name, module in self.model.named_modules():
+        for name, module in named_modules(self.model):
             kind = module_kind(module)
             if next(module.parameters(recurse=False), None) is not None:
                 last_conv = kind.startswith("Conv")
@@ -174,7 +174,7 @@ class ForwardProbes:
             if kind in DEAD_KINDS or kind in SATURATED_OUTSIDE:
                 hook = self._activation_hook(name, kind, 1 if conv_before[name] else -1)
                 self._handles.append(module.register_forward_hook(ModelHook(hook)))
-        for name, module in self.model.named_modules():
+        for name, module in named_modules(self.model):
             if isinstance(module, RECURRENT_TYPES):
                 self._handles.append(module.register_forward_pre_hook(ModelHook(self._sequence_hook(name, module.batch_first))))
         first = next(iter(parameterised_modules(self.model)), None)

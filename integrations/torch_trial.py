@@ -39,7 +39,7 @@ from gradwatch.trial import (
 )
 
 from ._torch import torch
-from .torch_facts import model_facts
+from .torch_facts import model_facts, module_path
 
 nn = torch.nn
 Batches = Iterable[Any] | Callable[[], Iterable[Any]]
@@ -319,7 +319,7 @@ def _matched_init(model: torch.nn.Module) -> None:
         for name, module in model.named_modules():
             if not isinstance(module, WEIGHTED):
                 continue
-            activation = activations.get(name or type(module).__name__)
+            activation = activations.get(module_path(name) or type(module).__name__)
             if activation == "LeakyReLU":
                 slope = next((m.negative_slope for m in model.modules() if isinstance(m, nn.LeakyReLU)), 0.01)
                 nn.init.kaiming_normal_(module.weight, a=slope, nonlinearity="leaky_relu")

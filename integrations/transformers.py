@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any
@@ -127,6 +128,8 @@ class GradWatchCallback(TrainerCallback):  # type: ignore[misc]
         self._handles.clear()
         if note := self._clipping.note():
             self.session.note(note)
+        if self.session.print_report and self.session.main and not getattr(args, "disable_tqdm", True):
+            print(file=sys.stderr)  # the Trainer's progress bar ends without a newline until it closes, after this callback
         self.cycle.close(state.global_step)
         self.cycle = None
 

@@ -66,7 +66,7 @@ def test_flow_matrix_is_log_relative_gradient(demo):
     report = load_summary(demo / "sigmoid.json")
     names, steps, rows = flow_matrix(report)
     first = report.layers[0]["history"]
-    assert names[0] == "0" and steps == first["step"]
+    assert names[0] == "model[0]" and steps == first["step"]
     assert rows[0][0] == pytest.approx(__import__("math").log10(first["grad_norm"][0] / first["weight_norm"][0]))
     assert rows[0][-1] < rows[-1][-1] - 3, "the bottom layer gets orders of magnitude less gradient"
 
@@ -113,6 +113,6 @@ def test_compare_before_and_after_the_remedy(demo, capsys):
     result = compare(load_summary(demo / "sigmoid.json"), load_summary(demo / "remedied.json"))
     assert "vanishing_gradients" in result.gone and not result.new and result.improved
     first = result.flow[0]
-    assert first[0] == "Linear #0 (0)" and first[2] / first[1] > 1e3
+    assert first[0] == "Linear #0 (model[0])" and first[2] / first[1] > 1e3
     assert main(["compare", str(demo / "sigmoid.json"), str(demo / "remedied.json")]) == 0
     assert "gone:    vanishing_gradients" in capsys.readouterr().out

@@ -60,12 +60,14 @@ class DeadReLU(Detector):
         if not dead:
             return None
         worst = max(dead, key=dead.__getitem__)
+        feeding = {layer.activation_module: layer.name for layer in facts.layers if layer.activation_module}  # ReLU module -> its layer
+        where = f"{worst}, the ReLU after {feeding[worst]}" if worst in feeding else worst
         return self.finding(
             sample,
             "critical" if dead[worst] > self.critical_share else "warning",
-            list(dead),
+            list(dict.fromkeys(feeding.get(name, name) for name in dead)),
             f"{len(dead)} layer(s) with over {fmt(100 * self.max_dead_share)}% dead units; "
-            f"{worst}: {fmt(100 * dead[worst])}% never active over {windows[worst][1] or 'the'} training rows",
+            f"{where}: {fmt(100 * dead[worst])}% never active over {windows[worst][1] or 'the'} training rows",
             dead_share=shares,
             window_rows={name: windows[name][1] for name in dead},
             source={name: ("gradient rows" if name in rows else "activations") for name in dead},

@@ -38,7 +38,7 @@ class ExplodingGradients(Detector):
     """
 
     symptom = "exploding_gradients"
-    state = ("streak", "baseline", "losses")
+    state = ("streak", "baseline", "losses", "peak_update")
 
     def __init__(
         self,
@@ -57,6 +57,7 @@ class ExplodingGradients(Detector):
         self.streak = 0
         self.baseline: list[float] = []
         self.losses = LossTrack(early=baseline_samples, recent=2)  # early: the loss the run starts from
+        self.peak_update: dict[str, float] = {}  # the largest relative update seen: {layer: |ΔW|/|W|}, sizes the advice
 
     def observe(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
         if finite(sample.loss):
@@ -73,6 +74,8 @@ class ExplodingGradients(Detector):
 
         updates = {s.name: s.relative_update for s in sample.layers if finite(s.relative_update)}
         judge_updates = facts.optimizer not in QUASI_NEWTON
+        if updates and max(updates.values()) > max(self.peak_update.values(), default=0.0):
+            self.peak_update = dict([max(updates.items(), key=lambda item: item[1])])
         big_updates = {n: u for n, u in updates.items() if u > self.max_relative_update and judge_updates}
         least_grad = min((s.relative_grad for s in sample.layers if finite(s.relative_grad)), default=None)  # evidence
         start, now = min(self.losses.early_losses, default=None), self.losses.now
@@ -115,6 +118,7 @@ class ExplodingGradients(Detector):
             grad_norm_baseline=min(self.baseline) if self.baseline else None,
             growth=growth,
             relative_update=updates,
+            peak_update=self.peak_update,
             min_relative_grad=least_grad,
             loss=now,
             loss_growth=loss_growth,

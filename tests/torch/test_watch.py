@@ -47,7 +47,7 @@ def test_deep_sigmoid_warns_live_and_writes_a_valid_summary(tmp_path):
     jsonschema.validate(summary, json.loads(schema_path().read_text()))
     assert summary["framework"] == "pytorch" and summary["steps"] == 60
     vanishing = next(f for f in summary["findings"] if f["symptom"] == "vanishing_gradients")
-    assert vanishing["severity"] in ("warning", "critical") and vanishing["layers"][0] == "0"
+    assert vanishing["severity"] in ("warning", "critical") and vanishing["layers"][0] == "model[0]"
     assert vanishing["remedies"][0]["id"] == "relu_family"
     assert "10 of your 11 layers are followed by Sigmoid" in vanishing["remedies"][0]["why"]
     assert vanishing["evidence"]["saturated_share"], "sigmoid saturation is measured as mechanism evidence"
@@ -137,16 +137,16 @@ def test_units_spread_is_zero_for_copies_and_near_one_for_random_units():
     collector.capture_gradients()
     collector.capture_updates()
     spreads = {layer.name: layer.unit_spread for layer in collector.flush(step=0).layers}
-    assert spreads["3"] < 1e-6 and spreads["5"] < 1e-6
-    assert spreads["4"] is None and spreads["6"] is None and spreads["7"] is None
-    assert spreads["0"] == pytest.approx(_spread(model[0].weight), rel=1e-5)
-    assert spreads["2"] == pytest.approx(_spread(model[2].weight), rel=1e-5) and 0.5 < spreads["2"] < 1.0
+    assert spreads["model[3]"] < 1e-6 and spreads["model[5]"] < 1e-6
+    assert spreads["model[4]"] is None and spreads["model[6]"] is None and spreads["model[7]"] is None
+    assert spreads["model[0]"] == pytest.approx(_spread(model[0].weight), rel=1e-5)
+    assert spreads["model[2]"] == pytest.approx(_spread(model[2].weight), rel=1e-5) and 0.5 < spreads["model[2]"] < 1.0
     model(torch.randn(8, 1, 8, 8)).sum().backward()
     collector.capture_gradients()
     collector.capture_updates()
     again = {layer.name: layer.unit_spread for layer in collector.flush(step=1).layers}
-    assert again["0"] is None and again["2"] is None, "units seen to differ are not read again"
-    assert again["3"] < 1e-6 and again["5"] < 1e-6
+    assert again["model[0]"] is None and again["model[2]"] is None, "units seen to differ are not read again"
+    assert again["model[3]"] < 1e-6 and again["model[5]"] < 1e-6
 
 
 class _Shifted(nn.Module):
@@ -184,10 +184,11 @@ def test_dead_units_of_many_modules_match_a_direct_computation():
         model[5].bias[:6] = -50.0  # six of module 6's eight units never fire
     collector = TorchCollector(model)
     collector.probes.attach()
-    names = ["1", "4", "6", "8", "10", "12.act"]
+    modules = ["1", "4", "6", "8", "10", "12.act"]
+    names = ["model[1]", "model[4]", "model[6]", "model[8]", "model[10]", "model[12].act"]  # as gradwatch names them
     outputs: dict[str, list[torch.Tensor]] = {name: [] for name in names}
-    for name in names:
-        model.get_submodule(name).register_forward_hook(lambda module, args, out, name=name: outputs[name].append(out.detach().clone()))
+    for module_name, name in zip(modules, names):
+        model.get_submodule(module_name).register_forward_hook(lambda module, args, out, name=name: outputs[name].append(out.detach().clone()))
     samples = []
     for rows in (64, 48, 40):
         collector.probes.sampling = True
@@ -198,12 +199,12 @@ def test_dead_units_of_many_modules_match_a_direct_computation():
         samples.append(collector.flush(step=len(samples)))
     first, _, last = samples
     assert [a.name for a in first.activations] == names[:5], "forward order; the overwritten output is left out"
-    assert [(a.name, a.kind) for a in last.activations][3:] == [("8", "ReLU"), ("10", "ReLU6"), ("12.act", "ReLU6")]
+    assert [(a.name, a.kind) for a in last.activations][3:] == [("model[8]", "ReLU"), ("model[10]", "ReLU6"), ("model[12].act", "ReLU6")]
     assert [a.window for a in last.activations] == [40 * 36] + [88] * 5, "the windows go on across batch sizes"
     for stats, window in ((first, slice(0, 1)), (last, slice(1, 3))):
         for activation in stats.activations:
             kept = outputs[activation.name][window]
-            out = torch.cat(kept[-1:] if activation.name == "1" else kept)  # the conv's window is full after one batch
+            out = torch.cat(kept[-1:] if activation.name == "model[1]" else kept)  # the conv's window is full after one batch
             units = out.transpose(0, 1).flatten(1) if out.dim() == 4 else out.t()
             assert activation.dead_share == pytest.approx(float((units.amax(1) <= 0).float().mean())), activation.name
     assert first.activations[2].dead_share >= 6 / 8
@@ -247,7 +248,7 @@ def test_frozen_layers_are_never_evidence():
         loop(model, optimizer, watcher)
     report = watcher.close()
     assert watcher.session.report() is report and watcher.report() is report, "one way to the report on every adapter"
-    assert [layer["name"] for layer in report.layers if "grad_norm" in layer["history"]] == ["18", "20"]
+    assert [layer["name"] for layer in report.layers if "grad_norm" in layer["history"]] == ["model[18]", "model[20]"]
     assert report.finding("vanishing_gradients") is None
     assert [layer.trainable for layer in report.facts.layers].count(True) == 2
 
@@ -390,7 +391,7 @@ def test_lazy_modules_are_measured_once_they_have_parameters(optimizer_first):
         loop(model, optimizer, watcher, steps=20)
     report = watcher.close()
     trained = {layer["name"]: layer["history"] for layer in report.layers if "grad_norm" in layer["history"]}
-    assert set(trained) == {"0", "2"} and report.sampled_steps == 7 and report.facts.layers[0].fan_in == 16
+    assert set(trained) == {"model[0]", "model[2]"} and report.sampled_steps == 7 and report.facts.layers[0].fan_in == 16
 
 
 def test_injected_collector_fault_warns_once_and_training_continues(monkeypatch):
@@ -448,7 +449,7 @@ def test_a_sampled_forward_without_backward_keeps_no_graph_alive():
     with watch(model, optimizer, every_n_steps=1, print_report=False) as watcher:
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda box: box.tensor):
             out = model(torch.randn(32, 16))
-        assert saved and watcher.cycle.collector.probes.measures("3")
+        assert saved and watcher.cycle.collector.probes.measures("model[3]")
         del out
         assert [ref for ref in saved if ref() is not None] == []
         loop(model, optimizer, watcher, steps=2)
@@ -456,7 +457,7 @@ def test_a_sampled_forward_without_backward_keeps_no_graph_alive():
     probes.attach()
     with torch.autograd.graph.saved_tensors_hooks(pack, lambda box: box.tensor):
         out = model[4](model[3](model[2](model[1](model[0](torch.randn(32, 16))))))
-    assert probes.measures("3")
+    assert probes.measures("model[3]")
     del out
     assert [ref for ref in saved if ref() is not None] == []
     assert len(probes.take().dead) == 2
@@ -499,6 +500,8 @@ def test_bad_arguments_fail_with_one_line_errors():
     other = torch.optim.SGD(nn.Linear(2, 2).parameters(), lr=0.1)
     with pytest.raises(ValueError, match="^the optimizer trains none of the model's parameters: pass the one"):
         watch(nn.Linear(2, 2), other)
+    with pytest.raises(ValueError, match="^watch\\(\\) got a Sequential with no parameters: there is nothing to train"):
+        watch(nn.Sequential(nn.ReLU(), nn.Flatten()))
 
 
 def test_an_optimizer_class_of_the_users_own_is_measured_as_an_update_by_hand():
@@ -550,7 +553,7 @@ def test_a_constant_initialisation_is_named_and_a_random_one_is_not(constant):
             loop(model, optimizer, watcher, steps=40)
     copies = [f for f in watcher.report().findings if f.symptom == "early_stagnation" and "unit_spread" in f.evidence]
     if constant:
-        assert copies and copies[0].first_step == 2 and set(copies[0].layers) == {"0", "2"}
+        assert copies and copies[0].first_step == 2 and set(copies[0].layers) == {"model[0]", "model[2]"}
         assert copies[0].remedies[0].id == "random_init"
     else:
         assert not copies
@@ -633,7 +636,7 @@ def test_a_loop_that_updates_weights_by_hand_is_measured():
             watcher.step(loss)
     report = watcher.report()
     assert report.sampled_steps == 8 and report.steps == 60  # steps 0, 1, 2, 4, 8, 16, 20, 40
-    first, last = report.layers[0]["history"], next(layer for layer in report.layers if layer["name"] == "20")["history"]
+    first, last = report.layers[0]["history"], next(layer for layer in report.layers if layer["name"] == "model[20]")["history"]
     assert first["grad_norm"][0] == pytest.approx(seen[0], rel=1e-5)
     assert last["grad_norm"][0] == pytest.approx(seen[1], rel=1e-5)
     assert last["update_norm"][0] == pytest.approx(0.05 * seen[1], rel=1e-4)

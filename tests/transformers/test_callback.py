@@ -63,9 +63,8 @@ def train(tmp_path, callback, *, steps=40, lr=1e-3, max_grad_norm=1.0, logging_s
         report_to=[],
         use_cpu=True,
         save_strategy="no",
-        disable_tqdm=True,
         seed=0,
-        **{"lr_scheduler_type": "constant", **options},
+        **{"lr_scheduler_type": "constant", "disable_tqdm": True, **options},
     )
     trainer = transformers.Trainer(model=model or tiny_gpt2(), args=args, train_dataset=Copies(), callbacks=[*before, callback])
     trainer.train()
@@ -152,3 +151,11 @@ def test_learning_rate_from_the_scheduler_and_loss_from_the_trainer(tmp_path):
         if "loss" in entry and entry["step"] > 10:  # the Trainer's logging window = the steps since the previous sample
             lr, loss = probe.seen[entry["step"]]
             assert lr == pytest.approx(entry["learning_rate"]) and loss == pytest.approx(entry["loss"], rel=1e-4)
+
+
+def test_the_report_starts_on_a_line_of_its_own_below_the_progress_bar(tmp_path, capfd):
+    """The Trainer's tqdm bar has no newline until it closes, after gradwatch has printed."""
+    train(tmp_path, GradWatchCallback(), steps=4, disable_tqdm=False)
+    err = capfd.readouterr().err
+    bar, report = err.index("4/4 ["), err.index("╭─ gradwatch")
+    assert bar < report and "\n" in err[bar:report]
