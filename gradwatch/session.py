@@ -156,6 +156,8 @@ class Session:
         samples = self.monitor.samples
         if steps == 0:
             self.note(unseen)
+        elif samples == 0 and self.guard.failed:
+            self.note(f"no step could be measured: {', '.join(self.guard.failed)} failed (below), not the training")
         elif samples == 0:
             self.note(
                 "no step could be measured: no sampled optimizer step found a gradient (no backward pass reached "

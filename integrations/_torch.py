@@ -16,6 +16,20 @@ except ImportError as exc:  # pragma: no cover - exercised only without torch
 is_compiling: Callable[[], bool] = getattr(torch.compiler, "is_compiling", None) or torch._dynamo.is_compiling  # the former from torch 2.3
 
 
+def norms(tensor: torch.Tensor, dim: int) -> torch.Tensor:
+    """Euclidean norms along ``dim`` as float32, accumulated in float32 (half precision widened) or float64 (never narrowed)."""
+    if tensor.dtype == torch.float64:
+        return torch.linalg.vector_norm(tensor, dim=dim, dtype=torch.float64).float()
+    return torch.linalg.vector_norm(tensor, dim=dim, dtype=torch.float32)
+
+
+def foreach_norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    """The norm of each tensor as float32, in one foreach pass unless a float64 tensor must be accumulated in float64."""
+    if all(t.dtype != torch.float64 for t in tensors):
+        return list(torch._foreach_norm(tensors, 2, dtype=torch.float32))
+    return [norms(t.reshape(-1), 0) for t in tensors]
+
+
 class ModelHook:
     """A hook gradwatch registers on a module of the user's model.
 

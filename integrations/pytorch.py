@@ -15,6 +15,7 @@ on-device addition for the loss.
 
 from __future__ import annotations
 
+import atexit
 import os
 import weakref
 from collections.abc import Sequence
@@ -33,6 +34,17 @@ from .torch_optimizers import OptimizerBinding, hookable, trains
 from .torch_trial import trial
 
 _WATCHERS: weakref.WeakKeyDictionary[torch.nn.Module, weakref.ref[Watcher]] = weakref.WeakKeyDictionary()  # model -> its watcher
+
+
+@atexit.register
+def _close_forgotten_watchers() -> None:
+    """At interpreter exit, close every watcher the script never closed: its report and summary are not lost."""
+    for ref in list(_WATCHERS.values()):
+        watcher = ref()
+        if watcher is not None and watcher.session.final is None:
+            warn("gradwatch: a watcher was never closed; it is closed at exit (use `with watch(...)`, or call watcher.close())")
+            watcher.session.note("closed at interpreter exit: the script never closed the watcher")
+            watcher.guard.run("close at exit", watcher.close)
 
 
 class Watcher:

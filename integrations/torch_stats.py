@@ -22,7 +22,7 @@ from gradwatch.facts import LayerFacts, ModelFacts
 from gradwatch.safety import FaultGuard
 from gradwatch.stats import ActivationStats, LayerStats, SequenceStats, StepStats
 
-from ._torch import StackBuffers, torch
+from ._torch import StackBuffers, foreach_norms, norms, torch
 from .torch_facts import (
     is_lazy,
     local,
@@ -195,11 +195,11 @@ class TorchCollector:
         for group in self._plan(grads, rowed):
             stacked = self._buffers.stack([grads[i] for i in group])
             if group[0] in rowed:  # one read gives the norm and the all-zero rows (dead units)
-                rows = torch.linalg.vector_norm(stacked.flatten(2), dim=2, dtype=torch.float32)
+                rows = norms(stacked.flatten(2), 2)
                 sample.grad_rows.append((group, rows))
                 squares.append(rows.square().sum(1))
             else:
-                squares.append(torch.linalg.vector_norm(stacked.flatten(1), dim=1, dtype=torch.float32).square())
+                squares.append(norms(stacked.flatten(1), 1).square())
             order += group
         every = len(grads) == len(self.params)  # the usual case: every layer has a gradient
         sample.grad_layers = self._every_layer if every else sorted(set(sample.grad_layers) | {self._owner_list[i] for i in grads})
@@ -240,7 +240,7 @@ class TorchCollector:
             else:
                 whole = self._buffers.stack([weights[group[0]]])
                 before.append(_sampled(weights[group[0]], self._update_stride[group[0]]).clone())
-            squares.append(torch.linalg.vector_norm(whole.flatten(1), dim=1, dtype=torch.float32).square())
+            squares.append(norms(whole.flatten(1), 1).square())
             order += group
             if not self._spread_unread.isdisjoint(group) and whole.shape[1] > 1 and not self._sharded:
                 self._sample.spreads.append((group, self._unit_spread(whole)))  # unpack keeps the weights with units
@@ -281,7 +281,7 @@ class TorchCollector:
                     delta[start : start + per].sub_(self._buffers.stack([weights[i] for i in group[start : start + per]]))
             else:
                 delta.sub_(_sampled(weights[group[0]], self._update_stride[group[0]]))
-            square = torch.linalg.vector_norm(delta.reshape(len(group), -1), dim=1, dtype=torch.float32).square()
+            square = norms(delta.reshape(len(group), -1), 1).square()
             squares.append(square * self._update_scale[group[0]] if len(group) == 1 and self._update_scale[group[0]] != 1.0 else square)
         part = self._per_layer(torch.cat(squares), [i for g in groups for i in g])
         sample.update_norms = part if sample.update_norms is None else sample.update_norms + part
@@ -341,7 +341,7 @@ class TorchCollector:
         sample, self._sample = self._sample, _Sample()
         unread = [i for i in range(len(self.params)) if i not in sample.weighed] if len(sample.weighed) < len(self.params) else []
         if unread:  # no snapshot, or one optimizer of several did not step
-            norms = torch._foreach_norm(self._local([self.params[i] for i in unread]), 2, dtype=torch.float32)
+            norms = foreach_norms(self._local([self.params[i] for i in unread]))
             part = self._per_layer(torch.stack(norms).square(), unread)
             sample.weight_norms = part if sample.weight_norms is None else sample.weight_norms + part
         forward = self.probes.take()

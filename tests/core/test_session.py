@@ -97,6 +97,15 @@ def test_close_says_why_a_run_was_not_measured(steps, samples, note):
     assert session.close(steps) is report and session.report() is report, "closing twice gives the same report"
 
 
+def test_a_run_unmeasured_because_a_part_failed_blames_the_part_not_the_training():
+    session = Session("test", warn_on=None, print_report=False)
+    session.start(ModelFacts())
+    session.guard.run("pytorch collector", lambda: 1 / 0)
+    report = session.close(40)
+    assert any(n.startswith("no step could be measured: pytorch collector failed") for n in report.notes), report.notes
+    assert not any("no backward pass" in n for n in report.notes)
+
+
 def test_samples_without_gradients_clear_nothing():
     """Steps whose gradients never reached the watched layers (another model was trained) are not a
     clean bill, however many there were."""

@@ -5,8 +5,11 @@ from __future__ import annotations
 import gc
 import json
 import math
+import subprocess
+import sys
 import warnings
 import weakref
+from pathlib import Path
 
 import jsonschema
 import pytest
@@ -19,6 +22,8 @@ from gradwatch.demo import teacher_data
 from gradwatch.integrations.pytorch import watch
 from gradwatch.integrations.torch_stats import TorchCollector
 from gradwatch.report import schema_path
+
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def loop(model, optimizer, watcher, steps=60, *, call_step=True):
@@ -85,6 +90,26 @@ def test_statistics_match_a_direct_computation():
     assert first.zero_grad_rows == pytest.approx(rows)
     assert stats.loss == pytest.approx(float(loss.detach()))
     assert stats.input_mean_abs == pytest.approx(float(x.abs().mean())) and stats.input_std == pytest.approx(float(x.std()))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_every_floating_dtype_is_measured_in_at_least_float32(dtype):
+    """float64 is accumulated in float64 (never narrowed), half precision widened to float32."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 2)).to(dtype)
+    x = torch.randn(64, 4, dtype=dtype)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    with watch(model, optimizer, print_report=False, warn_on=None, every_n_steps=1, strict=True) as watcher:
+        for _ in range(3):
+            loss = model(x).float().square().mean()
+            optimizer.zero_grad()
+            loss.backward()
+            grad = torch.cat([model[0].weight.grad.flatten(), model[0].bias.grad.flatten()]).double().norm()
+            optimizer.step()
+            watcher.step(loss)
+    report = watcher.report()
+    assert report.sampled_steps == 3 and not report.notes
+    assert report.layers[0]["history"]["grad_norm"][-1] == pytest.approx(float(grad), rel=1e-5)
 
 
 class _Table(nn.Module):
@@ -925,3 +950,20 @@ def test_scalar_parameters_are_measured():
     root = collector.flush(step=0).layers[0]  # the model's own parameters, under its class name
     expected = float(torch.stack([model.scale.grad, model.offset.grad]).norm())
     assert root.grad_norm == pytest.approx(expected, rel=1e-5) and root.weight_norm == pytest.approx(float(torch.tensor([2.0, 0.5]).norm()))
+
+
+def test_a_watcher_never_closed_reports_and_writes_at_exit(tmp_path):
+    script = tmp_path / "train.py"
+    script.write_text(
+        "import torch\nfrom torch import nn\nfrom gradwatch.integrations.pytorch import watch\n"
+        "model = nn.Linear(4, 2)\noptimizer = torch.optim.SGD(model.parameters(), lr=0.1)\n"
+        f"watcher = watch(model, optimizer, summary_path={str(tmp_path / 'gw.json')!r})\n"
+        "for _ in range(12):\n"
+        "    loss = model(torch.randn(8, 4)).square().mean()\n"
+        "    optimizer.zero_grad(); loss.backward(); optimizer.step(); watcher.step(loss)\n"
+    )
+    done = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert "a watcher was never closed; it is closed at exit" in done.stderr and "gradwatch · pytorch" in done.stderr
+    summary = json.loads((tmp_path / "gw.json").read_text())
+    assert summary["steps"] == 12 and "closed at interpreter exit: the script never closed the watcher" in summary["notes"]
