@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from .facts import LayerFacts, ModelFacts
 from .monitor import Monitor
-from .report import SCHEMA, SYMPTOMS, Finding, Remedy, Report, SummaryError, load_summary
+from .report import MISTAKES, SCHEMA, SYMPTOMS, Finding, Remedy, Report, SummaryError, load_summary
 from .safety import GradWatchWarning
 from .session import Session
 from .stats import ActivationStats, LayerStats, SequenceStats, StepStats
@@ -16,6 +16,7 @@ from .stats import ActivationStats, LayerStats, SequenceStats, StepStats
 __version__ = "0.1.0"
 
 __all__ = [
+    "MISTAKES",
     "SCHEMA",
     "SYMPTOMS",
     "ActivationStats",

@@ -1,8 +1,11 @@
-"""Root causes behind a symptom, named from the model's facts and the measured input scale.
+"""Root causes, named from the model's facts, the loss's own computation and the measured input scale.
 
 A symptom says what goes wrong; a cause says why, with the specific fix. Each
-rule here looks at the facts (output layer, loss) or at the input statistics
-and either names a cause or stays silent.
+rule here looks at the facts (output layer, loss, initialisation, what trains)
+or at the input statistics and either names a cause or stays silent. A cause
+seen directly (``direct``: a softmax feeding a loss that applies its own, a
+loss that broadcasts) is a finding of its own; the others are named under the
+symptom they explain.
 """
 
 from __future__ import annotations
@@ -11,29 +14,48 @@ from dataclasses import dataclass
 
 from .detectors.base import fmt
 from .facts import ModelFacts
-from .report import Remedy
+from .remedies import MATCHED_GAIN
+from .report import Remedy, Severity
 
 # Mean |x| or std of the first layer's input above this: features in the hundreds or thousands.
 UNSCALED_INPUT = 50.0
 MULTICLASS = ("categorical_crossentropy", "sparse_categorical_crossentropy", "cross_entropy")
-CROSS_ENTROPY = (*MULTICLASS, "binary_crossentropy", "binary_cross_entropy_with_logits")
+CROSS_ENTROPY = (*MULTICLASS, "binary_crossentropy", "binary_cross_entropy_with_logits", "nll_loss")
 REGRESSION = ("mean_squared_error", "mean_absolute_error", "mse_loss", "l1_loss")
 PROBABILITY_LOSSES = ("categorical_crossentropy", "sparse_categorical_crossentropy", "binary_crossentropy")  # Keras, without logits
+ADAPTIVE = ("Adam", "AdamW", "Adamax", "NAdam", "RAdam", "Adagrad", "Adadelta", "RMSprop", "Adafactor", "Lion", "Muon")
+SUMMED_ROWS = 32  # a loss summed over at least this many rows takes steps that many times the mean's
+INIT_OFF = 3.0  # std·√fan_in this many times above or below what the activation wants: a scale off, not a taste
 
 
 @dataclass(frozen=True)
 class Cause:
-    """A likely root cause: what was found, in words with its numbers, and the fix for it."""
+    """A likely root cause: what was found, in words with its numbers, and the fix for it.
+
+    ``direct``: seen in the code's own computation, reported as a finding of its
+    own (``id`` is then one of ``report.MISTAKES``) at ``severity``.
+    """
 
     id: str
     text: str
     remedy: Remedy
     blocks_learning: bool = False
+    direct: bool = False
+    severity: Severity = "warning"
+    layers: tuple[str, ...] = ()
 
 
 def find_causes(facts: ModelFacts, input_scale: tuple[float, float] | None = None, loss: float | None = None) -> list[Cause]:
     """Every cause the facts, the latest input statistics and the latest loss point to."""
-    return [cause for cause in (_unscaled_inputs(input_scale), _output_mismatch(facts, loss)) if cause is not None]
+    rules = (
+        _output_mismatch(facts, loss),
+        _broadcast(facts),
+        _unscaled_inputs(input_scale),
+        _summed_loss(facts),
+        _init_scale(facts),
+        _mostly_frozen(facts),
+    )
+    return [cause for cause in rules if cause is not None]
 
 
 def _unscaled_inputs(scale: tuple[float, float] | None) -> Cause | None:
@@ -65,40 +87,106 @@ def output_cannot_fit(facts: ModelFacts, loss: float | None = None) -> bool:
 
 def _output_mismatch(facts: ModelFacts, loss_value: float | None) -> Cause | None:
     output = facts.layers[-1] if facts.layers else None
-    if output is None:
-        return None
-    activation, units = output.activation, output.units
+    name = output.name if output is not None else "the model"
+    # what the loss's computation shows feeds it (PyTorch) before what the last module applies
+    activation = facts.loss_input if facts.loss_input is not None else output.activation if output is not None else None
+    units = output.units if output is not None else None
     loss = (facts.loss or "").removesuffix("_from_logits")
     logits = bool(facts.loss and facts.loss.endswith("_from_logits"))
     blocks = False
+    severity: Severity = "warning"
     if activation == "Softmax" and units == 1:
         blocks = True
-        text = f"the output layer {output.name} is a softmax over one unit: it is always exactly 1, whatever the input"
+        text = f"the output layer {name} is a softmax over one unit: it is always exactly 1, whatever the input"
         fix = "use one sigmoid unit with binary cross-entropy for a binary label, or one softmax unit per class"
-    elif loss in CROSS_ENTROPY and activation in ("ReLU", "ReLU6"):
-        text = f"the output layer {output.name} ends in a ReLU under {loss}: outputs at 0 pass no gradient and cannot express low scores"
-        fix = "drop the output ReLU: feed logits to the loss (from_logits=True in Keras, nn.CrossEntropyLoss in PyTorch)"
-    elif loss in MULTICLASS and activation == "Sigmoid" and (units or 0) > 1:
-        text = f"the output layer {output.name} has {units} independent sigmoids under {loss}, which expects one distribution over classes"
-        fix = "use a softmax output (or logits with from_logits=True) for one label per example; keep sigmoids only with binary cross-entropy for multi-label"
-    elif loss in PROBABILITY_LOSSES and not logits and activation is None and output.kind == "Dense":
-        blocks = True
-        text = f"the output layer {output.name} is linear under {loss}, which expects probabilities: outputs outside [0, 1] are clipped and pass no gradient"
-        fix = f"add activation='{'sigmoid' if loss == 'binary_crossentropy' else 'softmax'}' to {output.name}, or compile the loss with from_logits=True"
     elif loss == "cross_entropy" and activation == "Softmax":
-        text = f"the output layer {output.name} applies a softmax before {loss}, which applies log-softmax itself: gradients shrink"
-        fix = "remove the final Softmax: nn.CrossEntropyLoss expects raw logits"
+        text = f"a softmax is applied to {name}'s output before the cross-entropy loss, which applies log-softmax itself: gradients shrink"
+        fix = "remove the softmax: nn.CrossEntropyLoss / F.cross_entropy expect raw logits (apply softmax only to read probabilities)"
+    elif loss == "cross_entropy" and activation == "LogSoftmax":
+        severity = "info"
+        text = f"log_softmax is applied to {name}'s output before a loss that applies log-softmax itself (harmless: it changes nothing)"
+        fix = "drop one of them: CrossEntropyLoss on the logits, or log_softmax with nll_loss"
+    elif loss == "nll_loss" and activation in ("Softmax", "Sigmoid", "linear", "ReLU"):
+        got = "raw scores" if activation == "linear" else f"the output of a {activation.lower()}"
+        text = f"nll_loss is given {got} from {name}, but it expects log-probabilities"
+        fix = "apply log_softmax before nll_loss, or use nn.CrossEntropyLoss on the raw logits"
+        blocks = activation == "linear"  # -x[y] falls without bound
+    elif loss == "binary_cross_entropy_with_logits" and activation == "Sigmoid":
+        text = f"a sigmoid is applied to {name}'s output before BCEWithLogitsLoss, which applies the sigmoid itself: outputs are squashed twice"
+        fix = "remove the sigmoid: BCEWithLogitsLoss expects raw logits (use torch.sigmoid only to read probabilities)"
+    elif loss in CROSS_ENTROPY and activation in ("ReLU", "ReLU6"):
+        text = f"the output layer {name} ends in a ReLU under {loss}: outputs at 0 pass no gradient and cannot express low scores"
+        fix = "drop the output ReLU: feed logits to the loss (from_logits=True in Keras, nn.CrossEntropyLoss in PyTorch)"
+    elif logits and activation in ("Softmax", "Sigmoid"):
+        text = f"the output layer {name} applies a {activation.lower()} and the loss is compiled with from_logits=True, which applies it again"
+        fix = f"drop activation='{activation.lower()}' from {name}, or compile the loss with from_logits=False"
+    elif loss in MULTICLASS and activation == "Sigmoid" and (units or 0) > 1:
+        text = f"the output layer {name} has {units} independent sigmoids under {loss}, which expects one distribution over classes"
+        fix = "use a softmax output (or logits with from_logits=True) for one label per example; keep sigmoids only with binary cross-entropy for multi-label"
+    elif loss in PROBABILITY_LOSSES and not logits and activation is None and output is not None and output.kind == "Dense":
+        blocks = True
+        text = f"the output layer {name} is linear under {loss}, which expects probabilities: outputs outside [0, 1] are clipped and pass no gradient"
+        fix = f"add activation='{'sigmoid' if loss == 'binary_crossentropy' else 'softmax'}' to {name}, or compile the loss with from_logits=True"
     elif loss in REGRESSION and activation == "Sigmoid" and loss_value is not None and loss_value > 1.0:
         # outputs in (0, 1) and targets in [0, 1] keep these losses under 1: the targets lie outside
         blocks = True
         text = (
-            f"the output layer {output.name} is a sigmoid under {loss} at loss {fmt(loss_value)}: predictions are "
+            f"the output layer {name} is a sigmoid under {loss} at loss {fmt(loss_value)}: predictions are "
             "confined to (0, 1) and the targets lie outside it"
         )
         fix = "use a linear output for an unbounded regression target (or scale the targets to (0, 1))"
     else:
         return None
-    return Cause("output_loss_mismatch", text, Remedy("fix_output", "Match the output layer to the loss", f"{text}; {fix}"), blocks)
+    remedy = Remedy("fix_output", "Match the output layer to the loss", f"{text}; {fix}")
+    layers = (name,) if output is not None else ()
+    return Cause("output_loss_mismatch", text, remedy, blocks, direct=True, severity=severity, layers=layers)
+
+
+def _broadcast(facts: ModelFacts) -> Cause | None:
+    if facts.loss_broadcast is None:
+        return None
+    text = (
+        f"{facts.loss or 'the loss'} compares predictions and targets of different shapes ({facts.loss_broadcast}): they are "
+        "broadcast against each other, so every prediction is scored against every target of the batch"
+    )
+    fix = "make the shapes equal, e.g. output.squeeze(-1) or target.view(-1, 1), before the loss"
+    return Cause("loss_broadcast", text, Remedy("match_shapes", "Give predictions and targets the same shape", f"{text}; {fix}"), direct=True)
+
+
+def _summed_loss(facts: ModelFacts) -> Cause | None:
+    rows = facts.loss_rows or 0
+    if facts.loss_reduction != "sum" or rows < SUMMED_ROWS or facts.optimizer in ADAPTIVE:
+        return None
+    effective = f": at learning rate {fmt(facts.lr)} that is an effective {fmt(facts.lr * rows)} per mean-loss step" if facts.lr else ""
+    text = f"the loss is summed over the {rows} rows of a batch (reduction='sum'), so each {facts.optimizer or 'SGD'} step is {rows}× the mean's{effective}"
+    fix = "use reduction='mean' (the default), or divide the learning rate by the batch size"
+    return Cause("summed_loss", text, Remedy("mean_loss", "Average the loss over the batch", f"{text}; {fix}"))
+
+
+def _init_scale(facts: ModelFacts) -> Cause | None:
+    judged = [(layer, MATCHED_GAIN.get(layer.activation, 1.0)) for layer in facts.trainable_layers if layer.init_gain and layer.activation]
+    off = [(layer, want) for layer, want in judged if not 1 / INIT_OFF <= (layer.init_gain or 0.0) / want <= INIT_OFF]
+    if len(off) < 2 or 2 * len(off) < len(judged):
+        return None
+    layer, want = off[0]
+    factor = (layer.init_gain or 0.0) / want
+    trend = f"grow about ×{fmt(factor)}" if factor > 1 else f"shrink about ×{fmt(factor)}"
+    text = (
+        f"{len(off)} of {len(judged)} layers start far off the scale their activation wants: {layer.name} ({layer.activation}) has "
+        f"std·√fan_in {fmt(layer.init_gain)} where {'He' if want > 1 else 'Xavier/LeCun'} initialisation gives {fmt(want)}, "
+        f"so activations and gradients {trend} at every layer from the first step"
+    )
+    fix = "initialise with nn.init.kaiming_normal_ (ReLU) or xavier_normal_ (tanh, sigmoid), or keep the framework's default"
+    return Cause("init_scale", text, Remedy("rescale_init", "Initialise at the matched scale", f"{text}; {fix}"))
+
+
+def _mostly_frozen(facts: ModelFacts) -> Cause | None:
+    trainable = len(facts.trainable_layers)
+    if facts.depth < 4 or 5 * trainable > facts.depth:
+        return None
+    text = f"only {trainable} of your {facts.depth} layers train; the others are frozen (requires_grad=False, trainable=False)"
+    fix = "unfreeze the layers that must adapt to this task (at least the top blocks), or check that freezing was meant"
+    return Cause("mostly_frozen", text, Remedy("unfreeze", "Unfreeze more of the model", f"{text}; {fix}"))
 
 
 __all__ = ["UNSCALED_INPUT", "Cause", "find_causes", "output_cannot_fit"]

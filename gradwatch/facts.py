@@ -53,7 +53,13 @@ class ModelFacts:
     ``regularized``: layers with a kernel or bias regularizer (an L1/L2 penalty
     in the loss, which shrinks weights like weight decay does). ``loss``: the
     loss function in snake case where the adapter can tell (``"cross_entropy"``,
-    ``"categorical_crossentropy"``, ``"mse_loss"`` ...).
+    ``"categorical_crossentropy"``, ``"mse_loss"`` ...). Where the loss's own
+    computation shows it (PyTorch's autograd graph): ``loss_input``, the
+    activation applied to the prediction just before the loss (``"Softmax"``,
+    ``"LogSoftmax"``, ``"Sigmoid"``, ``"ReLU"``, ``"linear"``);
+    ``loss_reduction`` (``"mean"``, ``"sum"``, ``"none"``); ``loss_rows``, the
+    rows of one batch; ``loss_broadcast``, the shapes of a prediction and a
+    target that an elementwise loss broadcast against each other.
     """
 
     layers: tuple[LayerFacts, ...] = ()
@@ -66,6 +72,10 @@ class ModelFacts:
     grad_clipping: bool | None = None
     regularized: tuple[str, ...] = ()
     loss: str | None = None
+    loss_input: str | None = None
+    loss_reduction: str | None = None
+    loss_rows: int | None = None
+    loss_broadcast: str | None = None
 
     @cached_property
     def kinds(self) -> dict[str, str]:

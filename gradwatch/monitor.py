@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from . import remedies
-from .causes import find_causes
+from .causes import Cause, find_causes
 from .detectors import Detector, default_detectors
 from .facts import ModelFacts
 from .history import History
@@ -97,6 +97,10 @@ class Monitor:
             found = self.guard.run(f"detector {detector.symptom}", detector.observe, sample, self.facts)
             if found is not None and self._merge(found):
                 raised.append(self.findings[found.symptom])
+        for cause in find_causes(self.facts, self.input_scale, self.last_loss):  # mistakes seen directly: findings of their own
+            found = Finding(cause.id, cause.severity, sample.step, cause.layers, cause.text, remedies=(cause.remedy,), last_step=sample.step)
+            if cause.direct and self._merge(found):
+                raised.append(self.findings[cause.id])
         for finding in raised:
             if self.warn_on is not None and finding.at_least(self.warn_on):
                 warn(format_warning(finding))
@@ -144,15 +148,23 @@ class Monitor:
             self.guard.run("JSON writer", report.write_json, self.summary_path)
         return report
 
+    def _causes(self) -> list[Cause]:
+        """Causes the facts and the latest input and loss point to, and the mistakes found so far."""
+        found = [Cause(f.symptom, f.message, f.remedies[0], direct=True) for f in self.findings.values() if f.is_mistake and f.remedies]
+        return find_causes(self.facts, self.input_scale, self.last_loss) + found
+
     def _merge(self, found: Finding) -> bool:
-        """Keep the first step of a symptom, the latest evidence and the worst severity."""
+        """Keep the first step of a finding, the latest evidence and the worst severity; name a symptom's likely causes."""
         known = self.findings.get(found.symptom)
-        causes = find_causes(self.facts, self.input_scale, self.last_loss) if found.symptom != "weight_collapse" else []
-        found.remedies = remedies.sized(found, self._remedies(found), self.facts)
-        if causes:
-            found.message += "; likely cause: " + "; ".join(cause.text for cause in causes)
-            found.evidence["causes"] = [cause.id for cause in causes]
-            found.remedies = tuple(cause.remedy for cause in causes) + found.remedies
+        if not found.remedies:
+            found.remedies = remedies.sized(found, self._remedies(found), self.facts)
+        if not found.is_mistake:
+            causes = [c for c in self._causes() if c.severity != "info"] if found.symptom != "weight_collapse" else []
+            causes = list({cause.id: cause for cause in causes}.values())
+            if causes:
+                found.message += "; likely cause: " + "; ".join(cause.text for cause in causes)
+                found.evidence["causes"] = [cause.id for cause in causes]
+                found.remedies = tuple(dict.fromkeys(cause.remedy for cause in causes)) + found.remedies
         if known is None:
             self.findings[found.symptom] = found
             return True
@@ -176,7 +188,7 @@ class Monitor:
 
     def report(self, steps: int | None = None) -> Report:
         """The findings so far, most severe first, with the downsampled history."""
-        findings = sorted(self.findings.values(), key=lambda f: (-SEVERITY_RANK[f.severity], f.first_step))
+        findings = sorted(self.findings.values(), key=lambda f: (not f.is_mistake, -SEVERITY_RANK[f.severity], f.first_step))
         notes = list(self.notes) + [f"part disabled after an internal error: {p} ({e})" for p, e in self.guard.failed.items()]
         return Report(
             framework=self.framework,

@@ -143,6 +143,29 @@ def random_init(facts: ModelFacts) -> tuple[float, str] | None:
     )
 
 
+def clear_gradients(facts: ModelFacts) -> tuple[float, str] | None:
+    return 1.0, "backward adds to .grad; unless it is cleared once per optimizer step, each step applies the sum of every gradient so far"
+
+
+def train_mode(facts: ModelFacts) -> tuple[float, str] | None:
+    return 1.0, "in eval mode BatchNorm normalises with running statistics it no longer updates and Dropout drops nothing"
+
+
+def add_to_optimizer(facts: ModelFacts) -> tuple[float, str] | None:
+    return 1.0, "an optimizer steps only the parameters it was given when it was built; parameters added later get gradients and never change"
+
+
+def fix_schedule(facts: ModelFacts) -> tuple[float, str] | None:
+    return 1.0, "a schedule sized in epochs but stepped every batch reaches its final learning rate within the first epoch"
+
+
+def pair_inputs_and_labels(facts: ModelFacts) -> tuple[float, str] | None:
+    return 1.0, (
+        "check that each input still sits next to its own label: the same permutation for both when shuffling, "
+        "permute() (not view()) to reorder axes, the right label column; then train on a few batches until it overfits them"
+    )
+
+
 def pretraining(facts: ModelFacts) -> tuple[float, str] | None:
     return 0.1, "last resort: train the layers greedily one at a time (layer-wise pretraining), then fine-tune the whole network"
 
@@ -162,6 +185,11 @@ REMEDIES: dict[str, tuple[str, Rule]] = {
     "truncated_bptt": ("Shorter BPTT windows or skip connections in time", truncated_bptt),
     "recurrent_init": ("Orthogonal or identity recurrent initialisation", recurrent_init),
     "random_init": ("Initialise the weights randomly", random_init),
+    "clear_gradients": ("Clear the gradients every step", clear_gradients),
+    "train_mode": ("Put the model back in training mode", train_mode),
+    "add_to_optimizer": ("Give the optimizer every trainable parameter", add_to_optimizer),
+    "fix_schedule": ("Step the learning-rate schedule at the rate it was sized for", fix_schedule),
+    "pair_inputs_and_labels": ("Check that inputs and labels correspond", pair_inputs_and_labels),
 }
 
 # Which remedies each symptom considers, with a weight for how directly they address it.
@@ -192,6 +220,11 @@ CANDIDATES: dict[str, dict[str, float]] = {
     "weight_collapse": {"reduce_weight_decay": 1.0, "lower_lr": 0.4},
     "early_stagnation": {"raise_lr": 1.0, "normalization": 0.6, "matched_init": 0.6, "relu_family": 0.6},
     "early_stagnation:copies": {"random_init": 1.0, "matched_init": 0.5},
+    "gradients_not_cleared": {"clear_gradients": 1.0},
+    "eval_mode_training": {"train_mode": 1.0},
+    "params_not_in_optimizer": {"add_to_optimizer": 1.0},
+    "lr_schedule_collapse": {"fix_schedule": 1.0},
+    "chance_level_loss": {"pair_inputs_and_labels": 1.0},
 }
 
 
@@ -201,11 +234,29 @@ HOW: dict[str, dict[str, str]] = {
         "pytorch": "torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0) between backward() and optimizer.step()",
         "lightning": "Trainer(gradient_clip_val=1.0)",
         "keras": "clipnorm=1.0 on the optimizer, e.g. keras.optimizers.Adam(1e-3, clipnorm=1.0)",
-        "huggingface": "TrainingArguments(max_grad_norm=1.0)",
+        "transformers": "TrainingArguments(max_grad_norm=1.0)",
     },
     "reduce_weight_decay": {
         "keras": "a smaller kernel_regularizer factor, or the optimizer's weight_decay",
-        "huggingface": "TrainingArguments(weight_decay=0.01)",
+        "transformers": "TrainingArguments(weight_decay=0.01)",
+    },
+    "clear_gradients": {
+        "pytorch": "call optimizer.zero_grad() once per step, before loss.backward() (or right after optimizer.step())",
+        "lightning": "in manual optimisation, call opt.zero_grad() in training_step before self.manual_backward(loss)",
+    },
+    "train_mode": {
+        "pytorch": "call model.train() at the start of every training epoch, after validating under model.eval()",
+        "lightning": "do not call self.eval() in training_step; Lightning switches modes around validation itself",
+    },
+    "add_to_optimizer": {
+        "pytorch": "build the optimizer after the model is complete, or optimizer.add_param_group({'params': new_layer.parameters()})",
+        "lightning": "return an optimizer over self.parameters() from configure_optimizers, after every layer exists",
+    },
+    "fix_schedule": {
+        "pytorch": "call scheduler.step() once per epoch, after the epoch's batches, or size step_size / T_max in batches",
+        "lightning": "interval='step' in configure_optimizers' lr_scheduler dict counts batches: use interval='epoch' or size it in steps",
+        "keras": "size the LearningRateSchedule's decay_steps in optimizer steps (batches), not epochs",
+        "transformers": "size the schedule with max_steps / num_train_epochs; warmup_steps and decay are counted in optimizer steps",
     },
 }
 

@@ -26,6 +26,17 @@ SYMPTOMS = (
     "weight_collapse",
     "early_stagnation",
 )
+# Findings that name the user's mistake (a root cause, seen directly) rather than a symptom; the console and the
+# summary put them first, and a symptom they explain names them as its likely cause.
+MISTAKES = (
+    "gradients_not_cleared",
+    "output_loss_mismatch",
+    "loss_broadcast",
+    "eval_mode_training",
+    "params_not_in_optimizer",
+    "lr_schedule_collapse",
+    "chance_level_loss",
+)
 Severity = Literal["info", "warning", "critical"]
 StopSeverity = Literal["warning", "critical"]  # what ``stop_on`` accepts: an ``info`` finding is no reason to stop
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
@@ -63,6 +74,11 @@ class Finding:
     def at_least(self, severity: str) -> bool:
         """True when this finding is at least as severe as ``severity``."""
         return SEVERITY_RANK[self.severity] >= SEVERITY_RANK[severity]
+
+    @property
+    def is_mistake(self) -> bool:
+        """True when the finding names a mistake in the training code (``MISTAKES``), not a symptom."""
+        return self.symptom in MISTAKES
 
     def to_dict(self) -> dict[str, Any]:
         return {

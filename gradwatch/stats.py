@@ -94,6 +94,14 @@ class StepStats:
     the total gradient norm as backward produced it, before any clipping the
     training code applies; ``input_mean_abs`` and ``input_std`` describe the
     first layer's input (unscaled features are a cause of their own).
+
+    Evidence of mistakes in the training code, where the adapter can see it:
+    ``stale_grad``, the gradient already in ``.grad`` when this step's first
+    backward began, relative to the gradient that backward produced (0 when
+    cleared); ``eval_modules``, layers that behave differently in training
+    (BatchNorm, Dropout) found in eval mode during the step;
+    ``orphan_layers``, layers whose parameters get gradients but are in no
+    optimizer's param groups and have never changed.
     """
 
     step: int
@@ -105,6 +113,9 @@ class StepStats:
     grad_norm_unclipped: float | None = None
     input_mean_abs: float | None = None
     input_std: float | None = None
+    stale_grad: float | None = None
+    eval_modules: tuple[str, ...] = ()
+    orphan_layers: tuple[str, ...] = ()
 
     finite: bool = field(init=False, repr=False, compare=False)
     """False when the loss or any layer's norms hold NaN or infinity."""

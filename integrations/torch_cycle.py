@@ -28,12 +28,13 @@ from gradwatch.session import Session
 from gradwatch.stats import LayerStats, StepStats
 
 from . import torch_distributed
-from ._torch import torch
-from .torch_facts import is_lazy, loss_kind, model_facts
+from ._torch import norms, torch
+from .torch_facts import is_lazy, loss_facts, model_facts, named_modules, parameterised_modules
 from .torch_stats import TorchCollector
 
 COLLECTOR = "pytorch collector"
 BACKWARD = "end-of-backward hook"  # without it, gradients are read at the optimizer step (after any clipping)
+LOOP = "training-loop checks"  # stale gradients, eval mode, parameters no optimizer steps
 
 
 class TorchCycle:
@@ -55,7 +56,8 @@ class TorchCycle:
         self._sampled = False  # this optimizer step is being measured
         self._stepped = False  # ... and its optimizer.step() really ran (an AMP scaler may skip it)
         self._backward_hooks: list[Any] = []
-        self._loss_kind: str | None = None
+        self._loss_facts: dict[str, Any] | None = None  # what the loss's autograd graph showed, once read
+        self.mistakes = LoopEvidence(self.model)
         self._shares: dict[int, list[int]] = {}  # optimizer -> the parameters it steps, when there are several
         self._batch_step: int | None = None  # the step a batch began at (several optimizers: one sample per batch)
         self._read_shares: set[int] = set()  # optimizers whose parameters this sampled batch has read (once each)
@@ -70,7 +72,8 @@ class TorchCycle:
         params = [p for optimizer in optimizers for group in optimizer.param_groups for p in group["params"]]
         self.collector.set_trainable(params if self.optimizers else None)
         first = self.optimizers[0] if self.optimizers else None
-        self.monitor.facts = replace(model_facts(self.model, set(self.collector.layer_names), first), loss=self._known_loss())
+        self.monitor.facts = replace(model_facts(self.model, set(self.collector.layer_names), first), **(self._loss_facts or {}))
+        self.mistakes.bind(self.optimizers)
         self.collector.use_facts(self.monitor.facts)
         self._step_hooks = [optimizer.register_step_post_hook(self._after_step) for optimizer in self.optimizers]
         index = {id(p): i for i, p in enumerate(self.collector.params)}
@@ -89,7 +92,9 @@ class TorchCycle:
     def begin_step(self, step: int) -> None:
         """Before the forward pass of optimizer step ``step``: arm the activation hooks if it is sampled."""
         self._batch_step = step
-        self.collector.probes.sampling = self.session.should_sample(step)
+        self.collector.probes.sampling = sampled = self.session.should_sample(step)
+        if sampled and step > 0 and self.guard.enabled(LOOP):  # (the first step has no earlier one to leave gradients)
+            self.guard.run(LOOP, self.mistakes.arm, self.collector.params)
 
     def before_step(self, step: int, *, scale: float | None = None, optimizer: torch.optim.Optimizer | None = None) -> None:
         """After backward, before ``optimizer.step()``: read gradients if ``step`` is sampled.
@@ -170,14 +175,11 @@ class TorchCycle:
             if not self.collector.has_gradients:  # a closure optimizer (LBFGS) made them inside step()
                 self.guard.run(COLLECTOR, self.collector.capture_gradients, weights=False)
 
-    def _known_loss(self) -> str | None:
-        return self._loss_kind if self._loss_kind != "unknown" else None
-
     def add_loss(self, loss: torch.Tensor | float) -> None:
-        if self._loss_kind is None and isinstance(loss, torch.Tensor) and loss.grad_fn is not None:
-            self._loss_kind = self.guard.run("loss", loss_kind, loss) or "unknown"
-            if self._loss_kind != "unknown":
-                self.monitor.facts = replace(self.monitor.facts, loss=self._loss_kind)
+        if self._loss_facts is None and isinstance(loss, torch.Tensor) and loss.grad_fn is not None:
+            self._loss_facts = self.guard.run("loss", loss_facts, loss) or {}
+            if self._loss_facts:
+                self.monitor.facts = replace(self.monitor.facts, **self._loss_facts)
         self.guard.run("loss", self.collector.add_loss, loss)
 
     def end_step(
@@ -214,9 +216,19 @@ class TorchCycle:
             stats = self.guard.run(COLLECTOR, self.collector.flush, step, lr, reduce)
         if stats is not None and grad_scale is not None:
             stats = replace(stats, layers=tuple(_scaled_grad(layer, grad_scale) for layer in stats.layers))
+        if stats is not None and self.guard.enabled(LOOP):
+            stats = self.guard.run(LOOP, self.mistakes.add_to, stats) or stats
+            self._learn_batch_rows()
         if not self._disabled_everywhere:
             self.session.record(stats, agree=_agree)
         return stats
+
+    def _learn_batch_rows(self) -> None:
+        """A loss summed over the batch is judged by the batch's rows, known once a sampled forward saw them."""
+        rows = self.collector.batch_rows
+        if self._loss_facts and self._loss_facts.get("loss_reduction") == "sum" and rows and self.monitor.facts.loss_rows != rows:
+            self._loss_facts["loss_rows"] = rows
+            self.monitor.facts = replace(self.monitor.facts, loss_rows=rows)
 
     def _combine(self, step: int, lr: float | None) -> StepStats | None:
         """The sample combined over all ranks; every rank calls this at the same sampled steps.
@@ -278,6 +290,78 @@ class TorchCycle:
         self.disarm()
         self.collector.probes.detach()
         return self.session.close(steps, unseen=unseen)
+
+
+class LoopEvidence:
+    """Direct evidence of mistakes in the training loop, read on sampled steps only.
+
+    ``arm`` (before a sampled step's forward) puts a one-shot hook on the last
+    trainable parameter: when the step's first backward reaches it, whatever
+    ``.grad`` already holds was left by earlier steps (zero once cleared). At the
+    same time it notes BatchNorm and Dropout modules in eval mode. ``bind``
+    lists trainable parameters no bound optimizer steps; ``add_to`` puts the
+    evidence into the sample (one device read, on sampled steps only).
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self._moded = [
+            (name, m)
+            for name, m in named_modules(model)
+            if isinstance(m, (torch.nn.modules.batchnorm._BatchNorm, torch.nn.modules.dropout._DropoutNd))
+        ]
+        self._orphans: list[tuple[str, torch.nn.Parameter, int]] = []  # (layer, parameter, its version when bound)
+        self._hook: Any = None
+        self._stale: tuple[torch.Tensor, torch.Tensor] | None = None  # norms of the left-over and the fresh gradient
+        self._eval: tuple[str, ...] = ()
+
+    def bind(self, optimizers: Sequence[torch.optim.Optimizer]) -> None:
+        stepped = {id(p) for optimizer in optimizers for group in optimizer.param_groups for p in group["params"]}
+        self._orphans = [
+            (name, p, p._version)
+            for name, module in parameterised_modules(self.model)
+            for p in module.parameters(recurse=False)
+            if optimizers and p.requires_grad and id(p) not in stepped
+        ]
+
+    def arm(self, params: Sequence[torch.nn.Parameter]) -> None:
+        self.disarm()
+        if params:
+            param = params[-1]
+            self._hook = param.register_hook(lambda grad: self._first_backward(param, grad))
+        training = self.model.training
+        self._eval = tuple(name for name, m in self._moded if not m.training and (not training or _trains(m)))
+
+    def _first_backward(self, param: torch.Tensor, grad: torch.Tensor) -> None:
+        if self._hook is None:
+            return
+        self._hook.remove()
+        self._hook = None
+        left = param.grad
+        if left is not None and left.shape == grad.shape:
+            self._stale = (norms(left.detach().reshape(1, -1), 1), norms(grad.detach().reshape(1, -1), 1))
+
+    def disarm(self) -> None:
+        if self._hook is not None:
+            self._hook.remove()
+        self._hook, self._stale = None, None
+
+    def add_to(self, stats: StepStats) -> StepStats:
+        """``stats`` with the loop's evidence for this step."""
+        stale = None
+        if self._stale is not None:
+            left, fresh = (float(t) for t in torch.cat(self._stale))
+            stale = left / fresh if fresh > 0 else (0.0 if left == 0 else None)
+        orphans = tuple(dict.fromkeys(name for name, p, version in self._orphans if p.grad is not None and p._version == version))
+        evidence = replace(stats, stale_grad=stale, eval_modules=self._eval, orphan_layers=orphans)
+        self.disarm()
+        self._eval = ()
+        return evidence
+
+
+def _trains(module: torch.nn.Module) -> bool:
+    """A BatchNorm with trainable parameters (a frozen one is kept in eval mode on purpose); Dropout never alone."""
+    return isinstance(module, torch.nn.modules.batchnorm._BatchNorm) and any(p.requires_grad for p in module.parameters())
 
 
 def unwrap(model: torch.nn.Module) -> torch.nn.Module:

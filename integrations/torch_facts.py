@@ -6,20 +6,43 @@ import math
 import re
 from collections.abc import Iterable
 from dataclasses import replace
+from typing import Any
 
 from gradwatch.facts import RECURRENT, RELU_FAMILY, SATURATING, LayerFacts, ModelFacts
 
 from ._torch import torch
 
 ACTIVATIONS = RELU_FAMILY | SATURATING | {"Softplus", "Softmax", "LogSoftmax"}
-# The loss function behind a loss tensor, from the autograd node that made it (no sync).
+# The loss function behind a loss tensor, from the autograd node that made it (no sync). nll_loss fed by a
+# log_softmax is cross-entropy; ``loss_facts`` tells them apart.
 LOSS_NODES = {
-    "NllLossBackward0": "cross_entropy",
+    "NllLossBackward0": "nll_loss",
+    "NllLoss2DBackward0": "nll_loss",
     "MseLossBackward0": "mse_loss",
     "L1LossBackward0": "l1_loss",
+    "SmoothL1LossBackward0": "smooth_l1_loss",
+    "HuberLossBackward0": "huber_loss",
     "BinaryCrossEntropyBackward0": "binary_crossentropy",
     "BinaryCrossEntropyWithLogitsBackward0": "binary_cross_entropy_with_logits",
 }
+ELEMENTWISE_LOSSES = frozenset(LOSS_NODES.values()) - {"nll_loss"}
+REDUCTIONS = ("none", "mean", "sum")  # a loss node's saved reduction, by index
+# what the prediction went through just before the loss, by autograd node; shape-only nodes are looked through
+ACTIVATION_NODES = {
+    "SoftmaxBackward0": "Softmax",
+    "LogSoftmaxBackward0": "LogSoftmax",
+    "SigmoidBackward0": "Sigmoid",
+    "ReluBackward0": "ReLU",
+    "ThresholdBackward0": "ReLU",
+    "AddmmBackward0": "linear",
+    "MmBackward0": "linear",
+    "ConvolutionBackward0": "linear",
+}
+SHAPE_NODES = frozenset(
+    {"ViewBackward0", "UnsafeViewBackward0", "ReshapeAliasBackward0", "SqueezeBackward0", "SqueezeBackward1", "UnsqueezeBackward0"}
+    | {"PermuteBackward0", "TransposeBackward0", "CloneBackward0", "ToCopyBackward0", "SelectBackward0", "SliceBackward0", "ExpandBackward0"}
+)
+REDUCING_NODES = frozenset({"MeanBackward0", "MeanBackward1", "SumBackward0", "SumBackward1", "MulBackward0", "DivBackward0", "AddBackward0"})
 RESIDUAL_NAME = re.compile(r"residual|resblock|basicblock|bottleneck|skip", re.IGNORECASE)
 _INDEX = re.compile(r"\.(\d+)(?=\.|$)")
 
@@ -189,10 +212,46 @@ def _units(module: torch.nn.Module) -> int | None:
     return int(weight.shape[0]) if weight is not None and "Transpose" not in type(module).__name__ else None
 
 
-def loss_kind(loss: torch.Tensor) -> str | None:
-    """The loss function that produced ``loss``, where its autograd node tells."""
-    node = loss.grad_fn
-    return LOSS_NODES.get(type(node).__name__) if node is not None else None
+def loss_facts(loss: torch.Tensor) -> dict[str, Any]:
+    """What the loss's autograd graph shows, as ``ModelFacts`` fields: the loss function, its reduction, the activation
+    applied to the prediction just before it, and a prediction broadcast against the targets. Reads node types and
+    saved sizes only (they outlive backward), never a tensor: no sync, at any point of the step."""
+    node, outer = _loss_node(loss.grad_fn)
+    if node is None:
+        return {}
+    kind = LOSS_NODES[type(node).__name__]
+    reduction = REDUCTIONS[node._saved_reduction] if getattr(node, "_saved_reduction", None) in (0, 1, 2) else None
+    if reduction == "none" and outer is not None:
+        reduction = "sum" if outer.startswith("Sum") else "mean" if outer.startswith("Mean") else None
+    facts: dict[str, Any] = {"loss_reduction": reduction}
+    prediction = _input(node)
+    if kind == "nll_loss" and type(prediction).__name__ == "LogSoftmaxBackward0":
+        kind, prediction = "cross_entropy", _input(prediction)
+    if kind in ELEMENTWISE_LOSSES and type(prediction).__name__ == "ExpandBackward0":
+        facts["loss_broadcast"] = f"predictions of shape {list(prediction._saved_self_sym_sizes)} against targets of another shape"
+    while type(prediction).__name__ in SHAPE_NODES:
+        prediction = _input(prediction)
+    facts.update(loss=kind, loss_input=ACTIVATION_NODES.get(type(prediction).__name__))
+    return facts
+
+
+def _loss_node(root: Any) -> tuple[Any, str | None]:
+    """The loss function's node under at most three reducing nodes (a mean of a per-row loss, a loss plus a penalty),
+    and the first reducing node on the way."""
+    frontier, outer = [root], None
+    for _ in range(4):
+        found = next((node for node in frontier if type(node).__name__ in LOSS_NODES), None)
+        if found is not None:
+            return found, outer
+        reducing = [node for node in frontier if type(node).__name__ in REDUCING_NODES]
+        outer = outer or next((type(node).__name__ for node in reducing), None)
+        frontier = [child for node in reducing for child, _ in node.next_functions if child is not None]
+    return None, None
+
+
+def _input(node: Any) -> Any:
+    """The node that produced a node's first input (the prediction, for a loss)."""
+    return node.next_functions[0][0] if node.next_functions else None
 
 
 def _init_gain(module: torch.nn.Module) -> float | None:

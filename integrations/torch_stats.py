@@ -80,6 +80,7 @@ class TorchCollector:
         self._loss_float = 0.0
         self._loss_count = 0
         self._row_window: dict[int, tuple[Any, int]] = {}  # Linear/Conv weight -> (gradient row norm maxima, rows)
+        self.batch_rows = 0  # rows of the latest sampled batch (the first layer's input), 0 until one is seen
         self.set_trainable(None)
 
     def set_trainable(self, params: Collection[torch.nn.Parameter] | None) -> None:
@@ -345,6 +346,7 @@ class TorchCollector:
             part = self._per_layer(torch.stack(norms).square(), unread)
             sample.weight_norms = part if sample.weight_norms is None else sample.weight_norms + part
         forward = self.probes.take()
+        self.batch_rows = forward.batch_rows or self.batch_rows
         for group, norms in sample.grad_rows:
             maxima, seen = self._row_window.get(group, (None, 0))
             self._row_window[group] = (norms if maxima is None else torch.maximum(maxima, norms), seen + max(forward.batch_rows, 1))

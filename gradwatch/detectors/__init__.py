@@ -1,4 +1,4 @@
-"""One detector per symptom: pure rules over sampled steps plus a little state."""
+"""One detector per symptom or mistake: pure rules over sampled steps plus a little state."""
 
 from __future__ import annotations
 
@@ -6,22 +6,29 @@ from .base import Detector
 from .collapse import WeightCollapse
 from .dead_relu import DeadReLU
 from .exploding import ExplodingGradients
+from .mistakes import ChanceLevelLoss, EvalModeTraining, GradientsNotCleared, LearningRateCollapse, ParamsNotInOptimizer
 from .nonfinite import NonFinite
 from .stagnation import EarlyStagnation
 from .vanishing import VanishingGradients
 
 
 def default_detectors() -> list[Detector]:
-    """A fresh detector for each of the six symptoms, with default thresholds."""
-    return [NonFinite(), ExplodingGradients(), VanishingGradients(), DeadReLU(), WeightCollapse(), EarlyStagnation()]
+    """A fresh detector for each symptom and each mistake seen from the training loop, with default thresholds."""
+    symptoms: list[Detector] = [NonFinite(), ExplodingGradients(), VanishingGradients(), DeadReLU(), WeightCollapse(), EarlyStagnation()]
+    return [*symptoms, GradientsNotCleared(), EvalModeTraining(), ParamsNotInOptimizer(), LearningRateCollapse(), ChanceLevelLoss()]
 
 
 __all__ = [
+    "ChanceLevelLoss",
     "DeadReLU",
     "Detector",
     "EarlyStagnation",
+    "EvalModeTraining",
     "ExplodingGradients",
+    "GradientsNotCleared",
+    "LearningRateCollapse",
     "NonFinite",
+    "ParamsNotInOptimizer",
     "VanishingGradients",
     "WeightCollapse",
     "default_detectors",

@@ -377,7 +377,9 @@ def test_a_softmax_over_one_unit_is_named_as_the_cause():
     monitor = Monitor(facts, warn_on=None)
     for s in range(2):
         monitor.observe(sample(s, [0.0, 0.0], loss=7.7))
-    finding = monitor.report().findings[0]
+    mistake, finding = monitor.report().findings
+    assert mistake.symptom == "output_loss_mismatch" and mistake.first_step == 0, "a mistake seen directly is a finding of its own, first"
+    assert "softmax over one unit" in mistake.message and mistake.remedies[0].id == "fix_output"
     assert finding.symptom == "early_stagnation" and finding.evidence["causes"] == ["output_loss_mismatch"]
     assert "softmax over one unit" in finding.message and finding.remedies[0].id == "fix_output"
 

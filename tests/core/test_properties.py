@@ -8,7 +8,7 @@ import jsonschema
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gradwatch import SYMPTOMS, ActivationStats, LayerStats, Monitor, SequenceStats, StepStats
+from gradwatch import MISTAKES, SYMPTOMS, ActivationStats, LayerStats, Monitor, SequenceStats, StepStats
 from gradwatch.report import schema_path
 from gradwatch.safety import FaultGuard
 
@@ -48,7 +48,7 @@ def test_any_stream_gives_well_formed_findings_and_a_valid_summary(stream):
     report = monitor.report()
     known = set(NAMES) | {f"a{i}" for i in range(3)}
     for finding in report.findings:
-        assert finding.symptom in SYMPTOMS and finding.severity in ("info", "warning", "critical")
+        assert finding.symptom in SYMPTOMS + MISTAKES and finding.severity in ("info", "warning", "critical")
         assert 0 <= finding.first_step <= finding.last_step and finding.message
         assert set(finding.layers) <= known
     summary = report.to_summary()

@@ -41,4 +41,4 @@ def test_fsdp2_dead_unit_rows_are_counted_over_the_shards():
     reference = workers.fit(0, 1, model="dead", how="none", steps=5)
     assert_same_norms(zero["layers"], reference["layers"], metrics=("grad_norm", "zero_grad_rows"))
     rows = {layer["name"]: layer["history"].get("zero_grad_rows") for layer in zero["layers"]}
-    assert rows["2"][-1] > 0.9, "nearly every unit of the dead layer has an all-zero gradient row"
+    assert rows["model[2]"][-1] > 0.9, "nearly every unit of the dead layer has an all-zero gradient row"

@@ -1,0 +1,106 @@
+"""Everyday mistakes in a PyTorch loop, each named as itself, and their correct twins kept quiet (real tiny fits)."""
+
+from __future__ import annotations
+
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from gradwatch import MISTAKES
+from gradwatch.integrations.pytorch import watch
+
+STEPS = 240
+MISTAKE_FIX = {
+    "gradients_not_cleared": "clear_gradients",
+    "output_loss_mismatch": "fix_output",
+    "loss_broadcast": "match_shapes",
+    "eval_mode_training": "train_mode",
+    "params_not_in_optimizer": "add_to_optimizer",
+    "lr_schedule_collapse": "fix_schedule",
+    "chance_level_loss": "pair_inputs_and_labels",
+}
+
+
+def fit(mistake: str | None = None, *, steps: int = STEPS):  # type: ignore[no-untyped-def]
+    """A small BatchNorm/Dropout classifier on a learnable task, trained with ``mistake`` made (None: correctly)."""
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    x = torch.randn(1024, 20)
+    y = (x[:, :3].sum(1) > 0).long()
+    if mistake == "shuffled_labels":
+        y = y[torch.randperm(len(y))]
+    model = nn.Sequential(nn.Linear(20, 64), nn.BatchNorm1d(64), nn.ReLU(), nn.Dropout(0.1), nn.Linear(64, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    if mistake == "head_after_optimizer":
+        model.append(nn.Linear(2, 2))
+    if mistake == "frozen_batchnorm":  # fine-tuning style: BatchNorm frozen and in eval on purpose
+        model[1].requires_grad_(False)
+    schedule = torch.optim.lr_scheduler.StepLR(optimizer, step_size=5, gamma=0.5) if mistake in ("schedule_per_batch", None) else None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # PyTorch's own warning about the broadcasting target
+        with watch(model, optimizer, print_report=False, warn_on=None) as watcher:
+            for step in range(steps):
+                if mistake in ("eval_mode", "frozen_batchnorm"):
+                    model.eval() if mistake == "eval_mode" else model[1].eval()
+                rows = torch.randint(0, len(x), (64,))
+                out = model(x[rows])
+                if mistake == "softmax_before_ce":
+                    out = F.softmax(out, dim=1)
+                if mistake == "broadcast":
+                    loss = F.mse_loss(out[:, :1], y[rows].float())
+                else:
+                    loss = F.cross_entropy(out, y[rows])
+                if mistake == "accumulate_4":
+                    (loss / 4).backward()
+                    if step % 4 == 3:
+                        optimizer.step()
+                        optimizer.zero_grad()
+                else:
+                    if mistake != "no_zero_grad":
+                        optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                if schedule is not None and (mistake == "schedule_per_batch" or step % 100 == 99):
+                    schedule.step()
+                watcher.step(loss)
+    return watcher.report()
+
+
+@pytest.mark.parametrize(
+    ("mistake", "named", "words"),
+    [
+        ("no_zero_grad", "gradients_not_cleared", "zero_grad"),
+        ("softmax_before_ce", "output_loss_mismatch", "softmax"),
+        ("broadcast", "loss_broadcast", "shape"),
+        ("eval_mode", "eval_mode_training", "model.train()"),
+        ("head_after_optimizer", "params_not_in_optimizer", "optimizer"),
+        ("schedule_per_batch", "lr_schedule_collapse", "scheduler"),
+        ("shuffled_labels", "chance_level_loss", "labels"),
+    ],
+)
+def test_the_mistake_is_named_first_with_its_fix(mistake, named, words):
+    report = fit(mistake)
+    first = report.findings[0]
+    assert first.symptom == named and first.is_mistake and first.at_least("warning"), [(f.symptom, f.message) for f in report.findings]
+    assert words in first.message and first.remedies[0].id == MISTAKE_FIX[named]
+
+
+@pytest.mark.parametrize("twin", [None, "accumulate_4", "frozen_batchnorm"])
+def test_correct_loops_name_no_mistake(twin):
+    """Zeroing every step, accumulation over 4 backwards (zeroed once per optimizer step), a BatchNorm frozen in
+    eval mode on purpose, a schedule stepped per epoch: no mistake, no symptom."""
+    report = fit(twin)
+    assert [f.symptom for f in report.findings if f.at_least("warning")] == []
+    assert report.sampled_steps and report.sampled_steps >= 5
+
+
+def test_mistake_ids_are_in_the_summary_schema():
+    import json
+
+    from gradwatch.report import schema_path
+
+    enum = json.loads(schema_path().read_text())["$defs"]["finding"]["properties"]["symptom"]["enum"]
+    assert set(MISTAKES) <= set(enum)
