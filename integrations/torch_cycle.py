@@ -17,6 +17,7 @@ rank whose collector failed never leaves the others waiting in a collective.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
@@ -297,7 +298,10 @@ class LoopEvidence:
 
     ``arm`` (before a sampled step's forward) puts a one-shot hook on the last
     trainable parameter: when the step's first backward reaches it, whatever
-    ``.grad`` already holds was left by earlier steps (zero once cleared). At the
+    ``.grad`` already holds was left by earlier steps (zero once cleared); it
+    counts only if that same ``.grad`` reaches the end of the step (a GAN loop
+    whose generator's backward passes through the discriminator before the
+    discriminator's ``zero_grad()`` leaves nothing behind). At the
     same time it notes BatchNorm and Dropout modules in eval mode. ``bind``
     lists trainable parameters no bound optimizer steps; ``add_to`` puts the
     evidence into the sample (one device read, on sampled steps only).
@@ -313,6 +317,7 @@ class LoopEvidence:
         self._orphans: list[tuple[str, torch.nn.Parameter, int]] = []  # (layer, parameter, its version when bound)
         self._hook: Any = None
         self._stale: tuple[torch.Tensor, torch.Tensor] | None = None  # norms of the left-over and the fresh gradient
+        self._left: tuple[torch.Tensor, weakref.ref[torch.Tensor]] | None = None  # the parameter and the .grad found holding them
         self._eval: tuple[str, ...] = ()
 
     def bind(self, optimizers: Sequence[torch.optim.Optimizer]) -> None:
@@ -340,11 +345,12 @@ class LoopEvidence:
         left = param.grad
         if left is not None and left.shape == grad.shape:
             self._stale = (norms(left.detach().reshape(1, -1), 1), norms(grad.detach().reshape(1, -1), 1))
+            self._left = (param, weakref.ref(left))
 
     def disarm(self) -> None:
         if self._hook is not None:
             self._hook.remove()
-        self._hook, self._stale = None, None
+        self._hook, self._stale, self._left = None, None, None
 
     def add_to(self, stats: StepStats) -> StepStats:
         """``stats`` with the loop's evidence for this step."""
@@ -352,6 +358,8 @@ class LoopEvidence:
         if self._stale is not None:
             left, fresh = (float(t) for t in torch.cat(self._stale))
             stale = left / fresh if fresh > 0 else (0.0 if left == 0 else None)
+            if stale and self._left is not None and self._left[1]() is not self._left[0].grad:
+                stale = 0.0  # cleared (set to None) before the step ended: nothing was carried into it
         orphans = tuple(dict.fromkeys(name for name, p, version in self._orphans if p.grad is not None and p._version == version))
         evidence = replace(stats, stale_grad=stale, eval_modules=self._eval, orphan_layers=orphans)
         self.disarm()

@@ -104,3 +104,29 @@ def test_mistake_ids_are_in_the_summary_schema():
 
     enum = json.loads(schema_path().read_text())["$defs"]["finding"]["properties"]["symptom"]["enum"]
     assert set(MISTAKES) <= set(enum)
+
+
+def test_a_gan_loop_whose_generator_backward_reaches_the_discriminator_first_names_no_mistake():
+    """The generator's loss flows through the discriminator, whose .grad still holds its last step's gradient;
+    the discriminator's own zero_grad() clears it before its step: nothing is carried into an optimizer step."""
+    torch.manual_seed(0)
+    torch.set_num_threads(1)
+    generator, discriminator = (
+        nn.Sequential(nn.Linear(4, 16), nn.ReLU(), nn.Linear(16, 2)),
+        nn.Sequential(nn.Linear(2, 16), nn.ReLU(), nn.Linear(16, 1)),
+    )
+    model = nn.ModuleDict({"generator": generator, "discriminator": discriminator})
+    opt_g, opt_d = torch.optim.Adam(generator.parameters(), 1e-3), torch.optim.Adam(discriminator.parameters(), 1e-3)
+    real = torch.randn(512, 2) * 0.5 + 2.0
+    with watch(model, opt_d, print_report=False, warn_on=None, every_n_steps=5) as watcher:  # the discriminator is measured
+        for _ in range(60):
+            fake = generator(torch.randn(64, 4))
+            opt_g.zero_grad()
+            F.binary_cross_entropy_with_logits(discriminator(fake), torch.ones(64, 1)).backward()
+            opt_g.step()
+            opt_d.zero_grad()
+            scores = discriminator(torch.cat([real[torch.randint(0, 512, (64,))], fake.detach()]))
+            F.binary_cross_entropy_with_logits(scores, torch.cat([torch.ones(64, 1), torch.zeros(64, 1)])).backward()
+            opt_d.step()
+            watcher.step()
+    assert watcher.report().finding("gradients_not_cleared") is None

@@ -1,0 +1,120 @@
+"""The mistake detectors and causes on synthetic streams, against the numbers that define them (no framework)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+
+import pytest
+
+from gradwatch import MISTAKES, SYMPTOMS, LayerFacts, ModelFacts, Monitor
+from gradwatch.causes import find_causes
+from gradwatch.detectors import ChanceLevelLoss, EvalModeTraining, GradientsNotCleared, LearningRateCollapse, ParamsNotInOptimizer
+from gradwatch.report import schema_path
+
+from .streams import feed, sample
+
+CLASSIFIER = ModelFacts(layers=(LayerFacts("hidden", "Linear", activation="ReLU"), LayerFacts("out", "Linear", units=10)), loss="cross_entropy")
+
+
+def test_both_schemas_list_exactly_the_symptoms_and_the_mistakes():
+    summary = json.loads(schema_path().read_text())["$defs"]["finding"]["properties"]["symptom"]["enum"]
+    trial = json.loads(schema_path().with_name("trial-1.json").read_text())["$defs"]["symptoms"]["items"]["enum"]
+    assert sorted(summary) == sorted(trial) == sorted(SYMPTOMS + MISTAKES)
+
+
+def test_gradients_left_in_grad_are_named_on_two_samples_in_a_row_and_a_cleared_one_breaks_the_streak():
+    stale = [replace(sample(s), stale_grad=g) for s, g in ((1, 3.0), (2, 0.0), (4, 5.0), (8, None), (16, 9.0))]
+    results = feed(GradientsNotCleared(), stale)
+    assert results[:4] == [None] * 4, "a cleared step resets; an unmeasured one leaves the streak as it is"
+    assert results[4].symptom == "gradients_not_cleared" and "zero_grad() is missing" in results[4].message
+    assert feed(GradientsNotCleared(), [replace(sample(s), stale_grad=0.0) for s in range(6)]) == [None] * 6
+
+
+def test_eval_mode_and_parameters_outside_the_optimizer_name_their_layers():
+    evaluated = feed(EvalModeTraining(), [replace(sample(s), eval_modules=("bn", "drop")) for s in range(2)])[-1]
+    assert evaluated.layers == ("bn", "drop") and "model.eval() was left on" in evaluated.message
+    orphaned = feed(ParamsNotInOptimizer(), [replace(sample(s), orphan_layers=("head",)) for s in range(2)])[-1]
+    assert orphaned.layers == ("head",) and "in no optimizer param group" in orphaned.message
+
+
+def test_a_schedule_that_collapses_early_is_named_once_the_run_has_spent_as_long_below_it():
+    lrs = {0: 0.1, 20: 0.1 * 0.5**4, 40: 0.1 * 0.5**8, 60: 0.1 * 0.5**12, 80: 0.1 * 0.5**16, 100: 0.1 * 0.5**20, 140: 1e-8}
+    results = feed(LearningRateCollapse(), [sample(s, lr=lr) for s, lr in lrs.items()])
+    first = next(r for r in results if r is not None)
+    assert first.evidence["fallen_at"] == 60 and first.first_step == 140
+    assert first.evidence["per_step"] == pytest.approx(0.5 ** (1 / 5), rel=1e-6) and "scheduler" in first.message
+
+
+def test_a_schedule_that_ends_at_zero_and_a_warmup_are_not_named():
+    cosine = [sample(s, lr=0.05 * (1 + math.cos(math.pi * s / 400))) for s in range(0, 401, 20)]
+    assert all(r is None for r in feed(LearningRateCollapse(), cosine))
+    warmup = [sample(s, lr=1e-3 * min(1.0, (s + 1) / 100)) for s in range(0, 400, 20)]
+    assert all(r is None for r in feed(LearningRateCollapse(), warmup))
+
+
+def test_a_loss_that_stays_at_the_chance_level_while_weights_move_is_named():
+    chance = math.log(10)
+    stuck = [sample(s, relative_updates=[1e-3, 1e-3, 1e-3], loss=chance * (1.01 if s % 40 else 0.99)) for s in range(0, 200, 20)]
+    found = [r for r in feed(ChanceLevelLoss(), stuck, CLASSIFIER) if r is not None]
+    assert found and found[0].first_step == 100 and "ln 10 = 2.3" in found[0].message
+    learning = [sample(s, relative_updates=[1e-3] * 3, loss=chance * (0.98**s)) for s in range(0, 200, 20)]
+    assert all(r is None for r in feed(ChanceLevelLoss(), learning, CLASSIFIER))
+    tiny_steps = [sample(s, relative_updates=[1e-8] * 3, loss=chance) for s in range(0, 200, 20)]
+    assert all(r is None for r in feed(ChanceLevelLoss(), tiny_steps, CLASSIFIER)), "tiny steps are stagnation, not this"
+    dipped = [sample(s, relative_updates=[1e-3] * 3, loss=chance * (0.5 if s == 60 else 1.0)) for s in range(0, 200, 20)]
+    assert all(r is None for r in feed(ChanceLevelLoss(), dipped, CLASSIFIER)), "a loss that went below chance learned something"
+
+
+@pytest.mark.parametrize(
+    ("loss", "loss_input", "units", "words"),
+    [
+        ("cross_entropy", "Softmax", 10, "softmax is applied"),
+        ("cross_entropy", "ReLU", 10, "ends in a ReLU"),
+        ("nll_loss", "Softmax", 10, "expects log-probabilities"),
+        ("nll_loss", "linear", 10, "raw scores"),
+        ("binary_cross_entropy_with_logits", "Sigmoid", 1, "applies the sigmoid itself"),
+        ("sparse_categorical_crossentropy_from_logits", "Softmax", 10, "from_logits=True"),
+    ],
+)
+def test_an_output_that_does_not_match_the_loss_is_a_finding_even_without_a_symptom(loss, loss_input, units, words):
+    facts = ModelFacts(layers=(LayerFacts("out", "Linear", units=units),), loss=loss, loss_input=loss_input)
+    monitor = Monitor(facts, warn_on=None)
+    monitor.observe(sample(0, [0.01]))
+    (finding,) = monitor.report().findings
+    assert finding.symptom == "output_loss_mismatch" and finding.severity == "warning" and words in finding.message
+    assert finding.remedies[0].id == "fix_output"
+
+
+def test_matching_outputs_and_a_redundant_log_softmax_raise_no_warning():
+    for loss, loss_input in (("cross_entropy", "linear"), ("nll_loss", "LogSoftmax"), ("binary_crossentropy", "Sigmoid"), ("mse_loss", "linear")):
+        facts = ModelFacts(layers=(LayerFacts("out", "Linear", units=10),), loss=loss, loss_input=loss_input)
+        assert not [c for c in find_causes(facts) if c.severity != "info"], (loss, loss_input)
+    twice = find_causes(ModelFacts(layers=(LayerFacts("out", "Linear", units=10),), loss="cross_entropy", loss_input="LogSoftmax"))
+    assert [(c.id, c.severity) for c in twice] == [("output_loss_mismatch", "info")]
+
+
+def test_indirect_causes_are_named_under_the_symptom_with_their_fix_first():
+    summed = ModelFacts(layers=CLASSIFIER.layers, loss="cross_entropy", loss_reduction="sum", loss_rows=128, optimizer="SGD", lr=0.1)
+    monitor = Monitor(summed, warn_on=None)
+    for s in range(2):
+        monitor.observe(sample(s, relative_updates=[3.0, 3.0]))
+    finding = monitor.report().findings[0]
+    assert finding.symptom == "exploding_gradients" and finding.remedies[0].id == "mean_loss"
+    assert "summed over the 128 rows" in finding.message and "effective 12.8" in finding.message
+    assert not [c for c in find_causes(replace(summed, optimizer="Adam")) if c.id == "summed_loss"], "Adam is scale-free"
+    scaled = tuple(LayerFacts(f"l{i}", "Linear", activation="ReLU", init_gain=28.0) for i in range(6))
+    (init,) = [c for c in find_causes(ModelFacts(layers=scaled)) if c.id == "init_scale"]
+    assert "6 of 6 layers" in init.text and "grow about ×19.8" in init.text
+    default = tuple(LayerFacts(f"l{i}", "Linear", activation="ReLU", init_gain=0.58) for i in range(6))
+    assert not [c for c in find_causes(ModelFacts(layers=default)) if c.id == "init_scale"], "PyTorch's default init is no mistake"
+
+
+def test_a_mistake_found_is_named_as_the_cause_of_a_symptom():
+    monitor = Monitor(CLASSIFIER, warn_on=None)
+    for s in range(1, 4):
+        monitor.observe(replace(sample(s, relative_updates=[3.0, 3.0]), stale_grad=4.0))
+    mistake, symptom = monitor.report().findings
+    assert mistake.symptom == "gradients_not_cleared" and symptom.symptom == "exploding_gradients"
+    assert "likely cause: gradients are never cleared" in symptom.message and symptom.remedies[0].id == "clear_gradients"
