@@ -1,0 +1,49 @@
+"""Mistakes in a LightningModule named as such: manual optimisation that never clears the gradients."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import lightning.pytorch as L
+import pytest
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from benchmarks.clinic.lightning_cases import loader, trainer
+from gradwatch.integrations.lightning import GradWatchCallback
+
+
+class Manual(L.LightningModule):
+    """Manual optimisation as Lightning's docs show it, with or without ``opt.zero_grad()``."""
+
+    def __init__(self, *, clears: bool) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.clears = clears
+        self.net = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 3))
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        optimizer = self.optimizers()
+        loss = F.cross_entropy(self.net(x), y)
+        if self.clears:
+            optimizer.zero_grad()
+        self.manual_backward(loss)
+        optimizer.step()
+        return loss
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+
+@pytest.mark.parametrize("clears", [False, True])
+def test_manual_optimisation_without_zero_grad_is_named_with_the_lightning_fix(clears):
+    callback = GradWatchCallback(print_report=False, warn_on=None)
+    trainer(callbacks=[callback], max_steps=60).fit(Manual(clears=clears), loader())
+    found = callback.report.finding("gradients_not_cleared")
+    if clears:
+        assert found is None and callback.report.healthy
+    else:
+        assert found is not None and callback.report.findings[0] is found
+        assert "opt.zero_grad() in training_step before self.manual_backward(loss)" in found.remedies[0].why
