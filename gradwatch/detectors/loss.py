@@ -2,8 +2,27 @@
 
 from __future__ import annotations
 
+import math
 import statistics
 from typing import Any
+
+from ..facts import ModelFacts
+
+MULTICLASS = ("cross_entropy", "categorical_crossentropy", "sparse_categorical_crossentropy")
+AT_CHANCE = 0.95  # a loss above this share of the chance level has learnt nothing
+
+
+def classes(facts: ModelFacts) -> int | None:
+    """The number of classes of a classification loss over the output layer's units, where the facts tell."""
+    units = facts.layers[-1].units if facts.layers else None
+    multiclass = (facts.loss or "").removesuffix("_from_logits") in MULTICLASS
+    return units if multiclass and units is not None and units >= 2 else None
+
+
+def chance_level(facts: ModelFacts) -> float | None:
+    """The loss of a classifier that predicts nothing from its inputs: ln(classes)."""
+    count = classes(facts)
+    return math.log(count) if count is not None else None
 
 
 class LossTrack:
@@ -36,12 +55,14 @@ class LossTrack:
     def now(self) -> float | None:
         return statistics.median(self.recent_losses) if self.recent_losses else None
 
-    def improvement(self) -> float | None:
-        """How much of its early level the loss has lost (0.3: 30% lower; negative: higher)."""
+    def improvement(self, chance: float | None = None) -> float | None:
+        """How much of its early level the loss has lost (0.3: 30% lower; negative: higher). A loss that came
+        down only to the ``chance`` level (a classifier's ln(classes)) has not improved: 0 at most."""
         start, now = self.start, self.now
         if start is None or now is None or not self.ready or abs(start) < 1e-12:
             return None
-        return (start - now) / abs(start)
+        gained = (start - now) / abs(start)
+        return min(gained, 0.0) if chance is not None and now >= AT_CHANCE * chance else gained
 
     def state_dict(self) -> dict[str, Any]:
         return {"early_losses": list(self.early_losses), "recent_losses": list(self.recent_losses), "count": self.count}

@@ -18,8 +18,7 @@ from ..facts import ModelFacts
 from ..report import Finding
 from ..stats import StepStats, finite
 from .base import Detector, check_count, check_fraction, check_positive, fmt
-
-MULTICLASS = ("cross_entropy", "categorical_crossentropy", "sparse_categorical_crossentropy")
+from .loss import classes
 
 
 class _Streak(Detector):
@@ -163,14 +162,14 @@ class ChanceLevelLoss(Detector):
         self.updates: list[float] = []
 
     def observe(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
-        classes = facts.layers[-1].units if facts.layers and (facts.loss or "").removesuffix("_from_logits") in MULTICLASS else None
-        if classes is None or classes < 2 or not finite(sample.loss):
+        count = classes(facts)
+        if count is None or not finite(sample.loss):
             return None
         self.losses.append(float(sample.loss or 0.0))
         moved = [layer.relative_update for layer in sample.layers if finite(layer.relative_update)]
         if moved:
             self.updates.append(statistics.median(moved))
-        chance = math.log(classes)
+        chance = math.log(count)
         recent = statistics.median(self.losses[-3:])
         never_below = min(self.losses[1:], default=chance) >= (1 - self.tolerance) * chance
         moving = not self.updates or statistics.median(self.updates[-3:]) >= self.min_update
@@ -183,12 +182,12 @@ class ChanceLevelLoss(Detector):
             sample,
             "warning",
             [],
-            f"the loss has stayed at the chance level for {classes} classes, ln {classes} = {fmt(chance)} (now {fmt(recent)}), "
+            f"the loss has stayed at the chance level for {count} classes, ln {count} = {fmt(chance)} (now {fmt(recent)}), "
             f"through step {sample.step}{update}: nothing in the inputs predicts the labels; are inputs and labels still paired "
             "(shuffled apart, a view() where permute() was meant, the wrong label column)?",
             chance=chance,
             loss=recent,
-            classes=classes,
+            classes=count,
         )
 
 

@@ -9,7 +9,7 @@ from ..facts import SATURATING, ModelFacts
 from ..report import Finding, Severity
 from ..stats import SequenceStats, StepStats, finite, ratio
 from .base import Detector, check_count, check_fraction, fmt
-from .loss import LossTrack
+from .loss import LossTrack, chance_level
 
 
 class VanishingGradients(Detector):
@@ -53,10 +53,12 @@ class VanishingGradients(Detector):
         self.min_time_steps = check_count("min_time_steps", min_time_steps)
         self.streak = 0
         self.time_streak = 0
+        self.chance: float | None = None  # the classifier's chance level: a loss that only reaches it has not improved
 
     def observe(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
         if finite(sample.loss):
             self.losses.add(sample.loss)
+        self.chance = chance_level(facts)
         depth = self._depth(sample, facts)
         time = self._time(sample)
         if depth is None:
@@ -86,7 +88,7 @@ class VanishingGradients(Detector):
             return None
 
         update_ratio = ratio(bottom.relative_update, top.relative_update)
-        improvement = self.losses.improvement()
+        improvement = self.losses.improvement(self.chance)
         # an adaptive optimizer may still move the bottom layers: only the loss tells whether that helps
         compensated = update_ratio is not None and update_ratio >= self.max_ratio and (improvement is None or improvement >= self.min_improvement)
         severity: Severity = "info" if compensated else "critical" if grad_ratio < self.max_ratio**2 else "warning"
@@ -151,7 +153,7 @@ class VanishingGradients(Detector):
             if reached
             else f"the gradient reaching the first of {steps} time steps of {seq.name} is {fmt(worst)}× its peak"
         )
-        improvement = self.losses.improvement()
+        improvement = self.losses.improvement(self.chance)
         stuck = improvement is not None and improvement < self.min_improvement
         severity: Severity
         if improvement is not None and stuck:

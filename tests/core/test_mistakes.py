@@ -118,3 +118,16 @@ def test_a_mistake_found_is_named_as_the_cause_of_a_symptom():
     mistake, symptom = monitor.report().findings
     assert mistake.symptom == "gradients_not_cleared" and symptom.symptom == "exploding_gradients"
     assert "likely cause: gradients are never cleared" in symptom.message and symptom.remedies[0].id == "clear_gradients"
+
+
+def test_decay_through_time_is_a_problem_once_the_loss_has_only_come_down_to_chance():
+    """A recurrent net that cannot learn its long-range task: its loss falls from a bad start to ln 2 and stays."""
+    from gradwatch.detectors import VanishingGradients
+    from gradwatch.stats import SequenceStats
+
+    binary = ModelFacts(layers=(LayerFacts("rnn", "RNN"), LayerFacts("out", "Linear", units=2)), loss="cross_entropy")
+    decaying = SequenceStats("rnn", tuple(0.5 ** (11 - t) for t in range(12)))
+    losses = [0.9, 0.8, 0.75, 0.70, 0.694, 0.693, 0.693, 0.692]
+    stream = [replace(sample(s), sequences=(decaying,), loss=loss) for s, loss in enumerate(losses)]
+    assert feed(VanishingGradients(), stream, binary)[-1].severity == "warning"
+    assert feed(VanishingGradients(), stream, ModelFacts())[-1].severity == "info", "without the chance level it looks like learning"
