@@ -116,6 +116,9 @@ class Outcome:
             return next((line.strip() for line in reversed(self.error.splitlines()) if line.strip()), "error")[:100]
         if self.report is None:
             return "no summary written"
+        if self.case.topic == "unclosed_watcher":
+            said = next((note for note in self.report.notes if any(_pattern(w).search(note.lower()) for w in self.case.words)), "")
+            return f"summary written; {said or 'no note on closing'}"[:100] if self.case.mistake else "summary written"
         if not self.alarms:
             infos = sorted({f.symptom for f in self.report.findings})
             return f"(no warning; info: {', '.join(infos)})" if infos else "-"

@@ -23,7 +23,7 @@ TRAINER = "huggingface/transformers docs: Trainer quick tour (causal LM fine-tun
 FREEZE = "https://huggingface.co/docs/transformers/training (freezing all but the head by parameter name)"
 
 
-class Copies(torch.utils.data.Dataset):
+class Copies(torch.utils.data.Dataset[dict[str, torch.Tensor]]):
     """Token sequences that repeat a random 4-token motif: learnable in a few dozen steps."""
 
     def __init__(self, size: int = 256, seed: int = 0) -> None:

@@ -120,8 +120,9 @@ def output_tensor(output: Any) -> torch.Tensor | None:
     """The prediction in a forward's output (a tensor, a tuple's first item, or a Hugging Face output's logits)."""
     if isinstance(output, torch.Tensor):
         return output
-    if hasattr(output, "logits"):
-        return output.logits
+    logits = getattr(output, "logits", None)
+    if isinstance(logits, torch.Tensor):
+        return logits
     if isinstance(output, tuple | list) and output and isinstance(output[0], torch.Tensor):
         return output[0]
     return None
@@ -267,7 +268,8 @@ class Recorder:
         loss_end = statistics.median(tail) if tail else math.nan
         chance = self.probe.chance if self.probe is not None and self.probe.task != "lm" else None
         if self.probe is not None and self.probe.task == "lm":
-            chance = math.log(int(self.model.config.vocab_size)) if hasattr(self.model, "config") else None
+            vocab = getattr(getattr(self.model, "config", None), "vocab_size", None)
+            chance = math.log(int(vocab)) if vocab else None
         grads = self.grad_norms
         orphans = list(self.orphans.values())
         numel = sum(p.numel() for p in self.model.parameters())
@@ -449,7 +451,7 @@ def main(argv: list[str]) -> int:
 def _close(a: Any, b: Any) -> bool:
     if isinstance(a, float) and isinstance(b, float):
         return (math.isnan(a) and math.isnan(b)) or math.isclose(a, b, rel_tol=0.02, abs_tol=1e-9)
-    return a == b
+    return bool(a == b)
 
 
 if __name__ == "__main__":
