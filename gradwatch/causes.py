@@ -14,7 +14,6 @@ from dataclasses import dataclass
 
 from .detectors.base import fmt
 from .facts import ModelFacts
-from .remedies import MATCHED_GAIN
 from .report import Remedy, Severity
 
 # Mean |x| or std of the first layer's input above this: features in the hundreds or thousands.
@@ -25,7 +24,7 @@ REGRESSION = ("mean_squared_error", "mean_absolute_error", "mse_loss", "l1_loss"
 PROBABILITY_LOSSES = ("categorical_crossentropy", "sparse_categorical_crossentropy", "binary_crossentropy")  # Keras, without logits
 ADAPTIVE = ("Adam", "AdamW", "Adamax", "NAdam", "RAdam", "Adagrad", "Adadelta", "RMSprop", "Adafactor", "Lion", "Muon")
 SUMMED_ROWS = 32  # a loss summed over at least this many rows takes steps that many times the mean's
-INIT_OFF = 3.0  # std·√fan_in this many times above or below what the activation wants: a scale off, not a taste
+COMPOUNDED_OFF = 1e3  # activations this many times too large or too small at the output: named on its own
 
 
 @dataclass(frozen=True)
@@ -53,7 +52,6 @@ def find_causes(facts: ModelFacts, input_scale: tuple[float, float] | None = Non
         _unscaled_inputs(input_scale),
         _summed_loss(facts),
         _init_scale(facts),
-        _mostly_frozen(facts),
     )
     return [cause for cause in rules if cause is not None]
 
@@ -88,8 +86,10 @@ def output_cannot_fit(facts: ModelFacts, loss: float | None = None) -> bool:
 def _output_mismatch(facts: ModelFacts, loss_value: float | None) -> Cause | None:
     output = facts.layers[-1] if facts.layers else None
     name = output.name if output is not None else "the model"
-    # what the loss's computation shows feeds it (PyTorch) before what the last module applies
-    activation = facts.loss_input if facts.loss_input is not None else output.activation if output is not None else None
+    # what the loss's computation shows feeds it (PyTorch) before what the last module applies; where the graph shows
+    # another operation in between (pooling), the module's activation is only indirect evidence: an info note
+    seen = facts.loss_input not in (None, "other")
+    activation = facts.loss_input if seen else output.activation if output is not None else None
     units = output.units if output is not None else None
     loss = (facts.loss or "").removesuffix("_from_logits")
     logits = bool(facts.loss and facts.loss.endswith("_from_logits"))
@@ -118,7 +118,10 @@ def _output_mismatch(facts: ModelFacts, loss_value: float | None) -> Cause | Non
         text = f"the output layer {name} ends in a ReLU under {loss}: outputs at 0 pass no gradient and cannot express low scores"
         fix = "drop the output ReLU: feed logits to the loss (from_logits=True in Keras, nn.CrossEntropyLoss in PyTorch)"
     elif logits and activation in ("Softmax", "Sigmoid"):
-        text = f"the output layer {name} applies a {activation.lower()} and the loss is compiled with from_logits=True, which applies it again"
+        text = (
+            f"the output layer {name} applies a {activation.lower()} and the loss is compiled with from_logits=True, which "
+            "expects raw scores: the probabilities are taken for logits (Keras on TensorFlow recovers the logits and warns)"
+        )
         fix = f"drop activation='{activation.lower()}' from {name}, or compile the loss with from_logits=False"
     elif loss in MULTICLASS and activation == "Sigmoid" and (units or 0) > 1:
         text = f"the output layer {name} has {units} independent sigmoids under {loss}, which expects one distribution over classes"
@@ -137,6 +140,8 @@ def _output_mismatch(facts: ModelFacts, loss_value: float | None) -> Cause | Non
         fix = "use a linear output for an unbounded regression target (or scale the targets to (0, 1))"
     else:
         return None
+    if facts.loss_input == "other" and not blocks:
+        severity = "info"
     remedy = Remedy("fix_output", "Match the output layer to the loss", f"{text}; {fix}")
     layers = (name,) if output is not None else ()
     return Cause("output_loss_mismatch", text, remedy, blocks, direct=True, severity=severity, layers=layers)
@@ -164,29 +169,22 @@ def _summed_loss(facts: ModelFacts) -> Cause | None:
 
 
 def _init_scale(facts: ModelFacts) -> Cause | None:
-    judged = [(layer, MATCHED_GAIN.get(layer.activation, 1.0)) for layer in facts.trainable_layers if layer.init_gain and layer.activation]
-    off = [(layer, want) for layer, want in judged if not 1 / INIT_OFF <= (layer.init_gain or 0.0) / want <= INIT_OFF]
-    if len(off) < 2 or 2 * len(off) < len(judged):
+    compounded, off, judged = facts.init_mismatch()
+    if len(off) < 2 or 2 * len(off) < judged:
         return None
     layer, want = off[0]
     factor = (layer.init_gain or 0.0) / want
     trend = f"grow about ×{fmt(factor)}" if factor > 1 else f"shrink about ×{fmt(factor)}"
     text = (
-        f"{len(off)} of {len(judged)} layers start far off the scale their activation wants: {layer.name} ({layer.activation}) has "
+        f"{len(off)} of {judged} layers start far off the scale their activation wants: {layer.name} ({layer.activation}) has "
         f"std·√fan_in {fmt(layer.init_gain)} where {'He' if want > 1 else 'Xavier/LeCun'} initialisation gives {fmt(want)}, "
-        f"so activations and gradients {trend} at every layer from the first step"
+        f"so activations and gradients {trend} at every layer from the first step (×{fmt(compounded)} across the model)"
     )
     fix = "initialise with nn.init.kaiming_normal_ (ReLU) or xavier_normal_ (tanh, sigmoid), or keep the framework's default"
-    return Cause("init_scale", text, Remedy("rescale_init", "Initialise at the matched scale", f"{text}; {fix}"))
-
-
-def _mostly_frozen(facts: ModelFacts) -> Cause | None:
-    trainable = len(facts.trainable_layers)
-    if facts.depth < 4 or 5 * trainable > facts.depth:
-        return None
-    text = f"only {trainable} of your {facts.depth} layers train; the others are frozen (requires_grad=False, trainable=False)"
-    fix = "unfreeze the layers that must adapt to this task (at least the top blocks), or check that freezing was meant"
-    return Cause("mostly_frozen", text, Remedy("unfreeze", "Unfreeze more of the model", f"{text}; {fix}"))
+    # compounded past a thousandfold without normalisation to undo it, the scale itself is the mistake
+    direct = not facts.normalization and not 1 / COMPOUNDED_OFF < compounded < COMPOUNDED_OFF
+    remedy = Remedy("rescale_init", "Initialise at the matched scale", f"{text}; {fix}")
+    return Cause("init_scale", text, remedy, direct=direct, layers=tuple(layer.name for layer, _ in off))
 
 
 __all__ = ["UNSCALED_INPUT", "Cause", "find_causes", "output_cannot_fit"]

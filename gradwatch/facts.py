@@ -22,6 +22,10 @@ UNIT_LAYERS = frozenset({"Linear", "Conv1d", "Conv2d", "Conv3d", "Dense", "Conv1
 QUASI_NEWTON = frozenset({"LBFGS"})
 # outputs outside (low, high) sit in an activation's flat tails, where its local derivative is below about 0.01
 SATURATED_OUTSIDE = {"Sigmoid": (0.01, 0.99), "Tanh": (-0.99, 0.99)}
+HE_GAIN = 2**0.5
+# std(W)·sqrt(fan_in) that suits each activation: He for ReLU, LeCun for SELU, Xavier-like ≈ 1 otherwise.
+MATCHED_GAIN = {"ReLU": HE_GAIN, "ReLU6": HE_GAIN, "LeakyReLU": HE_GAIN, "PReLU": HE_GAIN, "SELU": 1.0}
+INIT_OFF = 3.0  # std·√fan_in this many times above or below what the activation wants: a scale off, not a taste
 
 
 @dataclass(frozen=True)
@@ -56,7 +60,8 @@ class ModelFacts:
     ``"categorical_crossentropy"``, ``"mse_loss"`` ...). Where the loss's own
     computation shows it (PyTorch's autograd graph): ``loss_input``, the
     activation applied to the prediction just before the loss (``"Softmax"``,
-    ``"LogSoftmax"``, ``"Sigmoid"``, ``"ReLU"``, ``"linear"``);
+    ``"LogSoftmax"``, ``"Sigmoid"``, ``"ReLU"``, ``"linear"``; ``"other"``: an
+    operation between the last layer and the loss, such as pooling);
     ``loss_reduction`` (``"mean"``, ``"sum"``, ``"none"``); ``loss_rows``, the
     rows of one batch; ``loss_broadcast``, the shapes of a prediction and a
     target that an elementwise loss broadcast against each other.
@@ -99,6 +104,29 @@ class ModelFacts:
         """Layers whose following activation is one of ``kinds``."""
         return tuple(layer for layer in self.layers if layer.activation in kinds)
 
+    def init_mismatch(self) -> tuple[float, list[tuple[LayerFacts, float]], int]:
+        """How far the initialisation is from the scale each activation wants: the factor compounded over the
+        trainable layers with a known activation (how much activations grow or shrink from input to output),
+        the layers more than ``INIT_OFF`` times off with the gain they want, and how many layers were judged."""
+        judged = [(layer, MATCHED_GAIN.get(layer.activation or "", 1.0)) for layer in self.trainable_layers if layer.init_gain and layer.activation]
+        compounded = 1.0
+        for layer, want in judged:
+            compounded *= (layer.init_gain or 1.0) / want
+        off = [(layer, want) for layer, want in judged if not 1 / INIT_OFF <= (layer.init_gain or 0.0) / want <= INIT_OFF]
+        return compounded, off, len(judged)
+
+    @property
+    def mostly_frozen(self) -> bool:
+        """At most 5% of the weights train (by fan-in × units; by layers where sizes are unknown), in a model of
+        three or more layers."""
+        if self.depth < 3 or not self.trainable_layers:
+            return False
+        sizes = {layer.name: (layer.fan_in or 0) * (layer.units or 0) for layer in self.layers}
+        total = sum(sizes.values())
+        if total == 0:
+            return 20 * len(self.trainable_layers) <= self.depth
+        return 20 * sum(sizes[layer.name] for layer in self.trainable_layers) <= total
+
     def layer(self, name: str) -> LayerFacts | None:
         return next((layer for layer in self.layers if layer.name == name), None)
 
@@ -118,4 +146,4 @@ def _field_names(kind: type) -> set[str]:
     return {f.name for f in fields(kind)}
 
 
-__all__ = ["GATED_RECURRENT", "QUASI_NEWTON", "RECURRENT", "RELU_FAMILY", "SATURATING", "LayerFacts", "ModelFacts"]
+__all__ = ["GATED_RECURRENT", "HE_GAIN", "MATCHED_GAIN", "QUASI_NEWTON", "RECURRENT", "RELU_FAMILY", "SATURATING", "LayerFacts", "ModelFacts"]

@@ -9,14 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .facts import GATED_RECURRENT, SATURATING, LayerFacts, ModelFacts
+from .facts import GATED_RECURRENT, HE_GAIN, MATCHED_GAIN, SATURATING, LayerFacts, ModelFacts
 from .report import Finding, Remedy
 
 Rule = Callable[[ModelFacts], "tuple[float, str] | None"]
-
-HE_GAIN = 2**0.5
-# std(W)·sqrt(fan_in) that suits each activation: He for ReLU, LeCun for SELU, Xavier-like ≈ 1 otherwise.
-MATCHED_GAIN = {"ReLU": HE_GAIN, "ReLU6": HE_GAIN, "LeakyReLU": HE_GAIN, "PReLU": HE_GAIN, "SELU": 1.0}
 
 
 def _share(layers: tuple[LayerFacts, ...], of: tuple[LayerFacts, ...]) -> str:
@@ -166,6 +162,10 @@ def pair_inputs_and_labels(facts: ModelFacts) -> tuple[float, str] | None:
     )
 
 
+def unfreeze(facts: ModelFacts) -> tuple[float, str] | None:
+    return 1.0, "frozen layers keep the features of another task; unfreeze at least the top blocks (a lower learning rate for them is fine)"
+
+
 def pretraining(facts: ModelFacts) -> tuple[float, str] | None:
     return 0.1, "last resort: train the layers greedily one at a time (layer-wise pretraining), then fine-tune the whole network"
 
@@ -190,6 +190,7 @@ REMEDIES: dict[str, tuple[str, Rule]] = {
     "add_to_optimizer": ("Give the optimizer every trainable parameter", add_to_optimizer),
     "fix_schedule": ("Step the learning-rate schedule at the rate it was sized for", fix_schedule),
     "pair_inputs_and_labels": ("Check that inputs and labels correspond", pair_inputs_and_labels),
+    "unfreeze": ("Unfreeze more of the model", unfreeze),
 }
 
 # Which remedies each symptom considers, with a weight for how directly they address it.
@@ -225,6 +226,7 @@ CANDIDATES: dict[str, dict[str, float]] = {
     "params_not_in_optimizer": {"add_to_optimizer": 1.0},
     "lr_schedule_collapse": {"fix_schedule": 1.0},
     "chance_level_loss": {"pair_inputs_and_labels": 1.0},
+    "frozen_model": {"unfreeze": 1.0},
 }
 
 
@@ -251,6 +253,12 @@ HOW: dict[str, dict[str, str]] = {
     "add_to_optimizer": {
         "pytorch": "build the optimizer after the model is complete, or optimizer.add_param_group({'params': new_layer.parameters()})",
         "lightning": "return an optimizer over self.parameters() from configure_optimizers, after every layer exists",
+    },
+    "unfreeze": {
+        "pytorch": "param.requires_grad_(True) on the layers that must adapt, and give them to the optimizer",
+        "lightning": "unfreeze in a BaseFinetuning callback or before configure_optimizers, and give them to the optimizer",
+        "keras": "layer.trainable = True on the top layers, then compile again",
+        "transformers": "leave requires_grad=True on the layers to adapt (check the names a freezing loop matches)",
     },
     "fix_schedule": {
         "pytorch": "call scheduler.step() once per epoch, after the epoch's batches, or size step_size / T_max in batches",

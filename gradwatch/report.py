@@ -36,6 +36,8 @@ MISTAKES = (
     "params_not_in_optimizer",
     "lr_schedule_collapse",
     "chance_level_loss",
+    "init_scale",
+    "frozen_model",
 )
 Severity = Literal["info", "warning", "critical"]
 StopSeverity = Literal["warning", "critical"]  # what ``stop_on`` accepts: an ``info`` finding is no reason to stop

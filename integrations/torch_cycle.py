@@ -94,8 +94,8 @@ class TorchCycle:
         """Before the forward pass of optimizer step ``step``: arm the activation hooks if it is sampled."""
         self._batch_step = step
         self.collector.probes.sampling = sampled = self.session.should_sample(step)
-        if sampled and step > 0 and self.guard.enabled(LOOP):  # (the first step has no earlier one to leave gradients)
-            self.guard.run(LOOP, self.mistakes.arm, self.collector.params)
+        if sampled and step > 0 and step != self.mistakes.armed_at and self.guard.enabled(LOOP):  # once per step, not per micro-batch
+            self.guard.run(LOOP, self.mistakes.arm, step, self.collector.params)
 
     def before_step(self, step: int, *, scale: float | None = None, optimizer: torch.optim.Optimizer | None = None) -> None:
         """After backward, before ``optimizer.step()``: read gradients if ``step`` is sampled.
@@ -319,6 +319,7 @@ class LoopEvidence:
         self._stale: tuple[torch.Tensor, torch.Tensor] | None = None  # norms of the left-over and the fresh gradient
         self._left: tuple[torch.Tensor, weakref.ref[torch.Tensor]] | None = None  # the parameter and the .grad found holding them
         self._eval: tuple[str, ...] = ()
+        self.armed_at: int | None = None  # the step armed last (Lightning begins each micro-batch of a step)
 
     def bind(self, optimizers: Sequence[torch.optim.Optimizer]) -> None:
         stepped = {id(p) for optimizer in optimizers for group in optimizer.param_groups for p in group["params"]}
@@ -329,8 +330,9 @@ class LoopEvidence:
             if optimizers and p.requires_grad and id(p) not in stepped
         ]
 
-    def arm(self, params: Sequence[torch.nn.Parameter]) -> None:
+    def arm(self, step: int, params: Sequence[torch.nn.Parameter]) -> None:
         self.disarm()
+        self.armed_at = step
         if params:
             param = params[-1]
             self._hook = param.register_hook(lambda grad: self._first_backward(param, grad))

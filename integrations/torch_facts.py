@@ -231,7 +231,7 @@ def loss_facts(loss: torch.Tensor) -> dict[str, Any]:
         facts["loss_broadcast"] = f"predictions of shape {list(prediction._saved_self_sym_sizes)} against targets of another shape"
     while type(prediction).__name__ in SHAPE_NODES:
         prediction = _input(prediction)
-    facts.update(loss=kind, loss_input=ACTIVATION_NODES.get(type(prediction).__name__))
+    facts.update(loss=kind, loss_input=ACTIVATION_NODES.get(type(prediction).__name__, "other"))
     return facts
 
 

@@ -1,9 +1,8 @@
 """The mistakes clinic (``benchmarks.clinic.mistakes``) as assertions, on its fast cases (under ~3 s each).
 
-A healthy twin must stay quiet (measured, nothing at warning level or above). A sick case must name
-its mistake; gradwatch is still learning to, so those assertions are expected failures for now
-(``strict=False``: a case that starts passing does not fail the suite). The labels themselves are
-checked too: every case's recorded oracle numbers must show its mistake (sick) or not (healthy).
+A healthy twin must stay quiet (measured, nothing at warning level or above); a sick case must name
+its mistake. The labels themselves are checked too: every case's recorded oracle numbers must show
+its mistake (sick) or not (healthy).
 """
 
 from __future__ import annotations
@@ -22,10 +21,7 @@ MARKS = {"pytorch": "torch", "lightning": "lightning", "keras": "keras", "transf
 
 
 def _param(case: MistakeCase) -> object:
-    marks = [getattr(pytest.mark, MARKS[case.framework])]
-    if case.mistake is not None:
-        marks.append(pytest.mark.xfail(strict=False, reason="naming under construction"))
-    return pytest.param(case, marks=marks, id=case.name)
+    return pytest.param(case, marks=[getattr(pytest.mark, MARKS[case.framework])], id=case.name)
 
 
 @pytest.mark.parametrize("case", [_param(c) for c in FAST])

@@ -6,7 +6,7 @@ from .base import Detector
 from .collapse import WeightCollapse
 from .dead_relu import DeadReLU
 from .exploding import ExplodingGradients
-from .mistakes import ChanceLevelLoss, EvalModeTraining, GradientsNotCleared, LearningRateCollapse, ParamsNotInOptimizer
+from .mistakes import ChanceLevelLoss, EvalModeTraining, FrozenModel, GradientsNotCleared, LearningRateCollapse, ParamsNotInOptimizer
 from .nonfinite import NonFinite
 from .stagnation import EarlyStagnation
 from .vanishing import VanishingGradients
@@ -15,7 +15,8 @@ from .vanishing import VanishingGradients
 def default_detectors() -> list[Detector]:
     """A fresh detector for each symptom and each mistake seen from the training loop, with default thresholds."""
     symptoms: list[Detector] = [NonFinite(), ExplodingGradients(), VanishingGradients(), DeadReLU(), WeightCollapse(), EarlyStagnation()]
-    return [*symptoms, GradientsNotCleared(), EvalModeTraining(), ParamsNotInOptimizer(), LearningRateCollapse(), ChanceLevelLoss()]
+    mistakes = [GradientsNotCleared(), EvalModeTraining(), ParamsNotInOptimizer(), LearningRateCollapse(), ChanceLevelLoss(), FrozenModel()]
+    return symptoms + mistakes
 
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "EarlyStagnation",
     "EvalModeTraining",
     "ExplodingGradients",
+    "FrozenModel",
     "GradientsNotCleared",
     "LearningRateCollapse",
     "NonFinite",

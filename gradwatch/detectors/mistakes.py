@@ -18,7 +18,7 @@ from ..facts import ModelFacts
 from ..report import Finding
 from ..stats import StepStats, finite
 from .base import Detector, check_count, check_fraction, check_positive, fmt
-from .loss import classes
+from .loss import LossTrack, chance_level, classes
 
 
 class _Streak(Detector):
@@ -143,52 +143,96 @@ class LearningRateCollapse(Detector):
 
 
 class ChanceLevelLoss(Detector):
-    """A classification loss that stays at the chance level ln(classes) while the weights keep moving: nothing
-    in the inputs predicts the labels (inputs and labels no longer paired, or a label column of noise).
+    """A classification loss that stays flat at the chance level ln(classes) while the weights take normal-size
+    steps: nothing in the inputs predicts the labels (inputs and labels no longer paired, a label column of noise).
 
     Judged from ``min_step`` on, over at least ``min_samples`` sampled losses: the median of the latest three
-    within ``tolerance`` of ln(classes) and no sample after the first below ``1 - tolerance`` of it, while
-    the median relative update is at least ``min_update`` (smaller steps are stagnation, not this)."""
+    within ``tolerance`` of ln(classes), no sample after the first below ``1 - tolerance`` of it, no fall of
+    ``min_fall`` of it or more since the middle of the run so far (a slow start still falls), and a median
+    relative update of at least ``min_update`` (a healthy step's size; smaller steps explain a slow start).
+    """
 
     symptom = "chance_level_loss"
     state = ("losses", "updates")
 
-    def __init__(self, *, min_step: int = 100, min_samples: int = 6, tolerance: float = 0.05, min_update: float = 1e-5) -> None:
+    def __init__(
+        self, *, min_step: int = 150, min_samples: int = 8, tolerance: float = 0.05, min_fall: float = 0.02, min_update: float = 1e-3
+    ) -> None:
         self.min_step = check_count("min_step", min_step)
         self.min_samples = check_count("min_samples", min_samples)
         self.tolerance = check_fraction("tolerance", tolerance)
+        self.min_fall = check_fraction("min_fall", min_fall)
         self.min_update = check_positive("min_update", min_update)
-        self.losses: list[float] = []
+        self.losses: list[tuple[int, float]] = []  # (step, loss)
         self.updates: list[float] = []
 
     def observe(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
         count = classes(facts)
-        if count is None or not finite(sample.loss):
+        if count is None or sample.loss is None or not math.isfinite(sample.loss):
             return None
-        self.losses.append(float(sample.loss or 0.0))
-        moved = [layer.relative_update for layer in sample.layers if finite(layer.relative_update)]
+        self.losses.append((sample.step, sample.loss))
+        moved = [layer.relative_update for layer in sample.layers if layer.relative_update is not None and math.isfinite(layer.relative_update)]
         if moved:
             self.updates.append(statistics.median(moved))
-        chance = math.log(count)
-        recent = statistics.median(self.losses[-3:])
-        never_below = min(self.losses[1:], default=chance) >= (1 - self.tolerance) * chance
-        moving = not self.updates or statistics.median(self.updates[-3:]) >= self.min_update
         if sample.step < self.min_step or len(self.losses) < self.min_samples:
             return None
-        if not (abs(recent - chance) <= self.tolerance * chance and never_below and moving):
+        compounded, _, _ = facts.init_mismatch()
+        if not 1e-3 < compounded < 1e3:  # an output scaled to nothing (or to everything) sits at chance too: init_scale
             return None
-        update = f" while the weights keep moving (median |ΔW|/|W| {fmt(statistics.median(self.updates[-3:]))} per step)" if self.updates else ""
+        chance = math.log(count)
+        recent = statistics.median(loss for _, loss in self.losses[-3:])
+        middle = [loss for step, loss in self.losses if sample.step / 2 <= step < 3 * sample.step / 4] or [recent]
+        update = statistics.median(self.updates[-3:]) if self.updates else None
+        at_chance = abs(recent - chance) <= self.tolerance * chance and min(loss for _, loss in self.losses[1:]) >= (1 - self.tolerance) * chance
+        flat = statistics.median(middle) - recent < self.min_fall * chance
+        if not (at_chance and flat and update is not None and update >= self.min_update):
+            return None
         return self.finding(
             sample,
             "warning",
             [],
             f"the loss has stayed at the chance level for {count} classes, ln {count} = {fmt(chance)} (now {fmt(recent)}), "
-            f"through step {sample.step}{update}: nothing in the inputs predicts the labels; are inputs and labels still paired "
-            "(shuffled apart, a view() where permute() was meant, the wrong label column)?",
+            f"through step {sample.step} while the weights take normal-size steps (median |ΔW|/|W| {fmt(update)}): nothing in "
+            "the inputs predicts the labels; are inputs and labels still paired (shuffled apart, a view() where permute() "
+            "was meant, the wrong label column)?",
             chance=chance,
             loss=recent,
             classes=count,
+            relative_update=update,
         )
 
 
-__all__ = ["ChanceLevelLoss", "EvalModeTraining", "GradientsNotCleared", "LearningRateCollapse", "ParamsNotInOptimizer"]
+class FrozenModel(Detector):
+    """Nearly the whole model frozen (``ModelFacts.mostly_frozen``: at most 5% of the weights train) while the loss has improved by less than
+    ``min_improvement`` from ``min_step`` on: the layers that would have to adapt cannot."""
+
+    symptom = "frozen_model"
+    state = ("losses",)
+
+    def __init__(self, *, min_step: int = 100, min_improvement: float = 0.3) -> None:
+        self.min_step = check_count("min_step", min_step)
+        self.min_improvement = check_fraction("min_improvement", min_improvement)
+        self.losses = LossTrack()
+
+    def observe(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
+        if not facts.mostly_frozen:
+            return None
+        if finite(sample.loss):
+            self.losses.add(sample.loss or 0.0)
+        improvement = self.losses.improvement(chance_level(facts))
+        if sample.step < self.min_step or improvement is None or improvement >= self.min_improvement:
+            return None
+        trainable = [layer.name for layer in facts.trainable_layers]
+        return self.finding(
+            sample,
+            "warning",
+            trainable,
+            f"only {len(trainable)} of the model's {facts.depth} layers train ({', '.join(trainable[:3])}{' …' if len(trainable) > 3 else ''}; "
+            f"the rest are frozen) and the loss has fallen {fmt(100 * max(improvement, 0.0))}% by step {sample.step}: the frozen "
+            "layers cannot adapt to this task (requires_grad=False or trainable=False on more than was meant?)",
+            improvement=improvement,
+            trainable_layers=len(trainable),
+        )
+
+
+__all__ = ["ChanceLevelLoss", "EvalModeTraining", "FrozenModel", "GradientsNotCleared", "LearningRateCollapse", "ParamsNotInOptimizer"]

@@ -56,14 +56,17 @@ def test_a_schedule_that_ends_at_zero_and_a_warmup_are_not_named():
 
 def test_a_loss_that_stays_at_the_chance_level_while_weights_move_is_named():
     chance = math.log(10)
-    stuck = [sample(s, relative_updates=[1e-3, 1e-3, 1e-3], loss=chance * (1.01 if s % 40 else 0.99)) for s in range(0, 200, 20)]
+    steps = range(0, 400, 20)
+    stuck = [sample(s, relative_updates=[2e-3] * 3, loss=chance * (1.01 if s % 40 else 0.99)) for s in steps]
     found = [r for r in feed(ChanceLevelLoss(), stuck, CLASSIFIER) if r is not None]
-    assert found and found[0].first_step == 100 and "ln 10 = 2.3" in found[0].message
-    learning = [sample(s, relative_updates=[1e-3] * 3, loss=chance * (0.98**s)) for s in range(0, 200, 20)]
+    assert found and found[0].first_step == 160 and "ln 10 = 2.3" in found[0].message
+    learning = [sample(s, relative_updates=[2e-3] * 3, loss=chance * (0.98**s)) for s in steps]
     assert all(r is None for r in feed(ChanceLevelLoss(), learning, CLASSIFIER))
-    tiny_steps = [sample(s, relative_updates=[1e-8] * 3, loss=chance) for s in range(0, 200, 20)]
-    assert all(r is None for r in feed(ChanceLevelLoss(), tiny_steps, CLASSIFIER)), "tiny steps are stagnation, not this"
-    dipped = [sample(s, relative_updates=[1e-3] * 3, loss=chance * (0.5 if s == 60 else 1.0)) for s in range(0, 200, 20)]
+    small_steps = [sample(s, relative_updates=[4e-4] * 3, loss=chance) for s in steps]
+    assert all(r is None for r in feed(ChanceLevelLoss(), small_steps, CLASSIFIER)), "small steps explain a slow start"
+    slow_start = [sample(s, relative_updates=[2e-3] * 3, loss=chance * (1 - 0.0005 * s)) for s in steps]
+    assert all(r is None for r in feed(ChanceLevelLoss(), slow_start, CLASSIFIER)), "a loss still falling near chance is learning"
+    dipped = [sample(s, relative_updates=[2e-3] * 3, loss=chance * (0.5 if s == 60 else 1.0)) for s in steps]
     assert all(r is None for r in feed(ChanceLevelLoss(), dipped, CLASSIFIER)), "a loss that went below chance learned something"
 
 
@@ -131,3 +134,26 @@ def test_decay_through_time_is_a_problem_once_the_loss_has_only_come_down_to_cha
     stream = [replace(sample(s), sequences=(decaying,), loss=loss) for s, loss in enumerate(losses)]
     assert feed(VanishingGradients(), stream, binary)[-1].severity == "warning"
     assert feed(VanishingGradients(), stream, ModelFacts())[-1].severity == "info", "without the chance level it looks like learning"
+
+
+def test_a_mostly_frozen_model_whose_loss_does_not_move_is_named_and_a_trained_head_that_learns_is_not():
+    from gradwatch.detectors import FrozenModel
+
+    backbone = tuple(LayerFacts(f"block{i}", "Linear", trainable=False, fan_in=512, units=512) for i in range(4))
+    facts = ModelFacts(layers=(*backbone, LayerFacts("head", "Linear", fan_in=512, units=10)), loss="cross_entropy")
+    assert facts.mostly_frozen and not replace(facts, layers=facts.layers[-2:]).mostly_frozen
+    flat = [sample(s, loss=2.0 - 0.001 * s) for s in range(0, 200, 20)]
+    found = [r for r in feed(FrozenModel(), flat, facts) if r is not None]
+    assert found and found[0].first_step == 120 and found[0].layers == ("head",) and "only 1 of the model's 5 layers train" in found[0].message
+    learning = [sample(s, loss=2.0 * 0.99**s) for s in range(0, 200, 20)]
+    assert all(r is None for r in feed(FrozenModel(), learning, facts)), "linear probing that learns is no mistake"
+
+
+def test_an_initialisation_off_a_thousandfold_across_the_model_is_a_finding_unless_normalisation_undoes_it():
+    scaled = tuple(LayerFacts(f"l{i}", "Linear", activation="ReLU", init_gain=28.0) for i in range(6))
+    (direct,) = [c for c in find_causes(ModelFacts(layers=scaled)) if c.id == "init_scale"]
+    assert direct.direct and direct.layers == tuple(f"l{i}" for i in range(6))
+    (normalised,) = [c for c in find_causes(ModelFacts(layers=scaled, normalization=("bn",))) if c.id == "init_scale"]
+    assert not normalised.direct, "BatchNorm undoes the scale: only a likely cause under a symptom"
+    mild = tuple(LayerFacts(f"l{i}", "Linear", activation="ReLU", init_gain=0.4) for i in range(3))  # ×0.28 per layer, ×0.02 in all
+    assert all(not c.direct for c in find_causes(ModelFacts(layers=mild)) if c.id == "init_scale")
