@@ -1,4 +1,4 @@
-"""``gradwatch demo | report | check | plot | html | compare``."""
+"""``gradwatch run | demo | report | check | plot | html | compare``."""
 
 from __future__ import annotations
 
@@ -21,6 +21,11 @@ class UsageError(Exception):
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``gradwatch`` command; returns the exit code."""
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["run"]:  # the script's arguments are its own: never parsed as gradwatch's
+        from .run import main as run_main
+
+        return run_main(argv[1:], prog="gradwatch run")
     parser = _parser()
     args = parser.parse_args(argv)
     try:
@@ -28,6 +33,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (SummaryError, UsageError, ImportError, OSError) as exc:
         print(f"gradwatch: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
+
+
+def _run(args: argparse.Namespace) -> int:
+    from .run import run
+
+    return run(args)
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -124,6 +135,10 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="gradwatch", description="Diagnose training runs from the inside.")
     parser.add_argument("--version", action="version", version=f"gradwatch {__version__}")
     commands = parser.add_subparsers(dest="command", required=True)
+
+    from .run import RUN_EXITS, RUN_HELP, add_arguments
+
+    add_arguments(_verb(commands, "run", _run, RUN_HELP, RUN_EXITS))
 
     demo = _verb(
         commands,

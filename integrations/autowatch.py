@@ -1,0 +1,384 @@
+"""What ``gradwatch run`` does inside the script's process: find what it trains and watch it as the drop-in would.
+
+Each framework is patched only once the script imports it (an import hook on
+``sys.meta_path`` waits for the module that defines the class to patch):
+
+- PyTorch (``torch``): global forward hooks note the root modules (those
+  called while no other module's forward runs); a wrapped ``Tensor.backward``
+  sees the first backward of a scalar loss and, before it runs, watches the
+  root module holding the most of the weights the loss reaches:
+  ``watch(model)``, which binds to the optimizer that steps them at its first
+  step, so the first step is measured whole. The forward hooks are then
+  removed; each later scalar backward hands its loss to the watcher
+  (``watcher.step(loss)``, which may come before ``optimizer.step()``).
+  A script that watches a model itself, and backward passes inside a
+  Lightning, Hugging Face or Keras fit, are left alone.
+- Lightning (``Trainer.__init__``), Hugging Face (``Trainer.__init__``) and
+  Keras (``Model.fit``): their ``GradWatchCallback`` is added unless the
+  script already gave one.
+
+Every patch calls the framework's own code first and unchanged; gradwatch's
+part runs in a guard that warns once and switches that part off.
+"""
+
+from __future__ import annotations
+
+import importlib.abc
+import importlib.machinery
+import sys
+import threading
+import weakref
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from gradwatch.safety import warn
+
+# The module that defines each class patched, and what to do once it is imported.
+TORCH, LIGHTNING, PL, HF, KERAS = (
+    "torch",
+    "lightning.pytorch.trainer.trainer",
+    "pytorch_lightning.trainer.trainer",
+    "transformers.trainer",
+    "keras.src.models.model",
+)
+
+
+class AutoWatch:
+    """The watch of one ``gradwatch run``: the patches, the watchers made, and their summary paths."""
+
+    def __init__(self, *, summary_path: str, every_n_steps: int | None = None) -> None:
+        self.summary_path = summary_path
+        self.every_n_steps = every_n_steps
+        self.failed: set[str] = set()
+        self.watchers: list[Any] = []  # PyTorch watchers made here, closed at finish()
+        self._paths_given = 0
+        self._inside_fit = 0  # a Lightning, Hugging Face or Keras fit runs: its callback watches, not the torch hooks
+        self._undo: list[Callable[[], None]] = []
+        self._torch: _TorchHooks | None = None
+        self._finder = _ImportHook(
+            {
+                TORCH: self._patch_torch,
+                LIGHTNING: self._patch_lightning,
+                PL: self._patch_lightning,
+                HF: self._patch_transformers,
+                KERAS: self._patch_keras,
+            }
+        )
+
+    # -- bookkeeping ---------------------------------------------------------------------------
+    def guarded(self, part: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """``fn(...)``, or None after a warning (once per part) where gradwatch's own code fails."""
+        if part in self.failed:
+            return None
+        try:
+            return fn(*args, **kwargs)
+        except Exception as exc:
+            self.failed.add(part)
+            warn(f"gradwatch run: {part} failed and is switched off ({type(exc).__name__}: {exc}); the script goes on unchanged")
+            return None
+
+    def next_summary_path(self) -> str:
+        """The summary path for the next model watched: the one given, then ``-2``, ``-3`` ... beside it."""
+        self._paths_given += 1
+        if self._paths_given == 1:
+            return self.summary_path
+        path = Path(self.summary_path)
+        return str(path.with_name(f"{path.stem}-{self._paths_given}{path.suffix}"))
+
+    def options(self, *, default_every: int | None) -> dict[str, Any]:
+        every = self.every_n_steps if self.every_n_steps is not None else default_every
+        options: dict[str, Any] = {"summary_path": self.next_summary_path()}
+        if every is not None:
+            options["every_n_steps"] = every
+        return options
+
+    def start(self) -> None:
+        self._finder.start(self)
+
+    def finish(self) -> None:
+        """Close the watchers made here (report printed, summary written), then undo every patch."""
+        self._finder.stop()
+        for watcher in self.watchers:
+            if watcher.session.final is None:
+                self.guarded("closing a watcher", watcher.close)
+        for undo in reversed(self._undo):
+            self.guarded("undoing a patch", undo)
+        self._undo.clear()
+
+    def _patch(self, owner: Any, name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
+        original = owner.__dict__[name] if name in owner.__dict__ else getattr(owner, name)
+        replacement = make(original)
+        replacement.__wrapped__ = original  # type: ignore[attr-defined]
+        setattr(owner, name, replacement)
+        self._undo.append(lambda: setattr(owner, name, original))
+
+    def _fit(self, original: Callable[..., Any], before: Callable[..., dict[str, Any] | None] | None = None) -> Callable[..., Any]:
+        """``original`` run with the callback-driven flag set (so torch hooks stay out of the way)."""
+        auto = self
+
+        def fit(this: Any, *args: Any, **kwargs: Any) -> Any:
+            if before is not None:
+                kwargs = auto.guarded("adding the callback", before, this, args, kwargs) or kwargs
+            auto._inside_fit += 1
+            try:
+                return original(this, *args, **kwargs)
+            finally:
+                auto._inside_fit -= 1
+
+        return fit
+
+    # -- PyTorch -------------------------------------------------------------------------------
+    def _patch_torch(self, module: ModuleType) -> None:
+        if self._torch is None:
+            self._torch = _TorchHooks(self)
+            self._undo.append(self._torch.remove)
+
+    # -- Lightning -----------------------------------------------------------------------------
+    def _patch_lightning(self, module: ModuleType) -> None:
+        trainer = module.Trainer
+        auto = self
+
+        def init(original: Callable[..., Any]) -> Callable[..., Any]:
+            def __init__(this: Any, *args: Any, **kwargs: Any) -> None:
+                kwargs = auto.guarded("adding the Lightning callback", auto._lightning_callbacks, kwargs) or kwargs
+                original(this, *args, **kwargs)
+
+            return __init__
+
+        self._patch(trainer, "__init__", init)
+        for name in ("fit",):
+            self._patch(trainer, name, lambda original: self._fit(original))
+
+    def _lightning_callbacks(self, kwargs: dict[str, Any]) -> dict[str, Any]:
+        from .lightning import GradWatchCallback
+
+        given = kwargs.get("callbacks")
+        callbacks = [] if given is None else list(given) if isinstance(given, Sequence) else [given]
+        if any(isinstance(c, GradWatchCallback) for c in callbacks):
+            return kwargs
+        callbacks.append(GradWatchCallback(**self.options(default_every=None)))
+        return {**kwargs, "callbacks": callbacks}
+
+    # -- Hugging Face --------------------------------------------------------------------------
+    def _patch_transformers(self, module: ModuleType) -> None:
+        trainer = module.Trainer
+        auto = self
+
+        def init(original: Callable[..., Any]) -> Callable[..., Any]:
+            def __init__(this: Any, *args: Any, **kwargs: Any) -> None:
+                original(this, *args, **kwargs)
+                auto.guarded("adding the Transformers callback", auto._transformers_callback, this)
+
+            return __init__
+
+        self._patch(trainer, "__init__", init)
+        self._patch(trainer, "train", lambda original: self._fit(original))
+
+    def _transformers_callback(self, trainer: Any) -> None:
+        from .transformers import GradWatchCallback
+
+        if any(isinstance(c, GradWatchCallback) for c in trainer.callback_handler.callbacks):
+            return
+        trainer.add_callback(GradWatchCallback(**self.options(default_every=None)))
+
+    # -- Keras ---------------------------------------------------------------------------------
+    def _patch_keras(self, module: ModuleType) -> None:
+        model = module.Model
+        self._keras_callbacks: dict[int, Any] = {}  # id(model) -> its callback, kept across fit calls
+        self._patch(model, "fit", lambda original: self._fit(original, self._keras_fit_arguments))
+
+    def _keras_fit_arguments(self, model: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> dict[str, Any] | None:
+        from .keras import GradWatchCallback
+
+        if len(args) > 5:  # callbacks given by position (x, y, batch_size, epochs, verbose, callbacks): left as they are
+            return None
+        given = kwargs.get("callbacks")
+        if _has(given, GradWatchCallback):
+            return None
+        callback = self._keras_callbacks.get(id(model))
+        if callback is None:
+            callback = self._keras_callbacks[id(model)] = GradWatchCallback(**self.options(default_every=20))
+        callbacks = [] if given is None else list(given)
+        callbacks.append(callback)
+        return {**kwargs, "callbacks": callbacks}
+
+
+def _has(callbacks: Any, kind: type) -> bool:
+    if callbacks is None:
+        return False
+    items = list(callbacks) if isinstance(callbacks, (list, tuple)) else list(getattr(callbacks, "callbacks", []))
+    return any(isinstance(c, kind) for c in items)
+
+
+class _TorchHooks:
+    """PyTorch's global hooks: root modules by forward calls; at the first backward of a scalar loss, the model it trains."""
+
+    def __init__(self, auto: AutoWatch) -> None:
+        import torch
+        from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+
+        self.auto = auto
+        self.torch = torch
+        self.roots: weakref.WeakValueDictionary[int, torch.nn.Module] = weakref.WeakValueDictionary()  # id -> root module called
+        self._depth = threading.local()
+        self.searching = True  # no model chosen yet (and the script watches none itself)
+        self._forward_handles = [
+            register_module_forward_pre_hook(self._forward_pre),
+            register_module_forward_hook(self._forward_post, always_call=True),
+        ]
+        self._backward = torch.Tensor.backward
+        hooks = self
+
+        def backward(tensor: Any, *args: Any, **kwargs: Any) -> Any:
+            if hooks.searching and not hooks.auto._inside_fit:
+                hooks.auto.guarded("finding the model", hooks._search, tensor)
+            result = hooks._backward(tensor, *args, **kwargs)
+            if hooks.auto.watchers and not hooks.auto._inside_fit:
+                hooks.auto.guarded("reading the loss", hooks._loss, tensor)
+            return result
+
+        backward.__wrapped__ = self._backward  # type: ignore[attr-defined]
+        backward.__doc__ = self._backward.__doc__
+        torch.Tensor.backward = backward  # type: ignore[method-assign]
+
+    def remove(self) -> None:
+        self._stop_tracking()
+        self.torch.Tensor.backward = self._backward  # type: ignore[method-assign]
+
+    def _stop_tracking(self) -> None:
+        self.searching = False
+        for handle in self._forward_handles:
+            handle.remove()
+        self._forward_handles = []
+
+    # -- roots ------------------------------------------------------------------------------------
+    def _forward_pre(self, module: Any, args: Any) -> None:
+        depth = getattr(self._depth, "n", 0)
+        if depth == 0 and not self.auto._inside_fit:
+            self.roots[id(module)] = module
+        self._depth.n = depth + 1
+
+    def _forward_post(self, module: Any, args: Any, output: Any) -> None:
+        self._depth.n = max(0, getattr(self._depth, "n", 1) - 1)
+
+    # -- the model, at the first backward of a scalar loss ----------------------------------------
+    def _search(self, loss: Any) -> None:
+        if not isinstance(loss, self.torch.Tensor) or loss.dim() != 0 or loss.grad_fn is None:
+            return
+        from .pytorch import _WATCHERS, watch
+
+        if any((ref() is not None and ref().session.final is None) for ref in list(_WATCHERS.values())):  # type: ignore[union-attr]
+            self._stop_tracking()  # the script watches its model itself: gradwatch run stays out of the way
+            return
+        trained = _leaves(loss)
+        model = self._model_of(trained)
+        if model is None:
+            return
+        self._stop_tracking()
+        watcher = watch(model, None, **self.auto.options(default_every=None))  # binds to the optimizer at its first step
+        self.auto.watchers.append(watcher)
+
+    def _model_of(self, trained: set[int]) -> Any:
+        """The root module holding the most of the weights the loss reaches (the first called on a tie)."""
+        best, best_count = None, 0
+        for module in list(self.roots.values()):
+            count = sum(1 for p in module.parameters() if id(p) in trained)
+            if count > best_count:
+                best, best_count = module, count
+        return best
+
+    # -- the loss ---------------------------------------------------------------------------------
+    def _loss(self, tensor: Any) -> None:
+        if len(self.auto.watchers) != 1 or not isinstance(tensor, self.torch.Tensor) or tensor.dim() != 0 or tensor.grad_fn is None:
+            return
+        watcher = self.auto.watchers[0]
+        if watcher.session.final is None:
+            watcher.step(tensor.detach())
+
+
+def _leaves(loss: Any) -> set[int]:
+    """The ids of the weights a loss's graph reaches (its ``AccumulateGrad`` nodes)."""
+    found: set[int] = set()
+    seen: set[int] = set()
+    todo = [loss.grad_fn]
+    while todo:
+        node = todo.pop()
+        if node is None or id(node) in seen:
+            continue
+        seen.add(id(node))
+        variable = getattr(node, "variable", None)
+        if variable is not None:
+            found.add(id(variable))
+        todo.extend(next_node for next_node, _ in node.next_functions)
+    return found
+
+
+class _ImportHook(importlib.abc.MetaPathFinder):
+    """Runs ``patches[name](module)`` once module ``name`` has been imported (at once where it already is)."""
+
+    def __init__(self, patches: dict[str, Callable[[ModuleType], None]]) -> None:
+        self.patches = dict(patches)
+        self.auto: AutoWatch | None = None
+
+    def start(self, auto: AutoWatch) -> None:
+        self.auto = auto
+        for name in list(self.patches):
+            if name in sys.modules:
+                self._apply(name, sys.modules[name])
+        if self.patches:
+            sys.meta_path.insert(0, self)
+
+    def stop(self) -> None:
+        if self in sys.meta_path:
+            sys.meta_path.remove(self)
+
+    def _apply(self, name: str, module: ModuleType) -> None:
+        patch = self.patches.pop(name, None)
+        if patch is not None and self.auto is not None:
+            self.auto.guarded(f"watching {name.split('.')[0]}", patch, module)
+
+    def find_spec(self, fullname: str, path: Sequence[str] | None, target: ModuleType | None = None) -> importlib.machinery.ModuleSpec | None:
+        if fullname not in self.patches:
+            return None
+        for finder in sys.meta_path:
+            if finder is self:
+                continue
+            find = getattr(finder, "find_spec", None)
+            spec = find(fullname, path, target) if find is not None else None
+            if spec is not None:
+                break
+        else:
+            return None
+        loader = spec.loader
+        if loader is None or not hasattr(loader, "exec_module"):
+            return spec
+        hook = self
+
+        class Loader(importlib.abc.Loader):
+            def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
+                return loader.create_module(spec)  # type: ignore[union-attr]
+
+            def exec_module(self, module: ModuleType) -> None:
+                module.__loader__ = loader  # the module looks as if imported without gradwatch (getsource, resources)
+                if module.__spec__ is not None:
+                    module.__spec__.loader = loader
+                loader.exec_module(module)  # type: ignore[union-attr]
+                hook._apply(fullname, module)
+
+            def __getattr__(self, name: str) -> Any:
+                return getattr(loader, name)
+
+        spec.loader = Loader()
+        return spec
+
+
+def install(*, summary_path: str, every_n_steps: int | None = None) -> AutoWatch:
+    """Start watching this process's training (for ``gradwatch run``); ``finish()`` the result at the end."""
+    auto = AutoWatch(summary_path=summary_path, every_n_steps=every_n_steps)
+    auto.start()
+    return auto
+
+
+__all__ = ["AutoWatch", "install"]

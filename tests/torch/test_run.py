@@ -1,0 +1,140 @@
+"""``gradwatch run``: an unmodified PyTorch script, run in a subprocess, gets a summary; its training, output and exit code are its own."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+LOOP = """
+import sys
+import torch
+from torch import nn
+
+torch.manual_seed(0)
+if "--sick" in sys.argv:  # ten sigmoid layers under plain SGD: the gradients vanish
+    layers = [nn.Linear(8, 32), nn.Sigmoid()]
+    for _ in range(10):
+        layers += [nn.Linear(32, 32), nn.Sigmoid()]
+    model = nn.Sequential(*layers, nn.Linear(32, 1))
+else:
+    model = nn.Sequential(nn.Linear(8, 32), nn.ReLU(), nn.Linear(32, 1))
+optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+x = torch.randn(64, 8)
+y = x.sum(1, keepdim=True)
+loss_fn = nn.MSELoss()
+for step in range(STEPS):
+    loss = loss_fn(model(x), y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+print("argv", sys.argv[1:])
+print("final", loss.item().hex())
+print("weights", sum(p.double().sum().item() for p in model.parameters()).hex())
+"""
+
+
+def script(tmp_path: Path, body: str, name: str = "train.py", steps: int = 40) -> Path:
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(body).replace("STEPS", str(steps)), encoding="utf-8")
+    return path
+
+
+def gradwatch_run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "gradwatch.cli", "run", *args], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+
+def plain(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, *args], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+
+
+def lines(out: str, prefix: str) -> list[str]:
+    return [line for line in out.splitlines() if line.startswith(prefix)]
+
+
+def test_a_plain_loop_is_watched_and_trains_bit_for_bit_as_without(tmp_path):
+    script(tmp_path, LOOP)
+    watched = gradwatch_run(tmp_path, "train.py", "--lr", "3")
+    assert watched.returncode == 0, watched.stderr
+    summary = json.loads((tmp_path / "gradwatch-train.json").read_text())
+    assert summary["framework"] == "pytorch" and summary["steps"] == 40
+    alone = plain(tmp_path, "train.py", "--lr", "3")
+    assert alone.returncode == 0, alone.stderr
+    for prefix in ("argv", "final", "weights"):
+        assert lines(watched.stdout, prefix) == lines(alone.stdout, prefix), prefix
+    assert lines(watched.stdout, "argv") == ["argv ['--lr', '3']"]
+    assert "gradwatch" in watched.stderr and "sampled of 40 steps" in watched.stderr  # the console report
+
+    # gradwatch's watch() made to fail (python -m gradwatch.run, the form for launchers): same weights, exit code 0
+    broken = tmp_path / "broken"
+    broken.mkdir()
+    (broken / "sitecustomize.py").write_text(
+        "import gradwatch.integrations.pytorch as p\ndef boom(*a, **k):\n    raise RuntimeError('injected')\np.watch = boom\n"
+    )
+    (tmp_path / "gradwatch-train.json").unlink()
+    env = {**os.environ, "PYTHONPATH": str(broken)}
+    run = subprocess.run(
+        [sys.executable, "-m", "gradwatch.run", "train.py", "--lr", "3"], cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env
+    )
+    assert run.returncode == 0, run.stderr
+    assert "injected" in run.stderr and run.stderr.count("injected") == 1
+    assert run.stdout == alone.stdout
+    assert not (tmp_path / "gradwatch-train.json").exists()
+
+
+def test_a_sick_script_gets_its_diagnosis_with_the_options_given(tmp_path):
+    script(tmp_path, LOOP, steps=40)
+    run = gradwatch_run(tmp_path, "--summary", "out/sick.json", "--every-n-steps", "4", "train.py", "--sick")
+    assert run.returncode == 0, run.stderr
+    summary = json.loads((tmp_path / "out" / "sick.json").read_text())
+    assert summary["steps"] == 40 and summary["every_n_steps"] == 4
+    assert "vanishing_gradients" in {f["symptom"] for f in summary["findings"]}
+
+
+def test_exit_codes_and_tracebacks_are_the_scripts(tmp_path):
+    script(tmp_path, "import sys\nprint('hello')\nsys.exit(3)\n", name="three.py")
+    run = gradwatch_run(tmp_path, "three.py")
+    assert (run.returncode, run.stdout) == (3, "hello\n")
+    script(tmp_path, "def f():\n    raise ValueError('boom')\nf()\n", name="boom.py")
+    run = gradwatch_run(tmp_path, "boom.py")
+    assert run.returncode == 1
+    assert run.stderr.startswith("Traceback (most recent call last):\n  File ") and "boom.py" in run.stderr.splitlines()[1]
+    assert run.stderr.rstrip().endswith("ValueError: boom")
+    (tmp_path / "pkg").mkdir()
+    (tmp_path / "pkg" / "__init__.py").write_text("")
+    script(tmp_path, "import sys\nprint(sys.argv[1:])\nsys.exit('bye')\n", name="pkg/main.py")
+    run = gradwatch_run(tmp_path, "-m", "pkg.main", "--summary", "x")
+    assert (run.returncode, run.stdout, run.stderr) == (1, "['--summary', 'x']\n", "bye\n")
+    assert gradwatch_run(tmp_path, "missing.py").returncode == 2
+
+
+DROP_IN = """
+import torch
+from torch import nn
+from gradwatch.integrations.pytorch import watch
+
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 1))
+optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+x, y = torch.randn(32, 8), torch.randn(32, 1)
+with watch(model, optimizer, summary_path="own.json") as watcher:
+    for step in range(STEPS):
+        loss = nn.functional.mse_loss(model(x), y)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+        watcher.step(loss)
+"""
+
+
+def test_a_script_that_watches_itself_is_not_watched_twice(tmp_path):
+    script(tmp_path, DROP_IN, steps=30)
+    run = gradwatch_run(tmp_path, "train.py")
+    assert run.returncode == 0, run.stderr
+    assert json.loads((tmp_path / "own.json").read_text())["steps"] == 30
+    assert not (tmp_path / "gradwatch-train.json").exists()
+    assert run.stderr.count("sampled of 30 steps") == 1
+    assert "already watched" not in run.stderr
