@@ -242,10 +242,25 @@ class _TorchHooks:
         backward.__wrapped__ = self._backward  # type: ignore[attr-defined]
         backward.__doc__ = self._backward.__doc__
         torch.Tensor.backward = backward  # type: ignore[method-assign]
+        self._scaled: tuple[Any, Any] | None = None  # (a weak reference to the loss GradScaler scaled last, the loss before scaling)
+        scaler = getattr(getattr(torch, "amp", None), "GradScaler", None)
+        self._scale = scaler.scale if scaler is not None else None
+        if scaler is not None:
+
+            def scale(this: Any, outputs: Any) -> Any:
+                result = hooks._scale(this, outputs)  # type: ignore[misc]
+                if hooks.auto.watchers and isinstance(outputs, torch.Tensor) and isinstance(result, torch.Tensor) and outputs.dim() == 0:
+                    hooks._scaled = (weakref.ref(result), outputs.detach())  # the watcher gets the loss, not the loss times the AMP scale
+                return result
+
+            scale.__wrapped__ = self._scale  # type: ignore[attr-defined]
+            scaler.scale = scale
 
     def remove(self) -> None:
         self._stop_tracking()
         self.torch.Tensor.backward = self._backward  # type: ignore[method-assign]
+        if self._scale is not None:
+            self.torch.amp.GradScaler.scale = self._scale
 
     def _stop_tracking(self) -> None:
         self.searching = False
@@ -295,7 +310,9 @@ class _TorchHooks:
             return
         watcher = self.auto.watchers[0]
         if watcher.session.final is None:
-            watcher.step(tensor.detach())
+            scaled = self._scaled
+            unscaled = scaled[1] if scaled is not None and scaled[0]() is tensor else None
+            watcher.step(unscaled if unscaled is not None else tensor.detach())
 
 
 def _leaves(loss: Any) -> set[int]:
