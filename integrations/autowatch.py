@@ -45,6 +45,9 @@ TORCH, LIGHTNING, PL, HF, KERAS = (
 )
 
 
+MISSES = 3  # backward passes that find no model before gradwatch run stops looking (the graph walk is not free)
+
+
 class AutoWatch:
     """The watch of one ``gradwatch run``: the patches, the watchers made, and their summary paths."""
 
@@ -224,6 +227,7 @@ class _TorchHooks:
         self.roots: weakref.WeakValueDictionary[int, torch.nn.Module] = weakref.WeakValueDictionary()  # id -> root module called
         self._depth = threading.local()
         self.searching = True  # no model chosen yet (and the script watches none itself)
+        self._misses = 0  # backward passes whose loss reached no root module's weights
         self._forward_handles = [
             register_module_forward_pre_hook(self._forward_pre),
             register_module_forward_hook(self._forward_post, always_call=True),
@@ -288,8 +292,12 @@ class _TorchHooks:
             self._stop_tracking()  # the script watches its model itself: gradwatch run stays out of the way
             return
         trained = _leaves(loss)
-        model = self._model_of(trained)
+        model = self._model_of(trained) if trained else None
         if model is None:
+            self._misses += 1
+            if self._misses == MISSES:
+                self._stop_tracking()
+                warn(f"gradwatch run: the first {MISSES} losses backpropagated reach no module called as model(x); nothing is watched")
             return
         self._stop_tracking()
         watcher = watch(model, None, **self.auto.options(default_every=None))  # binds to the optimizer at its first step
