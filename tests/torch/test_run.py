@@ -38,6 +38,7 @@ print("weights", sum(p.double().sum().item() for p in model.parameters()).hex())
 
 
 def script(tmp_path: Path, body: str, name: str = "train.py", steps: int = 40) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     path = tmp_path / name
     path.write_text(textwrap.dedent(body).replace("STEPS", str(steps)), encoding="utf-8")
     return path
@@ -47,51 +48,50 @@ def gradwatch_run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str
     return subprocess.run([sys.executable, "-m", "gradwatch.cli", "run", *args], cwd=tmp_path, capture_output=True, text=True, timeout=120)
 
 
-def plain(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, *args], cwd=tmp_path, capture_output=True, text=True, timeout=120)
-
-
 def lines(out: str, prefix: str) -> list[str]:
     return [line for line in out.splitlines() if line.startswith(prefix)]
 
 
+def started(cwd: Path, *command: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    """A process started at once, so that independent runs overlap (each pays for importing torch)."""
+    return subprocess.Popen([sys.executable, *command], cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+
+
+def finished(process: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]:
+    out, err = process.communicate(timeout=120)
+    return subprocess.CompletedProcess(process.args, process.returncode, out, err)
+
+
 def test_a_plain_loop_is_watched_and_trains_bit_for_bit_as_without(tmp_path):
     script(tmp_path, LOOP)
-    watched = gradwatch_run(tmp_path, "train.py", "--lr", "3")
+    # gradwatch's watch() made to fail, in a folder of its own (python -m gradwatch.run, the form for launchers)
+    failing = tmp_path / "failing"
+    script(
+        failing / "site",
+        "import gradwatch.integrations.pytorch as p\ndef boom(*a, **k):\n    raise RuntimeError('injected')\np.watch = boom\n",
+        name="sitecustomize.py",
+    )
+    script(failing, LOOP)
+    env = {**os.environ, "PYTHONPATH": str(failing / "site")}
+    runs = [
+        started(tmp_path, "-m", "gradwatch.cli", "run", "train.py", "--lr", "3"),
+        started(tmp_path, "train.py", "--lr", "3"),
+        started(failing, "-m", "gradwatch.run", "train.py", "--lr", "3", env=env),
+    ]
+    watched, alone, broken = (finished(run) for run in runs)
+    assert alone.returncode == 0, alone.stderr
     assert watched.returncode == 0, watched.stderr
     summary = json.loads((tmp_path / "gradwatch-train.json").read_text())
     assert summary["framework"] == "pytorch" and summary["steps"] == 40
-    alone = plain(tmp_path, "train.py", "--lr", "3")
-    assert alone.returncode == 0, alone.stderr
     for prefix in ("argv", "final", "weights"):
         assert lines(watched.stdout, prefix) == lines(alone.stdout, prefix), prefix
     assert lines(watched.stdout, "argv") == ["argv ['--lr', '3']"]
     assert "gradwatch" in watched.stderr and "sampled of 40 steps" in watched.stderr  # the console report
 
-    # gradwatch's watch() made to fail (python -m gradwatch.run, the form for launchers): same weights, exit code 0
-    broken = tmp_path / "broken"
-    broken.mkdir()
-    (broken / "sitecustomize.py").write_text(
-        "import gradwatch.integrations.pytorch as p\ndef boom(*a, **k):\n    raise RuntimeError('injected')\np.watch = boom\n"
-    )
-    (tmp_path / "gradwatch-train.json").unlink()
-    env = {**os.environ, "PYTHONPATH": str(broken)}
-    run = subprocess.run(
-        [sys.executable, "-m", "gradwatch.run", "train.py", "--lr", "3"], cwd=tmp_path, capture_output=True, text=True, timeout=120, env=env
-    )
-    assert run.returncode == 0, run.stderr
-    assert "injected" in run.stderr and run.stderr.count("injected") == 1
-    assert run.stdout == alone.stdout
-    assert not (tmp_path / "gradwatch-train.json").exists()
-
-
-def test_a_sick_script_gets_its_diagnosis_with_the_options_given(tmp_path):
-    script(tmp_path, LOOP, steps=40)
-    run = gradwatch_run(tmp_path, "--summary", "out/sick.json", "--every-n-steps", "4", "train.py", "--sick")
-    assert run.returncode == 0, run.stderr
-    summary = json.loads((tmp_path / "out" / "sick.json").read_text())
-    assert summary["steps"] == 40 and summary["every_n_steps"] == 4
-    assert "vanishing_gradients" in {f["symptom"] for f in summary["findings"]}
+    assert broken.returncode == 0, broken.stderr  # gradwatch failed: one warning, the same training, no summary
+    assert broken.stderr.count("injected") == 1
+    assert broken.stdout == alone.stdout
+    assert not (failing / "gradwatch-train.json").exists()
 
 
 def test_exit_codes_and_tracebacks_are_the_scripts(tmp_path):
@@ -130,11 +130,23 @@ with watch(model, optimizer, summary_path="own.json") as watcher:
 """
 
 
-def test_a_script_that_watches_itself_is_not_watched_twice(tmp_path):
-    script(tmp_path, DROP_IN, steps=30)
-    run = gradwatch_run(tmp_path, "train.py")
-    assert run.returncode == 0, run.stderr
-    assert json.loads((tmp_path / "own.json").read_text())["steps"] == 30
-    assert not (tmp_path / "gradwatch-train.json").exists()
-    assert run.stderr.count("sampled of 30 steps") == 1
-    assert "already watched" not in run.stderr
+def test_a_sick_script_is_diagnosed_and_a_script_that_watches_itself_is_not_watched_twice(tmp_path):
+    sick, own = tmp_path / "sick", tmp_path / "own"
+    script(sick, LOOP, steps=40)
+    script(own, DROP_IN, steps=30)
+    runs = [
+        started(sick, "-m", "gradwatch.cli", "run", "--summary", "out/sick.json", "--every-n-steps", "4", "train.py", "--sick"),
+        started(own, "-m", "gradwatch.cli", "run", "train.py"),
+    ]
+    sick_run, own_run = (finished(run) for run in runs)
+
+    assert sick_run.returncode == 0, sick_run.stderr
+    summary = json.loads((sick / "out" / "sick.json").read_text())
+    assert summary["steps"] == 40 and summary["every_n_steps"] == 4
+    assert "vanishing_gradients" in {f["symptom"] for f in summary["findings"]}
+
+    assert own_run.returncode == 0, own_run.stderr
+    assert json.loads((own / "own.json").read_text())["steps"] == 30
+    assert not (own / "gradwatch-train.json").exists()
+    assert own_run.stderr.count("sampled of 30 steps") == 1
+    assert "already watched" not in own_run.stderr
