@@ -23,6 +23,7 @@ part runs in a guard that warns once and switches that part off.
 
 from __future__ import annotations
 
+import functools
 import importlib.abc
 import importlib.machinery
 import sys
@@ -111,11 +112,11 @@ class AutoWatch:
         self._undo.clear()
 
     def _patch(self, owner: Any, name: str, make: Callable[[Callable[..., Any]], Callable[..., Any]]) -> None:
-        original = owner.__dict__[name] if name in owner.__dict__ else getattr(owner, name)
-        replacement = make(original)
-        replacement.__wrapped__ = original  # type: ignore[attr-defined]
+        own = name in owner.__dict__  # else inherited: undone by deleting the replacement
+        original = owner.__dict__[name] if own else getattr(owner, name)
+        replacement = functools.update_wrapper(make(original), original)  # same name, docs and signature (__wrapped__)
         setattr(owner, name, replacement)
-        self._undo.append(lambda: setattr(owner, name, original))
+        self._undo.append(lambda: setattr(owner, name, original) if own else delattr(owner, name))
 
     def _fit(self, original: Callable[..., Any], before: Callable[..., dict[str, Any] | None] | None = None) -> Callable[..., Any]:
         """``original`` run with the callback-driven flag set (so torch hooks stay out of the way)."""
@@ -310,7 +311,8 @@ class _TorchHooks:
             count = sum(1 for p in module.parameters() if id(p) in trained)
             if count > best_count:
                 best, best_count = module, count
-        return best
+        inner = getattr(best, "_forward_module", None)  # Lightning Fabric's wrapper: the user's own module inside, as they name its layers
+        return inner if isinstance(inner, self.torch.nn.Module) else best
 
     # -- the loss ---------------------------------------------------------------------------------
     def _loss(self, tensor: Any) -> None:
