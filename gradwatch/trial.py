@@ -35,6 +35,10 @@ NOT_AUTOMATIC = {
     "layerwise_pretraining": "needs a training schedule of its own (greedy layer by layer, then fine-tuning)",
     "truncated_bptt": "changes how your sequences are cut and fed, which lives in your data pipeline",
     "random_init": "tried as matched_init, which draws every Linear/Conv/Dense layer's weights afresh",
+    **dict.fromkeys(
+        ("clear_gradients", "train_mode", "add_to_optimizer", "fix_schedule", "pair_inputs_and_labels", "unfreeze"),
+        "a fix to your training code (the loop, the optimizer, the schedule or the data), not to the model: apply it there",
+    ),
 }
 
 

@@ -12,7 +12,7 @@ from gradwatch.integrations.keras import GradWatchCallback
 @pytest.mark.parametrize(
     ("activation", "units", "loss", "words"),
     [
-        ("softmax", 2, keras.losses.SparseCategoricalCrossentropy(from_logits=True), "from_logits=True, which applies it again"),
+        ("softmax", 2, keras.losses.SparseCategoricalCrossentropy(from_logits=True), "from_logits=True, which expects raw scores"),
         (None, 2, "sparse_categorical_crossentropy", "is linear under sparse_categorical_crossentropy"),
         ("softmax", 1, "binary_crossentropy", "softmax over one unit"),
         (None, 2, keras.losses.SparseCategoricalCrossentropy(from_logits=True), None),
