@@ -46,6 +46,7 @@ TORCH, LIGHTNING, PL, HF, KERAS = (
 )
 
 
+FINDING = "finding the model"
 MISSES = 3  # backward passes that find no model before gradwatch run stops looking (the graph walk is not free)
 
 
@@ -238,7 +239,9 @@ class _TorchHooks:
 
         def backward(tensor: Any, *args: Any, **kwargs: Any) -> Any:
             if hooks.searching and not hooks.auto._inside_fit:
-                hooks.auto.guarded("finding the model", hooks._search, tensor)
+                hooks.auto.guarded(FINDING, hooks._search, tensor)
+                if FINDING in hooks.auto.failed:
+                    hooks._stop_tracking()
             result = hooks._backward(tensor, *args, **kwargs)
             if hooks.auto.watchers and not hooks.auto._inside_fit:
                 hooks.auto.guarded("reading the loss", hooks._loss, tensor)
