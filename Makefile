@@ -19,8 +19,8 @@ venv: $(STAMP)
 demo: $(STAMP)
 	$(VENV)/bin/gradwatch demo --out gradwatch-demo
 
-test: $(STAMP)
-	$(PY) -m pytest -q
+test: $(STAMP)  # one worker per core of a 2-core machine: the suite is single-threaded test by test
+	$(PY) -m pytest -q -n 2
 
 test-core: $(STAMP)
 	$(PY) -m pytest -q tests/core

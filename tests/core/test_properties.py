@@ -39,7 +39,7 @@ def steps(draw: st.DrawFn) -> list[StepStats]:
     return stream
 
 
-@settings(max_examples=2000, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps())
 def test_any_stream_gives_well_formed_findings_and_a_valid_summary(stream):
     monitor = Monitor(warn_on=None, guard=FaultGuard(strict=True), history_size=8)
