@@ -128,7 +128,9 @@ MONITOR_OPTIONS = [
 ]
 
 
-@pytest.mark.parametrize("name, value, message", MONITOR_OPTIONS, ids=[re.sub(r" at 0x[0-9a-f]+", "", f"{n}={v!r}") for n, v, _ in MONITOR_OPTIONS])  # ids alike in every process
+@pytest.mark.parametrize(
+    "name, value, message", MONITOR_OPTIONS, ids=[re.sub(r" at 0x[0-9a-f]+", "", f"{n}={v!r}") for n, v, _ in MONITOR_OPTIONS]
+)  # ids alike in every process
 def test_monitor_options_are_checked_with_the_choices_listed(name, value, message):
     with pytest.raises(OptionError) as error:
         Monitor(**{name: value})
