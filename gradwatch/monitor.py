@@ -167,6 +167,8 @@ class Monitor:
                 found.remedies = tuple(dict.fromkeys(cause.remedy for cause in causes)) + found.remedies
         if known is None:
             self.findings[found.symptom] = found
+            if found.is_mistake and found.remedies:
+                self._explain(found)
             return True
         worse = SEVERITY_RANK[found.severity] > SEVERITY_RANK[known.severity]
         found.first_step = known.first_step
@@ -175,6 +177,15 @@ class Monitor:
         found.layers = tuple(dict.fromkeys(known.layers + found.layers))
         self.findings[found.symptom] = found
         return worse
+
+    def _explain(self, mistake: Finding) -> None:
+        """A mistake found after a symptom it explains: name it in that symptom as its likely cause, fix first."""
+        for symptom in self.findings.values():
+            if symptom.is_mistake or symptom.symptom == "weight_collapse" or mistake.symptom in symptom.evidence.get("causes", ()):
+                continue
+            symptom.evidence["causes"] = [*symptom.evidence.get("causes", ()), mistake.symptom]
+            symptom.message += f"; likely cause: {mistake.message}"
+            symptom.remedies = (mistake.remedies[0], *(r for r in symptom.remedies if r != mistake.remedies[0]))
 
     def _remedies(self, found: Finding) -> tuple[Remedy, ...]:
         """``remedies.for_finding``, ranked once per symptom while the facts stay the same object."""

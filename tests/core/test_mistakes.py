@@ -157,3 +157,14 @@ def test_an_initialisation_off_a_thousandfold_across_the_model_is_a_finding_unle
     assert not normalised.direct, "BatchNorm undoes the scale: only a likely cause under a symptom"
     mild = tuple(LayerFacts(f"l{i}", "Linear", activation="ReLU", init_gain=0.4) for i in range(3))  # ×0.28 per layer, ×0.02 in all
     assert all(not c.direct for c in find_causes(ModelFacts(layers=mild)) if c.id == "init_scale")
+
+
+def test_a_mistake_found_after_the_symptom_is_named_inside_it_too():
+    monitor = Monitor(CLASSIFIER, warn_on=None)
+    for s in range(1, 3):
+        monitor.observe(sample(s, relative_updates=[3.0, 3.0]))  # the symptom first
+    for s in range(4, 7):
+        monitor.observe(replace(sample(s), stale_grad=4.0))  # then the mistake, once the symptom has gone quiet
+    mistake, symptom = monitor.report().findings
+    assert mistake.symptom == "gradients_not_cleared" and symptom.evidence["causes"] == ["gradients_not_cleared"]
+    assert "likely cause: gradients are never cleared" in symptom.message and symptom.remedies[0].id == "clear_gradients"
