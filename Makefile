@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip --disable-pip-version-check -q
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test venv clinic trials bench clean
+.PHONY: demo test test-core test-distributed lint venv clinic trials bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -20,7 +20,10 @@ demo: $(STAMP)
 	$(VENV)/bin/gradwatch demo --out gradwatch-demo
 
 test: $(STAMP)  # one worker per core of a 2-core machine: the suite is single-threaded test by test
-	$(PY) -m pytest -q -n 2
+	$(PY) -m pytest -q -n 2 -m "not distributed"
+
+test-distributed: $(STAMP)  # each test spawns 2 processes: one at a time
+	$(PY) -m pytest -q -m distributed
 
 test-core: $(STAMP)
 	$(PY) -m pytest -q tests/core
