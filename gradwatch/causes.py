@@ -13,18 +13,17 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .detectors.base import fmt
+from .detectors.loss import MULTICLASS
 from .facts import ModelFacts
 from .report import Remedy, Severity
 
 # Mean |x| or std of the first layer's input above this: features in the hundreds or thousands.
 UNSCALED_INPUT = 50.0
-MULTICLASS = ("categorical_crossentropy", "sparse_categorical_crossentropy", "cross_entropy")
 CROSS_ENTROPY = (*MULTICLASS, "binary_crossentropy", "binary_cross_entropy_with_logits", "nll_loss")
 REGRESSION = ("mean_squared_error", "mean_absolute_error", "mse_loss", "l1_loss")
 PROBABILITY_LOSSES = ("categorical_crossentropy", "sparse_categorical_crossentropy", "binary_crossentropy")  # Keras, without logits
 ADAPTIVE = ("Adam", "AdamW", "Adamax", "NAdam", "RAdam", "Adagrad", "Adadelta", "RMSprop", "Adafactor", "Lion", "Muon")
 SUMMED_ROWS = 32  # a loss summed over at least this many rows takes steps that many times the mean's
-COMPOUNDED_OFF = 1e3  # activations this many times too large or too small at the output: named on its own
 
 
 @dataclass(frozen=True)
@@ -181,8 +180,7 @@ def _init_scale(facts: ModelFacts) -> Cause | None:
         f"so activations and gradients {trend} at every layer from the first step (×{fmt(compounded)} across the model)"
     )
     fix = "initialise with nn.init.kaiming_normal_ (ReLU) or xavier_normal_ (tanh, sigmoid), or keep the framework's default"
-    # compounded past a thousandfold without normalisation to undo it, the scale itself is the mistake
-    direct = not facts.normalization and not 1 / COMPOUNDED_OFF < compounded < COMPOUNDED_OFF
+    direct = facts.init_far_off and not facts.normalization  # no normalisation undoes it: the scale itself is the mistake
     remedy = Remedy("rescale_init", "Initialise at the matched scale", f"{text}; {fix}")
     return Cause("init_scale", text, remedy, direct=direct, layers=tuple(layer.name for layer, _ in off))
 

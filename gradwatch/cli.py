@@ -9,6 +9,7 @@ from pathlib import Path
 
 from . import __version__
 from .report import MIN_SAMPLES_TO_CLEAR, SEVERITY_RANK, SummaryError, load_summary, printable, read_json
+from .run import positive
 
 EXIT_FOUND, EXIT_USAGE, EXIT_UNMEASURED = 1, 2, 3
 BAD_INPUT = "  2  bad input (one line on stderr)"
@@ -148,7 +149,7 @@ def _parser() -> argparse.ArgumentParser:
         "  0  done\n  2  torch is missing, or --out cannot be written",
     )
     demo.add_argument("--out", default="gradwatch-demo", help="folder for the JSON summaries (default: %(default)s)")
-    demo.add_argument("--steps", type=_positive, default=300, help="optimizer steps per model (default: %(default)s)")
+    demo.add_argument("--steps", type=positive, default=300, help="optimizer steps per model (default: %(default)s)")
 
     report = _verb(commands, "report", _report, "render a JSON summary (or a remedy trial file) in the console", f"  0  rendered\n{BAD_INPUT}")
     report.add_argument("path")
@@ -196,16 +197,6 @@ def _verb(
     )
     verb.set_defaults(run=run)
     return verb
-
-
-def _positive(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a number >= 1, got {value}")
-    return value
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -26,6 +26,7 @@ HE_GAIN = 2**0.5
 # std(W)·sqrt(fan_in) that suits each activation: He for ReLU, LeCun for SELU, Xavier-like ≈ 1 otherwise.
 MATCHED_GAIN = {"ReLU": HE_GAIN, "ReLU6": HE_GAIN, "LeakyReLU": HE_GAIN, "PReLU": HE_GAIN, "SELU": 1.0}
 INIT_OFF = 3.0  # std·√fan_in this many times above or below what the activation wants: a scale off, not a taste
+COMPOUNDED_OFF = 1e3  # activations this many times too large or too small at the output, compounded over the layers
 
 
 @dataclass(frozen=True)
@@ -126,6 +127,12 @@ class ModelFacts:
         if total == 0:
             return 20 * len(self.trainable_layers) <= self.depth
         return 20 * sum(sizes[layer.name] for layer in self.trainable_layers) <= total
+
+    @property
+    def init_far_off(self) -> bool:
+        """The initialisation's scale, compounded over the layers, is off by more than ``COMPOUNDED_OFF`` either way."""
+        compounded, _, _ = self.init_mismatch()
+        return not 1 / COMPOUNDED_OFF < compounded < COMPOUNDED_OFF
 
     def layer(self, name: str) -> LayerFacts | None:
         return next((layer for layer in self.layers if layer.name == name), None)

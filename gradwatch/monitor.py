@@ -73,6 +73,7 @@ class Monitor:
         self.last_loss: float | None = None
         self.notes: list[str] = []
         self._ranked: tuple[ModelFacts, dict[str, tuple[Remedy, ...]]] = (self.facts, {})  # remedies per symptom, for these facts
+        self._facts_causes: list[Cause] = []  # what find_causes says of the latest sample
 
     def should_sample(self, step: int) -> bool:
         """Whether the adapter should measure optimizer step ``step`` (0-based)."""
@@ -90,6 +91,7 @@ class Monitor:
             self.input_scale = (sample.input_mean_abs, sample.input_std)
         self.guard.run("history", self.history.add, sample, self.facts.kinds)
         raised = []
+        self._facts_causes = find_causes(self.facts, self.input_scale, self.last_loss)  # once per sample
         finite = sample.finite
         for detector in self.detectors:
             if not (finite or detector.sees_nonfinite):
@@ -97,7 +99,7 @@ class Monitor:
             found = self.guard.run(f"detector {detector.symptom}", detector.observe, sample, self.facts)
             if found is not None and self._merge(found):
                 raised.append(self.findings[found.symptom])
-        for cause in find_causes(self.facts, self.input_scale, self.last_loss):  # mistakes seen directly: findings of their own
+        for cause in self._facts_causes:  # mistakes seen directly: findings of their own
             found = Finding(cause.id, cause.severity, sample.step, cause.layers, cause.text, remedies=(cause.remedy,), last_step=sample.step)
             if cause.direct and self._merge(found):
                 raised.append(self.findings[cause.id])
@@ -148,27 +150,18 @@ class Monitor:
             self.guard.run("JSON writer", report.write_json, self.summary_path)
         return report
 
-    def _causes(self) -> list[Cause]:
-        """Causes the facts and the latest input and loss point to, and the mistakes found so far."""
-        found = [Cause(f.symptom, f.message, f.remedies[0], direct=True) for f in self.findings.values() if f.is_mistake and f.remedies]
-        return find_causes(self.facts, self.input_scale, self.last_loss) + found
-
     def _merge(self, found: Finding) -> bool:
         """Keep the first step of a finding, the latest evidence and the worst severity; name a symptom's likely causes."""
         known = self.findings.get(found.symptom)
         if not found.remedies:
             found.remedies = remedies.sized(found, self._remedies(found), self.facts)
-        if not found.is_mistake:
-            causes = [c for c in self._causes() if c.severity != "info"] if found.symptom != "weight_collapse" else []
-            causes = list({cause.id: cause for cause in causes}.values())
-            if causes:
-                found.message += "; likely cause: " + "; ".join(cause.text for cause in causes)
-                found.evidence["causes"] = [cause.id for cause in causes]
-                found.remedies = tuple(dict.fromkeys(cause.remedy for cause in causes)) + found.remedies
+        mistakes = [_as_cause(f) for f in self.findings.values() if f.is_mistake and f.remedies]
+        _name_causes(found, [c for c in self._facts_causes if c.severity != "info"] + mistakes)
         if known is None:
             self.findings[found.symptom] = found
-            if found.is_mistake and found.remedies:
-                self._explain(found)
+            if found.is_mistake and found.remedies:  # found after the symptoms it explains: name it in them too
+                for symptom in self.findings.values():
+                    _name_causes(symptom, [_as_cause(found)])
             return True
         worse = SEVERITY_RANK[found.severity] > SEVERITY_RANK[known.severity]
         found.first_step = known.first_step
@@ -177,15 +170,6 @@ class Monitor:
         found.layers = tuple(dict.fromkeys(known.layers + found.layers))
         self.findings[found.symptom] = found
         return worse
-
-    def _explain(self, mistake: Finding) -> None:
-        """A mistake found after a symptom it explains: name it in that symptom as its likely cause, fix first."""
-        for symptom in self.findings.values():
-            if symptom.is_mistake or symptom.symptom == "weight_collapse" or mistake.symptom in symptom.evidence.get("causes", ()):
-                continue
-            symptom.evidence["causes"] = [*symptom.evidence.get("causes", ()), mistake.symptom]
-            symptom.message += f"; likely cause: {mistake.message}"
-            symptom.remedies = (mistake.remedies[0], *(r for r in symptom.remedies if r != mistake.remedies[0]))
 
     def _remedies(self, found: Finding) -> tuple[Remedy, ...]:
         """``remedies.for_finding``, ranked once per symptom while the facts stay the same object."""
@@ -233,6 +217,25 @@ class Monitor:
         self.notes = list(state.get("notes", []))
         scale = state.get("input_scale")
         self.input_scale = (float(scale[0]), float(scale[1])) if scale else None
+
+
+def _as_cause(mistake: Finding) -> Cause:
+    """A mistake finding as the likely cause of a symptom: its message, its first remedy."""
+    return Cause(mistake.symptom, mistake.message, mistake.remedies[0], direct=True)
+
+
+def _name_causes(symptom: Finding, causes: list[Cause]) -> None:
+    """Name in a symptom the likely causes it does not name yet, their fixes first (mistakes and weight collapse: none)."""
+    if symptom.is_mistake or symptom.symptom == "weight_collapse":
+        return
+    named = symptom.evidence.get("causes", [])
+    new = list({cause.id: cause for cause in causes if cause.id not in named}.values())
+    if not new:
+        return
+    symptom.message += "; likely cause: " + "; ".join(cause.text for cause in new)
+    symptom.evidence["causes"] = [*named, *(cause.id for cause in new)]
+    fixes = tuple(dict.fromkeys(cause.remedy for cause in new))
+    symptom.remedies = fixes + tuple(r for r in symptom.remedies if r not in fixes)
 
 
 def format_warning(finding: Finding) -> str:

@@ -36,7 +36,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--every-n-steps",
-        type=_positive,
+        type=positive,
         default=None,
         metavar="N",
         help="measure every N-th step (default: 20; Lightning and Transformers: their logging interval)",
@@ -162,7 +162,8 @@ def _filename(tb: TracebackType) -> str:
     return name if name.startswith("<") else os.path.abspath(name)
 
 
-def _positive(text: str) -> int:
+def positive(text: str) -> int:
+    """An argparse type: a whole number >= 1."""
     try:
         value = int(text)
     except ValueError:

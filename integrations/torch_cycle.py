@@ -358,7 +358,7 @@ class LoopEvidence:
         """``stats`` with the loop's evidence for this step."""
         stale = None
         if self._stale is not None:
-            left, fresh = (float(t) for t in torch.cat(self._stale))
+            left, fresh = torch.cat(self._stale).tolist()  # one transfer
             stale = left / fresh if fresh > 0 else (0.0 if left == 0 else None)
             if stale and self._left is not None and self._left[1]() is not self._left[0].grad:
                 stale = 0.0  # cleared (set to None) before the step ended: nothing was carried into it

@@ -342,14 +342,14 @@ class TorchCollector:
         sample, self._sample = self._sample, _Sample()
         unread = [i for i in range(len(self.params)) if i not in sample.weighed] if len(sample.weighed) < len(self.params) else []
         if unread:  # no snapshot, or one optimizer of several did not step
-            norms = foreach_norms(self._local([self.params[i] for i in unread]))
-            part = self._per_layer(torch.stack(norms).square(), unread)
+            unread_norms = foreach_norms(self._local([self.params[i] for i in unread]))
+            part = self._per_layer(torch.stack(unread_norms).square(), unread)
             sample.weight_norms = part if sample.weight_norms is None else sample.weight_norms + part
         forward = self.probes.take()
         self.batch_rows = forward.batch_rows or self.batch_rows
-        for group, norms in sample.grad_rows:
+        for group, row_norms in sample.grad_rows:
             maxima, seen = self._row_window.get(group, (None, 0))
-            self._row_window[group] = (norms if maxima is None else torch.maximum(maxima, norms), seen + max(forward.batch_rows, 1))
+            self._row_window[group] = (row_norms if maxima is None else torch.maximum(maxima, row_norms), seen + max(forward.batch_rows, 1))
         row_windows = {group: self._row_window[group] for group, _ in sample.grad_rows}
         self._row_window = {group: entry for group, entry in row_windows.items() if entry[1] < MIN_DEAD_ROWS}
         sequences = forward.sequences

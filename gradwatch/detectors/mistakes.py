@@ -171,13 +171,12 @@ class ChanceLevelLoss(Detector):
         if count is None or sample.loss is None or not math.isfinite(sample.loss):
             return None
         self.losses.append((sample.step, sample.loss))
-        moved = [layer.relative_update for layer in sample.layers if layer.relative_update is not None and math.isfinite(layer.relative_update)]
+        moved = [layer.relative_update for layer in sample.layers if finite(layer.relative_update)]
         if moved:
             self.updates.append(statistics.median(moved))
         if sample.step < self.min_step or len(self.losses) < self.min_samples:
             return None
-        compounded, _, _ = facts.init_mismatch()
-        if not 1e-3 < compounded < 1e3:  # an output scaled to nothing (or to everything) sits at chance too: init_scale
+        if facts.init_far_off:  # an output scaled to nothing (or to everything) sits at chance too: init_scale names it
             return None
         chance = math.log(count)
         recent = statistics.median(loss for _, loss in self.losses[-3:])
