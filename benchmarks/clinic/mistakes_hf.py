@@ -15,7 +15,7 @@ from typing import Any
 import torch
 import transformers
 
-from .mistakes_oracle import MistakeCase, Probe, Recorder
+from .mistakes_oracle import MistakeCase, Probe, Recorder, build_cases
 
 VOCAB, LENGTH = 64, 16
 Program = Callable[[Any], None]
@@ -134,25 +134,6 @@ ORACLE: dict[str, dict[str, Any]] = {
 # fmt: on
 
 
-def _case(name: str) -> MistakeCase:
-    from .mistakes_oracle import WORDS
-
-    mistake, topic, words, about, source, twin = LABELS[name]
-    program = PROGRAMS[name]
-    return MistakeCase(
-        name,
-        "transformers",
-        mistake,
-        topic,
-        words or WORDS.get(topic, ()),
-        gradwatch_run(program),
-        partial(oracle, program),
-        about,
-        source,
-        ORACLE.get(name, {}),
-        twin,
-        name not in SLOW,
-    )
-
-
-CASES: list[MistakeCase] = [_case(name) for name in LABELS]
+CASES: list[MistakeCase] = build_cases(
+    "transformers", LABELS, ORACLE, SLOW, lambda name: (gradwatch_run(PROGRAMS[name]), partial(oracle, PROGRAMS[name]))
+)

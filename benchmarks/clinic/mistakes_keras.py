@@ -25,7 +25,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from keras import layers  # noqa: E402
 
-from .mistakes_oracle import MistakeCase, Probe, metric, output_kind  # noqa: E402
+from .mistakes_oracle import MistakeCase, Probe, build_cases, metric, output_kind  # noqa: E402
 
 QUICKSTART = "tensorflow/docs site/en/tutorials/quickstart/beginner.ipynb (Dense(10) logits, SparseCategoricalCrossentropy(from_logits=True))"
 CLASSIFY = "tensorflow/docs site/en/tutorials/keras/classification.ipynb"
@@ -217,25 +217,4 @@ ORACLE: dict[str, dict[str, Any]] = {
 # fmt: on
 
 
-def _case(name: str) -> MistakeCase:
-    from .mistakes_oracle import WORDS
-
-    mistake, topic, words, about, source, twin = LABELS[name]
-    program = PROGRAMS[name]
-    return MistakeCase(
-        name,
-        "keras",
-        mistake,
-        topic,
-        words or WORDS.get(topic, ()),
-        gradwatch_run(program),
-        partial(oracle, program),
-        about,
-        source,
-        ORACLE.get(name, {}),
-        twin,
-        name not in SLOW,
-    )
-
-
-CASES: list[MistakeCase] = [_case(name) for name in LABELS]
+CASES: list[MistakeCase] = build_cases("keras", LABELS, ORACLE, SLOW, lambda name: (gradwatch_run(PROGRAMS[name]), partial(oracle, PROGRAMS[name])))

@@ -17,7 +17,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from .mistakes_oracle import MistakeCase, Probe, Recorder
+from .mistakes_oracle import MistakeCase, Probe, Recorder, build_cases
 from .mistakes_torch import digits, mlp
 
 MakeCallback = Callable[[Probe], L.Callback]
@@ -211,25 +211,6 @@ ORACLE: dict[str, dict[str, Any]] = {
 # fmt: on
 
 
-def _case(name: str) -> MistakeCase:
-    from .mistakes_oracle import WORDS
-
-    mistake, topic, words, about, source, twin = LABELS[name]
-    program = PROGRAMS[name]
-    return MistakeCase(
-        name,
-        "lightning",
-        mistake,
-        topic,
-        words or WORDS.get(topic, ()),
-        gradwatch_run(program),
-        partial(oracle, program),
-        about,
-        source,
-        ORACLE.get(name, {}),
-        twin,
-        name not in SLOW,
-    )
-
-
-CASES: list[MistakeCase] = [_case(name) for name in LABELS]
+CASES: list[MistakeCase] = build_cases(
+    "lightning", LABELS, ORACLE, SLOW, lambda name: (gradwatch_run(PROGRAMS[name]), partial(oracle, PROGRAMS[name]))
+)

@@ -411,6 +411,23 @@ class MistakeCase:
 
 
 MODULES = ("mistakes_torch_cases", "mistakes_lightning", "mistakes_keras", "mistakes_hf")
+Label = tuple["str | None", str, tuple[str, ...], str, str, "str | None"]  # mistake, topic, words, about, source, twin
+
+
+def build_cases(
+    framework: str,
+    labels: Mapping[str, Label],
+    recorded: Mapping[str, Mapping[str, Any]],
+    slow: Iterable[str],
+    run_and_measure: Callable[[str], tuple[Callable[[], Any], Callable[[], dict[str, Any]]]],
+) -> list[MistakeCase]:
+    """Every labelled program of one framework as a case; ``run_and_measure(name)``: its gradwatch run and its oracle."""
+    cases = []
+    for name, (mistake, topic, words, about, source, twin) in labels.items():
+        run, measure = run_and_measure(name)
+        words = words or WORDS.get(topic, ())
+        cases.append(MistakeCase(name, framework, mistake, topic, words, run, measure, about, source, recorded.get(name, {}), twin, name not in slow))
+    return cases
 
 
 def all_cases(names: Iterable[str] = ()) -> list[MistakeCase]:

@@ -9,7 +9,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from .mistakes_oracle import WORDS, MistakeCase, Probe, torch_oracle
+from .mistakes_oracle import MistakeCase, Probe, build_cases, torch_oracle
 from .mistakes_torch import D2L, PROGRAMS, TUTORIALS, gradwatch_run, optimization_tutorial
 
 # -- a watcher never closed: a script that ends without close() ------------------------------------------
@@ -151,16 +151,11 @@ ORACLE: dict[str, dict[str, Any]] = {
 # fmt: on
 
 
-def _case(name: str) -> MistakeCase:
-    mistake, topic, words, about, source, twin = LABELS[name]
-    if topic == "unclosed_watcher":
-        closed = mistake is None
-        run, measure = script_run(closed), script_oracle(closed)
-    else:
-        run, measure = gradwatch_run(PROGRAMS[name]), partial(torch_oracle, PROGRAMS[name])
-    return MistakeCase(
-        name, "pytorch", mistake, topic, words or WORDS.get(topic, ()), run, measure, about, source, ORACLE.get(name, {}), twin, name not in SLOW
-    )
+def _run_and_measure(name: str) -> tuple[Callable[[], Any], Callable[[], dict[str, Any]]]:
+    if LABELS[name][1] == "unclosed_watcher":  # a script in a subprocess, closed or not
+        closed = LABELS[name][0] is None
+        return script_run(closed), script_oracle(closed)
+    return gradwatch_run(PROGRAMS[name]), partial(torch_oracle, PROGRAMS[name])
 
 
-CASES: list[MistakeCase] = [_case(name) for name in LABELS]
+CASES: list[MistakeCase] = build_cases("pytorch", LABELS, ORACLE, SLOW, _run_and_measure)
