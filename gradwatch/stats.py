@@ -27,6 +27,10 @@ class LayerStats:
     weights about the mean unit, over their size, read on a few units (about
     0.9 when random, 0 when they have the same weights, as a constant
     initialisation leaves them; not measured when those weights are all zero).
+    ``size`` is the number of trainable elements (for RMS values: ``grad_norm / sqrt(size)``).
+    ``moment_rms`` is the RMS of an Adam-type optimizer's second-moment estimate
+    (``sqrt(mean(exp_avg_sq))``, read before the step, so it has not yet seen this
+    step's gradient): the gradient scale the optimizer divides by.
     """
 
     name: str
@@ -36,6 +40,8 @@ class LayerStats:
     zero_grad_rows: float | None = None
     zero_grad_window: int | None = None
     unit_spread: float | None = None
+    size: int | None = None
+    moment_rms: float | None = None
 
     relative_grad: float | None = field(init=False, repr=False, compare=False)
     """``|g| / |W|``: the gradient on the scale of the weights it moves."""
@@ -102,6 +108,15 @@ class StepStats:
     (BatchNorm, Dropout) found in eval mode during the step;
     ``orphan_layers``, layers whose parameters get gradients but are in no
     optimizer's param groups and have never changed.
+
+    Precursors of a loss spike or a divergence, where the adapter can read them:
+    ``output_log_partition``, the mean over positions of ``logsumexp`` of the
+    model's output logits (z-loss keeps it near 0; it drifts where output
+    logits diverge); ``attention_logit_max``, the largest pre-softmax attention
+    logit of the sampled forward, in ``attention_layer`` (head
+    ``attention_head``), and ``attention_entropy_min``, the lowest mean entropy
+    (nats) of one attention's rows (near 0: one-hot attention);
+    ``adam_eps``, the epsilon of an Adam-type optimizer (see ``LayerStats.moment_rms``).
     """
 
     step: int
@@ -116,6 +131,12 @@ class StepStats:
     stale_grad: float | None = None
     eval_modules: tuple[str, ...] = ()
     orphan_layers: tuple[str, ...] = ()
+    output_log_partition: float | None = None
+    attention_logit_max: float | None = None
+    attention_layer: str | None = None
+    attention_head: int | None = None
+    attention_entropy_min: float | None = None
+    adam_eps: float | None = None
 
     finite: bool = field(init=False, repr=False, compare=False)
     """False when the loss or any layer's norms hold NaN or infinity."""

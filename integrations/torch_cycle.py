@@ -35,6 +35,7 @@ from .torch_stats import TorchCollector
 
 COLLECTOR = "pytorch collector"
 BACKWARD = "end-of-backward hook"  # without it, gradients are read at the optimizer step (after any clipping)
+MOMENTS = "optimizer state"  # Adam's second moments, a precursor of loss spikes
 LOOP = "training-loop checks"  # stale gradients, eval mode, parameters no optimizer steps
 
 
@@ -113,6 +114,7 @@ class TorchCycle:
             if self._sampled and id(optimizer) not in self._read_shares:
                 self._read_shares.add(id(optimizer))
                 self.guard.run(COLLECTOR, self.collector.capture_gradients, scale=scale, only=share)
+                self.guard.run(MOMENTS, self.collector.capture_moments, [optimizer])
             return
         if self._sampled:  # several optimizers in one step: the first one's gradients are the sample
             return
@@ -120,6 +122,7 @@ class TorchCycle:
         self._stepped = False
         if self._sampled:
             self.guard.run(COLLECTOR, self.collector.capture_gradients, scale=scale)
+            self.guard.run(MOMENTS, self.collector.capture_moments, self.optimizers)
 
     def arm_backward(self, step: int, *, full: bool) -> None:
         """If ``step`` is sampled, read the gradients as soon as a backward pass has accumulated them all.

@@ -2,7 +2,8 @@
 
 Forward hooks on ReLU, sigmoid and tanh modules reduce their outputs (unit
 maxima for dead units, small ones in groups of like shape, by the end of the
-model's forward pass; the saturated share); a pre-hook on the first layer
+model's forward pass; the saturated share); hooks on the model itself read
+the precursors of a loss spike (``torch_precursors``); a pre-hook on the first layer
 reads the input's rows and scale; a pre-hook on each recurrent layer has
 backward report the gradient reaching every time step of its input. Hooks do
 nothing on unsampled steps. Dead units are judged over windows of sampled
@@ -23,10 +24,12 @@ from gradwatch.safety import FaultGuard
 
 from ._torch import ModelHook, StackBuffers, is_compiling, torch
 from .torch_facts import activation_modules, local, module_kind, named_modules, parameterised_modules
+from .torch_precursors import AttentionProbe, attention_names, log_partition, output_logits
 
 RECURRENT_TYPES = (torch.nn.RNN, torch.nn.LSTM, torch.nn.GRU)
 MIN_DEAD_ROWS = 256
 ACTIVATION_HOOK = "activation hook"
+PRECURSOR_HOOK = "precursor hook"
 HELD_ELEMENTS = 1 << 22  # small ReLU outputs held at once for grouped reductions (16 MiB in float32)
 KEPT = 64  # stacking buffers and unit orders kept at most (shapes that keep changing: the old ones are dropped)
 
@@ -48,6 +51,8 @@ class Seen:
     sequences: dict[str, Any] = field(default_factory=dict)  # recurrent layer -> per-time-step input-gradient norms
     inputs: Any = None  # mean |x| and std of the first layer's input
     batch_rows: int = 0  # rows of the first layer's input (for the dead-unit windows)
+    log_partition: Any = None  # mean logsumexp of the output logits (1 element)
+    attention: list[tuple[Any, Any]] | None = None  # per attention call: per-head largest logit, mean entropy
 
 
 @dataclass
@@ -61,6 +66,10 @@ class Forward:
     sequences: list[tuple[str, Any]]  # (recurrent layer, per-time-step norms)
     inputs: Any
     batch_rows: int
+    log_partition: Any = None
+    attention: list[tuple[str, int]] = field(default_factory=list)  # (attention, heads) of each call
+    attention_maxima: Any = None  # per head of every call, in order
+    attention_entropies: Any = None
 
 
 class ForwardProbes:
@@ -77,6 +86,8 @@ class ForwardProbes:
         self._orders: dict[tuple[tuple[str, int], ...], tuple[list[int], Any]] = {}  # entries as reduced -> forward order
         self._direct: set[str] = set()  # modules whose output was once overwritten after the hook: reduced in it
         self._in_forward = False  # inside the model's own forward: what it holds is reduced when that ends
+        self._attention = AttentionProbe()  # entered around a sampled training forward
+        self._attention_names: list[str] = []  # the model's attention modules, to name the calls seen
 
     def measures(self, name: str) -> bool:
         """Whether this step measures the activation module ``name`` (as far as known now: an output held for
@@ -85,10 +96,12 @@ class ForwardProbes:
 
     def discard(self) -> None:
         """Drop what the pending step recorded."""
+        self._leave_attention()
         self.seen = Seen()
 
     def take(self) -> Forward:
         """The pending step's forward half, with the dead-unit windows grown by it; resets it."""
+        self._leave_attention()
         seen, self.seen = self.seen, Seen()
         self._reduce_held(seen)
         saturated = [(name, kind, share) for name, (kind, share, _) in seen.activations.items() if kind not in DEAD_KINDS]
@@ -104,7 +117,20 @@ class ForwardProbes:
             sequences=[(name, profile) for name, profile in seen.sequences.items() if profile is not None],
             inputs=seen.inputs,
             batch_rows=seen.batch_rows,
+            log_partition=seen.log_partition,
+            **self._attention_part(seen.attention or []),
         )
+
+    def _attention_part(self, calls: list[tuple[Any, Any]]) -> dict[str, Any]:
+        """The attention calls named (by the model's attention modules where one call each, else by order) and packed."""
+        if not calls:
+            return {}
+        names = self._attention_names if len(self._attention_names) == len(calls) else [f"attention call {i}" for i in range(len(calls))]
+        return {
+            "attention": [(name, int(maxima.numel())) for name, (maxima, _) in zip(names, calls)],
+            "attention_maxima": torch.cat([maxima for maxima, _ in calls]),
+            "attention_entropies": torch.cat([entropies for _, entropies in calls]),
+        }
 
     def _unit_maxima(self, seen: Seen) -> tuple[list[_Entry], Any]:
         """The ReLU-like activations measured, as (name, kind, units, rows) in forward order, and their unit maxima
@@ -183,9 +209,13 @@ class ForwardProbes:
         if held_kinds:
             self._handles.append(self.model.register_forward_pre_hook(ModelHook(self._forward_begins)))
             self._handles.append(self.model.register_forward_hook(ModelHook(self._forward_done)))
+        self._attention_names = attention_names(self.model)
+        self._handles.append(self.model.register_forward_pre_hook(ModelHook(self._precursors_begin)))
+        self._handles.append(self.model.register_forward_hook(ModelHook(self._precursors_done)))
 
     def detach(self) -> None:
         """Remove every hook this collector installed."""
+        self._leave_attention()
         for handle in self._handles:
             handle.remove()
         self._handles.clear()
@@ -214,6 +244,38 @@ class ForwardProbes:
         self._in_forward = False
         if self.seen.held:
             self.guard.run(ACTIVATION_HOOK, self._reduce_held, self.seen)
+
+    def _precursors_begin(self, module: torch.nn.Module, args: Any) -> None:
+        """Before a sampled step's first training forward: watch its attention softmaxes (see ``AttentionProbe``)."""
+        if not (self.sampling and module.training) or self.seen.attention is not None or PRECURSOR_HOOK in self.guard.failed:
+            return
+        if is_compiling() or not torch.is_grad_enabled():
+            return
+        self._leave_attention()  # a forward that raised left it entered
+        self.seen.attention = self._attention.calls = []
+        self.guard.run(PRECURSOR_HOOK, self._enter_attention)
+
+    def _enter_attention(self) -> None:
+        self._attention.__enter__()
+        self._attention.entered = True
+
+    def _leave_attention(self) -> None:
+        if self._attention.entered:
+            self._attention.entered = False
+            self.guard.run(PRECURSOR_HOOK, self._attention.__exit__, None, None, None)
+
+    def _precursors_done(self, module: torch.nn.Module, args: Any, output: Any) -> None:
+        """After that forward: stop watching attention; the output log-partition."""
+        if not self._attention.entered:
+            return
+        self._leave_attention()
+        if self.seen.log_partition is None:
+            self.guard.run(PRECURSOR_HOOK, self._record_log_partition, output)
+
+    def _record_log_partition(self, output: Any) -> None:
+        logits = output_logits(output)
+        if logits is not None:
+            self.seen.log_partition = log_partition(logits)
 
     def _reduce_held(self, seen: Seen) -> None:
         for key in list(seen.held):

@@ -56,6 +56,9 @@ class _Sample:
     updated: set[int] = field(default_factory=set)  # layers whose update was measured
     raw_grad_sq: Any = None  # squared total gradient norm as backward produced it (before any clipping)
     backward_passes: int = 0
+    moments: Any = None  # per layer: summed second-moment estimates of an Adam-type optimizer, before the step
+    moment_layers: set[int] = field(default_factory=set)  # the layers they were read for
+    adam_eps: float | None = None
 
 
 class TorchCollector:
@@ -114,6 +117,9 @@ class TorchCollector:
         self._update_stride = [update_stride(t.numel(), t.shape[-1] if t.dim() else 1) for t in self._local(self.params)]
         self._update_scale = [t.numel() / sampled_elements(t.numel(), k) for t, k in zip(self._local(self.params), self._update_stride)]
         self._owner_list = owners
+        self.layer_sizes: list[int] = [0] * len(self.layer_names)
+        for p, owner in zip(self.params, owners):
+            self.layer_sizes[owner] += p.numel()
         self._every_layer = list(range(len(self.layer_names)))
         self._all_weights = dict(enumerate(self.params))  # read as they are (not sharded: see ``_weights``)
         self.row_facts: dict[int, LayerFacts | None] = {}  # what is known of each row-judged weight's layer
@@ -205,6 +211,35 @@ class TorchCollector:
         every = len(grads) == len(self.params)  # the usual case: every layer has a gradient
         sample.grad_layers = self._every_layer if every else sorted(set(sample.grad_layers) | {self._owner_list[i] for i in grads})
         return self._per_layer(torch.cat(squares), order)
+
+    @torch.no_grad()
+    def capture_moments(self, optimizers: list[torch.optim.Optimizer]) -> None:
+        """Per layer, the sum of an Adam-type optimizer's second-moment estimates (``exp_avg_sq``) before its step,
+        and its epsilon: a precursor of loss spikes (gradients far below or above the scale Adam divides by).
+        Layers without that state (another optimizer, its first step) are not measured."""
+        found: dict[int, torch.Tensor] = {}
+        eps = None
+        for optimizer in optimizers:
+            state = optimizer.state
+            for group in optimizer.param_groups:
+                if "betas" not in group or "eps" not in group:
+                    continue
+                for p in group["params"]:
+                    moment = state.get(p, {}).get("exp_avg_sq") if p in state else None
+                    if isinstance(moment, torch.Tensor) and moment.layout == torch.strided:
+                        found[id(p)] = moment
+                        eps = float(group["eps"]) if eps is None else eps
+        if not found or self._sharded:
+            return
+        index = {id(p): i for i, p in enumerate(self.params)}
+        held = [(index[key], moment) for key, moment in found.items() if key in index]
+        if not held:
+            return
+        moments = [moment if moment.dtype == torch.float32 else moment.float() for _, moment in held]
+        sums = torch.stack(list(torch._foreach_norm(moments, 1)))  # L1 norms: the sums, as the estimates are >= 0
+        self._sample.moments = self._per_layer(sums, [i for i, _ in held])
+        self._sample.moment_layers = {self._owner_list[i] for i, _ in held}
+        self._sample.adam_eps = eps
 
     def use_facts(self, facts: ModelFacts) -> None:
         """Learn the layers' activations, so that rows no detector reads are not measured."""
@@ -363,6 +398,10 @@ class TorchCollector:
             "raw_grad_sq": sample.raw_grad_sq if sample.backward_passes == 1 else None,
             "inputs": forward.inputs,
             "spread": torch.cat([spread for _, spread in sample.spreads]) if sample.spreads else None,
+            "moments": sample.moments,
+            "log_partition": forward.log_partition,
+            "attention_maxima": forward.attention_maxima,
+            "attention_entropies": forward.attention_entropies,
         }
         if row_windows:
             parts["rows"] = self._count_zero_rows(row_windows)
@@ -381,6 +420,7 @@ class TorchCollector:
             saturated=forward.saturated,
             sequences=[(name, int(profile.shape[0])) for name, profile in sequences],
             spread=[i for group, _ in sample.spreads for i in group],
+            attention=forward.attention,
         )
 
     def _count_zero_rows(self, windows: dict[Group, tuple[Any, int]]) -> torch.Tensor:
@@ -421,7 +461,15 @@ class TorchCollector:
                 spread[layer] = value
                 if value > DIVERGED:
                     self._spread_unread.discard(i)
-        layers = tuple(map(LayerStats, self.layer_names, grad, weight, update, zero_rows, zero_window, spread))  # fields in order
+        moments = parts.get("moments")
+        moment_rms: list[float | None] = list(unmeasured)
+        if moments is not None:
+            for owner in packed.sample.moment_layers:
+                size = self.layer_sizes[owner]
+                if size and moments[owner] >= 0:
+                    moment_rms[owner] = math.sqrt(moments[owner] / size)
+        fields = (self.layer_names, grad, weight, update, zero_rows, zero_window, spread, self.layer_sizes, moment_rms)
+        layers = tuple(map(LayerStats, *fields))  # in the order of LayerStats' fields
         dead = parts.get("dead", [])
         activations = tuple(
             [ActivationStats(name, kind, share, window=seen) for (name, kind, seen), share in zip(packed.dead, dead)]
@@ -439,6 +487,9 @@ class TorchCollector:
             grad_norm_unclipped=math.sqrt(raw[0]) if raw and math.isfinite(raw[0]) and raw[0] >= 0 else None,
             input_mean_abs=inputs[0],
             input_std=inputs[1],
+            adam_eps=packed.sample.adam_eps if moments is not None else None,
+            output_log_partition=parts["log_partition"][0] if "log_partition" in parts else None,
+            **_attention_stats(packed.attention, parts.get("attention_maxima", []), parts.get("attention_entropies", [])),
         )
 
     def _per_layer(self, squares: torch.Tensor, params: list[int]) -> torch.Tensor:
@@ -475,6 +526,7 @@ class Packed:
     saturated: list[tuple[str, str]]
     sequences: list[tuple[str, int]]
     spread: list[int]  # the weights (indices into ``params``) of the units' spreads, in order
+    attention: list[tuple[str, int]] = field(default_factory=list)  # (attention, heads) of each attention call measured
 
 
 def _grad_key(grads: list[torch.Tensor | None]) -> tuple[list[int], list[int]]:
@@ -497,6 +549,24 @@ def _only(values: list[float | None], measured: Collection[int]) -> list[float |
     if len(measured) == len(values):
         return values
     return [value if i in measured else None for i, value in enumerate(values)]
+
+
+def _attention_stats(calls: list[tuple[str, int]], maxima: list[float], entropies: list[float]) -> dict[str, Any]:
+    """The largest attention logit (its attention and head) and the lowest per-head mean entropy of a sample."""
+    if not calls or not maxima:
+        return {}
+    heads = [(name, head if count > 1 else None) for name, count in calls for head in range(count)]
+    finite_at = [i for i, value in enumerate(maxima) if math.isfinite(value)]
+    top = max(finite_at, key=maxima.__getitem__, default=None)
+    if top is None:
+        return {}
+    lowest = min((value for value in entropies if math.isfinite(value)), default=None)
+    return {
+        "attention_logit_max": maxima[top],
+        "attention_layer": heads[top][0],
+        "attention_head": heads[top][1],
+        "attention_entropy_min": lowest,
+    }
 
 
 def _take(cursor: Any, count: int) -> list[float]:
