@@ -8,10 +8,16 @@ from __future__ import annotations
 
 from .facts import LayerFacts, ModelFacts
 from .monitor import Monitor
-from .report import MISTAKES, SCHEMA, SYMPTOMS, Finding, Remedy, Report, SummaryError, load_summary
+from .report import SCHEMA, Finding, Remedy, Report, SummaryError, load_summary
 from .safety import GradWatchWarning
 from .session import Session
 from .stats import ActivationStats, LayerStats, SequenceStats, StepStats
+from .symptoms import ids
+
+SYMPTOMS = ids(mistakes=False)
+"""The ids of the symptoms gradwatch names."""
+MISTAKES = ids(mistakes=True)
+"""The ids of the mistakes in the training code it names directly."""
 
 __version__ = "0.1.0"
 

@@ -16,6 +16,7 @@ from .detectors.base import fmt
 from .detectors.loss import MULTICLASS
 from .facts import ModelFacts
 from .report import Remedy, Severity
+from .symptoms import Symptom
 
 # Mean |x| or std of the first layer's input above this: features in the hundreds or thousands.
 UNSCALED_INPUT = 50.0
@@ -25,13 +26,18 @@ PROBABILITY_LOSSES = ("categorical_crossentropy", "sparse_categorical_crossentro
 ADAPTIVE = ("Adam", "AdamW", "Adamax", "NAdam", "RAdam", "Adagrad", "Adadelta", "RMSprop", "Adafactor", "Lion", "Muon")
 SUMMED_ROWS = 32  # a loss summed over at least this many rows takes steps that many times the mean's
 
+# The causes seen directly, findings of their own; each brings its own fix.
+OUTPUT_LOSS_MISMATCH = Symptom("output_loss_mismatch", mistake=True)
+LOSS_BROADCAST = Symptom("loss_broadcast", mistake=True)
+INIT_SCALE = Symptom("init_scale", mistake=True)
+
 
 @dataclass(frozen=True)
 class Cause:
     """A likely root cause: what was found, in words with its numbers, and the fix for it.
 
     ``direct``: seen in the code's own computation, reported as a finding of its
-    own (``id`` is then one of ``report.MISTAKES``) at ``severity``.
+    own (``id`` is then a declared mistake) at ``severity``.
     """
 
     id: str
@@ -143,7 +149,7 @@ def _output_mismatch(facts: ModelFacts, loss_value: float | None) -> Cause | Non
         severity = "info"
     remedy = Remedy("fix_output", "Match the output layer to the loss", f"{text}; {fix}")
     layers = (name,) if output is not None else ()
-    return Cause("output_loss_mismatch", text, remedy, blocks, direct=True, severity=severity, layers=layers)
+    return Cause(OUTPUT_LOSS_MISMATCH.id, text, remedy, blocks, direct=True, severity=severity, layers=layers)
 
 
 def _broadcast(facts: ModelFacts) -> Cause | None:
@@ -154,7 +160,7 @@ def _broadcast(facts: ModelFacts) -> Cause | None:
         "broadcast against each other, so every prediction is scored against every target of the batch"
     )
     fix = "make the shapes equal, e.g. output.squeeze(-1) or target.view(-1, 1), before the loss"
-    return Cause("loss_broadcast", text, Remedy("match_shapes", "Give predictions and targets the same shape", f"{text}; {fix}"), direct=True)
+    return Cause(LOSS_BROADCAST.id, text, Remedy("match_shapes", "Give predictions and targets the same shape", f"{text}; {fix}"), direct=True)
 
 
 def _summed_loss(facts: ModelFacts) -> Cause | None:
@@ -182,7 +188,7 @@ def _init_scale(facts: ModelFacts) -> Cause | None:
     fix = "initialise with nn.init.kaiming_normal_ (ReLU) or xavier_normal_ (tanh, sigmoid), or keep the framework's default"
     direct = facts.init_far_off and not facts.normalization  # no normalisation undoes it: the scale itself is the mistake
     remedy = Remedy("rescale_init", "Initialise at the matched scale", f"{text}; {fix}")
-    return Cause("init_scale", text, remedy, direct=direct, layers=tuple(layer.name for layer, _ in off))
+    return Cause(INIT_SCALE.id, text, remedy, direct=direct, layers=tuple(layer.name for layer, _ in off))
 
 
 __all__ = ["UNSCALED_INPUT", "Cause", "find_causes", "output_cannot_fit"]

@@ -23,6 +23,7 @@ from .options import (
 from .report import SEVERITY_RANK, Finding, Remedy, Report, Severity, StopSeverity, layer_list
 from .safety import FaultGuard, warn
 from .stats import StepStats
+from .symptoms import REGISTRY
 
 
 class Monitor:
@@ -225,8 +226,9 @@ def _as_cause(mistake: Finding) -> Cause:
 
 
 def _name_causes(symptom: Finding, causes: list[Cause]) -> None:
-    """Name in a symptom the likely causes it does not name yet, their fixes first (mistakes and weight collapse: none)."""
-    if symptom.is_mistake or symptom.symptom == "weight_collapse":
+    """Name in a symptom the likely causes it does not name yet, their fixes first (where its declaration says so)."""
+    declared = REGISTRY.get(symptom.symptom)
+    if symptom.is_mistake or (declared is not None and not declared.names_causes):
         return
     named = symptom.evidence.get("causes", [])
     new = list({cause.id: cause for cause in causes if cause.id not in named}.values())

@@ -11,6 +11,7 @@ from collections.abc import Callable
 
 from .facts import GATED_RECURRENT, HE_GAIN, MATCHED_GAIN, SATURATING, LayerFacts, ModelFacts
 from .report import Finding, Remedy
+from .symptoms import REGISTRY
 
 Rule = Callable[[ModelFacts], "tuple[float, str] | None"]
 
@@ -193,43 +194,6 @@ REMEDIES: dict[str, tuple[str, Rule]] = {
     "unfreeze": ("Unfreeze more of the model", unfreeze),
 }
 
-# Which remedies each symptom considers, with a weight for how directly they address it.
-CANDIDATES: dict[str, dict[str, float]] = {
-    "vanishing_gradients": {
-        "gated_rnn": 1.0,
-        "relu_family": 1.0,
-        "skip_connections": 0.9,
-        "normalization": 0.8,
-        "matched_init": 0.8,
-        "layerwise_pretraining": 1.0,
-    },
-    "vanishing_gradients:time": {
-        "gated_rnn": 1.0,
-        "truncated_bptt": 1.0,
-        "recurrent_init": 1.0,
-        "gradient_clipping": 0.3,
-    },
-    "exploding_gradients": {
-        "gradient_clipping": 1.0,
-        "lower_lr": 0.9,
-        "matched_init": 0.8,
-        "normalization": 0.7,
-        "gated_rnn": 0.6,
-    },
-    "nonfinite": {"lower_lr": 1.0, "gradient_clipping": 0.9, "normalization": 0.5, "matched_init": 0.5},
-    "dead_relu": {"leaky_relu": 1.0, "lower_lr": 0.7, "matched_init": 0.8, "normalization": 0.7},
-    "weight_collapse": {"reduce_weight_decay": 1.0, "lower_lr": 0.4},
-    "early_stagnation": {"raise_lr": 1.0, "normalization": 0.6, "matched_init": 0.6, "relu_family": 0.6},
-    "early_stagnation:copies": {"random_init": 1.0, "matched_init": 0.5},
-    "gradients_not_cleared": {"clear_gradients": 1.0},
-    "eval_mode_training": {"train_mode": 1.0},
-    "params_not_in_optimizer": {"add_to_optimizer": 1.0},
-    "lr_schedule_collapse": {"fix_schedule": 1.0},
-    "chance_level_loss": {"pair_inputs_and_labels": 1.0},
-    "frozen_model": {"unfreeze": 1.0},
-}
-
-
 # How to apply a remedy in the user's framework (keyed by the framework's name before any "/").
 HOW: dict[str, dict[str, str]] = {
     "gradient_clipping": {
@@ -301,22 +265,21 @@ def sized(finding: Finding, ranked: tuple[Remedy, ...], facts: ModelFacts) -> tu
 
 
 def symptom_key(finding: Finding) -> str:
-    """The key ``rank`` takes for a finding: its symptom, ``vanishing_gradients:time`` for decay through time,
-    ``early_stagnation:copies`` for units that stay copies of each other."""
-    if finding.symptom == "vanishing_gradients" and finding.evidence.get("axis") == "time":
-        return "vanishing_gradients:time"
-    if finding.symptom == "early_stagnation" and "unit_spread" in finding.evidence:
-        return "early_stagnation:copies"
-    return finding.symptom
+    """The key ``rank`` takes for a finding: its symptom, or ``symptom:variant`` where one of its declared variants
+    applies (``vanishing_gradients:time`` for decay through time, ``early_stagnation:copies`` for units that stay
+    copies of each other)."""
+    declared = REGISTRY.get(finding.symptom)
+    return finding.symptom if declared is None else declared.key(finding.evidence)
 
 
 def rank(symptom: str, facts: ModelFacts, *, framework: str = "unknown") -> tuple[Remedy, ...]:
-    """Remedies for ``symptom`` (a symptom id, or ``vanishing_gradients:time``) that fit ``facts``, best first.
+    """Remedies for ``symptom`` (a key as ``symptom_key`` gives it) that fit ``facts``, best first.
 
     Where the framework is known, the reason says how to apply the remedy there.
     """
     scored = []
-    for remedy_id, weight in CANDIDATES.get(symptom, {}).items():
+    declared = REGISTRY.get(symptom.partition(":")[0])
+    for remedy_id, weight in (declared.candidates(symptom) if declared else {}).items():
         title, rule = REMEDIES[remedy_id]
         verdict = rule(facts)
         if verdict is not None:
@@ -327,4 +290,4 @@ def rank(symptom: str, facts: ModelFacts, *, framework: str = "unknown") -> tupl
     return tuple(remedy for _, remedy in scored)
 
 
-__all__ = ["CANDIDATES", "REMEDIES", "for_finding", "rank", "sized", "symptom_key"]
+__all__ = ["REMEDIES", "for_finding", "rank", "sized", "symptom_key"]

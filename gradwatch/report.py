@@ -16,29 +16,9 @@ from typing import Any, Literal
 
 from .facts import ModelFacts
 from .stats import ratio
+from .symptoms import is_mistake
 
 SCHEMA = "gradwatch.summary/1"
-SYMPTOMS = (
-    "nonfinite",
-    "exploding_gradients",
-    "vanishing_gradients",
-    "dead_relu",
-    "weight_collapse",
-    "early_stagnation",
-)
-# Findings that name the user's mistake (a root cause, seen directly) rather than a symptom; the console and the
-# summary put them first, and a symptom they explain names them as its likely cause.
-MISTAKES = (
-    "gradients_not_cleared",
-    "output_loss_mismatch",
-    "loss_broadcast",
-    "eval_mode_training",
-    "params_not_in_optimizer",
-    "lr_schedule_collapse",
-    "chance_level_loss",
-    "init_scale",
-    "frozen_model",
-)
 Severity = Literal["info", "warning", "critical"]
 StopSeverity = Literal["warning", "critical"]  # what ``stop_on`` accepts: an ``info`` finding is no reason to stop
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
@@ -79,8 +59,8 @@ class Finding:
 
     @property
     def is_mistake(self) -> bool:
-        """True when the finding names a mistake in the training code (``MISTAKES``), not a symptom."""
-        return self.symptom in MISTAKES
+        """True when the finding names a mistake in the training code, not a symptom."""
+        return is_mistake(self.symptom)
 
     def to_dict(self) -> dict[str, Any]:
         return {

@@ -9,11 +9,13 @@ from ..facts import ModelFacts
 from ..options import check_count, check_fraction, check_positive
 from ..report import Finding, Severity
 from ..stats import StepStats
+from ..symptoms import Symptom
 
 
 class Detector(ABC):
     """Watches one symptom over the stream of sampled steps.
 
+    ``declares`` is the ``Symptom`` it names (its id, remedies, variants).
     ``observe`` returns a ``Finding`` (without remedies) while the symptom is
     present and ``None`` otherwise; the monitor keeps the first step and merges.
     Subclasses list their mutable attributes in ``state`` for checkpointing.
@@ -21,9 +23,15 @@ class Detector(ABC):
     for the others such a sample is noise that would poison their state.
     """
 
-    symptom: ClassVar[str]
+    declares: ClassVar[Symptom]
+    symptom: ClassVar[str]  # ``declares.id``
     state: ClassVar[tuple[str, ...]] = ()
     sees_nonfinite: ClassVar[bool] = False
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        if "declares" in cls.__dict__:
+            cls.symptom = cls.declares.id
 
     @abstractmethod
     def observe(self, sample: StepStats, facts: ModelFacts) -> Finding | None: ...

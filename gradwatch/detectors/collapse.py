@@ -5,7 +5,10 @@ from __future__ import annotations
 from ..facts import ModelFacts
 from ..report import Finding, Severity
 from ..stats import StepStats, finite
+from ..symptoms import Symptom
 from .base import Detector, check_count, check_fraction, fmt
+
+WEIGHT_COLLAPSE = Symptom("weight_collapse", remedies={"reduce_weight_decay": 1.0, "lower_lr": 0.4}, names_causes=False)
 
 
 class WeightCollapse(Detector):
@@ -25,7 +28,7 @@ class WeightCollapse(Detector):
     at the previous sample, on ``min_consecutive`` samples in a row.
     """
 
-    symptom = "weight_collapse"
+    declares = WEIGHT_COLLAPSE
     state = ("initial", "streak", "samples", "previous", "shrink_streak")
 
     def __init__(

@@ -7,7 +7,10 @@ from collections.abc import Collection
 from ..facts import DEAD_KINDS, LayerFacts, ModelFacts
 from ..report import Finding
 from ..stats import StepStats, finite
+from ..symptoms import Symptom
 from .base import Detector, check_count, check_fraction, fmt
+
+DEAD_RELU = Symptom("dead_relu", remedies={"leaky_relu": 1.0, "lower_lr": 0.7, "matched_init": 0.8, "normalization": 0.7})
 
 
 class DeadReLU(Detector):
@@ -28,7 +31,7 @@ class DeadReLU(Detector):
     Debugger and TheDeepChecker (a layer with over 50% dead units).
     """
 
-    symptom = "dead_relu"
+    declares = DEAD_RELU
     state = ("streaks",)
 
     def __init__(

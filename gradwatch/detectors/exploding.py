@@ -7,10 +7,17 @@ import math
 from ..facts import QUASI_NEWTON, ModelFacts
 from ..report import Finding
 from ..stats import StepStats, finite
+from ..symptoms import Symptom
 from .base import Detector, check_count, check_positive, fmt
 from .loss import LossTrack
 
 FALLING = 0.9  # a loss under this share of its early level is falling: the run learns despite large gradients
+
+
+EXPLODING_GRADIENTS = Symptom(
+    "exploding_gradients",
+    remedies={"gradient_clipping": 1.0, "lower_lr": 0.9, "matched_init": 0.8, "normalization": 0.7, "gated_rnn": 0.6},
+)
 
 
 class ExplodingGradients(Detector):
@@ -37,7 +44,7 @@ class ExplodingGradients(Detector):
     gradients to runs that learn well under an adaptive optimizer.
     """
 
-    symptom = "exploding_gradients"
+    declares = EXPLODING_GRADIENTS
     state = ("streak", "baseline", "losses", "peak_update")
 
     def __init__(

@@ -1,4 +1,4 @@
-"""Everyday mistakes in the training code, named from direct evidence (``report.MISTAKES``).
+"""Everyday mistakes in the training code, named from direct evidence (each declares itself a mistake).
 
 Each detector reads what the adapter saw of the training loop itself (what
 ``.grad`` held before backward, modules left in eval mode, parameters no
@@ -17,6 +17,7 @@ from typing import ClassVar
 from ..facts import ModelFacts
 from ..report import Finding
 from ..stats import StepStats, finite
+from ..symptoms import Symptom
 from .base import Detector, check_count, check_fraction, check_positive, fmt
 from .loss import LossTrack, chance_level, classes
 
@@ -42,7 +43,7 @@ class GradientsNotCleared(_Streak):
     """``.grad`` still holds earlier gradients when a step's first backward begins: no ``zero_grad()`` between
     optimizer steps (intended accumulation clears once per optimizer step, so it is never flagged)."""
 
-    symptom = "gradients_not_cleared"
+    declares = Symptom("gradients_not_cleared", remedies={"clear_gradients": 1.0}, mistake=True)
 
     def observe(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
         stale = sample.stale_grad if finite(sample.stale_grad) else None
@@ -62,7 +63,7 @@ class GradientsNotCleared(_Streak):
 class EvalModeTraining(_Streak):
     """BatchNorm or Dropout layers in eval mode while the optimizer steps (``model.eval()`` left on)."""
 
-    symptom = "eval_mode_training"
+    declares = Symptom("eval_mode_training", remedies={"train_mode": 1.0}, mistake=True)
 
     def observe(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
         if not self.seen(bool(sample.eval_modules)):
@@ -82,7 +83,7 @@ class ParamsNotInOptimizer(_Streak):
     """Parameters that get gradients but belong to no optimizer and never change (a layer added after the
     optimizer was built)."""
 
-    symptom = "params_not_in_optimizer"
+    declares = Symptom("params_not_in_optimizer", remedies={"add_to_optimizer": 1.0}, mistake=True)
 
     def observe(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
         if not self.seen(bool(sample.orphan_layers)):
@@ -102,7 +103,7 @@ class LearningRateCollapse(Detector):
     it took to fall: a schedule that ends the run early (per-epoch schedule stepped per batch). A schedule
     that reaches zero at the run's end is never flagged."""
 
-    symptom = "lr_schedule_collapse"
+    declares = Symptom("lr_schedule_collapse", remedies={"fix_schedule": 1.0}, mistake=True)
     state = ("peak", "peak_step", "fallen_at", "fallen_lr")
 
     def __init__(self, *, floor: float = 1e-3) -> None:
@@ -152,7 +153,7 @@ class ChanceLevelLoss(Detector):
     relative update of at least ``min_update`` (a healthy step's size; smaller steps explain a slow start).
     """
 
-    symptom = "chance_level_loss"
+    declares = Symptom("chance_level_loss", remedies={"pair_inputs_and_labels": 1.0}, mistake=True)
     state = ("losses", "updates")
 
     def __init__(
@@ -205,7 +206,7 @@ class FrozenModel(Detector):
     """Nearly the whole model frozen (``ModelFacts.mostly_frozen``: at most 5% of the weights train) while the loss has improved by less than
     ``min_improvement`` from ``min_step`` on: the layers that would have to adapt cannot."""
 
-    symptom = "frozen_model"
+    declares = Symptom("frozen_model", remedies={"unfreeze": 1.0}, mistake=True)
     state = ("losses",)
 
     def __init__(self, *, min_step: int = 100, min_improvement: float = 0.3) -> None:

@@ -7,7 +7,10 @@ import math
 from ..facts import ModelFacts
 from ..report import Finding, layer_list
 from ..stats import StepStats
+from ..symptoms import Symptom
 from .base import Detector
+
+NONFINITE = Symptom("nonfinite", remedies={"lower_lr": 1.0, "gradient_clipping": 0.9, "normalization": 0.5, "matched_init": 0.5})
 
 
 class NonFinite(Detector):
@@ -19,7 +22,7 @@ class NonFinite(Detector):
     split by gradients and weights.
     """
 
-    symptom = "nonfinite"
+    declares = NONFINITE
     state = ("previous_step", "first_window")
     sees_nonfinite = True
 

@@ -8,7 +8,14 @@ import statistics
 from ..facts import UNIT_LAYERS, ModelFacts
 from ..report import Finding
 from ..stats import StepStats, finite
+from ..symptoms import Symptom, Variant
 from .base import Detector, check_count, check_fraction, check_positive, fmt
+
+EARLY_STAGNATION = Symptom(
+    "early_stagnation",
+    remedies={"raise_lr": 1.0, "normalization": 0.6, "matched_init": 0.6, "relu_family": 0.6},
+    variants=(Variant("copies", lambda evidence: "unit_spread" in evidence, {"random_init": 1.0, "matched_init": 0.5}),),
+)
 
 
 class EarlyStagnation(Detector):
@@ -50,7 +57,7 @@ class EarlyStagnation(Detector):
     start equal but diverge, fed by a random layer above (1e-3 and growing).
     """
 
-    symptom = "early_stagnation"
+    declares = EARLY_STAGNATION
     state = (
         "early_losses",
         "recent_losses",

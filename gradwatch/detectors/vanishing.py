@@ -8,8 +8,28 @@ from itertools import takewhile
 from ..facts import SATURATING, ModelFacts
 from ..report import Finding, Severity
 from ..stats import SequenceStats, StepStats, finite, ratio
+from ..symptoms import Symptom, Variant
 from .base import Detector, check_count, check_fraction, fmt
 from .loss import LossTrack, chance_level
+
+VANISHING_GRADIENTS = Symptom(
+    "vanishing_gradients",
+    remedies={
+        "gated_rnn": 1.0,
+        "relu_family": 1.0,
+        "skip_connections": 0.9,
+        "normalization": 0.8,
+        "matched_init": 0.8,
+        "layerwise_pretraining": 1.0,
+    },
+    variants=(
+        Variant(
+            "time",
+            lambda evidence: evidence.get("axis") == "time",
+            {"gated_rnn": 1.0, "truncated_bptt": 1.0, "recurrent_init": 1.0, "gradient_clipping": 0.3},
+        ),
+    ),
+)
 
 
 class VanishingGradients(Detector):
@@ -33,7 +53,7 @@ class VanishingGradients(Detector):
     Defaults after AUTOTRAINER's first/last gradient-norm ratio of 1e-3.
     """
 
-    symptom = "vanishing_gradients"
+    declares = VANISHING_GRADIENTS
     state = ("streak", "time_streak", "losses")
 
     def __init__(

@@ -1,0 +1,81 @@
+"""What gradwatch can name, each declared once, beside the rule that finds it.
+
+A detector module declares its symptom (or mistake) as a ``Symptom``: its id,
+the remedies it considers (weighted by how directly they address it), its
+variants (a kind of the finding, told apart by the evidence, with remedies of
+its own) and whether it names the likely causes seen beside it. Constructing
+the declaration registers it. The public id lists, the remedy ranking and the
+monitor read the registry; a test holds the summary schemas' enums to it.
+
+    DEAD_RELU = Symptom("dead_relu", remedies={"leaky_relu": 1.0, "lower_lr": 0.7})
+
+    class DeadReLU(Detector):
+        declares = DEAD_RELU
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+Evidence = Mapping[str, Any]
+
+
+@dataclass(frozen=True)
+class Variant:
+    """A kind of a finding with remedies of its own (decay through time, units that stay copies)."""
+
+    name: str
+    applies: Callable[[Evidence], bool]
+    remedies: Mapping[str, float]
+
+
+@dataclass(frozen=True)
+class Symptom:
+    """One thing gradwatch names: a symptom of the run, or (``mistake``) a mistake in the training code.
+
+    ``names_causes``: a finding of it names the mistakes and model facts seen
+    beside it as its likely causes, their fixes first (mistakes never do).
+    """
+
+    id: str
+    remedies: Mapping[str, float] = field(default_factory=dict)
+    mistake: bool = False
+    variants: tuple[Variant, ...] = ()
+    names_causes: bool = True
+
+    def __post_init__(self) -> None:
+        if self.id in _REGISTRY:
+            raise ValueError(f"the symptom {self.id!r} is declared twice")
+        _REGISTRY[self.id] = self
+
+    def key(self, evidence: Evidence) -> str:
+        """The remedy key of a finding with this ``evidence``: ``id``, or ``id:variant`` where a variant applies."""
+        variant = next((v for v in self.variants if v.applies(evidence)), None)
+        return self.id if variant is None else f"{self.id}:{variant.name}"
+
+    def candidates(self, key: str) -> Mapping[str, float]:
+        """The remedies considered under ``key`` (as ``key`` returns it), with their weights."""
+        name = key.partition(":")[2]
+        return next((v.remedies for v in self.variants if v.name == name), self.remedies)
+
+
+_REGISTRY: dict[str, Symptom] = {}
+REGISTRY: Mapping[str, Symptom] = MappingProxyType(_REGISTRY)
+"""Every declared symptom and mistake by id, in declaration order (complete once ``gradwatch`` is imported)."""
+
+
+def ids(*, mistakes: bool) -> tuple[str, ...]:
+    """The declared ids of the mistakes (``True``) or of the symptoms (``False``)."""
+    return tuple(s.id for s in _REGISTRY.values() if s.mistake == mistakes)
+
+
+def is_mistake(symptom_id: str) -> bool:
+    """Whether ``symptom_id`` names a mistake in the training code (an unknown id does not)."""
+    declared = _REGISTRY.get(symptom_id)
+    return declared is not None and declared.mistake
+
+
+__all__ = ["REGISTRY", "Symptom", "Variant", "ids", "is_mistake"]
