@@ -8,9 +8,21 @@ Keras ``fit``, the Hugging Face ``Trainer``); at exit the reports are printed
 and the summaries written. The script's output and exit code are its own:
 gradwatch's faults are warnings, never the reason the run fails.
 
-Also a module, for launchers gradwatch does not wrap::
+Also a module, for launchers that take a Python module::
 
     python -m gradwatch.run train.py --lr 0.1
+
+A launcher (``gradwatch run torchrun --nproc-per-node 2 train.py``: a first
+argument that is a command, not a Python file) is run with the environment
+switch set, so every Python process it starts is watched, rank 0 alone
+reporting. The switch, for any launcher::
+
+    PYTHONPATH=$(gradwatch run --boot-path):$PYTHONPATH GRADWATCH=1 python train.py
+
+Python then imports ``gradwatch/_boot/sitecustomize.py`` at startup, which
+calls ``start_from_environment()``. The script's own child processes (a
+Lightning ``strategy="ddp"`` run re-running the script for its other ranks)
+inherit the switch from ``gradwatch run train.py`` too.
 """
 
 from __future__ import annotations
@@ -18,15 +30,22 @@ from __future__ import annotations
 import argparse
 import os
 import runpy
+import shutil
+import subprocess
 import sys
 import traceback
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
 
 RUN_HELP = "run a training script unmodified and diagnose what it trains (PyTorch loops, Lightning, Keras fit, Hugging Face Trainer)"
-RUN_EXITS = "  the script's own exit code (1 after an uncaught exception, whose traceback is printed)\n  2  the script or module cannot be found"
+RUN_EXITS = (
+    "  the script's (or launcher's) own exit code (1 after an uncaught exception, whose traceback is printed)\n"
+    "  2  the script, module or command cannot be found"
+)
+BOOT = Path(__file__).resolve().parent / "_boot"  # holds the sitecustomize.py of the environment switch
+SWITCH, SUMMARY, EVERY = "GRADWATCH", "GRADWATCH_SUMMARY", "GRADWATCH_EVERY_N_STEPS"  # the switch's environment variables
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -43,6 +62,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("-m", dest="module", metavar="MODULE", default=None, help="run a module as a script, as `python -m MODULE`")
     parser.add_argument(
+        "--boot-path", action="store_true", help="print the folder to put on PYTHONPATH for the GRADWATCH=1 environment switch, and exit"
+    )
+    parser.add_argument(
         "target", nargs=argparse.REMAINDER, metavar="SCRIPT [ARGS...]", help="the script (or, after -m MODULE, the module's arguments)"
     )
 
@@ -51,29 +73,100 @@ def run(args: argparse.Namespace) -> int:
     """Run the script described by parsed ``args`` under gradwatch; returns its exit code."""
     module: str | None = args.module
     target: list[str] = list(args.target)
+    if getattr(args, "boot_path", False):
+        print(BOOT)
+        return 0
     if target[:1] == ["--"]:
         target = target[1:]
     if module is None:
         if not target:
             print("gradwatch run: error: name a script to run (gradwatch run train.py [args...]) or a module (-m package.module)", file=sys.stderr)
             return 2
+        if is_launcher(target[0]):
+            summary = str(Path(args.summary).absolute()) if args.summary is not None else None
+            return _launch(target, switch_environment(os.environ, summary=summary, every_n_steps=args.every_n_steps))
         script = Path(target[0])
         if not script.is_file():
-            print(f"gradwatch run: error: cannot open script {target[0]}: no such file", file=sys.stderr)
+            print(f"gradwatch run: error: cannot open script {target[0]}: no such file or command", file=sys.stderr)
             return 2
         stem = script.stem
     else:
         stem = module.rpartition(".")[2] or module
-    summary = args.summary if args.summary is not None else f"gradwatch-{stem}.json"
-    options: dict[str, Any] = {"summary_path": str(Path(summary).absolute())}
+    summary = str(Path(args.summary if args.summary is not None else f"gradwatch-{stem}.json").absolute())
+    options: dict[str, Any] = {"summary_path": summary}
     if args.every_n_steps is not None:
         options["every_n_steps"] = args.every_n_steps
     session = _install(options)
+    children = switch_environment(os.environ, summary=summary, every_n_steps=args.every_n_steps)
+    os.environ.update({name: children[name] for name in (SWITCH, SUMMARY, EVERY, "PYTHONPATH") if name in children})
     try:
         code = _run_script(module, target)
     finally:
         _finish(session)
     return code
+
+
+def is_launcher(first: str) -> bool:
+    """Whether ``gradwatch run FIRST ...`` names a command to run with the switch set (``torchrun``, ``python``,
+    ``accelerate``), rather than a Python script to run in this process (a ``.py`` file, or a file not executable)."""
+    if first.endswith((".py", ".pyw")):
+        return False
+    path = Path(first)
+    if path.is_file():
+        return os.access(path, os.X_OK)
+    return shutil.which(first) is not None
+
+
+def switch_environment(environ: Mapping[str, str], *, summary: str | None = None, every_n_steps: int | None = None) -> dict[str, str]:
+    """``environ`` with the environment switch on: ``GRADWATCH=1``, the boot folder first on ``PYTHONPATH``, the options."""
+    env = dict(environ)
+    env[SWITCH] = "1"
+    paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != BOOT]
+    env["PYTHONPATH"] = os.pathsep.join([str(BOOT), *paths])
+    if summary is not None:
+        env[SUMMARY] = summary
+    if every_n_steps is not None:
+        env[EVERY] = str(every_n_steps)
+    return env
+
+
+def _launch(command: list[str], env: dict[str, str]) -> int:
+    """Run the launcher in this process's place (its exit code and signals are then its own)."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    try:
+        if os.name == "posix":
+            os.execvpe(command[0], command, env)
+        return subprocess.call(command, env=env)
+    except OSError as exc:
+        print(f"gradwatch run: error: cannot run {command[0]}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
+
+
+def switched_on(environ: Mapping[str, str]) -> bool:
+    """Whether the environment asks for the watch (``GRADWATCH`` set to 1, true, yes or on)."""
+    return environ.get(SWITCH, "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def start_from_environment(environ: Mapping[str, str] | None = None) -> Any:
+    """The environment switch's start (from ``_boot/sitecustomize.py``): watch this process, finished at exit.
+
+    Options from ``GRADWATCH_SUMMARY`` (a path) and ``GRADWATCH_EVERY_N_STEPS``
+    (a whole number >= 1); a value that cannot be read is warned about and left
+    at its default. Returns the watch, or None where the switch is off.
+    """
+    environ = os.environ if environ is None else environ
+    if not switched_on(environ):
+        return None
+    options: dict[str, Any] = {"at_exit": True}
+    if environ.get(SUMMARY):
+        options["summary_path"] = os.path.abspath(environ[SUMMARY])
+    if environ.get(EVERY):
+        try:
+            options["every_n_steps"] = positive(environ[EVERY])
+        except argparse.ArgumentTypeError as exc:
+            _warn(f"gradwatch: {EVERY}={environ[EVERY]!r} ignored: {exc}")
+    return _install(options)
 
 
 def _install(options: dict[str, Any]) -> Any:
@@ -83,7 +176,7 @@ def _install(options: dict[str, Any]) -> Any:
 
         return autowatch.install(**options)
     except Exception as exc:  # gradwatch must never stop the script
-        _warn(f"gradwatch run: cannot watch this run ({type(exc).__name__}: {exc}); the script runs unwatched")
+        _warn(f"gradwatch: cannot watch this run ({type(exc).__name__}: {exc}); the script runs unwatched")
         return None
 
 

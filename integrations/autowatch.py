@@ -17,15 +17,22 @@ Each framework is patched only once the script imports it (an import hook on
   Keras (``Model.fit``): their ``GradWatchCallback`` is added unless the
   script already gave one.
 
+One watch per process: ``install()`` called again (``python -m gradwatch.run``
+in a process the environment switch already watches) returns the one running.
+Under the environment switch (``at_exit=True``) the watch is finished at
+interpreter exit, before ``watch()``'s own handler for forgotten watchers.
+
 Every patch calls the framework's own code first and unchanged; gradwatch's
 part runs in a guard that warns once and switches that part off.
 """
 
 from __future__ import annotations
 
+import atexit
 import functools
 import importlib.abc
 import importlib.machinery
+import os
 import sys
 import threading
 import weakref
@@ -53,9 +60,11 @@ MISSES = 3  # backward passes that find no model before gradwatch run stops look
 class AutoWatch:
     """The watch of one ``gradwatch run``: the patches, the watchers made, and their summary paths."""
 
-    def __init__(self, *, summary_path: str, every_n_steps: int | None = None) -> None:
-        self.summary_path = summary_path
+    def __init__(self, *, summary_path: str | None = None, every_n_steps: int | None = None, at_exit: bool = False) -> None:
+        self.summary_path = summary_path  # None: gradwatch-<script name>.json in the cwd, named when the first model is watched
         self.every_n_steps = every_n_steps
+        self.at_exit = at_exit
+        self.finished = False
         self.failed: set[str] = set()
         self.watchers: list[Any] = []  # PyTorch watchers made here, closed at finish()
         self._paths_given = 0
@@ -87,6 +96,8 @@ class AutoWatch:
     def next_summary_path(self) -> str:
         """The summary path for the next model watched: the one given, then ``-2``, ``-3`` ... beside it."""
         self._paths_given += 1
+        if self.summary_path is None:
+            self.summary_path = default_summary_path()
         if self._paths_given == 1:
             return self.summary_path
         path = Path(self.summary_path)
@@ -101,9 +112,17 @@ class AutoWatch:
 
     def start(self) -> None:
         self._finder.start(self)
+        if self.at_exit:
+            atexit.register(self.finish)
 
     def finish(self) -> None:
-        """Close the watchers made here (report printed, summary written), then undo every patch."""
+        """Close the watchers made here (report printed, summary written), then undo every patch; once."""
+        global _ACTIVE
+        if self.finished:
+            return
+        self.finished = True
+        if _ACTIVE is self:
+            _ACTIVE = None
         self._finder.stop()
         for watcher in self.watchers:
             if watcher.session.final is None:
@@ -153,8 +172,9 @@ class AutoWatch:
             return __init__
 
         self._patch(trainer, "__init__", init)
-        for name in ("fit",):
-            self._patch(trainer, name, lambda original: self._fit(original))
+        for name in ("fit", "_run"):  # _run: also where a spawned rank (strategy="ddp_spawn") starts, without fit
+            if hasattr(trainer, name):
+                self._patch(trainer, name, lambda original: self._fit(original))
 
     def _lightning_callbacks(self, kwargs: dict[str, Any]) -> dict[str, Any]:
         from .lightning import GradWatchCallback
@@ -306,6 +326,9 @@ class _TorchHooks:
         self._stop_tracking()
         watcher = watch(model, None, **self.auto.options(default_every=None))  # binds to the optimizer at its first step
         self.auto.watchers.append(watcher)
+        if self.auto.at_exit:  # atexit runs handlers last in, first out: ours again before watch()'s forgotten-watcher warning
+            atexit.unregister(self.auto.finish)
+            atexit.register(self.auto.finish)
 
     def _model_of(self, trained: set[int]) -> Any:
         """The root module holding the most of the weights the loss reaches (the first called on a tie)."""
@@ -404,11 +427,34 @@ class _ImportHook(importlib.abc.MetaPathFinder):
         return spec
 
 
-def install(*, summary_path: str, every_n_steps: int | None = None) -> AutoWatch:
-    """Start watching this process's training (for ``gradwatch run``); ``finish()`` the result at the end."""
-    auto = AutoWatch(summary_path=summary_path, every_n_steps=every_n_steps)
+_ACTIVE: AutoWatch | None = None  # the watch of this process
+
+
+def install(*, summary_path: str | None = None, every_n_steps: int | None = None, at_exit: bool = False) -> AutoWatch:
+    """Start watching this process's training; ``finish()`` the result at the end (``at_exit``: done at interpreter exit).
+
+    Where this process is watched already, that watch is returned, with the
+    options given here (a model already watched keeps its own).
+    """
+    global _ACTIVE
+    if _ACTIVE is not None and not _ACTIVE.finished:
+        if summary_path is not None:
+            _ACTIVE.summary_path = summary_path
+        if every_n_steps is not None:
+            _ACTIVE.every_n_steps = every_n_steps
+        return _ACTIVE
+    auto = AutoWatch(summary_path=summary_path, every_n_steps=every_n_steps, at_exit=at_exit)
+    _ACTIVE = auto
     auto.start()
     return auto
 
 
-__all__ = ["AutoWatch", "install"]
+def default_summary_path() -> str:
+    """``gradwatch-<script name>.json`` in the current folder (the name read when the first model is watched:
+    at startup ``python -m`` has not yet put the module's file in ``sys.argv[0]``)."""
+    script = sys.argv[0] if sys.argv else ""
+    stem = Path(script).stem if script and not script.startswith("-") else ""
+    return os.path.abspath(f"gradwatch-{stem}.json" if stem else "gradwatch.json")
+
+
+__all__ = ["AutoWatch", "default_summary_path", "install"]
