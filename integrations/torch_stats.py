@@ -214,31 +214,31 @@ class TorchCollector:
 
     @torch.no_grad()
     def capture_moments(self, optimizers: list[torch.optim.Optimizer]) -> None:
-        """Per layer, the sum of an Adam-type optimizer's second-moment estimates (``exp_avg_sq``) before its step,
-        and its epsilon: a precursor of loss spikes (gradients far below or above the scale Adam divides by).
-        Layers without that state (another optimizer, its first step) are not measured."""
-        found: dict[int, torch.Tensor] = {}
+        """Per layer, the sum of an Adam-type optimizer's bias-corrected second-moment estimates (``exp_avg_sq``)
+        before its step, and its epsilon: a precursor of loss spikes (gradients far above or below the scale Adam
+        divides by). Layers without that state (another optimizer, the first step) are not measured."""
+        index = {id(p): i for i, p in enumerate(self.params)}
+        held: list[tuple[int, torch.Tensor, Any]] = []  # (parameter, its estimate, 1 - beta2 ** its step)
         eps = None
         for optimizer in optimizers:
             state = optimizer.state
             for group in optimizer.param_groups:
-                if "betas" not in group or "eps" not in group:
+                betas, group_eps = group.get("betas"), group.get("eps")
+                if not isinstance(betas, (tuple, list)) or len(betas) != 2 or not isinstance(group_eps, (int, float)):
                     continue
                 for p in group["params"]:
-                    moment = state.get(p, {}).get("exp_avg_sq") if p in state else None
-                    if isinstance(moment, torch.Tensor) and moment.layout == torch.strided:
-                        found[id(p)] = moment
-                        eps = float(group["eps"]) if eps is None else eps
-        if not found or self._sharded:
+                    found = state.get(p) if id(p) in index else None
+                    moment, step = (found.get("exp_avg_sq"), found.get("step")) if found else (None, None)
+                    if isinstance(moment, torch.Tensor) and moment.layout == torch.strided and step is not None:
+                        held.append((index[id(p)], moment, 1 - float(betas[1]) ** step))
+                        eps = float(group_eps) if eps is None else eps
+        if not held or self._sharded:
             return
-        index = {id(p): i for i, p in enumerate(self.params)}
-        held = [(index[key], moment) for key, moment in found.items() if key in index]
-        if not held:
-            return
-        moments = [moment if moment.dtype == torch.float32 else moment.float() for _, moment in held]
+        moments = [moment if moment.dtype == torch.float32 else moment.float() for _, moment, _ in held]
         sums = torch.stack(list(torch._foreach_norm(moments, 1)))  # L1 norms: the sums, as the estimates are >= 0
-        self._sample.moments = self._per_layer(sums, [i for i, _ in held])
-        self._sample.moment_layers = {self._owner_list[i] for i, _ in held}
+        corrections = torch.stack([torch.as_tensor(c, dtype=torch.float32).reshape(()) for _, _, c in held]).to(sums.device)
+        self._sample.moments = self._per_layer(sums / corrections, [i for i, _, _ in held])
+        self._sample.moment_layers = {self._owner_list[i] for i, _, _ in held}
         self._sample.adam_eps = eps
 
     def use_facts(self, facts: ModelFacts) -> None:

@@ -8,6 +8,7 @@ from .dead_relu import DeadReLU
 from .exploding import ExplodingGradients
 from .mistakes import ChanceLevelLoss, EvalModeTraining, FrozenModel, GradientsNotCleared, LearningRateCollapse, ParamsNotInOptimizer
 from .nonfinite import NonFinite
+from .spike import DivergenceForecast, LossSpike
 from .stagnation import EarlyStagnation
 from .vanishing import VanishingGradients
 
@@ -15,6 +16,7 @@ from .vanishing import VanishingGradients
 def default_detectors() -> list[Detector]:
     """A fresh detector for each symptom and each mistake seen from the training loop, with default thresholds."""
     symptoms: list[Detector] = [NonFinite(), ExplodingGradients(), VanishingGradients(), DeadReLU(), WeightCollapse(), EarlyStagnation()]
+    symptoms += [LossSpike(), DivergenceForecast()]
     mistakes = [GradientsNotCleared(), EvalModeTraining(), ParamsNotInOptimizer(), LearningRateCollapse(), ChanceLevelLoss(), FrozenModel()]
     return symptoms + mistakes
 
@@ -23,12 +25,14 @@ __all__ = [
     "ChanceLevelLoss",
     "DeadReLU",
     "Detector",
+    "DivergenceForecast",
     "EarlyStagnation",
     "EvalModeTraining",
     "ExplodingGradients",
     "FrozenModel",
     "GradientsNotCleared",
     "LearningRateCollapse",
+    "LossSpike",
     "NonFinite",
     "ParamsNotInOptimizer",
     "VanishingGradients",

@@ -18,6 +18,8 @@ def test_records_take_their_measured_fields_in_a_fixed_order():
         "zero_grad_rows",
         "zero_grad_window",
         "unit_spread",
+        "size",
+        "moment_rms",
     ]
     assert [f.name for f in fields(ActivationStats) if f.init] == ["name", "kind", "dead_share", "saturated_share", "window"]
 

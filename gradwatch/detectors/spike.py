@@ -1,0 +1,378 @@
+"""``loss_spike`` and ``divergence_forecast``: a loss that jumps above its recent level, and the signs that come before.
+
+Both read sampled steps only. A layer's gradient and update norms are judged
+against that layer's own recent history (a jump of ``LAYER_JUMP`` times its
+median), never against other layers or a fixed size. The forecast's
+precursors follow published accounts of small transformers trained at too
+high a learning rate:
+
+- attention logits that grow until attention is one-hot (Wortsman et al.
+  2023, "Small-scale proxies for large-scale Transformer training
+  instabilities"; Zhai et al. 2023, attention entropy collapse): fixed by
+  qk-layernorm;
+- output logits that drift, their log-partition far from 0 (Wortsman et al.
+  2023): fixed by z-loss;
+- a layer's update or gradient norm that jumps far above its own history
+  before the loss does (OLMo 2; public logs of large runs), and Adam's
+  second-moment estimate far below the gradient it meets (Molybog et al.
+  2023): fixed by warmup, a lower peak learning rate, clipping, a smaller
+  epsilon.
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections import deque
+from dataclasses import dataclass
+from typing import Any
+
+from ..facts import ModelFacts
+from ..report import Finding
+from ..stats import LayerStats, StepStats, finite
+from ..symptoms import Symptom, Variant
+from .base import Detector, check_count, check_positive, fmt
+
+LAYER_JUMP = 10.0  # a layer's gradient or update norm this many times the median of its own recent samples: a jump
+HISTORY = 8  # sampled values kept per series (the recent level is their median)
+MIN_HISTORY = 4  # values a series needs before a jump is judged against it
+SPIKE_RISE = 0.5  # a sampled loss this share above its recent level (and far outside its noise) is a spike
+NOISE_WIDTH = 6.0  # ... and above the level by this many times the loss's median change from one sample to the next
+RECOVERED = 0.1  # a spike has recovered once the loss is back within this share of the level before it
+LOOK_BACK = 3  # a loss spike's first layer jump is looked for on its own sample and the two before
+DIVERGED = 2.0  # a loss at this many times its running minimum (or NaN) has diverged (the issue's oracle)
+
+
+LOSS_SPIKE = Symptom("loss_spike", remedies={"lower_lr": 1.0, "gradient_clipping": 0.9})
+DIVERGENCE_FORECAST = Symptom(
+    "divergence_forecast",
+    remedies={"lower_lr": 1.0, "gradient_clipping": 0.9},
+    variants=(
+        Variant("attention", lambda evidence: evidence.get("mechanism") == "attention_logits", {"lower_lr": 1.0, "gradient_clipping": 0.6}),
+        Variant("logits", lambda evidence: evidence.get("mechanism") == "output_logits", {"lower_lr": 1.0, "gradient_clipping": 0.6}),
+    ),
+)
+
+
+def _median(values: Any) -> float:
+    return float(statistics.median(values))
+
+
+@dataclass
+class Jump:
+    """A layer series that jumped: which layer, which norm, how many times its own recent median, at which step."""
+
+    layer: str
+    norm: str  # "update" or "gradient"
+    factor: float
+    step: int
+
+    def text(self) -> str:
+        return f"{self.layer}'s {self.norm} norm jumped to {fmt(self.factor)}× its own recent level at step {self.step}"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"layer": self.layer, "norm": self.norm, "factor": self.factor, "step": self.step}
+
+
+class LayerJumps:
+    """Each layer's gradient and update norms against their own recent history (the median of ``HISTORY`` samples).
+
+    ``add`` returns the jumps of this sample, the largest first; a jump is not
+    added to the history it is judged against, so a lasting rise keeps showing
+    until it is ``HISTORY`` samples old.
+    """
+
+    def __init__(self, jump: float = LAYER_JUMP) -> None:
+        self.jump = jump
+        self.series: dict[str, deque[float]] = {}
+
+    def add(self, sample: StepStats) -> list[Jump]:
+        jumps = []
+        for layer in sample.layers:
+            for norm, value in (("update", layer.update_norm), ("gradient", layer.grad_norm)):
+                if not finite(value) or value <= 0:
+                    continue
+                key = f"{norm}:{layer.name}"
+                series = self.series.setdefault(key, deque(maxlen=HISTORY))
+                if len(series) >= MIN_HISTORY:
+                    factor = value / _median(series)
+                    if factor >= self.jump:
+                        jumps.append(Jump(layer.name, norm, factor, sample.step))
+                        continue
+                series.append(value)
+        return sorted(jumps, key=lambda j: -j.factor)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {key: list(values) for key, values in self.series.items()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.series = {key: deque(values, maxlen=HISTORY) for key, values in state.items()}
+
+
+class LossLevel:
+    """The recent level of the sampled loss (median of ``HISTORY`` samples) and its noise (median change between samples)."""
+
+    def __init__(self) -> None:
+        self.recent: deque[float] = deque(maxlen=HISTORY)
+        self.lowest: float | None = None
+
+    @property
+    def ready(self) -> bool:
+        return len(self.recent) >= MIN_HISTORY
+
+    def level(self) -> float:
+        return _median(self.recent)
+
+    def noise(self) -> float:
+        """The median change from one sample to the next: the loss's noise, blind to a steady fall."""
+        values = list(self.recent)
+        return _median(abs(b - a) for a, b in zip(values, values[1:]))
+
+    def above(self, loss: float) -> float | None:
+        """How far ``loss`` sits above the recent level, as a share of it, when it is a spike (else None)."""
+        if not self.ready:
+            return None
+        level = self.level()
+        if level <= 0:
+            return None
+        rise = loss - level
+        return rise / level if rise > SPIKE_RISE * level and rise > NOISE_WIDTH * self.noise() else None
+
+    def add(self, loss: float) -> None:
+        self.recent.append(loss)
+        self.lowest = loss if self.lowest is None else min(self.lowest, loss)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"recent": list(self.recent), "lowest": self.lowest}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.recent = deque(state.get("recent", []), maxlen=HISTORY)
+        self.lowest = state.get("lowest")
+
+
+class LossSpike(Detector):
+    """Flags a transient loss spike: a sampled loss well above its recent level, then (or not) back down.
+
+    A spike is a sampled loss more than ``SPIKE_RISE`` (50%) above the median of
+    the previous ``HISTORY`` samples and more than ``NOISE_WIDTH`` times their
+    median change between samples above it. The finding names the step, the layer
+    whose update or gradient norm jumped first against its own history (on this
+    sample or the two before), and whether the loss came back within
+    ``RECOVERED`` of its level. Severity: ``info`` while it may still recover
+    and once it has (large runs live with a few such spikes, and a healthy run
+    must stay quiet); ``warning`` when the loss is still up ``patience`` samples
+    later, or after ``repeats`` spikes. A run that diverges for good is
+    ``nonfinite`` or ``exploding_gradients``; ``divergence_forecast`` warns of it.
+    """
+
+    declares = LOSS_SPIKE
+    state = ("level", "jumps", "recent_jumps", "spike", "spikes")
+
+    def __init__(self, *, patience: int = 3, repeats: int = 3) -> None:
+        self.patience = check_count("patience", patience)
+        self.repeats = check_count("repeats", repeats)
+        self.level = LossLevel()
+        self.jumps = LayerJumps()
+        self.recent_jumps: list[list[dict[str, Any]]] = []  # the layer jumps of each of the latest ``LOOK_BACK`` samples
+        self.spike: dict[str, Any] | None = None  # the spike under way: step, level, peak, first jump, samples since
+        self.spikes = 0
+
+    def observe(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
+        self.recent_jumps = [*self.recent_jumps, [j.to_dict() for j in self.jumps.add(sample)]][-LOOK_BACK:]
+        loss = sample.loss
+        if not finite(loss):
+            return None
+        spike = self.spike
+        if spike is None:
+            rise = self.level.above(loss)
+            if rise is None:
+                self.level.add(loss)
+                return None
+            self.spikes += 1
+            first = next((jumps[0] for jumps in self.recent_jumps if jumps), None)  # the earliest sample's largest
+            spike = self.spike = {"step": sample.step, "level": self.level.level(), "peak": loss, "first_jump": first, "samples": 0}
+        spike["samples"] += 1
+        spike["peak"] = max(spike["peak"], loss)
+        recovered = loss <= spike["level"] * (1 + RECOVERED)
+        if recovered:
+            self.spike = None
+            self.level.add(loss)
+        lasting = not recovered and spike["samples"] > self.patience
+        return self._finding(sample, spike, loss, recovered, "warning" if lasting or self.spikes >= self.repeats else "info")
+
+    def _finding(self, sample: StepStats, spike: dict[str, Any], loss: float, recovered: bool, severity: Any) -> Finding:
+        level, peak = spike["level"], spike["peak"]
+        parts = [f"the loss jumped from its recent level {fmt(level)} to {fmt(peak)} ({fmt(peak / level)}×) at step {spike['step']}"]
+        first = spike["first_jump"]
+        if first is not None:
+            parts.append(Jump(**first).text() + (", first" if first["step"] <= spike["step"] else ""))
+        if recovered:
+            parts.append(f"it came back to {fmt(loss)} by step {sample.step}")
+        else:
+            parts.append(f"at step {sample.step} it is still {fmt(loss)}")
+        if self.spikes > 1:
+            parts.append(f"spike {self.spikes} of this run")
+        layers = [first["layer"]] if first is not None else []
+        return self.finding(
+            sample,
+            severity,
+            layers,
+            "; ".join(parts),
+            spike_step=spike["step"],
+            loss_level=level,
+            loss_peak=peak,
+            rise=peak / level,
+            loss=loss,
+            recovered=recovered,
+            spikes=self.spikes,
+            first_jump=first,
+            lr=sample.lr,
+        )
+
+
+@dataclass
+class Precursor:
+    """One sign that a run is heading for divergence: its mechanism, where, the number and its reference."""
+
+    mechanism: str  # "attention_logits", "output_logits", "update_jump", "adam_moments", "loss_spike"
+    where: str | None
+    value: float
+    text: str
+    head: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"mechanism": self.mechanism, "where": self.where, "head": self.head, "value": self.value, "text": self.text}
+
+
+class DivergenceForecast(Detector):
+    """Warns, at a sampled step, that the run is likely to diverge; once it does, says how many steps ahead.
+
+    Precursors (any one raises the warning; see the module's docstring for the
+    published grounding):
+
+    - ``attention_logits``: the largest attention logit exceeds ``attention_logit``
+      (softmax then puts essentially all weight on one key: e^50 ≈ 5e21);
+    - ``output_logits``: the output log-partition is more than ``log_partition_drift``
+      nats from where it started;
+    - ``update_jump``: a layer's update or gradient norm jumps ``LAYER_JUMP`` times its
+      own recent level while the loss rises above its own (a step that hurt);
+    - ``adam_moments``: a layer's gradient RMS is ``moment_jump`` times the RMS
+      Adam's second-moment estimate holds (the step it takes is far outside its usual size);
+    - ``loss_spike``: the loss rose ``SPIKE_RISE`` above its recent level.
+
+    A run has diverged when a sample holds NaN or infinity or its loss is
+    ``DIVERGED`` times its lowest sampled loss (the issue's oracle). The finding
+    then gains ``lead_steps`` (divergence's sampled step minus the step the
+    warning was raised at) and a sentence saying so.
+    """
+
+    declares = DIVERGENCE_FORECAST
+    state = ("level", "jumps", "start_partition", "raised", "diverged_at", "signs")
+    sees_nonfinite = True
+
+    def __init__(
+        self,
+        *,
+        attention_logit: float = 50.0,
+        log_partition_drift: float = 10.0,
+        moment_jump: float = 30.0,
+    ) -> None:
+        self.attention_logit = check_positive("attention_logit", attention_logit)
+        self.log_partition_drift = check_positive("log_partition_drift", log_partition_drift)
+        self.moment_jump = check_positive("moment_jump", moment_jump)
+        self.level = LossLevel()
+        self.jumps = LayerJumps()
+        self.start_partition: float | None = None
+        self.raised: dict[str, Any] | None = None  # the warning: step, loss then, precursors
+        self.diverged_at: int | None = None
+        self.signs: list[dict[str, Any]] = []
+
+    def observe(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
+        if self.diverged_at is not None:
+            return None
+        loss = sample.loss
+        lowest = self.level.lowest
+        if not sample.finite or (finite(loss) and lowest is not None and lowest > 0 and loss >= DIVERGED * lowest):
+            self.diverged_at = sample.step
+            return self._diverged(sample) if self.raised is not None else None
+        signs = self._precursors(sample)
+        if finite(loss):
+            self.level.add(loss)
+        if not signs or self.raised is not None:
+            return None
+        self.raised = {"step": sample.step, "loss": loss, "signs": [s.to_dict() for s in signs]}
+        return self._warning(sample)
+
+    def _precursors(self, sample: StepStats) -> list[Precursor]:
+        signs = []
+        logit = sample.attention_logit_max
+        if finite(logit) and logit > self.attention_logit:
+            where = sample.attention_layer
+            head = f" head {sample.attention_head}" if sample.attention_head is not None else ""
+            entropy = f", the lowest mean attention entropy {fmt(sample.attention_entropy_min)} nats" if finite(sample.attention_entropy_min) else ""
+            text = f"attention logits reach {fmt(logit)} in {where}{head} (attention one-hot{entropy})"
+            signs.append(Precursor("attention_logits", where, logit, text, sample.attention_head))
+        partition = sample.output_log_partition
+        if finite(partition):
+            if self.start_partition is None:
+                self.start_partition = partition
+            drift = partition - self.start_partition
+            if abs(drift) > self.log_partition_drift:
+                text = f"the output log-partition drifted from {fmt(self.start_partition)} to {fmt(partition)} (output logits diverge)"
+                signs.append(Precursor("output_logits", None, partition, text))
+        jumps = self.jumps.add(sample)
+        rise = self.level.above(sample.loss) if finite(sample.loss) else None
+        if jumps and rise is not None:
+            signs.append(Precursor("update_jump", jumps[0].layer, jumps[0].factor, jumps[0].text()))
+        worst = _moment_outlier(sample.layers)
+        if worst is not None and worst[1] > self.moment_jump:
+            layer, factor = worst
+            text = f"{layer}'s gradient RMS is {fmt(factor)}× the RMS of Adam's second-moment estimate (the step leaves its usual size)"
+            signs.append(Precursor("adam_moments", layer, factor, text))
+        if rise is not None and not jumps:
+            text = f"the loss rose to {fmt(sample.loss)}, {fmt(1 + rise)}× its recent level {fmt(self.level.level())}"
+            signs.append(Precursor("loss_spike", None, 1 + rise, text))
+        return signs
+
+    def _warning(self, sample: StepStats) -> Finding:
+        raised = self.raised or {}
+        signs = [Precursor(**s) for s in raised["signs"]]
+        first = signs[0]
+        message = "likely to diverge: " + "; ".join(s.text for s in signs)
+        layers = [s.where for s in signs if s.where]
+        return self.finding(
+            sample,
+            "warning",
+            layers,
+            message,
+            raised_step=raised["step"],
+            mechanism=first.mechanism,
+            mechanisms=[s.mechanism for s in signs],
+            where=first.where,
+            head=first.head,
+            signs=raised["signs"],
+            loss=raised["loss"],
+            attention_logit_max=sample.attention_logit_max,
+            attention_entropy_min=sample.attention_entropy_min,
+            output_log_partition=sample.output_log_partition,
+        )
+
+    def _diverged(self, sample: StepStats) -> Finding:
+        raised = self.raised or {}
+        found = self._warning(sample)
+        lead = sample.step - raised["step"]
+        how = "NaN or infinity" if not sample.finite else f"the loss at {fmt(sample.loss)}, {DIVERGED:g}× its lowest {fmt(self.level.lowest)}"
+        found.message += f". The run diverged by step {sample.step} ({how}): this warning came {lead} steps ahead"
+        found.first_step = raised["step"]
+        found.evidence.update(diverged_step=sample.step, lead_steps=lead, loss=sample.loss)
+        return found
+
+
+def _moment_outlier(layers: tuple[LayerStats, ...]) -> tuple[str, float] | None:
+    """The layer whose gradient RMS is largest against the RMS of Adam's second-moment estimate, and that factor."""
+    ratios = [
+        (layer.name, layer.grad_norm / math.sqrt(layer.size) / layer.moment_rms)
+        for layer in layers
+        if finite(layer.grad_norm) and layer.size and finite(layer.moment_rms) and layer.moment_rms > 0
+    ]
+    return max(ratios, key=lambda item: item[1], default=None)

@@ -1,0 +1,125 @@
+"""``loss_spike`` and ``divergence_forecast`` on synthetic sampled-step streams (no framework)."""
+
+from __future__ import annotations
+
+import math
+import random
+from dataclasses import replace
+
+from gradwatch import LayerStats, ModelFacts, StepStats
+from gradwatch.detectors.spike import DivergenceForecast, LossSpike
+
+NAMES = ("embed", "blocks[0].attn", "blocks[1].attn", "head")
+
+
+def step_stats(step: int, loss: float, rng: random.Random, *, jump: dict[str, float] | None = None, **precursors: object) -> StepStats:
+    """A sampled step of four layers whose gradient and update norms wander by about 30% (log-normal noise)."""
+    jump = jump or {}
+    layers = tuple(
+        LayerStats(
+            name,
+            grad_norm=0.1 * rng.lognormvariate(0, 0.3) * jump.get(name, 1.0),
+            weight_norm=10.0,
+            update_norm=0.01 * rng.lognormvariate(0, 0.3) * jump.get(name, 1.0),
+            size=4096,
+            moment_rms=0.1 / 64 * rng.lognormvariate(0, 0.3),
+        )
+        for name in NAMES
+    )
+    return StepStats(step, layers, loss=loss, **precursors)  # type: ignore[arg-type]
+
+
+def steps(count: int) -> list[int]:
+    """Sampled steps as the monitor takes them by default: 1, 2, 4, 8, 16, then every 20th."""
+    early = [0, 1, 2, 4, 8, 16]
+    return (early + list(range(20, 20 * count, 20)))[:count]
+
+
+def healthy(count: int, seed: int, *, noise: float = 0.05, **precursors: object) -> list[StepStats]:
+    """A loss falling from 4 towards 1.5 with noise of ``noise`` (relative), gradients wandering, nothing wrong."""
+    rng = random.Random(seed)
+    return [step_stats(s, (1.5 + 2.5 * math.exp(-s / 300)) * (1 + noise * rng.gauss(0, 1)), rng, **precursors) for s in steps(count)]
+
+
+def observe_all(detector: LossSpike | DivergenceForecast, samples: list[StepStats]) -> list:  # type: ignore[type-arg]
+    facts = ModelFacts()
+    return [detector.observe(s, facts) for s in samples if s.finite or detector.sees_nonfinite]
+
+
+def test_a_loss_spike_is_flagged_with_the_layer_whose_update_jumped_first_and_its_recovery() -> None:
+    samples = healthy(20, seed=1)
+    rng = random.Random(2)
+    last = samples[-1].step
+    samples += [
+        step_stats(last + 20, 1.9, rng, jump={"blocks[1].attn": 40.0}),  # the layer jumps first, the loss barely moves
+        step_stats(last + 40, 4.5, rng, jump={"blocks[1].attn": 60.0, "head": 20.0}),
+        step_stats(last + 60, 1.95, rng),
+    ]
+    found = [f for f in observe_all(LossSpike(), samples) if f is not None]
+    assert found, "the spike was not flagged"
+    first, after = found[0], found[-1]
+    assert first.first_step == last + 40 and first.layers == ("blocks[1].attn",)
+    assert first.evidence["first_jump"]["step"] == last + 20 and first.evidence["first_jump"]["norm"] == "update"
+    assert first.evidence["rise"] > 1.5 and first.severity == "info"
+    assert after.evidence["recovered"] and "came back" in after.message
+
+
+def test_a_spike_that_does_not_recover_becomes_a_warning() -> None:
+    samples = healthy(20, seed=3)
+    rng = random.Random(4)
+    last = samples[-1].step
+    samples += [step_stats(last + 20 * k, 4.0, rng) for k in range(1, 6)]
+    found = [f for f in observe_all(LossSpike(), samples) if f is not None]
+    assert found and found[0].severity == "info" and found[-1].severity == "warning"
+    assert "still" in found[-1].message
+
+
+def test_healthy_noisy_runs_raise_neither_finding() -> None:
+    """Many seeds of noisy but healthy runs, noise up to 15% per sample: no spike, no forecast."""
+    for seed in range(40):
+        samples = healthy(60, seed, noise=0.15, attention_logit_max=12.0, output_log_partition=4.0)
+        assert not any(observe_all(LossSpike(), samples)), seed
+        assert not any(observe_all(DivergenceForecast(), samples)), seed
+
+
+def test_the_forecast_names_growing_attention_logits_and_later_says_how_far_ahead_it_came() -> None:
+    rng = random.Random(5)
+    samples = [
+        step_stats(s, 3.0 - 0.001 * s, rng, attention_logit_max=5.0 * 1.02**s, attention_layer="blocks[1].attn", attention_head=2)
+        for s in range(0, 300, 20)
+    ]
+    samples.append(step_stats(300, math.nan, rng))
+    found = observe_all(DivergenceForecast(), samples)
+    raised = next(i for i, f in enumerate(found) if f is not None)
+    assert samples[raised].attention_logit_max > 50 and samples[raised - 1].attention_logit_max <= 50  # type: ignore[operator]
+    warning = found[raised]
+    assert warning.severity == "warning" and warning.evidence["mechanism"] == "attention_logits"
+    assert warning.evidence["where"] == "blocks[1].attn" and warning.evidence["head"] == 2
+    final = found[-1]
+    assert final is not None and final.evidence["lead_steps"] == 300 - samples[raised].step
+    assert final.first_step == samples[raised].step and f"{300 - samples[raised].step} steps ahead" in final.message
+
+
+def test_a_loss_at_twice_its_minimum_is_a_divergence_and_no_warning_means_no_lead() -> None:
+    rng = random.Random(6)
+    samples = [step_stats(s, 2.0, rng) for s in range(0, 200, 20)] + [step_stats(200, 4.5, rng)]
+    detector = DivergenceForecast()
+    found = observe_all(detector, samples)
+    assert detector.diverged_at == 200 and not any(found)
+
+
+def test_the_output_log_partition_drifting_far_from_its_start_is_a_precursor() -> None:
+    rng = random.Random(7)
+    samples = [step_stats(s, 2.5, rng, output_log_partition=4.0 + 0.1 * s) for s in range(0, 200, 20)]
+    found = [f for f in observe_all(DivergenceForecast(), samples) if f is not None]
+    assert found and found[0].evidence["mechanism"] == "output_logits" and found[0].first_step == 120
+
+
+def test_state_round_trips() -> None:
+    samples = healthy(12, seed=8, attention_logit_max=12.0)
+    for make in (LossSpike, DivergenceForecast):
+        one, two = make(), make()
+        observe_all(one, samples[:8])
+        two.load_state_dict(one.state_dict())
+        rest = [replace(s) for s in samples[8:]]
+        assert [f and f.to_dict() for f in observe_all(one, rest)] == [f and f.to_dict() for f in observe_all(two, rest)]
