@@ -1,4 +1,4 @@
-"""Checks of user-given options, shared by the core and every adapter.
+"""Checks of user-given values (options, detector thresholds), shared by the core and every adapter.
 
 Each check returns the value (normalised) or raises ``OptionError`` with one
 line saying what was given and what is allowed, at construction time, before
@@ -12,12 +12,9 @@ import os
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast, get_args
+from typing import Any, cast, get_args
 
 from .report import SEVERITY_RANK, Severity, StopSeverity
-
-if TYPE_CHECKING:
-    from .detectors.base import Detector
 
 
 class OptionError(ValueError, TypeError):
@@ -27,21 +24,21 @@ class OptionError(ValueError, TypeError):
 def check_count(name: str, value: Any, *, minimum: int = 1) -> int:
     """An integer >= ``minimum`` (a count of steps or samples)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise OptionError(f"{name} must be an integer >= {minimum}, got {_show(value)}")
+        raise OptionError(f"{name} must be an integer >= {minimum}, got {show(value)}")
     return value
 
 
 def check_optional_count(name: str, value: Any, *, minimum: int = 1) -> int | None:
     """An integer >= ``minimum``, or None (off, or a default chosen later)."""
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < minimum):
-        raise OptionError(f"{name} must be an integer >= {minimum} or None, got {_show(value)}")
+        raise OptionError(f"{name} must be an integer >= {minimum} or None, got {show(value)}")
     return value
 
 
 def check_positive(name: str, value: Any) -> float:
     """A finite number above zero (a threshold)."""
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
-        raise OptionError(f"{name} must be a finite number > 0, got {_show(value)}")
+        raise OptionError(f"{name} must be a finite number > 0, got {show(value)}")
     return float(value)
 
 
@@ -49,14 +46,14 @@ def check_fraction(name: str, value: Any) -> float:
     """A share strictly between 0 and 1."""
     check_positive(name, value)
     if value >= 1:
-        raise OptionError(f"{name} must be a share between 0 and 1 (exclusive), got {_show(value)}")
+        raise OptionError(f"{name} must be a share between 0 and 1 (exclusive), got {show(value)}")
     return float(value)
 
 
 def check_flag(name: str, value: Any) -> bool:
     """True or False (not a truthy stand-in such as 1 or "yes")."""
     if not isinstance(value, bool):
-        raise OptionError(f"{name} must be True or False, got {_show(value)}")
+        raise OptionError(f"{name} must be True or False, got {show(value)}")
     return value
 
 
@@ -64,33 +61,13 @@ def check_severity(name: str, value: Any, *, allowed: Sequence[str] = tuple(SEVE
     """One of the ``allowed`` severities, or None (off)."""
     if value is not None and (not isinstance(value, str) or value not in allowed):
         choices = ", ".join(repr(s) for s in allowed)
-        raise OptionError(f"{name} must be one of {choices} or None, got {_show(value)}")
+        raise OptionError(f"{name} must be one of {choices} or None, got {show(value)}")
     return cast("Severity | None", value)
 
 
 def check_stop_on(value: Any) -> StopSeverity | None:
     """``stop_on``: ``"warning"``, ``"critical"`` or None (an ``info`` finding is no reason to stop)."""
     return cast("StopSeverity | None", check_severity("stop_on", value, allowed=get_args(StopSeverity)))
-
-
-def check_detectors(value: Any) -> list[Detector] | None:
-    """A sequence of detector instances, at most one per symptom, or None (the defaults)."""
-    from .detectors.base import Detector
-
-    if value is None:
-        return None
-    hint = "a list of gradwatch detectors such as [VanishingGradients(max_ratio=1e-4)], or None for the defaults"
-    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
-        raise OptionError(f"detectors must be {hint}, got {_show(value)}")
-    seen: set[str] = set()
-    for item in value:
-        if not isinstance(item, Detector):
-            what = "a class; create it: " + item.__name__ + "()" if isinstance(item, type) else _show(item)
-            raise OptionError(f"detectors must be {hint}, got {what} among them")
-        if item.symptom in seen:
-            raise OptionError(f"detectors holds two detectors of {item.symptom!r}; give at most one per symptom")
-        seen.add(item.symptom)
-    return list(value)
 
 
 def check_summary_path(value: Any, name: str = "summary_path") -> Path | None:
@@ -102,11 +79,11 @@ def check_summary_path(value: Any, name: str = "summary_path") -> Path | None:
     if value is None:
         return None
     if not isinstance(value, (str, os.PathLike)):
-        raise OptionError(f"{name} must be a file path (str or os.PathLike) or None, got {_show(value)}")
+        raise OptionError(f"{name} must be a file path (str or os.PathLike) or None, got {show(value)}")
     try:
         path = Path(value)
     except TypeError:  # an os.PathLike that gives bytes
-        raise OptionError(f"{name} must be a file path (str or os.PathLike) or None, got {_show(value)}") from None
+        raise OptionError(f"{name} must be a file path (str or os.PathLike) or None, got {show(value)}") from None
     if path.is_dir():
         raise OptionError(f"{name} {str(path)!r} is a directory; give a file path such as {str(path / 'gradwatch.json')!r}")
     if path.exists() and not path.is_file():
@@ -125,6 +102,6 @@ def check_summary_path(value: Any, name: str = "summary_path") -> Path | None:
     return path
 
 
-def _show(value: Any) -> str:
+def show(value: Any) -> str:
     text = repr(value)
     return text if len(text) <= 80 else text[:77] + "..."

@@ -3,27 +3,23 @@
 from __future__ import annotations
 
 import math
-import os
-from collections.abc import Sequence
-from typing import Any
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from . import remedies
 from .causes import Cause, find_causes
-from .detectors import Detector, default_detectors
+from .detectors import default_detectors
 from .facts import ModelFacts
 from .history import History
-from .options import (
-    check_count,
-    check_detectors,
-    check_optional_count,
-    check_severity,
-    check_stop_on,
-    check_summary_path,
-)
-from .report import SEVERITY_RANK, Finding, Remedy, Report, Severity, StopSeverity, layer_list
+from .options import DEFAULT_EVERY_N_STEPS, OptionArgs, Options
+from .report import SEVERITY_RANK, Finding, Remedy, Report, layer_list
 from .safety import FaultGuard, warn
 from .stats import StepStats
 from .symptoms import REGISTRY
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 class Monitor:
@@ -46,23 +42,18 @@ class Monitor:
         facts: ModelFacts | None = None,
         *,
         framework: str = "unknown",
-        every_n_steps: int = 20,
-        detectors: Sequence[Detector] | None = None,
-        history_size: int = 128,
-        warn_on: Severity | None = "warning",
-        stop_on: StopSeverity | None = None,
         guard: FaultGuard | None = None,
-        summary_path: str | os.PathLike[str] | None = None,
-        autosave_every_n_steps: int | None = 500,
+        options: Options | None = None,
+        **changes: Unpack[OptionArgs],
     ) -> None:
-        self.every_n_steps = check_count("every_n_steps", every_n_steps)
-        self.autosave_every_n_steps = check_optional_count("autosave_every_n_steps", autosave_every_n_steps)
-        self.warn_on = check_severity("warn_on", warn_on)
-        self.stop_on = check_stop_on(stop_on)
-        self.history = History(check_count("history_size", history_size, minimum=2))
-        chosen = check_detectors(detectors)
-        self.detectors = default_detectors() if chosen is None else chosen
-        self.summary_path = check_summary_path(summary_path)  # a bad path fails now, not at the first autosave
+        options = Options(**changes) if options is None else replace(options, **changes)
+        self.every_n_steps = options.every_n_steps or DEFAULT_EVERY_N_STEPS
+        self.autosave_every_n_steps = options.autosave_every_n_steps
+        self.warn_on = options.warn_on
+        self.stop_on = options.stop_on
+        self.history = History(options.history_size)
+        self.detectors = default_detectors() if options.detectors is None else list(options.detectors)
+        self.summary_path = Path(options.summary_path) if options.summary_path is not None else None
         self._saved_at: int | None = None
         self.facts = facts or ModelFacts()
         self.framework = framework

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from .facts import GATED_RECURRENT, HE_GAIN, MATCHED_GAIN, SATURATING, LayerFacts, ModelFacts
+from .options import Framework
 from .report import Finding, Remedy
 from .symptoms import REGISTRY
 
@@ -194,41 +195,41 @@ REMEDIES: dict[str, tuple[str, Rule]] = {
     "unfreeze": ("Unfreeze more of the model", unfreeze),
 }
 
-# How to apply a remedy in the user's framework (keyed by the framework's name before any "/").
-HOW: dict[str, dict[str, str]] = {
+# How to apply a remedy in the user's framework.
+HOW: dict[str, dict[Framework, str]] = {
     "gradient_clipping": {
-        "pytorch": "torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0) between backward() and optimizer.step()",
-        "lightning": "Trainer(gradient_clip_val=1.0)",
-        "keras": "clipnorm=1.0 on the optimizer, e.g. keras.optimizers.Adam(1e-3, clipnorm=1.0)",
-        "transformers": "TrainingArguments(max_grad_norm=1.0)",
+        Framework.PYTORCH: "torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0) between backward() and optimizer.step()",
+        Framework.LIGHTNING: "Trainer(gradient_clip_val=1.0)",
+        Framework.KERAS: "clipnorm=1.0 on the optimizer, e.g. keras.optimizers.Adam(1e-3, clipnorm=1.0)",
+        Framework.TRANSFORMERS: "TrainingArguments(max_grad_norm=1.0)",
     },
     "reduce_weight_decay": {
-        "keras": "a smaller kernel_regularizer factor, or the optimizer's weight_decay",
-        "transformers": "TrainingArguments(weight_decay=0.01)",
+        Framework.KERAS: "a smaller kernel_regularizer factor, or the optimizer's weight_decay",
+        Framework.TRANSFORMERS: "TrainingArguments(weight_decay=0.01)",
     },
     "clear_gradients": {
-        "pytorch": "call optimizer.zero_grad() once per step, before loss.backward() (or right after optimizer.step())",
-        "lightning": "in manual optimisation, call opt.zero_grad() in training_step before self.manual_backward(loss)",
+        Framework.PYTORCH: "call optimizer.zero_grad() once per step, before loss.backward() (or right after optimizer.step())",
+        Framework.LIGHTNING: "in manual optimisation, call opt.zero_grad() in training_step before self.manual_backward(loss)",
     },
     "train_mode": {
-        "pytorch": "call model.train() at the start of every training epoch, after validating under model.eval()",
-        "lightning": "do not call self.eval() in training_step; Lightning switches modes around validation itself",
+        Framework.PYTORCH: "call model.train() at the start of every training epoch, after validating under model.eval()",
+        Framework.LIGHTNING: "do not call self.eval() in training_step; Lightning switches modes around validation itself",
     },
     "add_to_optimizer": {
-        "pytorch": "build the optimizer after the model is complete, or optimizer.add_param_group({'params': new_layer.parameters()})",
-        "lightning": "return an optimizer over self.parameters() from configure_optimizers, after every layer exists",
+        Framework.PYTORCH: "build the optimizer after the model is complete, or optimizer.add_param_group({'params': new_layer.parameters()})",
+        Framework.LIGHTNING: "return an optimizer over self.parameters() from configure_optimizers, after every layer exists",
     },
     "unfreeze": {
-        "pytorch": "param.requires_grad_(True) on the layers that must adapt, and give them to the optimizer",
-        "lightning": "unfreeze in a BaseFinetuning callback or before configure_optimizers, and give them to the optimizer",
-        "keras": "layer.trainable = True on the top layers, then compile again",
-        "transformers": "leave requires_grad=True on the layers to adapt (check the names a freezing loop matches)",
+        Framework.PYTORCH: "param.requires_grad_(True) on the layers that must adapt, and give them to the optimizer",
+        Framework.LIGHTNING: "unfreeze in a BaseFinetuning callback or before configure_optimizers, and give them to the optimizer",
+        Framework.KERAS: "layer.trainable = True on the top layers, then compile again",
+        Framework.TRANSFORMERS: "leave requires_grad=True on the layers to adapt (check the names a freezing loop matches)",
     },
     "fix_schedule": {
-        "pytorch": "call scheduler.step() once per epoch, after the epoch's batches, or size step_size / T_max in batches",
-        "lightning": "interval='step' in configure_optimizers' lr_scheduler dict counts batches: use interval='epoch' or size it in steps",
-        "keras": "size the LearningRateSchedule's decay_steps in optimizer steps (batches), not epochs",
-        "transformers": "size the schedule with max_steps / num_train_epochs; warmup_steps and decay are counted in optimizer steps",
+        Framework.PYTORCH: "call scheduler.step() once per epoch, after the epoch's batches, or size step_size / T_max in batches",
+        Framework.LIGHTNING: "interval='step' in configure_optimizers' lr_scheduler dict counts batches: use interval='epoch' or size it in steps",
+        Framework.KERAS: "size the LearningRateSchedule's decay_steps in optimizer steps (batches), not epochs",
+        Framework.TRANSFORMERS: "size the schedule with max_steps / num_train_epochs; warmup_steps and decay are counted in optimizer steps",
     },
 }
 
@@ -284,8 +285,9 @@ def rank(symptom: str, facts: ModelFacts, *, framework: str = "unknown") -> tupl
         verdict = rule(facts)
         if verdict is not None:
             score, why = verdict
-            how = HOW.get(remedy_id, {}).get(framework.split("/")[0])
-            scored.append((score * weight, Remedy(remedy_id, title, f"{why}; in {framework.split('/')[0]}: {how}" if how else why)))
+            known = Framework.of(framework)
+            how = HOW.get(remedy_id, {}).get(known) if known else None
+            scored.append((score * weight, Remedy(remedy_id, title, f"{why}; in {known}: {how}" if how else why)))
     scored.sort(key=lambda pair: -pair[0])
     return tuple(remedy for _, remedy in scored)
 

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any, TypeVar
 
-from .options import check_flag
+from .checks import check_flag
 
 logger = logging.getLogger("gradwatch")
 logger.addHandler(logging.NullHandler())  # a library logs only where the user configured logging

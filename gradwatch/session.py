@@ -3,7 +3,7 @@
 Every adapter holds one ``Session`` and only translates its framework's
 events into these calls:
 
-    session = Session("keras/tensorflow", summary_path=..., stop_on=...)  # bad options fail here
+    session = Session("keras/tensorflow", summary_path=..., stop_on=...)  # an ``Options``' keywords; bad ones fail here
     session.start(model_facts(model))                   # the run begins (facts, rank, default interval)
     if session.should_sample(step): ...                 # the adapter's collector measures this step
     if session.record(stats): ...                       # diagnose it; True: end training, then session.stop()
@@ -16,19 +16,19 @@ to measure and what the measurements mean.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Callable
+from dataclasses import replace
+from typing import TYPE_CHECKING, Any
 
-from .detectors import Detector
 from .facts import ModelFacts
 from .monitor import Monitor
-from .options import check_flag, check_optional_count
-from .report import MIN_SAMPLES_TO_CLEAR, Report, Severity, StopSeverity
-from .safety import FaultGuard
+from .options import DEFAULT_EVERY_N_STEPS, OptionArgs, Options
+from .report import MIN_SAMPLES_TO_CLEAR, Report
+from .safety import FaultGuard, warn
 from .stats import StepStats
 
-DEFAULT_EVERY_N_STEPS = 20
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 
 class Session:
@@ -39,42 +39,19 @@ class Session:
     writes; the others measure and take part in collective decisions silently.
     """
 
-    def __init__(
-        self,
-        framework: str,
-        *,
-        summary_path: str | os.PathLike[str] | None = None,
-        every_n_steps: int | None = DEFAULT_EVERY_N_STEPS,
-        stop_on: StopSeverity | None = None,
-        detectors: Sequence[Detector] | None = None,
-        history_size: int = 128,
-        warn_on: Severity | None = "warning",
-        print_report: bool = True,
-        autosave_every_n_steps: int | None = 500,
-        log_layers: bool = False,
-        strict: bool = False,
-    ) -> None:
-        self.guard = FaultGuard(strict=strict)
-        self.every_n_steps = check_optional_count("every_n_steps", every_n_steps)
-        self.print_report = check_flag("print_report", print_report)
-        self.log_layers = check_flag("log_layers", log_layers)
-        self._options: dict[str, Any] = {
-            "framework": framework,
-            "stop_on": stop_on,
-            "history_size": history_size,
-            "warn_on": warn_on,
-            "summary_path": summary_path,
-            "autosave_every_n_steps": autosave_every_n_steps,
-        }
-        self.monitor = Monitor(detectors=detectors, guard=self.guard, **self._options)  # checks the other options now
+    def __init__(self, framework: str, options: Options | None = None, **changes: Unpack[OptionArgs]) -> None:
+        self.options = Options(**changes) if options is None else replace(options, **changes)  # bad options fail here
+        self.framework = framework
+        self.guard = FaultGuard(strict=self.options.strict)
+        self.monitor = Monitor(framework=framework, guard=self.guard, options=self.options)
         self.summary_path = self.monitor.summary_path  # the checked path (only the main process writes it)
-        self._options.update(detectors=detectors, summary_path=self.summary_path)
+        self.print_report = self.options.print_report
         self.main = True
         self.final: Report | None = None  # the report of the last closed run
         self._latest: tuple[StepStats | None, dict[str, float] | None] = (None, {})  # the latest sample, its scalars once asked for
         self.last_observed: int | None = None  # the step of the latest sample diagnosed
         self.stop_requested = False
-        self.skipped_steps = 0  # sampled steps whose optimizer step did not run (an AMP scaler skipped it)
+        self._skipped_steps = 0  # sampled steps whose optimizer step did not run (an AMP scaler skipped it)
         self._begun = False  # a run has started on this monitor
         self._printed: tuple[Any, ...] | None = None  # the verdict of the last report printed for this diagnosis
 
@@ -84,28 +61,56 @@ class Session:
         run's diagnosis (Keras' successive ``fit`` calls) instead of a fresh one. A diagnosis loaded
         from a checkpoint before the first run is continued."""
         if self._begun and not resume:
-            self.monitor = Monitor(guard=self.guard, **self._options)
+            self.monitor = Monitor(framework=self.framework, guard=self.guard, options=self.options)
             self._printed = None
         self._begun = True
         self.monitor.facts = facts
-        self.monitor.every_n_steps = self.every_n_steps or max(int(every_n_steps or DEFAULT_EVERY_N_STEPS), 1)
+        self.monitor.every_n_steps = self.options.every_n_steps or max(int(every_n_steps or DEFAULT_EVERY_N_STEPS), 1)
         self.set_main(main)
-        self.final, self.stop_requested, self.skipped_steps, self.last_observed = None, False, 0, None
+        self.final, self.stop_requested, self._skipped_steps, self.last_observed = None, False, 0, None
         return self.monitor
+
+    @property
+    def facts(self) -> ModelFacts:
+        """What is known of the model, its loss and its optimizer."""
+        return self.monitor.facts
+
+    def set_facts(self, facts: ModelFacts) -> None:
+        """What is known of the model, learned again (once its layers were built)."""
+        self.monitor.facts = facts
+
+    def update_facts(self, **changes: Any) -> None:
+        """Learn more of the model (its loss, once seen; the batch's rows): ``ModelFacts`` fields by name."""
+        self.monitor.facts = replace(self.monitor.facts, **changes)
+
+    def skip_step(self) -> None:
+        """A sampled step whose optimizer step did not run (an AMP grad scaler skipped it): not diagnosed, noted."""
+        self._skipped_steps += 1
+
+    def disable(self, part: str, reason: str) -> None:
+        """Switch ``part`` of gradwatch off for the rest of the run, with a warning (main process) and a note saying why."""
+        if self.guard.enabled(part):
+            self.guard.failed[part] = reason
+            if self.main:
+                warn(f"gradwatch: {part} {reason}; training continues")
+
+    def quiet(self) -> None:
+        """Print no console report at close (a watcher replaced by a newer one on the same model)."""
+        self.print_report = False
 
     @property
     def latest(self) -> dict[str, float]:
         """The latest sample's scalars, for experiment loggers (computed when first asked for)."""
         stats, scalars = self._latest
         if scalars is None:
-            scalars = stats.scalars(per_layer=self.log_layers) if stats is not None else {}
+            scalars = stats.scalars(per_layer=self.options.log_layers) if stats is not None else {}
             self._latest = (stats, scalars)
         return scalars
 
     def set_main(self, main: bool) -> None:
         """Whether this process reports; the others neither warn nor write."""
         self.main = main
-        self.monitor.warn_on = self._options["warn_on"] if main else None
+        self.monitor.warn_on = self.options.warn_on if main else None
         self.monitor.summary_path = self.summary_path if main else None
 
     def should_sample(self, step: int) -> bool:
@@ -151,8 +156,8 @@ class Session:
         """
         if self.final is not None:
             return self.final
-        if self.skipped_steps:
-            self.note(f"{self.skipped_steps} sampled step(s) skipped by the AMP grad scaler were ignored")
+        if self._skipped_steps:
+            self.note(f"{self._skipped_steps} sampled step(s) skipped by the AMP grad scaler were ignored")
         samples = self.monitor.samples
         if steps == 0:
             self.note(unseen)
@@ -181,4 +186,4 @@ class Session:
         self.monitor.load_state_dict(state)
 
 
-__all__ = ["DEFAULT_EVERY_N_STEPS", "Session"]
+__all__ = ["Session"]

@@ -8,15 +8,16 @@ no diagnosis here.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gradwatch.detectors import Detector
+from gradwatch.checks import check_flag
 from gradwatch.monitor import Monitor
-from gradwatch.options import check_flag
-from gradwatch.report import Report, Severity, StopSeverity
+from gradwatch.options import Framework, OptionArgs, takes_options
+from gradwatch.report import Report
 from gradwatch.session import Session
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 from ._keras import keras
 from .keras_facts import learning_rate, model_facts
@@ -38,33 +39,10 @@ class GradWatchCallback(keras.callbacks.Callback):
     several ``fit`` calls; the diagnosis continues across them.
     """
 
-    def __init__(
-        self,
-        *,
-        summary_path: str | os.PathLike[str] | None = None,
-        every_n_steps: int = 20,
-        stop_on: StopSeverity | None = None,
-        detectors: Sequence[Detector] | None = None,
-        history_size: int = 128,
-        warn_on: Severity | None = "warning",
-        print_report: bool = True,
-        autosave_every_n_steps: int | None = 500,
-        strict: bool = False,
-        log_metrics: bool = False,
-    ) -> None:
+    @takes_options
+    def __init__(self, *, log_metrics: bool = False, **options: Unpack[OptionArgs]) -> None:
         super().__init__()
-        self.session = Session(
-            f"keras/{keras.backend.backend()}",
-            summary_path=summary_path,
-            every_n_steps=every_n_steps,
-            stop_on=stop_on,
-            detectors=detectors,
-            history_size=history_size,
-            warn_on=warn_on,
-            print_report=print_report,
-            autosave_every_n_steps=autosave_every_n_steps,
-            strict=strict,
-        )
+        self.session = Session(f"{Framework.KERAS}/{keras.backend.backend()}", **options)
         self.guard = self.session.guard
         self.log_metrics = check_flag("log_metrics", log_metrics)
         self._calls = FitCalls()  # which hook calls of this fit to act on (listed twice, a second callback)

@@ -8,13 +8,14 @@ Works with ``lightning.pytorch`` and ``pytorch_lightning`` Trainers alike.
 
 from __future__ import annotations
 
-import os
-from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gradwatch.detectors import Detector
-from gradwatch.report import Report, Severity, StopSeverity
+from gradwatch.options import Framework, OptionArgs, takes_options
+from gradwatch.report import Report
 from gradwatch.session import Session
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 from . import torch_distributed
 from ._torch import torch
@@ -46,33 +47,9 @@ class GradWatchCallback(*_callback_bases()):  # type: ignore[misc]
     statistics every rank sees are the ones combined across ranks.
     """
 
-    def __init__(
-        self,
-        *,
-        summary_path: str | os.PathLike[str] | None = None,
-        every_n_steps: int | None = None,
-        stop_on: StopSeverity | None = None,
-        log_layers: bool = False,
-        detectors: Sequence[Detector] | None = None,
-        history_size: int = 128,
-        warn_on: Severity | None = "warning",
-        print_report: bool = True,
-        autosave_every_n_steps: int | None = 500,
-        strict: bool = False,
-    ) -> None:
-        self.session = Session(
-            "lightning",
-            summary_path=summary_path,
-            every_n_steps=every_n_steps,
-            stop_on=stop_on,
-            log_layers=log_layers,
-            detectors=detectors,
-            history_size=history_size,
-            warn_on=warn_on,
-            print_report=print_report,
-            autosave_every_n_steps=autosave_every_n_steps,
-            strict=strict,
-        )
+    @takes_options
+    def __init__(self, **options: Unpack[OptionArgs]) -> None:
+        self.session = Session(Framework.LIGHTNING, **options)
         self.guard = self.session.guard
         self.cycle: TorchCycle | None = None  # one per fit
         self._step_at_batch_start = 0

@@ -16,14 +16,12 @@ on-device addition for the loss.
 from __future__ import annotations
 
 import atexit
-import os
 import weakref
-from collections.abc import Sequence
 from types import TracebackType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gradwatch.detectors import Detector
-from gradwatch.report import Report, Severity
+from gradwatch.options import Framework, OptionArgs, takes_options
+from gradwatch.report import Report
 from gradwatch.safety import warn
 from gradwatch.session import Session
 
@@ -32,6 +30,9 @@ from ._torch import ModelHook, is_compiling, torch
 from .torch_cycle import TorchCycle
 from .torch_optimizers import OptimizerBinding, hookable, trains
 from .torch_trial import trial
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 _WATCHERS: weakref.WeakKeyDictionary[torch.nn.Module, weakref.ref[Watcher]] = weakref.WeakKeyDictionary()  # model -> its watcher
 
@@ -51,7 +52,7 @@ class Watcher:
     """Watches one model (and the optimizer that trains it) until ``close()``; made by ``watch()``,
     whose docstring lists the options."""
 
-    def __init__(self, model: torch.nn.Module, optimizer: Any = None, **options: Any) -> None:
+    def __init__(self, model: torch.nn.Module, optimizer: Any = None, **options: Unpack[OptionArgs]) -> None:
         if not isinstance(model, torch.nn.Module):
             raise TypeError(f"watch() needs a torch.nn.Module, got {type(model).__name__}")
         if next(model.parameters(), None) is None:
@@ -59,7 +60,7 @@ class Watcher:
         optimizer, handwritten = hookable(optimizer)
         if optimizer is not None and not trains(optimizer, model):
             raise ValueError("the optimizer trains none of the model's parameters: pass the one that steps this model, or None")
-        self.session = Session("pytorch", **options)
+        self.session = Session(Framework.PYTORCH, **options)
         if handwritten:
             self.session.note(f"{handwritten} is not a torch.optim.Optimizer: each step ends at watcher.step(), as for an update by hand")
         self.guard, self.monitor = self.session.guard, self.session.monitor
@@ -68,7 +69,7 @@ class Watcher:
         earlier = _WATCHERS[self.cycle.model]() if self.cycle.model in _WATCHERS else None
         if earlier is not None and earlier.session.final is None:  # a notebook cell run again, say
             warn("gradwatch: this model was already watched; the earlier watcher is closed (one watcher per model)")
-            earlier.session.print_report = False
+            earlier.session.quiet()
             earlier.close()
         _WATCHERS[self.cycle.model] = weakref.ref(self)
         self.global_step = 0
@@ -85,6 +86,16 @@ class Watcher:
         if optimizer is not None:
             self.binding.bind(optimizer)
         self._start_step()
+
+    @property
+    def should_stop(self) -> bool:
+        """True once a finding reached ``stop_on``: end the training loop (``if watcher.should_stop: break``)."""
+        return self.session.stop_requested
+
+    @property
+    def latest(self) -> dict[str, float]:
+        """The latest sample's scalars for an experiment logger (per layer too with ``log_layers=True``)."""
+        return self.session.latest
 
     @property
     def optimizer(self) -> torch.optim.Optimizer | None:
@@ -130,7 +141,10 @@ class Watcher:
 
     def _finish(self) -> None:
         self._pending, self._ended_any = False, True
+        asked = self.session.stop_requested
         self.cycle.end_step(self.global_step - 1)
+        if self.session.stop_requested and not asked:
+            self.session.stop()  # says why; the loop ends on ``should_stop``
         self._start_step()
 
     def _start_step(self) -> None:
@@ -205,19 +219,8 @@ class Watcher:
         self.close()
 
 
-def watch(
-    model: torch.nn.Module,
-    optimizer: torch.optim.Optimizer | None = None,
-    *,
-    summary_path: str | os.PathLike[str] | None = None,
-    every_n_steps: int = 20,
-    detectors: Sequence[Detector] | None = None,
-    history_size: int = 128,
-    warn_on: Severity | None = "warning",
-    print_report: bool = True,
-    autosave_every_n_steps: int | None = 500,
-    strict: bool = False,
-) -> Watcher:
+@takes_options
+def watch(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None, **options: Unpack[OptionArgs]) -> Watcher:
     """Start diagnosing ``model``'s training.
 
     Args:
@@ -227,16 +230,11 @@ def watch(
             does (it may be created later). Loops that update the weights by hand,
             or with an optimizer class of their own (not a ``torch.optim.Optimizer``),
             call ``watcher.step(loss)`` after each update.
-        summary_path: where the JSON summary is written at ``close()`` and every
-            ``autosave_every_n_steps`` steps; None: nowhere.
-        every_n_steps: measure every n-th optimizer step, and steps 1, 2, 4, …
-            below n.
-        detectors: the detectors to run (default: all, with their defaults).
-        history_size: per-layer points kept for the summary and pictures.
-        warn_on: the lowest severity raised as a live ``GradWatchWarning``; None: none.
-        print_report: print the console report at ``close()``.
-        autosave_every_n_steps: how often the summary is rewritten during the run.
-        strict: re-raise gradwatch's own errors instead of disabling the failing part.
+        **options: ``gradwatch.Options``' keywords, the same for every adapter:
+            ``summary_path``, ``every_n_steps`` (default 20), ``stop_on`` (then end
+            your loop once ``watcher.should_stop``), ``warn_on``, ``print_report``,
+            ``log_layers`` (per-layer values in ``watcher.latest``), ``detectors``,
+            ``history_size``, ``autosave_every_n_steps``, ``strict``.
 
     Returns:
         A ``Watcher``; use it as a context manager, or call ``close()`` at the end.
@@ -253,18 +251,7 @@ def watch(
         ...         optimizer.zero_grad(); loss.backward(); optimizer.step()
         ...         watcher.step(loss)
     """
-    return Watcher(
-        model,
-        optimizer,
-        summary_path=summary_path,
-        every_n_steps=every_n_steps,
-        detectors=detectors,
-        history_size=history_size,
-        warn_on=warn_on,
-        print_report=print_report,
-        autosave_every_n_steps=autosave_every_n_steps,
-        strict=strict,
-    )
+    return Watcher(model, optimizer, **options)
 
 
 __all__ = ["Watcher", "trial", "watch"]

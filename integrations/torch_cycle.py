@@ -24,7 +24,6 @@ from typing import Any
 
 from gradwatch.monitor import Monitor
 from gradwatch.report import MIN_SAMPLES_TO_CLEAR, Report
-from gradwatch.safety import warn
 from gradwatch.session import Session
 from gradwatch.stats import LayerStats, StepStats
 
@@ -52,7 +51,7 @@ class TorchCycle:
         session.start(model_facts(model), main=main and torch_distributed.is_main(), every_n_steps=every_n_steps)
         self._disabled_everywhere = False
         self.collector = TorchCollector(model, guard=self.guard)
-        self.collector.use_facts(self.monitor.facts)
+        self.collector.use_facts(self.session.facts)
         self.optimizers: list[torch.optim.Optimizer] = []
         self._step_hooks: list[Any] = []  # on the bound optimizers
         self._sampled = False  # this optimizer step is being measured
@@ -74,9 +73,9 @@ class TorchCycle:
         params = [p for optimizer in optimizers for group in optimizer.param_groups for p in group["params"]]
         self.collector.set_trainable(params if self.optimizers else None)
         first = self.optimizers[0] if self.optimizers else None
-        self.monitor.facts = replace(model_facts(self.model, set(self.collector.layer_names), first), **(self._loss_facts or {}))
+        self.session.set_facts(replace(model_facts(self.model, set(self.collector.layer_names), first), **(self._loss_facts or {})))
         self.mistakes.bind(self.optimizers)
-        self.collector.use_facts(self.monitor.facts)
+        self.collector.use_facts(self.session.facts)
         self._step_hooks = [optimizer.register_step_post_hook(self._after_step) for optimizer in self.optimizers]
         index = {id(p): i for i, p in enumerate(self.collector.params)}
         shares = {id(o): [index[id(p)] for g in o.param_groups for p in g["params"] if id(p) in index] for o in self.optimizers}
@@ -183,7 +182,7 @@ class TorchCycle:
         if self._loss_facts is None and isinstance(loss, torch.Tensor) and loss.grad_fn is not None:
             self._loss_facts = self.guard.run("loss", loss_facts, loss) or {}
             if self._loss_facts:
-                self.monitor.facts = replace(self.monitor.facts, **self._loss_facts)
+                self.session.update_facts(**self._loss_facts)
         self.guard.run("loss", self.collector.add_loss, loss)
 
     def end_step(
@@ -213,7 +212,7 @@ class TorchCycle:
         if torch_distributed.active():
             stats = self._combine(step, lr)
         elif not self._stepped:  # the optimizer step was skipped: not evidence of anything
-            self.session.skipped_steps += 1
+            self.session.skip_step()
             self.collector.discard()
             return None
         else:
@@ -230,9 +229,9 @@ class TorchCycle:
     def _learn_batch_rows(self) -> None:
         """A loss summed over the batch is judged by the batch's rows, known once a sampled forward saw them."""
         rows = self.collector.batch_rows
-        if self._loss_facts and self._loss_facts.get("loss_reduction") == "sum" and rows and self.monitor.facts.loss_rows != rows:
+        if self._loss_facts and self._loss_facts.get("loss_reduction") == "sum" and rows and self.session.facts.loss_rows != rows:
             self._loss_facts["loss_rows"] = rows
-            self.monitor.facts = replace(self.monitor.facts, loss_rows=rows)
+            self.session.update_facts(loss_rows=rows)
 
     def _combine(self, step: int, lr: float | None) -> StepStats | None:
         """The sample combined over all ranks; every rank calls this at the same sampled steps.
@@ -254,15 +253,12 @@ class TorchCycle:
         failed_rank = torch_distributed.rank() + 1.0 if self._stepped and packed is None else 0.0
         failed, skipped, largest, smallest = torch_distributed.agree([failed_rank, 0.0 if self._stepped else 1.0, size, -size])
         if skipped:
-            self.session.skipped_steps += 1
+            self.session.skip_step()
             return None
         if failed or largest != -smallest or packed is None:
             self._disabled_everywhere = True
-            if self.guard.enabled(COLLECTOR):
-                cause = f"a failure on rank {int(failed) - 1}" if failed else "samples of different layouts on the ranks"
-                self.guard.failed[COLLECTOR] = f"disabled on every rank after {cause}"
-                if self.session.main:
-                    warn(f"gradwatch: {COLLECTOR} {self.guard.failed[COLLECTOR]}; training continues")
+            cause = f"a failure on rank {int(failed) - 1}" if failed else "samples of different layouts on the ranks"
+            self.session.disable(COLLECTOR, f"disabled on every rank after {cause}")
             return None
         values = torch_distributed.mean_across_ranks(packed.values)
         return self.guard.run(COLLECTOR, self.collector.unpack, packed, values, step, lr)

@@ -15,15 +15,15 @@ many sampled steps hold which norms.
 from __future__ import annotations
 
 import math
-import os
 import sys
-from collections.abc import Sequence
-from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from gradwatch.detectors import Detector
-from gradwatch.report import Report, Severity, StopSeverity
+from gradwatch.options import Framework, OptionArgs, takes_options
+from gradwatch.report import Report
 from gradwatch.session import Session
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 from ._torch import ModelHook, torch
 from .torch_cycle import TorchCycle
@@ -50,33 +50,9 @@ class GradWatchCallback(TrainerCallback):  # type: ignore[misc]
     across ranks, and every rank stops together.
     """
 
-    def __init__(
-        self,
-        *,
-        summary_path: str | os.PathLike[str] | None = None,
-        every_n_steps: int | None = None,
-        stop_on: StopSeverity | None = None,
-        log_layers: bool = False,
-        detectors: Sequence[Detector] | None = None,
-        history_size: int = 128,
-        warn_on: Severity | None = "warning",
-        print_report: bool = True,
-        autosave_every_n_steps: int | None = 500,
-        strict: bool = False,
-    ) -> None:
-        self.session = Session(
-            "transformers",
-            summary_path=summary_path,
-            every_n_steps=every_n_steps,
-            stop_on=stop_on,
-            log_layers=log_layers,
-            detectors=detectors,
-            history_size=history_size,
-            warn_on=warn_on,
-            print_report=print_report,
-            autosave_every_n_steps=autosave_every_n_steps,
-            strict=strict,
-        )
+    @takes_options
+    def __init__(self, **options: Unpack[OptionArgs]) -> None:
+        self.session = Session(Framework.TRANSFORMERS, **options)
         self.guard = self.session.guard
         self.cycle: TorchCycle | None = None  # one per trainer.train() call
         self._clipping = PreClipNorms(None)
@@ -108,10 +84,8 @@ class GradWatchCallback(TrainerCallback):  # type: ignore[misc]
         inner = getattr(optimizer, "optimizer", optimizer)  # accelerate wraps the torch optimizer
         if isinstance(inner, torch.optim.Optimizer):
             self.guard.run(PART, self.cycle.bind, [inner])
-        monitor = self.session.monitor
-        monitor.facts = replace(
-            monitor.facts,
-            residual=True if is_transformer(model) else monitor.facts.residual,
+        self.session.update_facts(
+            residual=True if is_transformer(model) else self.session.facts.residual,
             grad_clipping=self._clipping.limit is not None,
             lr=float(args.learning_rate),
         )

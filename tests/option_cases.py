@@ -9,6 +9,7 @@ from gradwatch.detectors import VanishingGradients
 
 SEVERITIES = "'info', 'warning', 'critical' or None"
 # (option, bad value, start of the message); "<dir>" and "<file>" stand for a folder and a regular file of the test
+# (every adapter takes every option: tests/test_option_signatures.py)
 SHARED: list[tuple[str, Any, str]] = [
     ("every_n_steps", 0, "every_n_steps must be an integer >= 1"),
     ("every_n_steps", 2.5, "every_n_steps must be an integer >= 1"),
@@ -28,19 +29,14 @@ SHARED: list[tuple[str, Any, str]] = [
     ("detectors", "vanishing", "detectors must be a list of gradwatch detectors such as"),
     ("detectors", [VanishingGradients], "detectors must be a list of gradwatch detectors such as"),
     ("detectors", [VanishingGradients(), VanishingGradients()], "detectors holds two detectors of 'vanishing_gradients'"),
+    ("log_layers", "yes", "log_layers must be True or False, got 'yes'"),
+    ("every_n_steps", -3, "every_n_steps must be an integer >= 1 or None, got -3"),
 ]
 STOP_SEVERITIES = "'warning', 'critical' or None"
 STOP_ON: list[tuple[str, Any, str]] = [
     ("stop_on", "fatal", f"stop_on must be one of {STOP_SEVERITIES}, got 'fatal'"),
     ("stop_on", True, f"stop_on must be one of {STOP_SEVERITIES}, got True"),
     ("stop_on", "info", f"stop_on must be one of {STOP_SEVERITIES}, got 'info'"),  # an info finding is no reason to stop
-]
-
-
-# the options of the callbacks whose trainer has its own logging (Lightning, Transformers)
-LOGGING: list[tuple[str, Any, str]] = [
-    ("log_layers", "yes", "log_layers must be True or False, got 'yes'"),
-    ("every_n_steps", -3, "every_n_steps must be an integer >= 1 or None, got -3"),
 ]
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import Any, ClassVar
 
+from ..checks import check_count, check_fraction, check_positive
 from ..facts import ModelFacts
-from ..options import check_count, check_fraction, check_positive
 from ..report import Finding, Severity
 from ..stats import StepStats
 from ..symptoms import Symptom

@@ -21,7 +21,7 @@ WORSE = [1e-9, 1e-5, 1e-2, 1e-1]
 def test_schedule_is_powers_of_two_then_every_n():
     monitor = Monitor(every_n_steps=20)
     assert [s for s in range(100) if monitor.should_sample(s)] == [0, 1, 2, 4, 8, 16, 20, 40, 60, 80]
-    with pytest.raises(ValueError, match="every_n_steps must be an integer >= 1, got 0"):
+    with pytest.raises(ValueError, match="every_n_steps must be an integer >= 1 or None, got 0"):
         Monitor(every_n_steps=0)
 
 

@@ -12,7 +12,8 @@ import pytest
 
 from gradwatch import Monitor
 from gradwatch.detectors import VanishingGradients
-from gradwatch.options import OptionError, check_summary_path
+from gradwatch.checks import check_summary_path
+from gradwatch.options import OptionError
 from gradwatch.report import write_atomic
 from gradwatch.safety import FaultGuard
 
@@ -110,10 +111,10 @@ def test_atomic_write_goes_through_a_symbolic_link(tmp_path):
 
 
 MONITOR_OPTIONS = [
-    ("every_n_steps", 0, "every_n_steps must be an integer >= 1, got 0"),
-    ("every_n_steps", 2.0, "every_n_steps must be an integer >= 1, got 2.0"),
-    ("every_n_steps", True, "every_n_steps must be an integer >= 1, got True"),
-    ("every_n_steps", "20", "every_n_steps must be an integer >= 1, got '20'"),
+    ("every_n_steps", 0, "every_n_steps must be an integer >= 1 or None, got 0"),
+    ("every_n_steps", 2.0, "every_n_steps must be an integer >= 1 or None, got 2.0"),
+    ("every_n_steps", True, "every_n_steps must be an integer >= 1 or None, got True"),
+    ("every_n_steps", "20", "every_n_steps must be an integer >= 1 or None, got '20'"),
     ("history_size", 1, "history_size must be an integer >= 2, got 1"),
     ("history_size", None, "history_size must be an integer >= 2, got None"),
     ("autosave_every_n_steps", 0, "autosave_every_n_steps must be an integer >= 1 or None, got 0"),

@@ -7,9 +7,9 @@ import pytest
 from gradwatch.integrations.lightning import GradWatchCallback
 from gradwatch.options import OptionError
 
-from ..option_cases import LOGGING, SHARED, STOP_ON, case_id, concrete
+from ..option_cases import SHARED, STOP_ON, case_id, concrete
 
-CASES = SHARED + STOP_ON + LOGGING
+CASES = SHARED + STOP_ON
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)

@@ -9,9 +9,9 @@ pytest.importorskip("transformers")
 from gradwatch.integrations.transformers import GradWatchCallback
 from gradwatch.options import OptionError
 
-from ..option_cases import LOGGING, SHARED, STOP_ON, case_id, concrete
+from ..option_cases import SHARED, STOP_ON, case_id, concrete
 
-CASES = SHARED + STOP_ON + LOGGING
+CASES = SHARED + STOP_ON
 
 
 @pytest.mark.parametrize("case", CASES, ids=case_id)
