@@ -40,6 +40,7 @@ SPIKE_RISE = 0.5  # a sampled loss this share above its recent level (and far ou
 NOISE_WIDTH = 6.0  # ... and above the level by this many times the loss's median change from one sample to the next
 RECOVERED = 0.1  # a spike has recovered once the loss is back within this share of the level before it
 LOOK_BACK = 3  # a loss spike's first layer jump is looked for on its own sample and the two before
+ONE_HOT_LOGIT = 30.0  # attention logits this far apart put all but e^-30 of a row's weight on one key
 DIVERGED = 2.0  # a loss at this many times its running minimum (or NaN) has diverged (the issue's oracle)
 
 
@@ -48,7 +49,7 @@ DIVERGENCE_FORECAST = Symptom(
     "divergence_forecast",
     remedies={"lower_lr": 1.0, "gradient_clipping": 0.9},
     variants=(
-        Variant("attention", lambda evidence: evidence.get("mechanism") == "attention_logits", {"lower_lr": 1.0, "gradient_clipping": 0.6}),
+        Variant("attention", lambda evidence: bool(evidence.get("attention")), {"lower_lr": 1.0, "gradient_clipping": 0.6}),
         Variant("logits", lambda evidence: evidence.get("mechanism") == "output_logits", {"lower_lr": 1.0, "gradient_clipping": 0.6}),
     ),
 )
@@ -161,8 +162,10 @@ class LossSpike(Detector):
     ``RECOVERED`` of its level. Severity: ``info`` while it may still recover
     and once it has (large runs live with a few such spikes, and a healthy run
     must stay quiet); ``warning`` when the loss is still up ``patience`` samples
-    later, or after ``repeats`` spikes. A run that diverges for good is
-    ``nonfinite`` or ``exploding_gradients``; ``divergence_forecast`` warns of it.
+    later, or after ``repeats`` spikes. A spike that keeps rising to ``DIVERGED``
+    times the lowest loss is a divergence, not a spike: it stays ``info`` and
+    says so, the run's ``nonfinite`` or ``exploding_gradients`` finding (and the
+    ``divergence_forecast`` before it) carries the alarm.
     """
 
     declares = LOSS_SPIKE
@@ -197,6 +200,11 @@ class LossSpike(Detector):
         if recovered:
             self.spike = None
             self.level.add(loss)
+        lowest = self.level.lowest
+        if not recovered and lowest is not None and lowest > 0 and loss >= DIVERGED * lowest:
+            spike["diverged"] = True  # no transient spike: the run diverges (nonfinite, exploding_gradients, the forecast)
+        if spike.get("diverged"):
+            return self._finding(sample, spike, loss, recovered, "info")
         lasting = not recovered and spike["samples"] > self.patience
         return self._finding(sample, spike, loss, recovered, "warning" if lasting or self.spikes >= self.repeats else "info")
 
@@ -208,6 +216,8 @@ class LossSpike(Detector):
             parts.append(Jump(**first).text() + (", first" if first["step"] <= spike["step"] else ""))
         if recovered:
             parts.append(f"it came back to {fmt(loss)} by step {sample.step}")
+        elif spike.get("diverged"):
+            parts.append(f"it kept rising, to {fmt(loss)} at step {sample.step}: the run diverges rather than spikes")
         else:
             parts.append(f"at step {sample.step} it is still {fmt(loss)}")
         if self.spikes > 1:
@@ -224,6 +234,7 @@ class LossSpike(Detector):
             rise=peak / level,
             loss=loss,
             recovered=recovered,
+            diverged=bool(spike.get("diverged")),
             spikes=self.spikes,
             first_jump=first,
             lr=sample.lr,
@@ -234,14 +245,13 @@ class LossSpike(Detector):
 class Precursor:
     """One sign that a run is heading for divergence: its mechanism, where, the number and its reference."""
 
-    mechanism: str  # "attention_logits", "output_logits", "update_jump", "adam_moments", "loss_spike"
+    mechanism: str  # "output_logits", "adam_moments", "update_jump", "loss_spike"
     where: str | None
     value: float
     text: str
-    head: int | None = None
 
     def to_dict(self) -> dict[str, Any]:
-        return {"mechanism": self.mechanism, "where": self.where, "head": self.head, "value": self.value, "text": self.text}
+        return {"mechanism": self.mechanism, "where": self.where, "value": self.value, "text": self.text}
 
 
 class DivergenceForecast(Detector):
@@ -250,42 +260,42 @@ class DivergenceForecast(Detector):
     Precursors (any one raises the warning; see the module's docstring for the
     published grounding):
 
-    - ``attention_logits``: the largest attention logit exceeds ``attention_logit``
-      (softmax then puts essentially all weight on one key: e^50 ≈ 5e21);
-    - ``output_logits``: the output log-partition is more than ``log_partition_drift``
-      nats from where it started;
-    - ``update_jump``: a layer's update or gradient norm jumps ``LAYER_JUMP`` times its
-      own recent level while the loss rises above its own (a step that hurt);
+    - ``output_logits``: the output log-partition moved more than
+      ``log_partition_drift`` nats from where it started, away from 0 (z-loss
+      pulling it towards 0 is not a drift);
     - ``adam_moments``: a layer's gradient RMS is ``moment_jump`` times the RMS
-      Adam's second-moment estimate holds (the step it takes is far outside its usual size);
+      of Adam's bias-corrected second-moment estimate (the step Adam takes
+      leaves its usual size);
+    - ``update_jump``: a layer's update or gradient norm jumps ``LAYER_JUMP`` times its
+      own recent level while the loss rises ``SPIKE_RISE`` above its own;
     - ``loss_spike``: the loss rose ``SPIKE_RISE`` above its recent level.
+
+    Large attention logits are not a precursor of their own: in small
+    character-level GPTs without qk-layernorm they grow into the hundreds in
+    runs that train to the end (measured on the issue-28 sweep's model at
+    learning rates 1e-2 to 1e-1). Where they stand above ``ONE_HOT_LOGIT`` when
+    the warning is raised, the finding names them (attention module, head,
+    entropy) as the mechanism seen, with qk-layernorm among the remedies.
 
     A run has diverged when a sample holds NaN or infinity or its loss is
     ``DIVERGED`` times its lowest sampled loss (the issue's oracle). The finding
-    then gains ``lead_steps`` (divergence's sampled step minus the step the
-    warning was raised at) and a sentence saying so.
+    then keeps the step it was raised at, gains ``diverged_step`` and
+    ``lead_steps`` (the sampled step that saw the divergence minus that step) and
+    a sentence saying so.
     """
 
     declares = DIVERGENCE_FORECAST
-    state = ("level", "jumps", "start_partition", "raised", "diverged_at", "signs")
+    state = ("level", "jumps", "start_partition", "raised", "diverged_at")
     sees_nonfinite = True
 
-    def __init__(
-        self,
-        *,
-        attention_logit: float = 50.0,
-        log_partition_drift: float = 10.0,
-        moment_jump: float = 30.0,
-    ) -> None:
-        self.attention_logit = check_positive("attention_logit", attention_logit)
+    def __init__(self, *, log_partition_drift: float = 10.0, moment_jump: float = 30.0) -> None:
         self.log_partition_drift = check_positive("log_partition_drift", log_partition_drift)
         self.moment_jump = check_positive("moment_jump", moment_jump)
         self.level = LossLevel()
         self.jumps = LayerJumps()
         self.start_partition: float | None = None
-        self.raised: dict[str, Any] | None = None  # the warning: step, loss then, precursors
+        self.raised: dict[str, Any] | None = None  # the warning: step, loss then, precursors, attention then
         self.diverged_at: int | None = None
-        self.signs: list[dict[str, Any]] = []
 
     def observe(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
         if self.diverged_at is not None:
@@ -300,34 +310,25 @@ class DivergenceForecast(Detector):
             self.level.add(loss)
         if not signs or self.raised is not None:
             return None
-        self.raised = {"step": sample.step, "loss": loss, "signs": [s.to_dict() for s in signs]}
+        self.raised = {"step": sample.step, "loss": loss, "signs": [s.to_dict() for s in signs], "attention": _attention(sample)}
         return self._warning(sample)
 
     def _precursors(self, sample: StepStats) -> list[Precursor]:
         signs = []
-        logit = sample.attention_logit_max
-        if finite(logit) and logit > self.attention_logit:
-            where = sample.attention_layer
-            head = f" head {sample.attention_head}" if sample.attention_head is not None else ""
-            entropy = f", the lowest mean attention entropy {fmt(sample.attention_entropy_min)} nats" if finite(sample.attention_entropy_min) else ""
-            text = f"attention logits reach {fmt(logit)} in {where}{head} (attention one-hot{entropy})"
-            signs.append(Precursor("attention_logits", where, logit, text, sample.attention_head))
         partition = sample.output_log_partition
         if finite(partition):
-            if self.start_partition is None:
-                self.start_partition = partition
-            drift = partition - self.start_partition
-            if abs(drift) > self.log_partition_drift:
-                text = f"the output log-partition drifted from {fmt(self.start_partition)} to {fmt(partition)} (output logits diverge)"
+            start = self.start_partition = partition if self.start_partition is None else self.start_partition
+            if abs(partition - start) > self.log_partition_drift and abs(partition) > abs(start):
+                text = f"the output log-partition drifted from {fmt(start)} to {fmt(partition)} (the output logits diverge)"
                 signs.append(Precursor("output_logits", None, partition, text))
         jumps = self.jumps.add(sample)
         rise = self.level.above(sample.loss) if finite(sample.loss) else None
         if jumps and rise is not None:
-            signs.append(Precursor("update_jump", jumps[0].layer, jumps[0].factor, jumps[0].text()))
+            signs.append(Precursor("update_jump", jumps[0].layer, jumps[0].factor, jumps[0].text() + f" as the loss rose {fmt(1 + rise)}×"))
         worst = _moment_outlier(sample.layers)
         if worst is not None and worst[1] > self.moment_jump:
             layer, factor = worst
-            text = f"{layer}'s gradient RMS is {fmt(factor)}× the RMS of Adam's second-moment estimate (the step leaves its usual size)"
+            text = f"{layer}'s gradient RMS is {fmt(factor)}× the RMS of Adam's second-moment estimate (its step leaves its usual size)"
             signs.append(Precursor("adam_moments", layer, factor, text))
         if rise is not None and not jumps:
             text = f"the loss rose to {fmt(sample.loss)}, {fmt(1 + rise)}× its recent level {fmt(self.level.level())}"
@@ -337,24 +338,25 @@ class DivergenceForecast(Detector):
     def _warning(self, sample: StepStats) -> Finding:
         raised = self.raised or {}
         signs = [Precursor(**s) for s in raised["signs"]]
-        first = signs[0]
-        message = "likely to diverge: " + "; ".join(s.text for s in signs)
-        layers = [s.where for s in signs if s.where]
+        attention = raised.get("attention")
+        parts = [s.text for s in signs]
+        if attention:
+            head = f" head {attention['head']}" if attention["head"] is not None else ""
+            entropy = f", lowest mean attention entropy {fmt(attention['entropy'])} nats" if attention["entropy"] is not None else ""
+            parts.append(f"attention logits stand at {fmt(attention['logit'])} in {attention['layer']}{head} (attention near one-hot{entropy})")
+        layers = [s.where for s in signs if s.where] + ([attention["layer"]] if attention and attention["layer"] else [])
         return self.finding(
             sample,
             "warning",
-            layers,
-            message,
+            list(dict.fromkeys(layers)),
+            f"likely to diverge (seen at step {raised['step']}): " + "; ".join(parts),
             raised_step=raised["step"],
-            mechanism=first.mechanism,
+            mechanism=signs[0].mechanism,
             mechanisms=[s.mechanism for s in signs],
-            where=first.where,
-            head=first.head,
+            where=signs[0].where,
             signs=raised["signs"],
+            attention=attention,
             loss=raised["loss"],
-            attention_logit_max=sample.attention_logit_max,
-            attention_entropy_min=sample.attention_entropy_min,
-            output_log_partition=sample.output_log_partition,
         )
 
     def _diverged(self, sample: StepStats) -> Finding:
@@ -366,6 +368,15 @@ class DivergenceForecast(Detector):
         found.first_step = raised["step"]
         found.evidence.update(diverged_step=sample.step, lead_steps=lead, loss=sample.loss)
         return found
+
+
+def _attention(sample: StepStats) -> dict[str, Any] | None:
+    """The sample's largest attention logit, where, and the lowest attention entropy, when attention is near one-hot."""
+    logit = sample.attention_logit_max
+    if not finite(logit) or logit < ONE_HOT_LOGIT:
+        return None
+    entropy = sample.attention_entropy_min if finite(sample.attention_entropy_min) else None
+    return {"logit": logit, "layer": sample.attention_layer, "head": sample.attention_head, "entropy": entropy}
 
 
 def _moment_outlier(layers: tuple[LayerStats, ...]) -> tuple[str, float] | None:

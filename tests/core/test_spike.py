@@ -82,22 +82,29 @@ def test_healthy_noisy_runs_raise_neither_finding() -> None:
         assert not any(observe_all(DivergenceForecast(), samples)), seed
 
 
-def test_the_forecast_names_growing_attention_logits_and_later_says_how_far_ahead_it_came() -> None:
+def test_large_attention_logits_alone_raise_no_forecast() -> None:
+    """Small GPTs without qk-layernorm reach attention logits in the hundreds and still train to the end."""
     rng = random.Random(5)
-    samples = [
-        step_stats(s, 3.0 - 0.001 * s, rng, attention_logit_max=5.0 * 1.02**s, attention_layer="blocks[1].attn", attention_head=2)
-        for s in range(0, 300, 20)
-    ]
-    samples.append(step_stats(300, math.nan, rng))
+    samples = [step_stats(s, 3.0 - 0.002 * s, rng, attention_logit_max=5.0 * 1.03**s, attention_layer="blocks[1].attn") for s in range(0, 300, 20)]
+    assert samples[-1].attention_logit_max > 300  # type: ignore[operator]
+    assert not any(observe_all(DivergenceForecast(), samples))
+
+
+def test_the_forecast_names_the_attention_seen_and_later_says_how_far_ahead_it_came() -> None:
+    rng = random.Random(5)
+    attention = {"attention_logit_max": 400.0, "attention_layer": "blocks[1].attn", "attention_head": 2, "attention_entropy_min": 0.01}
+    samples = [step_stats(s, 2.0 * rng.lognormvariate(0, 0.02), rng, **attention) for s in range(0, 200, 20)]
+    samples += [step_stats(200, 3.3, rng, jump={"blocks[1].attn": 30.0}, **attention), step_stats(220, 2.05, rng, **attention)]
+    samples += [step_stats(s, 2.0, rng, **attention) for s in range(240, 300, 20)] + [step_stats(300, math.nan, rng)]
     found = observe_all(DivergenceForecast(), samples)
     raised = next(i for i, f in enumerate(found) if f is not None)
-    assert samples[raised].attention_logit_max > 50 and samples[raised - 1].attention_logit_max <= 50  # type: ignore[operator]
     warning = found[raised]
-    assert warning.severity == "warning" and warning.evidence["mechanism"] == "attention_logits"
-    assert warning.evidence["where"] == "blocks[1].attn" and warning.evidence["head"] == 2
+    assert samples[raised].step == 200 and warning.severity == "warning"
+    assert warning.evidence["mechanism"] == "update_jump" and warning.evidence["where"] == "blocks[1].attn"
+    assert warning.evidence["attention"]["head"] == 2 and "blocks[1].attn head 2" in warning.message
     final = found[-1]
-    assert final is not None and final.evidence["lead_steps"] == 300 - samples[raised].step
-    assert final.first_step == samples[raised].step and f"{300 - samples[raised].step} steps ahead" in final.message
+    assert final is not None and final.evidence["lead_steps"] == 100 and final.first_step == 200
+    assert "100 steps ahead" in final.message
 
 
 def test_a_loss_at_twice_its_minimum_is_a_divergence_and_no_warning_means_no_lead() -> None:
