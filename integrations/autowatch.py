@@ -3,16 +3,23 @@
 Each framework is patched only once the script imports it (an import hook on
 ``sys.meta_path`` waits for the module that defines the class to patch):
 
-- PyTorch (``torch``): global forward hooks note the root modules (those
+- PyTorch (``torch``): global registration hooks note which modules hold
+  which (the top modules: those no other module holds); when the first
+  ``torch.optim`` optimizer is made, the top module holding the most of its
+  weights is watched at once, as the drop-in would be (``watch(model,
+  optimizer)`` before the first forward, so step 0 is measured whole), but
+  silently: a candidate. Global forward hooks note the root modules (those
   called while no other module's forward runs); a wrapped ``Tensor.backward``
-  sees the first backward of a scalar loss and, before it runs, watches the
-  root module holding the most of the weights the loss reaches:
-  ``watch(model)``, which binds to the optimizer that steps them at its first
-  step, so the first step is measured whole. The forward hooks are then
+  sees the first backward of a scalar loss and, before it runs, confirms the
+  candidate if it holds as many of the weights the loss reaches as any root
+  module; otherwise the candidate is dropped without a trace and the root
+  module holding the most of them is watched (``watch(model)``, bound to the
+  optimizer at its first step). The forward and registration hooks are then
   removed; each later scalar backward hands its loss to the watcher
   (``watcher.step(loss)``, which may come before ``optimizer.step()``).
-  A script that watches a model itself, and backward passes inside a
-  Lightning, Hugging Face or Keras fit, are left alone.
+  A script that watches a model itself (the candidate is dropped before its
+  ``watch()`` runs), and backward passes and optimizers inside a Lightning,
+  Hugging Face or Keras fit, are left alone.
 - Lightning (``Trainer.__init__``), Hugging Face (``Trainer.__init__``) and
   Keras (``Model.fit``): their ``GradWatchCallback`` is added unless the
   script already gave one.
@@ -44,16 +51,18 @@ from typing import Any
 from gradwatch.safety import warn
 
 # The module that defines each class patched, and what to do once it is imported.
-TORCH, LIGHTNING, PL, HF, KERAS = (
+TORCH, LIGHTNING, PL, HF, KERAS, DROP_IN = (
     "torch",
     "lightning.pytorch.trainer.trainer",
     "pytorch_lightning.trainer.trainer",
     "transformers.trainer",
     "keras.src.models.model",
+    "gradwatch.integrations.pytorch",
 )
 
 
 FINDING = "finding the model"
+EARLY = "watching the model at its optimizer"
 MISSES = 3  # backward passes that find no model before gradwatch run stops looking (the graph walk is not free)
 
 
@@ -78,6 +87,7 @@ class AutoWatch:
                 PL: self._patch_lightning,
                 HF: self._patch_transformers,
                 KERAS: self._patch_keras,
+                DROP_IN: self._patch_drop_in,
             }
         )
 
@@ -110,6 +120,13 @@ class AutoWatch:
             options["every_n_steps"] = every
         return options
 
+    def adopt(self, watcher: Any) -> None:
+        """A PyTorch watcher made here: closed at ``finish()``."""
+        self.watchers.append(watcher)
+        if self.at_exit:  # atexit runs handlers last in, first out: ours again before watch()'s forgotten-watcher warning
+            atexit.unregister(self.finish)
+            atexit.register(self.finish)
+
     def start(self) -> None:
         self._finder.start(self)
         if self.at_exit:
@@ -124,6 +141,8 @@ class AutoWatch:
         if _ACTIVE is self:
             _ACTIVE = None
         self._finder.stop()
+        if self._torch is not None:
+            self.guarded("dropping the candidate", self._torch.drop_candidate)
         for watcher in self.watchers:
             if watcher.session.final is None:
                 self.guarded("closing a watcher", watcher.close)
@@ -145,6 +164,8 @@ class AutoWatch:
         def fit(this: Any, *args: Any, **kwargs: Any) -> Any:
             if before is not None:
                 kwargs = auto.guarded("adding the callback", before, this, args, kwargs) or kwargs
+            if auto._torch is not None and not auto._inside_fit:  # an optimizer made before the fit: its callback watches
+                auto.guarded("dropping the candidate", auto._torch.drop_candidate)
             auto._inside_fit += 1
             try:
                 return original(this, *args, **kwargs)
@@ -158,6 +179,21 @@ class AutoWatch:
         if self._torch is None:
             self._torch = _TorchHooks(self)
             self._undo.append(self._torch.remove)
+
+    def _patch_drop_in(self, module: ModuleType) -> None:
+        """The script's own ``watch()``: the candidate of the same model steps aside first, without a trace."""
+        auto = self
+
+        def init(original: Callable[..., Any]) -> Callable[..., Any]:
+            def __init__(this: Any, *args: Any, **kwargs: Any) -> None:
+                hooks = auto._torch
+                if hooks is not None and not hooks.making:
+                    auto.guarded("dropping the candidate", hooks.drop_candidate, stop=True)
+                original(this, *args, **kwargs)
+
+            return __init__
+
+        self._patch(module.Watcher, "__init__", init)
 
     # -- Lightning -----------------------------------------------------------------------------
     def _patch_lightning(self, module: ModuleType) -> None:
@@ -242,18 +278,39 @@ class _TorchHooks:
 
     def __init__(self, auto: AutoWatch) -> None:
         import torch
-        from torch.nn.modules.module import register_module_forward_hook, register_module_forward_pre_hook
+        from torch.nn.modules import module as modules
 
         self.auto = auto
         self.torch = torch
         self.roots: weakref.WeakValueDictionary[int, torch.nn.Module] = weakref.WeakValueDictionary()  # id -> root module called
+        self.tops: weakref.WeakValueDictionary[int, torch.nn.Module] = weakref.WeakValueDictionary()  # id -> module none holds
+        self.held: weakref.WeakValueDictionary[int, torch.nn.Module] = weakref.WeakValueDictionary()  # id -> module some holds
+        self.candidate: Any = None  # the watcher made at the first optimizer, until the first backward confirms it
+        self.making = False  # gradwatch run itself is calling watch()
         self._depth = threading.local()
         self.searching = True  # no model chosen yet (and the script watches none itself)
         self._misses = 0  # backward passes whose loss reached no root module's weights
         self._forward_handles = [
-            register_module_forward_pre_hook(self._forward_pre),
-            register_module_forward_hook(self._forward_post, always_call=True),
+            modules.register_module_forward_pre_hook(self._forward_pre),
+            modules.register_module_forward_hook(self._forward_post, always_call=True),
         ]
+        registration = getattr(modules, "register_module_module_registration_hook", None)
+        parameters = getattr(modules, "register_module_parameter_registration_hook", None)
+        if registration is not None and parameters is not None:
+            self._forward_handles += [registration(self._module_registered), parameters(self._parameter_registered)]
+            self._optimizer_init = torch.optim.Optimizer.__init__
+
+            def __init__(this: Any, *args: Any, **kwargs: Any) -> None:
+                hooks._optimizer_init(this, *args, **kwargs)
+                if hooks.searching and hooks.candidate is None and not hooks.auto._inside_fit and EARLY not in hooks.auto.failed:
+                    try:
+                        hooks._watch_early(this)
+                    except Exception:  # no warning: the first backward looks for the model again, and warns if it fails too
+                        hooks.auto.failed.add(EARLY)
+
+            hooks = self
+            functools.update_wrapper(__init__, self._optimizer_init)
+            torch.optim.Optimizer.__init__ = __init__  # type: ignore[method-assign]
         self._backward = torch.Tensor.backward
         hooks = self
 
@@ -278,7 +335,7 @@ class _TorchHooks:
             def scale(this: Any, outputs: Any) -> Any:
                 result = hooks._scale(this, outputs)  # type: ignore[misc]
                 if hooks.auto.watchers and isinstance(outputs, torch.Tensor) and isinstance(result, torch.Tensor) and outputs.dim() == 0:
-                    hooks._scaled = (weakref.ref(result), outputs.detach())  # the watcher gets the loss, not the loss times the AMP scale
+                    hooks._scaled = (weakref.ref(result), outputs)  # the watcher gets the loss, not the loss times the AMP scale
                 return result
 
             scale.__wrapped__ = self._scale  # type: ignore[attr-defined]
@@ -286,6 +343,8 @@ class _TorchHooks:
 
     def remove(self) -> None:
         self._stop_tracking()
+        if hasattr(self, "_optimizer_init"):
+            self.torch.optim.Optimizer.__init__ = self._optimizer_init  # type: ignore[method-assign]
         self.torch.Tensor.backward = self._backward  # type: ignore[method-assign]
         if self._scale is not None:
             self.torch.amp.GradScaler.scale = self._scale
@@ -295,6 +354,66 @@ class _TorchHooks:
         for handle in self._forward_handles:
             handle.remove()
         self._forward_handles = []
+        self.tops.clear()
+        self.held.clear()
+
+    # -- the model, at its optimizer --------------------------------------------------------------
+    def _module_registered(self, parent: Any, name: str, child: Any) -> None:
+        self._parameter_registered(parent, name, None)
+        if child is not None:
+            self.held[id(child)] = child
+            self.tops.pop(id(child), None)
+
+    def _parameter_registered(self, module: Any, name: str, param: Any) -> None:
+        if id(module) not in self.held and id(module) not in self.tops:
+            self.tops[id(module)] = module
+
+    def _watch_early(self, optimizer: Any) -> None:
+        """Watch the top module holding the most of the first optimizer's weights, silently until confirmed."""
+        from .pytorch import _WATCHERS, watch
+
+        if any((ref() is not None and ref().session.final is None) for ref in list(_WATCHERS.values())):  # type: ignore[union-attr]
+            return  # the script watches a model itself
+        stepped = {id(p) for group in optimizer.param_groups for p in group["params"] if p.requires_grad}
+        best, best_count = None, 0
+        for module in list(self.tops.values()):
+            count = sum(1 for p in module.parameters() if id(p) in stepped)
+            if count > best_count:
+                best, best_count = module, count
+        if best is None:
+            return
+        self.making = True
+        try:
+            watcher = watch(best, optimizer, **self.auto.options(default_every=None))
+        except Exception:
+            self.auto._paths_given -= 1  # the summary path stays for the model watched instead
+            raise
+        finally:
+            self.making = False
+        watcher.session.set_main(False)  # no warning, report or summary until confirmed
+        self.candidate = watcher
+
+    def drop_candidate(self, *, stop: bool = False) -> None:
+        """Close the candidate without a trace (the script watches, a fit's callback watches, or another model trains)."""
+        watcher, self.candidate = self.candidate, None
+        if watcher is not None:
+            self.auto._paths_given -= 1  # its summary path goes to the model watched instead
+            watcher.close()
+        if stop:
+            self._stop_tracking()
+
+    def _confirm(self, trained: set[int], best_count: int) -> bool:
+        """Keep the candidate where it holds as many of the weights the loss reaches as any root module."""
+        watcher = self.candidate
+        count = sum(1 for p in watcher.model.parameters() if id(p) in trained)
+        if count == 0 or count < best_count:
+            return False
+        from . import torch_distributed
+
+        self.candidate = None
+        watcher.session.set_main(torch_distributed.is_main())
+        self.auto.adopt(watcher)
+        return True
 
     # -- roots ------------------------------------------------------------------------------------
     def _forward_pre(self, module: Any, args: Any) -> None:
@@ -312,11 +431,17 @@ class _TorchHooks:
             return
         from .pytorch import _WATCHERS, watch
 
-        if any((ref() is not None and ref().session.final is None) for ref in list(_WATCHERS.values())):  # type: ignore[union-attr]
-            self._stop_tracking()  # the script watches its model itself: gradwatch run stays out of the way
+        candidate = self.candidate
+        if any((ref() is not None and ref() is not candidate and ref().session.final is None) for ref in list(_WATCHERS.values())):  # type: ignore[union-attr]
+            self.drop_candidate(stop=True)  # the script watches its model itself: gradwatch run stays out of the way
             return
         trained = _leaves(loss)
-        model = self._model_of(trained) if trained else None
+        model, best_count = self._model_of(trained) if trained else (None, 0)
+        if candidate is not None:
+            if self._confirm(trained, best_count):
+                self._stop_tracking()
+                return
+            self.drop_candidate()
         if model is None:
             self._misses += 1
             if self._misses == MISSES:
@@ -324,21 +449,17 @@ class _TorchHooks:
                 warn(f"gradwatch run: the first {MISSES} losses backpropagated reach no module called as model(x); nothing is watched")
             return
         self._stop_tracking()
-        watcher = watch(model, None, **self.auto.options(default_every=None))  # binds to the optimizer at its first step
-        self.auto.watchers.append(watcher)
-        if self.auto.at_exit:  # atexit runs handlers last in, first out: ours again before watch()'s forgotten-watcher warning
-            atexit.unregister(self.auto.finish)
-            atexit.register(self.auto.finish)
+        self.auto.adopt(watch(model, None, **self.auto.options(default_every=None)))  # binds to the optimizer at its first step
 
-    def _model_of(self, trained: set[int]) -> Any:
-        """The root module holding the most of the weights the loss reaches (the first called on a tie)."""
+    def _model_of(self, trained: set[int]) -> tuple[Any, int]:
+        """The root module holding the most of the weights the loss reaches (the first called on a tie), and how many."""
         best, best_count = None, 0
         for module in list(self.roots.values()):
             count = sum(1 for p in module.parameters() if id(p) in trained)
             if count > best_count:
                 best, best_count = module, count
         inner = getattr(best, "_forward_module", None)  # Lightning Fabric's wrapper: the user's own module inside, as they name its layers
-        return inner if isinstance(inner, self.torch.nn.Module) else best
+        return (inner if isinstance(inner, self.torch.nn.Module) else best), best_count
 
     # -- the loss ---------------------------------------------------------------------------------
     def _loss(self, tensor: Any) -> None:
@@ -348,7 +469,7 @@ class _TorchHooks:
         if watcher.session.final is None:
             scaled = self._scaled
             unscaled = scaled[1] if scaled is not None and scaled[0]() is tensor else None
-            watcher.step(unscaled if unscaled is not None else tensor.detach())
+            watcher.step(unscaled if unscaled is not None else tensor)  # as the drop-in hands it: its graph names the loss function
 
 
 def _leaves(loss: Any) -> set[int]:

@@ -150,3 +150,70 @@ def test_a_sick_script_is_diagnosed_and_a_script_that_watches_itself_is_not_watc
     assert not (own / "gradwatch-train.json").exists()
     assert own_run.stderr.count("sampled of 30 steps") == 1
     assert "already watched" not in own_run.stderr
+
+
+DEAD = """
+import sys
+import torch
+from torch import nn
+
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(8, 64), nn.ReLU(), nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 1))
+nn.init.constant_(model[2].bias, -4.0)  # most units of the second ReLU never fire
+optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+watcher = None
+if "--drop-in" in sys.argv:
+    from gradwatch.integrations.pytorch import watch
+
+    watcher = watch(model, optimizer, summary_path="gradwatch-train.json")
+x = torch.randn(64, 8)
+y = x.sum(1, keepdim=True)
+for step in range(STEPS):
+    loss = nn.functional.mse_loss(model(x), y)
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+    if watcher is not None:
+        watcher.step(loss)
+if watcher is not None:
+    watcher.close()
+"""
+
+SPARE_OPTIMIZER_FIRST = """
+import torch
+from torch import nn
+
+torch.manual_seed(0)
+unused = nn.Linear(4, 4)
+spare = torch.optim.SGD(unused.parameters(), lr=0.1)  # the first optimizer made steps a model that never trains
+model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1))
+optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+x = torch.randn(64, 8)
+for step in range(STEPS):
+    loss = nn.functional.mse_loss(model(x), x[:, :1])
+    optimizer.zero_grad()
+    loss.backward()
+    optimizer.step()
+"""
+
+
+def test_the_summary_is_the_drop_ins_from_the_first_forward_on_and_a_spare_optimizer_is_no_model(tmp_path):
+    run, own, spare = tmp_path / "run", tmp_path / "own", tmp_path / "spare"
+    script(run, DEAD, steps=30)
+    script(own, DEAD, steps=30)
+    script(spare, SPARE_OPTIMIZER_FIRST, steps=30)
+    runs = [
+        started(run, "-m", "gradwatch.cli", "run", "train.py"),
+        started(own, "train.py", "--drop-in"),
+        started(spare, "-m", "gradwatch.cli", "run", "train.py"),
+    ]
+    watched, drop_in, spared = (finished(r) for r in runs)
+    for done in (watched, drop_in, spared):
+        assert done.returncode == 0, done.stderr
+    summary = json.loads((run / "gradwatch-train.json").read_text())
+    assert summary == json.loads((own / "gradwatch-train.json").read_text()), "watched from step 0's forward on, as the drop-in"
+    assert summary["layers"][-1]["history"]["step"][0] == 0 and "dead_relu" in {f["symptom"] for f in summary["findings"]}
+    assert sorted(p.name for p in spare.glob("*.json")) == ["gradwatch-train.json"]
+    summary = json.loads((spare / "gradwatch-train.json").read_text())
+    assert summary["steps"] == 30 and summary["layers"][0]["name"] == "model[0]"
+    assert spared.stderr.count("sampled of 30 steps") == 1
