@@ -48,10 +48,7 @@ LOSS_SPIKE = Symptom("loss_spike", remedies={"lower_lr": 1.0, "gradient_clipping
 DIVERGENCE_FORECAST = Symptom(
     "divergence_forecast",
     remedies={"lower_lr": 1.0, "gradient_clipping": 0.9},
-    variants=(
-        Variant("attention", lambda evidence: bool(evidence.get("attention")), {"lower_lr": 1.0, "gradient_clipping": 0.6}),
-        Variant("logits", lambda evidence: evidence.get("mechanism") == "output_logits", {"lower_lr": 1.0, "gradient_clipping": 0.6}),
-    ),
+    variants=(Variant("attention", lambda evidence: bool(evidence.get("attention")), {"lower_lr": 1.0, "gradient_clipping": 0.6}),),
 )
 
 
@@ -245,7 +242,7 @@ class LossSpike(Detector):
 class Precursor:
     """One sign that a run is heading for divergence: its mechanism, where, the number and its reference."""
 
-    mechanism: str  # "output_logits", "adam_moments", "update_jump", "loss_spike"
+    mechanism: str  # "update_jump", "adam_moments", "loss_spike"
     where: str | None
     value: float
     text: str
@@ -260,9 +257,6 @@ class DivergenceForecast(Detector):
     Precursors (any one raises the warning; see the module's docstring for the
     published grounding):
 
-    - ``output_logits``: the output log-partition moved more than
-      ``log_partition_drift`` nats from where it started, away from 0 (z-loss
-      pulling it towards 0 is not a drift);
     - ``adam_moments``: a layer's gradient RMS is ``moment_jump`` times the RMS
       of Adam's bias-corrected second-moment estimate (the step Adam takes
       leaves its usual size);
@@ -270,12 +264,14 @@ class DivergenceForecast(Detector):
       own recent level while the loss rises ``SPIKE_RISE`` above its own;
     - ``loss_spike``: the loss rose ``SPIKE_RISE`` above its recent level.
 
-    Large attention logits are not a precursor of their own: in small
-    character-level GPTs without qk-layernorm they grow into the hundreds in
-    runs that train to the end (measured on the issue-28 sweep's model at
-    learning rates 1e-2 to 1e-1). Where they stand above ``ONE_HOT_LOGIT`` when
-    the warning is raised, the finding names them (attention module, head,
-    entropy) as the mechanism seen, with qk-layernorm among the remedies.
+    Large attention logits and a growing output log-partition are not
+    precursors of their own: in small character-level GPTs without
+    qk-layernorm attention logits grow into the hundreds in runs that train
+    to the end (the issue-28 sweep's model at learning rates 1e-2 to 1e-1),
+    and a classifier's log-partition grows by ten nats as it grows confident
+    (healthy cases of the mistakes clinic). The finding names them when the
+    warning is raised: attention above ``ONE_HOT_LOGIT`` (module, head,
+    entropy) as the mechanism seen, and the log-partition against its start.
 
     A run has diverged when a sample holds NaN or infinity or its loss is
     ``DIVERGED`` times its lowest sampled loss (the issue's oracle). The finding
@@ -288,8 +284,7 @@ class DivergenceForecast(Detector):
     state = ("level", "jumps", "start_partition", "raised", "diverged_at")
     sees_nonfinite = True
 
-    def __init__(self, *, log_partition_drift: float = 10.0, moment_jump: float = 30.0) -> None:
-        self.log_partition_drift = check_positive("log_partition_drift", log_partition_drift)
+    def __init__(self, *, moment_jump: float = 30.0) -> None:
         self.moment_jump = check_positive("moment_jump", moment_jump)
         self.level = LossLevel()
         self.jumps = LayerJumps()
@@ -310,17 +305,21 @@ class DivergenceForecast(Detector):
             self.level.add(loss)
         if not signs or self.raised is not None:
             return None
-        self.raised = {"step": sample.step, "loss": loss, "signs": [s.to_dict() for s in signs], "attention": _attention(sample)}
+        partition = sample.output_log_partition if finite(sample.output_log_partition) else None
+        self.raised = {
+            "step": sample.step,
+            "loss": loss,
+            "signs": [s.to_dict() for s in signs],
+            "attention": _attention(sample),
+            "log_partition": [self.start_partition, partition] if partition is not None else None,
+        }
         return self._warning(sample)
 
     def _precursors(self, sample: StepStats) -> list[Precursor]:
         signs = []
         partition = sample.output_log_partition
-        if finite(partition):
-            start = self.start_partition = partition if self.start_partition is None else self.start_partition
-            if abs(partition - start) > self.log_partition_drift and abs(partition) > abs(start):
-                text = f"the output log-partition drifted from {fmt(start)} to {fmt(partition)} (the output logits diverge)"
-                signs.append(Precursor("output_logits", None, partition, text))
+        if finite(partition) and self.start_partition is None:
+            self.start_partition = partition
         jumps = self.jumps.add(sample)
         rise = self.level.above(sample.loss) if finite(sample.loss) else None
         if jumps and rise is not None:
@@ -344,6 +343,9 @@ class DivergenceForecast(Detector):
             head = f" head {attention['head']}" if attention["head"] is not None else ""
             entropy = f", lowest mean attention entropy {fmt(attention['entropy'])} nats" if attention["entropy"] is not None else ""
             parts.append(f"attention logits stand at {fmt(attention['logit'])} in {attention['layer']}{head} (attention near one-hot{entropy})")
+        partition = raised.get("log_partition")
+        if partition:
+            parts.append(f"the output log-partition is {fmt(partition[1])} (it started at {fmt(partition[0])})")
         layers = [s.where for s in signs if s.where] + ([attention["layer"]] if attention and attention["layer"] else [])
         return self.finding(
             sample,
@@ -356,6 +358,7 @@ class DivergenceForecast(Detector):
             where=signs[0].where,
             signs=raised["signs"],
             attention=attention,
+            output_log_partition=partition,
             loss=raised["loss"],
         )
 
