@@ -30,10 +30,7 @@ from __future__ import annotations
 import argparse
 import os
 import runpy
-import shutil
-import subprocess
 import sys
-import traceback
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
@@ -114,6 +111,8 @@ def is_launcher(first: str) -> bool:
     path = Path(first)
     if path.is_file():
         return os.access(path, os.X_OK)
+    import shutil
+
     return shutil.which(first) is not None
 
 
@@ -137,6 +136,8 @@ def _launch(command: list[str], env: dict[str, str]) -> int:
     try:
         if os.name == "posix":
             os.execvpe(command[0], command, env)
+        import subprocess
+
         return subprocess.call(command, env=env)
     except OSError as exc:
         print(f"gradwatch run: error: cannot run {command[0]}: {exc.strerror or exc}", file=sys.stderr)
@@ -247,6 +248,8 @@ def _print_uncaught(exc: BaseException) -> None:
     try:
         sys.excepthook(type(exc), exc, first)
     except Exception:
+        import traceback
+
         traceback.print_exception(type(exc), exc, first)
 
 

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import atexit
 import functools
-import importlib.abc
 import importlib.machinery
 import os
 import sys
@@ -48,7 +47,13 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from gradwatch.safety import warn
+
+def warn(message: str) -> None:
+    """gradwatch's warning (imported only when one is raised: ``gradwatch run`` starts without the core)."""
+    from gradwatch.safety import warn as gradwatch_warn
+
+    gradwatch_warn(message)
+
 
 # The module that defines each class patched, and what to do once it is imported.
 TORCH, LIGHTNING, PL, HF, KERAS, DROP_IN = (
@@ -489,7 +494,7 @@ def _leaves(loss: Any) -> set[int]:
     return found
 
 
-class _ImportHook(importlib.abc.MetaPathFinder):
+class _ImportHook:  # a meta path finder (importlib.abc is not imported: it costs startup time)
     """Runs ``patches[name](module)`` once module ``name`` has been imported (at once where it already is)."""
 
     def __init__(self, patches: dict[str, Callable[[ModuleType], None]]) -> None:
@@ -530,7 +535,7 @@ class _ImportHook(importlib.abc.MetaPathFinder):
             return spec
         hook = self
 
-        class Loader(importlib.abc.Loader):
+        class Loader:
             def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
                 return loader.create_module(spec)  # type: ignore[union-attr]
 
