@@ -83,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             summary = str(Path(args.summary).absolute()) if args.summary is not None else None
             return _launch(target, switch_environment(os.environ, summary=summary, every_n_steps=args.every_n_steps))
         script = Path(target[0])
-        if not script.is_file():
+        if not script.is_file() and not (script / "__main__.py").is_file():  # a file, or a folder as `python folder` runs it
             print(f"gradwatch run: error: cannot open script {target[0]}: no such file or command", file=sys.stderr)
             return 2
         stem = script.stem
