@@ -168,6 +168,42 @@ def unfreeze(facts: ModelFacts) -> tuple[float, str] | None:
     return 1.0, "frozen layers keep the features of another task; unfreeze at least the top blocks (a lower learning rate for them is fine)"
 
 
+def warmup(facts: ModelFacts) -> tuple[float, str] | None:
+    return 0.9, (
+        "warm the learning rate up linearly over the first few hundred steps: Adam's second-moment estimate "
+        "is still small then, so full-size steps early are far larger than they look"
+    )
+
+
+def qk_norm(facts: ModelFacts) -> tuple[float, str] | None:
+    return 0.9, (
+        "apply LayerNorm to the queries and keys of each attention head before their dot product (qk-layernorm): "
+        "attention logits then cannot grow until attention is one-hot (Wortsman et al. 2023)"
+    )
+
+
+def z_loss(facts: ModelFacts) -> tuple[float, str] | None:
+    return 0.7, (
+        "add z-loss, 1e-4 × mean(logsumexp(logits)²), to the loss: it holds the output log-partition near 0 so "
+        "the output logits cannot drift apart (PaLM; Wortsman et al. 2023)"
+    )
+
+
+def adam_epsilon(facts: ModelFacts) -> tuple[float, str] | None:
+    return 0.5, (
+        "where a layer's gradients are as small as Adam's epsilon, epsilon sets its step instead of the gradient's "
+        "own scale: a smaller epsilon (1e-15 rather than 1e-8) keeps the step proportionate (Wortsman et al. 2023; "
+        "Molybog et al. 2023)"
+    )
+
+
+def skip_batch(facts: ModelFacts) -> tuple[float, str] | None:
+    return 0.5, (
+        "skip the optimizer step when the loss or the gradient norm jumps far above its recent level, or restart "
+        "from a checkpoint a few hundred steps earlier and skip the batches around the spike (PaLM)"
+    )
+
+
 def pretraining(facts: ModelFacts) -> tuple[float, str] | None:
     return 0.1, "last resort: train the layers greedily one at a time (layer-wise pretraining), then fine-tune the whole network"
 
@@ -193,6 +229,11 @@ REMEDIES: dict[str, tuple[str, Rule]] = {
     "fix_schedule": ("Step the learning-rate schedule at the rate it was sized for", fix_schedule),
     "pair_inputs_and_labels": ("Check that inputs and labels correspond", pair_inputs_and_labels),
     "unfreeze": ("Unfreeze more of the model", unfreeze),
+    "warmup": ("Warm the learning rate up", warmup),
+    "qk_norm": ("Normalise queries and keys (qk-layernorm)", qk_norm),
+    "z_loss": ("Add z-loss on the output logits", z_loss),
+    "adam_epsilon": ("Lower Adam's epsilon", adam_epsilon),
+    "skip_batch": ("Skip the step, or the batches, around a spike", skip_batch),
 }
 
 # How to apply a remedy in the user's framework.
