@@ -44,11 +44,17 @@ ONE_HOT_LOGIT = 30.0  # attention logits this far apart put all but e^-30 of a r
 DIVERGED = 2.0  # a loss at this many times its running minimum (or NaN) has diverged (the oracle)
 
 
-LOSS_SPIKE = Symptom("loss_spike", remedies={"lower_lr": 1.0, "gradient_clipping": 0.9})
+LOSS_SPIKE = Symptom(
+    "loss_spike",
+    remedies={"warmup": 1.0, "gradient_clipping": 0.9, "lower_lr": 0.8, "skip_batch": 0.7, "qk_norm": 0.5, "z_loss": 0.4},
+)
 DIVERGENCE_FORECAST = Symptom(
     "divergence_forecast",
-    remedies={"lower_lr": 1.0, "gradient_clipping": 0.9},
-    variants=(Variant("attention", lambda evidence: bool(evidence.get("attention")), {"lower_lr": 1.0, "gradient_clipping": 0.6}),),
+    remedies={"lower_lr": 1.0, "warmup": 0.9, "gradient_clipping": 0.9, "skip_batch": 0.5},
+    variants=(  # the mechanism the evidence shows decides what comes first
+        Variant("attention", lambda evidence: bool(evidence.get("attention")), {"qk_norm": 1.1, "lower_lr": 1.0, "warmup": 0.9}),
+        Variant("adam", lambda evidence: evidence.get("mechanism") == "adam_moments", {"adam_epsilon": 1.2, "warmup": 1.0, "lower_lr": 0.9}),
+    ),
 )
 
 
