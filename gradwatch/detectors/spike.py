@@ -40,20 +40,35 @@ SPIKE_RISE = 0.5  # a sampled loss this share above its recent level (and far ou
 NOISE_WIDTH = 6.0  # ... and above the level by this many times the loss's median change from one sample to the next
 RECOVERED = 0.1  # a spike has recovered once the loss is back within this share of the level before it
 LOOK_BACK = 3  # a loss spike's first layer jump is looked for on its own sample and the two before
+LOGITS_DRIFT = 10.0  # an output log-partition this many nats further from 0 than at the start: z-loss comes first
 ONE_HOT_LOGIT = 30.0  # attention logits this far apart put all but e^-30 of a row's weight on one key
 DIVERGED = 2.0  # a loss at this many times its running minimum (or NaN) has diverged (the issue's oracle)
 
 
+def _attention_seen(evidence: Any) -> bool:
+    return bool(evidence.get("attention"))
+
+
+def _logits_drifted(evidence: Any) -> bool:
+    partition = evidence.get("output_log_partition")
+    return bool(partition) and abs(partition[1] - partition[0]) > LOGITS_DRIFT and abs(partition[1]) > abs(partition[0])
+
+
 LOSS_SPIKE = Symptom(
     "loss_spike",
-    remedies={"warmup": 1.0, "gradient_clipping": 0.9, "lower_lr": 0.8, "skip_batch": 0.7, "qk_norm": 0.5, "z_loss": 0.4},
+    remedies={"warmup": 1.0, "gradient_clipping": 0.9, "lower_lr": 0.8, "skip_batch": 0.7},
+    variants=(  # the mechanism the evidence shows decides what comes first
+        Variant("attention", _attention_seen, {"qk_norm": 1.1, "warmup": 1.0, "gradient_clipping": 0.9, "lower_lr": 0.8, "skip_batch": 0.7}),
+        Variant("logits", _logits_drifted, {"z_loss": 1.4, "warmup": 1.0, "gradient_clipping": 0.9, "lower_lr": 0.8, "skip_batch": 0.7}),
+    ),
 )
 DIVERGENCE_FORECAST = Symptom(
     "divergence_forecast",
     remedies={"lower_lr": 1.0, "warmup": 0.9, "gradient_clipping": 0.9, "skip_batch": 0.5},
-    variants=(  # the mechanism the evidence shows decides what comes first
-        Variant("attention", lambda evidence: bool(evidence.get("attention")), {"qk_norm": 1.1, "lower_lr": 1.0, "warmup": 0.9}),
+    variants=(
+        Variant("attention", _attention_seen, {"qk_norm": 1.1, "lower_lr": 1.0, "warmup": 0.9, "gradient_clipping": 0.8}),
         Variant("adam", lambda evidence: evidence.get("mechanism") == "adam_moments", {"adam_epsilon": 1.2, "warmup": 1.0, "lower_lr": 0.9}),
+        Variant("logits", _logits_drifted, {"z_loss": 1.2, "lower_lr": 1.0, "warmup": 0.9, "gradient_clipping": 0.8}),
     ),
 )
 
@@ -172,7 +187,7 @@ class LossSpike(Detector):
     """
 
     declares = LOSS_SPIKE
-    state = ("level", "jumps", "recent_jumps", "spike", "spikes")
+    state = ("level", "jumps", "recent_jumps", "spike", "spikes", "start_partition")
 
     def __init__(self, *, patience: int = 3, repeats: int = 3) -> None:
         self.patience = check_count("patience", patience)
@@ -182,8 +197,11 @@ class LossSpike(Detector):
         self.recent_jumps: list[list[dict[str, Any]]] = []  # the layer jumps of each of the latest ``LOOK_BACK`` samples
         self.spike: dict[str, Any] | None = None  # the spike under way: step, level, peak, first jump, samples since
         self.spikes = 0
+        self.start_partition: float | None = None
 
     def observe(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
+        if self.start_partition is None and finite(sample.output_log_partition):
+            self.start_partition = sample.output_log_partition
         self.recent_jumps = [*self.recent_jumps, [j.to_dict() for j in self.jumps.add(sample)]][-LOOK_BACK:]
         loss = sample.loss
         if not finite(loss):
@@ -238,6 +256,8 @@ class LossSpike(Detector):
             loss=loss,
             recovered=recovered,
             diverged=bool(spike.get("diverged")),
+            attention=_attention(sample),
+            output_log_partition=_partition(self.start_partition, sample),
             spikes=self.spikes,
             first_jump=first,
             lr=sample.lr,
@@ -311,13 +331,12 @@ class DivergenceForecast(Detector):
             self.level.add(loss)
         if not signs or self.raised is not None:
             return None
-        partition = sample.output_log_partition if finite(sample.output_log_partition) else None
         self.raised = {
             "step": sample.step,
             "loss": loss,
             "signs": [s.to_dict() for s in signs],
             "attention": _attention(sample),
-            "log_partition": [self.start_partition, partition] if partition is not None else None,
+            "log_partition": _partition(self.start_partition, sample),
         }
         return self._warning(sample)
 
@@ -377,6 +396,12 @@ class DivergenceForecast(Detector):
         found.first_step = raised["step"]
         found.evidence.update(diverged_step=sample.step, lead_steps=lead, loss=sample.loss)
         return found
+
+
+def _partition(start: float | None, sample: StepStats) -> list[float] | None:
+    """The output log-partition at the start and now, where both were measured."""
+    now = sample.output_log_partition
+    return [start, now] if start is not None and finite(now) else None
 
 
 def _attention(sample: StepStats) -> dict[str, Any] | None:

@@ -122,6 +122,24 @@ def test_a_growing_output_log_partition_alone_raises_no_forecast() -> None:
     assert not any(observe_all(DivergenceForecast(), samples))
 
 
+def test_the_remedies_follow_the_mechanism_seen() -> None:
+    """qk-layernorm first where attention is near one-hot, z-loss first where the output logits drifted, else warmup."""
+    from gradwatch.monitor import Monitor
+
+    cases = (
+        ({"attention_logit_max": 400.0, "attention_layer": "blocks[1].attn", "attention_head": 2}, {}, "qk_norm"),
+        ({"output_log_partition": 4.0}, {"output_log_partition": 20.0}, "z_loss"),
+        ({}, {}, "warmup"),
+    )
+    for before, during, first in cases:
+        monitor = Monitor(detectors=[LossSpike()], framework="pytorch", warn_on=None)
+        rng = random.Random(9)
+        for s in range(0, 200, 20):
+            monitor.observe(step_stats(s, 2.0 * rng.lognormvariate(0, 0.02), rng, **before))  # type: ignore[arg-type]
+        monitor.observe(step_stats(200, 3.5, rng, **(during or before)))  # type: ignore[arg-type]
+        assert monitor.findings["loss_spike"].remedies[0].id == first, (first, monitor.findings["loss_spike"].remedies)
+
+
 def test_state_round_trips() -> None:
     samples = healthy(12, seed=8, attention_logit_max=12.0)
     for make in (LossSpike, DivergenceForecast):
