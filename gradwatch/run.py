@@ -94,12 +94,21 @@ def run(args: argparse.Namespace) -> int:
     if args.every_n_steps is not None:
         options["every_n_steps"] = args.every_n_steps
     session = _install(options)
-    children = switch_environment(os.environ, summary=summary, every_n_steps=args.every_n_steps)
-    os.environ.update({name: children[name] for name in (SWITCH, SUMMARY, EVERY, "PYTHONPATH") if name in children})
+    # the script's own Python children (Lightning's other ranks) are watched too; one that trains another script
+    # names its summary after that script, unless --summary was given
+    children = switch_environment(os.environ, summary=summary if args.summary is not None else None, every_n_steps=args.every_n_steps)
+    names = [name for name in (SWITCH, SUMMARY, EVERY, "PYTHONPATH") if name in children]
+    saved = {name: os.environ.get(name) for name in names}
+    os.environ.update({name: children[name] for name in names})
     try:
         code = _run_script(module, target)
     finally:
         _finish(session)
+        for name, value in saved.items():  # as before, for a caller in this process
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
     return code
 
 
