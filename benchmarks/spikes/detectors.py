@@ -140,6 +140,11 @@ class GradwatchFindings:
         name = min(wanted, key=lambda n: (self.raised_step[n], self.first_step.get(n, self.raised_step[n])))
         return self.first_step.get(name, self.raised_step[name]), self.raised_step[name], name
 
+    def earliest_first_step(self, ids: Iterable[str]) -> int | None:
+        """The earliest ``first_step`` the final report gives any finding among ``ids`` (it may predate when it was raised)."""
+        wanted = set(ids)
+        return min((step for name, step in self.first_step.items() if name in wanted), default=None)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             name: {"first_step": self.first_step.get(name), "raised_step": step, "severity": self.severity.get(name)}

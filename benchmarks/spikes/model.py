@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from typing import cast
 
 import torch
 from torch import nn
@@ -60,7 +61,8 @@ class CausalSelfAttention(nn.Module):
                 plogp = torch.where(probs > 0, probs * torch.log(probs.clamp_min(1e-30)), torch.zeros_like(probs))
                 self.min_entropy = float((-plogp.sum(-1)).mean(dim=(0, 2)).min())
         y = (probs @ v).transpose(1, 2).reshape(batch, length, width)
-        return self.out(y)
+        out: torch.Tensor = self.out(y)
+        return out
 
 
 class Block(nn.Module):
@@ -75,7 +77,8 @@ class Block(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x + self.attn(self.ln_attn(x))
-        return x + self.mlp(self.ln_mlp(x))
+        out: torch.Tensor = x + self.mlp(self.ln_mlp(x))
+        return out
 
 
 class TinyGPT(nn.Module):
@@ -102,10 +105,11 @@ class TinyGPT(nn.Module):
         x = self.token(tokens) + self.position(positions)
         for block in self.blocks:
             x = block(x)
-        return self.head(self.ln_out(x))
+        logits: torch.Tensor = self.head(self.ln_out(x))
+        return logits
 
     def attention_layers(self) -> list[CausalSelfAttention]:
-        return [block.attn for block in self.blocks]  # type: ignore[union-attr]
+        return [cast(Block, block).attn for block in self.blocks]
 
     def measure_attention(self, logits: bool, entropy: bool = False) -> None:
         """Record the largest attention logit (cheap) and the lowest attention entropy in every forward pass."""

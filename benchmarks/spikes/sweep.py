@@ -14,25 +14,28 @@ from . import oracle
 from .detectors import FORECAST_IDS, LIGHTNING_DEFAULT_RTOL, ZCLIP_CLIP, ZCLIP_THRESHOLDS, first_above
 from .train import RunConfig, RunResult
 
-LEARNING_RATES = (0.03, 0.15, 0.3, 0.6)
-WARMUP_STEPS = 200  # "warmup on": linear over the first half of a 400-step run; the LR is constant after it
 STEPS = 400
+WARMUP_STEPS = 200  # "warmup on": linear over the first half of a 400-step run; the LR is constant after it
+# Peak learning rates. Here every variant diverges once the LR passes about 0.4, so with warmup the peak sets
+# when: 0.4 near or after the end of warmup (some spike and recover), 0.6 near step 140, 0.9 near step 95.
+# Without warmup a peak of 0.4 or more blows up in the first 3 steps, which no detector can warn of 20 steps
+# ahead: those cells are left out (--with-instant adds 0.6); 0.3 without warmup spikes early and recovers.
+LRS_WITHOUT_WARMUP = (0.03, 0.3)
+LRS_WITH_WARMUP = (0.03, 0.4, 0.6, 0.9)
+INSTANT_LRS = (0.6,)
 # (qk-layernorm, z-loss coefficient, Adam epsilon): a half fraction of the 2x2x2 design, so each option is on
 # in half of the runs and every main effect can be read. Epsilon 1e-4 is the size of sqrt(v) in the upper
 # layers here (1e-8 is far below it), so it damps their updates; smaller values than 1e-8 change nothing.
 VARIANTS = ((False, 0.0, 1e-8), (True, 1e-4, 1e-8), (True, 0.0, 1e-4), (False, 1e-4, 1e-4))
-# Without warmup, peak LR 0.6 blows up in its first 3 steps: no detector can warn 20 steps ahead, so the grid
-# leaves it out (--with-instant adds it back).
-INSTANT = {(0.6, 0)}
 
 
 def grid(seeds: int = 2, steps: int = STEPS, quick: bool = False, with_instant: bool = False) -> list[RunConfig]:
-    """The default sweep (or its --quick subset): every LR x warmup cell, every variant, ``seeds`` seeds."""
+    """The default sweep (or its --quick subset): every (LR, warmup) cell, every variant, ``seeds`` seeds."""
     warmup = round(WARMUP_STEPS * steps / STEPS)
-    cells = [(lr, w) for lr in LEARNING_RATES for w in (0, warmup) if with_instant or (lr, round(w * STEPS / steps)) not in INSTANT]
+    cells = [(lr, 0) for lr in LRS_WITHOUT_WARMUP + (INSTANT_LRS if with_instant else ())] + [(lr, warmup) for lr in LRS_WITH_WARMUP]
     variants: Sequence[tuple[bool, float, float]] = VARIANTS
     if quick:
-        cells = [(0.03, 0), (0.3, 0), (0.6, warmup), (0.3, warmup)]
+        cells = [(0.03, 0), (0.3, 0), (0.6, warmup)]
         variants = VARIANTS[:2]
         seeds = min(seeds, 1)
     return [
@@ -66,10 +69,14 @@ def judge(step: int | None, verdict: oracle.Verdict) -> Warning_:
 
 def detector_steps(result: RunResult, ids: frozenset[str], zclip: dict[str, float], lightning: dict[str, float]) -> dict[str, int | None]:
     """Each detector column's warning step in this run (columns named in ``zclip``/``lightning`` at their thresholds)."""
-    forecast_first, forecast_raised, _ = result.gradwatch.warning(ids)
-    any_first, any_raised, _ = result.gradwatch.warning(None)
-    steps: dict[str, int | None] = {"gradwatch": forecast_raised, "gradwatch (existing)": any_raised}
-    z = [float(v) if not isinstance(v, str) else float(v) for v in result.traces["zscore"]]
+    _, forecast_raised, _ = result.gradwatch.warning(ids)
+    _, any_raised, _ = result.gradwatch.warning(None)
+    steps: dict[str, int | None] = {
+        "gradwatch": forecast_raised,
+        "gradwatch (report first_step)": result.gradwatch.earliest_first_step(ids),
+        "gradwatch (existing)": any_raised,
+    }
+    z = [float(v) for v in result.traces["zscore"]]
     for column, threshold in zclip.items():
         steps[column] = first_above(z, threshold)
     for column, rtol in lightning.items():  # the shipped default is the live instance; other rtols read from the probe
@@ -103,7 +110,7 @@ def evaluate(results: list[RunResult], ids: frozenset[str] = FORECAST_IDS) -> di
     stable = [r for r in results if r.verdict.label == oracle.STABLE]
     gw_alarms = sum(r.gradwatch.warning(ids)[1] is not None for r in stable)
     gw_rate = gw_alarms / len(stable) if stable else 0.0
-    max_z = [max((float(v) for v in r.traces["zscore"] if not isinstance(v, str) and math.isfinite(float(v))), default=-math.inf) for r in stable]
+    max_z = [max((float(v) for v in r.traces["zscore"] if not math.isnan(float(v))), default=-math.inf) for r in stable]
     z_cal = calibrate(max_z, gw_rate)
     rtol_cal = lightning_calibrated(results, gw_rate)
     zclip = {f"zclip z>{ZCLIP_CLIP:g}": ZCLIP_CLIP}
@@ -112,7 +119,7 @@ def evaluate(results: list[RunResult], ids: frozenset[str] = FORECAST_IDS) -> di
     lightning = {f"lightning rtol={LIGHTNING_DEFAULT_RTOL:g}": LIGHTNING_DEFAULT_RTOL} if results and results[0].lightning else {}
     if rtol_cal is not None and rtol_cal != LIGHTNING_DEFAULT_RTOL:
         lightning[f"lightning rtol={rtol_cal:g} (same FA)"] = rtol_cal
-    rows = []
+    rows: list[dict[str, Any]] = []
     for result in results:
         steps = detector_steps(result, ids, zclip, lightning)
         rows.append(
@@ -246,6 +253,8 @@ def _short(column: str) -> str:
         return "gw forecast"
     if column == "gradwatch (existing)":
         return "gw any"
+    if column == "gradwatch (report first_step)":
+        return "gw 1st step"
     if column.startswith("zclip"):
         return "zclip cal" if "same FA" in column else "zclip"
     return "light cal" if "same FA" in column else "lightning"

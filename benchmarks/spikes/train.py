@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import json
 import math
+import os
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -66,11 +69,39 @@ class RunResult:
             "name": self.config.name,
             "oracle": self.verdict.to_dict(),
             "steps_run": self.steps_run,
+            "seconds": round(self.seconds, 2),
+            "cpu_seconds": round(self.cpu_seconds, 2),
             "gradwatch": self.gradwatch.to_dict(),
             "lightning_first_flag": {f"{rtol:g}": step for rtol, step in self.lightning.items()},
             "lightning_live_flag": self.lightning_live,
             "traces": self.traces,
         }
+
+
+def load_trace(path: str | os.PathLike[str]) -> RunResult:
+    """A run saved by ``--save-traces``, to tabulate again without training (the oracle labels its loss anew)."""
+    data = json.loads(Path(path).read_text())
+    found = GradwatchFindings()
+    for name, seen in data["gradwatch"].items():
+        found.raised_step[name] = seen["raised_step"]
+        if seen.get("first_step") is not None:
+            found.first_step[name] = seen["first_step"]
+        if seen.get("severity") is not None:
+            found.severity[name] = seen["severity"]
+    traces = data["traces"]
+    losses = [float(v) for v in traces["loss"]]
+    live = data.get("lightning_live_flag", data["lightning_first_flag"].get("2"))
+    return RunResult(
+        RunConfig(**data["config"]),
+        oracle.label(losses),
+        data["steps_run"],
+        data.get("seconds", 0.0),
+        data.get("cpu_seconds", 0.0),
+        found,
+        {float(rtol): step for rtol, step in data["lightning_first_flag"].items()},
+        live,
+        traces,
+    )
 
 
 class LayerProbe:
@@ -97,8 +128,8 @@ class LayerProbe:
             moments = [self.optimizer.state.get(p, {}).get("exp_avg_sq") for p in self.params]
             if any(v is None for v in moments):
                 return update_norms, weight_norms, [math.nan] * len(self.params)
-            sizes = [v.numel() for v in moments]  # type: ignore[union-attr]
-            sums = torch.stack([v.sum() for v in moments]).tolist()  # type: ignore[union-attr]
+            sizes = [v.numel() for v in moments if v is not None]
+            sums = torch.stack([v.sum() for v in moments if v is not None]).tolist()
             second = [math.sqrt(max(total, 0.0) / size) for total, size in zip(sums, sizes)]
         return update_norms, weight_norms, second
 
@@ -150,7 +181,7 @@ def run(config: RunConfig, *, detectors: bool = True, keep_traces: bool = True) 
             inputs, targets = batches(data, config.batch, config.context, generator)
             total, cross_entropy, log_partition = language_model_loss(model(inputs), targets, config.z_loss)
             optimizer.zero_grad(set_to_none=True)
-            total.backward()
+            total.backward()  # type: ignore[no-untyped-call]
             layer_grads = probe.before_step()
             grad_norm = math.sqrt(sum(g * g for g in layer_grads) + _small_grad_sq(model))
             optimizer.step()
