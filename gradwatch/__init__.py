@@ -8,10 +8,11 @@ from __future__ import annotations
 
 from .facts import LayerFacts, ModelFacts
 from .monitor import Monitor
-from .report import SCHEMA, Finding, Remedy, Report, SummaryError, load_summary
+from .report import Finding, Remedy, Report, load_summary
 from .safety import GradWatchWarning
 from .session import Session
 from .stats import ActivationStats, LayerStats, SequenceStats, StepStats
+from .summary_check import SCHEMA, SummaryError
 from .symptoms import ids
 
 SYMPTOMS = ids(mistakes=False)

@@ -12,10 +12,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .detectors.base import fmt
-from .detectors.loss import MULTICLASS
-from .facts import ModelFacts
-from .report import Remedy, Severity
+from .facts import MULTICLASS, ModelFacts
+from .report import Remedy, Severity, fmt
 from .symptoms import Symptom
 
 # Mean |x| or std of the first layer's input above this: features in the hundreds or thousands.

@@ -8,8 +8,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from . import __version__
-from .report import MIN_SAMPLES_TO_CLEAR, SEVERITY_RANK, SummaryError, load_summary, printable, read_json
+from .report import MIN_SAMPLES_TO_CLEAR, SEVERITY_RANK, load_summary, printable, read_json
 from .run import positive
+from .summary_check import TRIAL_SCHEMA, SummaryError
 
 EXIT_FOUND, EXIT_USAGE, EXIT_UNMEASURED = 1, 2, 3
 BAD_INPUT = "  2  bad input (one line on stderr)"
@@ -51,7 +52,7 @@ def _demo(args: argparse.Namespace) -> int:
 
 def _report(args: argparse.Namespace) -> int:
     from .console import print_report, print_trial
-    from .trial import TRIAL_SCHEMA, load_trial
+    from .trial import load_trial
 
     data = read_json(args.path)
     if isinstance(data, dict) and data.get("schema") == TRIAL_SCHEMA:

@@ -20,6 +20,7 @@ DEAD_KINDS = frozenset({"ReLU", "ReLU6"})  # a unit never positive over many row
 UNIT_LAYERS = frozenset({"Linear", "Conv1d", "Conv2d", "Conv3d", "Dense", "Conv1D", "Conv2D", "Conv3D", "EinsumDense"})
 # optimizers whose step runs several iterations on a curvature model: a step as large as the weights is by design
 QUASI_NEWTON = frozenset({"LBFGS"})
+MULTICLASS = ("cross_entropy", "categorical_crossentropy", "sparse_categorical_crossentropy")  # losses over several classes
 # outputs outside (low, high) sit in an activation's flat tails, where its local derivative is below about 0.01
 SATURATED_OUTSIDE = {"Sigmoid": (0.01, 0.99), "Tanh": (-0.99, 0.99)}
 HE_GAIN = 2**0.5

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -122,18 +123,15 @@ class Monitor:
         if finding is not None:
             warn(f"gradwatch: stopping training (stop_on={self.stop_on!r}): {format_warning(finding)}")
 
-    def close(self, steps: int | None = None, *, print_report: bool = True) -> Report:
-        """The end of a run: write the summary and print the console report (a failure of either is contained)."""
+    def close(self, steps: int | None = None, *, render: Callable[[Report], object] | None = None) -> Report:
+        """The end of a run: write the summary and hand the report to ``render`` (e.g. ``gradwatch.console.print_report``).
+
+        A failure of either is contained.
+        """
         report = self.save(steps)
-        if print_report:
-            self.show(report)
+        if render is not None:
+            self.guard.run("console report", render, report)
         return report
-
-    def show(self, report: Report) -> None:
-        """Print the console report (a failure is contained)."""
-        from .console import print_report
-
-        self.guard.run("console report", print_report, report)
 
     def save(self, steps: int | None = None) -> Report:
         """Write the summary to ``summary_path`` (if any) atomically; returns the report."""

@@ -16,19 +16,15 @@ from typing import Any, Literal
 
 from .facts import ModelFacts
 from .stats import ratio
+from .summary_check import SCHEMA, TRIAL_SCHEMA, SummaryError, parse, validate
 from .symptoms import is_mistake
 
-SCHEMA = "gradwatch.summary/1"
 Severity = Literal["info", "warning", "critical"]
 StopSeverity = Literal["warning", "critical"]  # what ``stop_on`` accepts: an ``info`` finding is no reason to stop
 SEVERITY_RANK: dict[str, int] = {"info": 0, "warning": 1, "critical": 2}
 MAX_SUMMARY_BYTES = 64 * 1024 * 1024
 # Fewer sampled steps than this cannot support "no problems found": detectors need a few samples in a row.
 MIN_SAMPLES_TO_CLEAR = 3
-
-
-class SummaryError(ValueError):
-    """A summary file that cannot be read; the message is one line for the user."""
 
 
 @dataclass(frozen=True)
@@ -202,8 +198,6 @@ class Report:
     @classmethod
     def from_summary(cls, data: Any) -> Report:
         """The report in a parsed summary, checked against the shipped schema first (``SummaryError`` if not valid)."""
-        from .summary_check import validate
-
         validate(data)
         return cls(
             framework=data["framework"],
@@ -219,8 +213,6 @@ class Report:
 
 def load_summary(path: str | os.PathLike[str]) -> Report:
     """Read and check a summary file; every failure is a ``SummaryError`` with a one-line message."""
-    from .trial import TRIAL_SCHEMA
-
     path = Path(path)
     data = read_json(path)
     schema = data.get("schema") if isinstance(data, dict) else None
@@ -236,8 +228,6 @@ def load_summary(path: str | os.PathLike[str]) -> Report:
 
 def read_json(path: str | os.PathLike[str]) -> Any:
     """Parse a gradwatch JSON file (summary or trial); every failure is a ``SummaryError`` with a one-line message."""
-    from .summary_check import parse
-
     path = Path(path)
     try:
         with path.open("rb") as handle:
@@ -258,11 +248,6 @@ def read_json(path: str | os.PathLike[str]) -> Any:
         return parse(text)
     except SummaryError as exc:
         raise SummaryError(f"{path}: {exc}") from None
-
-
-def schema_path() -> Path:
-    """The JSON Schema of the summary, shipped inside the package."""
-    return Path(__file__).with_name("schema") / "summary-1.json"
 
 
 def write_atomic(path: Path, text: str) -> Path:
@@ -301,6 +286,13 @@ def _umask() -> int:
         mask = os.umask(0o022)  # elsewhere: set and restore (briefly visible to other threads)
         os.umask(mask)
         return mask
+
+
+def fmt(value: float | None) -> str:
+    """A number in three significant digits for messages ("3e-09", "0.0215")."""
+    if value is None:
+        return "n/a"
+    return f"{value:.3g}"
 
 
 def layer_list(names: tuple[str, ...] | list[str]) -> str:

@@ -7,7 +7,7 @@ events into these calls:
     session.start(model_facts(model))                   # the run begins (facts, rank, default interval)
     if session.should_sample(step): ...                 # the adapter's collector measures this step
     if session.record(stats): ...                       # diagnose it; True: end training, then session.stop()
-    report = session.close(steps)                       # notes, console report, JSON summary
+    report = session.close(steps, render=print_report)  # notes, JSON summary, console report
 
 The adapter's collector does the measuring (arm before forward, capture the
 gradients and the update, flush to a ``StepStats``); the session decides what
@@ -147,10 +147,12 @@ class Session:
         """The diagnosis so far, or the closed run's report."""
         return self.final if self.final is not None else self.monitor.report()
 
-    def close(self, steps: int, *, unseen: str = "no training step was seen") -> Report:
-        """The run's end: notes on what was not measured, the console report, the JSON summary.
+    def close(self, steps: int, *, unseen: str = "no training step was seen", render: Callable[[Report], object] | None = None) -> Report:
+        """The run's end: notes on what was not measured, the JSON summary, the report handed to ``render``.
 
-        ``unseen``: the adapter's advice when no step reached it. A second call
+        ``unseen``: the adapter's advice when no step reached it. ``render``: the
+        console (``gradwatch.console.print_report``), called on the main process
+        when ``print_report`` is on; the engine itself renders nothing. A second call
         returns the same report. A resumed diagnosis (Keras' successive ``fit``
         calls) prints its report again only when its findings changed.
         """
@@ -172,9 +174,9 @@ class Session:
             self.note(f"the run had only {steps} step(s)")
         self.final = report = self.monitor.save(steps)
         verdict = (tuple((f.symptom, f.severity) for f in report.findings), report.too_little_measured)
-        if self.print_report and self.main and verdict != self._printed:  # a resumed run: only when it changed
+        if render is not None and self.print_report and self.main and verdict != self._printed:  # resumed: only when changed
             self._printed = verdict
-            self.monitor.show(report)
+            self.guard.run("console report", render, report)
         return report
 
     def state_dict(self) -> dict[str, Any]:

@@ -11,18 +11,28 @@ import json
 import math
 import re
 from functools import lru_cache
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .report import SCHEMA, SummaryError, schema_path
-
+SCHEMA = "gradwatch.summary/1"
+TRIAL_SCHEMA = "gradwatch.trial/1"
 MAX_NESTING = 64  # brackets deep; a summary needs about 8
 _STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
 _SURROGATE_ESCAPE = re.compile(r"\\u[dD][89a-fA-F]")
 _IDENTIFIER = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 _NOT_BRACKETS = bytes(b for b in range(256) if b not in b"[]{}")
 _CHUNK = 1 << 20
+
+
+class SummaryError(ValueError):
+    """A summary file that cannot be read; the message is one line for the user."""
+
+
+def schema_path() -> Path:
+    """The JSON Schema of the summary, shipped inside the package (the trial file's lies beside it)."""
+    return Path(__file__).with_name("schema") / "summary-1.json"
 
 
 def parse(text: str) -> Any:

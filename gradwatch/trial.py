@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 from . import remedies as ranking
-from .report import Report, SummaryError, read_json, write_atomic
+from .report import Report, read_json, write_atomic
+from .summary_check import TRIAL_SCHEMA, SummaryError
 
-TRIAL_SCHEMA = "gradwatch.trial/1"
 FINAL_SHARE = 0.1  # final loss: median over this share of the last steps
 
 # What the automatic variants change; the same in every adapter.

@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from gradwatch.checks import check_flag
+from gradwatch.console import print_report
 from gradwatch.monitor import Monitor
 from gradwatch.options import Framework, OptionArgs, takes_options
 from gradwatch.report import Report
@@ -134,7 +135,7 @@ class GradWatchCallback(keras.callbacks.Callback):
         if self.collector is not None and self.collector.uninstall():  # the optimizer and layers exactly as they were
             self.guard.run(COLLECTOR, self.model.make_train_function, True)  # back to the unwrapped step
         self._calls.end(self)
-        self.session.close(self.step)
+        self.session.close(self.step, render=print_report)
 
     def state_dict(self) -> dict[str, Any]:
         return {"step": self.step, "monitor": self.session.state_dict()}

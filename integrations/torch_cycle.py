@@ -22,6 +22,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import replace
 from typing import Any
 
+from gradwatch.console import print_report
 from gradwatch.monitor import Monitor
 from gradwatch.report import MIN_SAMPLES_TO_CLEAR, Report
 from gradwatch.session import Session
@@ -289,7 +290,7 @@ class TorchCycle:
         self._step_hooks.clear()
         self.disarm()
         self.collector.probes.detach()
-        return self.session.close(steps, unseen=unseen)
+        return self.session.close(steps, unseen=unseen, render=print_report)
 
 
 class LoopEvidence:

@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from ..checks import check_count, check_fraction, check_positive
 from ..facts import ModelFacts
-from ..report import Finding, Severity
+from ..report import Finding, Severity, fmt
 from ..stats import StepStats
 from ..symptoms import Symptom
 
@@ -51,13 +51,6 @@ class Detector(ABC):
 
     def finding(self, sample: StepStats, severity: Severity, layers: list[str], message: str, **evidence: Any) -> Finding:
         return Finding(self.symptom, severity, sample.step, tuple(layers), message, evidence, last_step=sample.step)
-
-
-def fmt(value: float | None) -> str:
-    """A number in three significant digits for messages ("3e-09", "0.0215")."""
-    if value is None:
-        return "n/a"
-    return f"{value:.3g}"
 
 
 def _export(value: Any) -> Any:

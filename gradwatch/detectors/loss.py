@@ -6,9 +6,8 @@ import math
 import statistics
 from typing import Any
 
-from ..facts import ModelFacts
+from ..facts import MULTICLASS, ModelFacts
 
-MULTICLASS = ("cross_entropy", "categorical_crossentropy", "sparse_categorical_crossentropy")
 AT_CHANCE = 0.95  # a loss above this share of the chance level has learnt nothing
 
 

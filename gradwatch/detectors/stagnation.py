@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import statistics
 
+from ..causes import output_cannot_fit
 from ..facts import UNIT_LAYERS, ModelFacts
 from ..report import Finding
 from ..stats import StepStats, finite
@@ -105,8 +106,6 @@ class EarlyStagnation(Detector):
         self.constant_samples = 0  # samples whose loss equals the first one; -1 once it moved
 
     def observe(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
-        from ..causes import output_cannot_fit  # causes render numbers with this package's fmt
-
         frozen = self._frozen(sample, facts)
         copies = self._copies(sample, facts)
         slow = self._slow(sample, output_cannot_fit(facts, sample.loss))

@@ -11,7 +11,7 @@ import pytest
 from gradwatch import MISTAKES, SYMPTOMS, LayerFacts, ModelFacts, Monitor
 from gradwatch.causes import find_causes
 from gradwatch.detectors import ChanceLevelLoss, EvalModeTraining, GradientsNotCleared, LearningRateCollapse, ParamsNotInOptimizer
-from gradwatch.report import schema_path
+from gradwatch.summary_check import schema_path
 
 from .streams import feed, sample
 

@@ -8,6 +8,7 @@ import warnings
 import pytest
 
 from gradwatch import GradWatchWarning, Monitor, StepStats
+from gradwatch.console import print_report
 from gradwatch.detectors import Detector, VanishingGradients
 from gradwatch.history import History
 from gradwatch.stats import ActivationStats, LayerStats
@@ -115,6 +116,6 @@ def test_stop_on_acts_on_the_most_severe_finding_and_close_writes_and_prints(tmp
     assert monitor.should_stop() and not Monitor(warn_on=None).should_stop(), "no stop_on, no stop"
     with pytest.warns(GradWatchWarning, match=r"stopping training \(stop_on='warning'\): gradwatch: vanishing_gradients"):
         monitor.stop()
-    report = monitor.close(print_report=True)
+    report = monitor.close(render=print_report)
     assert (tmp_path / "gw.json").exists() and report.findings[0].symptom == "vanishing_gradients"
     assert "vanishing_gradients" in capsys.readouterr().err

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from gradwatch import Monitor
-from gradwatch.detectors import VanishingGradients
 from gradwatch.checks import check_summary_path
+from gradwatch.detectors import VanishingGradients
 from gradwatch.options import OptionError
 from gradwatch.report import write_atomic
 from gradwatch.safety import FaultGuard

@@ -9,8 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from gradwatch import MISTAKES, SYMPTOMS, ActivationStats, LayerStats, Monitor, SequenceStats, StepStats
-from gradwatch.report import schema_path
 from gradwatch.safety import FaultGuard
+from gradwatch.summary_check import schema_path
 
 VALIDATOR = jsonschema.Draft202012Validator(json.loads(schema_path().read_text()))
 SPECIAL = [0.0, -0.0, 1.0, -1.0, 1e-300, 1e300, -1e300, float("nan"), float("inf"), float("-inf")]

@@ -12,8 +12,7 @@ import pytest
 from gradwatch import LayerFacts, ModelFacts, Monitor, SummaryError, load_summary
 from gradwatch import report as report_module
 from gradwatch.remedies import rank
-from gradwatch.report import schema_path
-from gradwatch.summary_check import excess_nesting
+from gradwatch.summary_check import excess_nesting, schema_path
 
 from .streams import sample
 

@@ -8,6 +8,7 @@ import warnings
 import pytest
 
 from gradwatch import GradWatchWarning, ModelFacts
+from gradwatch.console import print_report
 from gradwatch.options import OptionError
 from gradwatch.session import Session
 from gradwatch.stats import LayerStats, StepStats
@@ -141,7 +142,7 @@ def test_a_resumed_diagnosis_prints_its_report_again_only_when_its_findings_chan
         session.start(ModelFacts(), resume=resume)
         for step in steps:
             session.record(sample(step, relative_grads, loss=2.0))
-        session.close(steps.stop)
+        session.close(steps.stop, render=print_report)
         printed.append(capsys.readouterr().err.count("gradwatch ·"))
 
     run(range(0, 3), [0.01] * 3, resume=False)

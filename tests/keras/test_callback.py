@@ -21,7 +21,8 @@ from gradwatch import GradWatchWarning
 from gradwatch.detectors import VanishingGradients
 from gradwatch.integrations.keras import GradWatchCallback
 from gradwatch.integrations.keras_stats import KerasCollector
-from gradwatch.report import Report, schema_path
+from gradwatch.report import Report
+from gradwatch.summary_check import schema_path
 
 
 def test_deep_sigmoid_stack_summary_and_remedies(tmp_path):

@@ -11,7 +11,7 @@ import torch
 from benchmarks.clinic.lightning_cases import healthy, loader, sick, trainer
 from gradwatch import GradWatchWarning
 from gradwatch.integrations.lightning import GradWatchCallback
-from gradwatch.report import schema_path
+from gradwatch.summary_check import schema_path
 
 
 def fit(model, callback, **trainer_options):

@@ -100,7 +100,7 @@ def test_correct_loops_name_no_mistake(twin):
 def test_mistake_ids_are_in_the_summary_schema():
     import json
 
-    from gradwatch.report import schema_path
+    from gradwatch.summary_check import schema_path
 
     enum = json.loads(schema_path().read_text())["$defs"]["finding"]["properties"]["symptom"]["enum"]
     assert set(MISTAKES) <= set(enum)

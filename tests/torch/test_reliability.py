@@ -22,7 +22,8 @@ from gradwatch.detectors import VanishingGradients
 from gradwatch.integrations.pytorch import watch
 from gradwatch.integrations.torch_probes import ForwardProbes
 from gradwatch.integrations.torch_stats import TorchCollector
-from gradwatch.report import Report, schema_path
+from gradwatch.report import Report
+from gradwatch.summary_check import schema_path
 
 
 def train(model, optimizer, watcher, steps=25, make_input=lambda: torch.randn(16, 8)):

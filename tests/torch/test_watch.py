@@ -21,7 +21,7 @@ from gradwatch import GradWatchWarning
 from gradwatch.demo import teacher_data
 from gradwatch.integrations.pytorch import watch
 from gradwatch.integrations.torch_stats import TorchCollector
-from gradwatch.report import schema_path
+from gradwatch.summary_check import schema_path
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -14,7 +14,7 @@ import jsonschema
 from gradwatch import GradWatchWarning
 from gradwatch.detectors import Detector, default_detectors
 from gradwatch.integrations.transformers import GradWatchCallback
-from gradwatch.report import schema_path
+from gradwatch.summary_check import schema_path
 
 VOCAB, LENGTH = 64, 16
 ABSURD_LR = 30.0
