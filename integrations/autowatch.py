@@ -62,7 +62,7 @@ TORCH, LIGHTNING, PL, HF, KERAS, DROP_IN = (
     "pytorch_lightning.trainer.trainer",
     "transformers.trainer",
     "keras.src.models.model",
-    "gradwatch.integrations.pytorch",
+    "gradwatch.integrations.torch_watch",
 )
 
 
@@ -323,7 +323,7 @@ class _TorchHooks:
             if hooks.searching and not hooks.auto._inside_fit:
                 hooks.auto.guarded(FINDING, hooks._search, tensor)
                 if FINDING in hooks.auto.failed:
-                    hooks._stop_tracking()
+                    hooks.auto.guarded("dropping the candidate", hooks.drop_candidate, stop=True)
             result = hooks._backward(tensor, *args, **kwargs)
             if hooks.auto.watchers and not hooks.auto._inside_fit:
                 hooks.auto.guarded("reading the loss", hooks._loss, tensor)
@@ -375,7 +375,7 @@ class _TorchHooks:
 
     def _watch_early(self, optimizer: Any) -> None:
         """Watch the top module holding the most of the first optimizer's weights, silently until confirmed."""
-        from .pytorch import _WATCHERS, watch
+        from .torch_watch import _WATCHERS, watch
 
         if any((ref() is not None and ref().session.final is None) for ref in list(_WATCHERS.values())):  # type: ignore[union-attr]
             return  # the script watches a model itself
@@ -434,7 +434,7 @@ class _TorchHooks:
     def _search(self, loss: Any) -> None:
         if not isinstance(loss, self.torch.Tensor) or loss.dim() != 0 or loss.grad_fn is None:
             return
-        from .pytorch import _WATCHERS, watch
+        from .torch_watch import _WATCHERS, watch
 
         candidate = self.candidate
         if any((ref() is not None and ref() is not candidate and ref().session.final is None) for ref in list(_WATCHERS.values())):  # type: ignore[union-attr]

@@ -36,7 +36,9 @@ for step in range(40):
     optimizer.zero_grad()
     loss.backward()
     optimizer.step()
-print(f"rank {rank} final", loss.item().hex(), sum(p.double().sum().item() for p in model.parameters()).hex(), flush=True)
+weights = sum(p.double().sum().item() for p in model.parameters())
+sys.stdout.write(f"rank {rank} final {loss.item().hex()} {weights.hex()}\n")  # one write: the ranks share the launcher's stdout
+sys.stdout.flush()
 dist.destroy_process_group()
 """
 
@@ -96,7 +98,9 @@ if __name__ == "__main__":
     )
     model = Tiny()
     trainer.fit(model, data)
-    print(f"rank {trainer.global_rank} weights", sum(p.double().sum().item() for p in model.parameters()).hex(), flush=True)
+    weights = sum(p.double().sum().item() for p in model.parameters())
+    sys.stdout.write(f"rank {trainer.global_rank} weights {weights.hex()}\n")  # one write: the ranks share the parent's stdout
+    sys.stdout.flush()
     sys.exit(4)
 """
 
