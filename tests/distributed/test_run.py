@@ -37,7 +37,7 @@ for step in range(40):
     loss.backward()
     optimizer.step()
 weights = sum(p.double().sum().item() for p in model.parameters())
-sys.stdout.write(f"rank {rank} final {loss.item().hex()} {weights.hex()}\n")  # one write: the ranks share the launcher's stdout
+sys.stdout.write(f"rank {rank} final {loss.item().hex()} {weights.hex()}\\n")  # one write: the ranks share the launcher's stdout
 sys.stdout.flush()
 dist.destroy_process_group()
 """
@@ -99,7 +99,7 @@ if __name__ == "__main__":
     model = Tiny()
     trainer.fit(model, data)
     weights = sum(p.double().sum().item() for p in model.parameters())
-    sys.stdout.write(f"rank {trainer.global_rank} weights {weights.hex()}\n")  # one write: the ranks share the parent's stdout
+    sys.stdout.write(f"rank {trainer.global_rank} weights {weights.hex()}\\n")  # one write: the ranks share the parent's stdout
     sys.stdout.flush()
     sys.exit(4)
 """
