@@ -39,6 +39,13 @@ NOT_AUTOMATIC = {
         ("clear_gradients", "train_mode", "add_to_optimizer", "fix_schedule", "pair_inputs_and_labels", "unfreeze"),
         "a fix to your training code (the loop, the optimizer, the schedule or the data), not to the model: apply it there",
     ),
+    "qk_norm": "changes the attention's forward pass (a LayerNorm on queries and keys): a design decision of yours",
+    "z_loss": "changes your loss (a small penalty on the output log-partition), which lives in your training code",
+    "skip_batch": "changes your training loop (skip the update when the loss or the gradient norm jumps)",
+    **dict.fromkeys(
+        ("warmup", "adam_epsilon"),
+        "not tried automatically yet: trial() scales the learning rate and weight decay, it builds no schedule or optimizer",
+    ),
 }
 
 

@@ -1,10 +1,5 @@
-"""Keras 3: ``model.fit(..., callbacks=[GradWatchCallback(summary_path="gw.json")])``.
-
-Works under ``fit`` compiled with ``tf.function`` (and ``jit_compile``) on
-TensorFlow and eagerly on torch; see ``keras_stats`` for how gradients are
-read. The callback translates Keras events into core calls: no thresholds and
-no diagnosis here.
-"""
+"""Keras 3: the ``GradWatchCallback`` (imported from ``gradwatch.integrations.keras``), which translates Keras
+events into core calls: no thresholds and no diagnosis here."""
 
 from __future__ import annotations
 
@@ -24,7 +19,6 @@ from ._keras import keras
 from .keras_facts import learning_rate, model_facts
 from .keras_fit import FitCalls, steps_in_call, steps_per_execution
 from .keras_stats import KerasCollector
-from .keras_trial import trial
 
 COLLECTOR = "keras collector"
 
@@ -145,4 +139,4 @@ class GradWatchCallback(keras.callbacks.Callback):
         self.session.load_state_dict(state["monitor"])
 
 
-__all__ = ["GradWatchCallback", "trial"]
+__all__ = ["GradWatchCallback"]

@@ -41,6 +41,7 @@ from gradwatch.trial import (
 )
 
 from ._keras import keras
+from .keras_callback import GradWatchCallback
 from .keras_facts import model_facts
 
 Edit = Callable[[Any, list[str]], Any]  # (keras.Model, layer names of the fresh model by index) -> a new keras.Model
@@ -159,8 +160,6 @@ class _Runner:
         return model
 
     def run(self, recipe: KerasRecipe, name: str) -> tuple[Report, list[float], float]:
-        from .keras import GradWatchCallback
-
         start = time.perf_counter()
         model = self.build(recipe)
         x = _standardized(self.x) if recipe.standardize else self.x

@@ -40,6 +40,7 @@ from gradwatch.trial import (
 
 from ._torch import torch
 from .torch_facts import model_facts, module_path
+from .torch_watch import watch
 
 nn = torch.nn
 Batches = Iterable[Any] | Callable[[], Iterable[Any]]
@@ -203,9 +204,6 @@ class _Runner:
             group["lr"] = group["lr"] * recipe.lr_scale
             if "weight_decay" in group:
                 group["weight_decay"] = group["weight_decay"] * recipe.weight_decay_scale
-        # pytorch.py re-exports trial(): import watch here, not at module level
-        from .pytorch import watch
-
         summary = self.summary_dir / f"{name}.json" if self.summary_dir is not None else None
         watcher = watch(
             model, optimizer, summary_path=summary, every_n_steps=self.every_n_steps,

@@ -1,16 +1,6 @@
-"""Plain PyTorch: ``watch(model, optimizer)`` and a ``Watcher`` that diagnoses the run.
+"""Plain PyTorch: ``watch()`` and the ``Watcher`` it makes, which follows a training loop's steps.
 
-    watcher = watch(model, optimizer, summary_path="gradwatch.json")
-    for x, y in data:
-        ...; loss.backward(); optimizer.step(); watcher.step(loss)
-    report = watcher.close()     # console report + JSON summary
-
-Gradients are read by optimizer step hooks (after backward, before the step),
-update sizes across the step, activations by forward hooks; on sampled steps
-the backward pass also reports the gradient norm before any clipping. A loop
-that updates the weights by hand (no optimizer) is measured from the backward
-pass and ``watcher.step()``. Unsampled steps cost a few Python calls and one
-on-device addition for the loss.
+Users import both from ``gradwatch.integrations.pytorch``, whose docstring shows the loop.
 """
 
 from __future__ import annotations
@@ -29,7 +19,6 @@ from . import torch_distributed
 from ._torch import ModelHook, is_compiling, torch
 from .torch_cycle import TorchCycle
 from .torch_optimizers import OptimizerBinding, hookable, trains
-from .torch_trial import trial
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -254,4 +243,4 @@ def watch(model: torch.nn.Module, optimizer: torch.optim.Optimizer | None = None
     return Watcher(model, optimizer, **options)
 
 
-__all__ = ["Watcher", "trial", "watch"]
+__all__ = ["Watcher", "watch"]
