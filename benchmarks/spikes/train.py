@@ -166,6 +166,7 @@ def run(config: RunConfig, *, detectors: bool = True, keep_traces: bool = True) 
         "max_attn_logit": [],
         "out_logsumexp": [],
         "layers": probe.names,
+        "layer_sizes": [p.numel() for p in probe.params],  # to turn a norm into an RMS: norm / sqrt(size)
         "layer_grad_norm": [],
         "layer_update_norm": [],
         "layer_weight_norm": [],
