@@ -19,6 +19,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="a small subset (6 runs, about a minute)")
     parser.add_argument("--seeds", type=int, default=2, help="seeds per configuration (default 2)")
+    parser.add_argument("--first-seed", type=int, default=0, help="first seed (default 0; another value gives held-out runs of the same grid)")
     parser.add_argument("--steps", type=int, default=400, help="training steps per run (default 400; warmup is half of them)")
     parser.add_argument("--limit", type=int, default=None, help="run only the first N configurations")
     parser.add_argument("--with-instant", action="store_true", help="also run the cells that blow up in their first steps")
@@ -27,7 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", type=Path, default=None, help="write the per-run rows and the summary here")
     parser.add_argument("--save-traces", type=Path, default=None, metavar="DIR", help="write each run's per-step traces to DIR/<run>.json")
     args = parser.parse_args(argv)
-    configs = grid(seeds=args.seeds, steps=args.steps, quick=args.quick, with_instant=args.with_instant)
+    configs = grid(seeds=args.seeds, steps=args.steps, quick=args.quick, with_instant=args.with_instant, first_seed=args.first_seed)
     if args.limit is not None:
         configs = configs[: args.limit]
     ids = frozenset(name.strip() for name in args.ids.split(",") if name.strip())

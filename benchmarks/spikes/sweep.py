@@ -29,8 +29,12 @@ INSTANT_LRS = (0.6,)
 VARIANTS = ((False, 0.0, 1e-8), (True, 1e-4, 1e-8), (True, 0.0, 1e-4), (False, 1e-4, 1e-4))
 
 
-def grid(seeds: int = 2, steps: int = STEPS, quick: bool = False, with_instant: bool = False) -> list[RunConfig]:
-    """The default sweep (or its --quick subset): every (LR, warmup) cell, every variant, ``seeds`` seeds."""
+def grid(seeds: int = 2, steps: int = STEPS, quick: bool = False, with_instant: bool = False, first_seed: int = 0) -> list[RunConfig]:
+    """The default sweep (or its --quick subset): every (LR, warmup) cell, every variant, seeds ``first_seed`` on.
+
+    Seeds other than the default 0 and 1 (``first_seed=100``, say) give held-out runs of the same kind: the same
+    grid on other initialisations and batch orders.
+    """
     warmup = round(WARMUP_STEPS * steps / STEPS)
     cells = [(lr, 0) for lr in LRS_WITHOUT_WARMUP + (INSTANT_LRS if with_instant else ())] + [(lr, warmup) for lr in LRS_WITH_WARMUP]
     variants: Sequence[tuple[bool, float, float]] = VARIANTS
@@ -40,7 +44,7 @@ def grid(seeds: int = 2, steps: int = STEPS, quick: bool = False, with_instant: 
         seeds = min(seeds, 1)
     return [
         RunConfig(lr=lr, warmup=w, qk_norm=qk, z_loss=z, eps=eps, seed=seed, steps=steps)
-        for seed in range(seeds)
+        for seed in range(first_seed, first_seed + seeds)
         for lr, w in cells
         for qk, z, eps in variants
     ]
