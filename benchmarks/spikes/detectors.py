@@ -23,8 +23,8 @@ ZCLIP_WARMUP = 25
 ZCLIP_CLIP = 2.5
 ZCLIP_THRESHOLDS = (2.5, 3.0, 4.0, 5.0, 6.0, 8.0, 10.0, 15.0, 20.0, 30.0)
 
-# Lightning SpikeDetection: flags a loss that is worse than the previous one by more than rtol x the running
-# mean of the last ``window`` losses. Shipped default: window 10, warmup 1, rtol 2.0, atol None.
+# Lightning SpikeDetection: flags a loss that is worse than the previous one and at least rtol x the running mean
+# of the last ``window`` losses away from that mean (or not finite). Shipped default: window 10, warmup 1, rtol 2.0.
 LIGHTNING_RTOLS = (0.1, 0.2, 0.3, 0.5, 1.0, 2.0, 4.0)
 LIGHTNING_DEFAULT_RTOL = 2.0
 
