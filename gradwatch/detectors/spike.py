@@ -285,7 +285,10 @@ class DivergenceForecast(Detector):
 
     - ``adam_moments``: a layer's gradient RMS is ``moment_jump`` times the RMS
       of Adam's bias-corrected second-moment estimate (the step Adam takes
-      leaves its usual size);
+      leaves its usual size), judged from the ``MIN_HISTORY``-th sample that
+      holds the moments on (before, the estimate rests on the first few
+      gradients, which grow fast at the start of training: on the issue-28
+      sweep this alone fired at step 8 of runs that diverged 130 steps later);
     - ``update_jump``: a layer's update or gradient norm jumps ``LAYER_JUMP`` times its
       own recent level while the loss rises ``SPIKE_RISE`` above its own;
     - ``loss_spike``: the loss rose ``SPIKE_RISE`` above its recent level.
@@ -307,11 +310,12 @@ class DivergenceForecast(Detector):
     """
 
     declares = DIVERGENCE_FORECAST
-    state = ("level", "jumps", "start_partition", "raised", "diverged_at")
+    state = ("level", "jumps", "start_partition", "raised", "diverged_at", "moments_seen")
     sees_nonfinite = True
 
     def __init__(self, *, moment_jump: float = 30.0) -> None:
         self.moment_jump = check_positive("moment_jump", moment_jump)
+        self.moments_seen = 0  # samples that held Adam's moments
         self.level = LossLevel()
         self.jumps = LayerJumps()
         self.start_partition: float | None = None
@@ -350,7 +354,9 @@ class DivergenceForecast(Detector):
         if jumps and rise is not None:
             signs.append(Precursor("update_jump", jumps[0].layer, jumps[0].factor, jumps[0].text() + f" as the loss rose {fmt(1 + rise)}×"))
         worst = _moment_outlier(sample.layers)
-        if worst is not None and worst[1] > self.moment_jump:
+        settled = worst is not None and self.moments_seen >= MIN_HISTORY  # the estimate has a few samples behind it
+        self.moments_seen += worst is not None
+        if worst is not None and settled and worst[1] > self.moment_jump:
             layer, factor = worst
             text = f"{layer}'s gradient RMS is {fmt(factor)}× the RMS of Adam's second-moment estimate (its step leaves its usual size)"
             signs.append(Precursor("adam_moments", layer, factor, text))
