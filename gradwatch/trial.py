@@ -1,8 +1,10 @@
 """Remedy trials as data: the baseline run, one short run per remedied variant, and the verdict.
 
 Adapters (``gradwatch.integrations.pytorch.trial``, ``...keras.trial``) train
-the runs; this module only holds and judges their outcome, and reads and
-writes it as JSON (schema ``gradwatch.trial/1``).
+the runs; this module plans them (``plan``: which ``Recipe`` per ranked
+remedy, from the adapter's planners, and which pairs to combine), holds and
+judges their outcome, and reads and writes it as JSON (schema
+``gradwatch.trial/1``).
 """
 
 from __future__ import annotations
@@ -11,10 +13,10 @@ import json
 import math
 import os
 import statistics
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 from . import remedies as ranking
 from .report import Report, read_json, write_atomic
@@ -47,6 +49,101 @@ NOT_AUTOMATIC = {
         "not tried automatically yet: trial() scales the learning rate and weight decay, it builds no schedule or optimizer",
     ),
 }
+
+
+Edit = Callable[..., Any]  # a framework's change to a fresh model (torch edits it in place, Keras returns a rebuilt one)
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How one variant differs from the baseline: model edits (in order) and optimisation changes.
+
+    ``edits`` are ``(order, edit)``: activation swaps 0, inserted layers 1,
+    re-initialisation 2, so combined recipes apply them in that order.
+    ``fresh``: indices of layers whose new initialisation is the point (the
+    others keep the baseline's initial weights where the framework rebuilds
+    the model). ``standardize``: the adapter's way to standardise the inputs,
+    or None.
+    """
+
+    remedies: tuple[str, ...]
+    words: tuple[str, ...]
+    edits: tuple[tuple[int, Edit], ...] = ()
+    fresh: frozenset[int] = frozenset()
+    lr_scale: float = 1.0
+    weight_decay_scale: float = 1.0
+    clip_norm: float | None = None
+    standardize: Any = None
+
+    def __add__(self, other: Recipe) -> Recipe:
+        return Recipe(
+            self.remedies + other.remedies,
+            self.words + other.words,
+            tuple(sorted(self.edits + other.edits, key=lambda pair: pair[0])),
+            self.fresh | other.fresh,
+            self.lr_scale * other.lr_scale,
+            self.weight_decay_scale * other.weight_decay_scale,
+            self.clip_norm or other.clip_norm,
+            self.standardize if self.standardize is not None else other.standardize,
+        )
+
+
+Planner = Callable[[Report], "list[Recipe] | str"]  # the recipes for one remedy on this model, or why it cannot be applied
+
+
+def plan(
+    ranked: Sequence[str], report: Report, planners: Mapping[str, Planner], *, check: Callable[[Recipe], str | None] | None = None
+) -> tuple[list[Recipe], list[NotApplicable]]:
+    """The variants to train for ``ranked`` remedies: each applicable one's recipes, then the combinations.
+
+    ``planners``: the adapter's planner per remedy id, given the report.
+    ``check``: why this model cannot take a recipe (None: it can). The rest are
+    listed with their reason, never dropped.
+    """
+    recipes: list[Recipe] = []
+    skipped: list[NotApplicable] = []
+    for remedy in ranked:
+        planner = planners.get(remedy)
+        planned = NOT_AUTOMATIC.get(remedy) or (planner(report) if planner else "no automatic variant of it in this framework yet")
+        if isinstance(planned, str):
+            skipped.append(NotApplicable(remedy, planned))
+            continue
+        for recipe in planned:
+            reason = check(recipe) if check is not None else None
+            if reason is None:
+                recipes.append(recipe)
+            else:
+                skipped.append(NotApplicable(remedy, reason))
+    singles = [r for r in recipes if len(r.remedies) == 1]
+    return recipes + [singles[i] + singles[j] for i, j in combinations([r.remedies for r in singles])], skipped
+
+
+P = TypeVar("P", bound=Callable[..., "list[Recipe] | str"])
+
+
+def plans(table: dict[str, Callable[..., list[Recipe] | str]], remedy: str) -> Callable[[P], P]:
+    """Register the decorated function as an adapter's planner for ``remedy`` in its ``table``."""
+
+    def register(planner: P) -> P:
+        table[remedy] = planner
+        return planner
+
+    return register
+
+
+def lr_recipes(report: Report, remedy: str, lr: float | None) -> list[Recipe]:
+    """``lower_lr`` or ``raise_lr``: one recipe per sized factor, its words showing ``lr`` (None: unknown) before and after."""
+    scales = lr_lower_scales(report) if remedy == "lower_lr" else lr_raise_scales(report)
+    return [Recipe((remedy,), (f"{_lr_words(lr, scale)}, {basis}",), lr_scale=scale) for scale, basis in scales]
+
+
+def _lr_words(lr: float | None, scale: float) -> str:
+    return f"learning rate ×{scale:g}" + (f" ({lr:.3g} → {lr * scale:.3g})" if lr is not None else "")
+
+
+def clipping_recipe(words: str) -> list[Recipe]:
+    """``gradient_clipping``: the global gradient norm clipped at ``CLIP_NORM``, as the adapter says it in ``words``."""
+    return [Recipe(("gradient_clipping",), (words,), clip_norm=CLIP_NORM)]
 
 
 def final_loss(losses: Sequence[float]) -> float | None:
@@ -351,16 +448,23 @@ def _optional_float(value: Any) -> float | None:
 
 __all__ = [
     "NOT_AUTOMATIC",
+    "Planner",
+    "Recipe",
     "TRIAL_SCHEMA",
     "NotApplicable",
     "TrialResult",
     "TrialRow",
     "combinations",
     "combines",
+    "clipping_recipe",
     "final_loss",
     "load_trial",
     "lr_lower_scales",
     "lr_raise_scales",
+    "lr_recipes",
+    "plan",
+    "plans",
+    "run_trials",
     "ranked_remedies",
     "symptoms_of",
     "trial_schema_path",
@@ -368,19 +472,9 @@ __all__ = [
 ]
 
 
-class Variant(Protocol):
-    """What an adapter plans to try: the remedy ids it applies and what it changes, in words."""
-
-    remedies: tuple[str, ...]
-    words: tuple[str, ...]
-
-
-V = TypeVar("V", bound=Variant)
-
-
 def train_variants(
-    planned: Sequence[V],
-    run: Callable[[V, str], tuple[Report, Sequence[float], float]],
+    planned: Sequence[Recipe],
+    run: Callable[[Recipe, str], tuple[Report, Sequence[float], float]],
     baseline: TrialRow,
     *,
     max_variants: int,
@@ -407,6 +501,33 @@ def train_variants(
             rows.append(variant_row(variant.remedies, "; ".join(variant.words), baseline, symptoms_of(report), losses, seconds))
         progress.advance()
     return rows, skipped
+
+
+def run_trials(
+    framework: str,
+    steps: int,
+    seed: int,
+    run: Callable[[Recipe, str], tuple[Report, Sequence[float], float]],
+    plan_for: Callable[[Sequence[str], Report], tuple[list[Recipe], list[NotApplicable]]],
+    *,
+    remedies: Iterable[str] | None,
+    max_variants: int,
+    progress: Any,
+) -> tuple[TrialResult, Report]:
+    """A whole trial: the baseline, then the variants ``plan_for`` plans for the remedies its report ranks;
+    the result and the baseline's report.
+
+    ``run(recipe, name)`` trains one run and returns its report, per-step
+    losses and seconds; ``remedies`` limits the ids tried; ``progress`` has
+    ``start`` and ``advance``.
+    """
+    report, losses, seconds = run(Recipe((), ("your model as built",)), "baseline")
+    baseline = variant_row((), "your model as built", None, symptoms_of(report), losses, seconds)
+    progress.advance()
+    ranked = ranked_remedies(report, remedies)
+    planned, skipped = plan_for(ranked, report)
+    rows, not_tried = train_variants(planned, run, baseline, max_variants=max_variants, progress=progress)
+    return TrialResult(framework, steps, seed, baseline, rows, skipped + not_tried, ranked=ranked), report
 
 
 def error_line(exc: BaseException) -> str:

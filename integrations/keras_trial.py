@@ -12,10 +12,10 @@ and an optimizer rebuilt from its config (learning rate, weight decay,
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -26,18 +26,16 @@ from gradwatch.report import Report
 from gradwatch.trial import (
     CLIP_NORM,
     LEAKY_SLOPE,
-    NOT_AUTOMATIC,
     WEIGHT_DECAY_SCALE,
     NotApplicable,
+    Recipe,
     TrialResult,
-    combinations,
+    clipping_recipe,
     error_line,
-    lr_lower_scales,
-    lr_raise_scales,
-    ranked_remedies,
-    symptoms_of,
-    train_variants,
-    variant_row,
+    lr_recipes,
+    plan,
+    plans,
+    run_trials,
 )
 
 from ._keras import keras
@@ -49,32 +47,6 @@ SATURATING_KERAS = {"sigmoid", "tanh", "hard_sigmoid", "softsign"}
 WEIGHTED = ("Dense", "Conv1D", "Conv2D", "Conv3D")
 RECURRENT_KERAS = ("SimpleRNN", "LSTM", "GRU")
 CONV_OR_DENSE = WEIGHTED + ("EinsumDense",)
-
-
-@dataclass(frozen=True)
-class KerasRecipe:
-    """How one variant differs: model edits (in order), layers to leave freshly initialised, optimizer factors."""
-
-    remedies: tuple[str, ...]
-    words: tuple[str, ...]
-    edits: tuple[tuple[int, Edit], ...] = ()  # (order, edit): swaps 0, layer insertion 1, re-init 2
-    fresh: frozenset[int] = frozenset()  # indices (in model.layers) of layers whose new initialisation is the point
-    lr_scale: float = 1.0
-    weight_decay_scale: float = 1.0
-    clipnorm: float | None = None
-    standardize: bool = False
-
-    def __add__(self, other: KerasRecipe) -> KerasRecipe:
-        return KerasRecipe(
-            self.remedies + other.remedies,
-            self.words + other.words,
-            tuple(sorted(self.edits + other.edits, key=lambda pair: pair[0])),
-            self.fresh | other.fresh,
-            self.lr_scale * other.lr_scale,
-            self.weight_decay_scale * other.weight_decay_scale,
-            self.clipnorm or other.clipnorm,
-            self.standardize or other.standardize,
-        )
 
 
 def trial(
@@ -106,14 +78,10 @@ def trial(
 
     runner = _Runner(make_model, x, y, epochs, batch_size, seed, every_n_steps, summary_dir)
     with trial_progress(enabled=print_report) as progress:
-        report, losses, seconds = runner.run(KerasRecipe((), ("your model as built",)), "baseline")
-        baseline = variant_row((), "your model as built", None, symptoms_of(report), losses, seconds)
-        progress.advance()
-        ranked = ranked_remedies(report, remedies)
-        planned, skipped = _plan(ranked, report, runner)
-        rows, not_tried = train_variants(planned, runner.run, baseline, max_variants=max_variants, progress=progress)
-        skipped += not_tried
-    result = TrialResult(f"keras/{keras.backend.backend()}", runner.steps, seed, baseline, rows, skipped, ranked=ranked)
+        result, report = run_trials(
+            f"keras/{keras.backend.backend()}", runner.steps, seed, runner.run, lambda ranked, report: _plan(ranked, report, runner),
+            remedies=remedies, max_variants=max_variants, progress=progress,
+        )  # fmt: skip
     if report.facts.regularized:
         result.notes.append("losses exclude the layers' regularization penalties, so variants that change them compare on the data")
     if print_report:
@@ -145,10 +113,10 @@ class _Runner:
         self._last = model
         return model
 
-    def build(self, recipe: KerasRecipe) -> Any:
+    def build(self, recipe: Recipe) -> Any:
         """A fresh model with the recipe's edits, the untouched layers' initial weights, compiled."""
         base = self.fresh_model()
-        if not recipe.edits and recipe.lr_scale == recipe.weight_decay_scale == 1.0 and recipe.clipnorm is None:
+        if not recipe.edits and recipe.lr_scale == recipe.weight_decay_scale == 1.0 and recipe.clip_norm is None:
             return base
         names = [layer.name for layer in base.layers]  # auto-generated names differ between builds: index -> name
         model = base
@@ -159,7 +127,7 @@ class _Runner:
         model.compile(optimizer=_optimizer_like(base.optimizer, recipe), loss=base.loss, **_compile_options(base))
         return model
 
-    def run(self, recipe: KerasRecipe, name: str) -> tuple[Report, list[float], float]:
+    def run(self, recipe: Recipe, name: str) -> tuple[Report, list[float], float]:
         start = time.perf_counter()
         model = self.build(recipe)
         x = _standardized(self.x) if recipe.standardize else self.x
@@ -198,30 +166,24 @@ class _BatchLosses(keras.callbacks.Callback):
         self._mean, self._seen = mean, seen
 
 
-def _plan(ranked: Sequence[str], report: Report, runner: _Runner) -> tuple[list[KerasRecipe], list[NotApplicable]]:
-    """Recipes for the applicable remedies (each edit tried once on a fresh model), then the combinations."""
+def _plan(ranked: Sequence[str], report: Report, runner: _Runner) -> tuple[list[Recipe], list[NotApplicable]]:
+    """Recipes for the applicable remedies, each edit tried once on a fresh model, then the combinations."""
     probe = runner.fresh_model()
-    recipes: list[KerasRecipe] = []
-    skipped: list[NotApplicable] = []
-    for remedy in ranked:
-        if remedy in NOT_AUTOMATIC:
-            skipped.append(NotApplicable(remedy, NOT_AUTOMATIC[remedy]))
-            continue
-        planned = PLANNERS[remedy](report, probe, runner)
-        if isinstance(planned, str):
-            skipped.append(NotApplicable(remedy, planned))
-            continue
-        for recipe in planned:
-            try:
-                model, names = probe, [layer.name for layer in probe.layers]
-                for _, edit in recipe.edits:
-                    model = edit(model, names)
-            except Exception as exc:  # noqa: BLE001  (this model cannot take the edit: say so)
-                skipped.append(NotApplicable(remedy, f"the model could not be rebuilt with it: {error_line(exc)}"))
-            else:
-                recipes.append(recipe)
-    singles = [r for r in recipes if len(r.remedies) == 1]
-    return recipes + [singles[i] + singles[j] for i, j in combinations([r.remedies for r in singles])], skipped
+    planners = {remedy: functools.partial(planner, probe=probe, runner=runner) for remedy, planner in PLANNERS.items()}
+
+    def check(recipe: Recipe) -> str | None:
+        try:
+            model, names = probe, [layer.name for layer in probe.layers]
+            for _, edit in recipe.edits:
+                model = edit(model, names)
+        except Exception as exc:  # noqa: BLE001  (this model cannot take the edit: say so)
+            return f"the model could not be rebuilt with it: {error_line(exc)}"
+        return None
+
+    return plan(ranked, report, planners, check=check)
+
+
+PLANNERS: dict[str, Callable[..., list[Recipe] | str]] = {}  # remedy id -> its planner, registered by @plans
 
 
 # -- one planner per remedy id: a list of recipes, or the reason it cannot be applied ------------------------
@@ -245,7 +207,7 @@ def _activation_key(layer: Any) -> str | None:
     return getattr(function, "__name__", None)
 
 
-def _swap(report: Report, probe: Any, kinds: set[str], target: str, remedy: str, layer_target: Callable[[], Any] | None) -> list[KerasRecipe] | str:
+def _swap(report: Report, probe: Any, kinds: set[str], target: str, remedy: str, layer_target: Callable[[], Any] | None) -> list[Recipe] | str:
     hidden = _hidden_layers(probe)
     indices = [
         i for i, layer in enumerate(hidden)
@@ -268,18 +230,21 @@ def _swap(report: Report, probe: Any, kinds: set[str], target: str, remedy: str,
         return keras.models.clone_model(model, clone_function=clone)
 
     found = "/".join(sorted({_activation_key(hidden[i]) or type(hidden[i]).__name__ for i in indices}))
-    return [KerasRecipe((remedy,), (f"{found} → {target} in {_count(indices, 'layer')}",), ((0, edit),))]
+    return [Recipe((remedy,), (f"{found} → {target} in {_count(indices, 'layer')}",), ((0, edit),))]
 
 
-def plan_relu_family(report: Report, probe: Any, runner: _Runner) -> list[KerasRecipe] | str:
+@plans(PLANNERS, "relu_family")
+def plan_relu_family(report: Report, probe: Any, runner: _Runner) -> list[Recipe] | str:
     return _swap(report, probe, SATURATING_KERAS, "relu", "relu_family", None)
 
 
-def plan_leaky_relu(report: Report, probe: Any, runner: _Runner) -> list[KerasRecipe] | str:
+@plans(PLANNERS, "leaky_relu")
+def plan_leaky_relu(report: Report, probe: Any, runner: _Runner) -> list[Recipe] | str:
     return _swap(report, probe, {"relu", "relu6"}, "leaky_relu", "leaky_relu", lambda: keras.layers.LeakyReLU(negative_slope=LEAKY_SLOPE))
 
 
-def plan_matched_init(report: Report, probe: Any, runner: _Runner) -> list[KerasRecipe] | str:
+@plans(PLANNERS, "matched_init")
+def plan_matched_init(report: Report, probe: Any, runner: _Runner) -> list[Recipe] | str:
     indices = [i for i, layer in enumerate(probe.layers) if type(layer).__name__ in CONV_OR_DENSE]
     if not indices:
         return "no Dense or Conv layer to re-initialise"
@@ -298,7 +263,7 @@ def plan_matched_init(report: Report, probe: Any, runner: _Runner) -> list[Keras
         return keras.models.clone_model(model, clone_function=clone)
 
     words = f"He/LeCun/Glorot init by each layer's activation, biases 0, in {_count(indices, 'layer')}"
-    return [KerasRecipe(("matched_init",), (words,), ((2, edit),), frozenset(indices))]
+    return [Recipe(("matched_init",), (words,), ((2, edit),), frozenset(indices))]
 
 
 def _matched_initializer(activation: str | None) -> str:
@@ -309,8 +274,9 @@ def _matched_initializer(activation: str | None) -> str:
     return "glorot_uniform"
 
 
-def plan_normalization(report: Report, probe: Any, runner: _Runner) -> list[KerasRecipe] | str:
-    recipes: list[KerasRecipe] = []
+@plans(PLANNERS, "normalization")
+def plan_normalization(report: Report, probe: Any, runner: _Runner) -> list[Recipe] | str:
+    recipes: list[Recipe] = []
     reasons: list[str] = []
     indices = [i for i, layer in enumerate(_hidden_layers(probe)) if type(layer).__name__ in WEIGHTED]
     if not isinstance(probe, keras.Sequential):
@@ -334,7 +300,7 @@ def plan_normalization(report: Report, probe: Any, runner: _Runner) -> list[Kera
                     layers.append(keras.layers.Activation(activation, name=f"{layer.name}_gw_act"))
             return keras.Sequential(layers, name=model.name)
 
-        recipes.append(KerasRecipe(("normalization",), (f"BatchNormalization after {_count(indices, 'layer')}, not the output layer",), ((1, edit),)))
+        recipes.append(Recipe(("normalization",), (f"BatchNormalization after {_count(indices, 'layer')}, not the output layer",), ((1, edit),)))
     x = np.asarray(runner.x)
     if x.dtype.kind != "f" or x.ndim < 2:
         reasons.append("inputs are not a floating-point array that could be standardised")
@@ -344,15 +310,16 @@ def plan_normalization(report: Report, probe: Any, runner: _Runner) -> list[Kera
             reasons.append(f"inputs already look standardised (mean {mean:.2g}, std {std:.2g})")
         else:
             words = f"inputs standardised per feature (mean {mean:.2g} → 0, std {std:.2g} → 1)"
-            recipes.append(KerasRecipe(("normalization",), (words,), standardize=True))
+            recipes.append(Recipe(("normalization",), (words,), standardize=True))
     return recipes or "; ".join(reasons)
 
 
-def plan_gradient_clipping(report: Report, probe: Any, runner: _Runner) -> list[KerasRecipe] | str:
+@plans(PLANNERS, "gradient_clipping")
+def plan_gradient_clipping(report: Report, probe: Any, runner: _Runner) -> list[Recipe] | str:
     config = probe.optimizer.get_config()
     if config.get("global_clipnorm") or config.get("clipvalue"):
         return "the optimizer already clips (global_clipnorm or clipvalue)"
-    return [KerasRecipe(("gradient_clipping",), (f"optimizer clipnorm={CLIP_NORM:g}",), clipnorm=CLIP_NORM)]
+    return clipping_recipe(f"optimizer clipnorm={CLIP_NORM:g}")
 
 
 def _lr(probe: Any) -> float | None:
@@ -360,27 +327,20 @@ def _lr(probe: Any) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
-def plan_lower_lr(report: Report, probe: Any, runner: _Runner) -> list[KerasRecipe] | str:
+@plans(PLANNERS, "lower_lr")
+def plan_lower_lr(report: Report, probe: Any, runner: _Runner) -> list[Recipe] | str:
     lr = _lr(probe)
-    if lr is None:
-        return "the learning rate is a schedule: scale it in your own schedule"
-    return [
-        KerasRecipe(("lower_lr",), (f"learning rate ×{scale:g} ({lr:.3g} → {lr * scale:.3g}), {basis}",), lr_scale=scale)
-        for scale, basis in lr_lower_scales(report)
-    ]
+    return lr_recipes(report, "lower_lr", lr) if lr is not None else "the learning rate is a schedule: scale it in your own schedule"
 
 
-def plan_raise_lr(report: Report, probe: Any, runner: _Runner) -> list[KerasRecipe] | str:
+@plans(PLANNERS, "raise_lr")
+def plan_raise_lr(report: Report, probe: Any, runner: _Runner) -> list[Recipe] | str:
     lr = _lr(probe)
-    if lr is None:
-        return "the learning rate is a schedule: scale it in your own schedule"
-    return [
-        KerasRecipe(("raise_lr",), (f"learning rate ×{scale:g} ({lr:.3g} → {lr * scale:.3g}), {basis}",), lr_scale=scale)
-        for scale, basis in lr_raise_scales(report)
-    ]
+    return lr_recipes(report, "raise_lr", lr) if lr is not None else "the learning rate is a schedule: scale it in your own schedule"
 
 
-def plan_reduce_weight_decay(report: Report, probe: Any, runner: _Runner) -> list[KerasRecipe] | str:
+@plans(PLANNERS, "reduce_weight_decay")
+def plan_reduce_weight_decay(report: Report, probe: Any, runner: _Runner) -> list[Recipe] | str:
     decay = probe.optimizer.get_config().get("weight_decay")
     regularized = [
         i for i, layer in enumerate(probe.layers)
@@ -408,7 +368,7 @@ def plan_reduce_weight_decay(report: Report, probe: Any, runner: _Runner) -> lis
 
         words.append(f"regularizer factors ×{WEIGHT_DECAY_SCALE:g} in {_count(regularized, 'layer')}")
         edits.append((0, edit))
-    return [KerasRecipe(("reduce_weight_decay",), tuple(words), tuple(edits), weight_decay_scale=WEIGHT_DECAY_SCALE)]
+    return [Recipe(("reduce_weight_decay",), tuple(words), tuple(edits), weight_decay_scale=WEIGHT_DECAY_SCALE)]
 
 
 def _scaled_regularizer(regularizer: Any) -> Any:
@@ -416,7 +376,8 @@ def _scaled_regularizer(regularizer: Any) -> Any:
     return regularizer.__class__.from_config({k: v * WEIGHT_DECAY_SCALE if isinstance(v, float) else v for k, v in config.items()})
 
 
-def plan_gated_rnn(report: Report, probe: Any, runner: _Runner) -> list[KerasRecipe] | str:
+@plans(PLANNERS, "gated_rnn")
+def plan_gated_rnn(report: Report, probe: Any, runner: _Runner) -> list[Recipe] | str:
     indices = [i for i, layer in enumerate(probe.layers) if type(layer).__name__ == "SimpleRNN"]
     if not indices:
         return "no SimpleRNN layer to replace"
@@ -433,10 +394,11 @@ def plan_gated_rnn(report: Report, probe: Any, runner: _Runner) -> list[KerasRec
 
         return keras.models.clone_model(model, clone_function=clone)
 
-    return [KerasRecipe(("gated_rnn",), (f"SimpleRNN → GRU of the same size in {_count(indices, 'layer')}",), ((0, edit),), frozenset(indices))]
+    return [Recipe(("gated_rnn",), (f"SimpleRNN → GRU of the same size in {_count(indices, 'layer')}",), ((0, edit),), frozenset(indices))]
 
 
-def plan_recurrent_init(report: Report, probe: Any, runner: _Runner) -> list[KerasRecipe] | str:
+@plans(PLANNERS, "recurrent_init")
+def plan_recurrent_init(report: Report, probe: Any, runner: _Runner) -> list[Recipe] | str:
     recurrent = [i for i, layer in enumerate(probe.layers) if type(layer).__name__ in RECURRENT_KERAS]
     if not recurrent:
         return "no SimpleRNN/LSTM/GRU layer whose recurrent weights could be re-initialised"
@@ -455,21 +417,7 @@ def plan_recurrent_init(report: Report, probe: Any, runner: _Runner) -> list[Ker
 
         return keras.models.clone_model(model, clone_function=clone)
 
-    return [KerasRecipe(("recurrent_init",), (f"orthogonal recurrent init in {_count(off, 'layer')}",), ((2, edit),), frozenset(off))]
-
-
-PLANNERS: dict[str, Callable[[Report, Any, _Runner], list[KerasRecipe] | str]] = {
-    "relu_family": plan_relu_family,
-    "leaky_relu": plan_leaky_relu,
-    "matched_init": plan_matched_init,
-    "normalization": plan_normalization,
-    "gradient_clipping": plan_gradient_clipping,
-    "lower_lr": plan_lower_lr,
-    "raise_lr": plan_raise_lr,
-    "reduce_weight_decay": plan_reduce_weight_decay,
-    "gated_rnn": plan_gated_rnn,
-    "recurrent_init": plan_recurrent_init,
-}
+    return [Recipe(("recurrent_init",), (f"orthogonal recurrent init in {_count(off, 'layer')}",), ((2, edit),), frozenset(off))]
 
 
 def _copy_initial_weights(base: Any, model: Any, fresh: frozenset[str]) -> None:
@@ -484,14 +432,14 @@ def _copy_initial_weights(base: Any, model: Any, fresh: frozenset[str]) -> None:
             layer.set_weights(weights)
 
 
-def _optimizer_like(optimizer: Any, recipe: KerasRecipe) -> Any:
+def _optimizer_like(optimizer: Any, recipe: Recipe) -> Any:
     config = dict(optimizer.get_config())
     if recipe.lr_scale != 1.0:
         config["learning_rate"] = float(config["learning_rate"]) * recipe.lr_scale
     if recipe.weight_decay_scale != 1.0 and config.get("weight_decay"):
         config["weight_decay"] = float(config["weight_decay"]) * recipe.weight_decay_scale
-    if recipe.clipnorm is not None:
-        config["clipnorm"] = recipe.clipnorm
+    if recipe.clip_norm is not None:
+        config["clipnorm"] = recipe.clip_norm
     return optimizer.__class__.from_config(config)
 
 
@@ -515,4 +463,4 @@ def _count(indices: Sequence[int], noun: str) -> str:
     return f"{len(indices)} {noun}{'s' if len(indices) != 1 else ''} (model.layers[{shown}])"
 
 
-__all__ = ["KerasRecipe", "trial"]
+__all__ = ["trial"]

@@ -12,6 +12,7 @@ with the reason. The user's own model and optimizer are never touched.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -24,18 +25,14 @@ from gradwatch.report import Report
 from gradwatch.trial import (
     CLIP_NORM,
     LEAKY_SLOPE,
-    NOT_AUTOMATIC,
     WEIGHT_DECAY_SCALE,
-    NotApplicable,
+    Recipe,
     TrialResult,
-    combinations,
-    combines,
-    lr_lower_scales,
-    lr_raise_scales,
-    ranked_remedies,
-    symptoms_of,
-    train_variants,
-    variant_row,
+    clipping_recipe,
+    lr_recipes,
+    plan,
+    plans,
+    run_trials,
 )
 
 from ._torch import torch
@@ -44,38 +41,10 @@ from .torch_watch import watch
 
 nn = torch.nn
 Batches = Iterable[Any] | Callable[[], Iterable[Any]]
-Edit = Callable[[torch.nn.Module], None]
 
 CONV_NORM = {nn.Conv1d: nn.BatchNorm1d, nn.Conv2d: nn.BatchNorm2d, nn.Conv3d: nn.BatchNorm3d}
 WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 RELU_SWAP = nn.ReLU  # what relu_family swaps Sigmoid/Tanh to (He init matches it)
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How one variant differs from the baseline: model edits (in order) and optimisation changes."""
-
-    remedies: tuple[str, ...]
-    words: tuple[str, ...]
-    edits: tuple[tuple[int, Edit], ...] = ()  # (order, edit): swaps 0, norm insertion 1, re-init 2
-    lr_scale: float = 1.0
-    weight_decay_scale: float = 1.0
-    clip_norm: float | None = None
-    standardize: tuple[torch.Tensor, torch.Tensor] | None = None
-
-    def combines_with(self, other: Recipe) -> bool:
-        return combines(self.remedies, other.remedies)
-
-    def __add__(self, other: Recipe) -> Recipe:
-        return Recipe(
-            self.remedies + other.remedies,
-            self.words + other.words,
-            tuple(sorted(self.edits + other.edits, key=lambda pair: pair[0])),
-            self.lr_scale * other.lr_scale,
-            self.weight_decay_scale * other.weight_decay_scale,
-            self.clip_norm or other.clip_norm,
-            self.standardize or other.standardize,
-        )
 
 
 @dataclass
@@ -128,15 +97,11 @@ def trial(
     runner = _Runner(make_model, make_optimizer, batches, loss_fn, steps, seed, every_n_steps, summary_dir)
     with torch.random.fork_rng(), trial_progress(enabled=print_report) as progress:  # the caller's RNG state is restored
         probe = runner.probe()  # also warms up the framework before the baseline is timed
-        report, losses, seconds = runner.run(Recipe((), ("your model as built",)), "baseline")
-        symptoms = symptoms_of(report)
-        baseline = variant_row((), "your model as built", None, symptoms, losses, seconds)
-        progress.advance()
-        ranked = ranked_remedies(report, remedies)
-        planned, skipped = _plan(ranked, report, probe)
-        rows, not_tried = train_variants(planned, runner.run, baseline, max_variants=max_variants, progress=progress)
-        skipped += not_tried
-    result = TrialResult("pytorch", steps, seed, baseline, rows, skipped, ranked=ranked)
+        planners = {remedy: functools.partial(planner, probe=probe) for remedy, planner in PLANNERS.items()}
+        result, _ = run_trials(
+            "pytorch", steps, seed, runner.run, lambda ranked, report: plan(ranked, report, planners),
+            remedies=remedies, max_variants=max_variants, progress=progress,
+        )  # fmt: skip
     if print_report:
         print_trial(result)
     return result
@@ -241,25 +206,7 @@ def _cycle(batches: Batches) -> Iterator[Any]:
             raise ValueError("batches yielded nothing")
 
 
-def _plan(ranked: Sequence[str], report: Report, probe: Probe) -> tuple[list[Recipe], list[NotApplicable]]:
-    """One recipe (or more) per applicable remedy, then the combinations; the rest with their reason."""
-    recipes: list[Recipe] = []
-    skipped: list[NotApplicable] = []
-    for remedy in ranked:
-        if remedy in NOT_AUTOMATIC:
-            skipped.append(NotApplicable(remedy, NOT_AUTOMATIC[remedy]))
-            continue
-        planned = PLANNERS[remedy](report, probe)
-        if isinstance(planned, str):
-            skipped.append(NotApplicable(remedy, planned))
-        else:
-            recipes += planned
-    return recipes + _combinations(recipes), skipped
-
-
-def _combinations(recipes: list[Recipe]) -> list[Recipe]:
-    singles = [r for r in recipes if len(r.remedies) == 1]
-    return [singles[i] + singles[j] for i, j in combinations([r.remedies for r in singles])]
+PLANNERS: dict[str, Callable[..., list[Recipe] | str]] = {}  # remedy id -> its planner, registered by @plans
 
 
 # -- one planner per remedy id: a list of recipes, or the reason it cannot be applied ------------------------
@@ -291,14 +238,17 @@ def _swap_activations(report: Report, probe: Probe, kinds: frozenset[str], make:
     return [Recipe((remedy,), (f"{kinds_found} → {target} in {_count(names, 'module')}",), ((0, edit),))]
 
 
+@plans(PLANNERS, "relu_family")
 def plan_relu_family(report: Report, probe: Probe) -> list[Recipe] | str:
     return _swap_activations(report, probe, SATURATING, RELU_SWAP, "relu_family")
 
 
+@plans(PLANNERS, "leaky_relu")
 def plan_leaky_relu(report: Report, probe: Probe) -> list[Recipe] | str:
     return _swap_activations(report, probe, frozenset({"ReLU", "ReLU6"}), lambda: nn.LeakyReLU(LEAKY_SLOPE), "leaky_relu")
 
 
+@plans(PLANNERS, "matched_init")
 def plan_matched_init(report: Report, probe: Probe) -> list[Recipe] | str:
     layers = [name for name, module in probe.model.named_modules() if isinstance(module, WEIGHTED)]
     if not layers:
@@ -331,6 +281,7 @@ def _matched_init(model: torch.nn.Module) -> None:
                 nn.init.zeros_(module.bias)
 
 
+@plans(PLANNERS, "normalization")
 def plan_normalization(report: Report, probe: Probe) -> list[Recipe] | str:
     recipes: list[Recipe] = []
     output = probe.output_layer()
@@ -379,23 +330,22 @@ def _standardize(probe: Probe) -> Recipe | str:
     return Recipe(("normalization",), (words,), standardize=(feature_mean, feature_std))
 
 
+@plans(PLANNERS, "gradient_clipping")
 def plan_gradient_clipping(report: Report, probe: Probe) -> list[Recipe] | str:
-    return [Recipe(("gradient_clipping",), (f"global gradient norm clipped at {CLIP_NORM:g}",), clip_norm=CLIP_NORM)]
+    return clipping_recipe(f"global gradient norm clipped at {CLIP_NORM:g}")
 
 
+@plans(PLANNERS, "lower_lr")
 def plan_lower_lr(report: Report, probe: Probe) -> list[Recipe] | str:
-    return [Recipe(("lower_lr",), (f"{_lr_words(report, scale)}, {basis}",), lr_scale=scale) for scale, basis in lr_lower_scales(report)]
+    return lr_recipes(report, "lower_lr", report.facts.lr)
 
 
+@plans(PLANNERS, "raise_lr")
 def plan_raise_lr(report: Report, probe: Probe) -> list[Recipe] | str:
-    return [Recipe(("raise_lr",), (f"{_lr_words(report, scale)}, {basis}",), lr_scale=scale) for scale, basis in lr_raise_scales(report)]
+    return lr_recipes(report, "raise_lr", report.facts.lr)
 
 
-def _lr_words(report: Report, scale: float) -> str:
-    lr = report.facts.lr
-    return f"learning rate ×{scale:g}" + (f" ({lr:.3g} → {lr * scale:.3g})" if lr is not None else "")
-
-
+@plans(PLANNERS, "reduce_weight_decay")
 def plan_reduce_weight_decay(report: Report, probe: Probe) -> list[Recipe] | str:
     decay = report.facts.weight_decay
     if not decay:
@@ -404,6 +354,7 @@ def plan_reduce_weight_decay(report: Report, probe: Probe) -> list[Recipe] | str
     return [Recipe(("reduce_weight_decay",), (words,), weight_decay_scale=WEIGHT_DECAY_SCALE)]
 
 
+@plans(PLANNERS, "gated_rnn")
 def plan_gated_rnn(report: Report, probe: Probe) -> list[Recipe] | str:
     names = [name for name, module in probe.model.named_modules() if name and type(module) in (nn.RNN, nn.RNNCell)]
     if not names:
@@ -434,6 +385,7 @@ def _gru_like(rnn: torch.nn.Module) -> torch.nn.Module:
     return gru.to(device=weight.device, dtype=weight.dtype)
 
 
+@plans(PLANNERS, "recurrent_init")
 def plan_recurrent_init(report: Report, probe: Probe) -> list[Recipe] | str:
     names = [name for name, module in probe.model.named_modules() if isinstance(module, (nn.RNNBase, nn.RNNCellBase))]
     if not names:
@@ -455,20 +407,6 @@ def plan_recurrent_init(report: Report, probe: Probe) -> list[Recipe] | str:
     ]
 
 
-PLANNERS: dict[str, Callable[[Report, Probe], list[Recipe] | str]] = {
-    "relu_family": plan_relu_family,
-    "leaky_relu": plan_leaky_relu,
-    "matched_init": plan_matched_init,
-    "normalization": plan_normalization,
-    "gradient_clipping": plan_gradient_clipping,
-    "lower_lr": plan_lower_lr,
-    "raise_lr": plan_raise_lr,
-    "reduce_weight_decay": plan_reduce_weight_decay,
-    "gated_rnn": plan_gated_rnn,
-    "recurrent_init": plan_recurrent_init,
-}
-
-
 def _set_module(model: torch.nn.Module, name: str, module: torch.nn.Module) -> None:
     parent_name, _, child = name.rpartition(".")
     setattr(model.get_submodule(parent_name) if parent_name else model, child, module)
@@ -479,4 +417,4 @@ def _count(names: Sequence[str], noun: str) -> str:
     return f"{len(names)} {noun}{'s' if len(names) != 1 else ''} ({shown})"
 
 
-__all__ = ["Recipe", "trial"]
+__all__ = ["trial"]

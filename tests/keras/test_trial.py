@@ -11,12 +11,11 @@ import numpy as np
 from benchmarks.clinic.keras_cases import data, dense_stack, sgd
 from gradwatch.integrations.keras import trial
 from gradwatch.integrations.keras_trial import (
-    KerasRecipe,
     _Runner,
     plan_normalization,
     plan_relu_family,
 )
-from gradwatch.trial import trial_schema_path
+from gradwatch.trial import Recipe, trial_schema_path
 
 
 def compiled(build, optimizer):
@@ -57,7 +56,7 @@ def test_variants_keep_the_initial_weights_of_unchanged_layers_and_rebuild_the_o
     probe = runner.fresh_model()
     (swap,) = plan_relu_family(None, probe, runner)  # type: ignore[arg-type, misc]
     (norm,) = plan_normalization(None, probe, runner)  # type: ignore[arg-type, misc]
-    recipe = swap + norm + KerasRecipe(("lower_lr",), ("×0.1",), lr_scale=0.1, clipnorm=1.0)
+    recipe = swap + norm + Recipe(("lower_lr",), ("×0.1",), lr_scale=0.1, clip_norm=1.0)
     reference = runner.fresh_model()
     model = runner.build(recipe)
     kinds = [type(layer).__name__ for layer in model.layers]

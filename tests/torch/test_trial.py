@@ -14,8 +14,8 @@ from torch.nn import functional as F
 from benchmarks.clinic.torch_cases import HIDDEN, FunctionalReLUNet, he, mlp
 from gradwatch.demo import deep_mlp, teacher_data
 from gradwatch.integrations.pytorch import trial
-from gradwatch.integrations.torch_trial import Recipe, _Runner, plan_gated_rnn
-from gradwatch.trial import load_trial, trial_schema_path
+from gradwatch.integrations.torch_trial import _Runner, plan_gated_rnn
+from gradwatch.trial import Recipe, combines, load_trial, trial_schema_path
 
 STEPS = 200
 torch.set_num_threads(1)
@@ -131,7 +131,7 @@ def test_vanilla_rnn_becomes_a_gru_of_the_same_size_and_still_runs():
 def test_recipes_combine_unless_they_pull_the_learning_rate_both_ways():
     raise_lr, lower_lr = Recipe(("raise_lr",), ("×100",), lr_scale=100.0), Recipe(("lower_lr",), ("×0.1",), lr_scale=0.1)
     clip = Recipe(("gradient_clipping",), ("clip",), clip_norm=1.0)
-    assert not raise_lr.combines_with(lower_lr) and not clip.combines_with(clip)
+    assert not combines(raise_lr.remedies, lower_lr.remedies) and not combines(clip.remedies, clip.remedies)
     both = lower_lr + clip
     assert both.remedies == ("lower_lr", "gradient_clipping") and both.lr_scale == 0.1 and both.clip_norm == 1.0
 
