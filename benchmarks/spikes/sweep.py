@@ -57,6 +57,7 @@ class Warning_:
     step: int | None
     lead: int | None  # divergence step minus warning step (None: no divergence or no warning)
     in_time: bool  # warned at least max(20, 10% of time-to-failure) before divergence
+    in_window: bool = False  # in time, and in the second half of the time-to-failure (not an alarm from the start)
 
 
 def required_lead(divergence_step: int) -> int:
@@ -68,7 +69,8 @@ def judge(step: int | None, verdict: oracle.Verdict) -> Warning_:
     if step is None or verdict.label != oracle.DIVERGED or verdict.step is None:
         return Warning_(step, None, False)
     lead = verdict.step - step
-    return Warning_(step, lead, lead >= required_lead(verdict.step))
+    in_time = lead >= required_lead(verdict.step)
+    return Warning_(step, lead, in_time, in_time and step >= verdict.step / 2)
 
 
 def detector_steps(result: RunResult, ids: frozenset[str], zclip: dict[str, float], lightning: dict[str, float]) -> dict[str, int | None]:
@@ -166,6 +168,7 @@ def _summarise(column: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
     leads = [w["lead"] for w in warned if w["lead"] is not None and w["lead"] >= 0]
     return {
         "diverged_in_time": sum(w["in_time"] for w in warned),
+        "diverged_in_window": sum(w["in_window"] for w in warned),
         "diverged_warned_before": len(leads),
         "diverged": len(diverged),
         "stable_alarms": sum(r["warnings"][column]["step"] is not None for r in stable),
@@ -229,13 +232,18 @@ def table(evaluation: dict[str, Any]) -> str:
         f"oracle labels: {labels['diverged']} diverged, {labels['spiked']} spiked (not diverged), {labels['stable']} stable; gradwatch forecast ids: {', '.join(evaluation['forecast_ids'])}"
     )
     lines.append("")
-    lines.append(f"{'detector':34s} {'in time':>9s} {'before':>7s} {'false alarms':>13s} {'spiked warned':>14s} {'median lead':>12s}")
+    lines.append(
+        f"{'detector':34s} {'in time':>9s} {'in 2nd half':>11s} {'before':>7s} {'false alarms':>13s} {'spiked warned':>14s} {'median lead':>12s}"
+    )
     for column, s in evaluation["summary"].items():
         lead = "-" if s["median_lead"] is None else f"{s['median_lead']:g}"
         lines.append(
-            f"{column:34s} {s['diverged_in_time']:>4d}/{s['diverged']:<4d} {s['diverged_warned_before']:>3d}/{s['diverged']:<3d} {s['stable_alarms']:>6d}/{s['stable']:<6d} {s['spiked_warned']:>7d}/{s['spiked']:<6d} {lead:>12s}"
+            f"{column:34s} {s['diverged_in_time']:>4d}/{s['diverged']:<4d} {s['diverged_in_window']:>6d}/{s['diverged']:<4d} {s['diverged_warned_before']:>3d}/{s['diverged']:<3d} {s['stable_alarms']:>6d}/{s['stable']:<6d} {s['spiked_warned']:>7d}/{s['spiked']:<6d} {lead:>12s}"
         )
     lines.append("targets: in time (lead >= max(20, 10% of the divergence step)) on >= 80% of diverged runs; false alarms on <= 5% of stable runs")
+    lines.append(
+        "in 2nd half: in time and raised after half the divergence step (an alarm from the first steps of a run that diverges much later is not a forecast)"
+    )
     for name, sweep in evaluation["threshold_sweeps"].items():
         label = "z >" if name == "zclip" else "rtol"
         lines.append("")

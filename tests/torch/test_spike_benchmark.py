@@ -76,6 +76,7 @@ def test_required_lead_and_judge() -> None:
     assert required_lead(100) == 20 and required_lead(400) == 40
     verdict = oracle.Verdict(oracle.DIVERGED, 300)
     assert judge(265, verdict).in_time and not judge(275, verdict).in_time
+    assert judge(265, verdict).in_window and judge(100, verdict).in_time and not judge(100, verdict).in_window
     assert judge(310, verdict).lead == -10
     assert not judge(10, oracle.Verdict(oracle.STABLE)).in_time
 
