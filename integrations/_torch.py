@@ -18,9 +18,9 @@ is_compiling: Callable[[], bool] = getattr(torch.compiler, "is_compiling", None)
 
 def norms(tensor: torch.Tensor, dim: int) -> torch.Tensor:
     """Euclidean norms along ``dim`` as float32, accumulated in float32 (half precision widened) or float64 (never narrowed)."""
-    if tensor.dtype == torch.float64:
-        return torch.linalg.vector_norm(tensor, dim=dim, dtype=torch.float64).float()
-    return torch.linalg.vector_norm(tensor, dim=dim, dtype=torch.float32)
+    wide = torch.float64 if tensor.dtype == torch.float64 else torch.float32
+    result: torch.Tensor = torch.linalg.vector_norm(tensor, dim=dim, dtype=wide).float()
+    return result
 
 
 def foreach_norms(tensors: list[torch.Tensor]) -> list[torch.Tensor]:

@@ -98,7 +98,8 @@ class TensorFlowBackend(KerasBackend):
     def compile(self, fn: Callable[..., Any]) -> Callable[..., Any]:
         import tensorflow as tf
 
-        return tf.function(fn, reduce_retracing=True)
+        compiled: Callable[..., Any] = tf.function(fn, reduce_retracing=True)
+        return compiled
 
 
 class JaxBackend(KerasBackend):

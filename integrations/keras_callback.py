@@ -91,7 +91,7 @@ class GradWatchCallback(keras.callbacks.Callback):
         self._sampled = self.collector is not None and any(self.session.should_sample(s) for s in range(self.step, self.step + steps))
         if self.collector is not None:
             self.guard.run(COLLECTOR, self.collector.arm, self._sampled)
-        if self._sampled:
+        if self._sampled and self.collector is not None:
             self.guard.run(COLLECTOR, self.collector.begin_sample, self.collector.loss_totals if in_sync else None, updates=steps == 1)
         self.step += steps
 

@@ -54,7 +54,8 @@ class FitCalls:
 
     def end(self, callback: Any) -> None:
         """The ``fit`` ended: the model is free for another callback."""
-        if _MEASURING.get(id(callback.model)) is callback:
+        measuring: Any = _MEASURING.get(id(callback.model))
+        if measuring is callback:
             del _MEASURING[id(callback.model)]
 
 

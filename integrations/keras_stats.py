@@ -52,12 +52,13 @@ class KerasCollector:
         self.unit_kernels: list[tuple[int, int, int]] = []  # (variable index, layer index, units) of Dense/Conv kernels
         seen: set[int] = set()
         for index, layer in enumerate(layers):
+            kernel: Any = getattr(layer, "kernel", None) if type(layer).__name__ in UNIT_KINDS else None
             for variable in layer.trainable_weights:
                 if id(variable) in seen:
                     continue  # shared weights count for the first layer that owns them
                 seen.add(id(variable))
-                if type(layer).__name__ in UNIT_KINDS and variable is getattr(layer, "kernel", None):
-                    self.unit_kernels.append((len(self.variables), index, int(variable.shape[-1])))
+                if kernel is not None and variable is kernel:
+                    self.unit_kernels.append((len(self.variables), index, int(kernel.shape[-1])))
                 self.variables.append(variable)
                 owners.append(index)
         self.owners = np.asarray(owners, dtype=np.int64)
@@ -428,7 +429,8 @@ def _sum_over_replicas(tensors: list[Any]) -> list[Any]:
         return tensors
     import tensorflow as tf
 
-    return tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, tensors)
+    summed: list[Any] = tf.distribute.get_replica_context().all_reduce(tf.distribute.ReduceOp.SUM, tensors)
+    return summed
 
 
 def _time_steps(layer: Any) -> int | None:
@@ -450,7 +452,7 @@ def _probed_call(layer: Any, profile: Any) -> Any:
     call = layer.call
     anchor = layer.trainable_weights[0]
 
-    @ops.custom_gradient
+    @ops.custom_gradient  # type: ignore[untyped-decorator]
     def probe(sequence: Any, weight: Any) -> Any:
         def grad(*args: Any, upstream: Any = None) -> Any:
             upstream = args[0] if upstream is None else upstream

@@ -123,7 +123,7 @@ class _Runner:
         for _, edit in recipe.edits:
             model = edit(model, names)
         if model is not base:
-            _copy_initial_weights(base, model, {names[i] for i in recipe.fresh})
+            _copy_initial_weights(base, model, frozenset(names[i] for i in recipe.fresh))
         model.compile(optimizer=_optimizer_like(base.optimizer, recipe), loss=base.loss, **_compile_options(base))
         return model
 
@@ -138,7 +138,7 @@ class _Runner:
         losses = _BatchLosses(self.samples, self.batch_size)
         keras.utils.set_random_seed(self.seed)  # same shuffling and dropout in every run
         model.fit(x, self.y, epochs=self.epochs, batch_size=self.batch_size, shuffle=True, verbose=0, callbacks=[watcher, losses])
-        return watcher.report, losses.values, time.perf_counter() - start
+        return watcher.session.report(), losses.values, time.perf_counter() - start
 
 
 class _BatchLosses(keras.callbacks.Callback):
@@ -454,7 +454,8 @@ def _compile_options(model: Any) -> dict[str, Any]:
 def _standardized(x: Any) -> np.ndarray:
     values = np.asarray(x, dtype=np.float32)
     std = values.std(0, keepdims=True)
-    return (values - values.mean(0, keepdims=True)) / np.where(std > 1e-8, std, 1.0)
+    standardized: np.ndarray = (values - values.mean(0, keepdims=True)) / np.where(std > 1e-8, std, 1.0)
+    return standardized
 
 
 def _count(indices: Sequence[int], noun: str) -> str:

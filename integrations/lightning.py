@@ -116,7 +116,8 @@ class GradWatchCallback(*_callback_bases()):  # type: ignore[misc]
     def state_key(self) -> str:
         """Two gradwatch callbacks in one Trainer (say, different summary paths) keep separate checkpoint state."""
         path = self.session.summary_path
-        return self._generate_state_key(summary_path=str(path) if path else None)
+        key: str = self._generate_state_key(summary_path=str(path) if path else None)
+        return key
 
     def state_dict(self) -> dict[str, Any]:
         return self.session.state_dict()

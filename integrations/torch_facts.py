@@ -88,7 +88,7 @@ def local(tensor: torch.Tensor) -> torch.Tensor:
 
 def is_lazy(tensor: torch.Tensor) -> bool:
     """A parameter of a lazy module (``nn.LazyLinear``) before its first forward: it has no shape yet."""
-    return isinstance(tensor, torch.nn.parameter.UninitializedTensorMixin)
+    return isinstance(tensor, torch.nn.parameter.UninitializedTensorMixin)  # type: ignore[attr-defined]  # public, not in the stubs
 
 
 def shard_count(tensor: torch.Tensor) -> int:

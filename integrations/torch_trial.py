@@ -152,7 +152,7 @@ class _Runner:
         handles = [module.register_forward_hook(record) for module in model.modules()]
         x, y = next(iter(_cycle(self.batches)))
         try:
-            self.loss_fn(model(x), y).backward()  # a forward and backward pass also warm the framework up
+            torch.autograd.backward(self.loss_fn(model(x), y))  # a forward and backward pass also warm the framework up
         finally:
             for handle in handles:
                 handle.remove()
@@ -183,7 +183,7 @@ class _Runner:
                     x = (x - mean) / std
                 loss = self.loss_fn(model(x), y)
                 optimizer.zero_grad()
-                loss.backward()
+                torch.autograd.backward(loss)
                 if recipe.clip_norm is not None:
                     torch.nn.utils.clip_grad_norm_(model.parameters(), recipe.clip_norm)
                 optimizer.step()
@@ -285,7 +285,7 @@ def _matched_init(model: torch.nn.Module) -> None:
 def plan_normalization(report: Report, probe: Probe) -> list[Recipe] | str:
     recipes: list[Recipe] = []
     output = probe.output_layer()
-    norms: dict[str, Callable[[torch.nn.Module], torch.nn.Module]] = {}
+    norms: dict[str, Callable[[Any], torch.nn.Module]] = {}  # layer -> the norm to put after it, made from the layer
     for name, module in probe.model.named_modules():
         if not name or name == output or name not in probe.out_dims or not isinstance(module, WEIGHTED):
             continue
@@ -300,7 +300,7 @@ def plan_normalization(report: Report, probe: Probe) -> list[Recipe] | str:
 
         def edit(model: torch.nn.Module) -> None:
             for name, make in norms.items():
-                layer = model.get_submodule(name)
+                layer: Any = model.get_submodule(name)
                 norm = make(layer).to(device=layer.weight.device, dtype=layer.weight.dtype)
                 _set_module(model, name, nn.Sequential(layer, norm))
 
@@ -394,10 +394,10 @@ def plan_recurrent_init(report: Report, probe: Probe) -> list[Recipe] | str:
     def edit(model: torch.nn.Module) -> None:
         with torch.no_grad():
             for name in names:
-                module = model.get_submodule(name)
+                module: Any = model.get_submodule(name)
                 for param_name, param in module.named_parameters():
                     if param_name.startswith("weight_hh"):
-                        for block in param.split(module.hidden_size):  # one square block per gate
+                        for block in torch.split(param, int(module.hidden_size)):  # one square block per gate
                             nn.init.orthogonal_(block)
                     elif param_name.startswith("bias_hh") and isinstance(module, (nn.LSTM, nn.LSTMCell)):
                         param.zero_()[module.hidden_size : 2 * module.hidden_size] = 1.0  # forget gate open

@@ -37,7 +37,7 @@ except ImportError as exc:  # pragma: no cover - exercised only without transfor
 PART = "transformers callback"
 
 
-class GradWatchCallback(TrainerCallback):  # type: ignore[misc]
+class GradWatchCallback(TrainerCallback):
     """Diagnoses a Hugging Face ``Trainer`` run: live warnings, a console report, a JSON summary.
 
     ``every_n_steps``: measure every n-th optimizer step (default: the
