@@ -64,11 +64,11 @@ def finished(process: subprocess.Popen[str]) -> subprocess.CompletedProcess[str]
 
 def test_a_plain_loop_is_watched_and_trains_bit_for_bit_as_without(tmp_path):
     script(tmp_path, LOOP)
-    # gradwatch's watch() made to fail, in a folder of its own (python -m gradwatch.run, the form for launchers)
+    # gradwatch's watcher made to fail, in a folder of its own (python -m gradwatch.run, the form for launchers)
     failing = tmp_path / "failing"
     script(
         failing / "site",
-        "import gradwatch.integrations.pytorch as p\ndef boom(*a, **k):\n    raise RuntimeError('injected')\np.watch = boom\n",
+        "from gradwatch.integrations.pytorch import Watcher\ndef boom(*a, **k):\n    raise RuntimeError('injected')\nWatcher.__init__ = boom\n",
         name="sitecustomize.py",
     )
     script(failing, LOOP)
