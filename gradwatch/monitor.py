@@ -121,7 +121,7 @@ class Monitor:
         """Say, as a warning, that training stops because of the finding that reached ``stop_on``."""
         finding = self.first_at_least(self.stop_on)
         if finding is not None:
-            warn(f"gradwatch: stopping training (stop_on={self.stop_on!r}): {format_warning(finding)}")
+            warn(f"gradwatch: stopping training (stop_on={self.stop_on!r}): {format_warning(finding).removeprefix('gradwatch: ')}")
 
     def close(self, steps: int | None = None, *, render: Callable[[Report], object] | None = None) -> Report:
         """The end of a run: write the summary and hand the report to ``render`` (e.g. ``gradwatch.console.print_report``).

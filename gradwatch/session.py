@@ -41,9 +41,9 @@ class Session:
 
     def __init__(self, framework: str, options: Options | None = None, **changes: Unpack[OptionArgs]) -> None:
         self.options = Options(**changes) if options is None else replace(options, **changes)  # bad options fail here
-        self.framework = framework
+        self.framework = str(framework)  # a Framework, or Keras' with its backend
         self.guard = FaultGuard(strict=self.options.strict)
-        self.monitor = Monitor(framework=framework, guard=self.guard, options=self.options)
+        self.monitor = Monitor(framework=self.framework, guard=self.guard, options=self.options)
         self.summary_path = self.monitor.summary_path  # the checked path (only the main process writes it)
         self.print_report = self.options.print_report
         self.main = True

@@ -114,7 +114,7 @@ def test_stop_on_acts_on_the_most_severe_finding_and_close_writes_and_prints(tmp
     assert monitor.first_at_least("critical").symptom == "vanishing_gradients"
     assert monitor.first_at_least(None) is None
     assert monitor.should_stop() and not Monitor(warn_on=None).should_stop(), "no stop_on, no stop"
-    with pytest.warns(GradWatchWarning, match=r"stopping training \(stop_on='warning'\): gradwatch: vanishing_gradients"):
+    with pytest.warns(GradWatchWarning, match=r"stopping training \(stop_on='warning'\): vanishing_gradients"):
         monitor.stop()
     report = monitor.close(render=print_report)
     assert (tmp_path / "gw.json").exists() and report.findings[0].symptom == "vanishing_gradients"
