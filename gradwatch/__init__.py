@@ -1,26 +1,63 @@
 """gradwatch: names what is going wrong inside a training run, where, and what to try.
 
 The core is framework-free (stdlib and numpy); adapters live in
-``gradwatch.integrations`` and are imported on demand.
+``gradwatch.integrations`` and are imported on demand. The names below are
+imported on first use, so ``gradwatch run`` and the ``GRADWATCH=1`` switch
+start a script without loading the core.
 """
 
 from __future__ import annotations
 
-from .facts import LayerFacts, ModelFacts
-from .monitor import Monitor
-from .report import Finding, Remedy, Report, load_summary
-from .safety import GradWatchWarning
-from .session import Session
-from .stats import ActivationStats, LayerStats, SequenceStats, StepStats
-from .summary_check import SCHEMA, SummaryError
-from .symptoms import ids
+import importlib
+from typing import TYPE_CHECKING, Any
 
-SYMPTOMS = ids(mistakes=False)
-"""The ids of the symptoms gradwatch names."""
-MISTAKES = ids(mistakes=True)
-"""The ids of the mistakes in the training code it names directly."""
+if TYPE_CHECKING:
+    from .facts import LayerFacts, ModelFacts
+    from .monitor import Monitor
+    from .report import Finding, Remedy, Report, load_summary
+    from .safety import GradWatchWarning
+    from .session import Session
+    from .stats import ActivationStats, LayerStats, SequenceStats, StepStats
+    from .summary_check import SCHEMA, SummaryError
+
+    SYMPTOMS: tuple[str, ...]
+    MISTAKES: tuple[str, ...]
 
 __version__ = "0.1.0"
+
+# Each public name and the module that defines it.
+_HOMES = {
+    "LayerFacts": "facts",
+    "ModelFacts": "facts",
+    "Monitor": "monitor",
+    "Finding": "report",
+    "Remedy": "report",
+    "Report": "report",
+    "load_summary": "report",
+    "GradWatchWarning": "safety",
+    "Session": "session",
+    "ActivationStats": "stats",
+    "LayerStats": "stats",
+    "SequenceStats": "stats",
+    "StepStats": "stats",
+    "SCHEMA": "summary_check",
+    "SummaryError": "summary_check",
+}
+
+
+def __getattr__(name: str) -> Any:
+    """Import a public name on first use (``SYMPTOMS``: the symptom ids, ``MISTAKES``: the mistakes' ids)."""
+    if name in ("SYMPTOMS", "MISTAKES"):
+        from .symptoms import ids
+
+        value: Any = ids(mistakes=name == "MISTAKES")
+    elif name in _HOMES:
+        value = getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
+    else:
+        raise AttributeError(f"module 'gradwatch' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
 
 __all__ = [
     "MISTAKES",

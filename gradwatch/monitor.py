@@ -17,7 +17,7 @@ from .options import DEFAULT_EVERY_N_STEPS, OptionArgs, Options
 from .report import SEVERITY_RANK, Finding, Remedy, Report, layer_list
 from .safety import FaultGuard, warn
 from .stats import StepStats
-from .symptoms import REGISTRY
+from .symptoms import declared
 
 if TYPE_CHECKING:
     from typing_extensions import Unpack
@@ -216,8 +216,8 @@ def _as_cause(mistake: Finding) -> Cause:
 
 def _name_causes(symptom: Finding, causes: list[Cause]) -> None:
     """Name in a symptom the likely causes it does not name yet, their fixes first (where its declaration says so)."""
-    declared = REGISTRY.get(symptom.symptom)
-    if symptom.is_mistake or (declared is not None and not declared.names_causes):
+    known = declared(symptom.symptom)
+    if symptom.is_mistake or (known is not None and not known.names_causes):
         return
     named = symptom.evidence.get("causes", [])
     new = list({cause.id: cause for cause in causes if cause.id not in named}.values())

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from .facts import GATED_RECURRENT, HE_GAIN, MATCHED_GAIN, SATURATING, LayerFacts, ModelFacts
 from .options import Framework
 from .report import Finding, Remedy
-from .symptoms import REGISTRY
+from .symptoms import declared
 
 Rule = Callable[[ModelFacts], "tuple[float, str] | None"]
 
@@ -310,8 +310,8 @@ def symptom_key(finding: Finding) -> str:
     """The key ``rank`` takes for a finding: its symptom, or ``symptom:variant`` where one of its declared variants
     applies (``vanishing_gradients:time`` for decay through time, ``early_stagnation:copies`` for units that stay
     copies of each other)."""
-    declared = REGISTRY.get(finding.symptom)
-    return finding.symptom if declared is None else declared.key(finding.evidence)
+    known = declared(finding.symptom)
+    return finding.symptom if known is None else known.key(finding.evidence)
 
 
 def rank(symptom: str, facts: ModelFacts, *, framework: str = "unknown") -> tuple[Remedy, ...]:
@@ -320,15 +320,14 @@ def rank(symptom: str, facts: ModelFacts, *, framework: str = "unknown") -> tupl
     Where the framework is known, the reason says how to apply the remedy there.
     """
     scored = []
-    declared = REGISTRY.get(symptom.partition(":")[0])
-    for remedy_id, weight in (declared.candidates(symptom) if declared else {}).items():
+    known, adapter = declared(symptom.partition(":")[0]), Framework.of(framework)
+    for remedy_id, weight in (known.candidates(symptom) if known else {}).items():
         title, rule = REMEDIES[remedy_id]
         verdict = rule(facts)
         if verdict is not None:
             score, why = verdict
-            known = Framework.of(framework)
-            how = HOW.get(remedy_id, {}).get(known) if known else None
-            scored.append((score * weight, Remedy(remedy_id, title, f"{why}; in {known}: {how}" if how else why)))
+            how = HOW.get(remedy_id, {}).get(adapter) if adapter else None
+            scored.append((score * weight, Remedy(remedy_id, title, f"{why}; in {adapter}: {how}" if how else why)))
     scored.sort(key=lambda pair: -pair[0])
     return tuple(remedy for _, remedy in scored)
 

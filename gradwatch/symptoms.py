@@ -5,7 +5,8 @@ the remedies it considers (weighted by how directly they address it), its
 variants (a kind of the finding, told apart by the evidence, with remedies of
 its own) and whether it names the likely causes seen beside it. Constructing
 the declaration registers it. The public id lists, the remedy ranking and the
-monitor read the registry; a test holds the summary schemas' enums to it.
+monitor read the registry (``declared``, ``ids``, which load gradwatch's own
+declarations first); a test holds the summary schemas' enums to it.
 
     DEAD_RELU = Symptom("dead_relu", remedies={"leaky_relu": 1.0, "lower_lr": 0.7})
 
@@ -64,18 +65,30 @@ class Symptom:
 
 _REGISTRY: dict[str, Symptom] = {}
 REGISTRY: Mapping[str, Symptom] = MappingProxyType(_REGISTRY)
-"""Every declared symptom and mistake by id, in declaration order (complete once ``gradwatch`` is imported)."""
+"""Every declared symptom and mistake by id, in declaration order (read it through ``declared``, ``ids``)."""
+
+
+def _loaded() -> Mapping[str, Symptom]:
+    """The registry with gradwatch's own declarations in it: their modules declare them when imported."""
+    from . import causes, detectors  # noqa: F401  (imported for their declarations)
+
+    return REGISTRY
+
+
+def declared(symptom_id: str) -> Symptom | None:
+    """The declaration of ``symptom_id``; None for an id nothing declares."""
+    return _loaded().get(symptom_id)
 
 
 def ids(*, mistakes: bool) -> tuple[str, ...]:
     """The declared ids of the mistakes (``True``) or of the symptoms (``False``)."""
-    return tuple(s.id for s in _REGISTRY.values() if s.mistake == mistakes)
+    return tuple(s.id for s in _loaded().values() if s.mistake == mistakes)
 
 
 def is_mistake(symptom_id: str) -> bool:
     """Whether ``symptom_id`` names a mistake in the training code (an unknown id does not)."""
-    declared = _REGISTRY.get(symptom_id)
-    return declared is not None and declared.mistake
+    known = declared(symptom_id)
+    return known is not None and known.mistake
 
 
-__all__ = ["REGISTRY", "Symptom", "Variant", "ids", "is_mistake"]
+__all__ = ["REGISTRY", "Symptom", "Variant", "declared", "ids", "is_mistake"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from gradwatch.cli import _parser
+from gradwatch.commands import _parser
 from gradwatch.run import _exit_code, split
 
 
