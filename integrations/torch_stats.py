@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import operator
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -82,7 +82,7 @@ class TorchCollector:
         self._loss_tensor: torch.Tensor | None = None
         self._loss_float = 0.0
         self._loss_count = 0
-        self._row_window: dict[int, tuple[Any, int]] = {}  # Linear/Conv weight -> (gradient row norm maxima, rows)
+        self._row_window: dict[Group, tuple[Any, int]] = {}  # weight group -> (gradient row norm maxima, rows)
         self.batch_rows = 0  # rows of the latest sampled batch (the first layer's input), 0 until one is seen
         self.set_trainable(None)
 
@@ -124,7 +124,7 @@ class TorchCollector:
         self._all_weights = dict(enumerate(self.params))  # read as they are (not sharded: see ``_weights``)
         self.row_facts: dict[int, LayerFacts | None] = {}  # what is known of each row-judged weight's layer
         self._judge_rows()
-        self._row_window: dict[Group, tuple[Any, int]] = {}  # weight group -> (gradient row norm maxima, rows)
+        self._row_window = {}
         self._indices: dict[tuple[int, ...], tuple[torch.Tensor, torch.Tensor | None]] = {}
         self._plans: dict[tuple[Any, ...], list[Group]] = {}
         self._row_scale: dict[tuple[Group, ...], torch.Tensor] = {}
@@ -178,9 +178,9 @@ class TorchCollector:
         """Whether the pending sample holds gradient norms."""
         return bool(self._sample.grad_layers)
 
-    def _local(self, tensors: list[torch.Tensor]) -> list[torch.Tensor]:
+    def _local(self, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
         """This rank's pieces of the tensors (see ``local``); the tensors themselves when none is sharded."""
-        return [local(t) for t in tensors] if self._sharded else tensors
+        return [local(t) for t in tensors] if self._sharded else list(tensors)
 
     def _read_gradients(self, only: list[int] | None = None) -> torch.Tensor | None:
         """One read of the dense gradients (``only``: of these parameters): per-layer squared norms and,
@@ -198,7 +198,8 @@ class TorchCollector:
         if not grads:
             return None
         rowed = self._rows_wanted(grads)
-        squares, order = [], []
+        squares: list[torch.Tensor] = []
+        order: list[int] = []
         for group in self._plan(grads, rowed):
             stacked = self._buffers.stack([grads[i] for i in group])
             if group[0] in rowed:  # one read gives the norm and the all-zero rows (dead units)
@@ -268,7 +269,9 @@ class TorchCollector:
         Groups of small weights are copied into buffers kept between samples (no allocation after the first).
         """
         weights = self._weights(only)
-        squares, order, before = [], [], []
+        squares: list[torch.Tensor] = []
+        order: list[int] = []
+        before: list[torch.Tensor] = []
         for group in self._plan(weights):
             if len(group) > 1:
                 whole = self._buffers.stack([weights[i] for i in group], owner=group)  # read for the norms: the weights as they are
@@ -294,7 +297,7 @@ class TorchCollector:
         spread = (units - units.mean(1, keepdim=True)).square().sum((1, 2))
         return (spread / units.square().sum((1, 2))).sqrt()
 
-    def _weights(self, only: list[int] | None) -> dict[int, torch.Tensor]:
+    def _weights(self, only: list[int] | None) -> Mapping[int, torch.Tensor]:
         if only is None and not self._sharded:
             return self._all_weights
         indices = list(range(len(self.params))) if only is None else only
@@ -323,7 +326,7 @@ class TorchCollector:
         sample.update_norms = part if sample.update_norms is None else sample.update_norms + part
         sample.updated.update(self._every_layer if only is None else [self._owner_list[i] for i in weights])
 
-    def _plan(self, tensors: dict[int, torch.Tensor], rowed: Collection[int] = ()) -> list[Group]:
+    def _plan(self, tensors: Mapping[int, torch.Tensor], rowed: Collection[int] = ()) -> list[Group]:
         """Groups of tensors read with one kernel each: small ones alike in shape, dtype, device and ``rowed``
         stacked (one copy), others alone."""
         first = next(iter(tensors.values()))
@@ -456,9 +459,9 @@ class TorchCollector:
         inputs = parts.get("inputs", [None, None])
         spread = list(unmeasured)
         for i, value in zip(packed.spread, parts.get("spread", [])):
-            layer = self._spread_layers.get(i)  # None: a weight read along in its group, without units to compare
-            if layer is not None and not math.isnan(value):  # NaN: the units read were all zero
-                spread[layer] = value
+            owner = self._spread_layers.get(i)  # None: a weight read along in its group, without units to compare
+            if owner is not None and not math.isnan(value):  # NaN: the units read were all zero
+                spread[owner] = value
                 if value > DIVERGED:
                     self._spread_unread.discard(i)
         moments = parts.get("moments")
