@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 from torch.utils.data import DataLoader, TensorDataset
 
-from benchmarks.clinic.lightning_cases import Classifier, healthy, loader, trainer
+from benchmarks.clinic.lightning_cases import healthy, loader, trainer
 from gradwatch import GradWatchWarning
 from gradwatch.integrations.lightning import GradWatchCallback
 
@@ -57,16 +57,6 @@ def test_ddp_spawn_combines_activation_statistics_and_writes_one_summary(tmp_pat
     writers = {json.loads(p.read_text()) for p in tmp_path.glob("rank*.json")}
     assert writers == {str(tmp_path / "gw.json"), None}, "only rank 0 owns the summary"
     assert sorted(p.name for p in tmp_path.iterdir() if p.suffix == ".json") == ["gw.json", "rank0.json", "rank1.json"]
-
-
-def test_stop_on_critical_stops_the_fit():
-    model = Classifier(nn.Sequential(nn.Linear(16, 64), nn.ReLU(), nn.Linear(64, 3)), lr=1e6)
-    with pytest.warns(GradWatchWarning, match="stopping training"):
-        run = trainer(callbacks=[GradWatchCallback(stop_on="critical", print_report=False)], max_steps=200)
-        run.fit(model, loader())
-    assert run.global_step < 200
-    with pytest.raises(ValueError, match="stop_on must be one of"):
-        GradWatchCallback(stop_on="fatal")
 
 
 def test_scalars_reach_every_logger(tmp_path):
