@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 
 from gradwatch.blocks import BLOCK, SPREAD_UNITS, sampled_elements, update_stride
+from gradwatch.detectors.dead_relu import WINDOW_ROWS
 from gradwatch.facts import DEAD_KINDS, SATURATED_OUTSIDE
 from gradwatch.safety import FaultGuard
 from gradwatch.stats import ActivationStats, LayerStats, SequenceStats, StepStats
@@ -37,7 +38,6 @@ INPUTS = "keras input probe"
 UNIT_KINDS = ("Dense", "Conv1D", "Conv2D", "Conv3D", "EinsumDense")
 RECURRENT_KINDS = ("SimpleRNN", "LSTM", "GRU")
 PROBED_ACTIVATIONS = (*DEAD_KINDS, *SATURATED_OUTSIDE)
-MIN_DEAD_ROWS = 256  # a unit is dead only if it never fires over sampled batches of this many rows in all
 
 
 class KerasCollector:
@@ -67,7 +67,7 @@ class KerasCollector:
         # keyed by the Keras variable and by its backend variable (what Keras's all-reduce passes)
         self._position = {id(x): i for i, v in enumerate(self.variables) for x in (v, v.value)}
         self._with_grad: set[int] = set()
-        self._column_window: dict[int, tuple[np.ndarray, float]] = {}  # layer -> (column maxima of squared norms, rows) until MIN_DEAD_ROWS
+        self._column_window: dict[int, tuple[np.ndarray, float]] = {}  # layer -> (column maxima of squared norms, rows) until WINDOW_ROWS
         self._patches = _Patches()  # the wrappers set on the optimizer and layers, and what they replaced
         self._probes: dict[str, tuple[Any, Any]] = {}  # recurrent layer name -> (layer, per-time-step gradient norms)
         for layer in layers:
@@ -258,7 +258,7 @@ class KerasCollector:
         rows = after[1] - before[1] if after and before and after[1] > before[1] else None
         loss = _batch_loss(before, after)
         n, count = len(self.layer_names), len(self.variables)
-        limit = ops.convert_to_tensor(0.0 if self.full_batch else float(MIN_DEAD_ROWS))
+        limit = ops.convert_to_tensor(0.0 if self.full_batch else float(WINDOW_ROWS))
         values = self._compiled_readout([v.value for v in self.variables], self._before, self._weight_sq, limit)
         cursor = _Cursor(np.asarray(ops.convert_to_numpy(values), dtype=np.float64))
         weight = np.sqrt(np.bincount(self.owners, cursor.take(count), n))
@@ -350,7 +350,7 @@ class KerasCollector:
         return result
 
     def _zero_columns(self, column_sq: np.ndarray, rows: float) -> dict[int, tuple[float, int | None]]:
-        """Share of units whose kernel column got no gradient over a window of ``MIN_DEAD_ROWS`` rows, per layer.
+        """Share of units whose kernel column got no gradient over a window of ``WINDOW_ROWS`` rows, per layer.
 
         Column maxima are kept on the host across sampled steps until the window is full.
         """
@@ -363,7 +363,7 @@ class KerasCollector:
             kept, seen = self._column_window.get(layer, (np.zeros(units), 0.0))
             kept, seen = np.maximum(kept, column), seen + rows
             shares[layer] = (float(np.mean(kept <= 0)), None if self.full_batch else int(seen))
-            if seen >= MIN_DEAD_ROWS or self.full_batch:
+            if seen >= WINDOW_ROWS or self.full_batch:
                 self._column_window.pop(layer, None)
             else:
                 self._column_window[layer] = (kept, seen)

@@ -7,7 +7,7 @@ the precursors of a loss spike (``torch_precursors``); a pre-hook on the first l
 reads the input's rows and scale; a pre-hook on each recurrent layer has
 backward report the gradient reaching every time step of its input. Hooks do
 nothing on unsampled steps. Dead units are judged over windows of sampled
-batches growing to ``MIN_DEAD_ROWS`` rows, kept on the device until then.
+batches growing to ``WINDOW_ROWS`` rows, kept on the device until then.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gradwatch.blocks import CACHE_CHUNK, LARGE_PARAM
+from gradwatch.detectors.dead_relu import WINDOW_ROWS
 from gradwatch.facts import DEAD_KINDS, SATURATED_OUTSIDE
 from gradwatch.safety import FaultGuard
 
@@ -27,7 +28,6 @@ from .torch_facts import activation_modules, local, module_kind, named_modules, 
 from .torch_precursors import AttentionProbe, attention_names, log_partition, output_logits
 
 RECURRENT_TYPES = (torch.nn.RNN, torch.nn.LSTM, torch.nn.GRU)
-MIN_DEAD_ROWS = 256
 ACTIVATION_HOOK = "activation hook"
 PRECURSOR_HOOK = "precursor hook"
 HELD_ELEMENTS = 1 << 22  # small ReLU outputs held at once for grouped reductions (16 MiB in float32)
@@ -385,7 +385,7 @@ class _Window:
 
     A unit never positive over its window is dead. Each activation's window
     grows by the rows of every sampled batch and starts afresh once it has
-    seen ``MIN_DEAD_ROWS`` rows; the whole vector is updated with one kernel.
+    seen ``WINDOW_ROWS`` rows; the whole vector is updated with one kernel.
     """
 
     def __init__(self, entries: list[_Entry], maxima: torch.Tensor) -> None:
@@ -424,5 +424,5 @@ class _Window:
         if len(held) < len(self.sizes):
             shares = shares[torch.tensor(held, device=shares.device)]
         report = [(self.names[i], self.kinds[i], self.seen[i]) for i in held]
-        self.seen = [0 if seen >= MIN_DEAD_ROWS else seen for seen in self.seen]
+        self.seen = [0 if seen >= WINDOW_ROWS else seen for seen in self.seen]
         return report, shares

@@ -17,7 +17,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gradwatch.blocks import BLOCK, CACHE_CHUNK, LARGE_PARAM, SPREAD_UNITS, sampled_elements, update_stride
-from gradwatch.detectors.dead_relu import row_judged
+from gradwatch.detectors.dead_relu import WINDOW_ROWS, row_judged
+from gradwatch.detectors.stagnation import UNITS_APART
 from gradwatch.facts import LayerFacts, ModelFacts
 from gradwatch.safety import FaultGuard
 from gradwatch.stats import ActivationStats, LayerStats, SequenceStats, StepStats
@@ -30,11 +31,10 @@ from .torch_facts import (
     parameterised_modules,
     shard_count,
 )
-from .torch_probes import MIN_DEAD_ROWS, ForwardProbes
+from .torch_probes import ForwardProbes
 
 ROW_KINDS = ("Linear", "Conv1d", "Conv2d", "Conv3d")
 NORMS = ("grad", "weight", "update")  # per-layer squared norms, first in a packed sample
-DIVERGED = 0.1  # a units' spread above this: the units differ for good (see ``TorchCollector._unit_spread``)
 
 _VERSION = operator.attrgetter("_version")
 Group = tuple[int, ...]  # indices into ``TorchCollector.params`` read together
@@ -71,7 +71,7 @@ class TorchCollector:
     (``pack`` and ``unpack`` are its two halves, around a combine across ranks).
     What the forward pass shows comes from its ``probes`` (``torch_probes``).
     Zero gradient rows are judged over windows of sampled batches growing to
-    ``MIN_DEAD_ROWS`` rows: per-row maxima stay on the device until then.
+    ``WINDOW_ROWS`` rows: per-row maxima stay on the device until then.
     """
 
     def __init__(self, model: torch.nn.Module, *, guard: FaultGuard | None = None) -> None:
@@ -292,7 +292,7 @@ class TorchCollector:
         """How far a layer's units are from being copies of each other, per weight of a stack (units along the
         second axis): the spread of the first ``SPREAD_UNITS`` units' weights about their mean over their size
         (about 0.87 for random units, 0 for copies); NaN where those weights are all zero (no evidence).
-        Units seen to differ (by ``DIVERGED``) never become copies again: their weights are not read again."""
+        Units seen to differ (by ``UNITS_APART``) never become copies again: their weights are not read again."""
         units = weights.flatten(2)[:, :SPREAD_UNITS].float()
         spread = (units - units.mean(1, keepdim=True)).square().sum((1, 2))
         return (spread / units.square().sum((1, 2))).sqrt()
@@ -389,7 +389,7 @@ class TorchCollector:
             maxima, seen = self._row_window.get(group, (None, 0))
             self._row_window[group] = (row_norms if maxima is None else torch.maximum(maxima, row_norms), seen + max(forward.batch_rows, 1))
         row_windows = {group: self._row_window[group] for group, _ in sample.grad_rows}
-        self._row_window = {group: entry for group, entry in row_windows.items() if entry[1] < MIN_DEAD_ROWS}
+        self._row_window = {group: entry for group, entry in row_windows.items() if entry[1] < WINDOW_ROWS}
         sequences = forward.sequences
         parts: dict[str, Any] = {
             "grad": sample.grad_norms,
@@ -462,7 +462,7 @@ class TorchCollector:
             owner = self._spread_layers.get(i)  # None: a weight read along in its group, without units to compare
             if owner is not None and not math.isnan(value):  # NaN: the units read were all zero
                 spread[owner] = value
-                if value > DIVERGED:
+                if value > UNITS_APART:
                     self._spread_unread.discard(i)
         moments = parts.get("moments")
         moment_rms: list[float | None] = list(unmeasured)

@@ -10,6 +10,7 @@ from ..stats import StepStats, finite
 from ..symptoms import Symptom
 from .base import Detector, check_count, check_fraction, fmt
 
+WINDOW_ROWS = 256  # a unit is dead only if it never fires over sampled batches of this many training rows in all
 DEAD_RELU = Symptom("dead_relu", remedies={"leaky_relu": 1.0, "lower_lr": 0.7, "matched_init": 0.8, "normalization": 0.7})
 
 
@@ -40,7 +41,7 @@ class DeadReLU(Detector):
         max_dead_share: float = 0.5,
         critical_share: float = 0.9,
         min_consecutive: int = 2,
-        full_window: int = 256,
+        full_window: int = WINDOW_ROWS,
         min_window: int = 32,
     ) -> None:
         self.max_dead_share = check_fraction("max_dead_share", max_dead_share)

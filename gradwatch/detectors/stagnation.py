@@ -12,6 +12,7 @@ from ..stats import StepStats, finite
 from ..symptoms import Symptom, Variant
 from .base import Detector, check_count, check_fraction, check_positive, fmt
 
+UNITS_APART = 0.1  # a units' spread above this: the units differ for good, and collectors stop reading them
 EARLY_STAGNATION = Symptom(
     "early_stagnation",
     remedies={"raise_lr": 1.0, "normalization": 0.6, "matched_init": 0.6, "relu_family": 0.6},
