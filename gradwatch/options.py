@@ -136,29 +136,38 @@ def check_detectors(value: Any) -> tuple[Detector, ...] | None:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def takes_options(function: F) -> F:
-    """Give ``function`` (which takes ``**options``) ``Options``' keywords, with their defaults, in its signature.
+def takes(declared: type) -> Callable[[F], F]:
+    """A decorator giving a function that takes ``**options`` the fields of the dataclass ``declared`` as keywords,
+    with their defaults, in its signature.
 
     ``help()`` and ``inspect.signature`` then list every option, declared once
-    here, and a misspelt keyword is named against the function, with the
-    nearest option.
+    in that dataclass, and a misspelt keyword is named against the function,
+    with the nearest option.
     """
-    signature = inspect.signature(function)
-    own = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
-    shared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type) for f in fields(Options)]
-    accepted = [p.name for p in own + shared]
-    called = function.__qualname__.removesuffix(".__init__")
 
-    @functools.wraps(function)
-    def checked(*args: Any, **kwargs: Any) -> Any:
-        unknown = next((name for name in kwargs if name not in accepted), None)
-        if unknown is not None:
-            near = difflib.get_close_matches(unknown, accepted, n=1)
-            raise TypeError(f"{called}() got an unexpected keyword argument {unknown!r}" + (f"; did you mean {near[0]!r}?" if near else ""))
-        return function(*args, **kwargs)
+    def decorate(function: F) -> F:
+        signature = inspect.signature(function)
+        own = [p for p in signature.parameters.values() if p.kind is not inspect.Parameter.VAR_KEYWORD]
+        shared = [inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=f.default, annotation=f.type) for f in fields(declared)]
+        accepted = [p.name for p in own + shared]
+        called = function.__qualname__.removesuffix(".__init__")
 
-    checked.__signature__ = signature.replace(parameters=own + shared)  # type: ignore[attr-defined]
-    return cast(F, checked)
+        @functools.wraps(function)
+        def checked(*args: Any, **kwargs: Any) -> Any:
+            unknown = next((name for name in kwargs if name not in accepted), None)
+            if unknown is not None:
+                near = difflib.get_close_matches(unknown, accepted, n=1)
+                raise TypeError(f"{called}() got an unexpected keyword argument {unknown!r}" + (f"; did you mean {near[0]!r}?" if near else ""))
+            return function(*args, **kwargs)
+
+        checked.__signature__ = signature.replace(parameters=own + shared)  # type: ignore[attr-defined]
+        return cast(F, checked)
+
+    return decorate
 
 
-__all__ = ["DEFAULT_EVERY_N_STEPS", "Framework", "OptionArgs", "OptionError", "Options", "check_detectors", "takes_options"]
+takes_options = takes(Options)
+"""Give an adapter's ``**options`` the keywords of ``Options`` (see ``takes``)."""
+
+
+__all__ = ["DEFAULT_EVERY_N_STEPS", "Framework", "OptionArgs", "OptionError", "Options", "check_detectors", "takes", "takes_options"]

@@ -16,7 +16,7 @@ import statistics
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar
 
 from . import remedies as ranking
 from .report import Report, read_json, write_atomic
@@ -452,6 +452,8 @@ __all__ = [
     "Recipe",
     "TRIAL_SCHEMA",
     "NotApplicable",
+    "TrialArgs",
+    "TrialOptions",
     "TrialResult",
     "TrialRow",
     "combinations",
@@ -503,31 +505,61 @@ def train_variants(
     return rows, skipped
 
 
+@dataclass(frozen=True)
+class TrialOptions:
+    """What every framework's ``trial()`` takes besides the model and its data, declared once.
+
+    ``seed`` starts every run; ``remedies`` limits the remedy ids tried;
+    ``max_variants`` caps the runs after the baseline; ``every_n_steps``
+    samples each run; ``print_report``: a progress bar and the table at the
+    end; ``summary_dir`` keeps each run's JSON summary (for ``gradwatch compare``).
+    """
+
+    seed: int = 0
+    remedies: Sequence[str] | None = None
+    max_variants: int = 8
+    every_n_steps: int = 20
+    print_report: bool = True
+    summary_dir: str | os.PathLike[str] | None = None
+
+    def __post_init__(self) -> None:
+        if self.max_variants < 0 or self.every_n_steps < 1:
+            raise ValueError(f"max_variants must be >= 0 and every_n_steps >= 1, got {self.max_variants} and {self.every_n_steps}")
+
+
+class TrialArgs(TypedDict, total=False):
+    """``TrialOptions``' fields as keyword arguments (``**options: Unpack[TrialArgs]``); a test keeps the two alike."""
+
+    seed: int
+    remedies: Sequence[str] | None
+    max_variants: int
+    every_n_steps: int
+    print_report: bool
+    summary_dir: str | os.PathLike[str] | None
+
+
 def run_trials(
     framework: str,
     steps: int,
-    seed: int,
     run: Callable[[Recipe, str], tuple[Report, Sequence[float], float]],
     plan_for: Callable[[Sequence[str], Report], tuple[list[Recipe], list[NotApplicable]]],
+    options: TrialOptions,
     *,
-    remedies: Iterable[str] | None,
-    max_variants: int,
     progress: Any,
 ) -> tuple[TrialResult, Report]:
     """A whole trial: the baseline, then the variants ``plan_for`` plans for the remedies its report ranks;
     the result and the baseline's report.
 
     ``run(recipe, name)`` trains one run and returns its report, per-step
-    losses and seconds; ``remedies`` limits the ids tried; ``progress`` has
-    ``start`` and ``advance``.
+    losses and seconds; ``progress`` has ``start`` and ``advance``.
     """
     report, losses, seconds = run(Recipe((), ("your model as built",)), "baseline")
     baseline = variant_row((), "your model as built", None, symptoms_of(report), losses, seconds)
     progress.advance()
-    ranked = ranked_remedies(report, remedies)
+    ranked = ranked_remedies(report, options.remedies)
     planned, skipped = plan_for(ranked, report)
-    rows, not_tried = train_variants(planned, run, baseline, max_variants=max_variants, progress=progress)
-    return TrialResult(framework, steps, seed, baseline, rows, skipped + not_tried, ranked=ranked), report
+    rows, not_tried = train_variants(planned, run, baseline, max_variants=options.max_variants, progress=progress)
+    return TrialResult(framework, steps, options.seed, baseline, rows, skipped + not_tried, ranked=ranked), report
 
 
 def error_line(exc: BaseException) -> str:

@@ -17,11 +17,12 @@ import os
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from gradwatch.facts import RELU_FAMILY
+from gradwatch.options import takes
 from gradwatch.report import Report
 from gradwatch.trial import (
     CLIP_NORM,
@@ -29,6 +30,8 @@ from gradwatch.trial import (
     WEIGHT_DECAY_SCALE,
     NotApplicable,
     Recipe,
+    TrialArgs,
+    TrialOptions,
     TrialResult,
     clipping_recipe,
     error_line,
@@ -42,6 +45,9 @@ from ._keras import keras
 from .keras_callback import GradWatchCallback
 from .keras_facts import model_facts
 
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
+
 Edit = Callable[[Any, list[str]], Any]  # (keras.Model, layer names of the fresh model by index) -> a new keras.Model
 SATURATING_KERAS = {"sigmoid", "tanh", "hard_sigmoid", "softsign"}
 WEIGHTED = ("Dense", "Conv1D", "Conv2D", "Conv3D")
@@ -49,6 +55,7 @@ RECURRENT_KERAS = ("SimpleRNN", "LSTM", "GRU")
 CONV_OR_DENSE = WEIGHTED + ("EinsumDense",)
 
 
+@takes(TrialOptions)
 def trial(
     make_model: Callable[[], Any],
     x: Any,
@@ -56,35 +63,27 @@ def trial(
     *,
     epochs: int = 10,
     batch_size: int = 64,
-    seed: int = 0,
-    remedies: Sequence[str] | None = None,
-    max_variants: int = 8,
-    every_n_steps: int = 20,
-    print_report: bool = True,
-    summary_dir: str | os.PathLike[str] | None = None,
+    **options: Unpack[TrialArgs],
 ) -> TrialResult:
     """Fit the baseline and one variant per applicable ranked remedy on ``x, y``; returns the comparison.
 
-    ``make_model()`` must build and compile a fresh model on each call. ``remedies``
-    limits the ids tried, ``max_variants`` caps the fits after the baseline,
-    ``summary_dir`` keeps each fit's JSON summary; ``print_report``: progress bar
-    and the table at the end. Each build and fit starts with
+    ``make_model()`` must build and compile a fresh model on each call. The
+    keywords are ``TrialOptions``. Each build and fit starts with
     ``keras.utils.set_random_seed(seed)``, which also reseeds Python's and NumPy's
     global generators.
     """
-    if epochs < 1 or batch_size < 1 or max_variants < 0:
-        raise ValueError(f"epochs and batch_size must be >= 1 and max_variants >= 0, got {epochs}, {batch_size}, {max_variants}")
+    chosen = TrialOptions(**options)
+    if epochs < 1 or batch_size < 1:
+        raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
     from gradwatch.console import print_trial, trial_progress
 
-    runner = _Runner(make_model, x, y, epochs, batch_size, seed, every_n_steps, summary_dir)
-    with trial_progress(enabled=print_report) as progress:
-        result, report = run_trials(
-            f"keras/{keras.backend.backend()}", runner.steps, seed, runner.run, lambda ranked, report: _plan(ranked, report, runner),
-            remedies=remedies, max_variants=max_variants, progress=progress,
-        )  # fmt: skip
+    runner = _Runner(make_model, x, y, epochs, batch_size, chosen.seed, chosen.every_n_steps, chosen.summary_dir)
+    with trial_progress(enabled=chosen.print_report) as progress:
+        framework, planned = f"keras/{keras.backend.backend()}", lambda ranked, report: _plan(ranked, report, runner)
+        result, report = run_trials(framework, runner.steps, runner.run, planned, chosen, progress=progress)
     if report.facts.regularized:
         result.notes.append("losses exclude the layers' regularization penalties, so variants that change them compare on the data")
-    if print_report:
+    if chosen.print_report:
         print_trial(result)
     return result
 

@@ -18,15 +18,18 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from gradwatch.facts import RELU_FAMILY, SATURATING
+from gradwatch.options import takes
 from gradwatch.report import Report
 from gradwatch.trial import (
     CLIP_NORM,
     LEAKY_SLOPE,
     WEIGHT_DECAY_SCALE,
     Recipe,
+    TrialArgs,
+    TrialOptions,
     TrialResult,
     clipping_recipe,
     lr_recipes,
@@ -38,6 +41,9 @@ from gradwatch.trial import (
 from ._torch import torch
 from .torch_facts import model_facts, module_path
 from .torch_watch import watch
+
+if TYPE_CHECKING:
+    from typing_extensions import Unpack
 
 nn = torch.nn
 Batches = Iterable[Any] | Callable[[], Iterable[Any]]
@@ -62,31 +68,25 @@ class Probe:
         return next((name for name in reversed(self.order) if name in weighted), None)
 
 
+@takes(TrialOptions)
 def trial(
     make_model: Callable[[], torch.nn.Module],
     make_optimizer: Callable[[Iterator[torch.nn.Parameter]], torch.optim.Optimizer],
     batches: Batches,
     loss_fn: Callable[[Any, Any], torch.Tensor],
     steps: int = 200,
-    *,
-    seed: int = 0,
-    remedies: Sequence[str] | None = None,
-    max_variants: int = 8,
-    every_n_steps: int = 20,
-    print_report: bool = True,
-    summary_dir: str | os.PathLike[str] | None = None,
+    **options: Unpack[TrialArgs],
 ) -> TrialResult:
     """Train the baseline and one variant per applicable ranked remedy; returns the comparison.
 
     ``make_model()`` builds a fresh model, ``make_optimizer(params)`` an optimizer
     for it; ``batches`` is a re-iterable of ``(x, y)`` (cycled when shorter than
     ``steps``) or a callable returning an iterable; ``loss_fn(model(x), y)`` gives
-    the scalar loss. ``remedies`` limits the ids tried; ``max_variants`` caps the
-    runs after the baseline; ``summary_dir`` keeps each run's JSON summary (for
-    ``gradwatch compare``). ``print_report``: progress bar and the table at the end.
+    the scalar loss. The keywords are ``TrialOptions``.
     """
-    if steps < 1 or max_variants < 0:
-        raise ValueError(f"steps must be >= 1 and max_variants >= 0, got steps={steps}, max_variants={max_variants}")
+    chosen = TrialOptions(**options)
+    if steps < 1:
+        raise ValueError(f"steps must be >= 1, got {steps}")
     if not callable(batches) and iter(batches) is batches:
         raise TypeError(
             "batches must be re-iterable (a list, a DataLoader) or a callable returning an iterable: "
@@ -94,15 +94,12 @@ def trial(
         )
     from gradwatch.console import print_trial, trial_progress
 
-    runner = _Runner(make_model, make_optimizer, batches, loss_fn, steps, seed, every_n_steps, summary_dir)
-    with torch.random.fork_rng(), trial_progress(enabled=print_report) as progress:  # the caller's RNG state is restored
+    runner = _Runner(make_model, make_optimizer, batches, loss_fn, steps, chosen.seed, chosen.every_n_steps, chosen.summary_dir)
+    with torch.random.fork_rng(), trial_progress(enabled=chosen.print_report) as progress:  # the caller's RNG state is restored
         probe = runner.probe()  # also warms up the framework before the baseline is timed
         planners = {remedy: functools.partial(planner, probe=probe) for remedy, planner in PLANNERS.items()}
-        result, _ = run_trials(
-            "pytorch", steps, seed, runner.run, lambda ranked, report: plan(ranked, report, planners),
-            remedies=remedies, max_variants=max_variants, progress=progress,
-        )  # fmt: skip
-    if print_report:
+        result, _ = run_trials("pytorch", steps, runner.run, lambda ranked, report: plan(ranked, report, planners), chosen, progress=progress)
+    if chosen.print_report:
         print_trial(result)
     return result
 

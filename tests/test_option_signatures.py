@@ -43,3 +43,19 @@ def test_a_misspelt_option_is_named_with_the_nearest_one(framework):
     name = adapter.__name__
     with pytest.raises(TypeError, match=rf"^{name}\(\) got an unexpected keyword argument 'warn_onn'; did you mean 'warn_on'\?$"):
         adapter(warn_onn="info") if framework != "pytorch" else adapter(None, warn_onn="info")
+
+
+def test_both_trials_take_the_trial_options_declared_once():
+    from gradwatch.integrations.keras_trial import trial as keras_trial
+    from gradwatch.integrations.torch_trial import trial as torch_trial
+    from gradwatch.trial import TrialArgs, TrialOptions
+
+    assert list(TrialArgs.__annotations__) == [f.name for f in fields(TrialOptions)]
+    shared = {f.name: f.default for f in fields(TrialOptions)}
+    for trial, own in ((torch_trial, {}), (keras_trial, {"epochs": 10, "batch_size": 64})):
+        keywords = {p.name: p.default for p in inspect.signature(trial).parameters.values() if p.kind is p.KEYWORD_ONLY}
+        assert keywords == own | shared
+    with pytest.raises(TypeError, match=r"^trial\(\) got an unexpected keyword argument 'max_variant'; did you mean 'max_variants'\?$"):
+        torch_trial(None, None, [], None, max_variant=2)
+    with pytest.raises(ValueError, match="max_variants must be >= 0"):
+        keras_trial(None, None, None, max_variants=-1)
