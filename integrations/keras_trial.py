@@ -68,7 +68,7 @@ def trial(
     """Fit the baseline and one variant per applicable ranked remedy on ``x, y``; returns the comparison.
 
     ``make_model()`` must build and compile a fresh model on each call. The
-    keywords are ``TrialOptions``. Each build and fit starts with
+    other keywords are ``gradwatch.trial.TrialOptions``. Each build and fit starts with
     ``keras.utils.set_random_seed(seed)``, which also reseeds Python's and NumPy's
     global generators.
     """

@@ -82,7 +82,7 @@ def trial(
     ``make_model()`` builds a fresh model, ``make_optimizer(params)`` an optimizer
     for it; ``batches`` is a re-iterable of ``(x, y)`` (cycled when shorter than
     ``steps``) or a callable returning an iterable; ``loss_fn(model(x), y)`` gives
-    the scalar loss. The keywords are ``TrialOptions``.
+    the scalar loss. The other keywords are ``gradwatch.trial.TrialOptions``.
     """
     chosen = TrialOptions(**options)
     if steps < 1:
