@@ -94,7 +94,9 @@ class SequenceStats:
 class StepStats:
     """Everything measured at one sampled optimizer step (0-based ``step``).
 
-    ``loss`` is the mean loss the user reported since the previous sample.
+    ``loss`` is the mean loss the user reported since the previous sample;
+    ``batch_rows``, the rows of the sampled step's batch (a loss over a few
+    rows is noisy: one row may give a loss near 0 by chance).
     Layer weight norms are taken before the optimizer step, so ``|ΔW|/|W|``
     compares a step with the weights it changed. ``grad_norm_unclipped`` is
     the total gradient norm as backward produced it, before any clipping the
@@ -137,6 +139,7 @@ class StepStats:
     attention_head: int | None = None
     attention_entropy_min: float | None = None
     adam_eps: float | None = None
+    batch_rows: int | None = None
 
     finite: bool = field(init=False, repr=False, compare=False)
     """False when the loss or any layer's norms hold NaN or infinity."""

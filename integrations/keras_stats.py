@@ -303,6 +303,7 @@ class KerasCollector:
             activations=activations if self.guard.enabled(ACTIVATIONS) else (),
             input_mean_abs=mean_abs,
             input_std=std,
+            batch_rows=int(rows) if rows is not None else None,
         )
 
     def _readout(self, values: list[Any], before: list[Any] | None, weight_sq: Any, limit: Any) -> Any:

@@ -491,6 +491,7 @@ class TorchCollector:
             input_mean_abs=inputs[0],
             input_std=inputs[1],
             adam_eps=packed.sample.adam_eps if moments is not None else None,
+            batch_rows=self.batch_rows or None,
             output_log_partition=parts["log_partition"][0] if "log_partition" in parts else None,
             **_attention_stats(packed.attention, parts.get("attention_maxima", []), parts.get("attention_entropies", [])),
         )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import statistics
 
 from ..facts import QUASI_NEWTON, ModelFacts
 from ..report import Finding
@@ -12,6 +13,7 @@ from .base import Detector, check_count, check_positive, fmt
 from .loss import LossTrack
 
 FALLING = 0.9  # a loss under this share of its early level is falling: the run learns despite large gradients
+FEW_ROWS = 8  # a loss over fewer rows than this is one noisy draw: its lowest early value is no level to climb from
 
 
 EXPLODING_GRADIENTS = Symptom(
@@ -29,14 +31,18 @@ class ExplodingGradients(Detector):
       exceeds ``max_relative_update``: the step is as large as the layer
       (not for quasi-Newton optimizers such as L-BFGS, whose steps are that
       large by design);
-    - the total gradient norm exceeds ``max_growth`` times its lowest level over
-      the first ``baseline_samples`` samples (the lowest: a run may blow up in
-      its first steps); the norm before the training code's own clipping is
+    - the total gradient norm exceeds ``max_growth`` times its early level
+      (see below); the norm before the training code's own clipping is
       used where the adapter measured it, so clipping cannot hide the growth;
       not while the loss falls below ``FALLING`` of its early level (large
       targets under MSE grow the gradients of a run that learns well);
     - the loss (median of the two latest samples) climbs above
-      ``max_loss_growth`` times its lowest level over the first samples.
+      ``max_loss_growth`` times its early level.
+
+    A value's early level is its lowest over the first ``baseline_samples``
+    samples (the lowest: a run may blow up in its first steps), or their mean
+    where an early batch had fewer than ``FEW_ROWS`` rows (the loss and
+    gradient of one row may be near 0 by chance).
 
     Ten times a limit is critical. Healthy training keeps ``|ΔW|/|W|`` near
     1e-3. Gradients large against the weights are no rule of their own: a loss
@@ -45,7 +51,7 @@ class ExplodingGradients(Detector):
     """
 
     declares = EXPLODING_GRADIENTS
-    state = ("streak", "baseline", "losses", "peak_update")
+    state = ("streak", "baseline", "losses", "peak_update", "few_rows")
 
     def __init__(
         self,
@@ -65,9 +71,15 @@ class ExplodingGradients(Detector):
         self.baseline: list[float] = []
         self.losses = LossTrack(early=baseline_samples, recent=2)  # early: the loss the run starts from
         self.peak_update: dict[str, float] = {}  # the largest relative update seen: {layer: |ΔW|/|W|}, sizes the advice
+        self.few_rows = False  # an early loss came from a batch of fewer than FEW_ROWS rows
+
+    def _early_level(self, values: list[float]) -> float:
+        return statistics.fmean(values) if self.few_rows else min(values)
 
     def observe(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
         if finite(sample.loss):
+            early = len(self.losses.early_losses) < self.losses.early
+            self.few_rows |= early and sample.batch_rows is not None and sample.batch_rows < FEW_ROWS
             self.losses.add(sample.loss)
         grads = [s.grad_norm for s in sample.layers if finite(s.grad_norm)]
         total = math.sqrt(sum(g * g for g in grads)) if grads else None
@@ -76,7 +88,7 @@ class ExplodingGradients(Detector):
         if unclipped is not None:
             if len(self.baseline) < self.baseline_samples:
                 self.baseline.append(unclipped)
-            reference = min(self.baseline)
+            reference = self._early_level(self.baseline)
             growth = unclipped / reference if reference > 0 and len(self.baseline) > 1 else None
 
         updates = {s.name: s.relative_update for s in sample.layers if finite(s.relative_update)}
@@ -85,7 +97,9 @@ class ExplodingGradients(Detector):
             self.peak_update = dict([max(updates.items(), key=lambda item: item[1])])
         big_updates = {n: u for n, u in updates.items() if u > self.max_relative_update and judge_updates}
         least_grad = min((s.relative_grad for s in sample.layers if finite(s.relative_grad)), default=None)  # evidence
-        start, now = min(self.losses.early_losses, default=None), self.losses.now
+        early = self.losses.early_losses
+        start = self._early_level(early) if early else None
+        now = self.losses.now
         loss_growth = now / start if self.losses.count > 1 and start and start > 0 and now is not None else None
         climbing = loss_growth is not None and loss_growth > self.max_loss_growth
         falling = loss_growth is not None and loss_growth < FALLING  # large gradients are not hurting this run
@@ -108,7 +122,7 @@ class ExplodingGradients(Detector):
             name = max(big_updates, key=big_updates.__getitem__)
             parts.append(f"{name} changes by {fmt(worst_update)}× its own norm in one step")
         if growing:
-            parts.append(f"total gradient norm {fmt(unclipped)} is {fmt(growth)}× its early level {fmt(min(self.baseline))}")
+            parts.append(f"total gradient norm {fmt(unclipped)} is {fmt(growth)}× its early level {fmt(self._early_level(self.baseline))}")
         if climbing:
             parts.append(f"the loss climbed to {fmt(now)}, {fmt(loss_growth)}× its early {fmt(start)}")
         clipped = total is not None and unclipped is not None and total < 0.99 * unclipped
@@ -122,7 +136,7 @@ class ExplodingGradients(Detector):
             "; ".join(parts),
             grad_norm_total=total,
             grad_norm_unclipped=unclipped if clipped else None,
-            grad_norm_baseline=min(self.baseline) if self.baseline else None,
+            grad_norm_baseline=self._early_level(self.baseline) if self.baseline else None,
             growth=growth,
             relative_update=updates,
             peak_update=self.peak_update,

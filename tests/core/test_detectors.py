@@ -291,6 +291,16 @@ def test_exploding_when_the_loss_climbs_far_above_its_start():
     assert results[5].evidence["loss_growth"] == pytest.approx(52.5 / 1.9)  # over the lowest early loss
 
 
+def test_exploding_judges_one_row_batches_from_their_mean_early_level():
+    """One row's loss and gradient may be near 0 by chance: over batches of one row the early level is the mean
+    of the first samples, not their lowest (the same stream over 32-row batches is a climb)."""
+    losses, grads = [0.003, 0.01, 4.9, 10.1, 9.8, 10.4], [0.001, 0.8, 1.0, 1.2, 0.9, 1.1]
+    stream = [sample(s, [g, g, g], loss=loss) for s, (loss, g) in enumerate(zip(losses, grads))]
+    assert feed(ExplodingGradients(), [replace(s, batch_rows=1) for s in stream]) == [None] * 6
+    finding = feed(ExplodingGradients(), [replace(s, batch_rows=32) for s in stream])[-1]
+    assert finding.evidence["loss_growth"] == pytest.approx(10.1 / 0.003) and finding.evidence["growth"] == pytest.approx(1100)
+
+
 def test_exploding_growth_is_read_before_the_users_clipping():
     def clipped(step, raw):  # the training code clips the total norm to 1
         return replace(sample(step, [0.5, 0.5, 0.5]), grad_norm_unclipped=raw)
