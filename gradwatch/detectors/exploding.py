@@ -78,8 +78,8 @@ class ExplodingGradients(Detector):
 
     def observe(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
         if finite(sample.loss):
-            early = len(self.losses.early_losses) < self.losses.early
-            self.few_rows |= early and sample.batch_rows is not None and sample.batch_rows < FEW_ROWS
+            in_early = len(self.losses.early_losses) < self.losses.early
+            self.few_rows |= in_early and sample.batch_rows is not None and sample.batch_rows < FEW_ROWS
             self.losses.add(sample.loss)
         grads = [s.grad_norm for s in sample.layers if finite(s.grad_norm)]
         total = math.sqrt(sum(g * g for g in grads)) if grads else None
