@@ -15,7 +15,7 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, fields
 from enum import Enum
-from typing import Any, TypedDict, TypeVar, cast
+from typing import TYPE_CHECKING, Any, TypedDict, TypeVar, cast
 
 from .checks import (
     OptionError,
@@ -27,8 +27,10 @@ from .checks import (
     check_summary_path,
     show,
 )
-from .detectors.base import Detector
 from .report import Severity, StopSeverity
+
+if TYPE_CHECKING:
+    from .detectors.base import Detector
 
 DEFAULT_EVERY_N_STEPS = 20  # the sampling interval where neither the user nor the framework chose one
 
@@ -119,6 +121,8 @@ def check_detectors(value: Any) -> tuple[Detector, ...] | None:
     """A sequence of detector instances, at most one per symptom, or None (the defaults)."""
     if value is None:
         return None
+    from .detectors.base import Detector  # here: a process that takes the defaults never imports the detectors for it
+
     hint = "a list of gradwatch detectors such as [VanishingGradients(max_ratio=1e-4)], or None for the defaults"
     if isinstance(value, (str, bytes)) or not isinstance(value, Sequence):
         raise OptionError(f"detectors must be {hint}, got {show(value)}")

@@ -28,7 +28,9 @@ inherit the switch from ``gradwatch run train.py`` too.
 from __future__ import annotations
 
 import argparse
+import inspect
 import os
+import re
 import runpy
 import sys
 from collections.abc import Mapping, Sequence
@@ -42,21 +44,83 @@ RUN_EXITS = (
     "  2  the script, module or command cannot be found"
 )
 BOOT = Path(__file__).resolve().parent / "_boot"  # holds the sitecustomize.py of the environment switch
-SWITCH, SUMMARY, EVERY = "GRADWATCH", "GRADWATCH_SUMMARY", "GRADWATCH_EVERY_N_STEPS"  # the switch's environment variables
+SWITCH = "GRADWATCH"  # the environment switch; each option has its variable too (``variable``)
+NOT_FLAGS = ("detectors",)  # options that are objects, not a value on a command line
+FLAG_NAMES = {"summary_path": "--summary"}  # flags not named after their option
+HELP = {
+    "summary_path": "JSON summary of the first model watched (default: gradwatch-<script name>.json in the cwd)",
+    "every_n_steps": "measure every N-th step (default: 20; Lightning and Transformers: their logging interval)",
+}
+
+
+def flag(option: str) -> str:
+    """The command-line flag of a ``watch()`` option: ``stop_on`` is ``--stop-on``."""
+    return FLAG_NAMES.get(option, "--" + option.replace("_", "-"))
+
+
+def variable(option: str) -> str:
+    """The environment variable of a ``watch()`` option: ``stop_on`` is ``GRADWATCH_STOP_ON``."""
+    return f"{SWITCH}_{option.removesuffix('_path').upper()}"
+
+
+def flagged() -> list[Any]:
+    """The ``watch()`` options (``gradwatch.Options``' fields) that ``gradwatch run`` takes as flags and variables."""
+    from dataclasses import fields
+
+    from .options import Options
+
+    return [f for f in fields(Options) if f.name not in NOT_FLAGS]
+
+
+def option_value(option: Any, text: str) -> Any:
+    """An option's value from its text on a command line or in a variable (``none`` for None where allowed);
+    checked by ``Options`` after. Raises ``ValueError`` with a one-line reason."""
+    words = text.strip().lower()
+    if option.type == "bool":
+        if words in ("1", "true", "yes", "on"):
+            return True
+        if words in ("0", "false", "no", "off"):
+            return False
+        raise ValueError(f"{option.name} must be true or false, got {text!r}")
+    if "None" in option.type and words == "none":
+        return None
+    if option.type.startswith("int"):
+        try:
+            return int(text)
+        except ValueError:
+            raise ValueError(f"{option.name} must be a whole number, got {text!r}") from None
+    return text
+
+
+def described() -> dict[str, str]:
+    """Each option's sentence, from the ``Attributes:`` section of ``Options``' docstring (written once, there)."""
+    from .options import Options
+
+    notes: dict[str, str] = {}
+    name = None
+    for line in (inspect.getdoc(Options) or "").partition("Attributes:")[2].splitlines():
+        entry = re.match(r" {4}(\w+): (.*)", line)
+        if entry:
+            name = entry[1]
+            notes[name] = entry[2]
+        elif name is not None and line.startswith(" " * 8):
+            notes[name] += " " + line.strip()
+    return notes
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    """The options of ``gradwatch run`` (also those of ``python -m gradwatch.run``)."""
-    parser.add_argument(
-        "--summary", metavar="PATH", default=None, help="JSON summary of the first model watched (default: gradwatch-<script name>.json in the cwd)"
-    )
-    parser.add_argument(
-        "--every-n-steps",
-        type=positive,
-        default=None,
-        metavar="N",
-        help="measure every N-th step (default: 20; Lightning and Transformers: their logging interval)",
-    )
+    """The options of ``gradwatch run`` (also those of ``python -m gradwatch.run``): each ``watch()`` option as a flag,
+    with the sentence ``Options`` gives it."""
+    notes = described()
+    for option in flagged():
+        default = "none" if option.default is None else str(option.default).lower()
+        note = notes.get(option.name, "").replace("``", "").replace("None:", "none:")  # as a command line spells it
+        text = HELP.get(option.name) or f"{note} (default: {default})"
+        if option.type == "bool":
+            parser.add_argument(flag(option.name), dest=option.name, action=argparse.BooleanOptionalAction, default=None, help=text)
+            continue
+        metavar = "PATH" if "PathLike" in option.type else "SEVERITY" if "Severity" in option.type else "N"
+        parser.add_argument(flag(option.name), dest=option.name, default=None, metavar=metavar, help=text.replace("%", "%%"))
     parser.add_argument("-m", dest="module", metavar="MODULE", default=None, help="run a module as a script, as `python -m MODULE`")
     parser.add_argument(
         "--boot-path", action="store_true", help="print the folder to put on PYTHONPATH for the GRADWATCH=1 environment switch, and exit"
@@ -79,25 +143,31 @@ def run(args: argparse.Namespace) -> int:
         if not target:
             print("gradwatch run: error: name a script to run (gradwatch run train.py [args...]) or a module (-m package.module)", file=sys.stderr)
             return 2
+        try:
+            given = chosen_options(args)
+        except ValueError as exc:
+            print(f"gradwatch run: error: {exc}", file=sys.stderr)
+            return 2
         if is_launcher(target[0]):
-            summary = str(Path(args.summary).absolute()) if args.summary is not None else None
-            return _launch(target, switch_environment(os.environ, summary=summary, every_n_steps=args.every_n_steps))
+            return _launch(target, switch_environment(os.environ, given))
         script = Path(target[0])
         if not script.is_file() and not (script / "__main__.py").is_file():  # a file, or a folder as `python folder` runs it
             print(f"gradwatch run: error: cannot open script {target[0]}: no such file or command", file=sys.stderr)
             return 2
         stem = script.stem
     else:
+        try:
+            given = chosen_options(args)
+        except ValueError as exc:
+            print(f"gradwatch run: error: {exc}", file=sys.stderr)
+            return 2
         stem = module.rpartition(".")[2] or module
-    summary = str(Path(args.summary if args.summary is not None else f"gradwatch-{stem}.json").absolute())
-    options: dict[str, Any] = {"summary_path": summary}
-    if args.every_n_steps is not None:
-        options["every_n_steps"] = args.every_n_steps
-    session = _install(options)
+    summary = str(Path(f"gradwatch-{stem}.json").absolute())
+    session = _install({"summary_path": summary, **given})
     # the script's own Python children (Lightning's other ranks) are watched too; one that trains another script
     # names its summary after that script, unless --summary was given
-    children = switch_environment(os.environ, summary=summary if args.summary is not None else None, every_n_steps=args.every_n_steps)
-    names = [name for name in (SWITCH, SUMMARY, EVERY, "PYTHONPATH") if name in children]
+    children = switch_environment(os.environ, given)
+    names = [name for name in children if name.startswith(SWITCH) or name == "PYTHONPATH"]
     saved = {name: os.environ.get(name) for name in names}
     os.environ.update({name: children[name] for name in names})
     try:
@@ -125,16 +195,31 @@ def is_launcher(first: str) -> bool:
     return shutil.which(first) is not None
 
 
-def switch_environment(environ: Mapping[str, str], *, summary: str | None = None, every_n_steps: int | None = None) -> dict[str, str]:
-    """``environ`` with the environment switch on: ``GRADWATCH=1``, the boot folder first on ``PYTHONPATH``, the options."""
+def chosen_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``watch()`` options given as flags, checked (a ``ValueError`` names the first bad one); the summary's
+    path made absolute, so that a launcher's processes write where the command was given."""
+    given: dict[str, Any] = {}
+    for option in flagged():
+        value = getattr(args, option.name, None)
+        if value is not None:
+            given[option.name] = value if isinstance(value, bool) else option_value(option, value)
+    if given.get("summary_path") is not None:
+        given["summary_path"] = str(Path(given["summary_path"]).absolute())
+    from .options import Options
+
+    Options(**given)  # an OptionError (a ValueError) names a bad value before the script starts
+    return given
+
+
+def switch_environment(environ: Mapping[str, str], options: Mapping[str, Any] | None = None) -> dict[str, str]:
+    """``environ`` with the environment switch on: ``GRADWATCH=1``, the boot folder first on ``PYTHONPATH``, and
+    each option given in its variable (``none`` for None)."""
     env = dict(environ)
     env[SWITCH] = "1"
     paths = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != BOOT]
     env["PYTHONPATH"] = os.pathsep.join([str(BOOT), *paths])
-    if summary is not None:
-        env[SUMMARY] = summary
-    if every_n_steps is not None:
-        env[EVERY] = str(every_n_steps)
+    for name, value in (options or {}).items():
+        env[variable(name)] = "none" if value is None else str(value)
     return env
 
 
@@ -161,22 +246,29 @@ def switched_on(environ: Mapping[str, str]) -> bool:
 def start_from_environment(environ: Mapping[str, str] | None = None) -> Any:
     """The environment switch's start (from ``_boot/sitecustomize.py``): watch this process, finished at exit.
 
-    Options from ``GRADWATCH_SUMMARY`` (a path) and ``GRADWATCH_EVERY_N_STEPS``
-    (a whole number >= 1); a value that cannot be read is warned about and left
-    at its default. Returns the watch, or None where the switch is off.
+    Each ``watch()`` option from its variable (``GRADWATCH_SUMMARY``,
+    ``GRADWATCH_EVERY_N_STEPS``, ``GRADWATCH_STOP_ON`` ...; ``variable``); a value
+    that cannot be read is warned about and left at its default. Returns the
+    watch, or None where the switch is off.
     """
     environ = os.environ if environ is None else environ
     if not switched_on(environ):
         return None
-    options: dict[str, Any] = {"at_exit": True}
-    if environ.get(SUMMARY):
-        options["summary_path"] = os.path.abspath(environ[SUMMARY])
-    if environ.get(EVERY):
+    options: dict[str, Any] = {}
+    for option in flagged():
+        text = environ.get(variable(option.name))
+        if not text:
+            continue
         try:
-            options["every_n_steps"] = positive(environ[EVERY])
-        except argparse.ArgumentTypeError as exc:
-            _warn(f"gradwatch: {EVERY}={environ[EVERY]!r} ignored: {exc}")
-    return _install(options)
+            value = option_value(option, text)
+            from .options import Options
+
+            Options(**{option.name: value})
+        except ValueError as exc:
+            _warn(f"gradwatch: {variable(option.name)}={text!r} ignored: {exc}")
+            continue
+        options[option.name] = os.path.abspath(value) if option.name == "summary_path" and value else value
+    return _install({**options, "at_exit": True})
 
 
 def _install(options: dict[str, Any]) -> Any:
@@ -281,6 +373,7 @@ def positive(text: str) -> int:
 def split(argv: Sequence[str]) -> tuple[list[str], list[str]]:
     """gradwatch's own options, and the rest: ``-m MODULE`` or the script, with the arguments that follow, all the script's."""
     argv = list(argv)
+    valued = {flag(option.name) for option in flagged() if option.type != "bool"}  # flags followed by a value
     i = 0
     while i < len(argv):
         arg = argv[i]
@@ -291,11 +384,8 @@ def split(argv: Sequence[str]) -> tuple[list[str], list[str]]:
             return argv[:end], argv[end:]
         if not arg.startswith("-") or arg == "-":
             return argv[:i], argv[i:]
-        i += 2 if arg in VALUED else 1
+        i += 2 if arg in valued and "=" not in arg else 1
     return argv, []
-
-
-VALUED = ("--summary", "--every-n-steps")  # options followed by a value
 
 
 def main(argv: Sequence[str] | None = None, *, prog: str = "python -m gradwatch.run") -> int:

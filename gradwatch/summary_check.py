@@ -14,8 +14,6 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 SCHEMA = "gradwatch.summary/1"
 TRIAL_SCHEMA = "gradwatch.trial/1"
 MAX_NESTING = 64  # brackets deep; a summary needs about 8
@@ -62,6 +60,8 @@ def excess_nesting(text: str) -> int | None:
     """
     if text.count("[") + text.count("{") <= MAX_NESTING:
         return None  # too few brackets to nest that deep: skip the scan
+    import numpy as np  # here: a summary with few brackets, and every process that only imports gradwatch, skip it
+
     brackets = _STRING.sub('""', text).encode("utf-8").translate(None, _NOT_BRACKETS)
     depth = deepest = 0
     for start in range(0, len(brackets), _CHUNK):  # in chunks: memory stays small whatever the file

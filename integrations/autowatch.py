@@ -74,9 +74,10 @@ MISSES = 3  # backward passes that find no model before gradwatch run stops look
 class AutoWatch:
     """The watch of one ``gradwatch run``: the patches, the watchers made, and their summary paths."""
 
-    def __init__(self, *, summary_path: str | None = None, every_n_steps: int | None = None, at_exit: bool = False) -> None:
+    def __init__(self, *, summary_path: str | None = None, every_n_steps: int | None = None, at_exit: bool = False, **others: Any) -> None:
         self.summary_path = summary_path  # None: gradwatch-<script name>.json in the cwd, named when the first model is watched
         self.every_n_steps = every_n_steps
+        self.others = others  # the other watch() options given (stop_on, warn_on, ...): every watcher gets them
         self.at_exit = at_exit
         self.finished = False
         self.failed: set[str] = set()
@@ -120,7 +121,7 @@ class AutoWatch:
 
     def options(self, *, default_every: int | None) -> dict[str, Any]:
         every = self.every_n_steps if self.every_n_steps is not None else default_every
-        options: dict[str, Any] = {"summary_path": self.next_summary_path()}
+        options: dict[str, Any] = {**self.others, "summary_path": self.next_summary_path()}
         if every is not None:
             options["every_n_steps"] = every
         return options
@@ -558,8 +559,9 @@ class _ImportHook:  # a meta path finder (importlib.abc is not imported: it cost
 _ACTIVE: AutoWatch | None = None  # the watch of this process
 
 
-def install(*, summary_path: str | None = None, every_n_steps: int | None = None, at_exit: bool = False) -> AutoWatch:
+def install(*, summary_path: str | None = None, every_n_steps: int | None = None, at_exit: bool = False, **others: Any) -> AutoWatch:
     """Start watching this process's training; ``finish()`` the result at the end (``at_exit``: done at interpreter exit).
+    ``others``: more ``watch()`` options, for every model watched.
 
     Where this process is watched already, that watch is returned, with the
     options given here (a model already watched keeps its own).
@@ -570,8 +572,9 @@ def install(*, summary_path: str | None = None, every_n_steps: int | None = None
             _ACTIVE.summary_path = summary_path
         if every_n_steps is not None:
             _ACTIVE.every_n_steps = every_n_steps
+        _ACTIVE.others.update(others)
         return _ACTIVE
-    auto = AutoWatch(summary_path=summary_path, every_n_steps=every_n_steps, at_exit=at_exit)
+    auto = AutoWatch(summary_path=summary_path, every_n_steps=every_n_steps, at_exit=at_exit, **others)
     _ACTIVE = auto
     auto.start()
     return auto

@@ -73,12 +73,14 @@ def test_a_plain_loop_is_watched_and_trains_bit_for_bit_as_without(tmp_path):
     )
     script(failing, LOOP)
     env = {**os.environ, "PYTHONPATH": str(failing / "site")}
+    chosen = script(tmp_path / "chosen", LOOP).parent  # watch() options as flags
     runs = [
         started(tmp_path, "-m", "gradwatch.cli", "run", "train.py", "--lr", "3"),
         started(tmp_path, "train.py", "--lr", "3"),
         started(failing, "-m", "gradwatch.run", "train.py", "--lr", "3", env=env),
+        started(chosen, "-m", "gradwatch.cli", "run", "--no-print-report", "--history-size", "4", "--summary", "s.json", "train.py", "--lr", "3"),
     ]
-    watched, alone, broken = (finished(run) for run in runs)
+    watched, alone, broken, flagged = (finished(run) for run in runs)
     assert alone.returncode == 0, alone.stderr
     assert watched.returncode == 0, watched.stderr
     summary = json.loads((tmp_path / "gradwatch-train.json").read_text())
@@ -92,6 +94,10 @@ def test_a_plain_loop_is_watched_and_trains_bit_for_bit_as_without(tmp_path):
     assert broken.stderr.count("injected") == 1
     assert broken.stdout == alone.stdout
     assert not (failing / "gradwatch-train.json").exists()
+
+    assert flagged.returncode == 0 and flagged.stdout == alone.stdout and "sampled of 40 steps" not in flagged.stderr
+    history = json.loads((chosen / "s.json").read_text())["layers"][0]["history"]["step"]
+    assert 2 <= len(history) <= 4, history
 
 
 def test_exit_codes_and_tracebacks_are_the_scripts(tmp_path):

@@ -111,7 +111,9 @@ def test_a_launcher_keeps_its_exit_code_and_an_unknown_command_is_an_error(tmp_p
 
 
 def test_the_switch_environment_puts_the_boot_folder_first_once():
-    env = switch_environment({"PYTHONPATH": os.pathsep.join(["/a", str(BOOT), "/b"])}, summary="/s.json", every_n_steps=3)
+    options = {"summary_path": "/s.json", "every_n_steps": 3, "warn_on": None, "print_report": False}
+    env = switch_environment({"PYTHONPATH": os.pathsep.join(["/a", str(BOOT), "/b"])}, options)
     assert env["PYTHONPATH"].split(os.pathsep) == [str(BOOT), "/a", "/b"]
     assert (env["GRADWATCH"], env["GRADWATCH_SUMMARY"], env["GRADWATCH_EVERY_N_STEPS"]) == ("1", "/s.json", "3")
+    assert (env["GRADWATCH_WARN_ON"], env["GRADWATCH_PRINT_REPORT"]) == ("none", "False")
     assert switch_environment({})["PYTHONPATH"] == str(BOOT)
