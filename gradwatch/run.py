@@ -139,14 +139,14 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if target[:1] == ["--"]:
         target = target[1:]
+    try:
+        given = chosen_options(args)
+    except ValueError as exc:
+        print(f"gradwatch run: error: {exc}", file=sys.stderr)
+        return 2
     if module is None:
         if not target:
             print("gradwatch run: error: name a script to run (gradwatch run train.py [args...]) or a module (-m package.module)", file=sys.stderr)
-            return 2
-        try:
-            given = chosen_options(args)
-        except ValueError as exc:
-            print(f"gradwatch run: error: {exc}", file=sys.stderr)
             return 2
         if is_launcher(target[0]):
             return _launch(target, switch_environment(os.environ, given))
@@ -156,11 +156,6 @@ def run(args: argparse.Namespace) -> int:
             return 2
         stem = script.stem
     else:
-        try:
-            given = chosen_options(args)
-        except ValueError as exc:
-            print(f"gradwatch run: error: {exc}", file=sys.stderr)
-            return 2
         stem = module.rpartition(".")[2] or module
     summary = str(Path(f"gradwatch-{stem}.json").absolute())
     session = _install({"summary_path": summary, **given})
