@@ -28,7 +28,7 @@ def main(steps: int = 200) -> int:
     watcher = watch(model, optimizer, print_report=False, warn_on=None, strict=True)
     unsampled = 0
     for _ in range(steps):
-        sampled = watcher.monitor.should_sample(watcher.global_step)
+        sampled = watcher.session.should_sample(watcher.global_step)
         torch.cuda.set_sync_debug_mode(0 if sampled else "error")
         try:
             loss = nn.functional.cross_entropy(model(x), y)

@@ -16,14 +16,15 @@ to measure and what the measurements mean.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
+from types import MappingProxyType
 from typing import TYPE_CHECKING, Any
 
 from .facts import ModelFacts
 from .monitor import Monitor
 from .options import DEFAULT_EVERY_N_STEPS, OptionArgs, Options
-from .report import MIN_SAMPLES_TO_CLEAR, Report
+from .report import MIN_SAMPLES_TO_CLEAR, Finding, Report
 from .safety import FaultGuard, warn
 from .stats import StepStats
 
@@ -74,6 +75,21 @@ class Session:
     def facts(self) -> ModelFacts:
         """What is known of the model, its loss and its optimizer."""
         return self.monitor.facts
+
+    @property
+    def every_n_steps(self) -> int:
+        """The sampling interval in use (see ``should_sample``)."""
+        return self.monitor.every_n_steps
+
+    @property
+    def sampled_steps(self) -> int:
+        """How many sampled steps had gradients so far: the evidence the diagnosis rests on."""
+        return self.monitor.samples
+
+    @property
+    def findings(self) -> Mapping[str, Finding]:
+        """The findings so far by symptom, read-only (``report()`` orders them)."""
+        return MappingProxyType(self.monitor.findings)
 
     def set_facts(self, facts: ModelFacts) -> None:
         """What is known of the model, learned again (once its layers were built)."""
@@ -143,9 +159,9 @@ class Session:
         if text not in self.monitor.notes:
             self.monitor.notes.append(text)
 
-    def report(self) -> Report:
-        """The diagnosis so far, or the closed run's report."""
-        return self.final if self.final is not None else self.monitor.report()
+    def report(self, steps: int | None = None) -> Report:
+        """The diagnosis so far (``steps``: the steps run, if more than were seen), or the closed run's report."""
+        return self.final if self.final is not None else self.monitor.report(steps)
 
     def close(self, steps: int, *, unseen: str = "no training step was seen", render: Callable[[Report], object] | None = None) -> Report:
         """The run's end: notes on what was not measured, the JSON summary, the report handed to ``render``.
@@ -160,7 +176,7 @@ class Session:
             return self.final
         if self._skipped_steps:
             self.note(f"{self._skipped_steps} sampled step(s) skipped by the AMP grad scaler were ignored")
-        samples = self.monitor.samples
+        samples = self.sampled_steps
         if steps == 0:
             self.note(unseen)
         elif samples == 0 and self.guard.failed:

@@ -118,7 +118,7 @@ class JaxBackend(KerasBackend):
         self._schedule = (optimizer, offset, every_n_steps)
 
     def when_sampled(self, work: Callable[[], Any]) -> None:
-        """``Monitor.should_sample`` of this step, computed from the traced iteration counter."""
+        """``Session.should_sample`` of this step, computed from the traced iteration counter."""
         optimizer, offset, n = self._schedule
         step = ops.cast(optimizer.iterations, "int32") - offset
         _cond(ops.logical_or(step % n == 0, ops.logical_and(step < n, ops.bitwise_and(step, step - 1) == 0)), work)

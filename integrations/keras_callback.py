@@ -7,7 +7,6 @@ from typing import TYPE_CHECKING, Any
 
 from gradwatch.checks import check_flag
 from gradwatch.console import print_report
-from gradwatch.monitor import Monitor
 from gradwatch.options import Framework, OptionArgs, takes_options
 from gradwatch.report import Report
 from gradwatch.session import Session
@@ -48,10 +47,6 @@ class GradWatchCallback(keras.callbacks.Callback):
         self._per_call = 1  # optimizer steps per batch callback (steps_per_execution)
 
     @property
-    def monitor(self) -> Monitor:
-        return self.session.monitor
-
-    @property
     def report(self) -> Report | None:
         """The report of the latest ``fit``, once it ended (``session.report()``: the diagnosis so far)."""
         return self.session.final
@@ -74,7 +69,7 @@ class GradWatchCallback(keras.callbacks.Callback):
         strategy = getattr(self.model, "distribute_strategy", None)  # TensorFlow only
         if facts.grad_clipping and strategy is not None and strategy.num_replicas_in_sync > 1:
             self.session.note("gradient norms are measured after Keras clipped each replica's gradients (tf.distribute sums them after clipping)")
-        self.collector.install(optimizer, first_step=self.step, every_n_steps=self.monitor.every_n_steps)
+        self.collector.install(optimizer, first_step=self.step, every_n_steps=self.session.every_n_steps)
         self.model.make_train_function(force=True)  # retrace so the wrapped optimizer is in the graph
 
     # Only on_train_batch_begin is overridden: a callback with on_train_batch_end makes Keras turn
@@ -120,7 +115,7 @@ class GradWatchCallback(keras.callbacks.Callback):
         self._read_sampled_step()
         if logs is not None and self.log_metrics:
             logs.update(self.session.latest)
-            logs["gradwatch/findings"] = float(sum(f.at_least("warning") for f in self.monitor.findings.values()))
+            logs["gradwatch/findings"] = float(sum(f.at_least("warning") for f in self.session.findings.values()))
 
     def on_train_end(self, logs: dict[str, Any] | None = None) -> None:
         if not self._calls.act("on_train_end"):

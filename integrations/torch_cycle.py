@@ -23,7 +23,6 @@ from dataclasses import replace
 from typing import Any
 
 from gradwatch.console import print_report
-from gradwatch.monitor import Monitor
 from gradwatch.report import MIN_SAMPLES_TO_CLEAR, Report
 from gradwatch.session import Session
 from gradwatch.stats import LayerStats, StepStats
@@ -81,10 +80,6 @@ class TorchCycle:
         index = {id(p): i for i, p in enumerate(self.collector.params)}
         shares = {id(o): [index[id(p)] for g in o.param_groups for p in g["params"] if id(p) in index] for o in self.optimizers}
         self._shares = shares if len(shares) > 1 else {}  # several optimizers step in turn: each reads its own
-
-    @property
-    def monitor(self) -> Monitor:
-        return self.session.monitor
 
     @property
     def pending(self) -> bool:
@@ -280,7 +275,7 @@ class TorchCycle:
         self.guard.run(COLLECTOR, self.collector.capture_gradients)
         lr = _lr(self.optimizers[0]) if self.optimizers else None
         stats = self.guard.run(COLLECTOR, self.collector.flush, last, lr)
-        if stats is not None and (not stats.finite or self.monitor.samples < MIN_SAMPLES_TO_CLEAR):
+        if stats is not None and (not stats.finite or self.session.sampled_steps < MIN_SAMPLES_TO_CLEAR):
             self.session.record(stats)
 
     def close(self, steps: int, *, unseen: str = "no training step was seen") -> Report:

@@ -52,7 +52,7 @@ class Watcher:
         self.session = Session(Framework.PYTORCH, **options)
         if handwritten:
             self.session.note(f"{handwritten} is not a torch.optim.Optimizer: each step ends at watcher.step(), as for an update by hand")
-        self.guard, self.monitor = self.session.guard, self.session.monitor
+        self.guard = self.session.guard
         self.model = model
         self.cycle = TorchCycle(model, self.session)
         earlier = _WATCHERS[self.cycle.model]() if self.cycle.model in _WATCHERS else None
@@ -177,7 +177,7 @@ class Watcher:
 
     def report(self) -> Report:
         """The diagnosis so far (after ``close()``: the final report)."""
-        return self.session.report() if self.session.final is not None else self.monitor.report(self.global_step + self._undecided)
+        return self.session.report(self.global_step + self._undecided)
 
     def close(self) -> Report:
         """Remove every hook, print the console report, write the JSON summary; returns the report."""
