@@ -43,6 +43,9 @@ LOOK_BACK = 3  # a loss spike's first layer jump is looked for on its own sample
 LOGITS_DRIFT = 10.0  # an output log-partition this many nats further from 0 than at the start: z-loss comes first
 ONE_HOT_LOGIT = 30.0  # attention logits this far apart put all but e^-30 of a row's weight on one key
 DIVERGED = 2.0  # a loss at this many times its running minimum (or NaN) has diverged (the issue's oracle)
+LEVEL_STEPS = 20  # the loss's level is judged on blocks of consecutive samples that span at least this many steps
+CREEP = 1.08  # a block's loss this many times the best block's, while the learning rate rose since ...
+LR_ROSE = 1.1  # ... by this factor: the run is past the largest learning rate it trains at
 
 
 def _attention_seen(evidence: Any) -> bool:
@@ -68,6 +71,9 @@ DIVERGENCE_FORECAST = Symptom(
     variants=(
         Variant("attention", _attention_seen, {"qk_norm": 1.1, "lower_lr": 1.0, "warmup": 0.9, "gradient_clipping": 0.8}),
         Variant("adam", lambda evidence: evidence.get("mechanism") == "adam_moments", {"adam_epsilon": 1.2, "warmup": 1.0, "lower_lr": 0.9}),
+        Variant(
+            "past_best_lr", lambda evidence: evidence.get("mechanism") == "past_best_lr", {"lower_lr": 1.1, "warmup": 0.9, "gradient_clipping": 0.8}
+        ),
         Variant("logits", _logits_drifted, {"z_loss": 1.2, "lower_lr": 1.0, "warmup": 0.9, "gradient_clipping": 0.8}),
     ),
 )
@@ -169,6 +175,54 @@ class LossLevel:
         self.lowest = state.get("lowest")
 
 
+class LossBlocks:
+    """The sampled loss in blocks of at least ``LEVEL_STEPS`` steps: each block's mean and the learning rate at its end.
+
+    A sample's loss is the mean over the steps since the previous sample, so a
+    block weighs each sample by the steps it covers; blocks of about the same
+    length keep the level comparable whatever the sampling interval.
+    """
+
+    def __init__(self) -> None:
+        self.recent: deque[tuple[float, float]] = deque(maxlen=HISTORY)  # (mean loss, learning rate) of the latest blocks
+        self.best: tuple[float, float] | None = None  # the lowest block before the latest one
+        self.count = 0  # blocks completed
+        self._open = (0.0, 0)  # the block being filled: loss summed over its steps, steps
+        self._last_step: int | None = None
+
+    def add(self, loss: float, lr: float | None, step: int) -> tuple[float, float] | None:
+        """Add a sample; returns the block (mean loss, learning rate) this sample completes, if any."""
+        covered = step - self._last_step if self._last_step is not None else 1
+        self._last_step = step
+        total, steps = self._open[0] + loss * covered, self._open[1] + covered
+        if steps < LEVEL_STEPS:
+            self._open = (total, steps)
+            return None
+        self._open = (0.0, 0)
+        if not finite(lr):
+            return None
+        if self.recent and (self.best is None or self.recent[-1][0] < self.best[0]):
+            self.best = self.recent[-1]
+        self.recent.append((total / steps, lr))
+        self.count += 1
+        return self.recent[-1]
+
+    def noise(self) -> float:
+        """The median change of the block means from one block to the next."""
+        means = [mean for mean, _ in self.recent]
+        return _median(abs(b - a) for a, b in zip(means, means[1:])) if len(means) > 1 else 0.0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"recent": list(self.recent), "best": self.best, "count": self.count, "open": self._open, "last_step": self._last_step}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.recent = deque((tuple(block) for block in state.get("recent", [])), maxlen=HISTORY)  # type: ignore[misc]
+        self.best = tuple(state["best"]) if state.get("best") is not None else None  # type: ignore[assignment]
+        self.count = state.get("count", 0)
+        self._open = tuple(state.get("open", (0.0, 0)))  # type: ignore[assignment]
+        self._last_step = state.get("last_step")
+
+
 class LossSpike(Detector):
     """Flags a transient loss spike: a sampled loss well above its recent level, then (or not) back down.
 
@@ -268,7 +322,7 @@ class LossSpike(Detector):
 class Precursor:
     """One sign that a run is heading for divergence: its mechanism, where, the number and its reference."""
 
-    mechanism: str  # "update_jump", "adam_moments", "loss_spike"
+    mechanism: str  # "update_jump", "adam_moments", "loss_spike", "past_best_lr"
     where: str | None
     value: float
     text: str
@@ -291,7 +345,14 @@ class DivergenceForecast(Detector):
       sweep this alone fired at step 8 of runs that diverged 130 steps later);
     - ``update_jump``: a layer's update or gradient norm jumps ``LAYER_JUMP`` times its
       own recent level while the loss rises ``SPIKE_RISE`` above its own;
-    - ``loss_spike``: the loss rose ``SPIKE_RISE`` above its recent level.
+    - ``loss_spike``: the loss rose ``SPIKE_RISE`` above its recent level;
+    - ``past_best_lr``: the loss creeps up from its best (``CREEP`` times it,
+      in blocks of ``LEVEL_STEPS`` steps, above the blocks' noise) while the
+      learning rate keeps rising (``LR_ROSE`` times its value at the best): a
+      warmup past the largest rate the model trains at, the learning-rate range
+      test's sign (Smith 2017). On the issue-28 sweep it is the one sign seen
+      20 steps or more before most divergences; a run at a constant rate never
+      shows it.
 
     Large attention logits and a growing output log-partition are not
     precursors of their own: in small character-level GPTs without
@@ -310,13 +371,14 @@ class DivergenceForecast(Detector):
     """
 
     declares = DIVERGENCE_FORECAST
-    state = ("level", "jumps", "start_partition", "raised", "diverged_at", "moments_seen")
+    state = ("level", "blocks", "jumps", "start_partition", "raised", "diverged_at", "moments_seen")
     sees_nonfinite = True
 
     def __init__(self, *, moment_jump: float = 30.0) -> None:
         self.moment_jump = check_positive("moment_jump", moment_jump)
         self.moments_seen = 0  # samples that held Adam's moments
         self.level = LossLevel()
+        self.blocks = LossBlocks()
         self.jumps = LayerJumps()
         self.start_partition: float | None = None
         self.raised: dict[str, Any] | None = None  # the warning: step, loss then, precursors, attention then
@@ -363,7 +425,29 @@ class DivergenceForecast(Detector):
         if rise is not None and not jumps:
             text = f"the loss rose to {fmt(sample.loss)}, {fmt(1 + rise)}× its recent level {fmt(self.level.level())}"
             signs.append(Precursor("loss_spike", None, 1 + rise, text))
+        past_best = self._past_best_lr(sample)
+        if past_best is not None:
+            signs.append(past_best)
         return signs
+
+    def _past_best_lr(self, sample: StepStats) -> Precursor | None:
+        """The loss creeps up from its best while the learning rate keeps rising (a warmup past the largest
+        rate the model trains at): the loss of a block of ``LEVEL_STEPS`` steps ``CREEP`` times the best
+        block's and above it by more than the blocks' noise, the learning rate ``LR_ROSE`` times what it was then."""
+        if not finite(sample.loss):
+            return None
+        block = self.blocks.add(sample.loss, sample.lr, sample.step)
+        best = self.blocks.best
+        if block is None or best is None or self.blocks.count < 3:  # a best among at least two blocks
+            return None
+        (loss, lr), (best_loss, best_lr) = block, best
+        if best_loss <= 0 or loss < CREEP * best_loss or loss - best_loss <= self.blocks.noise() or lr < LR_ROSE * best_lr:
+            return None
+        text = (
+            f"the loss crept up to {fmt(loss)}, {fmt(loss / best_loss)}× its best {fmt(best_loss)}, while the learning rate "
+            f"rose from {fmt(best_lr)} to {fmt(lr)}: the rate has likely passed the largest this model trains at, and a run whose rate keeps rising diverges"
+        )
+        return Precursor("past_best_lr", None, loss / best_loss, text)
 
     def _warning(self, sample: StepStats) -> Finding:
         raised = self.raised or {}

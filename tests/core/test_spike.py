@@ -158,3 +158,32 @@ def test_state_round_trips() -> None:
         two.load_state_dict(one.state_dict())
         rest = [replace(s) for s in samples[8:]]
         assert [f and f.to_dict() for f in observe_all(one, rest)] == [f and f.to_dict() for f in observe_all(two, rest)]
+
+
+def warmup_past_best(count: int, seed: int, *, peak: float, lr_rises: bool = True) -> list[StepStats]:
+    """A loss that falls while a linear warmup raises the learning rate, then creeps up once the rate passes 0.3."""
+    rng = random.Random(seed)
+    out = []
+    for s in steps(count):
+        lr = peak * min(1.0, (s + 1) / 400) if lr_rises else peak
+        past = max(0.0, lr - 0.3) if lr_rises else max(0.0, (s - 160) / 1000)
+        loss = (1.5 + 2.5 * math.exp(-s / 60)) * (1 + 1.5 * past) * (1 + 0.01 * rng.gauss(0, 1))
+        out.append(replace(step_stats(s, loss, rng), lr=lr))
+    return out
+
+
+def test_a_loss_creeping_up_as_warmup_raises_the_rate_is_forecast_with_the_rate_it_was_best_at() -> None:
+    samples = warmup_past_best(22, seed=3, peak=0.9)  # the rate passes 0.3 at step 133
+    found = [f for f in observe_all(DivergenceForecast(), samples) if f is not None]
+    assert found, "the creep was not forecast"
+    warning = found[0]
+    assert warning.evidence["mechanism"] == "past_best_lr"
+    assert 140 <= warning.first_step <= 260
+    assert "learning rate rose from" in warning.message and "0.3" in warning.message.split("rose from")[1][:8]
+
+
+def test_a_loss_that_creeps_at_a_constant_rate_or_within_its_noise_is_not_forecast() -> None:
+    constant = warmup_past_best(22, seed=4, peak=0.9, lr_rises=False)
+    assert not [f for f in observe_all(DivergenceForecast(), constant) if f is not None]
+    noisy = [replace(s, lr=0.9 * min(1.0, (s.step + 1) / 400)) for s in healthy(22, seed=5, noise=0.05)]
+    assert not [f for f in observe_all(DivergenceForecast(), noisy) if f is not None]
