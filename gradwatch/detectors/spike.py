@@ -216,10 +216,12 @@ class LossBlocks:
         return {"recent": list(self.recent), "best": self.best, "count": self.count, "open": self._open, "last_step": self._last_step}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.recent = deque((tuple(block) for block in state.get("recent", [])), maxlen=HISTORY)  # type: ignore[misc]
-        self.best = tuple(state["best"]) if state.get("best") is not None else None  # type: ignore[assignment]
-        self.count = state.get("count", 0)
-        self._open = tuple(state.get("open", (0.0, 0)))  # type: ignore[assignment]
+        self.recent = deque(((float(mean), float(lr)) for mean, lr in state.get("recent", [])), maxlen=HISTORY)
+        best = state.get("best")
+        self.best = (float(best[0]), float(best[1])) if best is not None else None
+        self.count = int(state.get("count", 0))
+        total, steps = state.get("open", (0.0, 0))
+        self._open = (float(total), int(steps))
         self._last_step = state.get("last_step")
 
 

@@ -187,3 +187,16 @@ def test_a_loss_that_creeps_at_a_constant_rate_or_within_its_noise_is_not_foreca
     assert not [f for f in observe_all(DivergenceForecast(), constant) if f is not None]
     noisy = [replace(s, lr=0.9 * min(1.0, (s.step + 1) / 400)) for s in healthy(22, seed=5, noise=0.05)]
     assert not [f for f in observe_all(DivergenceForecast(), noisy) if f is not None]
+
+
+def test_the_forecast_state_survives_a_json_checkpoint_mid_warmup() -> None:
+    import json
+
+    samples = warmup_past_best(22, seed=3, peak=0.9)
+    one, two = DivergenceForecast(), DivergenceForecast()
+    observe_all(one, samples[:10])
+    two.load_state_dict(json.loads(json.dumps(one.state_dict())))
+    rest = samples[10:]
+    after_one, after_two = observe_all(one, rest), observe_all(two, rest)
+    assert any(after_one), "the creep was not forecast after the checkpoint"
+    assert [f and f.to_dict() for f in after_one] == [f and f.to_dict() for f in after_two]
