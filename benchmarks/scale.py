@@ -50,7 +50,7 @@ def _time(config: str, steps: int, profile: bool) -> dict[str, Any]:
     step would find them at best) and a watched step; ratios come from the
     medians of the per-round differences, so that a machine whose speed drifts
     slows both sides alike. ``profile``: also the time of each part of the
-    sampled step (collector, monitor), per step.
+    sampled step (collector, session), per step.
     """
     import copy
 
@@ -58,7 +58,7 @@ def _time(config: str, steps: int, profile: bool) -> dict[str, Any]:
 
     from gradwatch.integrations import torch_probes, torch_stats
     from gradwatch.integrations.pytorch import watch
-    from gradwatch.monitor import Monitor
+    from gradwatch.session import Session
 
     torch.set_num_threads(1)
     torch.manual_seed(0)
@@ -71,7 +71,7 @@ def _time(config: str, steps: int, profile: bool) -> dict[str, Any]:
         for owner, names in (
             (torch_probes.ForwardProbes, ("_hold", "_record_activation", "_reduce_held")),
             (torch_stats.TorchCollector, ("_read_gradients", "capture_gradients", "_unit_spread", "capture_updates", "pack", "unpack")),
-            (Monitor, ("observe",)),
+            (Session, ("observe",)),
         ):
             for name in names:
                 setattr(owner, name, _timed(getattr(owner, name), name, parts))
@@ -245,25 +245,25 @@ def _peak_rss(config: str, watched: bool) -> dict[str, float]:
 
 
 def stream(samples: int = 50_000, layers: int = 10) -> dict[str, float]:
-    """Feed ``samples`` synthetic samples through a Monitor; report time per sample and history size."""
+    """Feed ``samples`` synthetic samples through a Session; report time per sample and history size."""
     import tracemalloc
 
-    from gradwatch import LayerStats, Monitor, StepStats
+    from gradwatch import LayerStats, Session, StepStats
 
-    monitor = Monitor(warn_on=None, every_n_steps=20)
+    session = Session(warn_on=None, every_n_steps=20)
     tracemalloc.start()
     start = time.perf_counter()
     for i in range(samples):
         stats = tuple(LayerStats(f"l{k}", 0.01 * (k + 1), 1.0, 1e-3, 0.0) for k in range(layers))
-        monitor.observe(StepStats(i * 20, stats, loss=1.0 / (1 + i), lr=0.1))
+        session.observe(StepStats(i * 20, stats, loss=1.0 / (1 + i), lr=0.1))
     elapsed = time.perf_counter() - start
     _, peak = tracemalloc.get_traced_memory()
     tracemalloc.stop()
     return {
         "us_per_sample": 1e6 * elapsed / samples,
-        "history_points": len(monitor.history.steps),
+        "history_points": len(session.history.steps),
         "peak_kb": peak / 1024,
-        "summary_kb": len(json.dumps(monitor.report().to_summary())) / 1024,
+        "summary_kb": len(json.dumps(session.report().to_summary())) / 1024,
     }
 
 

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from .facts import LayerFacts, ModelFacts
-    from .monitor import Monitor
     from .report import Finding, Remedy, Report, load_summary
     from .safety import GradWatchWarning
     from .session import Session
@@ -29,7 +28,6 @@ __version__ = "0.1.0"
 _HOMES = {
     "LayerFacts": "facts",
     "ModelFacts": "facts",
-    "Monitor": "monitor",
     "Finding": "report",
     "Remedy": "report",
     "Report": "report",
@@ -69,7 +67,6 @@ __all__ = [
     "LayerFacts",
     "LayerStats",
     "ModelFacts",
-    "Monitor",
     "Remedy",
     "Report",
     "SequenceStats",

@@ -5,7 +5,7 @@ the remedies it considers (weighted by how directly they address it), its
 variants (a kind of the finding, told apart by the evidence, with remedies of
 its own) and whether it names the likely causes seen beside it. Constructing
 the declaration registers it. The public id lists, the remedy ranking and the
-monitor read the registry (``declared``, ``ids``, which load gradwatch's own
+session read the registry (``declared``, ``ids``, which load gradwatch's own
 declarations first); a test holds the summary schemas' enums to it.
 
     DEAD_RELU = Symptom("dead_relu", remedies={"leaky_relu": 1.0, "lower_lr": 0.7})

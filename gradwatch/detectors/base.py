@@ -17,7 +17,7 @@ class Detector(ABC):
 
     ``declares`` is the ``Symptom`` it names (its id, remedies, variants).
     ``observe`` returns a ``Finding`` (without remedies) while the symptom is
-    present and ``None`` otherwise; the monitor keeps the first step and merges.
+    present and ``None`` otherwise; the session keeps the first step and merges.
     Subclasses list their mutable attributes in ``state`` for checkpointing.
     Only detectors with ``sees_nonfinite`` get samples holding NaN or infinity:
     for the others such a sample is noise that would poison their state.

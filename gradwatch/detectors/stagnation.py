@@ -28,7 +28,7 @@ class EarlyStagnation(Detector):
     (to 1e-6) on every sample since the first, more than ``frozen_samples``
     of them, with no learning-rate warmup under way. Nothing learns, whatever the step count, so this is judged from
     the first samples on (short and full-batch runs included) and at any time
-    later (the monitor names the cause where the model's facts show it, e.g.
+    later (the session names the cause where the model's facts show it, e.g.
     an output that is constant by construction).
 
     Slow: the loss has not improved by ``min_improvement`` since its start.

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from gradwatch import LayerFacts, ModelFacts, Monitor, __version__
+from gradwatch import LayerFacts, ModelFacts, Session, __version__
 from gradwatch.cli import main
 from gradwatch.console import render
 
@@ -44,10 +44,10 @@ EXPECTED = """\
 
 def _report():
     layers = tuple(LayerFacts(f"l{i}", "Linear", activation="Sigmoid" if i < 3 else None) for i in range(4))
-    monitor = Monitor(ModelFacts(layers=layers, residual=False), warn_on=None)
+    session = Session(facts=ModelFacts(layers=layers, residual=False), warn_on=None)
     for step in range(4):
-        monitor.observe(sample(step, [1e-7, 1e-5, 1e-3, 1e-1], relative_updates=[1e-8, 1e-6, 1e-4, 1e-2]))
-    return monitor.report()
+        session.observe(sample(step, [1e-7, 1e-5, 1e-3, 1e-1], relative_updates=[1e-8, 1e-6, 1e-4, 1e-2]))
+    return session.report()
 
 
 def test_console_report_exact_text():
@@ -55,17 +55,17 @@ def test_console_report_exact_text():
 
 
 def test_healthy_report_says_so():
-    monitor = Monitor()
+    session = Session()
     for step in range(3):
-        monitor.observe(sample(step))
-    assert "✓ no problems found" in render(monitor.report(), width=80)
+        session.observe(sample(step))
+    assert "✓ no problems found" in render(session.report(), width=80)
 
 
 def test_no_clean_bill_for_an_unmeasured_run(tmp_path, capsys):
-    monitor = Monitor()
-    monitor.notes.append("watch() saw no backward pass")
-    monitor.observe(sample(0))
-    report = monitor.report(steps=40)
+    session = Session()
+    session.note("watch() saw no backward pass")
+    session.observe(sample(0))
+    report = session.report(steps=40)
     text = render(report, width=100)
     assert "no problems found" not in text and "too little measured to judge: 1 sampled of 40 steps" in text
     path = report.write_json(tmp_path / "gw.json")
@@ -156,10 +156,10 @@ def test_output_into_a_missing_folder_is_one_clear_line(tmp_path, capsys, verb, 
 
 def test_compare_exit_code_gates_ci_on_new_or_worse_findings(tmp_path, capsys):
     sick = _report().write_json(tmp_path / "sick.json")
-    monitor = Monitor(warn_on=None)
+    session = Session(warn_on=None)
     for step in range(3):
-        monitor.observe(sample(step))
-    healthy = monitor.report().write_json(tmp_path / "healthy.json")
+        session.observe(sample(step))
+    healthy = session.report().write_json(tmp_path / "healthy.json")
     worse = tmp_path / "worse.json"
     data = json.loads(sick.read_text())
     data["findings"][0]["severity"] = "critical"

@@ -7,7 +7,7 @@ from dataclasses import replace
 
 import pytest
 
-from gradwatch import ActivationStats, LayerFacts, LayerStats, ModelFacts, Monitor, SequenceStats, StepStats, remedies
+from gradwatch import ActivationStats, LayerFacts, LayerStats, ModelFacts, SequenceStats, Session, StepStats, remedies
 from gradwatch.detectors import (
     DeadReLU,
     EarlyStagnation,
@@ -92,11 +92,11 @@ def test_exploding_on_growth_over_the_early_lowest_level():
 
 
 def test_nonfinite_samples_reach_only_the_nonfinite_detector():
-    monitor = Monitor(warn_on=None)
+    session = Session(warn_on=None)
     for step in range(3):
-        monitor.observe(sample(step, [math.inf, 1.0, 1.0], relative_updates=[5, 5, 5], loss=math.nan))
-    assert [f.symptom for f in monitor.report().findings] == ["nonfinite"]
-    exploding = next(d for d in monitor.detectors if d.symptom == "exploding_gradients")
+        session.observe(sample(step, [math.inf, 1.0, 1.0], relative_updates=[5, 5, 5], loss=math.nan))
+    assert [f.symptom for f in session.report().findings] == ["nonfinite"]
+    exploding = next(d for d in session.detectors if d.symptom == "exploding_gradients")
     assert exploding.streak == 0 and exploding.baseline == []
 
 
@@ -257,7 +257,7 @@ def test_vanishing_through_time_with_horizon_and_decay():
     assert finding.evidence["first_over_peak"] == pytest.approx(0.5**11)
     assert finding.evidence["decay_per_step"] == pytest.approx(0.5)
     assert finding.evidence["effective_horizon"] == 10  # 0.5**9 >= 1e-3 > 0.5**10
-    remedies = Monitor(ModelFacts(recurrent=("RNN",)), warn_on=None)
+    remedies = Session(facts=ModelFacts(recurrent=("RNN",)), warn_on=None)
     for s in range(3):
         remedies.observe(_profile(s, decaying))
     assert [r.id for r in remedies.report().findings[0].remedies][:2] == ["gated_rnn", "truncated_bptt"]
@@ -343,10 +343,10 @@ def test_hidden_units_that_stay_copies_while_they_train_are_stagnation():
     results = feed(EarlyStagnation(), [_copies(s, [1e-7, 0.9, 0.0]) for s in (0, 1, 2, 4)])
     assert results[:2] == [None, None], "after the first step, on two samples in a row"
     assert results[2].layers == ("l0",) and results[2].evidence["unit_spread"] == {"l0": 1e-7}
-    monitor = Monitor(warn_on=None)
+    session = Session(warn_on=None)
     for s in (0, 1, 2):
-        monitor.observe(_copies(s, [0.0, 1e-6, 0.8], updates=(0.0, 1e-3, 1e-3), grads=(0.0, 0.01, 0.01)))  # l0: copies that get no gradient
-    finding = monitor.report().findings[0]
+        session.observe(_copies(s, [0.0, 1e-6, 0.8], updates=(0.0, 1e-3, 1e-3), grads=(0.0, 0.01, 0.01)))  # l0: copies that get no gradient
+    finding = session.report().findings[0]
     assert finding.layers == ("l0", "l1") and finding.remedies[0].id == "random_init"
 
 
@@ -384,10 +384,10 @@ def test_a_softmax_over_one_unit_is_named_as_the_cause():
         layers=(LayerFacts("hidden", "Dense", activation="ReLU"), LayerFacts("out", "Dense", activation="Softmax", units=1)),
         loss="binary_crossentropy",
     )
-    monitor = Monitor(facts, warn_on=None)
+    session = Session(facts=facts, warn_on=None)
     for s in range(2):
-        monitor.observe(sample(s, [0.0, 0.0], loss=7.7))
-    mistake, finding = monitor.report().findings
+        session.observe(sample(s, [0.0, 0.0], loss=7.7))
+    mistake, finding = session.report().findings
     assert mistake.symptom == "output_loss_mismatch" and mistake.first_step == 0, "a mistake seen directly is a finding of its own, first"
     assert "softmax over one unit" in mistake.message and mistake.remedies[0].id == "fix_output"
     assert finding.symptom == "early_stagnation" and finding.evidence["causes"] == ["output_loss_mismatch"]
@@ -395,10 +395,10 @@ def test_a_softmax_over_one_unit_is_named_as_the_cause():
 
 
 def test_unscaled_inputs_are_named_with_standardising_first():
-    monitor = Monitor(warn_on=None)
+    session = Session(warn_on=None)
     for s in range(2):
-        monitor.observe(replace(sample(s, relative_updates=[3.0, 0.1, 0.1]), input_mean_abs=812.0, input_std=1450.0))
-    finding = monitor.report().findings[0]
+        session.observe(replace(sample(s, relative_updates=[3.0, 0.1, 0.1]), input_mean_abs=812.0, input_std=1450.0))
+    finding = session.report().findings[0]
     assert finding.symptom == "exploding_gradients" and finding.remedies[0].id == "standardize_inputs"
     assert "mean |x| 812, std 1.45e+03" in finding.message
 

@@ -18,8 +18,8 @@ from gradwatch import (
     ActivationStats,
     LayerFacts,
     ModelFacts,
-    Monitor,
     SequenceStats,
+    Session,
     SummaryError,
     load_summary,
 )
@@ -35,14 +35,14 @@ pytestmark = pytest.mark.filterwarnings("ignore:(Glyph|Tight layout|No artists):
 def _real_summaries() -> list[dict[str, Any]]:
     """A sick run (vanishing, dead ReLU, NaN, a recurrent time profile) and a healthy one, as written."""
     facts = ModelFacts(layers=tuple(LayerFacts(f"l{i}", "RNN" if i == 0 else "Linear", activation="Sigmoid") for i in range(4)))
-    sick = Monitor(facts, warn_on=None)
+    sick = Session(facts=facts, warn_on=None)
     for step in range(6):
         dead = (ActivationStats("a0", "ReLU", dead_share=0.9),)
         profile = (SequenceStats("l0", (1e-12, 1e-6, 0.1)),)
         loss = float("nan") if step == 5 else 1.0
         stats = sample(step, [1e-7, 1e-4, 1e-2, 1e-1], relative_updates=[1e-9, 1e-6, 1e-4, 1e-2], activations=dead, loss=loss)
         sick.observe(type(stats)(stats.step, stats.layers, stats.activations, stats.loss, stats.lr, profile))
-    healthy = Monitor(warn_on=None)
+    healthy = Session(warn_on=None)
     for step in range(3):
         healthy.observe(sample(step, [0.01, 0.02], relative_updates=[1e-3, 1e-3], loss=1.0 - step / 10))
     return [sick.report().to_summary(), healthy.report().to_summary()]

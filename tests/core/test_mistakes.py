@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 
-from gradwatch import MISTAKES, SYMPTOMS, LayerFacts, ModelFacts, Monitor
+from gradwatch import MISTAKES, SYMPTOMS, LayerFacts, ModelFacts, Session
 from gradwatch.causes import find_causes
 from gradwatch.detectors import ChanceLevelLoss, EvalModeTraining, GradientsNotCleared, LearningRateCollapse, ParamsNotInOptimizer
 from gradwatch.summary_check import schema_path
@@ -83,9 +83,9 @@ def test_a_loss_that_stays_at_the_chance_level_while_weights_move_is_named():
 )
 def test_an_output_that_does_not_match_the_loss_is_a_finding_even_without_a_symptom(loss, loss_input, units, words):
     facts = ModelFacts(layers=(LayerFacts("out", "Linear", units=units),), loss=loss, loss_input=loss_input)
-    monitor = Monitor(facts, warn_on=None)
-    monitor.observe(sample(0, [0.01]))
-    (finding,) = monitor.report().findings
+    session = Session(facts=facts, warn_on=None)
+    session.observe(sample(0, [0.01]))
+    (finding,) = session.report().findings
     assert finding.symptom == "output_loss_mismatch" and finding.severity == "warning" and words in finding.message
     assert finding.remedies[0].id == "fix_output"
 
@@ -100,10 +100,10 @@ def test_matching_outputs_and_a_redundant_log_softmax_raise_no_warning():
 
 def test_indirect_causes_are_named_under_the_symptom_with_their_fix_first():
     summed = ModelFacts(layers=CLASSIFIER.layers, loss="cross_entropy", loss_reduction="sum", loss_rows=128, optimizer="SGD", lr=0.1)
-    monitor = Monitor(summed, warn_on=None)
+    session = Session(facts=summed, warn_on=None)
     for s in range(2):
-        monitor.observe(sample(s, relative_updates=[3.0, 3.0]))
-    finding = monitor.report().findings[0]
+        session.observe(sample(s, relative_updates=[3.0, 3.0]))
+    finding = session.report().findings[0]
     assert finding.symptom == "exploding_gradients" and finding.remedies[0].id == "mean_loss"
     assert "summed over the 128 rows" in finding.message and "effective 12.8" in finding.message
     assert not [c for c in find_causes(replace(summed, optimizer="Adam")) if c.id == "summed_loss"], "Adam is scale-free"
@@ -115,10 +115,10 @@ def test_indirect_causes_are_named_under_the_symptom_with_their_fix_first():
 
 
 def test_a_mistake_found_is_named_as_the_cause_of_a_symptom():
-    monitor = Monitor(CLASSIFIER, warn_on=None)
+    session = Session(facts=CLASSIFIER, warn_on=None)
     for s in range(1, 4):
-        monitor.observe(replace(sample(s, relative_updates=[3.0, 3.0]), stale_grad=4.0))
-    mistake, symptom = monitor.report().findings
+        session.observe(replace(sample(s, relative_updates=[3.0, 3.0]), stale_grad=4.0))
+    mistake, symptom = session.report().findings
     assert mistake.symptom == "gradients_not_cleared" and symptom.symptom == "exploding_gradients"
     assert "likely cause: gradients are never cleared" in symptom.message and symptom.remedies[0].id == "clear_gradients"
 
@@ -160,11 +160,11 @@ def test_an_initialisation_off_a_thousandfold_across_the_model_is_a_finding_unle
 
 
 def test_a_mistake_found_after_the_symptom_is_named_inside_it_too():
-    monitor = Monitor(CLASSIFIER, warn_on=None)
+    session = Session(facts=CLASSIFIER, warn_on=None)
     for s in range(1, 3):
-        monitor.observe(sample(s, relative_updates=[3.0, 3.0]))  # the symptom first
+        session.observe(sample(s, relative_updates=[3.0, 3.0]))  # the symptom first
     for s in range(4, 7):
-        monitor.observe(replace(sample(s), stale_grad=4.0))  # then the mistake, once the symptom has gone quiet
-    mistake, symptom = monitor.report().findings
+        session.observe(replace(sample(s), stale_grad=4.0))  # then the mistake, once the symptom has gone quiet
+    mistake, symptom = session.report().findings
     assert mistake.symptom == "gradients_not_cleared" and symptom.evidence["causes"] == ["gradients_not_cleared"]
     assert "likely cause: gradients are never cleared" in symptom.message and symptom.remedies[0].id == "clear_gradients"

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gradwatch import Monitor
+from gradwatch import Session
 from gradwatch.checks import check_summary_path
 from gradwatch.detectors import VanishingGradients
 from gradwatch.options import OptionError
@@ -34,22 +34,22 @@ def umask():
 
 def test_a_directory_summary_path_is_refused_at_construction(tmp_path):
     with pytest.raises(OptionError, match=f"summary_path '{tmp_path}' is a directory; give a file path such as '{tmp_path}/gradwatch.json'"):
-        Monitor(summary_path=tmp_path)
+        Session(summary_path=tmp_path)
     with pytest.raises(ValueError, match="is a directory"):
-        Monitor(summary_path="")  # the current directory
+        Session(summary_path="")  # the current directory
 
 
 def test_a_folder_that_cannot_be_created_is_refused(tmp_path):
     blocker = tmp_path / "a-file"
     blocker.write_text("x")
     with pytest.raises(OptionError, match=f"its folder cannot be created, '{blocker}' is a file"):
-        Monitor(summary_path=blocker / "runs" / "gw.json")
+        Session(summary_path=blocker / "runs" / "gw.json")
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="/proc accepts no new files on Linux only")
 def test_a_folder_that_cannot_be_written_is_refused():
     with pytest.raises(OptionError, match="summary_path '/proc/gw.json': cannot write in '/proc'"):
-        Monitor(summary_path="/proc/gw.json")
+        Session(summary_path="/proc/gw.json")
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="root writes into read-only folders")
@@ -59,7 +59,7 @@ def test_a_read_only_folder_is_refused(tmp_path):
     folder.chmod(0o500)
     try:
         with pytest.raises(OptionError, match="cannot create folders in"):
-            Monitor(summary_path=folder / "sub" / "gw.json")
+            Session(summary_path=folder / "sub" / "gw.json")
     finally:
         folder.chmod(0o700)
 
@@ -67,13 +67,13 @@ def test_a_read_only_folder_is_refused(tmp_path):
 @pytest.mark.skipif(not Path("/dev/null").exists(), reason="needs /dev/null")
 def test_a_device_is_not_replaced_by_a_summary():
     with pytest.raises(OptionError, match="exists and is not a regular file"):
-        Monitor(summary_path="/dev/null")
+        Session(summary_path="/dev/null")
 
 
 def test_a_path_in_a_folder_still_to_create_is_accepted_and_nothing_is_left_behind(tmp_path):
-    monitor = Monitor(summary_path=tmp_path / "runs" / "today" / "gw.json", autosave_every_n_steps=1, warn_on=None)
+    session = Session(summary_path=tmp_path / "runs" / "today" / "gw.json", autosave_every_n_steps=1, warn_on=None)
     assert list(tmp_path.iterdir()) == [], "the check creates nothing"
-    monitor.observe(sample(0))
+    session.observe(sample(0))
     assert (tmp_path / "runs" / "today" / "gw.json").is_file()
 
 
@@ -132,16 +132,16 @@ MONITOR_OPTIONS = [
 @pytest.mark.parametrize(
     "name, value, message", MONITOR_OPTIONS, ids=[re.sub(r" at 0x[0-9a-f]+", "", f"{n}={v!r}") for n, v, _ in MONITOR_OPTIONS]
 )  # ids alike in every process
-def test_monitor_options_are_checked_with_the_choices_listed(name, value, message):
+def test_session_options_are_checked_with_the_choices_listed(name, value, message):
     with pytest.raises(OptionError) as error:
-        Monitor(**{name: value})
+        Session(**{name: value})
     assert str(error.value).startswith(name) and message in str(error.value) and "\n" not in str(error.value)
 
 
 def test_valid_edge_values_are_accepted():
-    monitor = Monitor(every_n_steps=1, history_size=2, autosave_every_n_steps=None, warn_on=None, detectors=[])
-    assert monitor.detectors == [] and monitor.warn_on is None
-    assert [d.symptom for d in Monitor(detectors=(VanishingGradients(),)).detectors] == ["vanishing_gradients"]
+    session = Session(every_n_steps=1, history_size=2, autosave_every_n_steps=None, warn_on=None, detectors=[])
+    assert session.detectors == () and session.warn_on is None
+    assert [d.symptom for d in Session(detectors=(VanishingGradients(),)).detectors] == ["vanishing_gradients"]
 
 
 @pytest.mark.parametrize("value", [1, "yes", None])

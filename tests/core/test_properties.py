@@ -8,8 +8,7 @@ import jsonschema
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gradwatch import MISTAKES, SYMPTOMS, ActivationStats, LayerStats, Monitor, SequenceStats, StepStats
-from gradwatch.safety import FaultGuard
+from gradwatch import MISTAKES, SYMPTOMS, ActivationStats, LayerStats, SequenceStats, Session, StepStats
 from gradwatch.summary_check import schema_path
 
 VALIDATOR = jsonschema.Draft202012Validator(json.loads(schema_path().read_text()))
@@ -42,10 +41,10 @@ def steps(draw: st.DrawFn) -> list[StepStats]:
 @settings(max_examples=800, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(steps())
 def test_any_stream_gives_well_formed_findings_and_a_valid_summary(stream):
-    monitor = Monitor(warn_on=None, guard=FaultGuard(strict=True), history_size=8)
+    session = Session(warn_on=None, strict=True, history_size=8)
     for sample in stream:
-        monitor.observe(sample)
-    report = monitor.report()
+        session.observe(sample)
+    report = session.report()
     known = set(NAMES) | {f"a{i}" for i in range(3)}
     for finding in report.findings:
         assert finding.symptom in SYMPTOMS + MISTAKES and finding.severity in ("info", "warning", "critical")

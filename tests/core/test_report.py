@@ -9,7 +9,7 @@ import sys
 import jsonschema
 import pytest
 
-from gradwatch import LayerFacts, ModelFacts, Monitor, SummaryError, load_summary
+from gradwatch import LayerFacts, ModelFacts, Session, SummaryError, load_summary
 from gradwatch import report as report_module
 from gradwatch.remedies import rank
 from gradwatch.summary_check import excess_nesting, schema_path
@@ -18,10 +18,10 @@ from .streams import sample
 
 
 def _sick_report():
-    monitor = Monitor(warn_on=None, facts=ModelFacts(layers=tuple(LayerFacts(f"l{i}", "Linear", activation="Sigmoid") for i in range(4))))
+    session = Session(warn_on=None, facts=ModelFacts(layers=tuple(LayerFacts(f"l{i}", "Linear", activation="Sigmoid") for i in range(4))))
     for step in range(4):
-        monitor.observe(sample(step, [1e-7, 1e-4, 1e-2, 1e-1], loss=float("nan") if step == 3 else 1.0 - 0.01 * step))
-    return monitor.report()
+        session.observe(sample(step, [1e-7, 1e-4, 1e-2, 1e-1], loss=float("nan") if step == 3 else 1.0 - 0.01 * step))
+    return session.report()
 
 
 def test_summary_validates_against_the_shipped_schema_and_round_trips(tmp_path):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gradwatch import ActivationStats, Finding, LayerFacts, ModelFacts, Monitor
+from gradwatch import ActivationStats, Finding, LayerFacts, ModelFacts, Session
 from gradwatch.console import render, render_trial
 from gradwatch.detectors.dead_relu import DeadReLU
 from gradwatch.remedies import rank, sized
@@ -14,11 +14,11 @@ from .test_trial import _result
 def _long_named_report():  # type: ignore[no-untyped-def]
     names = [f"transformer.encoder_layers[{i}].attention_output_projection_dense" for i in range(3)] + ["head"]
     layers = tuple(LayerFacts(name, "Linear", activation="Sigmoid") for name in names)
-    monitor = Monitor(ModelFacts(layers=layers), warn_on=None)
+    session = Session(facts=ModelFacts(layers=layers), warn_on=None)
     for step in range(3):
         stats = sample(step, [3.5e-8, 2.4e-8, 2.5e-8, 1e-7])
-        monitor.observe(type(stats)(step, tuple(type(s)(n, s.grad_norm, s.weight_norm) for n, s in zip(names, stats.layers))))
-    return monitor.report(), names
+        session.observe(type(stats)(step, tuple(type(s)(n, s.grad_norm, s.weight_norm) for n, s in zip(names, stats.layers))))
+    return session.report(), names
 
 
 def test_long_layer_names_keep_their_kind_and_number_at_80_columns():
@@ -40,8 +40,8 @@ def test_a_remedy_shared_by_several_findings_is_spelled_out_once():
     facts = ModelFacts(layers=(LayerFacts("l0", "Linear", activation="ReLU"), LayerFacts("l1", "Linear")), lr=5.0)
     first = Finding("dead_relu", "critical", 3, ("l0",), "dead", remedies=rank("dead_relu", facts))
     second = Finding("exploding_gradients", "warning", 1, ("l1",), "big", remedies=rank("exploding_gradients", facts))
-    monitor = Monitor(facts, warn_on=None)
-    report = monitor.report()
+    session = Session(facts=facts, warn_on=None)
+    report = session.report()
     report.findings[:] = [first, second]
     text = render(report, width=200)
     assert text.count("Lower the learning rate — your learning rate is 5") == 1

@@ -130,7 +130,7 @@ def test_a_fresh_start_forgets_the_last_run_and_a_resumed_one_continues(tmp_path
     session.record(sample(3, loss=2.0))
     assert session.close(4).sampled_steps == 4
     session.start(ModelFacts())
-    assert session.report().findings == [] and session.monitor.samples == 0
+    assert session.report().findings == [] and session.sampled_steps == 0
 
 
 def test_a_resumed_diagnosis_prints_its_report_again_only_when_its_findings_change(capsys):
@@ -161,7 +161,7 @@ def test_a_checkpointed_diagnosis_loaded_before_the_run_is_continued():
     after = Session("test", warn_on=None, print_report=False)
     after.load_state_dict(before.state_dict())
     after.start(ModelFacts())
-    assert after.monitor.samples == 3 and after.report().findings == before.report().findings
+    assert after.sampled_steps == 3 and after.report().findings == before.report().findings
 
 
 def test_latest_scalars_follow_log_layers():

@@ -134,7 +134,7 @@ def test_adams_moments_are_judged_once_the_estimate_has_a_history() -> None:
 
 def test_the_remedies_follow_the_mechanism_seen() -> None:
     """qk-layernorm first where attention is near one-hot, z-loss first where the output logits drifted, else warmup."""
-    from gradwatch.monitor import Monitor
+    from gradwatch import Session
 
     cases = (
         ({"attention_logit_max": 400.0, "attention_layer": "blocks[1].attn", "attention_head": 2}, {}, "qk_norm"),
@@ -142,7 +142,7 @@ def test_the_remedies_follow_the_mechanism_seen() -> None:
         ({}, {}, "warmup"),
     )
     for before, during, first in cases:
-        monitor = Monitor(detectors=[LossSpike()], framework="pytorch", warn_on=None)
+        monitor = Session("pytorch", detectors=[LossSpike()], warn_on=None)
         rng = random.Random(9)
         for s in range(0, 200, 20):
             monitor.observe(step_stats(s, 2.0 * rng.lognormvariate(0, 0.02), rng, **before))  # type: ignore[arg-type]

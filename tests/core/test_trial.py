@@ -194,7 +194,7 @@ def test_learning_rate_lower_is_sized_on_the_first_recorded_steps():
 def test_variants_beyond_the_limit_or_failing_to_train_are_listed_not_dropped():
     from dataclasses import dataclass as dc
 
-    from gradwatch import Monitor
+    from gradwatch import Session
     from gradwatch.trial import train_variants, variant_row
 
     @dc
@@ -209,7 +209,7 @@ def test_variants_beyond_the_limit_or_failing_to_train_are_listed_not_dropped():
     def run(plan: Plan, name: str) -> tuple[object, list[float], float]:
         if plan.remedies == ("lower_lr",):
             raise RuntimeError("CUDA out of\\nmemory")
-        return Monitor().report(), [1.0, 0.5], 0.1
+        return Session().report(), [1.0, 0.5], 0.1
 
     baseline = variant_row((), "your model as built", None, ["exploding_gradients"], [2.0, 2.0], 0.1)
     plans = [Plan(("gradient_clipping",), ("clip",)), Plan(("lower_lr",), ("lr / 10",)), Plan(("matched_init",), ("He",))]

@@ -84,7 +84,7 @@ def fit(
         warnings.simplefilter("always")
         summary = summary.format(rank=rank) if summary else None
         watcher = watch(net, optimizer, summary_path=summary, every_n_steps=10)
-        watcher.session.monitor.stop_on = stop_on
+        watcher.session.stop_on = stop_on
         if late_init:
             torch.distributed.init_process_group("gloo")
         collector = watcher.cycle.collector

@@ -379,7 +379,7 @@ def run(strategy):
     return {"replicas": strategy.num_replicas_in_sync,
             "grad": [g for layer in callback.report.layers for g in layer["history"]["grad_norm"]],
             "update": [u for layer in callback.report.layers for u in layer["history"]["update_norm"]],
-            "time": [t for profile in callback.session.monitor.history.time_profiles.values() for t in profile]}
+            "time": [t for profile in callback.session.history.time_profiles.values() for t in profile]}
 
 print(json.dumps([run(tf.distribute.get_strategy()), run(tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"]))]))
 """
@@ -421,6 +421,6 @@ def test_unscaled_inputs_are_measured_and_standardising_comes_first():
     model.compile(keras.optimizers.SGD(0.1), "binary_crossentropy")
     callback = GradWatchCallback(print_report=False, warn_on=None)
     model.fit(x, y, epochs=3, batch_size=32, verbose=0, callbacks=[callback])
-    mean_abs, std = callback.session.monitor.input_scale
+    mean_abs, std = callback.session.input_scale
     assert mean_abs == pytest.approx(float(np.abs(x).mean()), rel=0.15) and std == pytest.approx(float(x.std()), rel=0.15)
     assert callback.report.findings and all(f.remedies[0].id == "standardize_inputs" for f in callback.report.findings)

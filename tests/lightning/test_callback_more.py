@@ -40,7 +40,7 @@ class SplitReLU(L.LightningModule):
 
     def on_fit_end(self) -> None:
         callback = next(c for c in self.trainer.callbacks if isinstance(c, GradWatchCallback))
-        path = callback.session.monitor.summary_path
+        path = callback.session.summary_path if callback.session.main else None
         Path(self.out_dir, f"rank{self.global_rank}.json").write_text(json.dumps(None if path is None else str(path)))
 
 

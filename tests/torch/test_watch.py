@@ -300,8 +300,8 @@ def _small_regression():  # type: ignore[no-untyped-def]
 def _recorded(monkeypatch, watcher):  # type: ignore[no-untyped-def]
     """The samples the watcher diagnoses from now on, by step."""
     sampled = {}
-    observe = watcher.session.monitor.observe
-    monkeypatch.setattr(watcher.session.monitor, "observe", lambda stats: sampled.update({stats.step: stats}) or observe(stats))
+    observe = watcher.session.observe
+    monkeypatch.setattr(watcher.session, "observe", lambda stats: sampled.update({stats.step: stats}) or observe(stats))
     return sampled
 
 

@@ -1,4 +1,4 @@
-"""The monitor: schedule, warnings, merging, fault isolation, state round trip, bounded history."""
+"""The session's diagnosis of a stream of samples: schedule, warnings, merging, fault isolation, state round trip, bounded history."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import warnings
 
 import pytest
 
-from gradwatch import GradWatchWarning, Monitor, StepStats
+from gradwatch import GradWatchWarning, Session, StepStats
 from gradwatch.console import print_report
 from gradwatch.detectors import Detector, VanishingGradients
 from gradwatch.history import History
@@ -20,25 +20,25 @@ WORSE = [1e-9, 1e-5, 1e-2, 1e-1]
 
 
 def test_schedule_is_powers_of_two_then_every_n():
-    monitor = Monitor(every_n_steps=20)
-    assert [s for s in range(100) if monitor.should_sample(s)] == [0, 1, 2, 4, 8, 16, 20, 40, 60, 80]
+    session = Session(every_n_steps=20)
+    assert [s for s in range(100) if session.should_sample(s)] == [0, 1, 2, 4, 8, 16, 20, 40, 60, 80]
     with pytest.raises(ValueError, match="every_n_steps must be an integer >= 1 or None, got 0"):
-        Monitor(every_n_steps=0)
+        Session(every_n_steps=0)
 
 
 def test_warns_once_per_finding_and_again_when_it_gets_worse():
-    monitor = Monitor()
+    session = Session()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for step in range(6):
-            monitor.observe(sample(step, SICK))
-        monitor.observe(sample(6, WORSE))
-        monitor.observe(sample(7, WORSE))
+            session.observe(sample(step, SICK))
+        session.observe(sample(6, WORSE))
+        session.observe(sample(7, WORSE))
     messages = [str(w.message) for w in caught if issubclass(w.category, GradWatchWarning)]
     assert len(messages) == 2
     assert messages[0].startswith("gradwatch: vanishing_gradients (warning) from step 2 in l0")
     assert "(critical) from step 2" in messages[1]
-    finding = monitor.report().finding("vanishing_gradients")
+    finding = session.report().finding("vanishing_gradients")
     assert finding.first_step == 2 and finding.last_step == 7 and finding.severity == "critical"
     assert finding.remedies, "a finding always carries remedies"
 
@@ -50,24 +50,24 @@ def test_failing_detector_is_disabled_with_one_warning_and_others_continue():
         def observe(self, sample, facts):
             raise RuntimeError("boom")
 
-    monitor = Monitor(detectors=[Broken(), VanishingGradients()])
+    session = Session(detectors=[Broken(), VanishingGradients()])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         for step in range(4):
-            monitor.observe(sample(step, SICK))
+            session.observe(sample(step, SICK))
     failures = [w for w in caught if "failed and is now disabled" in str(w.message)]
     assert len(failures) == 1 and "detector dead_relu" in str(failures[0].message)
-    report = monitor.report()
+    report = session.report()
     assert report.finding("vanishing_gradients") is not None
     assert any("RuntimeError: boom" in note for note in report.notes)
 
 
 def test_state_dict_round_trip_continues_exactly():
     stream = [sample(s, SICK if s < 5 else WORSE, loss=2.0, lr=1e-7, relative_updates=[1e-8] * 4) for s in range(0, 200, 20)]
-    straight = Monitor(warn_on=None)
+    straight = Session(warn_on=None)
     for s in stream:
         straight.observe(s)
-    first, second = Monitor(warn_on=None), Monitor(warn_on=None)
+    first, second = Session(warn_on=None), Session(warn_on=None)
     for s in stream[:4]:
         first.observe(s)
     second.load_state_dict(first.state_dict())
@@ -99,23 +99,23 @@ def test_history_merges_a_layer_with_its_own_activation_and_keeps_series_aligned
 
 
 def test_nan_in_one_layer_does_not_poison_other_detectors():
-    monitor = Monitor(warn_on=None)
+    session = Session(warn_on=None)
     for step in range(5):
         grads = [math.nan, 0.01, 0.01] if step == 1 else [0.01, 0.01, 0.01]
-        monitor.observe(sample(step, grads, relative_updates=[1e-3] * 3, loss=1.0 - 0.01 * step))
-    assert [f.symptom for f in monitor.report().findings] == ["nonfinite"]
+        session.observe(sample(step, grads, relative_updates=[1e-3] * 3, loss=1.0 - 0.01 * step))
+    assert [f.symptom for f in session.report().findings] == ["nonfinite"]
 
 
 def test_stop_on_acts_on_the_most_severe_finding_and_close_writes_and_prints(tmp_path, capsys):
-    monitor = Monitor(warn_on=None, stop_on="warning", summary_path=tmp_path / "gw.json")
-    assert not monitor.should_stop()
+    session = Session(warn_on=None, stop_on="warning", summary_path=tmp_path / "gw.json")
+    assert not session.should_stop()
     for step in range(3):
-        monitor.observe(sample(step, [1e-9, 1e-6, 1e-1], loss=2.3 - 0.1 * step))
-    assert monitor.first_at_least("critical").symptom == "vanishing_gradients"
-    assert monitor.first_at_least(None) is None
-    assert monitor.should_stop() and not Monitor(warn_on=None).should_stop(), "no stop_on, no stop"
+        session.observe(sample(step, [1e-9, 1e-6, 1e-1], loss=2.3 - 0.1 * step))
+    assert session.first_at_least("critical").symptom == "vanishing_gradients"
+    assert session.first_at_least(None) is None
+    assert session.should_stop() and not Session(warn_on=None).should_stop(), "no stop_on, no stop"
     with pytest.warns(GradWatchWarning, match=r"stopping training \(stop_on='warning'\): vanishing_gradients"):
-        monitor.stop()
-    report = monitor.close(render=print_report)
+        session.stop()
+    report = session.close(render=print_report)
     assert (tmp_path / "gw.json").exists() and report.findings[0].symptom == "vanishing_gradients"
     assert "vanishing_gradients" in capsys.readouterr().err
