@@ -218,6 +218,8 @@ class Session:
             self._last_loss = sample.loss
         if sample.input_mean_abs is not None and sample.input_std is not None:
             self._input_scale = (sample.input_mean_abs, sample.input_std)
+        if sample.lr is not None and math.isfinite(sample.lr) and sample.lr != self._facts.lr:  # a schedule moved it
+            self._facts = replace(self._facts, lr=sample.lr)
         self.guard.run("history", self._history.add, sample, self._facts.kinds)
         raised = []
         self._facts_causes = find_causes(self._facts, self._input_scale, self._last_loss)  # once per sample

@@ -178,3 +178,14 @@ def test_latest_scalars_are_those_of_the_latest_sample():
     for step, grad in enumerate((0.5, 2.0)):
         session.record(sample(step, [grad], loss=1.0))
         assert session.latest["gradwatch/grad_norm"] == pytest.approx(grad)
+
+
+def test_lower_the_learning_rate_cites_the_rate_the_schedule_reached_not_the_first_one():
+    """A warmup starts the optimizer at a tiny rate: the remedy sizes its advice from the rate of the sampled steps."""
+    session = Session("test", warn_on=None, print_report=False)
+    session.start(ModelFacts(optimizer="AdamW", lr=0.00167))  # what the optimizer held when watching began
+    for step in range(2):
+        session.record(sample(step, relative_updates=[0.001, 3.0, 0.001], lr=0.5))
+    assert session.facts.lr == 0.5
+    lower = next(r for r in session.findings["exploding_gradients"].remedies if r.id == "lower_lr")
+    assert "your learning rate is 0.5 " in lower.why and "0.00167" not in lower.why
