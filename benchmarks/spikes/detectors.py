@@ -167,9 +167,7 @@ class GradwatchProbe:
 
     def step(self, loss: torch.Tensor, step: int) -> None:
         self.watcher.step(loss)
-        monitor = getattr(self.watcher, "monitor", None)
-        names = monitor.findings.keys() if monitor is not None else (f.symptom for f in self.watcher.report().findings)
-        for name in names:
+        for name in self.watcher.session.findings:
             self.found.raised_step.setdefault(name, step)
 
     def close(self) -> GradwatchFindings:
