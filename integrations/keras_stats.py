@@ -17,6 +17,7 @@ weights and updates are measured; dead units come from the gradients).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 from typing import Any
 
@@ -25,6 +26,7 @@ import numpy as np
 from gradwatch.blocks import BLOCK, SPREAD_UNITS, sampled_elements, update_stride
 from gradwatch.detectors.dead_relu import WINDOW_ROWS
 from gradwatch.facts import DEAD_KINDS, SATURATED_OUTSIDE
+from gradwatch.measures import Layout
 from gradwatch.safety import FaultGuard
 from gradwatch.stats import ActivationStats, LayerStats, SequenceStats, StepStats
 
@@ -62,6 +64,7 @@ class KerasCollector:
                 self.variables.append(variable)
                 owners.append(index)
         self.owners = np.asarray(owners, dtype=np.int64)
+        self._owner_ids = ops.convert_to_tensor(np.asarray(owners, dtype="int32"))  # per-layer sums on the device
         self.backend = backend = for_current(len(self.variables), sum(units for _, _, units in self.unit_kernels))
         self._model = model
         # keyed by the Keras variable and by its backend variable (what Keras's all-reduce passes)
@@ -102,6 +105,11 @@ class KerasCollector:
         self.full_batch = False  # one batch is the whole training set: a dead-unit window is one batch
         self._loss_before: tuple[float, float] | None = None
         self.loss_totals: tuple[float, float] | None = None  # the tracker's (total, count) at the latest read
+        n, dead = len(self.layer_names), sum(kind in DEAD_KINDS for _, kind, _ in self._activations)
+        kept = {"grad": n, "unit_grads": self._units} if self.backend.kept() else {}
+        lengths = {"weight": n, "spread": len(self._spread), **kept, "dead": 2 * dead, "saturated": len(self._activations) - dead}
+        lengths |= {"inputs": 2 if self._inputs else 0, "sequences": sum(int(profile.shape[0]) for _, profile in self._probes.values())}
+        self._layouts = {updates: Layout(lengths | {"update": n if updates else 0}) for updates in (False, True)}  # static: known now
 
     # -- gradients, inside the train step -----------------------------------------------------
     def install(self, optimizer: Any, *, first_step: int, every_n_steps: int) -> None:
@@ -260,18 +268,20 @@ class KerasCollector:
         n, count = len(self.layer_names), len(self.variables)
         limit = ops.convert_to_tensor(0.0 if self.full_batch else float(WINDOW_ROWS))
         values = self._compiled_readout([v.value for v in self.variables], self._before, self._weight_sq, limit)
-        cursor = _Cursor(np.asarray(ops.convert_to_numpy(values), dtype=np.float64))
-        weight = np.sqrt(np.bincount(self.owners, cursor.take(count), n))
-        update = np.sqrt(np.bincount(self.owners, cursor.take(count), n)) if self._before is not None else None
-        spread = {layer: value for (_, layer, _), value in zip(self._spread, cursor.take(len(self._spread)).tolist()) if not np.isnan(value)}
+        parts = self._layouts[self._before is not None].split(ops.convert_to_numpy(values).tolist())  # the one host read
+        weight, update = parts.get("weight", []), parts.get("update")
+        spread = {layer: value for (_, layer, _), value in zip(self._spread, parts.get("spread", [])) if not math.isnan(value)}
         self._before = self._weight_sq = None
-        measured = (cursor.take(max(count, 1)), cursor.take(self._units)) if self.backend.kept() else self.backend.take()
+        taken = self.backend.take()  # where the gradient numbers leave the step by themselves (JAX), per variable
+        measured: tuple[list[float], Any] | None = (parts["grad"], parts["unit_grads"]) if "grad" in parts else None
+        if taken is not None:
+            measured = (np.sqrt(np.bincount(self.owners, np.asarray(taken[0], dtype=np.float64)[:count], n)).tolist(), taken[1])
         if not self.guard.enabled(RECORDER):  # its variables still hold the last good sample: not this step's
             measured = None
-        grad: np.ndarray | None = None
+        grad: list[float] | None = None
         with_grad_layers: set[int] = set()
         if measured is not None and self._with_grad:
-            grad = np.sqrt(np.bincount(self.owners, np.asarray(measured[0], dtype=np.float64)[:count], n))
+            grad = measured[0]
             with_grad_layers = {int(self.owners[i]) for i in self._with_grad}
         zero_units: dict[int, tuple[float, int | None]] = {}
         if measured is not None and self.unit_kernels and self._with_grad:
@@ -279,27 +289,26 @@ class KerasCollector:
         layers = tuple(
             LayerStats(
                 name,
-                grad_norm=float(grad[i]) if grad is not None and i in with_grad_layers else None,
-                weight_norm=float(weight[i]),
-                update_norm=float(update[i]) if update is not None else None,
+                grad_norm=grad[i] if grad is not None and i in with_grad_layers else None,
+                weight_norm=weight[i],
+                update_norm=update[i] if update is not None else None,
                 zero_grad_rows=zero_units[i][0] if i in zero_units else None,
                 zero_grad_window=zero_units[i][1] if i in zero_units else None,
                 unit_spread=spread.get(i),
             )
             for i, name in enumerate(self.layer_names)
         )
-        activations = self._activation_stats(cursor.take(2 * len(self._activations)).reshape(-1, 2))
-        scale = cursor.take(2) if self._inputs else None
-        profiles = [(name, cursor.take(int(profile.shape[0]))) for name, (_, profile) in self._probes.items()]
-        mean_abs, std = (
-            (float(scale[0]), float(scale[1])) if scale is not None and self.guard.enabled(INPUTS) and np.isfinite(scale).all() else (None, None)
-        )
+        activations = self._activation_stats(parts.get("dead", []), parts.get("saturated", []))
+        scale = parts.get("inputs")
+        mean_abs, std = (scale[0], scale[1]) if scale is not None and self.guard.enabled(INPUTS) and all(map(math.isfinite, scale)) else (None, None)
+        steps = iter(parts.get("sequences", []))
+        profiles = [(name, [next(steps) for _ in range(int(profile.shape[0]))]) for name, (_, profile) in self._probes.items()]
         return StepStats(
             step=step,
             layers=layers,
             loss=None if loss is None else float(loss),
             lr=lr,
-            sequences=tuple(SequenceStats(name, tuple(float(v) for v in profile)) for name, profile in profiles if self._with_grad),
+            sequences=tuple(SequenceStats(name, tuple(profile)) for name, profile in profiles if self._with_grad),
             activations=activations if self.guard.enabled(ACTIVATIONS) else (),
             input_mean_abs=mean_abs,
             input_std=std,
@@ -307,48 +316,57 @@ class KerasCollector:
         )
 
     def _readout(self, values: list[Any], before: list[Any] | None, weight_sq: Any, limit: Any) -> Any:
-        """One vector of all a sampled step's statistics, in ``read``'s order: weight norms before the
-        step (from the snapshot, else now), the update, the units' spread of each kernel (see ``_unit_spread``),
-        the gradient numbers kept in variables, the
-        activations (their windows restart at ``limit`` rows), the input scale, the time profiles."""
-        parts = [weight_sq if weight_sq is not None else self._snapshot(values)[0]]
+        """One vector of all a sampled step's statistics, laid out by ``self._layouts``: per layer, the squared
+        weight norms before the step (from the snapshot, else now) and update; the units' spread of each kernel
+        (see ``_unit_spread``), the gradient numbers kept in variables, the activations (their windows restart
+        at ``limit`` rows), the input scale, the time profiles."""
+        parts = {"weight": self._per_layer(weight_sq if weight_sq is not None else self._snapshot(values)[0])}
         if before is not None:
-            parts.append(self._update_squares(values, before))
-        parts += [_unit_spread(ops.reshape(values[i], (-1, units))) for i, _, units in self._spread]
-        parts += self.backend.kept()
-        if self._activations:
-            parts.append(self._activation_readout(limit))
+            parts["update"] = self._per_layer(self._update_squares(values, before))
+        if self._spread:
+            parts["spread"] = ops.concatenate([_unit_spread(ops.reshape(values[i], (-1, units))) for i, _, units in self._spread])
+        if kept := self.backend.kept():
+            parts |= {"grad": self._per_layer(kept[0]), "unit_grads": kept[1]}
+        parts["dead"], parts["saturated"] = self._activation_readout(limit)
         if self._inputs is not None:
-            parts.append(self._inputs[1])
-        parts += [profile for _, profile in self._probes.values()]
-        return ops.concatenate([ops.reshape(ops.cast(part, "float32"), (-1,)) for part in parts])
+            parts["inputs"] = self._inputs[1]
+        if self._probes:
+            parts["sequences"] = ops.concatenate([ops.reshape(profile, (-1,)) for _, profile in self._probes.values()])
+        layout = self._layouts[before is not None]
+        return ops.concatenate([ops.reshape(ops.cast(part, "float32"), (-1,)) for part in layout.arrange(parts)])
 
-    def _activation_stats(self, values: np.ndarray) -> tuple[ActivationStats, ...]:
+    def _per_layer(self, squares: Any) -> Any:
+        """Per-variable squared norms summed over each layer's variables."""
+        return ops.segment_sum(squares[: len(self.variables)], self._owner_ids, num_segments=len(self.layer_names))
+
+    def _activation_stats(self, dead: list[float], saturated: list[float]) -> tuple[ActivationStats, ...]:
         """The saturated share of the sampled batch, or the dead share over each ReLU window so far
         (``None`` window: the whole training set, full-batch)."""
         stats = []
-        for (layer, kind, _), (value, seen) in zip(self._activations, values):
+        windows, shares = iter(zip(dead[::2], dead[1::2])), iter(saturated)
+        for layer, kind, _ in self._activations:
             if kind not in DEAD_KINDS:
-                stats.append(ActivationStats(layer.name, kind, saturated_share=float(value)))
-            elif seen > 0:
-                stats.append(ActivationStats(layer.name, kind, dead_share=float(value), window=None if self.full_batch else int(seen)))
+                stats.append(ActivationStats(layer.name, kind, saturated_share=next(shares)))
+            elif (window := next(windows))[1] > 0:
+                stats.append(ActivationStats(layer.name, kind, dead_share=window[0], window=None if self.full_batch else int(window[1])))
         return tuple(stats)
 
-    def _activation_readout(self, limit: Any) -> Any:
-        """Per measured activation (its value, rows): a window with at least ``limit`` rows starts afresh."""
-        readout, full = [], []
+    def _activation_readout(self, limit: Any) -> tuple[Any, Any]:
+        """Per ReLU-like activation its dead share and rows, per other one its saturated share (None: no such
+        activation); a window with at least ``limit`` rows starts afresh."""
+        dead, saturated, full = [], [], []
         for _, kind, value in self._activations:
             if kind not in DEAD_KINDS:
-                readout += [ops.cast(value, "float32"), ops.zeros((), "float32")]
+                saturated.append(ops.cast(value, "float32"))
                 continue
             maxima, rows = value
-            readout += [ops.mean(ops.cast(maxima <= 0, "float32")), ops.cast(rows, "float32")]
+            dead += [ops.mean(ops.cast(maxima <= 0, "float32")), ops.cast(rows, "float32")]
             full.append((maxima, rows, rows >= limit))
-        result = ops.stack(readout)  # a new tensor: read before the windows restart
+        readout = (ops.stack(dead) if dead else None, ops.stack(saturated) if saturated else None)  # new tensors: read before the windows restart
         for maxima, rows, done in full:
             maxima.assign(ops.where(done, ops.full_like(maxima, -np.inf), maxima))
             rows.assign(ops.where(done, ops.zeros_like(rows), rows))
-        return result
+        return readout
 
     def _zero_columns(self, column_sq: np.ndarray, rows: float) -> dict[int, tuple[float, int | None]]:
         """Share of units whose kernel column got no gradient over a window of ``WINDOW_ROWS`` rows, per layer.
@@ -533,14 +551,3 @@ class _Patches:
             else:
                 vars(owner)[name] = before
         self._replaced.clear()
-
-
-class _Cursor:
-    """Reads consecutive pieces of one host vector."""
-
-    def __init__(self, values: np.ndarray) -> None:
-        self.values, self.start = values, 0
-
-    def take(self, count: int) -> np.ndarray:
-        self.start += count
-        return self.values[self.start - count : self.start]

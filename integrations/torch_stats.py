@@ -20,6 +20,7 @@ from gradwatch.blocks import BLOCK, CACHE_CHUNK, LARGE_PARAM, SPREAD_UNITS, samp
 from gradwatch.detectors.dead_relu import WINDOW_ROWS, row_judged
 from gradwatch.detectors.stagnation import UNITS_APART
 from gradwatch.facts import LayerFacts, ModelFacts
+from gradwatch.measures import Layout
 from gradwatch.safety import FaultGuard
 from gradwatch.stats import ActivationStats, LayerStats, SequenceStats, StepStats
 
@@ -34,7 +35,6 @@ from .torch_facts import (
 from .torch_probes import ForwardProbes
 
 ROW_KINDS = ("Linear", "Conv1d", "Conv2d", "Conv3d")
-NORMS = ("grad", "weight", "update")  # per-layer squared norms, first in a packed sample
 
 _VERSION = operator.attrgetter("_version")
 Group = tuple[int, ...]  # indices into ``TorchCollector.params`` read together
@@ -398,7 +398,7 @@ class TorchCollector:
             "dead": forward.dead_shares,
             "saturated": forward.saturated_shares,
             "sequences": torch.cat([profile for _, profile in sequences]) if sequences else None,
-            "raw_grad_sq": sample.raw_grad_sq if sample.backward_passes == 1 else None,
+            "raw_grad": sample.raw_grad_sq if sample.backward_passes == 1 else None,
             "inputs": forward.inputs,
             "spread": torch.cat([spread for _, spread in sample.spreads]) if sample.spreads else None,
             "moments": sample.moments,
@@ -413,11 +413,11 @@ class TorchCollector:
         loss = self._loss_tensor.reshape(1) + self._loss_float if self._loss_tensor is not None else torch.full((1,), self._loss_float)
         present["loss"] = torch.cat([loss.float().to(device), torch.full((1,), float(self._loss_count), device=device)])
         self._loss_tensor, self._loss_float, self._loss_count = None, 0.0, 0
-        values = torch.cat([part.to(device) for part in present.values()])
+        layout = Layout({name: part.numel() for name, part in present.items()})
         return Packed(
-            values,
+            torch.cat([part.to(device) for part in layout.arrange(present)]),
             sample,
-            layout=[(name, part.numel()) for name, part in present.items()],
+            layout=layout,
             dead=forward.dead,
             rows=[(self.row_params[i], seen) for group, (_, seen) in row_windows.items() for i in group],
             saturated=forward.saturated,
@@ -440,13 +440,9 @@ class TorchCollector:
     def unpack(self, packed: Packed, values: torch.Tensor, step: int, lr: float | None = None) -> StepStats:
         """The ``StepStats`` of a packed sample from its (combined) values, brought to the host here."""
         n = len(self.layer_names)
-        squared = sum(length for name, length in packed.layout if name in NORMS)  # the norms lead the layout
-        host = torch.cat((values[:squared].sqrt(), values[squared:])).tolist()  # a NaN or infinity stays: evidence
-        parts, start = {}, 0
-        for name, length in packed.layout:
-            parts[name], start = host[start : start + length], start + length
-        unmeasured: list[float | None] = [None] * n
-        grad, weight, update = (parts.get(key, unmeasured) for key in NORMS)
+        parts = packed.layout.split(values.tolist())  # the one transfer to the host; norms come back rooted
+        unmeasured: Sequence[float | None] = [None] * n
+        grad, weight, update = (parts.get(key) or unmeasured for key in ("grad", "weight", "update"))
         grad = _only(grad, packed.sample.grad_layers)
         update = _only(update, packed.sample.updated)
         zero_rows, zero_window = list(unmeasured), list(unmeasured)
@@ -455,7 +451,7 @@ class TorchCollector:
             if counts[k + j] > 0:
                 zero_rows[layer], zero_window[layer] = counts[j] / counts[k + j], seen
         loss_sum, loss_count = parts["loss"]
-        raw = parts.get("raw_grad_sq")
+        raw = parts.get("raw_grad")
         inputs = parts.get("inputs", [None, None])
         spread = list(unmeasured)
         for i, value in zip(packed.spread, parts.get("spread", [])):
@@ -487,7 +483,7 @@ class TorchCollector:
             loss=loss_sum / loss_count if loss_count > 0 else None,
             lr=lr,
             sequences=profiles,
-            grad_norm_unclipped=math.sqrt(raw[0]) if raw and math.isfinite(raw[0]) and raw[0] >= 0 else None,
+            grad_norm_unclipped=raw[0] if raw and math.isfinite(raw[0]) else None,
             input_mean_abs=inputs[0],
             input_std=inputs[1],
             adam_eps=packed.sample.adam_eps if moments is not None else None,
@@ -518,13 +514,13 @@ class TorchCollector:
 class Packed:
     """A sample packed by ``TorchCollector.pack``: the values to combine and how to read them back.
 
-    ``layout`` names each part of ``values`` and its length, in order; the other
+    ``layout`` says where each named part of ``values`` lies; the other
     lists say what the dead-unit, zero-row, saturation, time-profile and units' spread parts hold.
     """
 
     values: torch.Tensor
     sample: _Sample
-    layout: list[tuple[str, int]]
+    layout: Layout
     dead: list[tuple[str, str, int]]
     rows: list[tuple[int, int]]
     saturated: list[tuple[str, str]]
@@ -548,7 +544,7 @@ def _sampled(tensor: torch.Tensor, stride: int) -> torch.Tensor:
     return flat[: flat.numel() // BLOCK * BLOCK].view(-1, BLOCK)[::stride]
 
 
-def _only(values: list[float | None], measured: Collection[int]) -> list[float | None]:
+def _only(values: Sequence[float | None], measured: Collection[int]) -> Sequence[float | None]:
     """``values`` with None for the layers not in ``measured`` (the same list when every layer is)."""
     if len(measured) == len(values):
         return values
