@@ -69,6 +69,7 @@ MEASURES: tuple[Measure, ...] = (
     Measure("log_partition", "step", "StepStats.output_log_partition", ("loss_spike", "divergence_forecast")),
     Measure("attention_maxima", "attention head", "StepStats.attention_logit_max", ("loss_spike", "divergence_forecast")),
     Measure("attention_entropies", "attention head", "StepStats.attention_entropy_min", ("loss_spike", "divergence_forecast")),
+    Measure("loss_max", "step", "StepStats.loss_max", ("loss_spike",)),  # the highest loss since the previous sample
     Measure(  # the sum and count of the losses since the previous sample
         "loss",
         "step",
