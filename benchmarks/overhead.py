@@ -64,7 +64,30 @@ def lstm() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
     return LastStep(), torch.randn(64, 50, 32), torch.randint(0, 10, (64,))
 
 
-MODELS: dict[str, Model] = {"mlp": mlp, "cnn": cnn, "lstm": lstm}
+class TinyGPT(nn.Module):
+    """A decoder-only transformer: 4 pre-norm layers of width 256, 4 heads, causal, over 256 byte tokens."""
+
+    def __init__(self, context: int = 128) -> None:
+        super().__init__()
+        self.token = nn.Embedding(256, 256)
+        self.position = nn.Parameter(torch.zeros(context, 256))
+        layer = nn.TransformerEncoderLayer(256, 4, 1024, dropout=0.0, batch_first=True, norm_first=True)
+        self.blocks = nn.TransformerEncoder(layer, 4, enable_nested_tensor=False)
+        self.head = nn.Linear(256, 256)
+        self.register_buffer("mask", nn.Transformer.generate_square_subsequent_mask(context), persistent=False)
+
+    def forward(self, tokens: torch.Tensor) -> torch.Tensor:
+        x = self.token(tokens) + self.position[: tokens.shape[1]]
+        return self.head(self.blocks(x, mask=self.mask, is_causal=True))  # type: ignore[arg-type]
+
+
+def gpt() -> tuple[nn.Module, torch.Tensor, torch.Tensor]:
+    """``TinyGPT`` on 128-token sequences, batch 16, trained with AdamW (the attention and Adam precursors run)."""
+    tokens = torch.randint(0, 256, (16, 129))
+    return TinyGPT(), tokens[:, :-1], tokens[:, 1:]
+
+
+MODELS: dict[str, Model] = {"mlp": mlp, "cnn": cnn, "lstm": lstm, "gpt": gpt}
 
 
 def run(make: Model, *, variant: str, steps: int, warmup: int, every: int = 20, device: str = "cpu") -> float:
@@ -72,7 +95,8 @@ def run(make: Model, *, variant: str, steps: int, warmup: int, every: int = 20, 
     torch.manual_seed(0)
     model, x, y = make()
     model, x, y = model.to(device), x.to(device), y.to(device)
-    optimizer = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+    adam = make is gpt
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4) if adam else torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
     watcher = watch(model, optimizer, every_n_steps=every, print_report=False, warn_on=None) if variant == "gradwatch" else None
     if variant == "wandb":
         import wandb
@@ -81,7 +105,8 @@ def run(make: Model, *, variant: str, steps: int, warmup: int, every: int = 20, 
         wandb.watch(model, log="gradients", log_freq=every)
 
     def step() -> None:
-        loss = nn.functional.cross_entropy(model(x), y)
+        logits = model(x)
+        loss = nn.functional.cross_entropy(logits.flatten(0, -2), y.flatten())  # a GPT's [batch, length, vocab] too
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
@@ -223,7 +248,7 @@ def main() -> None:
             print(table_row(f"{name} pytorch: watch()", times["plain"], times["gradwatch"]), flush=True)
             if args.peers:
                 print(table_row(f"{name} pytorch: wandb.watch", times["plain"], times["wandb"]), flush=True)
-        if "lightning" in args.frameworks and name != "lstm":
+        if "lightning" in args.frameworks and name not in ("lstm", "gpt"):
             runs: dict[str, list[float]] = {"none": [], "gradwatch": [], "grad_norm": []}
             for _ in range(args.repeats):
                 for variant, samples in runs.items():
