@@ -52,7 +52,8 @@ def __getattr__(name: str) -> Any:
     elif name in _HOMES:
         value = getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
     else:
-        raise AttributeError(f"module 'gradwatch' has no attribute {name!r}")
+        moved = " (Monitor became Session: Session(framework, facts=..., **options) takes the same stream)" if name == "Monitor" else ""
+        raise AttributeError(f"module 'gradwatch' has no attribute {name!r}{moved}")
     globals()[name] = value
     return value
 

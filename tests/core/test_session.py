@@ -189,3 +189,10 @@ def test_lower_the_learning_rate_cites_the_rate_the_schedule_reached_not_the_fir
     assert session.facts.lr == 0.5
     lower = next(r for r in session.findings["exploding_gradients"].remedies if r.id == "lower_lr")
     assert "your learning rate is 0.5 " in lower.why and "0.00167" not in lower.why
+
+
+def test_the_old_monitor_name_says_where_it_went():
+    import gradwatch
+
+    with pytest.raises(AttributeError, match="Monitor became Session"):
+        gradwatch.Monitor  # noqa: B018
