@@ -230,10 +230,7 @@ class LossSpike(Detector):
 
     A spike is a sampled loss more than ``SPIKE_RISE`` (50%) above the median of
     the previous ``HISTORY`` samples and more than ``NOISE_WIDTH`` times their
-    median change between samples above it; or, where the adapter measures
-    ``loss_max`` (the highest single loss of the steps since the last sample),
-    that peak judged the same way against the recent peaks, so a spike that
-    rises and falls between two samples is seen too. The finding names the step, the layer
+    median change between samples above it. The finding names the step, the layer
     whose update or gradient norm jumped first against its own history (on this
     sample or the two before), and whether the loss came back within
     ``RECOVERED`` of its level. Severity: ``info`` while it may still recover
@@ -246,13 +243,12 @@ class LossSpike(Detector):
     """
 
     declares = LOSS_SPIKE
-    state = ("level", "peaks", "jumps", "recent_jumps", "spike", "spikes", "start_partition")
+    state = ("level", "jumps", "recent_jumps", "spike", "spikes", "start_partition")
 
     def __init__(self, *, patience: int = 3, repeats: int = 3) -> None:
         self.patience = check_count("patience", patience)
         self.repeats = check_count("repeats", repeats)
         self.level = LossLevel()
-        self.peaks = LossLevel()  # the highest single loss of each sample's steps (``loss_max``), where measured
         self.jumps = LayerJumps()
         self.recent_jumps: list[list[dict[str, Any]]] = []  # the layer jumps of each of the latest ``LOOK_BACK`` samples
         self.spike: dict[str, Any] | None = None  # the spike under way: step, level, peak, first jump, samples since
@@ -266,20 +262,17 @@ class LossSpike(Detector):
         loss = sample.loss
         if not finite(loss):
             return None
-        top = sample.loss_max if finite(sample.loss_max) else loss  # the highest single loss since the last sample
         spike = self.spike
         if spike is None:
-            rise, between = self.level.above(loss), self.peaks.above(top) is not None
-            if rise is None and not between:
+            rise = self.level.above(loss)
+            if rise is None:
                 self.level.add(loss)
-                self.peaks.add(top)
                 return None
             self.spikes += 1
             first = next((jumps[0] for jumps in self.recent_jumps if jumps), None)  # the earliest sample's largest
             spike = self.spike = {"step": sample.step, "level": self.level.level(), "peak": loss, "first_jump": first, "samples": 0}
-            spike["between"] = rise is None  # seen in the peak between samples only
         spike["samples"] += 1
-        spike["peak"] = max(spike["peak"], loss, top)
+        spike["peak"] = max(spike["peak"], loss)
         recovered = loss <= spike["level"] * (1 + RECOVERED)
         if recovered:
             self.spike = None
@@ -294,8 +287,7 @@ class LossSpike(Detector):
 
     def _finding(self, sample: StepStats, spike: dict[str, Any], loss: float, recovered: bool, severity: Any) -> Finding:
         level, peak = spike["level"], spike["peak"]
-        when = f"in a step up to {spike['step']}" if spike.get("between") else f"at step {spike['step']}"  # between samples
-        parts = [f"the loss jumped from its recent level {fmt(level)} to {fmt(peak)} ({fmt(peak / level)}×) {when}"]
+        parts = [f"the loss jumped from its recent level {fmt(level)} to {fmt(peak)} ({fmt(peak / level)}×) at step {spike['step']}"]
         first = spike["first_jump"]
         if first is not None:
             parts.append(Jump(**first).text() + (", first" if first["step"] <= spike["step"] else ""))

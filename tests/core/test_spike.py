@@ -200,17 +200,3 @@ def test_the_forecast_state_survives_a_json_checkpoint_mid_warmup() -> None:
     after_one, after_two = observe_all(one, rest), observe_all(two, rest)
     assert any(after_one), "the creep was not forecast after the checkpoint"
     assert [f and f.to_dict() for f in after_one] == [f and f.to_dict() for f in after_two]
-
-
-def test_a_spike_between_two_samples_is_seen_in_the_highest_loss_of_the_steps_between() -> None:
-    """One bad batch among 20 barely moves the samples' mean loss; its own loss (``loss_max``) shows it."""
-    rng = random.Random(11)
-    samples = [replace(s, loss_max=s.loss * (1.3 + 0.05 * rng.random())) for s in healthy(20, seed=10, noise=0.02)]  # type: ignore[operator]
-    assert not [f for f in observe_all(LossSpike(), samples) if f is not None], "the peaks' usual noise is no spike"
-    last = samples[-1]
-    bad = replace(last, step=last.step + 20, loss=last.loss * 1.1, loss_max=last.loss * 6)  # type: ignore[operator]
-    found = [f for f in observe_all(LossSpike(), [*samples, bad]) if f is not None]
-    assert found and found[-1].severity == "info"
-    assert f"in a step up to {bad.step}" in found[-1].message and found[-1].evidence["recovered"]
-    without_peak = [f for f in observe_all(LossSpike(), [*samples, replace(bad, loss_max=None)]) if f is not None]
-    assert not without_peak, "the mean alone does not show it"
