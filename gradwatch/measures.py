@@ -69,9 +69,6 @@ MEASURES: tuple[Measure, ...] = (
     Measure("log_partition", "step", "StepStats.output_log_partition", ("loss_spike", "divergence_forecast")),
     Measure("attention_maxima", "attention head", "StepStats.attention_logit_max", ("loss_spike", "divergence_forecast")),
     Measure("attention_entropies", "attention head", "StepStats.attention_entropy_min", ("loss_spike", "divergence_forecast")),
-    # The highest loss since the previous sample. No detector judges it yet: over DDP/FSDP ranks it is the mean of
-    # each rank's highest (the packed parts are averaged), which a healthy 2-rank run showed as a spike (RESULTS.md).
-    Measure("loss_max", "step", "StepStats.loss_max"),
     Measure(  # the sum and count of the losses since the previous sample
         "loss",
         "step",

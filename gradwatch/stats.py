@@ -94,9 +94,7 @@ class SequenceStats:
 class StepStats:
     """Everything measured at one sampled optimizer step (0-based ``step``).
 
-    ``loss`` is the mean loss the user reported since the previous sample, and
-    ``loss_max`` the highest of those losses (a spike between two samples;
-    over ranks, the mean of each rank's highest);
+    ``loss`` is the mean loss the user reported since the previous sample;
     ``batch_rows``, the rows of the sampled step's batch (a loss over a few
     rows is noisy: one row may give a loss near 0 by chance).
     Layer weight norms are taken before the optimizer step, so ``|ΔW|/|W|``
@@ -142,7 +140,6 @@ class StepStats:
     attention_entropy_min: float | None = None
     adam_eps: float | None = None
     batch_rows: int | None = None
-    loss_max: float | None = None
 
     finite: bool = field(init=False, repr=False, compare=False)
     """False when the loss or any layer's norms hold NaN or infinity."""

@@ -80,8 +80,6 @@ class TorchCollector:
         self.probes = ForwardProbes(model, self.guard)  # activations, input scale, time profiles
         self._sample = _Sample()
         self._loss_tensor: torch.Tensor | None = None
-        self._loss_max: torch.Tensor | None = None  # the highest loss since the previous sample, on its device
-        self._loss_float_max = -math.inf  # ... of those given as numbers
         self._loss_float = 0.0
         self._loss_count = 0
         self._row_window: dict[Group, tuple[Any, int]] = {}  # weight group -> (gradient row norm maxima, rows)
@@ -344,19 +342,16 @@ class TorchCollector:
 
     def add_loss(self, loss: torch.Tensor | float) -> None:
         """Accumulate the step's loss without a host sync or an allocation (a tensor stays on its device,
-        added in place into a sum and a maximum that start as copies of the first loss after each sample)."""
+        added in place into a sum that starts as a copy of the first loss after each sample)."""
         if isinstance(loss, torch.Tensor):
             value = loss.detach().float()
             value = value.mean() if value.dim() else value  # the usual 0-d loss costs one in-place addition
-            if self._loss_tensor is None or self._loss_max is None or self._loss_tensor.device != value.device:
+            if self._loss_tensor is None or self._loss_tensor.device != value.device:
                 self._loss_tensor = value.clone() if self._loss_tensor is None else self._loss_tensor.to(value.device) + value
-                self._loss_max = value.clone() if self._loss_max is None else torch.maximum(self._loss_max.to(value.device), value)
             else:
                 self._loss_tensor.add_(value)
-                torch.maximum(self._loss_max, value, out=self._loss_max)
         else:
             self._loss_float += float(loss)
-            self._loss_float_max = max(self._loss_float_max, float(loss))
         self._loss_count += 1
 
     def discard(self) -> None:
@@ -417,9 +412,7 @@ class TorchCollector:
         device = next(iter(present.values())).device if present else torch.device("cpu")
         loss = self._loss_tensor.reshape(1) + self._loss_float if self._loss_tensor is not None else torch.full((1,), self._loss_float)
         present["loss"] = torch.cat([loss.float().to(device), torch.full((1,), float(self._loss_count), device=device)])
-        top = self._loss_max.reshape(1).to(device) if self._loss_max is not None else torch.full((1,), -math.inf, device=device)
-        present["loss_max"] = top.clamp_min(self._loss_float_max) if self._loss_float_max > -math.inf else top
-        self._loss_tensor, self._loss_max, self._loss_float, self._loss_float_max, self._loss_count = None, None, 0.0, -math.inf, 0
+        self._loss_tensor, self._loss_float, self._loss_count = None, 0.0, 0
         layout = Layout({name: part.numel() for name, part in present.items()})
         return Packed(
             torch.cat([part.to(device) for part in layout.arrange(present)]),
@@ -488,7 +481,6 @@ class TorchCollector:
             layers=layers,
             activations=activations,
             loss=loss_sum / loss_count if loss_count > 0 else None,
-            loss_max=parts["loss_max"][0] if loss_count > 0 and parts["loss_max"][0] != -math.inf else None,
             lr=lr,
             sequences=profiles,
             grad_norm_unclipped=raw[0] if raw and math.isfinite(raw[0]) else None,
