@@ -186,7 +186,6 @@ class LossBlocks:
     def __init__(self) -> None:
         self.recent: deque[tuple[float, float]] = deque(maxlen=HISTORY)  # (mean loss, learning rate) of the latest blocks
         self.best: tuple[float, float] | None = None  # the lowest block before the latest one
-        self.count = 0  # blocks completed
         self._open = (0.0, 0)  # the block being filled: loss summed over its steps, steps
         self._last_step: int | None = None
 
@@ -204,7 +203,6 @@ class LossBlocks:
         if self.recent and (self.best is None or self.recent[-1][0] < self.best[0]):
             self.best = self.recent[-1]
         self.recent.append((total / steps, lr))
-        self.count += 1
         return self.recent[-1]
 
     def noise(self) -> float:
@@ -213,13 +211,12 @@ class LossBlocks:
         return _median(abs(b - a) for a, b in zip(means, means[1:])) if len(means) > 1 else 0.0
 
     def state_dict(self) -> dict[str, Any]:
-        return {"recent": list(self.recent), "best": self.best, "count": self.count, "open": self._open, "last_step": self._last_step}
+        return {"recent": list(self.recent), "best": self.best, "open": self._open, "last_step": self._last_step}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.recent = deque(((float(mean), float(lr)) for mean, lr in state.get("recent", [])), maxlen=HISTORY)
         best = state.get("best")
         self.best = (float(best[0]), float(best[1])) if best is not None else None
-        self.count = int(state.get("count", 0))
         total, steps = state.get("open", (0.0, 0))
         self._open = (float(total), int(steps))
         self._last_step = state.get("last_step")
@@ -440,7 +437,7 @@ class DivergenceForecast(Detector):
             return None
         block = self.blocks.add(sample.loss, sample.lr, sample.step)
         best = self.blocks.best
-        if block is None or best is None or self.blocks.count < 3:  # a best among at least two blocks
+        if block is None or best is None or len(self.blocks.recent) < 3:  # a best among at least two blocks
             return None
         (loss, lr), (best_loss, best_lr) = block, best
         if best_loss <= 0 or loss < CREEP * best_loss or loss - best_loss <= self.blocks.noise() or lr < LR_ROSE * best_lr:
