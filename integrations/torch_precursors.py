@@ -13,7 +13,8 @@
   sampled steps only.
 
 Everything stays on the device until the sample is packed; unsampled steps
-never enter the mode.
+never enter the mode, and a model that names no attention module enters it
+once: if its first sampled forward shows no attention call, never again.
 """
 
 from __future__ import annotations

@@ -86,8 +86,10 @@ class ForwardProbes:
         self._orders: dict[tuple[tuple[str, int], ...], tuple[list[int], Any]] = {}  # entries as reduced -> forward order
         self._direct: set[str] = set()  # modules whose output was once overwritten after the hook: reduced in it
         self._in_forward = False  # inside the model's own forward: what it holds is reduced when that ends
-        self._attention = AttentionProbe()  # entered around a sampled training forward
+        self._attention = AttentionProbe()  # entered around a sampled training forward (see ``_precursors_done``)
         self._attention_names: list[str] = []  # the model's attention modules, to name the calls seen
+        self._looks_for_attention = True
+        self._reading_forward = False  # inside the sampled step's first training forward
 
     def measures(self, name: str) -> bool:
         """Whether this step measures the activation module ``name`` (as far as known now: an output held for
@@ -253,7 +255,9 @@ class ForwardProbes:
             return
         self._leave_attention()  # a forward that raised left it entered
         self.seen.attention = self._attention.calls = []
-        self.guard.run(PRECURSOR_HOOK, self._enter_attention)
+        self._reading_forward = True
+        if self._looks_for_attention:
+            self.guard.run(PRECURSOR_HOOK, self._enter_attention)
 
     def _enter_attention(self) -> None:
         self._attention.__enter__()
@@ -265,9 +269,14 @@ class ForwardProbes:
             self.guard.run(PRECURSOR_HOOK, self._attention.__exit__, None, None, None)
 
     def _precursors_done(self, module: torch.nn.Module, args: Any, output: Any) -> None:
-        """After that forward: stop watching attention; the output log-partition."""
-        if not self._attention.entered:
+        """After that forward: stop watching attention; the output log-partition. A model that names no attention
+        module and showed no attention call in it is not watched again (the mode costs microseconds per torch call:
+        half a sampled step's overhead on a 500-layer MLP)."""
+        if not self._reading_forward:
             return
+        self._reading_forward = False
+        if self._attention.entered and not self._attention.calls and not self._attention_names:
+            self._looks_for_attention = False
         self._leave_attention()
         if self.seen.log_partition is None:
             self.guard.run(PRECURSOR_HOOK, self._record_log_partition, output)

@@ -148,3 +148,47 @@ def test_the_sampled_step_holds_the_attention_the_log_partition_and_adams_moment
     embed = next(layer for layer in stats.layers if layer.name == "token")
     assert embed.size == model.token.weight.numel() and embed.moment_rms is not None
     assert math.isclose(embed.moment_rms, math.sqrt(float(moment.mean()) / (1 - 0.999**2)), rel_tol=1e-4)
+
+
+class Mixer(Attention):
+    """The same attention under a name that does not say so: found by its softmax alone."""
+
+
+class Recorder(nn.Module):
+    """Notes, at every forward, whether a torch function mode (the attention probe) is watching it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.watched: list[bool] = []
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self.watched.append(bool(torch.overrides._get_current_function_mode_stack()))
+        return x
+
+
+def test_attention_is_looked_for_on_every_sampled_step_only_where_the_first_one_found_it() -> None:
+    from gradwatch.integrations.torch_stats import TorchCollector
+
+    for attention in (True, False):
+        torch.manual_seed(3)
+        model = TinyGPT()
+        if not attention:
+            model.attn = nn.Identity()  # type: ignore[assignment]
+        else:
+            model.attn.__class__ = Mixer  # no module named attention: the softmax alone says it
+        model.recorder = Recorder()
+        model.head = nn.Sequential(model.recorder, model.head)
+        collector = TorchCollector(model)
+        collector.probes.attach()
+        found = []
+        for step in range(4):
+            collector.probes.sampling = step % 2 == 0
+            logits = model(IDS[:32].view(1, 32))
+            logits.logsumexp(-1).mean().backward()
+            if step % 2 == 0:
+                collector.capture_gradients()
+                stats = collector.flush(step)
+                found.append((stats.attention_logit_max is not None, stats.output_log_partition is not None))
+        collector.probes.detach()
+        assert found == [(attention, True)] * 2
+        assert model.recorder.watched == [True, False, attention, False]
