@@ -69,6 +69,7 @@ MEASURES: tuple[Measure, ...] = (
     Measure("log_partition", "step", "StepStats.output_log_partition", ("loss_spike", "divergence_forecast")),
     Measure("attention_maxima", "attention head", "StepStats.attention_logit_max", ("loss_spike", "divergence_forecast")),
     Measure("attention_entropies", "attention head", "StepStats.attention_entropy_min", ("loss_spike", "divergence_forecast")),
+    Measure("stale", "step", "StepStats.stale_grad", ("gradients_not_cleared",)),  # left-over .grad / fresh gradient
     Measure(  # the sum and count of the losses since the previous sample
         "loss",
         "step",

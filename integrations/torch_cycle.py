@@ -205,6 +205,8 @@ class TorchCycle:
         self._read_shares.clear()
         if lr is None and self.optimizers:
             lr = _lr(self.optimizers[0])
+        if self.guard.enabled(LOOP):
+            self.guard.run(LOOP, self.mistakes.measure, self.collector)
         if torch_distributed.active():
             stats = self._combine(step, lr)
         elif not self._stepped:  # the optimizer step was skipped: not evidence of anything
@@ -298,8 +300,9 @@ class LoopEvidence:
     whose generator's backward passes through the discriminator before the
     discriminator's ``zero_grad()`` leaves nothing behind). At the
     same time it notes BatchNorm and Dropout modules in eval mode. ``bind``
-    lists trainable parameters no bound optimizer steps; ``add_to`` puts the
-    evidence into the sample (one device read, on sampled steps only).
+    lists trainable parameters no bound optimizer steps. ``measure`` hands the
+    left-over share to the collector, to leave the device with the sample;
+    ``add_to`` puts the rest of the evidence into the sample.
     """
 
     def __init__(self, model: torch.nn.Module) -> None:
@@ -311,7 +314,7 @@ class LoopEvidence:
         ]
         self._orphans: list[tuple[str, torch.nn.Parameter, int]] = []  # (layer, parameter, its version when bound)
         self._hook: Any = None
-        self._stale: tuple[torch.Tensor, torch.Tensor] | None = None  # norms of the left-over and the fresh gradient
+        self._stale: torch.Tensor | None = None  # norm of the left-over gradient / the fresh one's (NaN: unknown)
         self._left: tuple[torch.Tensor, weakref.ref[torch.Tensor]] | None = None  # the parameter and the .grad found holding them
         self._eval: tuple[str, ...] = ()
         self.armed_at: int | None = None  # the step armed last (Lightning begins each micro-batch of a step)
@@ -341,7 +344,8 @@ class LoopEvidence:
         self._hook = None
         left = param.grad
         if left is not None and left.shape == grad.shape:
-            self._stale = (norms(left.detach().reshape(1, -1), 1), norms(grad.detach().reshape(1, -1), 1))
+            left_norm, fresh = (norms(g.detach().reshape(1, -1), 1) for g in (left, grad))
+            self._stale = torch.where(fresh > 0, left_norm / fresh, torch.where(left_norm == 0, 0.0, torch.nan))
             self._left = (param, weakref.ref(left))
 
     def disarm(self) -> None:
@@ -349,16 +353,16 @@ class LoopEvidence:
             self._hook.remove()
         self._hook, self._stale, self._left = None, None, None
 
+    def measure(self, collector: TorchCollector) -> None:
+        """Hand the left-over gradient's share, if backward reached the armed parameter, to ``collector``."""
+        if self._stale is not None and self._left is not None:
+            cleared = self._left[1]() is not self._left[0].grad  # set to None before the step ended: nothing carried
+            collector.add_part("stale", torch.zeros_like(self._stale) if cleared else self._stale)
+
     def add_to(self, stats: StepStats) -> StepStats:
-        """``stats`` with the loop's evidence for this step."""
-        stale = None
-        if self._stale is not None:
-            left, fresh = torch.cat(self._stale).tolist()  # one transfer
-            stale = left / fresh if fresh > 0 else (0.0 if left == 0 else None)
-            if stale and self._left is not None and self._left[1]() is not self._left[0].grad:
-                stale = 0.0  # cleared (set to None) before the step ended: nothing was carried into it
+        """``stats`` with the loop's evidence for this step (the left-over share came with the sample)."""
         orphans = tuple(dict.fromkeys(name for name, p, version in self._orphans if p.grad is not None and p._version == version))
-        evidence = replace(stats, stale_grad=stale, eval_modules=self._eval, orphan_layers=orphans)
+        evidence = replace(stats, eval_modules=self._eval, orphan_layers=orphans)
         self.disarm()
         self._eval = ()
         return evidence

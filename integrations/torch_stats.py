@@ -59,6 +59,7 @@ class _Sample:
     moments: Any = None  # per layer: summed second-moment estimates of an Adam-type optimizer, before the step
     moment_layers: set[int] = field(default_factory=set)  # the layers they were read for
     adam_eps: float | None = None
+    measured: dict[str, Any] = field(default_factory=dict)  # step-level parts measured outside the collector (``add_part``)
 
 
 class TorchCollector:
@@ -354,6 +355,11 @@ class TorchCollector:
             self._loss_float += float(loss)
         self._loss_count += 1
 
+    def add_part(self, name: str, values: torch.Tensor) -> None:
+        """A declared measurement (``gradwatch.measures``) of the pending sample taken outside the collector, as a
+        device tensor: packed and transferred with the rest."""
+        self._sample.measured[name] = values
+
     def discard(self) -> None:
         """Drop the pending sample (its optimizer step was skipped); losses are kept."""
         self._sample = _Sample()
@@ -405,6 +411,7 @@ class TorchCollector:
             "log_partition": forward.log_partition,
             "attention_maxima": forward.attention_maxima,
             "attention_entropies": forward.attention_entropies,
+            **sample.measured,
         }
         if row_windows:
             parts["rows"] = self._count_zero_rows(row_windows)
@@ -489,6 +496,7 @@ class TorchCollector:
             adam_eps=packed.sample.adam_eps if moments is not None else None,
             batch_rows=self.batch_rows or None,
             output_log_partition=parts["log_partition"][0] if "log_partition" in parts else None,
+            stale_grad=parts["stale"][0] if "stale" in parts else None,
             **_attention_stats(packed.attention, parts.get("attention_maxima", []), parts.get("attention_entropies", [])),
         )
 

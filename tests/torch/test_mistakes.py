@@ -130,3 +130,26 @@ def test_a_gan_loop_whose_generator_backward_reaches_the_discriminator_first_nam
             opt_d.step()
             watcher.step()
     assert watcher.report().finding("gradients_not_cleared") is None
+
+
+def test_the_left_over_gradient_leaves_the_device_with_the_sample_in_its_one_transfer(monkeypatch):  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    reads = []
+    for name in ("tolist", "item"):
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda t, _real=real, _name=name: reads.append(_name) or _real(t))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        watcher = watch(model, optimizer, every_n_steps=1, print_report=False)
+        for step in range(3):
+            loss = F.cross_entropy(model(torch.randn(32, 8)), torch.randint(0, 2, (32,)))
+            loss.backward()  # zero_grad() forgotten
+            optimizer.step()
+            reads.clear()
+            watcher.step(loss)
+            assert reads == ["tolist"], f"step {step}: host reads {reads}"
+        report = watcher.close()
+    named = [f for f in report.findings if f.symptom == "gradients_not_cleared"]
+    assert named and named[0].evidence["stale_grad"] > 1.0  # .grad held at least the previous step's gradient
