@@ -112,16 +112,18 @@ class LayerJumps:
         self.series: dict[str, deque[float]] = {}
 
     def add(self, sample: StepStats) -> list[Jump]:
-        jumps = []
+        jumps, every_series, jump = [], self.series, self.jump  # runs over every layer of every sample: kept lean
         for layer in sample.layers:
             for norm, value in (("update", layer.update_norm), ("gradient", layer.grad_norm)):
-                if not finite(value) or value <= 0:
+                if value is None or not 0 < value < math.inf:
                     continue
                 key = f"{norm}:{layer.name}"
-                series = self.series.setdefault(key, deque(maxlen=HISTORY))
-                if len(series) >= MIN_HISTORY:
+                series = every_series.get(key)
+                if series is None:
+                    series = every_series[key] = deque(maxlen=HISTORY)
+                elif len(series) >= MIN_HISTORY and value >= jump * min(series):  # else below ``jump`` × the median
                     factor = value / _median(series)
-                    if factor >= self.jump:
+                    if factor >= jump:
                         jumps.append(Jump(layer.name, norm, factor, sample.step))
                         continue
                 series.append(value)
