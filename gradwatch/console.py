@@ -60,6 +60,8 @@ def build(report: Report) -> Panel:
         parts.append(flow)
     parts.extend(_time_profile(layer.name, layer.time_profile) for layer in report.histories() if layer.time_profile)
     parts.extend(Text(f"note: {printable(note)}", style="dim") for note in report.notes)
+    if report.written_to is not None:
+        parts.append(Text(f"summary: {printable(str(report.written_to))}", style="dim"))
     title = Text(f"gradwatch · {printable(report.framework)} · {report.measured_line()}")  # Text: never parsed as markup
     border = "yellow" if report.healthy and report.too_little_measured else STYLE.get(report.worst() or "", "green")
     return Panel(Group(*parts), title=title, title_align="left", border_style=border)

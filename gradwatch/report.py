@@ -148,6 +148,8 @@ class Report:
     every_n_steps: int | None = None
     notes: list[str] = field(default_factory=list)
     sampled_steps: int | None = None
+    written_to: Path | None = field(default=None, compare=False)
+    """Where this run's JSON summary was written (not part of the summary)."""
 
     def histories(self) -> list[LayerHistory]:
         """``layers`` as typed series, bottom layer first."""

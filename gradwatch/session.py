@@ -316,7 +316,7 @@ class Session:
         report = self._diagnosis(steps)
         target = self._summary_target
         if target is not None:
-            self.guard.run("JSON writer", report.write_json, target)
+            report.written_to = self.guard.run("JSON writer", report.write_json, target)
         return report
 
     def _diagnosis(self, steps: int | None) -> Report:

@@ -61,6 +61,16 @@ def test_healthy_report_says_so():
     assert "✓ no problems found" in render(session.report(), width=80)
 
 
+def test_the_report_says_where_the_summary_was_written(tmp_path):
+    shown: list[str] = []
+    session = Session(summary_path=tmp_path / "gw.json")
+    for step in range(3):
+        session.observe(sample(step))
+    session.close(render=lambda report: shown.append(render(report, width=200)))
+    assert f"summary: {tmp_path / 'gw.json'}" in shown[0] and (tmp_path / "gw.json").exists()
+    assert "summary:" not in render(Session().report(), width=200)  # none written, none said
+
+
 def test_no_clean_bill_for_an_unmeasured_run(tmp_path, capsys):
     session = Session()
     session.note("watch() saw no backward pass")
@@ -112,6 +122,14 @@ def _one_line_error(capsys) -> str:
 def test_version(capsys):
     assert _exit_of(["--version"]) == 0
     assert capsys.readouterr().out == f"gradwatch {__version__}\n" == "gradwatch 0.1.0\n"
+
+
+def test_python_dash_m_gradwatch_is_the_gradwatch_command():
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "gradwatch", "--version"], capture_output=True, text=True, timeout=60)
+    assert (done.returncode, done.stdout) == (0, f"gradwatch {__version__}\n"), done.stderr
 
 
 def test_help_shows_defaults_and_exit_codes(capsys):
