@@ -11,7 +11,7 @@ from collections.abc import Callable
 
 from .facts import GATED_RECURRENT, HE_GAIN, MATCHED_GAIN, SATURATING, LayerFacts, ModelFacts
 from .options import Framework
-from .report import Finding, Remedy
+from .report import Finding, Remedy, counted
 from .symptoms import declared
 
 Rule = Callable[[ModelFacts], "tuple[float, str] | None"]
@@ -75,7 +75,7 @@ def matched_init(facts: ModelFacts) -> tuple[float, str] | None:
     layer, want = off[0]
     scheme = "He (Kaiming)" if want == HE_GAIN else "LeCun" if layer.activation == "SELU" else "Xavier/Glorot"
     return 0.5, (
-        f"{len(off)} layer(s) start with std·√fan_in far from what their activation wants, e.g. {layer.name} "
+        f"{counted(len(off), 'layer')} {'starts' if len(off) == 1 else 'start'} with std·√fan_in far from what their activation wants, e.g. {layer.name} "
         f"({layer.activation}) at {layer.init_gain:.2f} vs {want:.2f} for {scheme} init"
     )
 
@@ -110,7 +110,8 @@ def raise_lr(facts: ModelFacts) -> tuple[float, str] | None:
 def reduce_weight_decay(facts: ModelFacts) -> tuple[float, str] | None:
     if facts.regularized:
         names = ", ".join(facts.regularized[:3]) + (" …" if len(facts.regularized) > 3 else "")
-        return 0.95, f"{len(facts.regularized)} layer(s) carry a weight regularizer ({names}); lower its factor or remove it"
+        carry = "carries" if len(facts.regularized) == 1 else "carry"
+        return 0.95, f"{counted(len(facts.regularized), 'layer')} {carry} a weight regularizer ({names}); lower its factor or remove it"
     if facts.weight_decay is None or facts.weight_decay == 0:
         return 0.5, "no optimizer weight decay was found; look for an L2/L1 penalty in the loss or regularizers pulling weights to zero"
     shrink = f", which multiplies the weights by {1 - facts.lr * facts.weight_decay:.3g} every step" if facts.lr else ""

@@ -297,6 +297,11 @@ def fmt(value: float | None) -> str:
     return f"{value:.3g}"
 
 
+def counted(count: int, noun: str) -> str:
+    """``count`` and ``noun``, plural unless one ("1 layer", "3 layers")."""
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
 def layer_list(names: tuple[str, ...] | list[str]) -> str:
     """Layer names for a sentence: all of them, or first … last (count) when many."""
     return ", ".join(names) if len(names) <= 4 else f"{names[0]} … {names[-1]} ({len(names)} layers)"

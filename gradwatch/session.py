@@ -255,11 +255,12 @@ class Session:
         """Whether a finding has reached ``stop_on`` (never without ``stop_on``)."""
         return self.first_at_least(self.stop_on) is not None
 
-    def stop(self) -> None:
-        """Say, on the main process, why training stops (the adapter ended it because ``record`` returned True)."""
+    def stop(self, how: str = "stopping training") -> None:
+        """Say, on the main process, why training stops (the adapter ended it because ``record`` returned True);
+        ``how``: what the adapter did about it, where it cannot end the training itself."""
         finding = self.first_at_least(self.stop_on)
         if self.main and finding is not None:
-            warn(f"gradwatch: stopping training (stop_on={self.stop_on!r}): {format_warning(finding).removeprefix('gradwatch: ')}")
+            warn(f"gradwatch: {how} (stop_on={self.stop_on!r}): {format_warning(finding).removeprefix('gradwatch: ')}")
 
     def note(self, text: str) -> None:
         """Add a line to the summary's notes (once)."""
@@ -407,7 +408,8 @@ def _name_causes(symptom: Finding, causes: list[Cause]) -> None:
     symptom.message += "; likely cause: " + "; ".join(cause.text for cause in new)
     symptom.evidence["causes"] = [*named, *(cause.id for cause in new)]
     fixes = tuple(dict.fromkeys(cause.remedy for cause in new))
-    symptom.remedies = fixes + tuple(r for r in symptom.remedies if r not in fixes)
+    replaced = {remedy for cause in new if (mistake := declared(cause.id)) is not None for remedy in mistake.supersedes}
+    symptom.remedies = fixes + tuple(r for r in symptom.remedies if r not in fixes and r.id not in replaced)
 
 
 def format_warning(finding: Finding) -> str:

@@ -39,6 +39,9 @@ class Symptom:
 
     ``names_causes``: a finding of it names the mistakes and model facts seen
     beside it as its likely causes, their fixes first (mistakes never do).
+    ``supersedes``: remedies that a finding it causes no longer offers (a
+    mistake's fix replaces them: a collapsed schedule is fixed, not outrun by a
+    larger learning rate).
     """
 
     id: str
@@ -46,6 +49,7 @@ class Symptom:
     mistake: bool = False
     variants: tuple[Variant, ...] = ()
     names_causes: bool = True
+    supersedes: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.id in _REGISTRY:

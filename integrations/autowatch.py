@@ -129,6 +129,7 @@ class AutoWatch:
     def adopt(self, watcher: Any) -> None:
         """A PyTorch watcher made here: closed at ``finish()``."""
         self.watchers.append(watcher)
+        watcher.on_stop = "gradwatch run cannot end a plain PyTorch loop from outside, so it goes on"
         if self.at_exit:  # atexit runs handlers last in, first out: ours again before watch()'s forgotten-watcher warning
             atexit.unregister(self.finish)
             atexit.register(self.finish)

@@ -56,6 +56,7 @@ class TorchCycle:
         self._step_hooks: list[Any] = []  # on the bound optimizers
         self._sampled = False  # this optimizer step is being measured
         self._stepped = False  # ... and its optimizer.step() really ran (an AMP scaler may skip it)
+        self._step_lr: float | None = None  # the learning rate it steps with (a scheduler may move on before end_step)
         self._backward_hooks: list[Any] = []
         self._loss_facts: dict[str, Any] | None = None  # what the loss's autograd graph showed, once read
         self.mistakes = LoopEvidence(self.model)
@@ -103,10 +104,12 @@ class TorchCycle:
         if self.collector.lazy and not any(is_lazy(p) for p in self.collector.lazy):
             self.bind(self.optimizers)  # lazy modules got their parameters in a first forward: watch them too
         share = self._shares.get(id(optimizer)) if optimizer is not None else None
-        if share is not None:
+        if share is not None and optimizer is not None:
             if not self._sampled:
                 self._sampled, self._stepped = self.session.should_sample(self._batch_step if self._batch_step is not None else step), False
             if self._sampled and id(optimizer) not in self._read_shares:
+                if not self._read_shares:
+                    self._step_lr = _lr(optimizer)
                 self._read_shares.add(id(optimizer))
                 self.guard.run(COLLECTOR, self.collector.capture_gradients, scale=scale, only=share)
                 self.guard.run(MOMENTS, self.collector.capture_moments, [optimizer])
@@ -116,6 +119,7 @@ class TorchCycle:
         self._sampled = self.session.should_sample(step)
         self._stepped = False
         if self._sampled:
+            self._step_lr = _lr(optimizer) if optimizer is not None else _lr(self.optimizers[0]) if self.optimizers else None
             self.guard.run(COLLECTOR, self.collector.capture_gradients, scale=scale)
             self.guard.run(MOMENTS, self.collector.capture_moments, self.optimizers)
 
@@ -203,8 +207,9 @@ class TorchCycle:
             return None
         self._sampled = False
         self._read_shares.clear()
-        if lr is None and self.optimizers:
-            lr = _lr(self.optimizers[0])
+        step_lr, self._step_lr = self._step_lr, None
+        if lr is None:
+            lr = step_lr if step_lr is not None else _lr(self.optimizers[0]) if self.optimizers else None
         if self.guard.enabled(LOOP):
             self.guard.run(LOOP, self.mistakes.measure, self.collector)
         if torch_distributed.active():

@@ -70,6 +70,7 @@ class Watcher:
         self._ended_any = False  # a step of this watcher has ended
         self._undecided = False  # a first step() before any optimizer step, the weights untouched: see ``step``
         self._versions = [p._version for p in self.cycle.collector.params]  # the weights' versions before the first step
+        self.on_stop = "stop requested: the loop ends where it checks watcher.should_stop"  # what stop_on does here
         self._forward_hook = self.cycle.model.register_forward_pre_hook(ModelHook(self._forward))
         self.binding = OptimizerBinding(self.cycle.model, self.guard, self._pre_hook, self._post_hook, self._bound)
         if optimizer is not None:
@@ -133,7 +134,7 @@ class Watcher:
         asked = self.session.stop_requested
         self.cycle.end_step(self.global_step - 1)
         if self.session.stop_requested and not asked:
-            self.session.stop()  # says why; the loop ends on ``should_stop``
+            self.session.stop(self.on_stop)  # says why; the loop ends on ``should_stop``
         self._start_step()
 
     def _start_step(self) -> None:

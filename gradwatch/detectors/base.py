@@ -7,7 +7,7 @@ from typing import Any, ClassVar
 
 from ..checks import check_count, check_fraction, check_positive
 from ..facts import ModelFacts
-from ..report import Finding, Severity, fmt
+from ..report import Finding, Severity, counted, fmt
 from ..stats import StepStats
 from ..symptoms import Symptom
 
@@ -65,4 +65,4 @@ def _copy(value: Any) -> Any:
     return value
 
 
-__all__ = ["Detector", "check_count", "check_fraction", "check_positive", "fmt"]
+__all__ = ["Detector", "check_count", "check_fraction", "check_positive", "counted", "fmt"]

@@ -8,7 +8,7 @@ from ..facts import DEAD_KINDS, LayerFacts, ModelFacts
 from ..report import Finding
 from ..stats import StepStats, finite
 from ..symptoms import Symptom
-from .base import Detector, check_count, check_fraction, fmt
+from .base import Detector, check_count, check_fraction, counted, fmt
 
 WINDOW_ROWS = 256  # a unit is dead only if it never fires over sampled batches of this many training rows in all
 DEAD_RELU = Symptom("dead_relu", remedies={"leaky_relu": 1.0, "lower_lr": 0.7, "matched_init": 0.8, "normalization": 0.7})
@@ -70,7 +70,7 @@ class DeadReLU(Detector):
             sample,
             "critical" if dead[worst] > self.critical_share else "warning",
             list(dict.fromkeys(feeding.get(name, name) for name in dead)),
-            f"{len(dead)} layer(s) with over {fmt(100 * self.max_dead_share)}% dead units; "
+            f"{counted(len(dead), 'layer')} with over {fmt(100 * self.max_dead_share)}% dead units; "
             f"{where}: {fmt(100 * dead[worst])}% never active over {windows[worst][1] or 'the'} training rows",
             dead_share=shares,
             window_rows={name: windows[name][1] for name in dead},

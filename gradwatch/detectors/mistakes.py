@@ -74,7 +74,7 @@ class EvalModeTraining(_Streak):
             sample,
             "warning",
             list(names),
-            f"the model trains in eval mode: {shown} behave as at inference while the optimizer steps (BatchNorm keeps "
+            f"the model trains in eval mode: {shown} {'behaves' if len(names) == 1 else 'behave'} as at inference while the optimizer steps (BatchNorm keeps "
             "its frozen running statistics, Dropout drops nothing); model.eval() was left on, model.train() not called again",
         )
 
@@ -93,8 +93,9 @@ class ParamsNotInOptimizer(_Streak):
             sample,
             "warning",
             list(names),
-            f"{', '.join(names[:3])}{' …' if len(names) > 3 else ''} get gradients but their parameters are in no optimizer "
-            "param group, so they never change (added to the model after the optimizer was built?)",
+            f"{', '.join(names[:3])}{' …' if len(names) > 3 else ''} {'gets' if len(names) == 1 else 'get'} gradients but "
+            f"{'its' if len(names) == 1 else 'their'} parameters are in no optimizer param group, so they never change "
+            "(added to the model after the optimizer was built?)",
         )
 
 
@@ -103,7 +104,7 @@ class LearningRateCollapse(Detector):
     it took to fall: a schedule that ends the run early (per-epoch schedule stepped per batch). A schedule
     that reaches zero at the run's end is never flagged."""
 
-    declares = Symptom("lr_schedule_collapse", remedies={"fix_schedule": 1.0}, mistake=True)
+    declares = Symptom("lr_schedule_collapse", remedies={"fix_schedule": 1.0}, mistake=True, supersedes=("raise_lr",))
     state = ("peak", "peak_step", "fallen_at", "fallen_lr")
 
     def __init__(self, *, floor: float = 1e-3) -> None:

@@ -10,7 +10,7 @@ from ..facts import UNIT_LAYERS, ModelFacts
 from ..report import Finding
 from ..stats import StepStats, finite
 from ..symptoms import Symptom, Variant
-from .base import Detector, check_count, check_fraction, check_positive, fmt
+from .base import Detector, check_count, check_fraction, check_positive, counted, fmt
 
 UNITS_APART = 0.1  # a units' spread above this: the units differ for good, and collectors stop reading them
 EARLY_STAGNATION = Symptom(
@@ -128,7 +128,7 @@ class EarlyStagnation(Detector):
             sample,
             "warning",
             list(copied),
-            f"the units of {len(copied)} hidden layer(s) stay copies of each other (or all zero, with no gradient) "
+            f"the units of {counted(len(copied), 'hidden layer')} stay copies of each other (or all zero, with no gradient) "
             f"after {sample.step} steps: the most apart, in {worst}, differ by {fmt(copied[worst])} of their size "
             "(random units by about 0.9); units that start equal (a constant initialisation) get equal gradients "
             "and never diverge, so each layer works as a single unit",
@@ -214,12 +214,13 @@ class EarlyStagnation(Detector):
         if self.streak < self.patience:
             return None
         lr = f" at learning rate {fmt(sample.lr)}" if finite(sample.lr) else ""
+        moved = f"only {fmt(100 * improvement)}% below" if improvement > 0 else "no lower than" if improvement == 0 else "above"
         return self.finding(
             sample,
             "warning",
             [],
-            f"loss {fmt(now)} (median of the last {len(self.recent_losses)} samples) is within {fmt(100 * improvement)}% "
-            f"of its early median {fmt(start)} after {sample.step} steps; median relative update {fmt(median_update)} per step, "
+            f"loss {fmt(now)} (median of the last {len(self.recent_losses)} samples) is {moved} its early median "
+            f"{fmt(start)} after {sample.step} steps; median relative update {fmt(median_update)} per step, "
             f"median relative gradient {fmt(median_grad)}{lr}",
             early_loss=start,
             loss=now,

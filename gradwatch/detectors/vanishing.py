@@ -9,7 +9,7 @@ from ..facts import SATURATING, ModelFacts
 from ..report import Finding, Severity
 from ..stats import SequenceStats, StepStats, finite, ratio
 from ..symptoms import Symptom, Variant
-from .base import Detector, check_count, check_fraction, fmt
+from .base import Detector, check_count, check_fraction, counted, fmt
 from .loss import LossTrack, chance_level
 
 VANISHING_GRADIENTS = Symptom(
@@ -121,7 +121,7 @@ class VanishingGradients(Detector):
         )
         if starved:
             message += (
-                f"; the gradient of {len(starved)} bottom layer(s) is exactly zero: the saturated {saturated_above} "
+                f"; the gradient of {counted(len(starved), 'bottom layer')} is exactly zero: the saturated {saturated_above} "
                 f"after {starved[-1].name} passes nothing down"
             )
         if compensated:

@@ -168,3 +168,20 @@ def test_a_mistake_found_after_the_symptom_is_named_inside_it_too():
     mistake, symptom = session.report().findings
     assert mistake.symptom == "gradients_not_cleared" and symptom.evidence["causes"] == ["gradients_not_cleared"]
     assert "likely cause: gradients are never cleared" in symptom.message and symptom.remedies[0].id == "clear_gradients"
+
+
+def test_a_collapsed_schedule_named_as_the_cause_replaces_raising_the_learning_rate():
+    session = Session(facts=CLASSIFIER, warn_on=None)
+    lrs = [0.1 * 0.5 ** min(s, 60) for s in range(0, 400, 20)]
+    for s, lr in zip(range(0, 400, 20), lrs):
+        session.observe(sample(s, [1e-3, 1e-3], relative_updates=[1e-12, 1e-12], loss=2.3, lr=lr))
+    found = {f.symptom: f for f in session.report().findings}
+    assert "lr_schedule_collapse" in found and "early_stagnation" in found, sorted(found)
+    stalled = found["early_stagnation"]
+    assert "likely cause: the learning-rate schedule fell" in stalled.message
+    assert stalled.remedies[0].id == "fix_schedule" and "raise_lr" not in [r.id for r in stalled.remedies]
+    steady = Session(facts=CLASSIFIER, warn_on=None)  # the same stall at a learning rate set that low on purpose
+    for s in range(0, 400, 20):
+        steady.observe(sample(s, [1e-3, 1e-3], relative_updates=[1e-12, 1e-12], loss=2.3, lr=1e-7))
+    alone = {f.symptom: f for f in steady.report().findings}["early_stagnation"]
+    assert "raise_lr" in [r.id for r in alone.remedies]

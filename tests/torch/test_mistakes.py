@@ -153,3 +153,25 @@ def test_the_left_over_gradient_leaves_the_device_with_the_sample_in_its_one_tra
         report = watcher.close()
     named = [f for f in report.findings if f.symptom == "gradients_not_cleared"]
     assert named and named[0].evidence["stale_grad"] > 1.0  # .grad held at least the previous step's gradient
+
+
+def test_a_sampled_step_carries_the_learning_rate_it_stepped_with_not_the_one_a_scheduler_moved_to_after():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.5)  # meant per epoch, stepped per batch
+    seen = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        watcher = watch(model, optimizer, every_n_steps=1, print_report=False)
+        observe = watcher.session.observe
+        watcher.session.observe = lambda stats: seen.append(stats) or observe(stats)  # type: ignore[method-assign]
+        for _ in range(3):
+            loss = F.cross_entropy(model(torch.randn(32, 8)), torch.randint(0, 2, (32,)))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            scheduler.step()  # before watcher.step: the optimizer already holds the next rate
+            watcher.step(loss)
+        watcher.close()
+    assert [stats.lr for stats in seen] == pytest.approx([0.05, 0.025, 0.0125])

@@ -141,7 +141,9 @@ def test_a_sick_script_is_diagnosed_and_a_script_that_watches_itself_is_not_watc
     script(sick, LOOP, steps=40)
     script(own, DROP_IN, steps=30)
     runs = [
-        started(sick, "-m", "gradwatch.cli", "run", "--summary", "out/sick.json", "--every-n-steps", "4", "train.py", "--sick"),
+        started(
+            sick, "-m", "gradwatch.cli", "run", "--summary", "out/sick.json", "--every-n-steps", "4", "--stop-on", "warning", "train.py", "--sick"
+        ),
         started(own, "-m", "gradwatch.cli", "run", "train.py"),
     ]
     sick_run, own_run = (finished(run) for run in runs)
@@ -150,6 +152,8 @@ def test_a_sick_script_is_diagnosed_and_a_script_that_watches_itself_is_not_watc
     summary = json.loads((sick / "out" / "sick.json").read_text())
     assert summary["steps"] == 40 and summary["every_n_steps"] == 4
     assert "vanishing_gradients" in {f["symptom"] for f in summary["findings"]}
+    assert "gradwatch run cannot end a plain PyTorch loop from outside, so it goes on (stop_on='warning')" in sick_run.stderr
+    assert "stopping training" not in sick_run.stderr  # the loop ran its 40 steps: it must not say it stopped
 
     assert own_run.returncode == 0, own_run.stderr
     assert json.loads((own / "own.json").read_text())["steps"] == 30
