@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .facts import MULTICLASS, ModelFacts
+from .facts import ADAPTIVE, MULTICLASS, ModelFacts
 from .report import Remedy, Severity, fmt
 from .symptoms import Symptom
 
@@ -21,7 +21,6 @@ UNSCALED_INPUT = 50.0
 CROSS_ENTROPY = (*MULTICLASS, "binary_crossentropy", "binary_cross_entropy_with_logits", "nll_loss")
 REGRESSION = ("mean_squared_error", "mean_absolute_error", "mse_loss", "l1_loss")
 PROBABILITY_LOSSES = ("categorical_crossentropy", "sparse_categorical_crossentropy", "binary_crossentropy")  # Keras, without logits
-ADAPTIVE = ("Adam", "AdamW", "Adamax", "NAdam", "RAdam", "Adagrad", "Adadelta", "RMSprop", "Adafactor", "Lion", "Muon")
 SUMMED_ROWS = 32  # a loss summed over at least this many rows takes steps that many times the mean's
 
 # The causes seen directly, findings of their own; each brings its own fix.

@@ -14,6 +14,19 @@ from typing import Any
 RELU_FAMILY = frozenset({"ReLU", "ReLU6", "LeakyReLU", "PReLU", "RReLU", "ELU", "SELU", "CELU", "GELU", "SiLU", "Mish"})
 SATURATING = frozenset({"Sigmoid", "Tanh", "Hardsigmoid", "Hardtanh", "Softsign", "LogSigmoid"})
 RECURRENT = frozenset({"RNN", "LSTM", "GRU", "SimpleRNN"})
+ADAPTIVE = (
+    "Adam",
+    "AdamW",
+    "Adamax",
+    "NAdam",
+    "RAdam",
+    "Adagrad",
+    "Adadelta",
+    "RMSprop",
+    "Adafactor",
+    "Lion",
+    "Muon",
+)  # steps scaled by running gradient statistics
 GATED_RECURRENT = frozenset({"LSTM", "GRU"})
 DEAD_KINDS = frozenset({"ReLU", "ReLU6"})  # a unit never positive over many rows is dead: measured per unit
 # layers with one weight row (PyTorch) or kernel column (Keras) per output unit: their units can be compared

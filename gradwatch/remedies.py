@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from .facts import GATED_RECURRENT, HE_GAIN, MATCHED_GAIN, SATURATING, LayerFacts, ModelFacts
+from .facts import ADAPTIVE, GATED_RECURRENT, HE_GAIN, MATCHED_GAIN, SATURATING, LayerFacts, ModelFacts
 from .options import Framework
 from .report import Finding, Remedy, counted
 from .symptoms import declared
@@ -170,10 +170,11 @@ def unfreeze(facts: ModelFacts) -> tuple[float, str] | None:
 
 
 def warmup(facts: ModelFacts) -> tuple[float, str] | None:
-    return 0.9, (
-        "warm the learning rate up linearly over the first few hundred steps: Adam's second-moment estimate "
-        "is still small then, so full-size steps early are far larger than they look"
-    )
+    if facts.optimizer in ADAPTIVE:
+        why = f"{facts.optimizer}'s running estimate of the gradients' scale is still young then, so full-size steps early are far larger than they look"
+    else:
+        why = "the first steps, taken before the weights and the loss settle, are the ones that overshoot"
+    return 0.9, f"warm the learning rate up linearly over the first few hundred steps: {why}"
 
 
 def qk_norm(facts: ModelFacts) -> tuple[float, str] | None:

@@ -161,6 +161,8 @@ def test_remedies_fit_the_model():
     assert first.id == "relu_family" and first.why.startswith("9 of your 10 layers are followed by Sigmoid")
     decay = rank("weight_collapse", ModelFacts(lr=0.1, weight_decay=0.5))[0]
     assert decay.id == "reduce_weight_decay" and "0.5" in decay.why and "0.95" in decay.why
+    warmups = {name: next(r.why for r in rank("loss_spike", ModelFacts(optimizer=name)) if r.id == "warmup") for name in ("AdamW", "SGD")}
+    assert "AdamW's running estimate" in warmups["AdamW"] and "Adam" not in warmups["SGD"]  # no Adam story for SGD
 
 
 def test_import_gradwatch_loads_no_framework():
