@@ -17,6 +17,7 @@ OUTSIDE_THE_CORE = {
     "gradwatch.plot",
     "gradwatch.html",
     "gradwatch.cli",
+    "gradwatch.__main__",
     "gradwatch.commands",
     "gradwatch.demo",
     "gradwatch.run",
