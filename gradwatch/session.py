@@ -392,8 +392,11 @@ class Session:
 
 
 def _as_cause(mistake: Finding) -> Cause:
-    """A mistake finding as the likely cause of a symptom: its message, its first remedy."""
-    return Cause(mistake.symptom, mistake.message, mistake.remedies[0], direct=True)
+    """A mistake finding as the likely cause of a symptom: its declared short form (else its message) and the
+    finding's id, to read the numbers there; its first remedy."""
+    known = declared(mistake.symptom)
+    text = f"{known.as_cause} (see {mistake.symptom})" if known is not None and known.as_cause else mistake.message
+    return Cause(mistake.symptom, text, mistake.remedies[0], direct=True)
 
 
 def _name_causes(symptom: Finding, causes: list[Cause]) -> None:

@@ -41,7 +41,9 @@ class Symptom:
     beside it as its likely causes, their fixes first (mistakes never do).
     ``supersedes``: remedies that a finding it causes no longer offers (a
     mistake's fix replaces them: a collapsed schedule is fixed, not outrun by a
-    larger learning rate).
+    larger learning rate). ``as_cause``: how a symptom names a mistake finding
+    as its likely cause, in a few words (default: the finding's whole message,
+    whose numbers belong to the step it was raised at).
     """
 
     id: str
@@ -50,6 +52,7 @@ class Symptom:
     variants: tuple[Variant, ...] = ()
     names_causes: bool = True
     supersedes: tuple[str, ...] = ()
+    as_cause: str = ""
 
     def __post_init__(self) -> None:
         if self.id in _REGISTRY:

@@ -43,7 +43,9 @@ class GradientsNotCleared(_Streak):
     """``.grad`` still holds earlier gradients when a step's first backward begins: no ``zero_grad()`` between
     optimizer steps (intended accumulation clears once per optimizer step, so it is never flagged)."""
 
-    declares = Symptom("gradients_not_cleared", remedies={"clear_gradients": 1.0}, mistake=True)
+    declares = Symptom(
+        "gradients_not_cleared", remedies={"clear_gradients": 1.0}, mistake=True, as_cause="gradients are never cleared: zero_grad() is missing"
+    )
 
     def observe(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
         stale = sample.stale_grad if finite(sample.stale_grad) else None
@@ -63,7 +65,7 @@ class GradientsNotCleared(_Streak):
 class EvalModeTraining(_Streak):
     """BatchNorm or Dropout layers in eval mode while the optimizer steps (``model.eval()`` left on)."""
 
-    declares = Symptom("eval_mode_training", remedies={"train_mode": 1.0}, mistake=True)
+    declares = Symptom("eval_mode_training", remedies={"train_mode": 1.0}, mistake=True, as_cause="the model trains in eval mode")
 
     def observe(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
         if not self.seen(bool(sample.eval_modules)):
@@ -104,7 +106,13 @@ class LearningRateCollapse(Detector):
     it took to fall: a schedule that ends the run early (per-epoch schedule stepped per batch). A schedule
     that reaches zero at the run's end is never flagged."""
 
-    declares = Symptom("lr_schedule_collapse", remedies={"fix_schedule": 1.0}, mistake=True, supersedes=("raise_lr",))
+    declares = Symptom(
+        "lr_schedule_collapse",
+        remedies={"fix_schedule": 1.0},
+        mistake=True,
+        supersedes=("raise_lr",),
+        as_cause="the learning-rate schedule collapsed early",
+    )
     state = ("peak", "peak_step", "fallen_at", "fallen_lr")
 
     def __init__(self, *, floor: float = 1e-3) -> None:
@@ -154,7 +162,7 @@ class ChanceLevelLoss(Detector):
     relative update of at least ``min_update`` (a healthy step's size; smaller steps explain a slow start).
     """
 
-    declares = Symptom("chance_level_loss", remedies={"pair_inputs_and_labels": 1.0}, mistake=True)
+    declares = Symptom("chance_level_loss", remedies={"pair_inputs_and_labels": 1.0}, mistake=True, as_cause="the loss sits at the chance level")
     state = ("losses", "updates")
 
     def __init__(
