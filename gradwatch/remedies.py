@@ -155,7 +155,10 @@ def add_to_optimizer(facts: ModelFacts) -> tuple[float, str] | None:
 
 
 def fix_schedule(facts: ModelFacts) -> tuple[float, str] | None:
-    return 1.0, "a schedule sized in epochs but stepped every batch reaches its final learning rate within the first epoch"
+    return 1.0, (
+        "a schedule sized in epochs but stepped every batch runs its whole course within the first epoch: it reaches "
+        "its final learning rate at once, or (a cosine) cycles back up every few dozen steps"
+    )
 
 
 def pair_inputs_and_labels(facts: ModelFacts) -> tuple[float, str] | None:

@@ -109,7 +109,9 @@ class StepStats:
     cleared); ``eval_modules``, layers that behave differently in training
     (BatchNorm, Dropout) found in eval mode during the step;
     ``orphan_layers``, layers whose parameters get gradients but are in no
-    optimizer's param groups and have never changed.
+    optimizer's param groups and have never changed; ``lr_cycles``, the times
+    the learning rate has so far fallen near zero and climbed smoothly back
+    (read at every optimizer step, see ``detectors.mistakes.LrCycles``).
 
     Precursors of a loss spike or a divergence, where the adapter can read them:
     ``output_log_partition``, the mean over positions of ``logsumexp`` of the
@@ -133,6 +135,7 @@ class StepStats:
     stale_grad: float | None = None
     eval_modules: tuple[str, ...] = ()
     orphan_layers: tuple[str, ...] = ()
+    lr_cycles: int | None = None
     output_log_partition: float | None = None
     attention_logit_max: float | None = None
     attention_layer: str | None = None

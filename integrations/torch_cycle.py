@@ -23,6 +23,7 @@ from dataclasses import replace
 from typing import Any
 
 from gradwatch.console import print_report
+from gradwatch.detectors.mistakes import LrCycles
 from gradwatch.report import MIN_SAMPLES_TO_CLEAR, Report
 from gradwatch.session import Session
 from gradwatch.stats import LayerStats, StepStats
@@ -103,6 +104,11 @@ class TorchCycle:
         """
         if self.collector.lazy and not any(is_lazy(p) for p in self.collector.lazy):
             self.bind(self.optimizers)  # lazy modules got their parameters in a first forward: watch them too
+        first = self.optimizers[0] if self.optimizers else optimizer
+        if first is not None and optimizer in (None, first):  # every step: a Python float, no device
+            lr = _lr(first)
+            if lr is not None:
+                self.mistakes.lr_cycles.see(lr)
         share = self._shares.get(id(optimizer)) if optimizer is not None else None
         if share is not None and optimizer is not None:
             if not self._sampled:
@@ -322,6 +328,7 @@ class LoopEvidence:
         self._stale: torch.Tensor | None = None  # norm of the left-over gradient / the fresh one's (NaN: unknown)
         self._left: tuple[torch.Tensor, weakref.ref[torch.Tensor]] | None = None  # the parameter and the .grad found holding them
         self._eval: tuple[str, ...] = ()
+        self.lr_cycles = LrCycles()  # fed the learning rate of every optimizer step
         self.armed_at: int | None = None  # the step armed last (Lightning begins each micro-batch of a step)
 
     def bind(self, optimizers: Sequence[torch.optim.Optimizer]) -> None:
@@ -367,7 +374,7 @@ class LoopEvidence:
     def add_to(self, stats: StepStats) -> StepStats:
         """``stats`` with the loop's evidence for this step (the left-over share came with the sample)."""
         orphans = tuple(dict.fromkeys(name for name, p, version in self._orphans if p.grad is not None and p._version == version))
-        evidence = replace(stats, eval_modules=self._eval, orphan_layers=orphans)
+        evidence = replace(stats, eval_modules=self._eval, orphan_layers=orphans, lr_cycles=self.lr_cycles.count)
         self.disarm()
         self._eval = ()
         return evidence

@@ -101,10 +101,41 @@ class ParamsNotInOptimizer(_Streak):
         )
 
 
+NEAR_ZERO = 0.005  # a learning rate this share of its peak or less is a trough (a cyclic schedule's floor is rarely this low)
+CLIMB_STEPS = 3  # ... left by a climb over at least this many steps back to half the peak: a cycle, not a restart
+MAX_PERIOD = 500  # cycles of at most this many steps on average are a schedule run through once per batch
+
+
+class LrCycles:
+    """Counts, from the learning rate of every optimizer step (fed by the adapter, no device involved), the
+    times it fell to ``NEAR_ZERO`` of its peak and climbed back to half the peak over ``CLIMB_STEPS`` steps or
+    more: what a cosine schedule sized in epochs does when stepped every batch. A warm restart (one step back
+    up) and a warmup (no fall before it) are no cycle."""
+
+    def __init__(self) -> None:
+        self.peak = 0.0
+        self.climbing: int | None = None  # steps climbed since the latest trough (None: not in a trough)
+        self.previous = math.inf
+        self.count = 0
+
+    def see(self, lr: float) -> None:
+        if not math.isfinite(lr) or lr < 0:
+            return
+        if lr <= NEAR_ZERO * self.peak:
+            self.climbing = 0
+        elif self.climbing is not None:
+            self.climbing = self.climbing + 1 if lr > self.previous else 0
+            if lr >= 0.5 * self.peak:
+                self.count += self.climbing >= CLIMB_STEPS
+                self.climbing = None
+        self.peak, self.previous = max(self.peak, lr), lr
+
+
 class LearningRateCollapse(Detector):
     """The learning rate fell below ``floor`` of its peak and the run has spent at least as many steps there as
     it took to fall: a schedule that ends the run early (per-epoch schedule stepped per batch). A schedule
-    that reaches zero at the run's end is never flagged."""
+    that reaches zero at the run's end is never flagged. Or the learning rate has cycled (``LrCycles``) at least
+    ``cycles`` times, every ``MAX_PERIOD`` steps or faster: a cosine schedule sized in epochs stepped per batch."""
 
     declares = Symptom(
         "lr_schedule_collapse",
@@ -115,14 +146,26 @@ class LearningRateCollapse(Detector):
     )
     state = ("peak", "peak_step", "fallen_at", "fallen_lr")
 
-    def __init__(self, *, floor: float = 1e-3) -> None:
+    def __init__(self, *, floor: float = 1e-3, cycles: int = 2) -> None:
         self.floor = check_fraction("floor", floor)
+        self.cycles = check_count("cycles", cycles)
         self.peak: float | None = None
         self.peak_step = 0
         self.fallen_at: int | None = None
         self.fallen_lr: float | None = None
 
     def observe(self, sample: StepStats, facts: ModelFacts) -> Finding | None:
+        cycles = sample.lr_cycles or 0
+        if cycles >= self.cycles and (sample.step + 1) / cycles <= MAX_PERIOD:
+            return self.finding(
+                sample,
+                "warning",
+                [],
+                f"the learning rate fell to near zero and climbed back {cycles} times in the first {sample.step + 1} steps: "
+                "a schedule meant to run its course once, sized in epochs (CosineAnnealingLR's T_max, say), is stepped "
+                "every batch",
+                cycles=cycles,
+            )
         lr = sample.lr
         if lr is None or not math.isfinite(lr) or lr < 0:
             return None

@@ -186,3 +186,28 @@ def test_a_collapsed_schedule_named_as_the_cause_replaces_raising_the_learning_r
         steady.observe(sample(s, [1e-3, 1e-3], relative_updates=[1e-12, 1e-12], loss=2.3, lr=1e-7))
     alone = {f.symptom: f for f in steady.report().findings}["early_stagnation"]
     assert "raise_lr" in [r.id for r in alone.remedies]
+
+
+def _cycles_of(lrs):  # type: ignore[no-untyped-def]
+    from gradwatch.detectors.mistakes import LrCycles
+
+    counter = LrCycles()
+    for lr in lrs:
+        counter.see(lr)
+    return counter.count
+
+
+def test_a_cosine_schedule_run_through_every_few_batches_is_counted_and_named_and_sound_schedules_are_not():
+    peak, steps = 0.1, range(400)
+    per_batch = [peak * (1 + math.cos(math.pi * s / 10)) / 2 for s in steps]  # T_max=10 "epochs", stepped per batch
+    assert _cycles_of(per_batch) == 20  # down to 0 at steps 10, 30, ..., 390, each time back above half the peak 5 steps on
+    once = [peak * min(1.0, (s + 1) / 50) * (1 + math.cos(math.pi * max(0, s - 50) / 350)) / 2 for s in steps]  # warmup, cosine
+    restarts = [peak * (1 + math.cos(math.pi * (s % 40) / 40)) / 2 for s in steps]  # warm restarts: one step back up
+    triangle = [1e-3 + (peak - 1e-3) * (1 - abs((s % 40) / 20 - 1)) for s in steps]  # CyclicLR with its floor at 1% of the peak
+    steady = [peak * 0.1 ** (s // 100) for s in steps]
+    assert [_cycles_of(lrs) for lrs in (once, restarts, triangle, steady)] == [0, 0, 0, 0]
+    named = feed(LearningRateCollapse(), [replace(sample(s, lr=per_batch[s]), lr_cycles=_cycles_of(per_batch[: s + 1])) for s in (20, 40, 60)])
+    assert named[0] is None and named[1] is not None  # one cycle by step 20 is not enough; two, by step 40, are
+    assert "climbed back 2 times in the first 41 steps" in named[1].message and "stepped every batch" in named[1].message
+    slow = replace(sample(3999, lr=peak), lr_cycles=3)  # three cycles in 4000 steps: a cyclic schedule by design
+    assert feed(LearningRateCollapse(), [slow]) == [None]

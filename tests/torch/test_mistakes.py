@@ -175,3 +175,32 @@ def test_a_sampled_step_carries_the_learning_rate_it_stepped_with_not_the_one_a_
             watcher.step(loss)
         watcher.close()
     assert [stats.lr for stats in seen] == pytest.approx([0.05, 0.025, 0.0125])
+
+
+@pytest.mark.parametrize("per_batch", [True, False])
+def test_a_cosine_schedule_sized_in_epochs_is_named_when_stepped_every_batch(per_batch):  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    x, y = torch.randn(256, 8), torch.randint(0, 2, (256,))
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=6)  # six epochs of 16 batches
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        watcher = watch(model, optimizer, print_report=False)
+        for _ in range(6):
+            for batch in range(0, 256, 16):
+                loss = F.cross_entropy(model(x[batch : batch + 16]), y[batch : batch + 16])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                if per_batch:
+                    scheduler.step()
+                watcher.step(loss)
+            if not per_batch:
+                scheduler.step()
+        report = watcher.close()
+    named = [f for f in report.findings if f.symptom == "lr_schedule_collapse"]
+    if per_batch:
+        assert named and "climbed back" in named[0].message and named[0].evidence["cycles"] >= 2
+    else:
+        assert not named
