@@ -128,8 +128,8 @@ SLOW = {"hf_gpt2_frozen_by_name", "hf_gpt2_linear_to_zero"}  # ~3 s each; the co
 # fmt: off
 ORACLE: dict[str, dict[str, Any]] = {
     'hf_gpt2_frozen_by_name': {'steps': 200, 'loss0': 3.92, 'loss_end': 3.9, 'chance': 4.16, 'metric_end': None, 'trainable_share': 0.00228, 'loss_end/loss0': 0.995},
-    'hf_gpt2_linear_to_zero': {'steps': 200, 'loss0': 3.92, 'loss_end': 1.97, 'chance': 4.16, 'metric_end': None, 'lr_end/lr0': 0.005, 'lr_low_share': 0.0},
-    'hf_gpt2_cosine_to_zero': {'steps': 200, 'loss0': 3.92, 'loss_end': 2.02, 'chance': 4.16, 'metric_end': None, 'lr_end/lr0': 6.17e-05, 'lr_low_share': 0.02},
+    'hf_gpt2_linear_to_zero': {'steps': 200, 'loss0': 3.92, 'loss_end': 1.97, 'chance': 4.16, 'metric_end': None, 'lr_end/lr0': 0.005, 'lr_low_share': 0.0, 'lr_returns': 0},
+    'hf_gpt2_cosine_to_zero': {'steps': 200, 'loss0': 3.92, 'loss_end': 2.02, 'chance': 4.16, 'metric_end': None, 'lr_end/lr0': 6.17e-05, 'lr_low_share': 0.02, 'lr_returns': 0},
 }
 # fmt: on
 

@@ -204,8 +204,8 @@ ORACLE: dict[str, dict[str, Any]] = {
     'lt_manual_zero_grad': {'steps': 192, 'loss0': 2.31, 'loss_end': 0.467, 'chance': 2.3, 'metric_end': 0.781, 'stale_share': 0.0, 'backwards_per_step': 1.0, 'grad_growth': 3.77, 'loss_max/loss0': 1.0},
     'lt_head_not_in_optimizer': {'steps': 192, 'loss0': 2.31, 'loss_end': 0.109, 'chance': 2.3, 'metric_end': 0.899, 'orphan_share': 0.0725, 'orphan_moved': 0.0},
     'lt_all_params_in_optimizer': {'steps': 192, 'loss0': 2.31, 'loss_end': 0.0276, 'chance': 2.3, 'metric_end': 0.899, 'orphan_share': 0.0, 'orphan_moved': 0.0},
-    'lt_steplr_interval_step': {'steps': 240, 'loss0': 2.31, 'loss_end': 2.27, 'chance': 2.3, 'metric_end': 0.165, 'lr_end/lr0': 1e-47, 'lr_low_share': 0.917},
-    'lt_steplr_interval_epoch': {'steps': 240, 'loss0': 2.31, 'loss_end': 0.028, 'chance': 2.3, 'metric_end': 0.939, 'lr_end/lr0': 0.1, 'lr_low_share': 0.0},
+    'lt_steplr_interval_step': {'steps': 240, 'loss0': 2.31, 'loss_end': 2.27, 'chance': 2.3, 'metric_end': 0.165, 'lr_end/lr0': 1e-47, 'lr_low_share': 0.917, 'lr_returns': 0},
+    'lt_steplr_interval_epoch': {'steps': 240, 'loss0': 2.31, 'loss_end': 0.028, 'chance': 2.3, 'metric_end': 0.939, 'lr_end/lr0': 0.1, 'lr_low_share': 0.0, 'lr_returns': 0},
     'lt_float64': {'steps': 192, 'loss0': 2.31, 'loss_end': 0.0276, 'chance': 2.3, 'metric_end': 0.899, 'dtype': 'float64', 'loss_end/loss0': 0.0119},
 }
 # fmt: on

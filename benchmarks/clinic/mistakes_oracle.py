@@ -54,7 +54,7 @@ TOPIC_KEYS: dict[str, tuple[str, ...]] = {
     "eval_mode_training": ("eval_share",),
     "params_not_in_optimizer": ("orphan_share", "orphan_moved"),
     "frozen_model": ("trainable_share", "loss_end/loss0"),
-    "lr_schedule_collapse": ("lr_end/lr0", "lr_low_share"),
+    "lr_schedule_collapse": ("lr_end/lr0", "lr_low_share", "lr_returns"),
     "chance_level_loss": ("loss_end/chance", "grad_med"),
     "summed_loss": ("loss_max/loss0", "loss_end/loss0", "first_nonfinite"),
     "init_scale": ("out_std0", "loss_end/loss0"),
@@ -295,6 +295,7 @@ class Recorder:
             "backwards_per_step": self.backwards / len(grads) if grads else math.nan,
             "lr_end/lr0": self.lrs[-1] / lr0 if self.lrs and lr0 else math.nan,
             "lr_low_share": sum(lr < 1e-3 * lr0 for lr in self.lrs) / len(self.lrs) if self.lrs else 0.0,
+            "lr_returns": _returns(self.lrs, lr0),
             "orphan_share": sum(p.numel() for p in orphans) / numel,
             "orphan_moved": moved,
             "trainable_share": self.trainable_share,
@@ -330,8 +331,8 @@ def shows(topic: str, n: Mapping[str, Any]) -> bool:
         return _get(n, "orphan_share") > 0 and _get(n, "orphan_moved") == 0
     if topic == "frozen_model":
         return _get(n, "trainable_share") < 0.05 and _get(n, "loss_end/loss0") > 0.7
-    if topic == "lr_schedule_collapse":
-        return _get(n, "lr_low_share") >= 0.5
+    if topic == "lr_schedule_collapse":  # the rate spent most steps near 0, or went there and back again and again
+        return _get(n, "lr_low_share") >= 0.5 or _get(n, "lr_returns") >= 3
     if topic == "chance_level_loss":
         return _get(n, "loss_end/chance") >= 0.9 and _get(n, "grad_med") != 0  # gradients flow (NaN: not measured)
     if topic == "summed_loss":
@@ -463,6 +464,17 @@ def main(argv: list[str]) -> int:
                 print(f"    recorded {dict(case.oracle)}")
         sys.stdout.flush()
     return status
+
+
+def _returns(lrs: list[float], lr0: float) -> int:
+    """Times the rate came back to its first value's half after falling under 1% of it (a schedule run again and again)."""
+    count, low = 0, False
+    for lr in lrs:
+        if lr < 0.01 * lr0:
+            low = True
+        elif low and lr >= 0.5 * lr0:
+            count, low = count + 1, False
+    return count
 
 
 def _close(a: Any, b: Any) -> bool:

@@ -276,7 +276,8 @@ def scheduled(attach: Attach, *, schedule: str = "step_epoch", epochs: int = 10)
 
     ``schedule``: ``step_epoch`` StepLR(step_size=5, gamma=0.1) stepped per epoch (healthy);
     ``step_batch`` the same stepped per batch; ``exp_batch`` ExponentialLR(0.9) per batch;
-    ``cosine`` CosineAnnealingLR over all the run's batches, reaching 0 at the very end (healthy).
+    ``cosine`` CosineAnnealingLR over all the run's batches, reaching 0 at the very end (healthy);
+    ``cosine_epochs_batch`` CosineAnnealingLR(T_max=epochs) stepped every batch: down to 0 and back every 20 steps.
     """
     torch.manual_seed(0)
     x, y, px, py = digits()
@@ -288,6 +289,8 @@ def scheduled(attach: Attach, *, schedule: str = "step_epoch", epochs: int = 10)
         scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=0.9)
     elif schedule == "cosine":
         scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * per_epoch)
+    elif schedule == "cosine_epochs_batch":
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs)
     else:
         scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=5, gamma=0.1)
     inst = attach(model, optimizer, Probe(px, py))
@@ -423,6 +426,7 @@ PROGRAMS: dict[str, Program] = {
     "pt_exponential_per_batch": partial(scheduled, schedule="exp_batch"),
     "pt_steplr_per_epoch": scheduled,
     "pt_cosine_to_zero": partial(scheduled, schedule="cosine"),
+    "pt_cosine_epochs_per_batch": partial(scheduled, schedule="cosine_epochs_batch"),
     "pt_labels_shuffled_apart": partial(shuffled_dataset, separately=True),
     "pt_shuffled_together": shuffled_dataset,
     "pt_view_not_permute": partial(row_rnn, view=True),
