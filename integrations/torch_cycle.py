@@ -105,10 +105,10 @@ class TorchCycle:
         if self.collector.lazy and not any(is_lazy(p) for p in self.collector.lazy):
             self.bind(self.optimizers)  # lazy modules got their parameters in a first forward: watch them too
         first = self.optimizers[0] if self.optimizers else optimizer
-        if first is not None and optimizer in (None, first):  # every step: a Python float, no device
-            lr = _lr(first)
-            if lr is not None:
-                self.mistakes.lr_cycles.see(lr)
+        if first is not None and optimizer in (None, first) and first.param_groups:  # every step: no device read
+            lr = first.param_groups[0].get("lr")
+            if isinstance(lr, (int, float)):  # a tensor rate (capturable optimizers) would cost a sync: not read
+                self.mistakes.lr_cycles.see(float(lr))
         share = self._shares.get(id(optimizer)) if optimizer is not None else None
         if share is not None and optimizer is not None:
             if not self._sampled:
