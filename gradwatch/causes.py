@@ -27,6 +27,7 @@ SUMMED_ROWS = 32  # a loss summed over at least this many rows takes steps that 
 OUTPUT_LOSS_MISMATCH = Symptom("output_loss_mismatch", mistake=True)
 LOSS_BROADCAST = Symptom("loss_broadcast", mistake=True)
 INIT_SCALE = Symptom("init_scale", mistake=True)
+FLOAT64_MODEL = Symptom("float64_model", mistake=True)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ def find_causes(facts: ModelFacts, input_scale: tuple[float, float] | None = Non
         _unscaled_inputs(input_scale),
         _summed_loss(facts),
         _init_scale(facts),
+        _float64(facts),
     )
     return [cause for cause in rules if cause is not None]
 
@@ -186,6 +188,20 @@ def _init_scale(facts: ModelFacts) -> Cause | None:
     direct = facts.init_far_off and not facts.normalization  # no normalisation undoes it: the scale itself is the mistake
     remedy = Remedy("rescale_init", "Initialise at the matched scale", f"{text}; {fix}")
     return Cause(INIT_SCALE.id, text, remedy, direct=direct, layers=tuple(layer.name for layer, _ in off))
+
+
+def _float64(facts: ModelFacts) -> Cause | None:
+    if facts.dtype != "float64":
+        return None
+    text = (
+        "the model trains in float64: every step moves twice the bytes of float32, and on a GPU runs on its far slower "
+        "double-precision units (NumPy arrays are float64 by default; model.double() to match them is the usual way in)"
+    )
+    fix = (
+        "keep the weights in float32 and cast the inputs instead: x.float() or torch.from_numpy(x).float() (Keras: "
+        "x.astype('float32'), floatx 'float32'; Lightning: precision='32-true' or a mixed precision, not '64-true')"
+    )
+    return Cause(FLOAT64_MODEL.id, text, Remedy("use_float32", "Train in float32", fix), direct=True, severity="info")
 
 
 __all__ = ["UNSCALED_INPUT", "Cause", "find_causes", "output_cannot_fit"]

@@ -79,7 +79,9 @@ class ModelFacts:
     operation between the last layer and the loss, such as pooling);
     ``loss_reduction`` (``"mean"``, ``"sum"``, ``"none"``); ``loss_rows``, the
     rows of one batch; ``loss_broadcast``, the shapes of a prediction and a
-    target that an elementwise loss broadcast against each other.
+    target that an elementwise loss broadcast against each other. ``dtype``:
+    the floating type most trainable weights are kept in (``"float32"``,
+    ``"float64"``, ``"bfloat16"`` ...).
     """
 
     layers: tuple[LayerFacts, ...] = ()
@@ -96,6 +98,7 @@ class ModelFacts:
     loss_reduction: str | None = None
     loss_rows: int | None = None
     loss_broadcast: str | None = None
+    dtype: str | None = None
 
     @cached_property
     def kinds(self) -> dict[str, str]:

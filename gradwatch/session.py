@@ -340,11 +340,11 @@ class Session:
         known = self._findings.get(found.symptom)
         if not found.remedies:
             found.remedies = remedies.sized(found, self._remedies(found), self._facts)
-        mistakes = [_as_cause(f) for f in self._findings.values() if f.is_mistake and f.remedies]
+        mistakes = [_as_cause(f) for f in self._findings.values() if _explains(f)]
         _name_causes(found, [c for c in self._facts_causes if c.severity != "info"] + mistakes)
         if known is None:
             self._findings[found.symptom] = found
-            if found.is_mistake and found.remedies:  # found after the symptoms it explains: name it in them too
+            if _explains(found):  # found after the symptoms it explains: name it in them too
                 for symptom in self._findings.values():
                     _name_causes(symptom, [_as_cause(found)])
             return True
@@ -389,6 +389,11 @@ class Session:
         self._notes = list(state.get("notes", []))
         scale = state.get("input_scale")
         self._input_scale = (float(scale[0]), float(scale[1])) if scale else None
+
+
+def _explains(finding: Finding) -> bool:
+    """Whether a finding is a mistake that symptoms may name as their cause (an info one, a float64 model, explains none)."""
+    return finding.is_mistake and bool(finding.remedies) and finding.severity != "info"
 
 
 def _as_cause(mistake: Finding) -> Cause:

@@ -93,7 +93,18 @@ def model_facts(model: Any, optimizer: Any | None) -> ModelFacts:
         grad_clipping=any(getattr(optimizer, name, None) for name in ("clipnorm", "global_clipnorm", "clipvalue")) if optimizer else None,
         regularized=tuple(regularized),
         loss=loss_name(getattr(model, "loss", None)),
+        dtype=_weights_dtype(model),
     )
+
+
+def _weights_dtype(model: Any) -> str | None:
+    """The dtype most of the model's trainable weights are kept in (``"float32"``), where Keras tells it."""
+    sizes: dict[str, int] = {}
+    for weight in getattr(model, "trainable_weights", []):
+        dtype = str(getattr(weight, "dtype", "") or "")
+        if "float" in dtype:
+            sizes[dtype] = sizes.get(dtype, 0) + int(math.prod(getattr(weight, "shape", ()) or (1,)))
+    return max(sizes, key=sizes.__getitem__) if sizes else None
 
 
 def loss_name(loss: Any) -> str | None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import replace
 from typing import Any
@@ -172,7 +173,12 @@ def model_facts(model: torch.nn.Module, trainable: Iterable[str] | None = None, 
     if residual is None and not custom_containers and type(model).forward is torch.nn.Sequential.forward:
         residual = False  # a plain Sequential cannot add a skip path
     group = optimizer.param_groups[0] if optimizer is not None and optimizer.param_groups else {}
+    sizes: Counter[str] = Counter()
+    for p in model.parameters():
+        if p.requires_grad and not is_lazy(p) and p.is_floating_point():
+            sizes[str(p.dtype).removeprefix("torch.")] += p.numel()
     return ModelFacts(
+        dtype=sizes.most_common(1)[0][0] if sizes else None,
         layers=tuple(layers),
         normalization=tuple(normalization),
         residual=residual,

@@ -211,3 +211,15 @@ def test_a_cosine_schedule_run_through_every_few_batches_is_counted_and_named_an
     assert "climbed back 2 times in the first 41 steps" in named[1].message and "stepped every batch" in named[1].message
     slow = replace(sample(3999, lr=peak), lr_cycles=3)  # three cycles in 4000 steps: a cyclic schedule by design
     assert feed(LearningRateCollapse(), [slow]) == [None]
+
+
+def test_a_float64_model_is_an_info_finding_of_its_own_and_never_a_cause_under_a_symptom():
+    (cause,) = [c for c in find_causes(ModelFacts(dtype="float64")) if c.id == "float64_model"]
+    assert cause.direct and cause.severity == "info" and "x.float()" in cause.remedy.why
+    for dtype in ("float32", "bfloat16", None):
+        assert not [c for c in find_causes(ModelFacts(dtype=dtype)) if c.id == "float64_model"], dtype
+    session = Session(facts=replace(CLASSIFIER, dtype="float64"), warn_on=None)
+    for s in range(1, 4):
+        session.observe(sample(s, relative_updates=[3.0, 3.0]))  # an exploding symptom beside it
+    found = {f.symptom: f for f in session.report().findings}
+    assert found["float64_model"].severity == "info" and "float64" not in found["exploding_gradients"].message

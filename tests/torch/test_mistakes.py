@@ -204,3 +204,22 @@ def test_a_cosine_schedule_sized_in_epochs_is_named_when_stepped_every_batch(per
         assert named and "climbed back" in named[0].message and named[0].evidence["cycles"] >= 2
     else:
         assert not named
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_a_float64_model_is_named_as_information_and_a_float32_one_is_not(dtype):  # type: ignore[no-untyped-def]
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2)).to(dtype)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        watcher = watch(model, optimizer, print_report=False)
+        for _ in range(4):
+            loss = F.cross_entropy(model(torch.randn(32, 8, dtype=dtype)), torch.randint(0, 2, (32,)))
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            watcher.step(loss)
+        report = watcher.close()
+    named = {f.symptom: f.severity for f in report.findings}
+    assert named == ({"float64_model": "info"} if dtype == torch.float64 else {})
