@@ -69,6 +69,7 @@ class Watcher:
         self._handwritten = handwritten is not None
         self._ended_any = False  # a step of this watcher has ended
         self._undecided = False  # a first step() before any optimizer step, the weights untouched: see ``step``
+        self._calls = 0  # calls of step(): many with no optimizer step means optimizer.step() is missing
         self._versions = [p._version for p in self.cycle.collector.params]  # the weights' versions before the first step
         self.on_stop = "stop requested: the loop ends where it checks watcher.should_stop"  # what stop_on does here
         self._forward_hook = self.cycle.model.register_forward_pre_hook(ModelHook(self._forward))
@@ -152,6 +153,7 @@ class Watcher:
         waits: an optimizer stepping next makes it an early call, the next forward,
         ``step()`` or ``close()`` an update by hand (``p.data -= ...`` leaves no trace).
         """
+        self._calls += 1
         if self._undecided:
             self._end_update_by_hand()
         if loss is not None:
@@ -191,6 +193,11 @@ class Watcher:
             self._forward_hook.remove()
             self.cycle.final_sample(self.global_step)
             unseen = "no training step was seen: call watcher.step(loss) once per step (or step an optimizer)"
+            if self._calls and self.optimizer is not None:
+                unseen = (
+                    f"watcher.step() was called {self._calls} times but the optimizer never stepped, so the weights never "
+                    "changed: optimizer.step() is missing from the loop"
+                )
             self.cycle.close(self.global_step, unseen=unseen)
         return self.session.report()
 

@@ -223,3 +223,21 @@ def test_a_float64_model_is_named_as_information_and_a_float32_one_is_not(dtype)
         report = watcher.close()
     named = {f.symptom: f.severity for f in report.findings}
     assert named == ({"float64_model": "info"} if dtype == torch.float64 else {})
+
+
+def test_a_loop_that_never_steps_its_optimizer_is_told_so_not_told_to_call_step():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.05)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        watcher = watch(model, optimizer, print_report=False)
+        for _ in range(5):
+            loss = F.cross_entropy(model(torch.randn(32, 8)), torch.randint(0, 2, (32,)))
+            optimizer.zero_grad()
+            loss.backward()  # optimizer.step() forgotten
+            watcher.step(loss)
+        report = watcher.close()
+    assert report.too_little_measured and report.notes == [
+        "watcher.step() was called 5 times but the optimizer never stepped, so the weights never changed: optimizer.step() is missing from the loop"
+    ]
