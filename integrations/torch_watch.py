@@ -195,8 +195,8 @@ class Watcher:
             unseen = "no training step was seen: call watcher.step(loss) once per step (or step an optimizer)"
             if self._calls and self.optimizer is not None:
                 unseen = (
-                    f"watcher.step() was called {self._calls} times but the optimizer never stepped, so the weights never "
-                    "changed: optimizer.step() is missing from the loop"
+                    f"the loop ran {self._calls} steps but the optimizer never stepped, so the weights never changed: "
+                    "optimizer.step() is missing from the loop"
                 )
             self.cycle.close(self.global_step, unseen=unseen)
         return self.session.report()
