@@ -239,5 +239,5 @@ def test_a_loop_that_never_steps_its_optimizer_is_told_so_not_told_to_call_step(
             watcher.step(loss)
         report = watcher.close()
     assert report.too_little_measured and report.notes == [
-        "watcher.step() was called 5 times but the optimizer never stepped, so the weights never changed: optimizer.step() is missing from the loop"
+        "the loop ran 5 steps but the optimizer never stepped, so the weights never changed: optimizer.step() is missing from the loop"
     ]
