@@ -89,6 +89,10 @@ class GradWatchCallback(*_callback_bases()):  # type: ignore[misc]
         if self.cycle is not None:
             self.cycle.begin_step(trainer.global_step)
 
+    def on_before_backward(self, trainer: Any, pl_module: torch.nn.Module, loss: torch.Tensor) -> None:
+        if self.cycle is not None:
+            self.cycle.read_loss_graph(loss)  # the loss on_train_batch_end gets is detached
+
     def on_before_optimizer_step(self, trainer: Any, pl_module: torch.nn.Module, optimizer: Any) -> None:
         if self.cycle is not None:
             self.cycle.before_step(trainer.global_step, scale=_scale_left_in_gradients(trainer, optimizer), optimizer=_unwrap(optimizer))

@@ -185,11 +185,17 @@ class TorchCycle:
                 self.guard.run(COLLECTOR, self.collector.capture_gradients, weights=False)
 
     def add_loss(self, loss: torch.Tensor | float) -> None:
+        self.read_loss_graph(loss)
+        self.guard.run("loss", self.collector.add_loss, loss)
+
+    def read_loss_graph(self, loss: torch.Tensor | float) -> None:
+        """Once, from the first loss that still holds its autograd graph: what feeds the loss (a softmax before a
+        loss that applies its own, shapes broadcast against each other). Adapters whose loss arrives detached hand
+        it over before backward."""
         if self._loss_facts is None and isinstance(loss, torch.Tensor) and loss.grad_fn is not None:
             self._loss_facts = self.guard.run("loss", loss_facts, loss) or {}
             if self._loss_facts:
                 self.session.update_facts(**self._loss_facts)
-        self.guard.run("loss", self.collector.add_loss, loss)
 
     def end_step(
         self,

@@ -47,3 +47,26 @@ def test_manual_optimisation_without_zero_grad_is_named_with_the_lightning_fix(c
     else:
         assert found is not None and callback.report.findings[0] is found
         assert "opt.zero_grad() in training_step before self.manual_backward(loss)" in found.remedies[0].why
+
+
+class Classifier(L.LightningModule):
+    """Automatic optimisation; ``softmax``: the network ends in nn.Softmax under F.cross_entropy (the mistake)."""
+
+    def __init__(self, *, softmax: bool) -> None:
+        super().__init__()
+        self.net = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 3), *([nn.Softmax(dim=1)] if softmax else []))
+
+    def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
+        x, y = batch
+        return F.cross_entropy(self.net(x), y)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.SGD(self.parameters(), lr=0.05)
+
+
+@pytest.mark.parametrize("softmax", [True, False])
+def test_a_softmax_before_cross_entropy_is_read_from_the_loss_before_lightning_detaches_it(softmax):
+    callback = GradWatchCallback(print_report=False, warn_on=None)
+    trainer(callbacks=[callback], max_steps=20).fit(Classifier(softmax=softmax), loader())
+    found = callback.report.finding("output_loss_mismatch")
+    assert (found is not None and "softmax" in found.message) if softmax else found is None
