@@ -90,13 +90,14 @@ def manual(make_callback: MakeCallback, *, clear: bool = True) -> None:
 
 class Classifier(L.LightningModule):
     """An encoder and a classifier head; ``optimize`` = ``all`` or ``encoder`` (the head forgotten);
-    ``interval``: StepLR(step_size=5, gamma=0.1) per ``epoch`` or per ``step``, or None (no scheduler)."""
+    ``interval``: StepLR(step_size=5, gamma=0.1) per ``epoch`` or per ``step``, or None (no scheduler);
+    ``softmax``: the head ends in nn.Softmax, under F.cross_entropy all the same."""
 
-    def __init__(self, optimize: str = "all", interval: str | None = None) -> None:
+    def __init__(self, optimize: str = "all", interval: str | None = None, softmax: bool = False) -> None:
         super().__init__()
         self.encoder = mlp(64, 64, 64)
         self.act = nn.ReLU()
-        self.classifier = nn.Linear(64, 10)
+        self.classifier = nn.Sequential(nn.Linear(64, 10), *([nn.Softmax(dim=1)] if softmax else []))
         self.optimize, self.interval = optimize, interval
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -129,6 +130,8 @@ PROGRAMS: dict[str, Program] = {
     "lt_steplr_interval_step": partial(classifier, interval="step", epochs=10),
     "lt_steplr_interval_epoch": partial(classifier, interval="epoch", epochs=10),
     "lt_float64": partial(classifier, precision="64-true"),
+    "lt_softmax_into_ce": partial(classifier, softmax=True),
+    "lt_logits_into_ce": classifier,
 }
 
 
@@ -191,6 +194,8 @@ LABELS: dict[str, tuple[str | None, str, tuple[str, ...] | None, str, str, str |
     "lt_manual_zero_grad": (None, "gradients_not_cleared", None, "manual optimisation: opt.zero_grad(), manual_backward, opt.step()", MANUAL, "lt_manual_zero_grad_forgotten"),
     "lt_head_not_in_optimizer": ("params_not_in_optimizer", "params_not_in_optimizer", None, "configure_optimizers over self.encoder.parameters(): the classifier head is left out", OPTIMIZERS, "lt_all_params_in_optimizer"),
     "lt_all_params_in_optimizer": (None, "params_not_in_optimizer", None, "configure_optimizers over self.parameters()", OPTIMIZERS, "lt_head_not_in_optimizer"),
+    "lt_softmax_into_ce": ("output_loss_mismatch", "output_loss_mismatch", ("softmax",), "the head ends in nn.Softmax(dim=1), then F.cross_entropy in training_step", "https://lightning.ai/docs/pytorch/stable/starter/introduction.html (a LightningModule whose training_step computes the loss)", "lt_logits_into_ce"),
+    "lt_logits_into_ce": (None, "output_loss_mismatch", None, "raw logits into F.cross_entropy in training_step", "https://lightning.ai/docs/pytorch/stable/starter/introduction.html", "lt_softmax_into_ce"),
     "lt_steplr_interval_step": ("lr_schedule_collapse", "lr_schedule_collapse", None, "StepLR(step_size=5, gamma=0.1) with interval='step' where 'epoch' was meant", OPTIMIZERS, "lt_steplr_interval_epoch"),
     "lt_steplr_interval_epoch": (None, "lr_schedule_collapse", None, "StepLR(step_size=5, gamma=0.1) with interval='epoch'", OPTIMIZERS, "lt_steplr_interval_step"),
     "lt_float64": (None, "precision", None, "Trainer(precision='64-true'), otherwise lt_all_params_in_optimizer", PRECISION, None),
@@ -207,6 +212,8 @@ ORACLE: dict[str, dict[str, Any]] = {
     'lt_steplr_interval_step': {'steps': 240, 'loss0': 2.31, 'loss_end': 2.27, 'chance': 2.3, 'metric_end': 0.165, 'lr_end/lr0': 1e-47, 'lr_low_share': 0.917, 'lr_returns': 0},
     'lt_steplr_interval_epoch': {'steps': 240, 'loss0': 2.31, 'loss_end': 0.028, 'chance': 2.3, 'metric_end': 0.939, 'lr_end/lr0': 0.1, 'lr_low_share': 0.0, 'lr_returns': 0},
     'lt_float64': {'steps': 192, 'loss0': 2.31, 'loss_end': 0.0276, 'chance': 2.3, 'metric_end': 0.899, 'dtype': 'float64', 'loss_end/loss0': 0.0119},
+    'lt_softmax_into_ce': {'steps': 192, 'loss0': 2.3, 'loss_end': 1.63, 'chance': 2.3, 'metric_end': 0.828, 'out_kind': 'probs', 'expects': 'logits'},
+    'lt_logits_into_ce': {'steps': 192, 'loss0': 2.31, 'loss_end': 0.0276, 'chance': 2.3, 'metric_end': 0.899, 'out_kind': 'logits', 'expects': 'logits'},
 }
 # fmt: on
 
