@@ -173,6 +173,8 @@ def _summed_loss(facts: ModelFacts) -> Cause | None:
 
 
 def _init_scale(facts: ModelFacts) -> Cause | None:
+    if facts.normalization and facts.residual:  # normalised residual blocks: no scale compounds from layer to layer
+        return None
     compounded, off, judged = facts.init_mismatch()
     if len(off) < 2 or 2 * len(off) < judged:
         return None

@@ -63,6 +63,8 @@ def normalization(facts: ModelFacts) -> tuple[float, str] | None:
 
 
 def matched_init(facts: ModelFacts) -> tuple[float, str] | None:
+    if facts.normalization and facts.residual:  # normalised residual blocks (transformers): their small init is by design
+        return None
     off = []
     for layer in facts.trainable_layers:
         if layer.init_gain is None or layer.activation is None:

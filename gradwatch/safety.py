@@ -15,7 +15,10 @@ logger = logging.getLogger("gradwatch")
 logger.addHandler(logging.NullHandler())  # a library logs only where the user configured logging
 T = TypeVar("T")
 # Frames of these packages are skipped so a warning points at the user's own line.
-_INTERNAL = ("gradwatch", "torch", "lightning", "pytorch_lightning", "keras", "tensorflow", "jax", "contextlib")
+_INTERNAL = (
+    *("gradwatch", "integrations", "torch", "lightning", "pytorch_lightning", "keras", "tensorflow", "jax", "contextlib"),
+    *("transformers", "accelerate"),
+)
 
 
 class GradWatchWarning(UserWarning):

@@ -223,3 +223,25 @@ def test_a_float64_model_is_an_info_finding_of_its_own_and_never_a_cause_under_a
         session.observe(sample(s, relative_updates=[3.0, 3.0]))  # an exploding symptom beside it
     found = {f.symptom: f for f in session.report().findings}
     assert found["float64_model"].severity == "info" and "float64" not in found["exploding_gradients"].message
+
+
+def test_a_small_init_in_normalised_residual_blocks_is_neither_a_cause_nor_a_remedy():
+    from gradwatch.remedies import rank
+
+    layers = tuple(LayerFacts(f"h{i}.fc", "Linear", activation="GELU", init_gain=0.08) for i in range(4)) + (LayerFacts("head", "Linear"),)
+    plain = ModelFacts(layers=layers)
+    transformer = replace(plain, normalization=("h0.ln", "h1.ln"), residual=True)  # std 0.02 in width 16: by design
+    assert [c.id for c in find_causes(plain)] == ["init_scale"] and find_causes(transformer) == []
+    assert "matched_init" in [r.id for r in rank("exploding_gradients", plain)]
+    assert "matched_init" not in [r.id for r in rank("exploding_gradients", transformer)]
+
+
+def test_lower_the_learning_rate_is_sized_at_the_sample_that_raised_the_finding_not_at_the_blow_up():
+    session = Session(facts=replace(CLASSIFIER, lr=0.5), warn_on=None)
+    for s in range(1, 4):
+        session.observe(sample(s, relative_updates=[3.0, 3.0], lr=0.5))
+    first = next(r.why for r in session.report().finding("exploding_gradients").remedies if r.id == "lower_lr")
+    for s in range(4, 8):  # the run blows up further while a schedule decays
+        session.observe(sample(s, relative_updates=[3e4, 3e4], lr=0.05))
+    later = next(r.why for r in session.report().finding("exploding_gradients").remedies if r.id == "lower_lr")
+    assert "your learning rate is 0.5 and one step changed" in first and later == first
