@@ -248,7 +248,7 @@ HOW: dict[str, dict[Framework, str]] = {
     "gradient_clipping": {
         Framework.PYTORCH: "torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0) between backward() and optimizer.step()",
         Framework.LIGHTNING: "Trainer(gradient_clip_val=1.0)",
-        Framework.KERAS: "clipnorm=1.0 on the optimizer, e.g. keras.optimizers.Adam(1e-3, clipnorm=1.0)",
+        Framework.KERAS: "clipnorm=1.0 on the optimizer you use, e.g. keras.optimizers.SGD(learning_rate, clipnorm=1.0)",
         Framework.TRANSFORMERS: "TrainingArguments(max_grad_norm=1.0)",
     },
     "reduce_weight_decay": {

@@ -246,7 +246,7 @@ class ChanceLevelLoss(Detector):
             f"the loss has stayed at the chance level for {count} classes, ln {count} = {fmt(chance)} (now {fmt(recent)}), "
             f"through step {sample.step} while the weights take normal-size steps (median |ΔW|/|W| {fmt(update)}): the model "
             "has learnt nothing that relates inputs to labels; check that inputs and labels are still paired (shuffled apart, "
-            "a view() where permute() was meant, the wrong label column)",
+            "a reshape where a transpose was meant, the wrong label column)",
             chance=chance,
             loss=recent,
             classes=count,
