@@ -338,11 +338,13 @@ class Session:
     def _merge(self, found: Finding) -> bool:
         """Keep the first step of a finding, the latest evidence and the worst severity; name a symptom's likely causes."""
         known = self._findings.get(found.symptom)
-        if not found.remedies and known is None:
-            found.remedies = remedies.sized(found, self._remedies(found), self._facts)
-        elif not found.remedies and known is not None:  # sized once, at the first sample: later ones may be the blow-up itself
-            sized = {r.id: r for r in known.remedies}
-            found.remedies = tuple(sized.get(r.id, r) if r.id == "lower_lr" else r for r in self._remedies(found))
+        if not found.remedies:
+            ranked = self._remedies(found)
+            if known is None:
+                found.remedies = remedies.sized(found, ranked, self._facts)
+            else:  # sized once, at the first sample: later ones may be the blow-up itself
+                first = {r.id: r for r in known.remedies}
+                found.remedies = tuple(first.get(r.id, r) if r.id == "lower_lr" else r for r in ranked)
         mistakes = [_as_cause(f) for f in self._findings.values() if _explains(f)]
         _name_causes(found, [c for c in self._facts_causes if c.severity != "info"] + mistakes)
         if known is None:

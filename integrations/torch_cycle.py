@@ -57,7 +57,7 @@ class TorchCycle:
         self._step_hooks: list[Any] = []  # on the bound optimizers
         self._sampled = False  # this optimizer step is being measured
         self._stepped = False  # ... and its optimizer.step() really ran (an AMP scaler may skip it)
-        self._step_lr: float | None = None  # the learning rate it steps with (a scheduler may move on before end_step)
+        self._step_lr: float | None = None  # the learning rate this step steps with (a scheduler may move on before end_step)
         self._backward_hooks: list[Any] = []
         self._loss_facts: dict[str, Any] | None = None  # what the loss's autograd graph showed, once read
         self.mistakes = LoopEvidence(self.model)
@@ -105,17 +105,15 @@ class TorchCycle:
         if self.collector.lazy and not any(is_lazy(p) for p in self.collector.lazy):
             self.bind(self.optimizers)  # lazy modules got their parameters in a first forward: watch them too
         first = self.optimizers[0] if self.optimizers else optimizer
-        if first is not None and optimizer in (None, first) and first.param_groups:  # every step: no device read
-            lr = first.param_groups[0].get("lr")
-            if isinstance(lr, (int, float)):  # a tensor rate (capturable optimizers) would cost a sync: not read
-                self.mistakes.lr_cycles.see(float(lr))
+        if first is not None and optimizer in (None, first):  # every step: the rate it steps with, no device read
+            self._step_lr = _lr(first, tensors=False)
+            if self._step_lr is not None:
+                self.mistakes.lr_cycles.see(self._step_lr)
         share = self._shares.get(id(optimizer)) if optimizer is not None else None
         if share is not None and optimizer is not None:
             if not self._sampled:
                 self._sampled, self._stepped = self.session.should_sample(self._batch_step if self._batch_step is not None else step), False
             if self._sampled and id(optimizer) not in self._read_shares:
-                if not self._read_shares:
-                    self._step_lr = _lr(optimizer)
                 self._read_shares.add(id(optimizer))
                 self.guard.run(COLLECTOR, self.collector.capture_gradients, scale=scale, only=share)
                 self.guard.run(MOMENTS, self.collector.capture_moments, [optimizer])
@@ -125,7 +123,6 @@ class TorchCycle:
         self._sampled = self.session.should_sample(step)
         self._stepped = False
         if self._sampled:
-            self._step_lr = _lr(optimizer) if optimizer is not None else _lr(self.optimizers[0]) if self.optimizers else None
             self.guard.run(COLLECTOR, self.collector.capture_gradients, scale=scale)
             self.guard.run(MOMENTS, self.collector.capture_moments, self.optimizers)
 
@@ -412,8 +409,11 @@ def _scaled_grad(layer: LayerStats, factor: float) -> LayerStats:
     return replace(layer, grad_norm=layer.grad_norm * factor) if layer.grad_norm is not None else layer
 
 
-def _lr(optimizer: torch.optim.Optimizer) -> float | None:
+def _lr(optimizer: torch.optim.Optimizer, *, tensors: bool = True) -> float | None:
+    """The first param group's learning rate; ``tensors=False``: None for a tensor rate (capturable optimizers),
+    whose read would cost a device sync on every step."""
     try:
-        return float(optimizer.param_groups[0]["lr"])
+        value = optimizer.param_groups[0]["lr"]
+        return float(value) if tensors or isinstance(value, (int, float)) else None
     except (IndexError, KeyError, TypeError, ValueError):
         return None
