@@ -70,6 +70,7 @@ MEASURES: tuple[Measure, ...] = (
     Measure("attention_maxima", "attention head", "StepStats.attention_logit_max", ("loss_spike", "divergence_forecast")),
     Measure("attention_entropies", "attention head", "StepStats.attention_entropy_min", ("loss_spike", "divergence_forecast")),
     Measure("stale", "step", "StepStats.stale_grad", ("gradients_not_cleared",)),  # left-over .grad / fresh gradient
+    Measure("step_grads", "step", "StepStats.step_grad_norms", ("divergence_forecast",), squared=True),  # each step's since the last sample
     Measure(  # the sum and count of the losses since the previous sample
         "loss",
         "step",

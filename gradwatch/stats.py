@@ -120,7 +120,10 @@ class StepStats:
     logit of the sampled forward, in ``attention_layer`` (head
     ``attention_head``), and ``attention_entropy_min``, the lowest mean entropy
     (nats) of one attention's rows (near 0: one-hot attention);
-    ``adam_eps``, the epsilon of an Adam-type optimizer (see ``LayerStats.moment_rms``).
+    ``adam_eps``, the epsilon of an Adam-type optimizer (see ``LayerStats.moment_rms``);
+    ``step_grad_norms``, the total gradient norm of every optimizer step since
+    the previous sample, this one last (read on the device at each step, brought
+    over with the sample).
     """
 
     step: int
@@ -142,6 +145,7 @@ class StepStats:
     attention_head: int | None = None
     attention_entropy_min: float | None = None
     adam_eps: float | None = None
+    step_grad_norms: tuple[float, ...] = ()
     batch_rows: int | None = None
 
     finite: bool = field(init=False, repr=False, compare=False)

@@ -109,6 +109,7 @@ class TorchCycle:
             self._step_lr = _lr(first, tensors=False)
             if self._step_lr is not None:
                 self.mistakes.lr_cycles.see(self._step_lr)
+            self.guard.run(COLLECTOR, self.collector.note_step_gradients, scale)
         share = self._shares.get(id(optimizer)) if optimizer is not None else None
         if share is not None and optimizer is not None:
             if not self._sampled:

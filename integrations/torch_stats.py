@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import operator
+from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -35,6 +36,7 @@ from .torch_facts import (
 from .torch_probes import ForwardProbes
 
 ROW_KINDS = ("Linear", "Conv1d", "Conv2d", "Conv3d")
+STEP_NORMS_KEPT = 200  # per-step gradient norms kept between two samples (the latest; the forecast reads a few dozen)
 
 _VERSION = operator.attrgetter("_version")
 Group = tuple[int, ...]  # indices into ``TorchCollector.params`` read together
@@ -83,6 +85,8 @@ class TorchCollector:
         self._loss_tensor: torch.Tensor | None = None
         self._loss_float = 0.0
         self._loss_count = 0
+        self._step_grads: deque[torch.Tensor] = deque(maxlen=STEP_NORMS_KEPT)  # squared, each optimizer step's since the last sample
+        self._step_factor: torch.Tensor | None = None  # each parameter's shard count, where a parameter is sharded
         self._row_window: dict[Group, tuple[Any, int]] = {}  # weight group -> (gradient row norm maxima, rows)
         self.batch_rows = 0  # rows of the latest sampled batch (the first layer's input), 0 until one is seen
         self.set_trainable(None)
@@ -355,6 +359,23 @@ class TorchCollector:
             self._loss_float += float(loss)
         self._loss_count += 1
 
+    @torch.no_grad()
+    def note_step_gradients(self, scale: float | None = None) -> None:
+        """The total gradient norm of an optimizer step, squared, kept on the device until the next sample (no host
+        read: a few kernels per step). ``scale``: a loss scale left in the gradients. Shards count as in ``pack``."""
+        found = [(p.grad, k) for p, k in zip(self.params, self.shards) if p.grad is not None and p.grad.layout == torch.strided]
+        if not found:
+            return
+        squares = torch.stack(foreach_norms(self._local([grad for grad, _ in found]))).square()
+        if self._sharded:
+            factor = self._step_factor
+            if len(found) < len(self.params) or factor is None or factor.device != squares.device:  # the usual case: built once
+                factor = torch.tensor([float(k) for _, k in found], device=squares.device)
+                self._step_factor = factor if len(found) == len(self.params) else self._step_factor
+            squares = squares * factor
+        total = squares.sum()
+        self._step_grads.append(total / scale**2 if scale else total)
+
     def add_part(self, name: str, values: torch.Tensor) -> None:
         """A declared measurement (``gradwatch.measures``) of the pending sample taken outside the collector, as a
         device tensor: packed and transferred with the rest."""
@@ -411,6 +432,7 @@ class TorchCollector:
             "log_partition": forward.log_partition,
             "attention_maxima": forward.attention_maxima,
             "attention_entropies": forward.attention_entropies,
+            "step_grads": torch.stack(list(self._step_grads)) if self._step_grads else None,
             **sample.measured,
         }
         if row_windows:
@@ -420,6 +442,7 @@ class TorchCollector:
         loss = self._loss_tensor.reshape(1) + self._loss_float if self._loss_tensor is not None else torch.full((1,), self._loss_float)
         present["loss"] = torch.cat([loss.float().to(device), torch.full((1,), float(self._loss_count), device=device)])
         self._loss_tensor, self._loss_float, self._loss_count = None, 0.0, 0
+        self._step_grads.clear()
         layout = Layout({name: part.numel() for name, part in present.items()})
         return Packed(
             torch.cat([part.to(device) for part in layout.arrange(present)]),
@@ -497,6 +520,7 @@ class TorchCollector:
             batch_rows=self.batch_rows or None,
             output_log_partition=parts["log_partition"][0] if "log_partition" in parts else None,
             stale_grad=parts["stale"][0] if "stale" in parts else None,
+            step_grad_norms=tuple(parts.get("step_grads", ())),
             **_attention_stats(packed.attention, parts.get("attention_maxima", []), parts.get("attention_entropies", [])),
         )
 

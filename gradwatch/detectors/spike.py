@@ -16,7 +16,10 @@ high a learning rate:
   before the loss does (OLMo 2; public logs of large runs), and Adam's
   second-moment estimate far below the gradient it meets (Molybog et al.
   2023): fixed by warmup, a lower peak learning rate, clipping, a smaller
-  epsilon.
+  epsilon;
+- the total gradient norm climbing while the loss stalls and the learning
+  rate rises (gradient-norm growth before loss spikes: OLMo 2): a rate past
+  what the model trains at.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from __future__ import annotations
 import math
 import statistics
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -46,6 +50,8 @@ DIVERGED = 2.0  # a loss at this many times its running minimum (or NaN) has div
 LEVEL_STEPS = 20  # the loss's level is judged on blocks of consecutive samples that span at least this many steps
 CREEP = 1.08  # a block's loss this many times the best block's, while the learning rate rose since ...
 LR_ROSE = 1.1  # ... by this factor: the run is past the largest learning rate it trains at
+CLIMB_STEPS = 10  # the gradient norm's level: the median of the total norms of this many consecutive optimizer steps
+CLIMB = 2.0  # a level this many times its lowest, while the learning rate rose ``LR_ROSE`` times since and the loss stalls
 
 
 def _attention_seen(evidence: Any) -> bool:
@@ -72,7 +78,9 @@ DIVERGENCE_FORECAST = Symptom(
         Variant("attention", _attention_seen, {"qk_norm": 1.1, "lower_lr": 1.0, "warmup": 0.9, "gradient_clipping": 0.8}),
         Variant("adam", lambda evidence: evidence.get("mechanism") == "adam_moments", {"adam_epsilon": 1.2, "warmup": 1.0, "lower_lr": 0.9}),
         Variant(
-            "past_best_lr", lambda evidence: evidence.get("mechanism") == "past_best_lr", {"lower_lr": 1.1, "warmup": 0.9, "gradient_clipping": 0.8}
+            "past_best_lr",
+            lambda evidence: evidence.get("mechanism") in ("past_best_lr", "gradient_climb"),
+            {"lower_lr": 1.1, "warmup": 0.9, "gradient_clipping": 0.8},
         ),
         Variant("logits", _logits_drifted, {"z_loss": 1.2, "lower_lr": 1.0, "warmup": 0.9, "gradient_clipping": 0.8}),
     ),
@@ -224,6 +232,38 @@ class LossBlocks:
         self._last_step = state.get("last_step")
 
 
+class GradientClimb:
+    """The total gradient norm of every optimizer step: its level (the median of the latest ``CLIMB_STEPS``) and
+    the lowest level so far, with the learning rate of the sample that brought it."""
+
+    def __init__(self) -> None:
+        self.recent: deque[float] = deque(maxlen=CLIMB_STEPS)
+        self.lowest: tuple[float, float] | None = None  # (level, learning rate)
+
+    def add(self, norms: Sequence[float], lr: float | None, step: int) -> float | None:
+        """Add the norms of the steps up to ``step`` that a sample brought (at learning rate ``lr``); the level now,
+        once it has ``CLIMB_STEPS`` finite norms behind it. The first ``LEVEL_STEPS`` steps are left out: a fresh
+        initialisation's gradients swing most while it settles."""
+        recent, first = self.recent, step - len(norms) + 1
+        for at, norm in enumerate(norms, first):
+            if at < LEVEL_STEPS or not 0 < norm < math.inf:  # settling, a step an AMP scaler skipped, or no gradient
+                continue
+            recent.append(norm)
+            if len(recent) == CLIMB_STEPS and finite(lr):
+                level = _median(recent)
+                if self.lowest is None or level < self.lowest[0]:
+                    self.lowest = (level, lr)
+        return _median(recent) if len(recent) == CLIMB_STEPS else None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"recent": list(self.recent), "lowest": self.lowest}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.recent = deque(state.get("recent", []), maxlen=CLIMB_STEPS)
+        lowest = state.get("lowest")
+        self.lowest = (float(lowest[0]), float(lowest[1])) if lowest is not None else None
+
+
 class LossSpike(Detector):
     """Flags a transient loss spike: a sampled loss well above its recent level, then (or not) back down.
 
@@ -323,7 +363,7 @@ class LossSpike(Detector):
 class Precursor:
     """One sign that a run is heading for divergence: its mechanism, where, the number and its reference."""
 
-    mechanism: str  # "update_jump", "adam_moments", "loss_spike", "past_best_lr"
+    mechanism: str  # "update_jump", "adam_moments", "loss_spike", "past_best_lr", "gradient_climb"
     where: str | None
     value: float
     text: str
@@ -351,9 +391,16 @@ class DivergenceForecast(Detector):
       in blocks of ``LEVEL_STEPS`` steps, above the blocks' noise) while the
       learning rate keeps rising (``LR_ROSE`` times its value at the best): a
       warmup past the largest rate the model trains at, the learning-rate range
-      test's sign (Smith 2017). On the issue-28 sweep it is the one sign seen
-      20 steps or more before most divergences; a run at a constant rate never
-      shows it.
+      test's sign (Smith 2017); a run at a constant rate never shows it;
+    - ``gradient_climb``: the total gradient norm of every optimizer step (its
+      median over ``CLIMB_STEPS`` steps, read on the device at each step and
+      brought over with the sample) ``CLIMB`` times its lowest, while the
+      sampled loss has stopped improving (no lower than its lowest) and the
+      learning rate rose ``LR_ROSE`` times since that lowest. In the issue-28
+      sweep's runs that diverge, the gradient norm turns up 40-60 steps before
+      the loss does, where a stable run's falls; single sampled steps are too
+      noisy to see it, a median of every step is not. Where the adapter
+      cannot read every step's gradients (Keras), it is not measured.
 
     Large attention logits and a growing output log-partition are not
     precursors of their own: in small character-level GPTs without
@@ -372,7 +419,7 @@ class DivergenceForecast(Detector):
     """
 
     declares = DIVERGENCE_FORECAST
-    state = ("level", "blocks", "jumps", "start_partition", "raised", "diverged_at", "moments_seen")
+    state = ("level", "blocks", "climb", "jumps", "start_partition", "raised", "diverged_at", "moments_seen")
     sees_nonfinite = True
 
     def __init__(self, *, moment_jump: float = 30.0) -> None:
@@ -380,6 +427,7 @@ class DivergenceForecast(Detector):
         self.moments_seen = 0  # samples that held Adam's moments
         self.level = LossLevel()
         self.blocks = LossBlocks()
+        self.climb = GradientClimb()
         self.jumps = LayerJumps()
         self.start_partition: float | None = None
         self.raised: dict[str, Any] | None = None  # the warning: step, loss then, precursors, attention then
@@ -426,9 +474,7 @@ class DivergenceForecast(Detector):
         if rise is not None and not jumps:
             text = f"the loss rose to {fmt(sample.loss)}, {fmt(1 + rise)}× its recent level {fmt(self.level.level())}"
             signs.append(Precursor("loss_spike", None, 1 + rise, text))
-        past_best = self._past_best_lr(sample)
-        if past_best is not None:
-            signs.append(past_best)
+        signs += [sign for sign in (self._past_best_lr(sample), self._gradient_climb(sample)) if sign is not None]
         return signs
 
     def _past_best_lr(self, sample: StepStats) -> Precursor | None:
@@ -449,6 +495,24 @@ class DivergenceForecast(Detector):
             f"rose from {fmt(best_lr)} to {fmt(lr)}: the rate has likely passed the largest this model trains at, and a run whose rate keeps rising diverges"
         )
         return Precursor("past_best_lr", None, loss / best_loss, text)
+
+    def _gradient_climb(self, sample: StepStats) -> Precursor | None:
+        """The gradient norm grows while the loss has stopped improving and the learning rate keeps rising: the
+        level of the last ``CLIMB_STEPS`` steps' norms ``CLIMB`` times its lowest, the rate ``LR_ROSE`` times what it
+        was then, the sampled loss no lower than its lowest."""
+        level = self.climb.add(sample.step_grad_norms, sample.lr, sample.step)
+        lowest, loss, best = self.climb.lowest, sample.loss, self.level.lowest
+        if level is None or lowest is None or not finite(loss) or not finite(sample.lr) or best is None or best <= 0:
+            return None
+        low, low_lr = lowest
+        if level < CLIMB * low or sample.lr < LR_ROSE * low_lr or loss < best:
+            return None
+        text = (
+            f"the gradient norm climbed to {fmt(level)}, {fmt(level / low)}× its lowest {fmt(low)} (medians over {CLIMB_STEPS} steps), "
+            f"while the loss stopped improving ({fmt(loss)}, its best {fmt(best)}) and the learning rate rose from {fmt(low_lr)} to "
+            f"{fmt(sample.lr)}: the gradient grows ahead of the loss once the rate passes the largest this model trains at"
+        )
+        return Precursor("gradient_climb", None, level / low, text)
 
     def _warning(self, sample: StepStats) -> Finding:
         raised = self.raised or {}

@@ -200,3 +200,49 @@ def test_the_forecast_state_survives_a_json_checkpoint_mid_warmup() -> None:
     after_one, after_two = observe_all(one, rest), observe_all(two, rest)
     assert any(after_one), "the creep was not forecast after the checkpoint"
     assert [f and f.to_dict() for f in after_one] == [f and f.to_dict() for f in after_two]
+
+
+def climbing_gradients(count: int, seed: int, *, lr_rises: bool = True, loss_falls: bool = False) -> list[StepStats]:
+    """Every step's gradient norm falls from 1 to 0.3, then (from step 120, as warmup passes a rate of 0.27) doubles
+    every 30 steps, with 30% noise; the loss levels off at 2.0 by step 100 and creeps 2% above it (or keeps falling)."""
+    rng = random.Random(seed)
+    out, previous = [], -1
+    for s in steps(count):
+        norms = []
+        for t in range(previous + 1, s + 1):
+            level = 0.3 + 0.7 * math.exp(-t / 30)
+            norms.append(level * 2 ** (max(0, t - 120) / 30) * rng.lognormvariate(0, 0.3))
+        previous = s
+        creep = 1 + 0.02 * min(1.0, max(0, s - 120) / 40)
+        loss = (1.0 + 3 * math.exp(-s / 100) if loss_falls else 2.0 + 2 * math.exp(-s / 20) * (s < 100)) * creep
+        lr = 0.9 * min(1.0, (s + 1) / 400) if lr_rises else 0.9
+        out.append(replace(step_stats(s, loss * (1 + 0.003 * rng.gauss(0, 1)), rng), lr=lr, step_grad_norms=tuple(norms)))
+    return out
+
+
+def test_every_steps_gradient_norm_climbing_as_the_loss_stalls_under_a_rising_rate_is_forecast() -> None:
+    for seed in range(5):
+        found = [f for f in observe_all(DivergenceForecast(), climbing_gradients(20, seed)) if f is not None]
+        assert found, f"seed {seed}: the climb was not forecast"
+        warning = found[0]
+        assert warning.evidence["mechanism"] == "gradient_climb", warning.evidence["mechanisms"]
+        assert 140 <= warning.first_step <= 220, warning.first_step  # the median doubles 30-60 steps into the climb
+        assert "gradient norm climbed to" in warning.message and "learning rate rose from" in warning.message
+    from gradwatch.session import Session
+
+    session = Session("pytorch", detectors=[DivergenceForecast()], warn_on=None)
+    for sample in climbing_gradients(20, 0):
+        session.observe(sample)
+    assert session.findings["divergence_forecast"].remedies[0].id == "lower_lr"
+
+
+def test_a_gradient_norm_that_climbs_while_the_loss_improves_or_at_a_constant_rate_is_not_forecast() -> None:
+    for seed in range(5):
+        for kind in ({"loss_falls": True}, {"lr_rises": False}):
+            found = [f for f in observe_all(DivergenceForecast(), climbing_gradients(20, seed, **kind)) if f is not None]
+            assert not found, (seed, kind, found[0].message)
+    rng, previous, noisy = random.Random(6), -1, []
+    for sample in warmup_past_best(20, 6, peak=0.2):  # a loss falling under warmup, every step's norm noise alone
+        noisy.append(replace(sample, step_grad_norms=tuple(0.3 * rng.lognormvariate(0, 0.5) for _ in range(sample.step - previous))))
+        previous = sample.step
+    assert not [f for f in observe_all(DivergenceForecast(), noisy) if f is not None]

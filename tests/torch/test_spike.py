@@ -192,3 +192,39 @@ def test_attention_is_looked_for_on_every_sampled_step_only_where_the_first_one_
         collector.probes.detach()
         assert found == [(attention, True)] * 2
         assert model.recorder.watched == [True, False, attention, False]
+
+
+def test_every_steps_gradient_norm_reaches_the_next_sample_without_a_host_read_of_its_own(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    torch.manual_seed(4)
+    model = TinyGPT()
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)  # (Adam reads its step count to the host)
+    generator = torch.Generator().manual_seed(0)
+    seen, totals, reads = [], [], []
+    for name in ("tolist", "item"):
+        real = getattr(torch.Tensor, name)
+        monkeypatch.setattr(torch.Tensor, name, lambda t, _real=real, _name=name: reads.append(_name) or _real(t))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        watcher = watch(model, optimizer, every_n_steps=5, print_report=False)
+        observe = watcher.session.observe
+        watcher.session.observe = lambda stats: seen.append(stats) or observe(stats)  # type: ignore[method-assign]
+        for step in range(12):
+            starts = torch.randint(0, len(IDS) - 33, (8,), generator=generator)
+            x = torch.stack([IDS[s : s + 32] for s in starts])
+            loss = F.cross_entropy(model(x).reshape(-1, len(CHARS)), IDS[starts[:, None] + torch.arange(1, 33)].reshape(-1))
+            optimizer.zero_grad()
+            loss.backward()
+            with torch.no_grad():
+                totals.append(float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()]))))
+            reads.clear()
+            optimizer.step()
+            watcher.step(loss)
+            assert reads == (["tolist"] if watcher.session.should_sample(step) else []), f"step {step}: host reads {reads}"
+        watcher.close()
+    assert [s.step for s in seen] == [0, 1, 2, 4, 5, 10]
+    previous = -1
+    for stats in seen:
+        expected = totals[previous + 1 : stats.step + 1]  # every step since the previous sample, this one last
+        assert len(stats.step_grad_norms) == len(expected), (stats.step, stats.step_grad_norms)
+        assert all(math.isclose(a, b, rel_tol=1e-4) for a, b in zip(stats.step_grad_norms, expected)), (stats.step_grad_norms, expected)
+        previous = stats.step
