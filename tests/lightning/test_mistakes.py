@@ -70,3 +70,17 @@ def test_a_softmax_before_cross_entropy_is_read_from_the_loss_before_lightning_d
     trainer(callbacks=[callback], max_steps=20).fit(Classifier(softmax=softmax), loader())
     found = callback.report.finding("output_loss_mismatch")
     assert (found is not None and "softmax" in found.message) if softmax else found is None
+
+
+def test_every_steps_gradient_norm_reaches_the_samples_before_lightnings_clipping(monkeypatch):  # type: ignore[no-untyped-def]
+    from gradwatch.session import Session
+
+    seen = []
+    observe = Session.observe
+    monkeypatch.setattr(Session, "observe", lambda self, stats: seen.append(stats) or observe(self, stats))
+    callback = GradWatchCallback(print_report=False, warn_on=None, every_n_steps=10)
+    trainer(callbacks=[callback], max_steps=30, gradient_clip_val=1e-3).fit(Classifier(softmax=False), loader())
+    assert [s.step for s in seen] == [0, 1, 2, 4, 8, 10, 20]
+    covered = [len(s.step_grad_norms) for s in seen]
+    assert covered == [1, 1, 1, 2, 4, 2, 10], covered  # every optimizer step since the previous sample, this one last
+    assert min(n for s in seen for n in s.step_grad_norms) > 1e-2  # read before the clipping to 1e-3
