@@ -91,13 +91,17 @@ MODELS: dict[str, Model] = {"mlp": mlp, "cnn": cnn, "lstm": lstm, "gpt": gpt}
 
 
 def run(make: Model, *, variant: str, steps: int, warmup: int, every: int = 20, device: str = "cpu") -> float:
-    """Seconds per step over ``steps`` timed steps: ``plain``, ``gradwatch`` or ``wandb`` (watch gradients, offline)."""
+    """Seconds per step over ``steps`` timed steps: ``plain``, ``gradwatch``, ``gradwatch_sampled_only`` (without
+    the total gradient norm read at every step) or ``wandb`` (watch gradients, offline)."""
     torch.manual_seed(0)
     model, x, y = make()
     model, x, y = model.to(device), x.to(device), y.to(device)
     adam = make is gpt
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-4) if adam else torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
-    watcher = watch(model, optimizer, every_n_steps=every, print_report=False, warn_on=None) if variant == "gradwatch" else None
+    watched = variant.startswith("gradwatch")
+    watcher = watch(model, optimizer, every_n_steps=every, print_report=False, warn_on=None) if watched else None
+    if watcher is not None and variant == "gradwatch_sampled_only":
+        watcher.cycle.collector.note_step_gradients = lambda scale=None: None
     if variant == "wandb":
         import wandb
 
@@ -231,6 +235,9 @@ def main() -> None:
     parser.add_argument("--every", type=int, default=20, help="sampling period of gradwatch and of every peer (default: gradwatch's default)")
     parser.add_argument("--peers", action="store_true", help="add wandb.watch rows (pip install wandb)")
     parser.add_argument("--device", default="cpu", help="torch device for the PyTorch rows, e.g. cuda")
+    parser.add_argument(
+        "--step-norm", action="store_true", help="add a PyTorch row: watch() against watch() without the gradient norm read at every step"
+    )
     args = parser.parse_args()
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
     print(
@@ -240,7 +247,7 @@ def main() -> None:
     for name in args.models:
         make = MODELS[name]
         if "pytorch" in args.frameworks:
-            variants = ["plain", "gradwatch"] + (["wandb"] if args.peers else [])
+            variants = ["plain", "gradwatch"] + (["wandb"] if args.peers else []) + (["gradwatch_sampled_only"] if args.step_norm else [])
             times: dict[str, list[float]] = {v: [] for v in variants}
             for _ in range(args.repeats):  # interleaved, so drift hits every variant alike
                 for variant in variants:
@@ -248,6 +255,8 @@ def main() -> None:
             print(table_row(f"{name} pytorch: watch()", times["plain"], times["gradwatch"]), flush=True)
             if args.peers:
                 print(table_row(f"{name} pytorch: wandb.watch", times["plain"], times["wandb"]), flush=True)
+            if args.step_norm:
+                print(table_row(f"{name} pytorch: per-step norm", times["gradwatch_sampled_only"], times["gradwatch"]), flush=True)
         if "lightning" in args.frameworks and name not in ("lstm", "gpt"):
             runs: dict[str, list[float]] = {"none": [], "gradwatch": [], "grad_norm": []}
             for _ in range(args.repeats):

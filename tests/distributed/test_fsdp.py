@@ -24,6 +24,8 @@ def test_fsdp2_sick_model_reports_vanishing_with_the_single_process_norms(tmp_pa
     for rank in ranks:
         assert rank["findings"].get("vanishing_gradients") in ("warning", "critical")
         assert_same_norms(rank["layers"], reference["layers"], metrics=("grad_norm", "weight_norm", "update_norm", "zero_grad_rows"))
+        got, want = sum(rank["step_grads"], ())[:11], sum(reference["step_grads"], ())[:11]  # steps 0-10 (samples to step 10)
+        assert len(got) == len(want) == 11 and all(abs(a - b) <= 1e-4 * b for a, b in zip(got, want)), (got, want)  # summed over shards
     assert zero["wrote"] and not one["wrote"] and one["warnings"] == []
     for rank in ranks:  # every watched parameter was read as this rank's shard only
         assert all(0 < shard < whole for shard, whole in rank["sizes"]), rank["sizes"]

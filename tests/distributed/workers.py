@@ -89,6 +89,9 @@ def fit(
             torch.distributed.init_process_group("gloo")
         collector = watcher.cycle.collector
         sizes = [(local(p).numel(), p.numel()) for p in collector.params]
+        step_grads: list[tuple[float, ...]] = []  # each sample's per-step total gradient norms
+        observe = watcher.session.observe
+        watcher.session.observe = lambda stats: step_grads.append(stats.step_grad_norms) or observe(stats)  # type: ignore[method-assign]
         for i in range(steps):
             start = (i * BATCH) % (len(x) - BATCH)
             batch = torch.arange(start, start + BATCH)[rank::world_size]
@@ -110,6 +113,7 @@ def fit(
         "wrote": summary is not None and Path(summary).exists(),
         "steps_run": steps_run,
         "sizes": sizes,
+        "step_grads": step_grads,
     }
 
 
