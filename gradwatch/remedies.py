@@ -293,11 +293,20 @@ HEALTHY_UPDATE = 1e-2
 
 
 def sized(finding: Finding, ranked: tuple[Remedy, ...], facts: ModelFacts) -> tuple[Remedy, ...]:
-    """``ranked`` with "lower the learning rate" sized from the finding's measured steps, where it has them.
+    """``ranked`` with "lower the learning rate" sized from the finding's evidence, where it has some.
 
-    Plain SGD and Adam alike move the weights in proportion to the learning rate, so a step that changed a
-    layer by ``u`` times its norm asks for a rate about ``u / HEALTHY_UPDATE`` times smaller.
+    A rising rate that passed what the model trains at (``trained_lr``: a rate it still trained well at) asks
+    for a peak about there. Otherwise plain SGD and Adam alike move the weights in proportion to the learning
+    rate, so a step that changed a layer by ``u`` times its norm asks for a rate about ``u / HEALTHY_UPDATE``
+    times smaller.
     """
+    trained = finding.evidence.get("trained_lr")
+    if facts.lr is not None and isinstance(trained, float) and 0 < trained < facts.lr:
+        why = (
+            f"your learning rate is {facts.lr:.3g} and still rising, past the largest this model trains at: cap the peak at "
+            f"about {trained:.2g}, a rate it still trained well at, or lower"
+        )
+        return tuple(Remedy(r.id, r.title, why) if r.id == "lower_lr" else r for r in ranked)
     updates = finding.evidence.get("peak_update")
     if facts.lr is None or not isinstance(updates, dict) or not updates:
         return ranked

@@ -44,7 +44,7 @@ SHAPE_NODES = frozenset(
     | {"PermuteBackward0", "TransposeBackward0", "CloneBackward0", "ToCopyBackward0", "SelectBackward0", "SliceBackward0", "ExpandBackward0"}
 )
 REDUCING_NODES = frozenset({"MeanBackward0", "MeanBackward1", "SumBackward0", "SumBackward1", "MulBackward0", "DivBackward0", "AddBackward0"})
-RESIDUAL_NAME = re.compile(r"residual|resblock|basicblock|bottleneck|skip", re.IGNORECASE)
+RESIDUAL_NAME = re.compile(r"residual|resblock|basicblock|bottleneck|skip|attention|transformer", re.IGNORECASE)  # attention: in a block
 _INDEX = re.compile(r"\.(\d+)(?=\.|$)")
 
 

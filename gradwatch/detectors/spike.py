@@ -74,14 +74,14 @@ LOSS_SPIKE = Symptom(
 DIVERGENCE_FORECAST = Symptom(
     "divergence_forecast",
     remedies={"lower_lr": 1.0, "warmup": 0.9, "gradient_clipping": 0.9, "skip_batch": 0.5},
-    variants=(
-        Variant("attention", _attention_seen, {"qk_norm": 1.1, "lower_lr": 1.0, "warmup": 0.9, "gradient_clipping": 0.8}),
-        Variant("adam", lambda evidence: evidence.get("mechanism") == "adam_moments", {"adam_epsilon": 1.2, "warmup": 1.0, "lower_lr": 0.9}),
+    variants=(  # the sign that raised the warning first: a warmup past the rate the model trains at is fixed by its peak
         Variant(
             "past_best_lr",
             lambda evidence: evidence.get("mechanism") in ("past_best_lr", "gradient_climb"),
-            {"lower_lr": 1.1, "warmup": 0.9, "gradient_clipping": 0.8},
+            {"lower_lr": 1.1, "gradient_clipping": 0.8},
         ),
+        Variant("attention", _attention_seen, {"qk_norm": 1.1, "lower_lr": 1.0, "warmup": 0.9, "gradient_clipping": 0.8}),
+        Variant("adam", lambda evidence: evidence.get("mechanism") == "adam_moments", {"adam_epsilon": 1.2, "warmup": 1.0, "lower_lr": 0.9}),
         Variant("logits", _logits_drifted, {"z_loss": 1.2, "lower_lr": 1.0, "warmup": 0.9, "gradient_clipping": 0.8}),
     ),
 )
@@ -367,9 +367,10 @@ class Precursor:
     where: str | None
     value: float
     text: str
+    trained_lr: float | None = None  # the learning rate the run still trained well at, where the sign knows it
 
     def to_dict(self) -> dict[str, Any]:
-        return {"mechanism": self.mechanism, "where": self.where, "value": self.value, "text": self.text}
+        return {"mechanism": self.mechanism, "where": self.where, "value": self.value, "text": self.text, "trained_lr": self.trained_lr}
 
 
 class DivergenceForecast(Detector):
@@ -494,7 +495,7 @@ class DivergenceForecast(Detector):
             f"the loss crept up to {fmt(loss)}, {fmt(loss / best_loss)}× its best {fmt(best_loss)}, while the learning rate "
             f"rose from {fmt(best_lr)} to {fmt(lr)}: the rate has likely passed the largest this model trains at, and a run whose rate keeps rising diverges"
         )
-        return Precursor("past_best_lr", None, loss / best_loss, text)
+        return Precursor("past_best_lr", None, loss / best_loss, text, best_lr)
 
     def _gradient_climb(self, sample: StepStats) -> Precursor | None:
         """The gradient norm grows while the loss has stopped improving and the learning rate keeps rising: the
@@ -508,11 +509,11 @@ class DivergenceForecast(Detector):
         if level < CLIMB * low or sample.lr < LR_ROSE * low_lr or loss < best:
             return None
         text = (
-            f"the gradient norm climbed to {fmt(level)}, {fmt(level / low)}× its lowest {fmt(low)} (medians over {CLIMB_STEPS} steps), "
-            f"while the loss stopped improving ({fmt(loss)}, its best {fmt(best)}) and the learning rate rose from {fmt(low_lr)} to "
-            f"{fmt(sample.lr)}: the gradient grows ahead of the loss once the rate passes the largest this model trains at"
+            f"the gradient norm climbed to {fmt(level)}, {fmt(level / low)}× its lowest {fmt(low)} (medians of {CLIMB_STEPS} steps), as the "
+            f"learning rate rose from {fmt(low_lr)} to {fmt(sample.lr)} and the loss stopped improving (best {fmt(best)}): past the largest "
+            "rate a model trains at, its gradient grows before its loss does"
         )
-        return Precursor("gradient_climb", None, level / low, text)
+        return Precursor("gradient_climb", None, level / low, text, low_lr)
 
     def _warning(self, sample: StepStats) -> Finding:
         raised = self.raised or {}
@@ -527,6 +528,7 @@ class DivergenceForecast(Detector):
         if partition:
             parts.append(f"the output log-partition is {fmt(partition[1])} (it started at {fmt(partition[0])})")
         layers = [s.where for s in signs if s.where] + ([attention["layer"]] if attention and attention["layer"] else [])
+        trained = [s.trained_lr for s in signs if s.trained_lr is not None]
         return self.finding(
             sample,
             "warning",
@@ -537,6 +539,7 @@ class DivergenceForecast(Detector):
             mechanisms=[s.mechanism for s in signs],
             where=signs[0].where,
             signs=raised["signs"],
+            trained_lr=min(trained, default=None),
             attention=attention,
             output_log_partition=partition,
             loss=raised["loss"],

@@ -246,3 +246,16 @@ def test_a_gradient_norm_that_climbs_while_the_loss_improves_or_at_a_constant_ra
         noisy.append(replace(sample, step_grad_norms=tuple(0.3 * rng.lognormvariate(0, 0.5) for _ in range(sample.step - previous))))
         previous = sample.step
     assert not [f for f in observe_all(DivergenceForecast(), noisy) if f is not None]
+
+
+def test_a_warmup_past_the_rate_the_model_trains_at_is_told_to_cap_its_peak_near_the_rate_it_trained_at() -> None:
+    from gradwatch.session import Session
+
+    session = Session("pytorch", detectors=[DivergenceForecast()], warn_on=None)
+    session.set_facts(ModelFacts(lr=0.9, optimizer="AdamW"))
+    for sample in climbing_gradients(20, 0):
+        session.observe(sample)
+    found = session.findings["divergence_forecast"]
+    trained = found.evidence["trained_lr"]
+    assert 0.1 < trained < 0.3 and [r.id for r in found.remedies] == ["lower_lr", "gradient_clipping"]  # no warmup: it warms up
+    assert f"cap the peak at about {trained:.2g}" in found.remedies[0].why

@@ -228,3 +228,11 @@ def test_every_steps_gradient_norm_reaches_the_next_sample_without_a_host_read_o
         assert len(stats.step_grad_norms) == len(expected), (stats.step, stats.step_grad_norms)
         assert all(math.isclose(a, b, rel_tol=1e-4) for a, b in zip(stats.step_grad_norms, expected)), (stats.step_grad_norms, expected)
         previous = stats.step
+
+
+def test_a_model_with_attention_and_layer_norms_is_known_as_a_normalised_residual_model() -> None:
+    from gradwatch.integrations.torch_facts import model_facts
+
+    facts = model_facts(TinyGPT())  # its std-0.02-style init is by design: never blamed for a divergence
+    assert facts.residual is True and facts.normalization
+    assert model_facts(nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))).residual is False
