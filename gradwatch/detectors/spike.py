@@ -239,6 +239,7 @@ class GradientClimb:
     def __init__(self) -> None:
         self.recent: deque[float] = deque(maxlen=CLIMB_STEPS)
         self.lowest: tuple[float, float] | None = None  # (level, learning rate)
+        self.layer_lowest: dict[str, float] = {}  # each layer's lowest sampled gradient norm, from step LEVEL_STEPS on
 
     def add(self, norms: Sequence[float], lr: float | None, step: int) -> float | None:
         """Add the norms of the steps up to ``step`` that a sample brought (at learning rate ``lr``); the level now,
@@ -255,11 +256,27 @@ class GradientClimb:
                     self.lowest = (level, lr)
         return _median(recent) if len(recent) == CLIMB_STEPS else None
 
+    def steepest(self, sample: StepStats) -> tuple[str, float] | None:
+        """The layer whose sampled gradient norm stands highest against its own lowest, and that factor (each
+        layer's lowest is kept here, from step ``LEVEL_STEPS`` on)."""
+        if sample.step < LEVEL_STEPS:
+            return None
+        lowest, steepest = self.layer_lowest, None
+        for layer in sample.layers:
+            norm = layer.grad_norm
+            if norm is None or not 0 < norm < math.inf:
+                continue
+            low = lowest[layer.name] = min(norm, lowest.get(layer.name, norm))
+            if steepest is None or norm / low > steepest[1]:
+                steepest = (layer.name, norm / low)
+        return steepest
+
     def state_dict(self) -> dict[str, Any]:
-        return {"recent": list(self.recent), "lowest": self.lowest}
+        return {"recent": list(self.recent), "lowest": self.lowest, "layer_lowest": self.layer_lowest}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.recent = deque(state.get("recent", []), maxlen=CLIMB_STEPS)
+        self.layer_lowest = dict(state.get("layer_lowest", {}))
         lowest = state.get("lowest")
         self.lowest = (float(lowest[0]), float(lowest[1])) if lowest is not None else None
 
@@ -502,6 +519,7 @@ class DivergenceForecast(Detector):
         level of the last ``CLIMB_STEPS`` steps' norms ``CLIMB`` times its lowest, the rate ``LR_ROSE`` times what it
         was then, the sampled loss no lower than its lowest."""
         level = self.climb.add(sample.step_grad_norms, sample.lr, sample.step)
+        steepest = self.climb.steepest(sample)
         lowest, loss, best = self.climb.lowest, sample.loss, self.level.lowest
         if level is None or lowest is None or not finite(loss) or not finite(sample.lr) or best is None or best <= 0:
             return None
@@ -513,7 +531,10 @@ class DivergenceForecast(Detector):
             f"learning rate rose from {fmt(low_lr)} to {fmt(sample.lr)} and the loss stopped improving (best {fmt(best)}): past the largest "
             "rate a model trains at, its gradient grows before its loss does"
         )
-        return Precursor("gradient_climb", None, level / low, text, low_lr)
+        where = steepest[0] if steepest is not None and steepest[1] >= CLIMB else None
+        if steepest is not None and where is not None:
+            text += f"; most in {where}, whose sampled gradient norm is {fmt(steepest[1])}× its lowest"
+        return Precursor("gradient_climb", where, level / low, text, low_lr)
 
     def _warning(self, sample: StepStats) -> Finding:
         raised = self.raised or {}

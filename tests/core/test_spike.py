@@ -204,7 +204,8 @@ def test_the_forecast_state_survives_a_json_checkpoint_mid_warmup() -> None:
 
 def climbing_gradients(count: int, seed: int, *, lr_rises: bool = True, loss_falls: bool = False) -> list[StepStats]:
     """Every step's gradient norm falls from 1 to 0.3, then (from step 120, as warmup passes a rate of 0.27) doubles
-    every 30 steps, with 30% noise; the loss levels off at 2.0 by step 100 and creeps 2% above it (or keeps falling)."""
+    every 30 steps, with 30% noise, the head's most; the loss levels off at 2.0 by step 100 and creeps 2% above it
+    (or keeps falling)."""
     rng = random.Random(seed)
     out, previous = [], -1
     for s in steps(count):
@@ -216,7 +217,8 @@ def climbing_gradients(count: int, seed: int, *, lr_rises: bool = True, loss_fal
         creep = 1 + 0.02 * min(1.0, max(0, s - 120) / 40)
         loss = (1.0 + 3 * math.exp(-s / 100) if loss_falls else 2.0 + 2 * math.exp(-s / 20) * (s < 100)) * creep
         lr = 0.9 * min(1.0, (s + 1) / 400) if lr_rises else 0.9
-        out.append(replace(step_stats(s, loss * (1 + 0.003 * rng.gauss(0, 1)), rng), lr=lr, step_grad_norms=tuple(norms)))
+        head = {"head": 2 ** (min(40, max(0, s - 120)) / 15)}  # the layer whose own gradient climbs most (up to 6×)
+        out.append(replace(step_stats(s, loss * (1 + 0.003 * rng.gauss(0, 1)), rng, jump=head), lr=lr, step_grad_norms=tuple(norms)))
     return out
 
 
@@ -228,6 +230,7 @@ def test_every_steps_gradient_norm_climbing_as_the_loss_stalls_under_a_rising_ra
         assert warning.evidence["mechanism"] == "gradient_climb", warning.evidence["mechanisms"]
         assert 140 <= warning.first_step <= 220, warning.first_step  # the median doubles 30-60 steps into the climb
         assert "gradient norm climbed to" in warning.message and "learning rate rose from" in warning.message
+        assert "head" in warning.layers and "most in head" in warning.message
     from gradwatch.session import Session
 
     session = Session("pytorch", detectors=[DivergenceForecast()], warn_on=None)
