@@ -105,13 +105,15 @@ class TorchCycle:
         if self.collector.lazy and not any(is_lazy(p) for p in self.collector.lazy):
             self.bind(self.optimizers)  # lazy modules got their parameters in a first forward: watch them too
         first = self.optimizers[0] if self.optimizers else optimizer
-        if first is not None and optimizer in (None, first):  # every step: the rate it steps with, no device read
+        each_step = first is not None and optimizer in (None, first)  # once per step: its rate and its gradient norm
+        if each_step and first is not None:  # the rate it steps with, no device read
             self._step_lr = _lr(first, tensors=False)
             if self._step_lr is not None:
                 self.mistakes.lr_cycles.see(self._step_lr)
-            self.guard.run(COLLECTOR, self.collector.note_step_gradients, scale)
         share = self._shares.get(id(optimizer)) if optimizer is not None else None
         if share is not None and optimizer is not None:
+            if each_step:
+                self.guard.run(COLLECTOR, self.collector.note_step_gradients, scale)
             if not self._sampled:
                 self._sampled, self._stepped = self.session.should_sample(self._batch_step if self._batch_step is not None else step), False
             if self._sampled and id(optimizer) not in self._read_shares:
@@ -126,6 +128,8 @@ class TorchCycle:
         if self._sampled:
             self.guard.run(COLLECTOR, self.collector.capture_gradients, scale=scale)
             self.guard.run(MOMENTS, self.collector.capture_moments, self.optimizers)
+        if each_step:  # after a sampled step's read, whose per-layer norms it reuses
+            self.guard.run(COLLECTOR, self.collector.note_step_gradients, scale)
 
     def arm_backward(self, step: int, *, full: bool) -> None:
         """If ``step`` is sampled, read the gradients as soon as a backward pass has accumulated them all.

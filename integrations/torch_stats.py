@@ -36,6 +36,7 @@ from .torch_facts import (
 from .torch_probes import ForwardProbes
 
 ROW_KINDS = ("Linear", "Conv1d", "Conv2d", "Conv3d")
+SAMPLED_STRIDE = 8  # a gradient whose updates are read on every 8th block or sparser is read so at every step too
 STEP_NORMS_KEPT = 200  # per-step gradient norms kept between two samples (the latest; the forecast reads a few dozen)
 
 _VERSION = operator.attrgetter("_version")
@@ -86,7 +87,7 @@ class TorchCollector:
         self._loss_float = 0.0
         self._loss_count = 0
         self._step_grads: deque[torch.Tensor] = deque(maxlen=STEP_NORMS_KEPT)  # squared, each optimizer step's since the last sample
-        self._step_factor: torch.Tensor | None = None  # each parameter's shard count, where a parameter is sharded
+        self._step_weights: torch.Tensor | None = None  # each gradient's share of the per-step total (see note_step_gradients)
         self._row_window: dict[Group, tuple[Any, int]] = {}  # weight group -> (gradient row norm maxima, rows)
         self.batch_rows = 0  # rows of the latest sampled batch (the first layer's input), 0 until one is seen
         self.set_trainable(None)
@@ -362,18 +363,31 @@ class TorchCollector:
     @torch.no_grad()
     def note_step_gradients(self, scale: float | None = None) -> None:
         """The total gradient norm of an optimizer step, squared, kept on the device until the next sample (no host
-        read: a few kernels per step). ``scale``: a loss scale left in the gradients. Shards count as in ``pack``."""
-        found = [(p.grad, k) for p, k in zip(self.params, self.shards) if p.grad is not None and p.grad.layout == torch.strided]
+        read). On a sampled step it is the sum of the per-layer norms just read, where the gradients are still
+        those; otherwise one foreach pass, large gradients read on the blocks their updates are (``gradwatch.blocks``:
+        an unbiased estimate that reads a sixty-fourth of them). ``scale``: a loss scale left in the gradients.
+        Shards count as in ``pack``."""
+        sample = self._sample
+        if sample.grad_norms is not None and sample.grad_key is not None and sample.grad_key == _grad_key([p.grad for p in self.params]):
+            self._step_grads.append(sample.grad_norms.sum())
+            return
+        found = [(i, p.grad) for i, p in enumerate(self.params) if p.grad is not None and p.grad.layout == torch.strided]
         if not found:
             return
-        squares = torch.stack(foreach_norms(self._local([grad for grad, _ in found]))).square()
-        if self._sharded:
-            factor = self._step_factor
-            if len(found) < len(self.params) or factor is None or factor.device != squares.device:  # the usual case: built once
-                factor = torch.tensor([float(k) for _, k in found], device=squares.device)
-                self._step_factor = factor if len(found) == len(self.params) else self._step_factor
-            squares = squares * factor
-        total = squares.sum()
+        strides = self._update_stride
+        grads = self._local([grad for _, grad in found])
+        whole = [(i, grad) for (i, _), grad in zip(found, grads) if strides[i] < SAMPLED_STRIDE]
+        blocks = [(i, _sampled(grad, strides[i])) for (i, _), grad in zip(found, grads) if strides[i] >= SAMPLED_STRIDE]
+        parts = [torch.stack(foreach_norms([grad for _, grad in whole])).square()] if whole else []
+        parts += [torch.stack([view.float().square().sum() for _, view in blocks])] if blocks else []  # a norm of a strided view can be slow
+        squares = torch.cat(parts) if len(parts) > 1 else parts[0]
+        weights = self._step_weights if len(found) == len(self.params) else None
+        if weights is None or weights.device != squares.device:  # each gradient's share of the total: built once
+            factors = [float(self.shards[i]) for i, _ in whole] + [self._update_scale[i] * self.shards[i] for i, _ in blocks]
+            weights = torch.tensor(factors, device=squares.device) if any(f != 1.0 for f in factors) else squares.new_ones(0)
+            if len(found) == len(self.params):
+                self._step_weights = weights
+        total = torch.dot(squares, weights) if weights.numel() else squares.sum()
         self._step_grads.append(total / scale**2 if scale else total)
 
     def add_part(self, name: str, values: torch.Tensor) -> None:

@@ -236,3 +236,28 @@ def test_a_model_with_attention_and_layer_norms_is_known_as_a_normalised_residua
     facts = model_facts(TinyGPT())  # its std-0.02-style init is by design: never blamed for a divergence
     assert facts.residual is True and facts.normalization
     assert model_facts(nn.Sequential(nn.Linear(4, 4), nn.LayerNorm(4))).residual is False
+
+
+def test_a_large_gradients_per_step_norm_is_read_on_blocks_and_stays_within_a_few_percent() -> None:
+    torch.manual_seed(5)
+    model = nn.Sequential(nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 4))  # 262,144 weights: read on every 13th block
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
+    seen, totals = [], []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        watcher = watch(model, optimizer, every_n_steps=10, print_report=False)
+        observe = watcher.session.observe
+        watcher.session.observe = lambda stats: seen.append(stats) or observe(stats)  # type: ignore[method-assign]
+        for _ in range(11):
+            loss = F.cross_entropy(model(torch.randn(64, 512)), torch.randint(0, 4, (64,)))
+            optimizer.zero_grad()
+            loss.backward()
+            totals.append(float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()]))))
+            optimizer.step()
+            watcher.step(loss)
+        watcher.close()
+    assert watcher.cycle.collector._update_stride[0] >= 8  # the large weight is read on blocks
+    estimates = [n for stats in seen for n in stats.step_grad_norms]
+    assert len(estimates) == 11
+    errors = [abs(a / b - 1) for a, b in zip(estimates, totals)]
+    assert max(errors) < 0.03 and 0 < max(errors), errors  # unsampled steps are estimates, not exact reads
