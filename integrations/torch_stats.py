@@ -364,9 +364,10 @@ class TorchCollector:
     def note_step_gradients(self, scale: float | None = None) -> None:
         """The total gradient norm of an optimizer step, squared, kept on the device until the next sample (no host
         read). On a sampled step it is the sum of the per-layer norms just read, where the gradients are still
-        those; otherwise one foreach pass, large gradients read on the blocks their updates are (``gradwatch.blocks``:
-        an unbiased estimate that reads a sixty-fourth of them). ``scale``: a loss scale left in the gradients.
-        Shards count as in ``pack``."""
+        those; otherwise one foreach pass, and on CPU large gradients are read on the blocks their updates are
+        (``gradwatch.blocks``: an unbiased estimate that reads a sixty-fourth of them; an accelerator reads them
+        whole in the same fused pass, cheaper than a kernel per tensor). ``scale``: a loss scale left in the
+        gradients. Shards count as in ``pack``."""
         sample = self._sample
         if sample.grad_norms is not None and sample.grad_key is not None and sample.grad_key == _grad_key([p.grad for p in self.params]):
             self._step_grads.append(sample.grad_norms.sum())
@@ -374,10 +375,10 @@ class TorchCollector:
         found = [(i, p.grad) for i, p in enumerate(self.params) if p.grad is not None and p.grad.layout == torch.strided]
         if not found:
             return
-        strides = self._update_stride
         grads = self._local([grad for _, grad in found])
-        whole = [(i, grad) for (i, _), grad in zip(found, grads) if strides[i] < SAMPLED_STRIDE]
-        blocks = [(i, _sampled(grad, strides[i])) for (i, _), grad in zip(found, grads) if strides[i] >= SAMPLED_STRIDE]
+        strides = self._update_stride if grads[0].device.type == "cpu" else None  # an accelerator's one fused pass is cheaper
+        whole = [(i, grad) for (i, _), grad in zip(found, grads) if strides is None or strides[i] < SAMPLED_STRIDE]
+        blocks = [(i, _sampled(grad, strides[i])) for (i, _), grad in zip(found, grads) if strides is not None and strides[i] >= SAMPLED_STRIDE]
         parts = [torch.stack(foreach_norms([grad for _, grad in whole])).square()] if whole else []
         parts += [torch.stack([view.float().square().sum() for _, view in blocks])] if blocks else []  # a norm of a strided view can be slow
         squares = torch.cat(parts) if len(parts) > 1 else parts[0]
