@@ -87,7 +87,7 @@ class TorchCollector:
         self._loss_float = 0.0
         self._loss_count = 0
         self._step_grads: deque[torch.Tensor] = deque(maxlen=STEP_NORMS_KEPT)  # squared, each optimizer step's since the last sample
-        self._step_weights: torch.Tensor | None = None  # each gradient's share of the per-step total (see note_step_gradients)
+        self._step_weights: dict[tuple[Any, ...], torch.Tensor | None] = {}  # see note_step_gradients
         self._row_window: dict[Group, tuple[Any, int]] = {}  # weight group -> (gradient row norm maxima, rows)
         self.batch_rows = 0  # rows of the latest sampled batch (the first layer's input), 0 until one is seen
         self.set_trainable(None)
@@ -382,13 +382,12 @@ class TorchCollector:
         parts = [torch.stack(foreach_norms([grad for _, grad in whole])).square()] if whole else []
         parts += [torch.stack([view.float().square().sum() for _, view in blocks])] if blocks else []  # a norm of a strided view can be slow
         squares = torch.cat(parts) if len(parts) > 1 else parts[0]
-        weights = self._step_weights if len(found) == len(self.params) else None
-        if weights is None or weights.device != squares.device:  # each gradient's share of the total: built once
+        key = (squares.device, *(i for i, _ in whole), -1, *(i for i, _ in blocks))
+        if key not in self._step_weights:  # each gradient's share of the total (None: all 1), built once per layout
             factors = [float(self.shards[i]) for i, _ in whole] + [self._update_scale[i] * self.shards[i] for i, _ in blocks]
-            weights = torch.tensor(factors, device=squares.device) if any(f != 1.0 for f in factors) else squares.new_ones(0)
-            if len(found) == len(self.params):
-                self._step_weights = weights
-        total = torch.dot(squares, weights) if weights.numel() else squares.sum()
+            self._step_weights[key] = torch.tensor(factors, device=squares.device) if any(f != 1.0 for f in factors) else None
+        weights = self._step_weights[key]
+        total = squares.sum() if weights is None else torch.dot(squares, weights)
         self._step_grads.append(total / scale**2 if scale else total)
 
     def add_part(self, name: str, values: torch.Tensor) -> None:

@@ -531,8 +531,9 @@ class DivergenceForecast(Detector):
             f"learning rate rose from {fmt(low_lr)} to {fmt(sample.lr)} and the loss stopped improving (best {fmt(best)}): past the largest "
             "rate a model trains at, its gradient grows before its loss does"
         )
-        where = steepest[0] if steepest is not None and steepest[1] >= CLIMB else None
-        if steepest is not None and where is not None:
+        where = None
+        if steepest is not None and steepest[1] >= CLIMB:
+            where = steepest[0]
             text += f"; most in {where}, whose sampled gradient norm is {fmt(steepest[1])}× its lowest"
         return Precursor("gradient_climb", where, level / low, text, low_lr)
 

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import math
 import warnings
+from typing import Any
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
+from gradwatch import StepStats
 from gradwatch.integrations.pytorch import watch
 
 TEXT = "".join(f"{word} {i % 7} sees {word[::-1]}; " for i, word in enumerate(("gradient", "spike", "layer", "logit", "warmup") * 40))
@@ -194,28 +196,39 @@ def test_attention_is_looked_for_on_every_sampled_step_only_where_the_first_one_
         assert model.recorder.watched == [True, False, attention, False]
 
 
+def recorded(watcher: Any) -> list[StepStats]:
+    """Every sample ``watcher``'s session observes, from now on."""
+    seen: list[StepStats] = []
+    observe = watcher.session.observe
+    watcher.session.observe = lambda stats: seen.append(stats) or observe(stats)
+    return seen
+
+
+@torch.no_grad()
+def total_grad_norm(model: nn.Module) -> float:
+    return float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()])))
+
+
 def test_every_steps_gradient_norm_reaches_the_next_sample_without_a_host_read_of_its_own(monkeypatch) -> None:  # type: ignore[no-untyped-def]
     torch.manual_seed(4)
     model = TinyGPT()
     optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)  # (Adam reads its step count to the host)
     generator = torch.Generator().manual_seed(0)
-    seen, totals, reads = [], [], []
+    totals, reads = [], []
     for name in ("tolist", "item"):
         real = getattr(torch.Tensor, name)
         monkeypatch.setattr(torch.Tensor, name, lambda t, _real=real, _name=name: reads.append(_name) or _real(t))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         watcher = watch(model, optimizer, every_n_steps=5, print_report=False)
-        observe = watcher.session.observe
-        watcher.session.observe = lambda stats: seen.append(stats) or observe(stats)  # type: ignore[method-assign]
+        seen = recorded(watcher)
         for step in range(12):
             starts = torch.randint(0, len(IDS) - 33, (8,), generator=generator)
             x = torch.stack([IDS[s : s + 32] for s in starts])
             loss = F.cross_entropy(model(x).reshape(-1, len(CHARS)), IDS[starts[:, None] + torch.arange(1, 33)].reshape(-1))
             optimizer.zero_grad()
             loss.backward()
-            with torch.no_grad():
-                totals.append(float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()]))))
+            totals.append(total_grad_norm(model))
             reads.clear()
             optimizer.step()
             watcher.step(loss)
@@ -242,17 +255,16 @@ def test_a_large_gradients_per_step_norm_is_read_on_blocks_and_stays_within_a_fe
     torch.manual_seed(5)
     model = nn.Sequential(nn.Linear(512, 512), nn.ReLU(), nn.Linear(512, 4))  # 262,144 weights: read on every 13th block
     optimizer = torch.optim.SGD(model.parameters(), lr=0.01)
-    seen, totals = [], []
+    totals = []
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         watcher = watch(model, optimizer, every_n_steps=10, print_report=False)
-        observe = watcher.session.observe
-        watcher.session.observe = lambda stats: seen.append(stats) or observe(stats)  # type: ignore[method-assign]
+        seen = recorded(watcher)
         for _ in range(11):
             loss = F.cross_entropy(model(torch.randn(64, 512)), torch.randint(0, 4, (64,)))
             optimizer.zero_grad()
             loss.backward()
-            totals.append(float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()]))))
+            totals.append(total_grad_norm(model))
             optimizer.step()
             watcher.step(loss)
         watcher.close()
