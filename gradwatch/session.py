@@ -220,6 +220,8 @@ class Session:
             self._input_scale = (sample.input_mean_abs, sample.input_std)
         if sample.lr is not None and math.isfinite(sample.lr) and sample.lr != self._facts.lr:  # a schedule moved it
             self._facts = replace(self._facts, lr=sample.lr)
+        if sample.clipped and not self._facts.grad_clipping:  # the loop clips: never a remedy to suggest
+            self._facts = replace(self._facts, grad_clipping=True)
         self.guard.run("history", self._history.add, sample, self._facts.kinds)
         raised = []
         self._facts_causes = find_causes(self._facts, self._input_scale, self._last_loss)  # once per sample

@@ -13,6 +13,8 @@ import math
 from dataclasses import dataclass, field
 from typing import TypeGuard
 
+CLIPPED = 0.99  # a step's total gradient norm below this share of the norm backward produced: the loop clipped it
+
 
 @dataclass(slots=True)
 class LayerStats:
@@ -154,6 +156,18 @@ class StepStats:
     def __post_init__(self) -> None:
         finite = (self.loss is None or math.isfinite(self.loss)) and all(layer.finite for layer in self.layers)
         object.__setattr__(self, "finite", finite)
+
+    @property
+    def grad_norm(self) -> float | None:
+        """The total gradient norm the optimizer stepped with (over the layers measured), where measured."""
+        grads = [layer.grad_norm for layer in self.layers if finite(layer.grad_norm)]
+        return math.sqrt(sum(g * g for g in grads)) if grads else None
+
+    @property
+    def clipped(self) -> bool:
+        """The training code scaled the gradients down between backward and the optimizer step: it clips them."""
+        total, unclipped = self.grad_norm, self.grad_norm_unclipped
+        return total is not None and finite(unclipped) and total < CLIPPED * unclipped
 
     def scalars(self, *, per_layer: bool = False) -> dict[str, float]:
         """A few numbers for experiment loggers, keyed ``gradwatch/...`` (measured values only)."""

@@ -131,22 +131,25 @@ class TorchCycle:
         if each_step:  # after a sampled step's read, whose per-layer norms it reuses
             self.guard.run(COLLECTOR, self.collector.note_step_gradients, scale)
 
-    def arm_backward(self, step: int, *, full: bool) -> None:
-        """If ``step`` is sampled, read the gradients as soon as a backward pass has accumulated them all.
+    def arm_backward(self, step: int, *, full: bool, layers: bool = True) -> None:
+        """Have every backward pass of optimizer step ``step`` report its gradients as soon as it has accumulated them.
 
-        ``full``: take the whole sample then (no optimizer step will be seen: the
-        loop updates the weights by hand, and may zero the gradients before
-        ``watcher.step``); otherwise read the gradients before any clipping the
-        training code applies, and again at the optimizer step only if they
-        changed. The first and last trainable parameters carry a hook that
-        queues the read for the end of the backward pass (when every gradient is
-        accumulated); the hooks hold no gradient (a held one would make autograd
-        copy it). A second backward in the same step (accumulation) makes the
-        pre-clip total unusable.
+        ``full``: take the whole sample then, if ``step`` is sampled (no
+        optimizer step will be seen: the loop updates the weights by hand, and
+        may zero the gradients before ``watcher.step``). Otherwise read the
+        step's total gradient norm there, before any clipping or AMP unscaling
+        the training code applies (the last pass's, under accumulation). With
+        ``layers``, a sampled step also reads its per-layer norms there, and
+        again at the optimizer step only if they changed. The first and last trainable
+        parameters carry a hook that queues the read for the end of the
+        backward pass (when every gradient is accumulated); the hooks hold no
+        gradient (a held one would make autograd copy it). A second backward in
+        the same step (accumulation) makes the sample's pre-clip total unusable.
         """
         self.disarm()
         params = self.collector.params
-        if not self.session.should_sample(step) or not params or not self.guard.enabled(COLLECTOR) or not self.guard.enabled(BACKWARD):
+        sampled = self.session.should_sample(step)
+        if not params or (full and not sampled) or not self.guard.enabled(COLLECTOR) or not self.guard.enabled(BACKWARD):
             return
         queued = [False]
 
@@ -154,8 +157,10 @@ class TorchCycle:
             queued[0] = False
             if full:
                 self.before_step(step)
-            else:
+                return
+            if sampled and layers:
                 self.collector.capture_after_backward()
+            self.collector.note_backward_gradients()
 
         def accumulated(param: torch.Tensor) -> None:
             if not queued[0]:

@@ -12,10 +12,12 @@ from __future__ import annotations
 
 import math
 import operator
+import sys
+import weakref
 from collections import deque
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from gradwatch.blocks import BLOCK, CACHE_CHUNK, LARGE_PARAM, SPREAD_UNITS, sampled_elements, update_stride
 from gradwatch.detectors.dead_relu import WINDOW_ROWS, row_judged
@@ -88,6 +90,8 @@ class TorchCollector:
         self._loss_count = 0
         self._step_grads: deque[torch.Tensor] = deque(maxlen=STEP_NORMS_KEPT)  # squared, each optimizer step's since the last sample
         self._step_weights: dict[tuple[Any, ...], torch.Tensor | None] = {}  # see note_step_gradients
+        self._after_backward: tuple[torch.Tensor, tuple[list[int], list[int]]] | None = None  # see note_backward_gradients
+        self._scaler: weakref.ref[Any] | Literal[False] | None = None  # the GradScaler stepping the optimizer (False: none; None: not looked for)
         self._row_window: dict[Group, tuple[Any, int]] = {}  # weight group -> (gradient row norm maxima, rows)
         self.batch_rows = 0  # rows of the latest sampled batch (the first layer's input), 0 until one is seen
         self.set_trainable(None)
@@ -361,20 +365,57 @@ class TorchCollector:
         self._loss_count += 1
 
     @torch.no_grad()
+    def note_backward_gradients(self) -> None:
+        """At the end of a backward pass: the total gradient norm, squared, as backward left it (before any clipping
+        or AMP unscaling), kept on the device for ``note_step_gradients`` (under accumulation, the last pass's)."""
+        key = _grad_key([p.grad for p in self.params])
+        total = self._total_grad_sq(key)
+        self._after_backward = (total, key) if total is not None else None
+
+    @torch.no_grad()
     def note_step_gradients(self, scale: float | None = None) -> None:
         """The total gradient norm of an optimizer step, squared, kept on the device until the next sample (no host
         read). On a sampled step it is the sum of the per-layer norms just read, where the gradients are still
         those; otherwise one foreach pass, and on CPU large gradients are read on the blocks their updates are
         (``gradwatch.blocks``: an unbiased estimate that reads a sixty-fourth of them; an accelerator reads them
         whole in the same fused pass, cheaper than a kernel per tensor). ``scale``: a loss scale left in the
-        gradients. Shards count as in ``pack``."""
-        sample = self._sample
-        if sample.grad_norms is not None and sample.grad_key is not None and sample.grad_key == _grad_key([p.grad for p in self.params]):
-            self._step_grads.append(sample.grad_norms.sum())
+        gradients. Shards count as in ``pack``.
+
+        Where ``note_backward_gradients`` read them at the end of backward, the step's norm is that one, before
+        any clipping, divided by the loss scale of the AMP ``GradScaler`` stepping the optimizer, if any."""
+        after_backward, self._after_backward = self._after_backward, None
+        if after_backward is not None:
+            pre_clip, key = after_backward
+            changed = key != _grad_key([p.grad for p in self.params])  # clipped, or unscaled by a GradScaler
+            loss_scale = self._stepping_scale() if changed else None
+            if loss_scale is not None:
+                pre_clip = pre_clip / loss_scale.square()
+                if self._sample.raw_grad_sq is not None:  # read at the end of backward too: scaled alike
+                    self._sample.raw_grad_sq = self._sample.raw_grad_sq / loss_scale.square()
+            self._step_grads.append(pre_clip)
             return
+        now = self._total_grad_sq(None)
+        if now is not None:
+            self._step_grads.append(now / scale**2 if scale else now)
+
+    def _stepping_scale(self) -> torch.Tensor | None:
+        """The loss scale (a device tensor) of the AMP ``GradScaler`` whose ``step()`` is calling the optimizer,
+        looked for on the call stack at the first step whose gradients changed after backward."""
+        if self._scaler is None:
+            self._scaler = stepping_scaler()
+        scaler = self._scaler() if self._scaler else None
+        loss_scale: torch.Tensor | None = getattr(scaler, "_scale", None)
+        return loss_scale
+
+    def _total_grad_sq(self, key: tuple[list[int], list[int]] | None) -> torch.Tensor | None:
+        """The squared total norm of the gradients as they stand (``key``: their identities and versions, if known)."""
+        sample = self._sample
+        if sample.grad_norms is not None and sample.grad_key is not None and sample.grad_key == (key or _grad_key([p.grad for p in self.params])):
+            read: torch.Tensor = sample.grad_norms.sum()
+            return read
         found = [(i, p.grad) for i, p in enumerate(self.params) if p.grad is not None and p.grad.layout == torch.strided]
         if not found:
-            return
+            return None
         grads = self._local([grad for _, grad in found])
         strides = self._update_stride if grads[0].device.type == "cpu" else None  # an accelerator's one fused pass is cheaper
         whole = [(i, grad) for (i, _), grad in zip(found, grads) if strides is None or strides[i] < SAMPLED_STRIDE]
@@ -382,13 +423,12 @@ class TorchCollector:
         parts = [torch.stack(foreach_norms([grad for _, grad in whole])).square()] if whole else []
         parts += [torch.stack([view.float().square().sum() for _, view in blocks])] if blocks else []  # a norm of a strided view can be slow
         squares = torch.cat(parts) if len(parts) > 1 else parts[0]
-        key = (squares.device, *(i for i, _ in whole), -1, *(i for i, _ in blocks))
-        if key not in self._step_weights:  # each gradient's share of the total (None: all 1), built once per layout
+        layout = (squares.device, *(i for i, _ in whole), -1, *(i for i, _ in blocks))
+        if layout not in self._step_weights:  # each gradient's share of the total (None: all 1), built once per layout
             factors = [float(self.shards[i]) for i, _ in whole] + [self._update_scale[i] * self.shards[i] for i, _ in blocks]
-            self._step_weights[key] = torch.tensor(factors, device=squares.device) if any(f != 1.0 for f in factors) else None
-        weights = self._step_weights[key]
-        total = squares.sum() if weights is None else torch.dot(squares, weights)
-        self._step_grads.append(total / scale**2 if scale else total)
+            self._step_weights[layout] = torch.tensor(factors, device=squares.device) if any(f != 1.0 for f in factors) else None
+        weights = self._step_weights[layout]
+        return squares.sum() if weights is None else torch.dot(squares, weights)
 
     def add_part(self, name: str, values: torch.Tensor) -> None:
         """A declared measurement (``gradwatch.measures``) of the pending sample taken outside the collector, as a
@@ -573,6 +613,17 @@ class Packed:
     sequences: list[tuple[str, int]]
     spread: list[int]  # the weights (indices into ``params``) of the units' spreads, in order
     attention: list[tuple[str, int]] = field(default_factory=list)  # (attention, heads) of each attention call measured
+
+
+def stepping_scaler() -> weakref.ref[Any] | Literal[False]:
+    """The ``torch.amp.GradScaler`` whose ``step()`` is on the call stack (it calls ``optimizer.step`` itself), if any."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        owner = frame.f_locals.get("self")
+        if isinstance(owner, torch.amp.GradScaler):
+            return weakref.ref(owner)
+        frame = frame.f_back  # type: ignore[assignment]
+    return False
 
 
 def _grad_key(grads: list[torch.Tensor | None]) -> tuple[list[int], list[int]]:

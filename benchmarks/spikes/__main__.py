@@ -22,13 +22,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--first-seed", type=int, default=0, help="first seed (default 0; another value gives held-out runs of the same grid)")
     parser.add_argument("--steps", type=int, default=400, help="training steps per run (default 400; warmup is half of them)")
     parser.add_argument("--limit", type=int, default=None, help="run only the first N configurations")
+    parser.add_argument("--clip", type=float, default=0.0, help="clip the global gradient norm at this before every step (default 0: none)")
     parser.add_argument("--with-instant", action="store_true", help="also run the cells that blow up in their first steps")
     parser.add_argument("--ids", default=",".join(sorted(FORECAST_IDS)), help="gradwatch finding ids that count as its warning (comma-separated)")
     parser.add_argument("--from-traces", type=Path, default=None, metavar="DIR", help="tabulate runs saved by --save-traces instead of training")
     parser.add_argument("--json", type=Path, default=None, help="write the per-run rows and the summary here")
     parser.add_argument("--save-traces", type=Path, default=None, metavar="DIR", help="write each run's per-step traces to DIR/<run>.json")
     args = parser.parse_args(argv)
-    configs = grid(seeds=args.seeds, steps=args.steps, quick=args.quick, with_instant=args.with_instant, first_seed=args.first_seed)
+    configs = grid(seeds=args.seeds, steps=args.steps, quick=args.quick, with_instant=args.with_instant, first_seed=args.first_seed, clip=args.clip)
     if args.limit is not None:
         configs = configs[: args.limit]
     ids = frozenset(name.strip() for name in args.ids.split(",") if name.strip())

@@ -29,11 +29,13 @@ INSTANT_LRS = (0.6,)
 VARIANTS = ((False, 0.0, 1e-8), (True, 1e-4, 1e-8), (True, 0.0, 1e-4), (False, 1e-4, 1e-4))
 
 
-def grid(seeds: int = 2, steps: int = STEPS, quick: bool = False, with_instant: bool = False, first_seed: int = 0) -> list[RunConfig]:
+def grid(
+    seeds: int = 2, steps: int = STEPS, quick: bool = False, with_instant: bool = False, first_seed: int = 0, clip: float = 0.0
+) -> list[RunConfig]:
     """The default sweep (or its --quick subset): every (LR, warmup) cell, every variant, seeds ``first_seed`` on.
 
     Seeds other than the default 0 and 1 (``first_seed=100``, say) give held-out runs of the same kind: the same
-    grid on other initialisations and batch orders.
+    grid on other initialisations and batch orders. ``clip``: every run clips its global gradient norm at this.
     """
     warmup = round(WARMUP_STEPS * steps / STEPS)
     cells = [(lr, 0) for lr in LRS_WITHOUT_WARMUP + (INSTANT_LRS if with_instant else ())] + [(lr, warmup) for lr in LRS_WITH_WARMUP]
@@ -43,7 +45,7 @@ def grid(seeds: int = 2, steps: int = STEPS, quick: bool = False, with_instant: 
         variants = VARIANTS[:2]
         seeds = min(seeds, 1)
     return [
-        RunConfig(lr=lr, warmup=w, qk_norm=qk, z_loss=z, eps=eps, seed=seed, steps=steps)
+        RunConfig(lr=lr, warmup=w, qk_norm=qk, z_loss=z, eps=eps, seed=seed, steps=steps, clip=clip)
         for seed in range(first_seed, first_seed + seeds)
         for lr, w in cells
         for qk, z, eps in variants

@@ -38,10 +38,12 @@ class RunConfig:
     batch: int = 8
     weight_decay: float = 0.0
     beta2: float = 0.95
+    clip: float = 0.0  # clip the global gradient norm at this before each step, as nanoGPT and minGPT do (0: no clipping)
 
     @property
     def name(self) -> str:
         parts = [f"lr{self.lr:g}", f"wu{self.warmup}", "qk" if self.qk_norm else "noqk", f"z{self.z_loss:g}", f"eps{self.eps:.0e}", f"s{self.seed}"]
+        parts += [f"clip{self.clip:g}"] if self.clip else []
         return "-".join(parts)
 
     def learning_rate(self, step: int) -> float:
@@ -183,7 +185,9 @@ def run(config: RunConfig, *, detectors: bool = True, keep_traces: bool = True) 
             optimizer.zero_grad(set_to_none=True)
             total.backward()  # type: ignore[no-untyped-call]
             layer_grads = probe.before_step()
-            grad_norm = math.sqrt(sum(g * g for g in layer_grads) + _small_grad_sq(model))
+            grad_norm = math.sqrt(sum(g * g for g in layer_grads) + _small_grad_sq(model))  # before any clipping
+            if config.clip:
+                torch.nn.utils.clip_grad_norm_(model.parameters(), config.clip)
             optimizer.step()
             if gradwatch is not None:
                 gradwatch.step(total.detach(), step)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 import statistics
 
 from ..facts import QUASI_NEWTON, ModelFacts
@@ -81,8 +80,7 @@ class ExplodingGradients(Detector):
             in_early = len(self.losses.early_losses) < self.losses.early
             self.few_rows |= in_early and sample.batch_rows is not None and sample.batch_rows < FEW_ROWS
             self.losses.add(sample.loss)
-        grads = [s.grad_norm for s in sample.layers if finite(s.grad_norm)]
-        total = math.sqrt(sum(g * g for g in grads)) if grads else None
+        total = sample.grad_norm
         unclipped = sample.grad_norm_unclipped if finite(sample.grad_norm_unclipped) else total
         growth = None
         if unclipped is not None:
@@ -125,7 +123,7 @@ class ExplodingGradients(Detector):
             parts.append(f"total gradient norm {fmt(unclipped)} is {fmt(growth)}× its early level {fmt(self._early_level(self.baseline))}")
         if climbing:
             parts.append(f"the loss climbed to {fmt(now)}, {fmt(loss_growth)}× its early {fmt(start)}")
-        clipped = total is not None and unclipped is not None and total < 0.99 * unclipped
+        clipped = sample.clipped
         if clipped:
             parts.append(f"the training code clips the gradient norm from {fmt(unclipped)} to {fmt(total)}")
         layers = list(big_updates) or [s.name for s in sample.layers]

@@ -11,6 +11,7 @@ from ..report import Finding
 from ..stats import StepStats, finite
 from ..symptoms import Symptom, Variant
 from .base import Detector, check_count, check_fraction, check_positive, counted, fmt
+from .spike import DIVERGED
 
 UNITS_APART = 0.1  # a units' spread above this: the units differ for good, and collectors stop reading them
 EARLY_STAGNATION = Symptom(
@@ -47,7 +48,8 @@ class EarlyStagnation(Detector):
     (median ``|g|/|W|`` under ``max_relative_grad`` on ``patience`` samples)
     while the loss stays above ``1 - stuck_improvement`` of its start; a run
     that converged has a loss far below its start, and a late plateau after
-    converging is not stagnation.
+    converging is not stagnation; nor is a loss risen to ``DIVERGED`` times its
+    lowest sample: that run diverged, and its gradients died of it.
 
     Copies: the units of a hidden layer that trains (its update is not zero)
     or gets no gradient at all stay copies of each other (``unit_spread``
@@ -71,6 +73,7 @@ class EarlyStagnation(Detector):
         "constant_samples",
         "first_weight",
         "copies_streak",
+        "lowest_loss",
     )
 
     def __init__(
@@ -99,6 +102,7 @@ class EarlyStagnation(Detector):
         self.copies_streak = 0
         self.early_losses: list[float] = []  # sampled before min_steps: at most min_steps values
         self.recent_losses: list[float] = []  # the last `patience`
+        self.lowest_loss: float | None = None
         self.previous_lr: float | None = None
         self.streak = 0  # samples in a row with tiny steps or tiny gradients
         self.retired = False
@@ -200,8 +204,10 @@ class EarlyStagnation(Detector):
         shrunk = total_weight is not None and first is not None and total_weight < self.shrunk_fraction * first
         start, now = statistics.median(self.early_losses), statistics.median(self.recent_losses)
         improvement = (start - now) / max(abs(start), 1e-12)
-        if self.retired:  # it improved once: still stuck if the gradient died while the loss stayed high
-            slow = not warming_up and tiny_grads and improvement < self.stuck_improvement
+        self.lowest_loss = min(loss, self.lowest_loss if self.lowest_loss is not None else loss)
+        if self.retired:  # it improved once: still stuck if the gradient died while the loss stayed high, short of diverging
+            diverged = self.lowest_loss > 0 and now >= DIVERGED * self.lowest_loss
+            slow = not warming_up and tiny_grads and improvement < self.stuck_improvement and not diverged
         else:
             slow = not warming_up and (tiny_steps or tiny_grads or cannot_fit or shrunk)
         self.streak = self.streak + 1 if slow else 0

@@ -444,6 +444,8 @@ def test_stuck_after_an_early_drop_when_the_gradient_dies_at_a_high_loss():
     assert first.first_step == 160 and first.evidence["median_relative_grad"] == pytest.approx(1e-6)
     converged = [sample(s, [0.01 if s < 100 else 1e-6] * 3, loss=(2.3 if s < 40 else 0.2) + 0.01 * math.sin(s)) for s in steps]
     assert feed(EarlyStagnation(), converged) == [None] * len(steps)  # the gradient shrank with the loss
+    diverged = [sample(s, [0.01 if s < 200 else 1e-6] * 3, loss=(2.3 if s < 40 else 1.0 if s < 200 else 3.0) + 0.01 * math.sin(s)) for s in steps]
+    assert feed(EarlyStagnation(), diverged) == [None] * len(steps)  # 3x its lowest: it diverged, its gradients died of it
 
 
 def test_a_flat_loss_while_the_weights_shrink_away_is_stagnation():

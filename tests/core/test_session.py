@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import warnings
+from dataclasses import replace
 
 import pytest
 
@@ -196,3 +197,12 @@ def test_the_old_monitor_name_says_where_it_went():
 
     with pytest.raises(AttributeError, match="Monitor became Session"):
         gradwatch.Monitor  # noqa: B018
+
+
+def test_a_loop_seen_clipping_its_gradients_is_never_told_to_clip():
+    session = Session("test", warn_on=None, print_report=False)
+    session.start(ModelFacts())
+    session.observe(replace(sample(0, [0.01] * 3, loss=2.3), grad_norm_unclipped=0.0173))  # sqrt(3) * 0.01: not clipped
+    assert not session.facts.grad_clipping
+    session.observe(replace(sample(1, [0.01] * 3, loss=2.3), grad_norm_unclipped=1.0))  # 0.0173 at the step
+    assert session.facts.grad_clipping

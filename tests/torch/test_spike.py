@@ -6,6 +6,7 @@ import math
 import warnings
 from typing import Any
 
+import pytest
 import torch
 from torch import nn
 from torch.nn import functional as F
@@ -241,6 +242,43 @@ def test_every_steps_gradient_norm_reaches_the_next_sample_without_a_host_read_o
         assert len(stats.step_grad_norms) == len(expected), (stats.step, stats.step_grad_norms)
         assert all(math.isclose(a, b, rel_tol=1e-4) for a, b in zip(stats.step_grad_norms, expected)), (stats.step_grad_norms, expected)
         previous = stats.step
+
+
+@pytest.mark.parametrize("amp", [False, True], ids=["fp32", "grad_scaler"])
+def test_every_steps_norm_is_the_one_before_the_loop_clips_it(amp: bool) -> None:
+    torch.manual_seed(6)
+    model = TinyGPT()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scaler = torch.amp.GradScaler("cpu", init_scale=2.0**10, growth_interval=3) if amp else None  # the scale moves
+    generator = torch.Generator().manual_seed(0)
+    pre_clip = []
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        watcher = watch(model, optimizer, every_n_steps=5, print_report=False)
+        seen = recorded(watcher)
+        for step in range(12):
+            starts = torch.randint(0, len(IDS) - 33, (8,), generator=generator)
+            x = torch.stack([IDS[s : s + 32] for s in starts])
+            loss = F.cross_entropy(model(x).reshape(-1, len(CHARS)), IDS[starts[:, None] + torch.arange(1, 33)].reshape(-1))
+            optimizer.zero_grad()
+            (scaler.scale(loss) if scaler else loss).backward()
+            if scaler:
+                scaler.unscale_(optimizer)
+            limit = 1e9 if step < 3 else 1e-3  # the first steps teach the AMP scale; the rest are all clipped
+            pre_clip.append(float(torch.nn.utils.clip_grad_norm_(model.parameters(), limit)))
+            if scaler:
+                scaler.step(optimizer)
+                scaler.update()
+            else:
+                optimizer.step()
+            watcher.step(loss)
+        watcher.close()
+    read = [n for stats in seen for n in stats.step_grad_norms]
+    assert len(read) == 11  # the last step (11) is not sampled
+    assert all(math.isclose(a, b, rel_tol=1e-4) for a, b in zip(read, pre_clip)), (read, pre_clip)
+    unclipped = [(s.grad_norm_unclipped, pre_clip[s.step]) for s in seen]
+    assert all(a is not None and math.isclose(a, b, rel_tol=1e-4) for a, b in unclipped), unclipped
+    assert not scaler or scaler.get_scale() != 2.0**10
 
 
 def test_a_model_with_attention_and_layer_norms_is_known_as_a_normalised_residual_model() -> None:

@@ -145,6 +145,23 @@ def test_learning_rate_from_the_scheduler_and_loss_from_the_trainer(tmp_path):
             assert lr == pytest.approx(entry["learning_rate"]) and loss == pytest.approx(entry["loss"], rel=1e-4)
 
 
+class StepNorms(Probe):
+    """Records the per-step gradient norms each sample brings."""
+
+    def observe(self, sample, facts):
+        self.seen[sample.step] = sample.step_grad_norms
+
+
+def test_every_steps_gradient_norm_is_read_before_the_trainer_clips_it(tmp_path):
+    probe = StepNorms()
+    callback = GradWatchCallback(print_report=False, every_n_steps=4, detectors=[*default_detectors(), probe])
+    trainer, _ = train(tmp_path, callback, steps=12, max_grad_norm=1e-3, logging_steps=1, gradient_accumulation_steps=2)
+    logged = [entry["grad_norm"] for entry in trainer.state.log_history if "grad_norm" in entry]  # the Trainer's pre-clip norms
+    read = [norm for step in sorted(probe.seen) for norm in probe.seen[step]]
+    assert len(read) == len(logged) == 12
+    assert read == pytest.approx(logged, rel=1e-4)
+
+
 def test_the_report_starts_on_a_line_of_its_own_below_the_progress_bar(tmp_path, capfd):
     """The Trainer's tqdm bar has no newline until it closes, after gradwatch has printed."""
     train(tmp_path, GradWatchCallback(), steps=4, disable_tqdm=False)
