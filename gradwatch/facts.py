@@ -81,7 +81,9 @@ class ModelFacts:
     rows of one batch; ``loss_broadcast``, the shapes of a prediction and a
     target that an elementwise loss broadcast against each other. ``dtype``:
     the floating type most trainable weights are kept in (``"float32"``,
-    ``"float64"``, ``"bfloat16"`` ...).
+    ``"float64"``, ``"bfloat16"`` ...). ``grad_clipping`` and ``lr_rose``: the
+    training code clips the gradients, its learning rate has risen between two
+    samples (a warmup), as set up or as seen.
     """
 
     layers: tuple[LayerFacts, ...] = ()
@@ -92,6 +94,7 @@ class ModelFacts:
     lr: float | None = None
     weight_decay: float | None = None
     grad_clipping: bool | None = None
+    lr_rose: bool | None = None
     regularized: tuple[str, ...] = ()
     loss: str | None = None
     loss_input: str | None = None

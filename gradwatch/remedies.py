@@ -100,7 +100,7 @@ def gradient_clipping(facts: ModelFacts) -> tuple[float, str] | None:
 
 def lower_lr(facts: ModelFacts) -> tuple[float, str] | None:
     lr = f"your learning rate is {facts.lr:.3g}" if facts.lr is not None else "the learning rate is unknown"
-    return 0.8, f"{lr}; try 3–10× lower, or a warmup, so one step cannot overshoot"
+    return 0.8, f"{lr}; try 3–10× lower{'' if facts.lr_rose else ', or a warmup'}, so one step cannot overshoot"
 
 
 def raise_lr(facts: ModelFacts) -> tuple[float, str] | None:
@@ -175,6 +175,8 @@ def unfreeze(facts: ModelFacts) -> tuple[float, str] | None:
 
 
 def warmup(facts: ModelFacts) -> tuple[float, str] | None:
+    if facts.lr_rose:  # it warms up already
+        return None
     if facts.optimizer in ADAPTIVE:
         why = f"{facts.optimizer}'s running estimate of the gradients' scale is still young then, so full-size steps early are far larger than they look"
     else:

@@ -219,7 +219,8 @@ class Session:
         if sample.input_mean_abs is not None and sample.input_std is not None:
             self._input_scale = (sample.input_mean_abs, sample.input_std)
         if sample.lr is not None and math.isfinite(sample.lr) and sample.lr != self._facts.lr:  # a schedule moved it
-            self._facts = replace(self._facts, lr=sample.lr)
+            rose = self._facts.lr_rose or (self._samples > 1 and self._facts.lr is not None and sample.lr > self._facts.lr)
+            self._facts = replace(self._facts, lr=sample.lr, lr_rose=rose)
         if sample.clipped and not self._facts.grad_clipping:  # the loop clips: never a remedy to suggest
             self._facts = replace(self._facts, grad_clipping=True)
         self.guard.run("history", self._history.add, sample, self._facts.kinds)

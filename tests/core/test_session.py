@@ -206,3 +206,15 @@ def test_a_loop_seen_clipping_its_gradients_is_never_told_to_clip():
     assert not session.facts.grad_clipping
     session.observe(replace(sample(1, [0.01] * 3, loss=2.3), grad_norm_unclipped=1.0))  # 0.0173 at the step
     assert session.facts.grad_clipping
+
+
+def test_a_run_whose_learning_rate_rose_is_never_told_to_warm_up():
+    from gradwatch.remedies import warmup
+
+    session = Session("test", warn_on=None, print_report=False)
+    session.start(ModelFacts(lr=1e-3))  # the optimizer's rate, before the schedule's first factor
+    for step, lr in enumerate([1e-4, 1e-4, 1e-4]):
+        session.observe(replace(sample(step, [0.01] * 3, loss=2.3), lr=lr))
+    assert not session.facts.lr_rose and warmup(session.facts) is not None
+    session.observe(replace(sample(3, [0.01] * 3, loss=2.3), lr=2e-4))
+    assert session.facts.lr_rose and warmup(session.facts) is None
