@@ -205,6 +205,13 @@ def recorded(watcher: Any) -> list[StepStats]:
     return seen
 
 
+def next_char_loss(model: nn.Module, generator: torch.Generator) -> torch.Tensor:
+    """The model's next-character loss on a batch of 8 random windows of 32 characters."""
+    starts = torch.randint(0, len(IDS) - 33, (8,), generator=generator)
+    x = torch.stack([IDS[s : s + 32] for s in starts])
+    return F.cross_entropy(model(x).reshape(-1, len(CHARS)), IDS[starts[:, None] + torch.arange(1, 33)].reshape(-1))
+
+
 @torch.no_grad()
 def total_grad_norm(model: nn.Module) -> float:
     return float(torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in model.parameters()])))
@@ -224,9 +231,7 @@ def test_every_steps_gradient_norm_reaches_the_next_sample_without_a_host_read_o
         watcher = watch(model, optimizer, every_n_steps=5, print_report=False)
         seen = recorded(watcher)
         for step in range(12):
-            starts = torch.randint(0, len(IDS) - 33, (8,), generator=generator)
-            x = torch.stack([IDS[s : s + 32] for s in starts])
-            loss = F.cross_entropy(model(x).reshape(-1, len(CHARS)), IDS[starts[:, None] + torch.arange(1, 33)].reshape(-1))
+            loss = next_char_loss(model, generator)
             optimizer.zero_grad()
             loss.backward()
             totals.append(total_grad_norm(model))
@@ -257,9 +262,7 @@ def test_every_steps_norm_is_the_one_before_the_loop_clips_it(amp: bool) -> None
         watcher = watch(model, optimizer, every_n_steps=5, print_report=False)
         seen = recorded(watcher)
         for step in range(12):
-            starts = torch.randint(0, len(IDS) - 33, (8,), generator=generator)
-            x = torch.stack([IDS[s : s + 32] for s in starts])
-            loss = F.cross_entropy(model(x).reshape(-1, len(CHARS)), IDS[starts[:, None] + torch.arange(1, 33)].reshape(-1))
+            loss = next_char_loss(model, generator)
             optimizer.zero_grad()
             (scaler.scale(loss) if scaler else loss).backward()
             if scaler:
