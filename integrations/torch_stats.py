@@ -60,7 +60,6 @@ class _Sample:
     spreads: list[tuple[Group, Any]] = field(default_factory=list)  # (weights, their units' spread) per weight group
     updated: set[int] = field(default_factory=set)  # layers whose update was measured
     raw_grad_sq: Any = None  # squared total gradient norm as backward produced it (before any clipping)
-    backward_passes: int = 0
     moments: Any = None  # per layer: summed second-moment estimates of an Adam-type optimizer, before the step
     moment_layers: set[int] = field(default_factory=set)  # the layers they were read for
     adam_eps: float | None = None
@@ -168,20 +167,10 @@ class TorchCollector:
 
     @torch.no_grad()
     def capture_after_backward(self) -> None:
-        """At the end of a sampled step's first backward pass: the gradients as backward produced them.
-
-        Their total is the norm before any clipping the user applies; the
-        per-layer read is kept for the optimizer step if nothing changes them.
-        """
-        self.note_backward_pass()
-        if self._sample.backward_passes == 1:
+        """At the end of a sampled step's first backward pass: the per-layer gradient norms as backward produced
+        them, kept for the optimizer step if nothing changes them (a later pass, clipping)."""
+        if self._sample.grad_norms is None:
             self._sample.grad_norms = self._read_gradients()
-            if self._sample.grad_norms is not None:
-                self._sample.raw_grad_sq = self._sample.grad_norms.sum()
-
-    def note_backward_pass(self) -> None:
-        """Count a backward pass of the sampled step (the pre-clip total holds for exactly one)."""
-        self._sample.backward_passes += 1
 
     @property
     def has_gradients(self) -> bool:
@@ -382,16 +371,15 @@ class TorchCollector:
         gradients. Shards count as in ``pack``.
 
         Where ``note_backward_gradients`` read them at the end of backward, the step's norm is that one, before
-        any clipping, divided by the loss scale of the AMP ``GradScaler`` stepping the optimizer, if any."""
+        any clipping, divided by the loss scale of the AMP ``GradScaler`` stepping the optimizer, if any; on a
+        sampled step it is also the sample's total before clipping (``StepStats.grad_norm_unclipped``)."""
         after_backward, self._after_backward = self._after_backward, None
+        self._sample.raw_grad_sq = None  # the pending sample's pre-clip total: its own step's, or none
         if after_backward is not None:
             pre_clip, key = after_backward
             changed = key != _grad_key([p.grad for p in self.params])  # clipped, or unscaled by a GradScaler
             loss_scale = self._stepping_scale() if changed else None
-            if loss_scale is not None:
-                pre_clip = pre_clip / loss_scale.square()
-                if self._sample.raw_grad_sq is not None:  # read at the end of backward too: scaled alike
-                    self._sample.raw_grad_sq = self._sample.raw_grad_sq / loss_scale.square()
+            self._sample.raw_grad_sq = pre_clip = pre_clip / loss_scale.square() if loss_scale is not None else pre_clip
             self._step_grads.append(pre_clip)
             return
         now = self._total_grad_sq(None)
@@ -479,7 +467,7 @@ class TorchCollector:
             "dead": forward.dead_shares,
             "saturated": forward.saturated_shares,
             "sequences": torch.cat([profile for _, profile in sequences]) if sequences else None,
-            "raw_grad": sample.raw_grad_sq if sample.backward_passes == 1 else None,
+            "raw_grad": sample.raw_grad_sq,
             "inputs": forward.inputs,
             "spread": torch.cat([spread for _, spread in sample.spreads]) if sample.spreads else None,
             "moments": sample.moments,

@@ -249,8 +249,8 @@ def test_every_steps_gradient_norm_reaches_the_next_sample_without_a_host_read_o
         previous = stats.step
 
 
-@pytest.mark.parametrize("amp", [False, True], ids=["fp32", "grad_scaler"])
-def test_every_steps_norm_is_the_one_before_the_loop_clips_it(amp: bool) -> None:
+@pytest.mark.parametrize(("amp", "passes"), [(False, 1), (True, 1), (False, 2)], ids=["fp32", "grad_scaler", "accumulation"])
+def test_every_steps_norm_is_the_one_before_the_loop_clips_it(amp: bool, passes: int) -> None:
     torch.manual_seed(6)
     model = TinyGPT()
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
@@ -262,9 +262,10 @@ def test_every_steps_norm_is_the_one_before_the_loop_clips_it(amp: bool) -> None
         watcher = watch(model, optimizer, every_n_steps=5, print_report=False)
         seen = recorded(watcher)
         for step in range(12):
-            loss = next_char_loss(model, generator)
             optimizer.zero_grad()
-            (scaler.scale(loss) if scaler else loss).backward()
+            for _ in range(passes):
+                loss = next_char_loss(model, generator)
+                (scaler.scale(loss) if scaler else loss).backward()
             if scaler:
                 scaler.unscale_(optimizer)
             limit = 1e9 if step < 3 else 1e-3  # the first steps teach the AMP scale; the rest are all clipped
