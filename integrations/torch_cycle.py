@@ -143,17 +143,23 @@ class TorchCycle:
         again at the optimizer step only if they changed. The first and last trainable
         parameters carry a hook that queues the read for the end of the
         backward pass (when every gradient is accumulated); the hooks hold no
-        gradient (a held one would make autograd copy it). A second backward in
-        the same step (accumulation) makes the sample's pre-clip total unusable.
+        gradient (a held one would make autograd copy it). Under DDP the read
+        waits one round more: the reducer averages the gradients in a callback
+        it queues during backward. Sharded parameters (FSDP) get their gradients
+        without accumulating them: their step reads them at the optimizer.
         """
         self.disarm()
         params = self.collector.params
         sampled = self.session.should_sample(step)
-        if not params or (full and not sampled) or not self.guard.enabled(COLLECTOR) or not self.guard.enabled(BACKWARD):
+        if not params or self.collector.sharded or (full and not sampled) or not self.guard.enabled(COLLECTOR) or not self.guard.enabled(BACKWARD):
             return
         queued = [False]
+        queue = torch.autograd.Variable._execution_engine.queue_callback
 
-        def backward_done() -> None:
+        def backward_done(rounds: int) -> None:
+            if rounds:  # after the callbacks queued before this one (DDP's, which averages the gradients)
+                queue(lambda: self.guard.run(COLLECTOR, backward_done, rounds - 1))
+                return
             queued[0] = False
             if full:
                 self.before_step(step)
@@ -165,7 +171,7 @@ class TorchCycle:
         def accumulated(param: torch.Tensor) -> None:
             if not queued[0]:
                 queued[0] = True
-                torch.autograd.Variable._execution_engine.queue_callback(lambda: self.guard.run(COLLECTOR, backward_done))
+                queue(lambda: self.guard.run(COLLECTOR, backward_done, 1 if torch_distributed.active() else 0))
 
         ends = {id(p): p for p in (params[0], params[-1])}.values()  # a failure here costs the end-of-backward read only
         self._backward_hooks = [p.register_post_accumulate_grad_hook(lambda p: self.guard.run(BACKWARD, accumulated, p)) for p in ends]

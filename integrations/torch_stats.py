@@ -173,6 +173,11 @@ class TorchCollector:
             self._sample.grad_norms = self._read_gradients()
 
     @property
+    def sharded(self) -> bool:
+        """Some parameter is split across ranks (FSDP): each rank holds a piece."""
+        return self._sharded
+
+    @property
     def has_gradients(self) -> bool:
         """Whether the pending sample holds gradient norms."""
         return bool(self._sample.grad_layers)

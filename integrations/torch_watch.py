@@ -15,7 +15,6 @@ from gradwatch.report import Report
 from gradwatch.safety import warn
 from gradwatch.session import Session
 
-from . import torch_distributed
 from ._torch import ModelHook, is_compiling, torch
 from .torch_cycle import TorchCycle
 from .torch_optimizers import OptimizerBinding, hookable, trains
@@ -140,8 +139,7 @@ class Watcher:
 
     def _start_step(self) -> None:
         self.cycle.begin_step(self.global_step)
-        if not torch_distributed.active():  # under DDP backward sees each rank's own, not yet averaged, gradients
-            self.cycle.arm_backward(self.global_step, full=self.optimizer is None)
+        self.cycle.arm_backward(self.global_step, full=self.optimizer is None)
 
     def step(self, loss: torch.Tensor | float | None = None) -> None:
         """Hand over the step's loss (a tensor is never synced here); after the optimizer step, end the step.

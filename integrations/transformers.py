@@ -25,7 +25,6 @@ from gradwatch.session import Session
 if TYPE_CHECKING:
     from typing_extensions import Unpack
 
-from . import torch_distributed
 from ._torch import ModelHook, torch
 from .torch_cycle import TorchCycle
 from .transformers_support import PreClipNorms, finite, is_transformer, run_before_loggers, scheduler_lr
@@ -115,8 +114,7 @@ class GradWatchCallback(TrainerCallback):
         if self._deferred:  # the Trainer did not log after all
             self._finish(state, control, pre_clip=None)
         self.cycle.begin_step(state.global_step + 1)
-        if not torch_distributed.active():  # every step's norm before the Trainer clips it (the sample: see PreClipNorms)
-            self.cycle.arm_backward(state.global_step + 1, full=False, layers=False)
+        self.cycle.arm_backward(state.global_step + 1, full=False, layers=False)  # every step's norm before the Trainer clips it
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, lr_scheduler: Any = None, **kwargs: Any) -> None:
         if self.cycle is None:

@@ -31,6 +31,16 @@ def test_ddp_every_rank_measures_rank_zero_alone_reports(tmp_path):
     assert zero["wrote"] and not one["wrote"], "only rank 0 writes the summary"
 
 
+def test_ddp_every_steps_gradient_norm_is_the_averaged_one_before_the_loop_clips_it():
+    ranks = run_ranks(workers.fit, model="healthy", how="ddp", steps=12, clip=1e-3)
+    reference = workers.fit(0, 1, model="healthy", how="none", steps=12, clip=1e-3)
+    norms = [n for sample in reference["step_grads"] for n in sample]
+    assert len(norms) == 11 and min(norms) > 1e-2  # the full batch's gradient, read before the clip to 1e-3
+    for rank in ranks:
+        assert [n for sample in rank["step_grads"] for n in sample] == pytest.approx(norms, rel=1e-4)
+        assert rank["layers"][0]["history"]["grad_norm"] == pytest.approx(reference["layers"][0]["history"]["grad_norm"], rel=1e-4)
+
+
 def test_fault_on_one_rank_disables_the_collector_everywhere_without_a_hang():
     ranks = run_ranks(workers.fit, model="healthy", how="ddp", steps=30, fault="capture_gradients", timeout=60)
     zero, one = ranks

@@ -67,10 +67,12 @@ def fit(
     fault_rank: int = 1,
     stop_on: str | None = None,
     late_init: bool = False,
+    clip: float | None = None,
 ) -> dict[str, Any]:
     """Train ``model`` wrapped ``how`` under ``watch()``; what this rank saw, said and wrote.
 
-    ``late_init``: create the process group only after ``watch()`` (from the torchrun variables).
+    ``late_init``: create the process group only after ``watch()`` (from the torchrun variables). ``clip``:
+    clip the global gradient norm at this before each optimizer step.
     """
     torch.set_num_threads(1)
     net = wrap(build(model), how)
@@ -98,6 +100,8 @@ def fit(
             loss = F.cross_entropy(net(x[batch]), y[batch])
             optimizer.zero_grad()
             loss.backward()
+            if clip is not None:
+                nn.utils.clip_grad_norm_(net.parameters(), clip)
             optimizer.step()
             watcher.step(loss)
             steps_run += 1
