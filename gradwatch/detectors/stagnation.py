@@ -14,10 +14,15 @@ from .base import Detector, check_count, check_fraction, check_positive, counted
 from .spike import DIVERGED
 
 UNITS_APART = 0.1  # a units' spread above this: the units differ for good, and collectors stop reading them
+BIG_STEPS = 1e-2  # a median |ΔW|/|W| per step this large is ten times the healthy 1e-3: the rate is too high, not too low
+
 EARLY_STAGNATION = Symptom(
     "early_stagnation",
     remedies={"raise_lr": 1.0, "normalization": 0.6, "matched_init": 0.6, "relu_family": 0.6},
-    variants=(Variant("copies", lambda evidence: "unit_spread" in evidence, {"random_init": 1.0, "matched_init": 0.5}),),
+    variants=(
+        Variant("copies", lambda evidence: "unit_spread" in evidence, {"random_init": 1.0, "matched_init": 0.5}),
+        Variant("big_steps", lambda evidence: (evidence.get("median_relative_update") or 0.0) >= BIG_STEPS, {"lower_lr": 1.0, "normalization": 0.5}),
+    ),
 )
 
 
@@ -220,6 +225,8 @@ class EarlyStagnation(Detector):
         if self.streak < self.patience:
             return None
         lr = f" at learning rate {fmt(sample.lr)}" if finite(sample.lr) else ""
+        if median_update is not None and median_update >= BIG_STEPS:
+            lr += ": steps this large on a gradient this small are a rate too high for the loss to settle, not too low"
         moved = f"only {fmt(100 * improvement)}% below" if improvement > 0 else "no lower than" if improvement == 0 else "above"
         return self.finding(
             sample,

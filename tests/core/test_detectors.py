@@ -448,6 +448,19 @@ def test_stuck_after_an_early_drop_when_the_gradient_dies_at_a_high_loss():
     assert feed(EarlyStagnation(), diverged) == [None] * len(steps)  # 3x its lowest: it diverged, its gradients died of it
 
 
+def test_a_stuck_run_taking_big_steps_is_told_to_lower_its_rate_not_raise_it():
+    from gradwatch import Session
+
+    steps = list(range(0, 400, 20))
+    for update, first in ((1e-3, "raise_lr"), (2e-2, "lower_lr")):
+        session = Session(warn_on=None, print_report=False)
+        for s in steps:  # improved once, then a tiny gradient: stuck
+            session.observe(sample(s, [0.01 if s < 100 else 1e-6] * 3, relative_updates=[update] * 3, loss=(2.3 if s < 40 else 1.9), lr=0.05))
+        finding = session.report().finding("early_stagnation")
+        assert finding is not None and finding.remedies[0].id == first, (update, [r.id for r in finding.remedies])
+        assert ("too high for the loss to settle" in finding.message) == (first == "lower_lr")
+
+
 def test_a_flat_loss_while_the_weights_shrink_away_is_stagnation():
     steps = list(range(0, 200, 20))
     shrinking = [
