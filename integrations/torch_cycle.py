@@ -131,16 +131,16 @@ class TorchCycle:
         if each_step:  # after a sampled step's read, whose per-layer norms it reuses
             self.guard.run(COLLECTOR, self.collector.note_step_gradients, scale)
 
-    def arm_backward(self, step: int, *, full: bool, layers: bool = True) -> None:
+    def arm_backward(self, step: int, *, full: bool) -> None:
         """Have every backward pass of optimizer step ``step`` report its gradients as soon as it has accumulated them.
 
         ``full``: take the whole sample then, if ``step`` is sampled (no
         optimizer step will be seen: the loop updates the weights by hand, and
         may zero the gradients before ``watcher.step``). Otherwise read the
         step's total gradient norm there, before any clipping or AMP unscaling
-        the training code applies (the last pass's, under accumulation). With
-        ``layers``, a sampled step also reads its per-layer norms there, and
-        again at the optimizer step only if they changed. The first and last trainable
+        the training code applies (the last pass's, under accumulation); a
+        sampled step also reads its per-layer norms there, and again at the
+        optimizer step only if they changed. The first and last trainable
         parameters carry a hook that queues the read for the end of the
         backward pass (when every gradient is accumulated); the hooks hold no
         gradient (a held one would make autograd copy it). Under DDP the read
@@ -155,6 +155,7 @@ class TorchCycle:
             return
         queued = [False]
         queue = torch.autograd.Variable._execution_engine.queue_callback
+        rounds = 1 if torch_distributed.active() else 0
 
         def backward_done(rounds: int) -> None:
             if rounds:  # after the callbacks queued before this one (DDP's, which averages the gradients)
@@ -164,14 +165,14 @@ class TorchCycle:
             if full:
                 self.before_step(step)
                 return
-            if sampled and layers:
+            if sampled:
                 self.collector.capture_after_backward()
             self.collector.note_backward_gradients()
 
         def accumulated(param: torch.Tensor) -> None:
             if not queued[0]:
                 queued[0] = True
-                queue(lambda: self.guard.run(COLLECTOR, backward_done, 1 if torch_distributed.active() else 0))
+                queue(lambda: self.guard.run(COLLECTOR, backward_done, rounds))
 
         ends = {id(p): p for p in (params[0], params[-1])}.values()  # a failure here costs the end-of-backward read only
         self._backward_hooks = [p.register_post_accumulate_grad_hook(lambda p: self.guard.run(BACKWARD, accumulated, p)) for p in ends]

@@ -379,14 +379,16 @@ class TorchCollector:
         any clipping, divided by the loss scale of the AMP ``GradScaler`` stepping the optimizer, if any; on a
         sampled step it is also the sample's total before clipping (``StepStats.grad_norm_unclipped``)."""
         after_backward, self._after_backward = self._after_backward, None
-        self._sample.raw_grad_sq = None  # the pending sample's pre-clip total: its own step's, or none
         if after_backward is not None:
             pre_clip, key = after_backward
             changed = key != _grad_key([p.grad for p in self.params])  # clipped, or unscaled by a GradScaler
             loss_scale = self._stepping_scale() if changed else None
-            self._sample.raw_grad_sq = pre_clip = pre_clip / loss_scale.square() if loss_scale is not None else pre_clip
+            if loss_scale is not None:
+                pre_clip = pre_clip / loss_scale.square()
+            self._sample.raw_grad_sq = pre_clip
             self._step_grads.append(pre_clip)
             return
+        self._sample.raw_grad_sq = None  # the pending sample's pre-clip total is its own step's, or none
         now = self._total_grad_sq(None)
         if now is not None:
             self._step_grads.append(now / scale**2 if scale else now)

@@ -114,7 +114,7 @@ class GradWatchCallback(TrainerCallback):
         if self._deferred:  # the Trainer did not log after all
             self._finish(state, control, pre_clip=None)
         self.cycle.begin_step(state.global_step + 1)
-        self.cycle.arm_backward(state.global_step + 1, full=False, layers=False)  # every step's norm before the Trainer clips it
+        self.cycle.arm_backward(state.global_step + 1, full=False)  # every step's norm before the Trainer clips it
 
     def on_pre_optimizer_step(self, args: Any, state: Any, control: Any, lr_scheduler: Any = None, **kwargs: Any) -> None:
         if self.cycle is None:
