@@ -113,6 +113,8 @@ class GradWatchCallback(keras.callbacks.Callback):
         if not self._calls.act("on_epoch_end"):
             return
         self._read_sampled_step()
+        if self.collector is not None:
+            self.collector.loss_totals = None  # the next epoch restarts the loss tracker
         if logs is not None and self.log_metrics:
             logs.update(self.session.latest)
             logs["gradwatch/findings"] = float(sum(f.at_least("warning") for f in self.session.findings.values()))

@@ -104,7 +104,7 @@ class KerasCollector:
         self._spread = [(i, layer, units) for i, layer, units in self.unit_kernels if units > 1 and getattr(layers[layer], "groups", 1) == 1]
         self.full_batch = False  # one batch is the whole training set: a dead-unit window is one batch
         self._loss_before: tuple[float, float] | None = None
-        self.loss_totals: tuple[float, float] | None = None  # the tracker's (total, count) at the latest read
+        self.loss_totals: tuple[float, float] | None = None  # the tracker's (total, count) at the latest read this epoch
         n, dead = len(self.layer_names), sum(kind in DEAD_KINDS for _, kind, _ in self._activations)
         kept = {"grad": n, "unit_grads": self._units} if self.backend.kept() else {}
         lengths = {"weight": n, "spread": len(self._spread), **kept, "dead": 2 * dead, "saturated": len(self._activations) - dead}
@@ -121,6 +121,7 @@ class KerasCollector:
         makes itself (``_all_reduce_sum_gradients``) are recorded instead.
         ``first_step`` is the callback's step number of the coming batch.
         """
+        self.loss_totals = None  # a new fit restarts the loss tracker
         if self._patches.installed:
             return
         layers = [layer for layer, _ in self._probes.values()] + [layer for layer, _, _ in self._activations]
@@ -261,10 +262,10 @@ class KerasCollector:
         then one host read; the loss and the batch's rows from the loss tracker's totals around the step
         (``loss_totals``: as this read left them)."""
         self.sync()
-        before, after = self._loss_before, _loss_totals(self._model)
+        before, after, since = self._loss_before, _loss_totals(self._model), self.loss_totals
         self._loss_before, self.loss_totals = None, after
         rows = after[1] - before[1] if after and before and after[1] > before[1] else None
-        loss = _batch_loss(before, after)
+        loss = _mean_loss(since, after)
         n, count = len(self.layer_names), len(self.variables)
         limit = ops.convert_to_tensor(0.0 if self.full_batch else float(WINDOW_ROWS))
         values = self._compiled_readout([v.value for v in self.variables], self._before, self._weight_sq, limit)
@@ -404,18 +405,20 @@ def _loss_totals(model: Any) -> tuple[float, float] | None:
     return float(ops.convert_to_numpy(tracker.total)), float(ops.convert_to_numpy(tracker.count))
 
 
-def _batch_loss(before: tuple[float, float] | None, after: tuple[float, float] | None) -> float | None:
-    """The sampled batch's own loss, from the tracker's totals around it.
+def _mean_loss(since: tuple[float, float] | None, after: tuple[float, float] | None) -> float | None:
+    """The mean loss of the steps since the previous read (``since``: the tracker's totals then), as
+    ``StepStats.loss`` means on every adapter, from the tracker's totals now (``after``).
 
     Keras shows a running mean from the epoch start, which hides a loss that
-    freezes or climbs; the difference of the running totals is the batch's mean.
-    Where the tracker was reset in between, the running mean is all there is.
+    freezes or climbs; the difference of the running totals is the mean of the
+    steps in between. With no read yet this epoch (the tracker restarts with
+    each), the mean from the epoch start is that mean.
     """
     if after is None:
         return None
     total, count = after
-    if before is not None and count > before[1]:
-        return (total - before[0]) / (count - before[1])
+    if since is not None and count > since[1]:
+        return (total - since[0]) / (count - since[1])
     return total / count if count else None
 
 

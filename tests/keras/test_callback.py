@@ -250,6 +250,26 @@ def test_a_custom_train_step_loss_is_read_from_its_own_metric(monkeypatch, track
         assert any("the loss was not measured" in note for note in notes)
 
 
+def test_a_sampled_loss_is_the_mean_of_the_steps_since_the_previous_sample(monkeypatch):
+    """As on every adapter: the loss of each step the sample covers, not the sampled batch's alone (a single
+    batch is noisy); each epoch restarts Keras's loss tracker, and the mean with it."""
+    model = dense_stack("relu", 2)
+    model.compile(sgd(0.05), case_loss())
+    callback = GradWatchCallback(every_n_steps=4, print_report=False, warn_on=None)
+    sampled, running = [], []
+    record = callback.session.record
+    monkeypatch.setattr(callback.session, "record", lambda stats, **kw: sampled.append((stats.step, stats.loss)) or record(stats, **kw))
+    logs = keras.callbacks.LambdaCallback(on_train_batch_end=lambda batch, logs: running.append((batch, logs["loss"])))
+    model.fit(*data(), batch_size=64, epochs=2, verbose=0, callbacks=[callback, logs])
+    per_step = [(i + 1) * mean - i * previous for (i, mean), (_, previous) in zip(running, [(0, 0.0), *running])]
+    per_epoch = len(per_step) // 2
+    steps = [step for step, _ in sampled]
+    for (step, loss), previous in zip(sampled, [-1, *steps]):
+        first = max(previous + 1, step // per_epoch * per_epoch)
+        assert loss == pytest.approx(np.mean(per_step[first : step + 1]), rel=1e-4), (step, first)
+    assert any(step - previous > 1 for step, previous in zip(steps, [-1, *steps]))
+
+
 def _raise(*args, **kwargs):
     raise RuntimeError("injected fault")
 
