@@ -25,6 +25,7 @@ class KerasBackend:
     """The eager backend (torch): a Python flag decides, gradwatch variables keep the numbers."""
 
     forward_probes = True  # the forward pass can see whether the step is sampled (activations, inputs, time)
+    step_norms = True  # the step can write every step's gradient norm into a gradwatch variable
 
     def __init__(self, variables: int, units: int) -> None:
         self.armed = False
@@ -108,6 +109,7 @@ class JaxBackend(KerasBackend):
     counter: activations, input scale and time profiles are not measured."""
 
     forward_probes = False
+    step_norms = False
 
     def __init__(self, variables: int, units: int) -> None:
         self.armed = False

@@ -62,7 +62,7 @@ class GradWatchCallback(keras.callbacks.Callback):
             return
         optimizer = self.model.optimizer
         if self.collector is None:
-            self.collector = KerasCollector(self.model, guard=self.guard)
+            self.collector = KerasCollector(self.model, guard=self.guard, every_n_steps=self.session.every_n_steps)
         self.collector.full_batch = (self.params or {}).get("steps") == 1
         facts = model_facts(self.model, optimizer)
         self.session.start(facts, resume=True)  # successive fit calls continue one diagnosis

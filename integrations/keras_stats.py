@@ -9,6 +9,11 @@
 - Activations: layers applying a ReLU, sigmoid or tanh measure their output
   on sampled steps (dead units, saturation) on the training batch itself.
 - Weights and update sizes are reduced on the device around sampled steps.
+- Every step's total gradient norm (squared, before any clipping the
+  optimizer applies) goes into a ring of ``every_n_steps`` slots on the
+  device; a sample reads the steps since the previous one with its other
+  numbers. Not on JAX (its step cannot write a variable of gradwatch's), nor
+  across ``tf.distribute`` replicas.
 
 How a sampled step is told apart inside the step and how the numbers leave it
 depends on the backend: see ``keras_backends`` (on JAX only the gradients,
@@ -35,6 +40,7 @@ from .keras_backends import for_current, state_variable
 from .keras_facts import activation_of, trainable_layers
 
 RECORDER = "keras gradient recorder"
+STEP_NORMS = "keras per-step gradient norm"
 ACTIVATIONS = "keras activation probe"
 INPUTS = "keras input probe"
 UNIT_KINDS = ("Dense", "Conv1D", "Conv2D", "Conv3D", "EinsumDense")
@@ -45,7 +51,7 @@ PROBED_ACTIVATIONS = (*DEAD_KINDS, *SATURATED_OUTSIDE)
 class KerasCollector:
     """Reads gradient, weight and update statistics of one Keras model."""
 
-    def __init__(self, model: Any, *, guard: FaultGuard) -> None:
+    def __init__(self, model: Any, *, guard: FaultGuard, every_n_steps: int) -> None:
         self.guard = guard
         layers = trainable_layers(model)
         self.layer_names = [layer.name for layer in layers]
@@ -97,6 +103,10 @@ class KerasCollector:
         self._update_scale = ops.convert_to_tensor(
             np.asarray([numel / sampled_elements(numel, k) for (numel, _), k in zip(sizes, self._strides)] or [1.0], dtype="float32")
         )
+        # per variable, its block stride and the scale from its blocks' squared sum to the whole (as for updates)
+        self._block_scale = [numel / sampled_elements(numel, k) for (numel, _), k in zip(sizes, self._strides)]
+        self._step_sq = state_variable(every_n_steps, "gradwatch_step_grad_sq") if backend.step_norms else None  # slot: step % n
+        self._steps_from: int | None = None  # the first step whose norm no read has taken (kept from one fit to the next)
         self._compiled_snapshot = backend.compile(self._snapshot)  # one device call instead of an op per variable
         self._compiled_readout = backend.compile(self._readout)
         self._units = max(sum(units for _, _, units in self.unit_kernels), 1)
@@ -109,6 +119,7 @@ class KerasCollector:
         kept = {"grad": n, "unit_grads": self._units} if self.backend.kept() else {}
         lengths = {"weight": n, "spread": len(self._spread), **kept, "dead": 2 * dead, "saturated": len(self._activations) - dead}
         lengths |= {"inputs": 2 if self._inputs else 0, "sequences": sum(int(profile.shape[0]) for _, profile in self._probes.values())}
+        lengths |= {"step_grads": every_n_steps if self._step_sq is not None else 0}
         self._layouts = {updates: Layout(lengths | {"update": n if updates else 0}) for updates in (False, True)}  # static: known now
 
     # -- gradients, inside the train step -----------------------------------------------------
@@ -122,6 +133,7 @@ class KerasCollector:
         ``first_step`` is the callback's step number of the coming batch.
         """
         self.loss_totals = None  # a new fit restarts the loss tracker
+        self._steps_from = first_step if self._steps_from is None else self._steps_from
         if self._patches.installed:
             return
         layers = [layer for layer, _ in self._probes.values()] + [layer for layer, _, _ in self._activations]
@@ -135,7 +147,11 @@ class KerasCollector:
         def apply(grads: Any, trainable_variables: Any = None) -> Any:
             if _replicas() == 1:
                 variables = trainable_variables if trainable_variables is not None else optimizer._trainable_variables
-                self._record_when_sampled(list(grads), list(variables), getattr(optimizer, "loss_scale_factor", None))
+                scale = getattr(optimizer, "loss_scale_factor", None)
+                self._record_when_sampled(list(grads), list(variables), scale)
+                if self._step_sq is not None:
+                    step = ops.cast(optimizer.iterations, "int32") - offset  # before this step's increment
+                    self.guard.run(STEP_NORMS, self._note_step_norm, list(grads), list(variables), scale, step)
             return original_apply(grads, trainable_variables)
 
         self._patches.set(optimizer, "apply", apply)
@@ -168,6 +184,20 @@ class KerasCollector:
 
     def _record_when_sampled(self, grads: list[Any], variables: list[Any], scale: float | None) -> None:
         self._on_sampled_steps(RECORDER, lambda: self.backend.keep(*self._measure(grads, variables, scale)))
+
+    def _note_step_norm(self, grads: list[Any], variables: list[Any], scale: Any, step: Any) -> None:
+        """Every step: the total squared gradient norm into slot ``step % n`` of the ring (large gradients read on
+        the blocks their updates are, as ``gradwatch.blocks`` chooses: an unbiased estimate)."""
+        ring, square_sum, total = self._step_sq, self.backend.square_sum, ops.zeros((), "float32")
+        if ring is None:
+            return
+        for grad, variable in zip(grads, variables):
+            position = self._position.get(id(variable))
+            if grad is not None and position is not None:
+                total = total + square_sum(_sampled(ops.cast(grad, "float32"), self._strides[position])) * self._block_scale[position]
+        if scale:
+            total = total / ops.square(ops.cast(scale, "float32"))
+        ring.assign(ops.scatter_update(ring, ops.reshape(step % ring.shape[0], (1, 1)), ops.reshape(total, (1,))))
 
     def _on_sampled_steps(self, part: str, work: Callable[[], Any]) -> None:
         """Run ``work`` on sampled steps only, the backend's way; a failure disables ``part``."""
@@ -314,7 +344,15 @@ class KerasCollector:
             input_mean_abs=mean_abs,
             input_std=std,
             batch_rows=int(rows) if rows is not None else None,
+            step_grad_norms=self._steps_up_to(step, parts.get("step_grads")),
         )
+
+    def _steps_up_to(self, step: int, ring: list[float] | None) -> tuple[float, ...]:
+        """The norms of the steps from the first not yet taken to ``step``, in order (the ring holds the last n)."""
+        first, self._steps_from = max(self._steps_from or 0, step + 1 - len(ring or ())), step + 1
+        if not ring or not self.guard.enabled(STEP_NORMS):
+            return ()
+        return tuple(ring[at % len(ring)] for at in range(first, step + 1))
 
     def _readout(self, values: list[Any], before: list[Any] | None, weight_sq: Any, limit: Any) -> Any:
         """One vector of all a sampled step's statistics, laid out by ``self._layouts``: per layer, the squared
@@ -333,6 +371,8 @@ class KerasCollector:
             parts["inputs"] = self._inputs[1]
         if self._probes:
             parts["sequences"] = ops.concatenate([ops.reshape(profile, (-1,)) for _, profile in self._probes.values()])
+        if self._step_sq is not None:
+            parts["step_grads"] = self._step_sq
         layout = self._layouts[before is not None]
         return ops.concatenate([ops.reshape(ops.cast(part, "float32"), (-1,)) for part in layout.arrange(parts)])
 

@@ -418,7 +418,7 @@ class DivergenceForecast(Detector):
       sweep's runs that diverge, the gradient norm turns up 40-60 steps before
       the loss does, where a stable run's falls; single sampled steps are too
       noisy to see it, a median of every step is not. Where the adapter
-      cannot read every step's gradients (Keras), it is not measured.
+      cannot read every step's gradients (Keras on JAX), it is not measured.
 
     Large attention logits and a growing output log-partition are not
     precursors of their own: in small character-level GPTs without

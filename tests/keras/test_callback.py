@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import subprocess
 import sys
@@ -270,6 +271,28 @@ def test_a_sampled_loss_is_the_mean_of_the_steps_since_the_previous_sample(monke
     assert any(step - previous > 1 for step, previous in zip(steps, [-1, *steps]))
 
 
+def test_every_steps_gradient_norm_reaches_the_next_sample_before_the_optimizer_clips_it(monkeypatch):
+    """The forecast's ``gradient_climb`` needs every step's total norm: on TensorFlow and torch the step writes it
+    into a ring on the device, the sample brings the steps since the previous one (before ``global_clipnorm``)."""
+    applied = []
+
+    class Recording(keras.optimizers.SGD):
+        def apply(self, grads, trainable_variables=None):
+            applied.append(float(np.sqrt(sum(np.sum(np.square(np.asarray(g))) for g in grads))))
+            return super().apply(grads, trainable_variables)
+
+    model = dense_stack("relu", 2)
+    model.compile(Recording(0.05, global_clipnorm=1e-3), case_loss(), run_eagerly=True)
+    callback = GradWatchCallback(every_n_steps=4, print_report=False, warn_on=None)
+    sampled = []
+    record = callback.session.record
+    monkeypatch.setattr(callback.session, "record", lambda stats, **kw: sampled.append(stats) or record(stats, **kw))
+    model.fit(*data(), batch_size=64, epochs=1, verbose=0, callbacks=[callback])
+    norms = [norm for stats in sampled for norm in stats.step_grad_norms]
+    assert len(norms) == sampled[-1].step + 1 and norms == pytest.approx(applied[: len(norms)], rel=1e-5)
+    assert min(norms) > 100 * 1e-3, "read before the clip"
+
+
 def _raise(*args, **kwargs):
     raise RuntimeError("injected fault")
 
@@ -277,6 +300,7 @@ def _raise(*args, **kwargs):
 FAULTS = {
     "keras collector": (KerasCollector, "read"),
     "keras gradient recorder": (KerasCollector, "_measure"),
+    "keras per-step gradient norm": (KerasCollector, "_note_step_norm"),
     "detector vanishing_gradients": (VanishingGradients, "observe"),
     "JSON writer": (Report, "write_json"),
     "console report": (gradwatch.console, "build"),
@@ -353,9 +377,11 @@ APPLIED_GRADIENT_SCRIPT = """
     model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16, activation="relu"), keras.layers.Dense(1)])
     model.compile(optimizer=keras.optimizers.SGD(0.1), loss="mse")
     callback = GradWatchCallback(every_n_steps=4, print_report=False, strict=True)
+    norms, record = [], callback.session.record
+    callback.session.record = lambda stats, **kw: norms.append((stats.step, stats.step_grad_norms)) or record(stats, **kw)
     for _ in range(2):  # 20 batches each: the second fit continues the schedule
         model.fit(x, y, batch_size=32, epochs=1, callbacks=[callback], verbose=0)
-    print(json.dumps([layer["history"] for layer in callback.report.layers]))
+    print(json.dumps({"histories": [layer["history"] for layer in callback.report.layers], "step_norms": norms}))
 """
 
 
@@ -368,9 +394,17 @@ def test_every_backend_measures_the_step_the_optimizer_applied(backend):
     subclassed, applied, *vanishing = (json.loads(line) for line in _run_on(backend, *scripts))
     sampled, layers, steps = subclassed
     assert len(layers) == 2 and sampled >= 5 and steps[-1] == 12  # steps 1, 2, 4, 8, 12 at least (0 may build it)
-    for history in applied:
+    for history in applied["histories"]:
         assert history["step"] == [0, 1, 2, 4, 8, 12, 16, 20, 24, 28, 32, 36]
         assert [0.1 * g for g in history["grad_norm"]] == pytest.approx(history["update_norm"], rel=1e-5)
+    # every step's norm, the sampled one last; JAX's pure step cannot write them (not measured there)
+    totals = [math.hypot(*grads) for grads in zip(*(history["grad_norm"] for history in applied["histories"]))]
+    steps_between = [step - previous for (step, _), previous in zip(applied["step_norms"], [-1] + [s for s, _ in applied["step_norms"]])]
+    if backend == "jax":
+        assert all(not norms for _, norms in applied["step_norms"])
+    else:
+        assert [len(norms) for _, norms in applied["step_norms"]] == steps_between
+        assert [norms[-1] for _, norms in applied["step_norms"]] == pytest.approx(totals, rel=1e-5)
     for framework, severity in vanishing:
         assert framework == f"keras/{backend}" and severity in ("warning", "critical")
 
