@@ -23,7 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .compare import Comparison, latest_flow
-from .report import Finding, Remedy, Report, layer_list, printable
+from .report import Finding, Report, layer_list, printable
 from .trial import TrialResult, TrialRow
 
 STYLE = {"critical": "bold red", "warning": "bold yellow", "info": "cyan"}
@@ -49,12 +49,9 @@ def print_report(report: Report, console: Console | None = None) -> None:
 def build(report: Report) -> Panel:
     """The renderable: a verdict line, one block per finding, the gradient flow."""
     parts: list[Any] = [_verdict(report)]
-    fullest: dict[str, Remedy] = {}  # a remedy shared by several findings is spelled out once, in its fullest reason
-    for remedy in (r for f in report.findings for r in f.remedies):
-        fullest[remedy.id] = max(fullest.get(remedy.id, remedy), remedy, key=lambda r: len(r.why))
-    shown: set[str] = set()
+    shown: set[tuple[str, str]] = set()  # a remedy with the same reason under several findings is spelled out once
     for finding in report.findings:
-        parts.append(_finding(finding, fullest, shown))
+        parts.append(_finding(finding, shown))
     flow = _flow(report)
     if flow is not None:
         parts.append(flow)
@@ -79,7 +76,7 @@ def _verdict(report: Report) -> Text:
     return Text(f"found: {counts}", style=STYLE[report.worst() or "info"])
 
 
-def _finding(finding: Finding, fullest: dict[str, Remedy], shown: set[str]) -> Group:
+def _finding(finding: Finding, shown: set[tuple[str, str]]) -> Group:
     head = Text()
     head.append(f"\n{finding.severity.upper():<8} ", style=STYLE[finding.severity])
     head.append(finding.symptom, style="bold")
@@ -93,8 +90,8 @@ def _finding(finding: Finding, fullest: dict[str, Remedy], shown: set[str]) -> G
         table.add_column(justify="right", no_wrap=True)
         table.add_column(ratio=1)
         for rank, remedy in enumerate(finding.remedies, 1):
-            why = "see above" if remedy.id in shown else printable(fullest.get(remedy.id, remedy).why)
-            shown.add(remedy.id)
+            why = "see above" if (remedy.id, remedy.why) in shown else printable(remedy.why)  # each finding's own reason
+            shown.add((remedy.id, remedy.why))
             table.add_row(f"  {rank}.", Text.assemble((printable(remedy.title), "bold"), f" — {why}"))
         lines.append(Text("  what to try, best fit first:"))
         lines.append(table)

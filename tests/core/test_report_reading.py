@@ -48,6 +48,19 @@ def test_a_remedy_shared_by_several_findings_is_spelled_out_once():
     assert "Lower the learning rate — see above" in text
 
 
+def test_each_finding_keeps_its_own_reason_for_a_shared_remedy():
+    """A forecast's "cap the peak" is not replaced by a later finding's reason sized from a blown-up step."""
+    facts = ModelFacts(layers=(LayerFacts("l0", "Linear"),), lr=0.47)
+    forecast = Finding("divergence_forecast", "warning", 100, ("l0",), "likely to diverge", evidence={"trained_lr": 0.1})
+    exploding = Finding("exploding_gradients", "warning", 280, ("l0",), "big", evidence={"peak_update": {"l0": 0.66}})
+    for finding in (forecast, exploding):
+        finding.remedies = sized(finding, rank(finding.symptom, facts), facts)
+    report = Session(facts=facts, warn_on=None).report()
+    report.findings[:] = [forecast, exploding]
+    text = " ".join(render(report, width=80).split())
+    assert text.index("cap the peak at about 0.1") < text.index("exploding_gradients from step 280") < text.index("try about 0.0071")
+
+
 def test_lower_learning_rate_is_sized_from_the_largest_measured_step():
     facts = ModelFacts(layers=(LayerFacts("l0", "Linear"),), lr=5.0)
     finding = Finding("exploding_gradients", "warning", 1, ("l0",), "big", evidence={"peak_update": {"l0": 4.62}})
