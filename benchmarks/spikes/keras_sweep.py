@@ -41,7 +41,7 @@ from .detectors import (  # noqa: E402
     ZScoreRule,
     first_above,
 )
-from .sweep import _summarise, calibrate, judge, table  # noqa: E402
+from .sweep import calibrate, judge, summarise, table  # noqa: E402
 from .train import STOP_PATIENCE  # noqa: E402
 
 STEPS, WARMUP = 400, 200
@@ -206,7 +206,7 @@ def evaluate(rows: list[dict[str, Any]]) -> dict[str, Any]:
         row["warnings"] = {column: asdict(judge(step, verdict)) for column, step in steps.items()}
     columns = list(rows[0]["warnings"]) if rows else []
     labels = {name: sum(r["oracle"]["label"] == name for r in rows) for name in (oracle.DIVERGED, oracle.SPIKED, oracle.STABLE)}
-    summary = {column: _summarise(column, rows) for column in columns}
+    summary = {column: summarise(column, rows) for column in columns}
     return {"forecast_ids": sorted(FORECAST_IDS), "labels": labels, "columns": columns, "rows": rows, "summary": summary, "threshold_sweeps": {}}
 
 

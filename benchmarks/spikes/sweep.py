@@ -142,7 +142,7 @@ def evaluate(results: list[RunResult], ids: frozenset[str] = FORECAST_IDS) -> di
             }
         )
     columns = list(rows[0]["warnings"]) if rows else []
-    summary = {column: _summarise(column, rows) for column in columns}
+    summary = {column: summarise(column, rows) for column in columns}
     sweeps = {
         "zclip": _threshold_sweep(results, [("zclip", t) for t in ZCLIP_THRESHOLDS]),
         "lightning": _threshold_sweep(results, [("lightning", t) for t in sorted(results[0].lightning)] if results else []),
@@ -162,7 +162,9 @@ def evaluate(results: list[RunResult], ids: frozenset[str] = FORECAST_IDS) -> di
     }
 
 
-def _summarise(column: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+def summarise(column: str, rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """One detector column over judged rows: diverged runs warned in time (and in the second half), false alarms on
+    stable runs, spiked runs warned, the median lead (the PyTorch and the Keras sweep both print it)."""
     diverged = [r for r in rows if r["oracle"]["label"] == oracle.DIVERGED]
     stable = [r for r in rows if r["oracle"]["label"] == oracle.STABLE]
     spiked = [r for r in rows if r["oracle"]["label"] == oracle.SPIKED]
